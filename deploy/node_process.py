@@ -1,0 +1,29 @@
+"""Runs one regional node as a process until SIGTERM or SIGINT, then drains it."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from ridgeline.regional.config import NodeConfig
+from ridgeline.regional.node import RegionalNode
+
+_log = logging.getLogger(__name__)
+
+
+def serve_until_signalled(config: NodeConfig, *, ready_line: bool = True) -> None:
+    """Starts the node, prints one READY line with its address, and blocks until a signal."""
+    node = RegionalNode(config)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    node.start()
+    if ready_line:
+        # Parents (the local cluster, tests) wait for this line to learn the bound port.
+        print(f"READY {config.region} {config.node_id} {node.address}", flush=True)
+    try:
+        stop.wait()
+    finally:
+        _log.info("draining node %s", config.node_id)
+        node.stop()

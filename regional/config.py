@@ -1,0 +1,31 @@
+"""What one regional node needs to know to serve; every bound carries its unit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    region: str
+    node_id: str
+    database_url: str
+    listen_address: str = "127.0.0.1:0"
+    #: gRPC worker threads; also the database pool size, so no worker waits for a connection.
+    workers: int = 16
+    #: Beyond this many in-flight RPCs the node answers RESOURCE_EXHAUSTED instead of queueing.
+    max_concurrent_rpcs: int = 64
+    hold_ttl_default_seconds: int = 900
+    hold_ttl_min_seconds: int = 10
+    hold_ttl_max_seconds: int = 3600
+    #: How far ahead nights are on sale; inventory rows exist up to this horizon.
+    advance_booking_days: int = 365
+    stay_nights_max: int = 30
+    #: How often the node's sweeper expires lapsed holds, and how many per transaction.
+    sweep_interval_seconds: float = 5.0
+    sweep_batch_max: int = 500
+
+    def __post_init__(self) -> None:
+        assert self.workers > 0 and self.max_concurrent_rpcs >= self.workers
+        assert 0 < self.hold_ttl_min_seconds <= self.hold_ttl_default_seconds <= self.hold_ttl_max_seconds
+        assert self.advance_booking_days > 0 and self.stay_nights_max > 0

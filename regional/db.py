@@ -1,0 +1,107 @@
+"""Region database access: engines and the whole-transaction retry helper.
+
+ARCHITECTURE.md §3: CockroachDB in production, PostgreSQL here, both through the
+``cockroachdb+psycopg`` URL scheme and SERIALIZABLE isolation. Serialization failures
+(SQLSTATE 40001) and deadlocks (40P01) are retried by re-running the *whole* transaction
+on a fresh BEGIN, with capped, jittered exponential backoff and a bounded attempt count.
+``sqlalchemy_cockroachdb.run_transaction`` is not used: on PostgreSQL it retries inside
+the failed snapshot and never recovers.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from .errors import Contention, DatabaseUnavailable, DeadlineExceeded
+
+_log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: SQLSTATEs after which re-running the whole transaction can succeed.
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounds for :func:`run_transaction`; every wait and loop here has a limit."""
+
+    attempts_max: int = 12
+    backoff_base_seconds: float = 0.002
+    backoff_cap_seconds: float = 0.25
+
+    def backoff_seconds(self, attempt: int) -> float:
+        """Full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2**attempt)]."""
+        return random.uniform(0.0, min(self.backoff_cap_seconds, self.backoff_base_seconds * 2**attempt))
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+def make_engine(url: str, *, pool_size: int = 16, application_name: str = "ridgeline") -> Engine:
+    """An engine whose every transaction runs SERIALIZABLE, whatever the server default is."""
+    return create_engine(
+        url,
+        isolation_level="SERIALIZABLE",
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_pre_ping=False,
+        pool_timeout=10,
+        connect_args={"application_name": application_name, "connect_timeout": 5},
+    )
+
+
+def sqlstate(error: BaseException) -> str | None:
+    """The SQLSTATE behind a SQLAlchemy or psycopg error, if there is one."""
+    orig = getattr(error, "orig", error)
+    return getattr(orig, "sqlstate", None)
+
+
+def run_transaction(
+    engine: Engine,
+    work: Callable[[Connection], T],
+    *,
+    policy: RetryPolicy = DEFAULT_RETRY,
+    deadline: float | None = None,
+    on_retry: Callable[[str], None] | None = None,
+) -> T:
+    """Runs ``work`` in one transaction, re-running it whole on a serialization failure.
+
+    ``work`` must be safe to run again from the start: it may only touch the database
+    through the connection it is given (never a payment provider). Domain errors raised
+    by ``work`` roll the transaction back and propagate unchanged. ``deadline`` is a
+    ``time.monotonic()`` instant after which no new attempt starts.
+    """
+    for attempt in range(1, policy.attempts_max + 1):
+        try:
+            with engine.connect() as conn, conn.begin():
+                return work(conn)
+        except DBAPIError as error:
+            state = sqlstate(error)
+            if state in RETRYABLE_SQLSTATES:
+                if on_retry is not None:
+                    on_retry(state)
+                if attempt == policy.attempts_max:
+                    raise Contention(f"gave up after {attempt} attempts lost to concurrent writers") from error
+                pause = policy.backoff_seconds(attempt)
+                if deadline is not None and time.monotonic() + pause >= deadline:
+                    raise DeadlineExceeded("deadline passed while retrying a contended transaction") from error
+                time.sleep(pause)
+                continue
+            if isinstance(error, OperationalError) or error.connection_invalidated:
+                raise DatabaseUnavailable(f"region database unreachable: {_first_line(error)}") from error
+            raise
+    raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(getattr(error, "orig", error)) or type(error).__name__
+    return text.splitlines()[0]

@@ -1,0 +1,52 @@
+"""Domain errors of the regional orchestrator.
+
+Each error names the situation, not the transport; :mod:`.status` maps them to gRPC
+status codes at the edge (ARCHITECTURE.md §6), so a client always gets a readable
+message and never a traceback.
+"""
+
+from __future__ import annotations
+
+
+class BookingError(Exception):
+    """Base of every error a caller is meant to see."""
+
+
+class InvalidRequest(BookingError):
+    """A field is missing, malformed or out of range."""
+
+
+class IdempotencyKeyReused(InvalidRequest):
+    """The key was first used for a different request; its first result stands."""
+
+
+class NotFound(BookingError):
+    """Unknown basecamp, resource or booking."""
+
+
+class IllegalTransition(BookingError):
+    """The booking's state does not allow the requested change."""
+
+
+class HoldExpired(IllegalTransition):
+    """The hold lapsed before the confirmation arrived."""
+
+
+class NightsNotOpen(BookingError):
+    """Inventory for some requested nights has not been opened for sale."""
+
+
+class SoldOut(BookingError):
+    """Not enough free units on at least one requested night."""
+
+
+class Contention(BookingError):
+    """Lost to concurrent writers more often than the retry policy allows."""
+
+
+class DeadlineExceeded(BookingError):
+    """The caller's deadline passed before the work could finish."""
+
+
+class DatabaseUnavailable(BookingError):
+    """The region database could not be reached; the call had no effect or is retryable."""

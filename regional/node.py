@@ -1,0 +1,69 @@
+"""One regional orchestrator node: the gRPC server, its database pool and its sweeper.
+
+The node assumes its region database is migrated and holds the catalog; deploy/ does
+that before starting it. Standard gRPC health and reflection services are served beside
+BookingService so that load balancers, ``grpcurl`` and operators can see it.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ridgeline.v1 import booking_pb2 as pb
+from ridgeline.v1 import booking_pb2_grpc as pb_grpc
+
+from .catalog import CatalogView
+from .config import NodeConfig
+from .db import make_engine
+from .servicer import BookingServicer, Clock, utc_now
+from .sweeper import Sweeper
+
+_log = logging.getLogger(__name__)
+
+BOOKING_SERVICE = pb.DESCRIPTOR.services_by_name["BookingService"].full_name
+
+
+class RegionalNode:
+    def __init__(self, config: NodeConfig, clock: Clock = utc_now) -> None:
+        self.config = config
+        self._engine = make_engine(config.database_url, pool_size=config.workers, application_name=f"ridgeline-{config.node_id}")
+        self._catalog = CatalogView(self._engine, config.region)
+        self._health = health.HealthServicer()
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc"),
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+        )
+        pb_grpc.add_BookingServiceServicer_to_server(BookingServicer(config, self._engine, self._catalog, clock), self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        reflection.enable_server_reflection((BOOKING_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server)
+        self.port = self._server.add_insecure_port(config.listen_address)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {config.listen_address}")
+        self._sweeper = Sweeper(self._engine, clock, interval_seconds=config.sweep_interval_seconds, batch_max=config.sweep_batch_max)
+
+    @property
+    def address(self) -> str:
+        host = self.config.listen_address.rsplit(":", 1)[0]
+        return f"{host}:{self.port}"
+
+    def start(self) -> None:
+        self._server.start()
+        self._sweeper.start()
+        for service in ("", BOOKING_SERVICE):
+            self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        _log.info("node %s of %s serving on %s", self.config.node_id, self.config.region, self.address)
+
+    def stop(self, grace_seconds: float = 5.0) -> None:
+        """Stops taking calls, lets in-flight ones finish within the grace, then closes."""
+        self._health.enter_graceful_shutdown()
+        self._server.stop(grace_seconds).wait()
+        self._sweeper.stop()
+        self._engine.dispose()
+
+    def wait(self) -> None:
+        self._server.wait_for_termination()

@@ -1,0 +1,63 @@
+"""Maps domain errors to gRPC status codes at the edge (ARCHITECTURE.md §6).
+
+A client always gets a code it can act on and a message it can read. An unexpected
+exception is logged here with a reference id and answered INTERNAL with that id only:
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import uuid
+from collections.abc import Callable
+from typing import TypeVar
+
+import grpc
+
+from . import errors
+
+_log = logging.getLogger(__name__)
+
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+
+#: Most specific first: the first matching class decides the code.
+_CODES: tuple[tuple[type[errors.BookingError], grpc.StatusCode], ...] = (
+    (errors.InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.IllegalTransition, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.NightsNotOpen, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.SoldOut, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.Contention, grpc.StatusCode.ABORTED),
+    (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (errors.DatabaseUnavailable, grpc.StatusCode.UNAVAILABLE),
+)
+
+
+def code_for(error: errors.BookingError) -> grpc.StatusCode:
+    for cls, code in _CODES:
+        if isinstance(error, cls):
+            return code
+    return grpc.StatusCode.UNKNOWN
+
+
+def guarded(
+    method: Callable[[object, Request, grpc.ServicerContext], Response],
+) -> Callable[[object, Request, grpc.ServicerContext], Response]:
+    """Wraps a servicer method so that every failure becomes a proper status."""
+
+    @functools.wraps(method)
+    def wrapper(self: object, request: Request, context: grpc.ServicerContext) -> Response:
+        try:
+            return method(self, request, context)
+        except errors.BookingError as error:
+            code, message = code_for(error), str(error)
+        except Exception:  # noqa: BLE001 - the edge must answer every failure with a status
+            reference = uuid.uuid4().hex[:12]
+            _log.exception("%s failed (reference %s)", method.__name__, reference)
+            code, message = grpc.StatusCode.INTERNAL, f"internal error (reference {reference})"
+        context.abort(code, message)
+        raise AssertionError("context.abort always raises")  # pragma: no cover
+
+    return wrapper

@@ -1,0 +1,139 @@
+"""Confirm, release and cancel: the booking state machine's moves after the hold.
+
+Each move is one statement that changes the booking's state only if it is still in the
+expected state, appends the history row, and moves the units between ``held``,
+``booked`` and free, all in the caller's transaction, with the idempotency record beside
+it. A move to the state the booking is already in has no effect and answers the
+booking as it is, so that a desk or a coordinator can retry a confirm or cancel safely.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, Engine, text
+
+from . import errors, idempotency, queries
+from .db import run_transaction
+from .model import LEGAL_TRANSITIONS, Booking, BookingState
+
+
+@dataclass(frozen=True)
+class Move:
+    """One edge of the state machine and what it does to inventory."""
+
+    operation: str
+    source: BookingState
+    target: BookingState
+    held_delta: int
+    booked_delta: int
+    requires_live_hold: bool
+
+    def __post_init__(self) -> None:
+        assert self.target in LEGAL_TRANSITIONS[self.source], f"{self.source} -> {self.target} is not a legal transition"
+
+
+CONFIRM = Move("ConfirmBooking", BookingState.HELD, BookingState.CONFIRMED, -1, +1, requires_live_hold=True)
+RELEASE = Move("ReleaseHold", BookingState.HELD, BookingState.RELEASED, -1, 0, requires_live_hold=False)
+CANCEL = Move("CancelBooking", BookingState.CONFIRMED, BookingState.CANCELLED, 0, -1, requires_live_hold=False)
+
+_MOVE = text(
+    """
+    WITH moved AS (
+        UPDATE bookings
+        SET state = :target, version = version + 1, updated_at = :now
+        WHERE booking_id = :booking_id AND state = :source
+          AND (NOT :requires_live_hold OR expires_at > :now)
+        RETURNING booking_id, resource_id, first_night, end_night, party_size, version
+    ), history AS (
+        INSERT INTO booking_history (booking_id, version, from_state, to_state, at, reason)
+        SELECT booking_id, version, :source, :target, :now, :reason FROM moved
+        RETURNING 1
+    ), units AS (
+        UPDATE inventory AS i
+        SET held = i.held + :held_delta * m.party_size, booked = i.booked + :booked_delta * m.party_size
+        FROM moved AS m
+        WHERE i.resource_id = m.resource_id AND i.night >= m.first_night AND i.night < m.end_night
+        RETURNING 1
+    )
+    SELECT m.first_night, m.end_night,
+           (SELECT count(*) FROM history) AS histories,
+           (SELECT count(*) FROM units) AS nights_moved
+    FROM moved AS m
+    """
+)
+
+
+def apply_move(
+    engine: Engine,
+    move: Move,
+    *,
+    booking_id: str,
+    idempotency_key: str,
+    reason: str,
+    now: datetime,
+    deadline: float | None = None,
+    on_retry: Callable[[str], None] | None = None,
+) -> Booking:
+    """Moves a booking along ``move`` or raises NotFound / IllegalTransition / HoldExpired."""
+    fingerprint = idempotency.fingerprint(move.operation, {"booking_id": booking_id, "reason": reason})
+
+    def work(conn: Connection) -> Booking | errors.BookingError:
+        prior = idempotency.replay(conn, idempotency_key, move.operation, fingerprint)
+        if prior is not None:
+            return prior
+        outcome = _move_once(conn, move, booking_id, reason or _default_reason(move), now)
+        if isinstance(outcome, Booking):
+            idempotency.record(conn, idempotency_key, move.operation, fingerprint, now, result=outcome)
+        else:
+            idempotency.record(conn, idempotency_key, move.operation, fingerprint, now, error=outcome)
+        return outcome
+
+    outcome = run_transaction(engine, work, deadline=deadline, on_retry=on_retry)
+    if isinstance(outcome, errors.BookingError):
+        raise outcome
+    return outcome
+
+
+def _move_once(conn: Connection, move: Move, booking_id: str, reason: str, now: datetime) -> Booking | errors.BookingError:
+    row = conn.execute(
+        _MOVE,
+        {
+            "booking_id": booking_id,
+            "source": move.source.value,
+            "target": move.target.value,
+            "requires_live_hold": move.requires_live_hold,
+            "held_delta": move.held_delta,
+            "booked_delta": move.booked_delta,
+            "reason": reason,
+            "now": now,
+        },
+    ).one_or_none()
+    if row is not None:
+        nights = (row.end_night - row.first_night).days
+        assert row.histories == 1, "a move writes exactly one history row"
+        assert row.nights_moved == nights, f"moved units on {row.nights_moved} of {nights} nights"
+        booking = queries.get_booking(conn, booking_id)
+        assert booking is not None and booking.state is move.target
+        return booking
+    return _refusal(conn, move, booking_id, now)
+
+
+def _refusal(conn: Connection, move: Move, booking_id: str, now: datetime) -> Booking | errors.BookingError:
+    """Why a move did not happen; a booking already at the target is answered as it is."""
+    booking = queries.get_booking(conn, booking_id)
+    if booking is None:
+        return errors.NotFound(f"no booking {booking_id}")
+    if booking.state is move.target:
+        return booking
+    if booking.state is move.source and move.requires_live_hold:
+        return errors.HoldExpired(f"hold {booking_id} expired at {booking.expires_at.isoformat()}; place a new hold")
+    return errors.IllegalTransition(
+        f"booking {booking_id} is {booking.state.value}; {move.operation} needs it {move.source.value}"
+    )
+
+
+def _default_reason(move: Move) -> str:
+    return {CONFIRM: "confirmed", RELEASE: "released by request", CANCEL: "cancelled by request"}[move]
