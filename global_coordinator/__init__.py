@@ -1,0 +1,1 @@
+"""Cross-region treks as two-phase commit with compensation. Not built yet."""

@@ -1,16 +1,20 @@
 """Placing a hold: units for every night of a stay, all or nothing, until a TTL.
 
-Invariant 1 (no overbooking) is kept twice over: the conditional UPDATE only takes
-units where ``held + booked + units <= capacity``, and the inventory table's CHECK
-constraint refuses any write that would overbook, so no code path in Python can.
+Invariant 1 (no overbooking) is kept by the database, twice over: the conditional
+UPDATE only takes units where ``held + booked + units <= capacity``, and the inventory
+table's CHECK refuses any write that would overbook anyway.
 
-The fast path is two statements in one transaction (ARCHITECTURE.md §3): the
-conditional UPDATE over the stay's nights, then one statement inserting the booking,
-its first history row and its idempotency record. It does not read the idempotency
-record first; a repeated key surfaces as a unique violation on the record's primary key
-and is answered from the stored first result. When a night is short, the slow path
-reclaims lapsed holds on those nights, tries once more, and otherwise records the
-refusal under the key.
+The fast path is ONE statement run as its own implicit transaction: it takes the units
+on every night of the stay with the conditional UPDATE (ARCHITECTURE.md §3), inserts
+the booking recording how many nights were taken, its first history row and its
+idempotency record. The bookings table CHECKs that the nights taken are all the nights
+of the stay, so when any night is short (or not on sale) the insert fails and with it
+the whole statement: nothing is half-taken, and there is no BEGIN/COMMIT round trip.
+
+The fast path does not read the idempotency record first: a repeated key surfaces as a
+unique violation on the record's primary key and is answered from the stored first
+result. When a night is short, the slow path (an explicit transaction) reclaims lapsed
+holds on those nights, tries once more, and otherwise records the refusal under the key.
 """
 
 from __future__ import annotations
@@ -29,23 +33,23 @@ from .model import Booking, BookingState, Nights, Transition
 
 OPERATION = "PlaceHold"
 
-_TAKE_UNITS = text(
-    """
-    UPDATE inventory SET held = held + :units
-    WHERE resource_id = :resource_id AND night >= :start AND night < :end
-      AND held + booked + :units <= capacity
-    RETURNING night
-    """
-)
+#: The CHECK that fails when some night of the stay could not be taken.
+_SHORT_CONSTRAINT = "bookings_reserved_every_night"
 
-_INSERT_HOLD = text(
+_PLACE_HOLD = text(
     """
-    WITH booking AS (
+    WITH taken AS (
+        UPDATE inventory SET held = held + :units
+        WHERE resource_id = :resource_id AND night >= :start AND night < :end
+          AND held + booked + :units <= capacity
+        RETURNING night
+    ), booking AS (
         INSERT INTO bookings (booking_id, basecamp_id, resource_id, first_night, end_night, party_size,
                               customer_id, state, version, total_price_cents, currency,
-                              created_at, updated_at, expires_at)
-        VALUES (:booking_id, :basecamp_id, :resource_id, :start, :end, :units,
-                :customer_id, 'held', 1, :total_price_cents, :currency, :now, :now, :expires_at)
+                              created_at, updated_at, expires_at, reserved_nights)
+        SELECT :booking_id, :basecamp_id, :resource_id, :start, :end, :units,
+               :customer_id, 'held', 1, :total_price_cents, :currency, :now, :now, :expires_at, count(*)
+        FROM taken
         RETURNING booking_id
     ), history AS (
         INSERT INTO booking_history (booking_id, version, from_state, to_state, at, reason)
@@ -97,10 +101,6 @@ class HoldRequest:
         )
 
 
-class _Short(Exception):
-    """Internal: some night lacked units; rolls the fast path back."""
-
-
 def place_hold(
     engine: Engine,
     request: HoldRequest,
@@ -115,56 +115,54 @@ def place_hold(
     params = _params(request, booking, fingerprint)
 
     def fast(conn: Connection) -> Booking:
-        if not _take_units(conn, request):
-            raise _Short
-        conn.execute(_INSERT_HOLD, params)
+        conn.execute(_PLACE_HOLD, params)
         return booking
 
     def slow(conn: Connection) -> Booking | errors.BookingError:
         prior = idempotency.replay(conn, request.idempotency_key, OPERATION, fingerprint)
         if prior is not None:
             return prior
-        reclaimed = expiry.reclaim_for(conn, resource_id=request.resource_id, nights=request.nights, now=now)
-        if reclaimed.expired:
-            retry = conn.begin_nested()
-            if _take_units(conn, request):
-                retry.commit()
-                conn.execute(_INSERT_HOLD, params)
-                return booking
-            retry.rollback()
+        expiry.reclaim_for(conn, resource_id=request.resource_id, nights=request.nights, now=now)
+        # Try again in this transaction's snapshot, so that a refusal below is diagnosed
+        # from the very state that refused it.
+        attempt = conn.begin_nested()
+        try:
+            conn.execute(_PLACE_HOLD, params)
+        except IntegrityError as error:
+            attempt.rollback()
+            if not _is_short(error):
+                raise
+        else:
+            attempt.commit()
+            return booking
         refusal = _diagnose(conn, request)
         idempotency.record(conn, request.idempotency_key, OPERATION, fingerprint, now, error=refusal)
         return refusal
 
-    try:
-        return run_transaction(engine, fast, deadline=deadline, on_retry=on_retry)
-    except _Short:
-        outcome = run_transaction(engine, slow, deadline=deadline, on_retry=on_retry)
-    except IntegrityError as error:
-        if not idempotency.is_key_conflict(error):
-            raise
-        outcome = run_transaction(engine, _replayer(request, fingerprint), deadline=deadline, on_retry=on_retry)
-    if isinstance(outcome, errors.BookingError):
-        raise outcome
-    return outcome
-
-
-def _replayer(request: HoldRequest, fingerprint: str) -> Callable[[Connection], Booking]:
     def replay(conn: Connection) -> Booking:
         prior = idempotency.replay(conn, request.idempotency_key, OPERATION, fingerprint)
         assert prior is not None, "a key conflict implies a committed record"
         return prior
 
-    return replay
+    try:
+        try:
+            return run_transaction(engine, fast, deadline=deadline, on_retry=on_retry, single_statement=True)
+        except IntegrityError as error:
+            if not _is_short(error):
+                raise
+        outcome = run_transaction(engine, slow, deadline=deadline, on_retry=on_retry)
+    except IntegrityError as error:
+        if not idempotency.is_key_conflict(error):
+            raise
+        outcome = run_transaction(engine, replay, deadline=deadline, on_retry=on_retry)
+    if isinstance(outcome, errors.BookingError):
+        raise outcome
+    return outcome
 
 
-def _take_units(conn: Connection, request: HoldRequest) -> bool:
-    taken = conn.execute(
-        _TAKE_UNITS,
-        {"units": request.party_size, "resource_id": request.resource_id, "start": request.nights.start, "end": request.nights.end},
-    ).all()
-    # Partial success leaves some nights taken: the caller must roll back (never commit).
-    return len(taken) == request.nights.count
+def _is_short(error: IntegrityError) -> bool:
+    diag = getattr(error.orig, "diag", None)
+    return getattr(diag, "constraint_name", None) == _SHORT_CONSTRAINT
 
 
 def _diagnose(conn: Connection, request: HoldRequest) -> errors.BookingError:

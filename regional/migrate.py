@@ -8,6 +8,7 @@ deploy/, not here.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -17,6 +18,11 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 _SCRIPT_LOCATION = Path(__file__).resolve().parent / "migrations"
+
+#: Alembic publishes the running migration through process-global proxies
+#: (``alembic.context``, ``alembic.op``), so two upgrades in threads of one process
+#: clobber each other (KeyError 'config', tables created twice or missing). One at a time.
+_ALEMBIC_LOCK = threading.Lock()
 
 
 def _config() -> Config:
@@ -28,7 +34,7 @@ def _config() -> Config:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Brings the region schema up to ``revision`` (idempotent)."""
     config = _config()
-    with engine.begin() as conn:
+    with _ALEMBIC_LOCK, engine.begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
 

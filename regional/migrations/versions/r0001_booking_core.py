@@ -5,6 +5,9 @@ Revises:
 
 Invariant 1 (no overbooking) is a CHECK on inventory: the database itself refuses any
 write that would put held + booked above capacity, whatever the Python above it does.
+A booking also records how many inventory nights its creating statement reserved, and a
+CHECK requires that to be every night of the stay: a hold that could not take units on
+some night cannot be inserted, so the statement that took the other nights fails whole.
 """
 
 from alembic import op
@@ -64,7 +67,9 @@ _UPGRADE = [
         created_at TIMESTAMPTZ NOT NULL,
         updated_at TIMESTAMPTZ NOT NULL,
         expires_at TIMESTAMPTZ NOT NULL,
-        CONSTRAINT bookings_nights_forward CHECK (end_night > first_night)
+        reserved_nights INT NOT NULL,
+        CONSTRAINT bookings_nights_forward CHECK (end_night > first_night),
+        CONSTRAINT bookings_reserved_every_night CHECK (reserved_nights = end_night - first_night)
     )
     """,
     "CREATE INDEX bookings_live_holds ON bookings (expires_at) WHERE state = 'held'",

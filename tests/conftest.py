@@ -1,0 +1,151 @@
+"""Shared fixtures: real PostgreSQL servers (one per simulated region) and real gRPC nodes.
+
+Each region gets its own throwaway PostgreSQL cluster for the whole session, started in
+parallel and removed at the end. Inside it a template database is migrated and loaded
+with the sample catalog once; every test that writes gets a fresh copy of that template
+(``CREATE DATABASE … TEMPLATE``), so tests never see each other's bookings.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import Engine
+
+from ridgeline.deploy.postgres import PostgresServer
+from ridgeline.deploy.region import prepare_region_database
+from ridgeline.regional.catalog import load_catalog
+from ridgeline.regional.config import NodeConfig
+from ridgeline.regional.db import make_engine
+from ridgeline.regional.node import RegionalNode
+from ridgeline.routing.client import BookingClient
+
+REGIONS = ("eu-alps", "na-rockies", "sa-andes")
+TEMPLATE = "ridgeline_template"
+_database_numbers = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def region_servers() -> Iterator[dict[str, PostgresServer]]:
+    """One PostgreSQL cluster per region on free loopback ports, each with a prepared template."""
+    root = Path(tempfile.mkdtemp(prefix="ridgeline-test-pg-"))
+    servers = {region: PostgresServer(root / region) for region in REGIONS}
+    catalog = load_catalog()
+
+    def boot(region: str) -> None:
+        server = servers[region]
+        server.start()
+        url = server.create_database(TEMPLATE)
+        prepare_region_database(url, region, catalog, advance_booking_days=NodeConfig.advance_booking_days)
+
+    try:
+        with ThreadPoolExecutor(len(REGIONS)) as pool:
+            list(pool.map(boot, REGIONS))
+        yield servers
+    finally:
+        for server in servers.values():
+            server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class RegionDatabase:
+    region: str
+    url: str
+    dsn: str
+
+
+@pytest.fixture
+def fresh_database(region_servers: dict[str, PostgresServer]) -> Callable[[str], RegionDatabase]:
+    """Makes a fresh copy of a region's prepared template database."""
+
+    def make(region: str = "eu-alps") -> RegionDatabase:
+        server = region_servers[region]
+        name = f"t{os.getpid()}_{next(_database_numbers)}"
+        with psycopg.connect(server.libpq_dsn(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE {TEMPLATE}')
+        return RegionDatabase(region, server.url(name), server.libpq_dsn(name))
+
+    return make
+
+
+@pytest.fixture
+def alps_db(fresh_database: Callable[[str], RegionDatabase]) -> RegionDatabase:
+    return fresh_database("eu-alps")
+
+
+@pytest.fixture
+def alps_engine(alps_db: RegionDatabase) -> Iterator[Engine]:
+    engine = make_engine(alps_db.url, pool_size=8)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def alps_node(alps_db: RegionDatabase) -> Iterator[RegionalNode]:
+    """A real gRPC node for eu-alps on a loopback port, in this process."""
+    node = RegionalNode(NodeConfig(region="eu-alps", node_id="test-node", database_url=alps_db.url, workers=16, max_concurrent_rpcs=256))
+    node.start()
+    yield node
+    node.stop(grace_seconds=1)
+
+
+@pytest.fixture
+def alps_client(alps_node: RegionalNode) -> Iterator[BookingClient]:
+    with BookingClient(alps_node.address, timeout_seconds=30) as client:
+        yield client
+
+
+class NodeProcess:
+    """A regional node in its own process (``ridgeline node``), for crash tests."""
+
+    _READY = re.compile(r"^READY (\S+) (\S+) (\S+)$")
+
+    def __init__(self, db: RegionDatabase, *extra: str) -> None:
+        command = [sys.executable, "-m", "ridgeline.deploy.cli", "node", "--region", db.region, "--database-url", db.url, *extra]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            match = self._READY.match(line.strip())
+            if match:
+                self.address = match.group(3)
+                return
+        raise RuntimeError(f"node process exited with {self.process.wait()} before READY")
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def node_process() -> Iterator[Callable[..., NodeProcess]]:
+    started: list[NodeProcess] = []
+
+    def start(db: RegionDatabase, *extra: str) -> NodeProcess:
+        started.append(NodeProcess(db, *extra))
+        return started[-1]
+
+    yield start
+    for proc in started:
+        proc.stop()
