@@ -21,6 +21,9 @@ class NodeConfig:
     #: How far ahead nights are on sale; inventory rows exist up to this horizon.
     advance_booking_days: int = 365
     stay_nights_max: int = 30
+    #: Most holds one group-commit round places with one statement; 1 turns group commit
+    #: off (every hold is its own statement, as in the benchmark's baseline).
+    hold_round_max: int = 64
     #: How often the node's sweeper expires lapsed holds, and how many per transaction.
     sweep_interval_seconds: float = 5.0
     sweep_batch_max: int = 500
@@ -28,4 +31,4 @@ class NodeConfig:
     def __post_init__(self) -> None:
         assert self.workers > 0 and self.max_concurrent_rpcs >= self.workers
         assert 0 < self.hold_ttl_min_seconds <= self.hold_ttl_default_seconds <= self.hold_ttl_max_seconds
-        assert self.advance_booking_days > 0 and self.stay_nights_max > 0
+        assert self.advance_booking_days > 0 and self.stay_nights_max > 0 and self.hold_round_max >= 1

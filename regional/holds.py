@@ -110,7 +110,7 @@ def place_hold(
     on_retry: Callable[[str], None] | None = None,
 ) -> Booking:
     """Holds ``party_size`` units on every night of the stay, or raises a BookingError."""
-    booking = _new_booking(request, now)
+    booking = new_booking(request, now)
     fingerprint = request.fingerprint()
     params = _params(request, booking, fingerprint)
 
@@ -185,7 +185,8 @@ def _diagnose(conn: Connection, request: HoldRequest) -> errors.BookingError:
     )
 
 
-def _new_booking(request: HoldRequest, now: datetime) -> Booking:
+def new_booking(request: HoldRequest, now: datetime) -> Booking:
+    """The booking a hold creates (also built by the group committer for its rounds)."""
     total = request.unit_price_cents * request.party_size * request.nights.count
     return Booking(
         booking_id=str(uuid.uuid4()),

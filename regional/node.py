@@ -20,7 +20,9 @@ from ridgeline.v1 import booking_pb2_grpc as pb_grpc
 from .catalog import CatalogView
 from .config import NodeConfig
 from .db import make_engine
-from .servicer import BookingServicer, Clock, utc_now
+from .group_commit import HoldGroupCommitter
+from .holds import place_hold
+from .servicer import BookingServicer, Clock, HoldPlacer, utc_now
 from .sweeper import Sweeper
 
 _log = logging.getLogger(__name__)
@@ -38,7 +40,9 @@ class RegionalNode:
             futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc"),
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
-        pb_grpc.add_BookingServiceServicer_to_server(BookingServicer(config, self._engine, self._catalog, clock), self._server)
+        self._committer = HoldGroupCommitter(self._engine, clock, round_max=config.hold_round_max) if config.hold_round_max > 1 else None
+        servicer = BookingServicer(config, self._engine, self._catalog, self._hold_placer(clock), clock)
+        pb_grpc.add_BookingServiceServicer_to_server(servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection((BOOKING_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server)
         self.port = self._server.add_insecure_port(config.listen_address)
@@ -46,12 +50,20 @@ class RegionalNode:
             raise OSError(f"cannot listen on {config.listen_address}")
         self._sweeper = Sweeper(self._engine, clock, interval_seconds=config.sweep_interval_seconds, batch_max=config.sweep_batch_max)
 
+    def _hold_placer(self, clock: Clock) -> HoldPlacer:
+        committer, engine = self._committer, self._engine
+        if committer is not None:
+            return lambda hold, deadline: committer.place(hold, deadline=deadline)
+        return lambda hold, deadline: place_hold(engine, hold, now=clock(), deadline=deadline)
+
     @property
     def address(self) -> str:
         host = self.config.listen_address.rsplit(":", 1)[0]
         return f"{host}:{self.port}"
 
     def start(self) -> None:
+        if self._committer is not None:
+            self._committer.start()
         self._server.start()
         self._sweeper.start()
         for service in ("", BOOKING_SERVICE):
@@ -62,6 +74,8 @@ class RegionalNode:
         """Stops taking calls, lets in-flight ones finish within the grace, then closes."""
         self._health.enter_graceful_shutdown()
         self._server.stop(grace_seconds).wait()
+        if self._committer is not None:
+            self._committer.stop()
         self._sweeper.stop()
         self._engine.dispose()
 

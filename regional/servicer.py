@@ -16,9 +16,12 @@ from . import convert, holds, queries, transitions, validation
 from .catalog import CatalogView
 from .config import NodeConfig
 from .errors import DeadlineExceeded, NotFound
+from .model import Booking
 from .status import guarded
 
 Clock = Callable[[], datetime]
+#: Places a validated hold before the deadline (group commit, or the single path).
+HoldPlacer = Callable[[holds.HoldRequest, "float | None"], Booking]
 
 
 def utc_now() -> datetime:
@@ -26,10 +29,11 @@ def utc_now() -> datetime:
 
 
 class BookingServicer(pb_grpc.BookingServiceServicer):
-    def __init__(self, config: NodeConfig, engine: Engine, catalog: CatalogView, clock: Clock = utc_now) -> None:
+    def __init__(self, config: NodeConfig, engine: Engine, catalog: CatalogView, place: HoldPlacer, clock: Clock = utc_now) -> None:
         self._config = config
         self._engine = engine
         self._catalog = catalog
+        self._place = place
         self._clock = clock
 
     @guarded
@@ -53,8 +57,7 @@ class BookingServicer(pb_grpc.BookingServiceServicer):
     def PlaceHold(self, request: pb.PlaceHoldRequest, context: grpc.ServicerContext) -> pb.Booking:
         now = self._clock()
         hold = validation.hold_request(request, self._catalog, self._config, now)
-        booking = holds.place_hold(self._engine, hold, now=now, deadline=_deadline(context))
-        return convert.booking_pb(booking)
+        return convert.booking_pb(self._place(hold, _deadline(context)))
 
     @guarded
     def ConfirmBooking(self, request: pb.ConfirmBookingRequest, context: grpc.ServicerContext) -> pb.Booking:

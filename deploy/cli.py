@@ -1,0 +1,237 @@
+"""``ridgeline``: the operator and desk command line.
+
+Desk commands talk to a node over gRPC (``--target``, or RIDGELINE_TARGET); ``demo``
+starts everything needed locally; ``node`` runs one regional node process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import grpc
+import typer
+
+from ridgeline.regional.config import NodeConfig
+from ridgeline.routing.client import BookingClient
+from ridgeline.v1 import booking_pb2 as pb
+
+from . import render
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Ridgeline: safe bookings for alpine basecamps.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print ratios against a baseline of the same run.")
+app.add_typer(bench_app, name="bench")
+
+Target = Annotated[str, typer.Option("--target", envvar="RIDGELINE_TARGET", help="Node address host:port.")]
+Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+Timeout = Annotated[float, typer.Option("--timeout", help="Deadline for each call, seconds.")]
+
+
+def _parse_day(value: str, name: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{name} must be a date like 2026-12-01, not {value!r}") from None
+
+
+@contextmanager
+def _client(target: str, timeout: float) -> Iterator[BookingClient]:
+    """A client whose gRPC failures end the command with the status and message, no traceback."""
+    client = BookingClient(target, timeout_seconds=timeout)
+    try:
+        yield client
+    except grpc.RpcError as error:
+        typer.secho(f"error: {error.code().name}: {error.details()}", err=True, fg="red")
+        raise typer.Exit(2) from None
+    finally:
+        client.close()
+
+
+def _show(json_out: bool, reply: object, table: Callable[[object], None]) -> None:
+    if json_out:
+        render.as_json(reply)  # type: ignore[arg-type]
+    else:
+        table(reply)
+
+
+@app.command()
+def basecamps(target: Target = DEFAULT_TARGET, json_out: Json = False, timeout: Timeout = 10.0) -> None:
+    """List the basecamps and resources the node's region serves."""
+    with _client(target, timeout) as client:
+        _show(json_out, client.list_basecamps(), render.basecamps)
+
+
+@app.command()
+def availability(
+    basecamp: Annotated[str, typer.Argument(help="Basecamp id, e.g. argentiere.")],
+    start: Annotated[str, typer.Option("--from", help="First night (YYYY-MM-DD); default today.")] = "",
+    end: Annotated[str, typer.Option("--to", help="Check-out day (YYYY-MM-DD); default 7 nights later.")] = "",
+    resource: Annotated[str, typer.Option("--resource", help="Only this resource.")] = "",
+    target: Target = DEFAULT_TARGET,
+    json_out: Json = False,
+    timeout: Timeout = 10.0,
+) -> None:
+    """Free units per resource and night."""
+    first = _parse_day(start, "--from") if start else date.today()
+    last = _parse_day(end, "--to") if end else first + timedelta(days=7)
+    with _client(target, timeout) as client:
+        _show(json_out, client.availability(basecamp, first, last, resource), render.availability)
+
+
+@app.command()
+def book(
+    basecamp: Annotated[str, typer.Argument(help="Basecamp id.")],
+    resource: Annotated[str, typer.Argument(help="Resource id, e.g. argentiere-dorm.")],
+    start: Annotated[str, typer.Option("--from", help="First night (YYYY-MM-DD).")],
+    end: Annotated[str, typer.Option("--to", help="Check-out day (YYYY-MM-DD).")],
+    customer: Annotated[str, typer.Option("--customer", help="Customer id.")],
+    party: Annotated[int, typer.Option("--party", help="Units (beds, places, lockers).")] = 1,
+    hold_only: Annotated[bool, typer.Option("--hold-only", help="Place the hold and leave it unconfirmed.")] = False,
+    ttl: Annotated[int, typer.Option("--ttl", help="Hold TTL in seconds (0: node default).")] = 0,
+    key: Annotated[str, typer.Option("--key", help="Idempotency key; repeat it to retry safely.")] = "",
+    target: Target = DEFAULT_TARGET,
+    json_out: Json = False,
+    timeout: Timeout = 10.0,
+) -> None:
+    """Hold units for a stay and confirm them (a desk booking), or only hold them."""
+    first, last = _parse_day(start, "--from"), _parse_day(end, "--to")
+    with _client(target, timeout) as client:
+        hold_key = key or None
+        booking = client.place_hold(basecamp, resource, first, last, party, customer, hold_ttl_seconds=ttl, idempotency_key=hold_key)
+        if not hold_only and booking.state == pb.BOOKING_STATE_HELD:
+            confirm_key = f"{key}:confirm" if key else None
+            booking = client.confirm(booking.booking_id, idempotency_key=confirm_key)
+        _show(json_out, booking, render.booking)
+
+
+@app.command()
+def bookings(
+    basecamp: Annotated[str, typer.Option("--basecamp", help="Only this basecamp.")] = "",
+    state: Annotated[str, typer.Option("--state", help="held, confirmed, released, expired or cancelled.")] = "",
+    start: Annotated[str, typer.Option("--from", help="With a night on or after this date.")] = "",
+    end: Annotated[str, typer.Option("--to", help="With a night before this date.")] = "",
+    limit: Annotated[int, typer.Option("--limit", help="At most this many (newest first).")] = 50,
+    target: Target = DEFAULT_TARGET,
+    json_out: Json = False,
+    timeout: Timeout = 10.0,
+) -> None:
+    """List bookings, newest first."""
+    request = pb.ListBookingsRequest(basecamp_id=basecamp, page_size=min(limit, 500))
+    if state:
+        try:
+            request.state = pb.BookingState.Value(f"BOOKING_STATE_{state.upper()}")
+        except ValueError:
+            raise typer.BadParameter(f"--state must be held, confirmed, released, expired or cancelled, not {state!r}") from None
+    if start or end:
+        first = _parse_day(start, "--from") if start else date(2000, 1, 1)
+        last = _parse_day(end, "--to") if end else first + timedelta(days=366)
+        request.nights.start.CopyFrom(pb.Date(year=first.year, month=first.month, day=first.day))
+        request.nights.end.CopyFrom(pb.Date(year=last.year, month=last.month, day=last.day))
+    with _client(target, timeout) as client:
+        found: list[pb.Booking] = []
+        while len(found) < limit:
+            reply = client.list_bookings(request)
+            found.extend(reply.bookings)
+            if not reply.next_page_token:
+                break
+            request.page_token = reply.next_page_token
+        _show(json_out, found[:limit], render.bookings)
+
+
+@app.command()
+def show(
+    booking_id: Annotated[str, typer.Argument(help="Booking id.")],
+    target: Target = DEFAULT_TARGET,
+    json_out: Json = False,
+    timeout: Timeout = 10.0,
+) -> None:
+    """One booking with its full history."""
+    with _client(target, timeout) as client:
+        _show(json_out, client.get_booking(booking_id), render.booking)
+
+
+@app.command()
+def cancel(
+    booking_id: Annotated[str, typer.Argument(help="Booking id.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why, for the booking's history.")] = "",
+    key: Annotated[str, typer.Option("--key", help="Idempotency key; repeat it to retry safely.")] = "",
+    target: Target = DEFAULT_TARGET,
+    json_out: Json = False,
+    timeout: Timeout = 10.0,
+) -> None:
+    """Cancel a confirmed booking, or release a hold; the units go back on sale."""
+    with _client(target, timeout) as client:
+        current = client.get_booking(booking_id)
+        if current.state == pb.BOOKING_STATE_HELD:
+            booking = client.release(booking_id, reason=reason, idempotency_key=key or None)
+        else:
+            booking = client.cancel(booking_id, reason=reason, idempotency_key=key or None)
+        _show(json_out, booking, render.booking)
+
+
+@app.command()
+def node(
+    region: Annotated[str, typer.Option("--region", help="Region this node serves.")],
+    database_url: Annotated[str, typer.Option("--database-url", envvar="RIDGELINE_DATABASE_URL", help="cockroachdb+psycopg:// URL of the region database.")],
+    node_id: Annotated[str, typer.Option("--node-id", help="Name of this node.")] = "",
+    listen: Annotated[str, typer.Option("--listen", help="host:port to serve on (port 0: any free port).")] = "127.0.0.1:0",
+    workers: Annotated[int, typer.Option("--workers", help="gRPC worker threads and database connections.")] = 16,
+    hold_ttl: Annotated[int, typer.Option("--hold-ttl", help="Default hold TTL, seconds.")] = 900,
+    sweep_interval: Annotated[float, typer.Option("--sweep-interval", help="Seconds between hold sweeps.")] = 5.0,
+    prepare: Annotated[bool, typer.Option("--prepare/--no-prepare", help="Migrate and load the sample catalog first.")] = False,
+) -> None:
+    """Run one regional node until SIGTERM/SIGINT (prints a READY line once serving)."""
+    from ridgeline.regional.catalog import load_catalog
+
+    from .node_process import serve_until_signalled
+    from .region import prepare_region_database
+
+    _configure_logging()
+    config = NodeConfig(
+        region=region,
+        node_id=node_id or f"{region}-{os.getpid()}",
+        database_url=database_url,
+        listen_address=listen,
+        workers=workers,
+        max_concurrent_rpcs=max(64, workers * 4),
+        hold_ttl_default_seconds=hold_ttl,
+        sweep_interval_seconds=sweep_interval,
+    )
+    if prepare:
+        prepare_region_database(database_url, region, load_catalog(), advance_booking_days=config.advance_booking_days)
+    serve_until_signalled(config)
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Where the embedded database keeps its files.")] = Path.home() / ".ridgeline" / "demo",
+    region: Annotated[str, typer.Option("--region", help="Region to serve.")] = "eu-alps",
+    listen: Annotated[str, typer.Option("--listen", help="host:port for the node.")] = DEFAULT_TARGET,
+    tour: Annotated[bool, typer.Option("--tour/--no-tour", help="Book something to show the flow.")] = True,
+    serve: Annotated[bool, typer.Option("--serve/--exit", help="Keep serving until Ctrl-C, or exit after the tour.")] = True,
+) -> None:
+    """Start a region node on an embedded PostgreSQL with the sample catalog."""
+    from .demo import run_demo
+
+    _configure_logging()
+    run_demo(data_dir=data_dir, region=region, listen=listen, tour=tour, serve=serve)
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=os.environ.get("RIDGELINE_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+# Benchmarks register themselves on bench_app.
+from . import bench_holds  # noqa: E402,F401
+
+
+if __name__ == "__main__":
+    app()

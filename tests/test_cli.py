@@ -1,0 +1,74 @@
+"""The desk CLI against a real node, and the quick-start demo end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from ridgeline.deploy.cli import app
+from ridgeline.regional.node import RegionalNode
+
+runner = CliRunner()
+
+
+def _json(node: RegionalNode, *args: str) -> object:
+    result = runner.invoke(app, [*args, "--target", node.address, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_desk_books_lists_shows_and_cancels_through_the_cli(alps_node: RegionalNode) -> None:
+    start = date.today() + timedelta(days=20)
+    end = start + timedelta(days=2)
+    booked = _json(alps_node, "book", "argentiere", "argentiere-dorm", "--from", str(start), "--to", str(end), "--party", "3", "--customer", "desk-7", "--key", "cli-1")
+    assert booked["state"] == "BOOKING_STATE_CONFIRMED"
+    assert booked["total_price_cents"] == str(6500 * 3 * 2)
+    again = _json(alps_node, "book", "argentiere", "argentiere-dorm", "--from", str(start), "--to", str(end), "--party", "3", "--customer", "desk-7", "--key", "cli-1")
+    assert again["booking_id"] == booked["booking_id"], "the same --key must not book twice"
+
+    availability = _json(alps_node, "availability", "argentiere", "--resource", "argentiere-dorm", "--from", str(start), "--to", str(end))
+    assert [n["confirmed"] for n in availability["resources"][0]["nights"]] == [3, 3]
+
+    listed = _json(alps_node, "bookings", "--basecamp", "argentiere", "--state", "confirmed")
+    assert [b["booking_id"] for b in listed] == [booked["booking_id"]]
+
+    shown = _json(alps_node, "show", booked["booking_id"])
+    assert [t["to_state"] for t in shown["history"]] == ["BOOKING_STATE_HELD", "BOOKING_STATE_CONFIRMED"]
+
+    cancelled = _json(alps_node, "cancel", booked["booking_id"], "--reason", "guest ill")
+    assert cancelled["state"] == "BOOKING_STATE_CANCELLED"
+    assert cancelled["history"][-1]["reason"] == "guest ill"
+
+
+def test_cli_reports_refusals_as_status_and_message_without_traceback(alps_node: RegionalNode) -> None:
+    start = date.today() + timedelta(days=5)
+    result = runner.invoke(
+        app,
+        ["book", "argentiere", "argentiere-guide", "--from", str(start), "--to", str(start + timedelta(days=1)), "--party", "9", "--customer", "c", "--target", alps_node.address],
+    )
+    assert result.exit_code == 2
+    assert "INVALID_ARGUMENT" in result.output and "exceeds the capacity 6" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_tables_render_for_people(alps_node: RegionalNode) -> None:
+    result = runner.invoke(app, ["basecamps", "--target", alps_node.address], env={"COLUMNS": "160"})
+    assert result.exit_code == 0
+    assert "Refuge d'Argentière" in result.stdout and "argentiere-guide" in result.stdout
+
+
+def test_demo_starts_a_node_on_its_own_database_and_books_a_stay(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "ridgeline.deploy.cli", "demo", "--data-dir", str(tmp_path / "demo"), "--listen", "127.0.0.1:0", "--exit"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "listening on 127.0.0.1:" in completed.stdout
+    assert "Confirmed" in completed.stdout
