@@ -109,6 +109,8 @@ class BenchSettings:
     workers: int = 16
     hot: bool = False
     repeat: int = 1
+    #: The node's group-commit round size; 1 places every hold with its own statement.
+    round_max: int = NodeConfig.hold_round_max
 
     @property
     def workload(self) -> str:
@@ -176,12 +178,15 @@ def holds(
     workers: Annotated[int, typer.Option("--workers", help="The node's gRPC workers and pool size.")] = 16,
     hot: Annotated[bool, typer.Option("--hot/--spread", help="All holds on one resource and night, or spread over 8 resources x 300 nights.")] = False,
     repeat: Annotated[int, typer.Option("--repeat", help="gRPC phases; with more than one, each sits between two ceiling phases.")] = 1,
+    round_max: Annotated[int, typer.Option("--round-max", help="The node's group-commit round size (1: one statement per hold).")] = NodeConfig.hold_round_max,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results to this JSON file.")] = None,
 ) -> None:
     """Holds/s and p50/p99 through gRPC against one node, beside the raw SQL ceiling of the same run."""
-    if seconds <= 0 or threads <= 0 or workers <= 0 or repeat <= 0:
-        raise typer.BadParameter("--seconds, --threads, --workers and --repeat must be positive")
-    report = run_holds_benchmark(BenchSettings(seconds=seconds, threads=threads, workers=workers, hot=hot, repeat=repeat))
+    if seconds <= 0 or threads <= 0 or workers <= 0 or repeat <= 0 or round_max <= 0:
+        raise typer.BadParameter("--seconds, --threads, --workers, --repeat and --round-max must be positive")
+    report = run_holds_benchmark(
+        BenchSettings(seconds=seconds, threads=threads, workers=workers, hot=hot, repeat=repeat, round_max=round_max)
+    )
     _print_report(report)
     if json_path is not None:
         json_path.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
@@ -219,7 +224,7 @@ def run_holds_benchmark(settings: BenchSettings) -> BenchReport:
             if phase == "ceiling":
                 drive = _drive(lambda: _SqlWorker(bench_dsn), workload, settings, pids=_Pids(None, postmaster))
             else:
-                with _node_process(url, settings.workers, root / "node.log") as (pid, address):
+                with _node_process(url, settings, root / "node.log") as (pid, address):
                     _err.print(f"[dim]node pid {pid} serving on {address}[/]")
                     drive = _drive(lambda: _GrpcWorker(address), workload, settings, pids=_Pids(pid, postmaster))
             phases.append(drive.result(phase, rollbacks=_rollbacks_settled(admin_dsn) - before))
@@ -581,7 +586,7 @@ def _rollbacks_settled(admin_dsn: str) -> int:
 
 
 @contextmanager
-def _node_process(database_url: str, workers: int, log_path: Path) -> Iterator[tuple[int, str]]:
+def _node_process(database_url: str, settings: BenchSettings, log_path: Path) -> Iterator[tuple[int, str]]:
     """The node as production runs it; yields its pid and address, stops it on the way out.
 
     It gets its own session, so that Ctrl-C reaches only this process and the shutdown
@@ -589,7 +594,8 @@ def _node_process(database_url: str, workers: int, log_path: Path) -> Iterator[t
     """
     command = [
         sys.executable, "-m", "ridgeline.deploy.cli", "node",
-        "--region", _REGION, "--database-url", database_url, "--workers", str(workers),
+        "--region", _REGION, "--database-url", database_url, "--workers", str(settings.workers),
+        "--hold-round-max", str(settings.round_max),
     ]  # fmt: skip
     with log_path.open("ab") as log:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
@@ -660,7 +666,7 @@ def _machine(admin_dsn: str) -> dict[str, object]:
 def _print_report(report: BenchReport) -> None:
     settings = report.settings
     console = Console()
-    speed = Table(title=f"holds, {settings.workload}: {settings.threads} threads, {settings.seconds:g} s a phase, node workers {settings.workers}")
+    speed = Table(title=f"holds, {settings.workload}: {settings.threads} threads, {settings.seconds:g} s a phase, node workers {settings.workers}, hold rounds of up to {settings.round_max}")
     for heading in ("phase", "holds", "holds/s", "p50 ms", "p99 ms", "retries/errors", "rollbacks"):
         speed.add_column(heading, justify="left" if heading == "phase" else "right")
     cpu = Table(title="CPU per hold (µs), and other load on the machine")

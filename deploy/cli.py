@@ -186,6 +186,7 @@ def node(
     workers: Annotated[int, typer.Option("--workers", help="gRPC worker threads and database connections.")] = 16,
     hold_ttl: Annotated[int, typer.Option("--hold-ttl", help="Default hold TTL, seconds.")] = 900,
     sweep_interval: Annotated[float, typer.Option("--sweep-interval", help="Seconds between hold sweeps.")] = 5.0,
+    hold_round_max: Annotated[int, typer.Option("--hold-round-max", help="Holds per group-commit round (1: one statement per hold).")] = NodeConfig.hold_round_max,
     prepare: Annotated[bool, typer.Option("--prepare/--no-prepare", help="Migrate and load the sample catalog first.")] = False,
 ) -> None:
     """Run one regional node until SIGTERM/SIGINT (prints a READY line once serving)."""
@@ -204,6 +205,7 @@ def node(
         max_concurrent_rpcs=max(64, workers * 4),
         hold_ttl_default_seconds=hold_ttl,
         sweep_interval_seconds=sweep_interval,
+        hold_round_max=hold_round_max,
     )
     if prepare:
         prepare_region_database(database_url, region, load_catalog(), advance_booking_days=config.advance_booking_days)

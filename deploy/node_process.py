@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -19,6 +20,9 @@ def serve_until_signalled(config: NodeConfig, *, ready_line: bool = True) -> Non
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     node.start()
+    # Everything allocated so far (modules, catalog, stubs) lives as long as the process:
+    # keep it out of the collector's generations, which cost ~5% of a busy node's CPU.
+    gc.freeze()
     if ready_line:
         # Parents (the local cluster, tests) wait for this line to learn the bound port.
         print(f"READY {config.region} {config.node_id} {node.address}", flush=True)

@@ -24,11 +24,17 @@ class NodeConfig:
     #: Most holds one group-commit round places with one statement; 1 turns group commit
     #: off (every hold is its own statement, as in the benchmark's baseline).
     hold_round_max: int = 64
+    #: A round waits at most this long for a row lock, then its holds go one by one, so
+    #: one stuck transaction cannot stall every hold of the node behind it.
+    hold_round_lock_timeout_ms: int = 200
     #: How often the node's sweeper expires lapsed holds, and how many per transaction.
     sweep_interval_seconds: float = 5.0
     sweep_batch_max: int = 500
+    #: How long an idempotency key answers its first result; older records are deleted.
+    idempotency_retention_seconds: int = 7 * 24 * 3600
 
     def __post_init__(self) -> None:
         assert self.workers > 0 and self.max_concurrent_rpcs >= self.workers
         assert 0 < self.hold_ttl_min_seconds <= self.hold_ttl_default_seconds <= self.hold_ttl_max_seconds
         assert self.advance_booking_days > 0 and self.stay_nights_max > 0 and self.hold_round_max >= 1
+        assert self.idempotency_retention_seconds > self.hold_ttl_max_seconds

@@ -46,8 +46,17 @@ class RetryPolicy:
 DEFAULT_RETRY = RetryPolicy()
 
 
-def make_engine(url: str, *, pool_size: int = 16, application_name: str = "ridgeline") -> Engine:
-    """An engine whose every transaction runs SERIALIZABLE, whatever the server default is."""
+def make_engine(
+    url: str, *, pool_size: int = 16, application_name: str = "ridgeline", lock_timeout_ms: int | None = None
+) -> Engine:
+    """An engine whose every transaction runs SERIALIZABLE, whatever the server default is.
+
+    ``lock_timeout_ms`` bounds how long a statement waits for a row lock (SQLSTATE 55P03
+    when exceeded): for work that must not queue behind one stuck transaction.
+    """
+    options = "-c default_transaction_isolation=serializable"
+    if lock_timeout_ms is not None:
+        options += f" -c lock_timeout={int(lock_timeout_ms)}"
     return create_engine(
         url,
         isolation_level="SERIALIZABLE",
@@ -59,7 +68,7 @@ def make_engine(url: str, *, pool_size: int = 16, application_name: str = "ridge
         connect_args={
             "application_name": application_name,
             "connect_timeout": 5,
-            "options": "-c default_transaction_isolation=serializable",
+            "options": options,
         },
     )
 

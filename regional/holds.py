@@ -11,10 +11,10 @@ idempotency record. The bookings table CHECKs that the nights taken are all the 
 of the stay, so when any night is short (or not on sale) the insert fails and with it
 the whole statement: nothing is half-taken, and there is no BEGIN/COMMIT round trip.
 
-The fast path does not read the idempotency record first: a repeated key surfaces as a
-unique violation on the record's primary key and is answered from the stored first
-result. When a night is short, the slow path (an explicit transaction) reclaims lapsed
-holds on those nights, tries once more, and otherwise records the refusal under the key.
+Neither path reads the idempotency record first: a repeated key surfaces as a unique
+violation on the record's primary key and is answered from the stored first result.
+When a night is short, the slow path (an explicit transaction) reclaims lapsed holds on
+those nights, tries once more, and otherwise records the refusal under the key.
 """
 
 from __future__ import annotations
@@ -119,9 +119,6 @@ def place_hold(
         return booking
 
     def slow(conn: Connection) -> Booking | errors.BookingError:
-        prior = idempotency.replay(conn, request.idempotency_key, OPERATION, fingerprint)
-        if prior is not None:
-            return prior
         expiry.reclaim_for(conn, resource_id=request.resource_id, nights=request.nights, now=now)
         # Try again in this transaction's snapshot, so that a refusal below is diagnosed
         # from the very state that refused it.
@@ -139,11 +136,6 @@ def place_hold(
         idempotency.record(conn, request.idempotency_key, OPERATION, fingerprint, now, error=refusal)
         return refusal
 
-    def replay(conn: Connection) -> Booking:
-        prior = idempotency.replay(conn, request.idempotency_key, OPERATION, fingerprint)
-        assert prior is not None, "a key conflict implies a committed record"
-        return prior
-
     try:
         try:
             return run_transaction(engine, fast, deadline=deadline, on_retry=on_retry, single_statement=True)
@@ -154,7 +146,9 @@ def place_hold(
     except IntegrityError as error:
         if not idempotency.is_key_conflict(error):
             raise
-        outcome = run_transaction(engine, replay, deadline=deadline, on_retry=on_retry)
+        outcome = idempotency.answer_from_record(
+            engine, request.idempotency_key, OPERATION, fingerprint, deadline=deadline, on_retry=on_retry
+        )
     if isinstance(outcome, errors.BookingError):
         raise outcome
     return outcome

@@ -2,6 +2,11 @@
 
 Invariant 7. A record is written in the same transaction as the effect it describes,
 so a crash can never leave an effect without its record or a record without its effect.
+Writers do not read the record first: a repeat surfaces as a unique violation on the
+record's primary key, its transaction rolls back whole, and :func:`answer_from_record`
+answers the stored first result. (Reading first costs a round trip and, under
+SERIALIZABLE on PostgreSQL, predicate locks on the index that made concurrent writers
+of other keys fail with 40001: measured, 341 failures for 128 racing sold-out holds.)
 Definitive refusals (sold out, illegal transition…) are recorded too: the first result
 of a request is its answer, even when the answer was no. Transient failures (contention,
 an unreachable database) are not recorded, so a retry with the same key can succeed.
@@ -14,9 +19,12 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, text
+from collections.abc import Callable
+
+from sqlalchemy import Connection, Engine, text
 
 from . import errors
+from .db import run_transaction
 from .model import Booking
 
 #: The refusals worth remembering, by the name stored in the record.
@@ -71,6 +79,25 @@ def replay(conn: Connection, key: str, operation: str, request_fingerprint: str)
     return Booking.from_json(row.result)
 
 
+def answer_from_record(
+    engine: Engine,
+    key: str,
+    operation: str,
+    request_fingerprint: str,
+    *,
+    deadline: float | None,
+    on_retry: Callable[[str], None] | None = None,
+) -> Booking:
+    """After a key conflict: the committed first result, or its recorded refusal raised."""
+
+    def read(conn: Connection) -> Booking:
+        prior = replay(conn, key, operation, request_fingerprint)
+        assert prior is not None, "a key conflict implies a committed record"
+        return prior
+
+    return run_transaction(engine, read, deadline=deadline, on_retry=on_retry)
+
+
 def insert_params(
     key: str,
     operation: str,
@@ -107,6 +134,26 @@ def record(
     if error is not None and type(error).__name__ not in _RECORDED_ERRORS:
         return
     conn.execute(_INSERT, insert_params(key, operation, request_fingerprint, now, result=result, error=error))
+
+
+_FORGET = text(
+    """
+    DELETE FROM idempotency_records
+    WHERE idempotency_key IN (
+        SELECT idempotency_key FROM idempotency_records
+        WHERE created_at < :cutoff ORDER BY created_at LIMIT :batch_max
+    )
+    """
+)
+
+
+def forget_older_than(conn: Connection, cutoff: datetime, *, batch_max: int) -> int:
+    """Deletes up to ``batch_max`` records created before ``cutoff``; returns how many.
+
+    Keys are remembered for a retention window (a week by default, Stripe keeps 24 h),
+    long enough for any client retry; without this the table grows with every request.
+    """
+    return conn.execute(_FORGET, {"cutoff": cutoff, "batch_max": batch_max}).rowcount
 
 
 def is_key_conflict(error: BaseException) -> bool:

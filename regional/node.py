@@ -40,7 +40,15 @@ class RegionalNode:
             futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc"),
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
-        self._committer = HoldGroupCommitter(self._engine, clock, round_max=config.hold_round_max) if config.hold_round_max > 1 else None
+        self._committer: HoldGroupCommitter | None = None
+        if config.hold_round_max > 1:
+            round_engine = make_engine(
+                config.database_url,
+                pool_size=1,
+                application_name=f"ridgeline-{config.node_id}-rounds",
+                lock_timeout_ms=config.hold_round_lock_timeout_ms,
+            )
+            self._committer = HoldGroupCommitter(round_engine, self._engine, clock, round_max=config.hold_round_max)
         servicer = BookingServicer(config, self._engine, self._catalog, self._hold_placer(clock), clock)
         pb_grpc.add_BookingServiceServicer_to_server(servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
@@ -48,7 +56,13 @@ class RegionalNode:
         self.port = self._server.add_insecure_port(config.listen_address)
         if self.port == 0:
             raise OSError(f"cannot listen on {config.listen_address}")
-        self._sweeper = Sweeper(self._engine, clock, interval_seconds=config.sweep_interval_seconds, batch_max=config.sweep_batch_max)
+        self._sweeper = Sweeper(
+            self._engine,
+            clock,
+            interval_seconds=config.sweep_interval_seconds,
+            batch_max=config.sweep_batch_max,
+            key_retention_seconds=config.idempotency_retention_seconds,
+        )
 
     def _hold_placer(self, clock: Clock) -> HoldPlacer:
         committer, engine = self._committer, self._engine

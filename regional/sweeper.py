@@ -1,4 +1,4 @@
-"""The node's hold sweeper: expires lapsed holds in bounded batches, on an interval.
+"""The node's sweeper: expires lapsed holds and forgets old idempotency keys, on an interval.
 
 Holds end (invariant 3) even when the node that placed a hold died: any node of the
 region sweeps every lapsed hold of the region, and concurrent sweepers skip each other's
@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 
 from .db import run_transaction
 from .errors import BookingError
 from .expiry import expire_lapsed_holds
+from .idempotency import forget_older_than
 
 _log = logging.getLogger(__name__)
 
@@ -36,12 +37,32 @@ def sweep_once(engine: Engine, *, now: datetime, batch_max: int) -> int:
     return total
 
 
+def forget_old_keys(engine: Engine, *, cutoff: datetime, batch_max: int) -> int:
+    """Deletes idempotency records older than ``cutoff`` (up to SWEEP_BATCHES_MAX batches)."""
+    total = 0
+    for _ in range(SWEEP_BATCHES_MAX):
+        deleted = run_transaction(engine, lambda conn: forget_older_than(conn, cutoff, batch_max=batch_max))
+        total += deleted
+        if deleted < batch_max:
+            break
+    return total
+
+
 class Sweeper:
-    def __init__(self, engine: Engine, clock: Callable[[], datetime], *, interval_seconds: float, batch_max: int) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Callable[[], datetime],
+        *,
+        interval_seconds: float,
+        batch_max: int,
+        key_retention_seconds: int,
+    ) -> None:
         self._engine = engine
         self._clock = clock
         self._interval_seconds = interval_seconds
         self._batch_max = batch_max
+        self._key_retention = timedelta(seconds=key_retention_seconds)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hold-sweeper", daemon=True)
 
@@ -54,10 +75,12 @@ class Sweeper:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval_seconds):
+            now = self._clock()
             try:
-                expired = sweep_once(self._engine, now=self._clock(), batch_max=self._batch_max)
+                expired = sweep_once(self._engine, now=now, batch_max=self._batch_max)
+                forgotten = forget_old_keys(self._engine, cutoff=now - self._key_retention, batch_max=self._batch_max)
             except BookingError as error:  # contention or an unreachable database: next pass
-                _log.warning("hold sweep skipped: %s", error)
+                _log.warning("sweep skipped: %s", error)
                 continue
-            if expired:
-                _log.info("expired %d lapsed hold(s)", expired)
+            if expired or forgotten:
+                _log.info("expired %d lapsed hold(s), forgot %d old idempotency key(s)", expired, forgotten)

@@ -5,6 +5,7 @@ expected state, appends the history row, and moves the units between ``held``,
 ``booked`` and free, all in the caller's transaction, with the idempotency record beside
 it. A move to the state the booking is already in has no effect and answers the
 booking as it is, so that a desk or a coordinator can retry a confirm or cancel safely.
+A repeated idempotency key is detected by the record's primary key (see idempotency).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import IntegrityError
 
 from . import errors, idempotency, queries
 from .db import run_transaction
@@ -81,9 +83,6 @@ def apply_move(
     fingerprint = idempotency.fingerprint(move.operation, {"booking_id": booking_id, "reason": reason})
 
     def work(conn: Connection) -> Booking | errors.BookingError:
-        prior = idempotency.replay(conn, idempotency_key, move.operation, fingerprint)
-        if prior is not None:
-            return prior
         outcome = _move_once(conn, move, booking_id, reason or _default_reason(move), now)
         if isinstance(outcome, Booking):
             idempotency.record(conn, idempotency_key, move.operation, fingerprint, now, result=outcome)
@@ -91,7 +90,14 @@ def apply_move(
             idempotency.record(conn, idempotency_key, move.operation, fingerprint, now, error=outcome)
         return outcome
 
-    outcome = run_transaction(engine, work, deadline=deadline, on_retry=on_retry)
+    try:
+        outcome = run_transaction(engine, work, deadline=deadline, on_retry=on_retry)
+    except IntegrityError as error:
+        if not idempotency.is_key_conflict(error):
+            raise
+        outcome = idempotency.answer_from_record(
+            engine, idempotency_key, move.operation, fingerprint, deadline=deadline, on_retry=on_retry
+        )
     if isinstance(outcome, errors.BookingError):
         raise outcome
     return outcome
