@@ -59,17 +59,18 @@ _PLACE_ROUND = text(
         FROM jsonb_array_elements(CAST(:batch AS JSONB)) AS e
         WHERE NOT EXISTS (SELECT 1 FROM idempotency_records AS x WHERE x.idempotency_key = e->>'key')
     ), wanted AS (
-        SELECT r.booking_id, r.resource_id, CAST(n AS DATE) AS night, r.units, r.end_night - r.first_night AS stay
+        -- One row per night of each request, with whether that night has room for it:
+        -- a primary-key lookup per night (NULL when the night is not on sale).
+        SELECT r.booking_id, r.resource_id, CAST(n AS DATE) AS night, r.units,
+               (SELECT i.held + i.booked + r.units <= i.capacity
+                FROM inventory AS i
+                WHERE i.resource_id = r.resource_id AND i.night = CAST(n AS DATE)) AS has_room
         FROM req AS r
         CROSS JOIN LATERAL generate_series(
             CAST(r.first_night AS TIMESTAMP), CAST(r.end_night AS TIMESTAMP) - INTERVAL '1 day', INTERVAL '1 day'
         ) AS n
     ), fitting AS (
-        SELECT w.booking_id
-        FROM wanted AS w
-        JOIN inventory AS i ON i.resource_id = w.resource_id AND i.night = w.night
-        GROUP BY w.booking_id
-        HAVING count(*) = max(w.stay) AND bool_and(i.held + i.booked + w.units <= i.capacity)
+        SELECT booking_id FROM wanted GROUP BY booking_id HAVING bool_and(COALESCE(has_room, FALSE))
     ), taken AS (
         UPDATE inventory AS i
         SET held = i.held + w.units
