@@ -6,13 +6,16 @@ thread therefore takes every hold waiting when it is free (no added delay: at lo
 round holds one request) and places them with ONE statement, each still all or nothing
 for its caller:
 
-* A round never contains two requests that touch the same (resource, night) row or
-  share an idempotency key; those wait for the next round. So within a round each
-  request's nights are its own rows, and whether it fits can be decided per request.
+* Requests in a round never share an idempotency key, and two requests share a
+  (resource, night) row only when they ask for exactly the same stay (the popular
+  night everyone wants); others wait for the next round. Requests for one stay are
+  taken in arrival order, each counting the units of those before it, so the ones
+  that fit are a prefix and every request is decided alone: all its nights or none.
 * The statement skips requests whose key already has a record, takes units only for
-  requests that fit on every night (the conditional check is per row), and inserts
-  booking, history and idempotency record for exactly those. The same CHECKs as the
-  single path (capacity per night, every night reserved) back it up in the database.
+  requests that fit on every night, and inserts booking, history and idempotency
+  record for exactly those. The same CHECKs as the single path (capacity per night,
+  every night reserved) back it up in the database: if they fire, the whole round
+  fails and its requests go one by one.
 * A request the round did not place (no room, key seen before, round failed) falls back
   to :func:`holds.place_hold` in the caller's thread, which reclaims lapsed holds,
   answers replays and records refusals exactly as before.
@@ -55,32 +58,47 @@ _PLACE_ROUND = text(
                e->>'currency' AS currency,
                CAST(e->>'expires_at' AS TIMESTAMPTZ) AS expires_at,
                e->>'fingerprint' AS fingerprint,
-               e->'result' AS result
-        FROM jsonb_array_elements(CAST(:batch AS JSONB)) AS e
-        WHERE NOT EXISTS (SELECT 1 FROM idempotency_records AS x WHERE x.idempotency_key = e->>'key')
+               e->'result' AS result,
+               x.position
+        FROM jsonb_array_elements(CAST(:batch AS JSONB)) WITH ORDINALITY AS x(e, position)
+        WHERE NOT EXISTS (SELECT 1 FROM idempotency_records AS k WHERE k.idempotency_key = e->>'key')
     ), wanted AS (
-        -- One row per night of each request, with whether that night has room for it:
-        -- a primary-key lookup per night (NULL when the night is not on sale).
+        -- One row per night of each request. Requests for the same stay share rows: each
+        -- counts the units of the ones before it in the round (units_so_far).
         SELECT r.booking_id, r.resource_id, CAST(n AS DATE) AS night, r.units,
-               (SELECT i.held + i.booked + r.units <= i.capacity
-                FROM inventory AS i
-                WHERE i.resource_id = r.resource_id AND i.night = CAST(n AS DATE)) AS has_room
+               SUM(r.units) OVER (
+                   PARTITION BY r.resource_id, r.first_night, r.end_night, CAST(n AS DATE) ORDER BY r.position
+               ) AS units_so_far
         FROM req AS r
         CROSS JOIN LATERAL generate_series(
             CAST(r.first_night AS TIMESTAMP), CAST(r.end_night AS TIMESTAMP) - INTERVAL '1 day', INTERVAL '1 day'
         ) AS n
+    ), checked AS (
+        -- Whether each night has room, by primary key (NULL when the night is not on sale).
+        SELECT w.booking_id,
+               (SELECT i.held + i.booked + w.units_so_far <= i.capacity
+                FROM inventory AS i
+                WHERE i.resource_id = w.resource_id AND i.night = w.night) AS has_room
+        FROM wanted AS w
     ), fitting AS (
-        SELECT booking_id FROM wanted GROUP BY booking_id HAVING bool_and(COALESCE(has_room, FALSE))
+        SELECT booking_id FROM checked GROUP BY booking_id HAVING bool_and(COALESCE(has_room, FALSE))
+    ), per_row AS (
+        SELECT w.resource_id, w.night, SUM(w.units) AS units
+        FROM wanted AS w JOIN fitting AS f ON f.booking_id = w.booking_id
+        GROUP BY w.resource_id, w.night
     ), taken AS (
         UPDATE inventory AS i
-        SET held = i.held + w.units
+        SET held = i.held + p.units
+        FROM per_row AS p
+        WHERE i.resource_id = p.resource_id AND i.night = p.night
+          AND i.held + i.booked + p.units <= i.capacity
+        RETURNING i.resource_id, i.night
+    ), reserved AS (
+        SELECT w.booking_id, count(*) AS nights
         FROM wanted AS w
         JOIN fitting AS f ON f.booking_id = w.booking_id
-        WHERE i.resource_id = w.resource_id AND i.night = w.night
-          AND i.held + i.booked + w.units <= i.capacity
-        RETURNING w.booking_id
-    ), reserved AS (
-        SELECT booking_id, count(*) AS nights FROM taken GROUP BY booking_id
+        JOIN taken AS t ON t.resource_id = w.resource_id AND t.night = w.night
+        GROUP BY w.booking_id
     ), booking AS (
         INSERT INTO bookings (booking_id, basecamp_id, resource_id, first_night, end_night, party_size,
                               customer_id, state, version, total_price_cents, currency,
@@ -110,6 +128,9 @@ class _Pending:
     request: holds.HoldRequest
     deadline: float | None
     outcome: Future[Booking | None]
+
+    def stay(self) -> tuple[str, date, date]:
+        return self.request.resource_id, self.request.nights.start, self.request.nights.end
 
     def rows(self) -> set[tuple[str, date]]:
         return {(self.request.resource_id, night) for night in self.request.nights.each()}
@@ -173,19 +194,22 @@ class HoldGroupCommitter:
             self._place_round(members)
 
     def _take_round(self) -> list[_Pending]:
-        """Takes up to round_max requests whose rows and keys are disjoint; the rest wait."""
+        """Takes up to round_max requests with distinct keys whose rows are disjoint unless
+        they ask for the same stay; the rest wait, in order, for the next round."""
         members: list[_Pending] = []
-        rows: set[tuple[str, date]] = set()
+        rows_by_stay: dict[tuple[str, date, date], set[tuple[str, date]]] = {}
         keys: set[str] = set()
         deferred: list[_Pending] = []
         while self._queue and len(members) < self._round_max:
             pending = self._queue.popleft()
-            wanted = pending.rows()
-            if pending.request.idempotency_key in keys or rows & wanted:
+            stay = pending.stay()
+            rows = pending.rows()
+            clashes = any(rows & taken for other, taken in rows_by_stay.items() if other != stay)
+            if pending.request.idempotency_key in keys or clashes:
                 deferred.append(pending)
                 continue
             members.append(pending)
-            rows |= wanted
+            rows_by_stay[stay] = rows
             keys.add(pending.request.idempotency_key)
         self._queue.extendleft(reversed(deferred))
         return members

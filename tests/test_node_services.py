@@ -1,12 +1,20 @@
-"""A node serves the standard gRPC health and reflection services beside BookingService."""
+"""A node serves the standard gRPC health and reflection services, and sheds load it cannot take."""
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import grpc
+import psycopg
+from drive import Outcome, night, outcome
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from invariants import bookings_by_id, libpq_url
 
+from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.node import BOOKING_SERVICE, RegionalNode
+from ridgeline.routing.client import BookingClient
 
 
 def test_health_reports_serving_for_the_node_and_the_booking_service(alps_node: RegionalNode) -> None:
@@ -23,3 +31,30 @@ def test_reflection_lists_the_booking_service(alps_node: RegionalNode) -> None:
         replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
         names = {service.name for reply in replies for service in reply.list_services_response.service}
     assert {BOOKING_SERVICE, "grpc.health.v1.Health"} <= names
+
+
+def test_overload_is_refused_with_resource_exhausted_not_queued(alps_db) -> None:  # noqa: ANN001
+    """ARCHITECTURE.md §3: beyond max_concurrent_rpcs a node refuses at once; refusals have no effect."""
+    node = RegionalNode(NodeConfig(region="eu-alps", node_id="small", database_url=alps_db.url, workers=2, max_concurrent_rpcs=2))
+    node.start()
+    try:
+        # Another session locks the night, so the calls that get in stay in flight.
+        with psycopg.connect(libpq_url(alps_db.url)) as blocker:
+            blocker.execute("SELECT 1 FROM inventory WHERE resource_id = 'argentiere-dorm' AND night = %s FOR UPDATE", (night(25),))
+            with ThreadPoolExecutor(8) as pool:
+                calls = [pool.submit(_hold_one, node.address, index) for index in range(8)]
+                time.sleep(2.0)
+                blocker.rollback()
+                outcomes = [call.result(timeout=30) for call in calls]
+    finally:
+        node.stop(grace_seconds=1)
+    refused = [o for o in outcomes if o.code is grpc.StatusCode.RESOURCE_EXHAUSTED]
+    placed = [o for o in outcomes if o.ok]
+    assert refused and placed, [o.code for o in outcomes]
+    assert len(refused) + len(placed) == len(outcomes), [o.code for o in outcomes]
+    assert len(bookings_by_id(alps_db.url)) == len(placed)
+
+
+def _hold_one(address: str, index: int) -> Outcome:
+    with BookingClient(address, timeout_seconds=20, attempts_max=1) as client:
+        return outcome(lambda: client.place_hold("argentiere", "argentiere-dorm", night(25), night(26), 1, f"guest-{index}"))
