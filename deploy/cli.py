@@ -209,7 +209,11 @@ def node(
     )
     if prepare:
         prepare_region_database(database_url, region, load_catalog(), advance_booking_days=config.advance_booking_days)
-    serve_until_signalled(config)
+    try:
+        serve_until_signalled(config)
+    except OSError as error:
+        typer.secho(f"error: {error}", err=True, fg="red")
+        raise typer.Exit(1) from None
 
 
 @app.command()

@@ -40,7 +40,10 @@ def run_demo(*, data_dir: Path, region: str, listen: str, tour: bool, serve: boo
         url = database.create_database(f"ridgeline_{region.replace('-', '_')}")
         config = NodeConfig(region=region, node_id=f"{region}-demo", database_url=url, listen_address=listen)
         basecamps = prepare_region_database(url, region, catalog, advance_booking_days=config.advance_booking_days)
-        node = RegionalNode(config)
+        try:
+            node = RegionalNode(config)
+        except OSError as error:
+            raise SystemExit(f"ridgeline demo: {error} (choose another with --listen)") from None
         node.start()
         _console.print(
             f"[bold green]Ridgeline demo[/]: region [bold]{region}[/] ({basecamps} basecamps) "

@@ -50,3 +50,7 @@ class DeadlineExceeded(BookingError):
 
 class DatabaseUnavailable(BookingError):
     """The region database could not be reached; the call had no effect or is retryable."""
+
+
+class NodeUnavailable(BookingError):
+    """This node is draining or cannot serve right now; another node (or a retry) can."""

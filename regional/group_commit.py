@@ -38,7 +38,7 @@ from sqlalchemy import Connection, Engine, text
 
 from . import holds
 from .db import run_transaction
-from .errors import BookingError, DeadlineExceeded
+from .errors import DeadlineExceeded, NodeUnavailable
 from .model import Booking
 
 _log = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ class HoldGroupCommitter:
         pending = _Pending(request, deadline, Future())
         with self._wakeup:
             if self._stopping:
-                raise BookingError("the node is shutting down")
+                raise NodeUnavailable("the node is shutting down; retry on another node")
             self._queue.append(pending)
             self._wakeup.notify()
         wait = None if deadline is None else max(deadline - time.monotonic(), 0.0)

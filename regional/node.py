@@ -53,9 +53,12 @@ class RegionalNode:
         pb_grpc.add_BookingServiceServicer_to_server(servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection((BOOKING_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server)
-        self.port = self._server.add_insecure_port(config.listen_address)
+        try:
+            self.port = self._server.add_insecure_port(config.listen_address)
+        except RuntimeError as error:  # grpc raises RuntimeError("Failed to bind …")
+            raise OSError(f"cannot listen on {config.listen_address}: is another process using it?") from error
         if self.port == 0:
-            raise OSError(f"cannot listen on {config.listen_address}")
+            raise OSError(f"cannot listen on {config.listen_address}: is another process using it?")
         self._sweeper = Sweeper(
             self._engine,
             clock,

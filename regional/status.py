@@ -32,6 +32,7 @@ _CODES: tuple[tuple[type[errors.BookingError], grpc.StatusCode], ...] = (
     (errors.Contention, grpc.StatusCode.ABORTED),
     (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
     (errors.DatabaseUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (errors.NodeUnavailable, grpc.StatusCode.UNAVAILABLE),
 )
 
 
