@@ -13,10 +13,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import grpc
 import typer
+from google.protobuf.message import Message
 
 from ridgeline.regional.config import NodeConfig
 from ridgeline.routing.client import BookingClient
@@ -55,9 +56,12 @@ def _client(target: str, timeout: float) -> Iterator[BookingClient]:
         client.close()
 
 
-def _show(json_out: bool, reply: object, table: Callable[[object], None]) -> None:
+Reply = TypeVar("Reply", bound=Message | list[pb.Booking])
+
+
+def _show(json_out: bool, reply: Reply, table: Callable[[Reply], None]) -> None:
     if json_out:
-        render.as_json(reply)  # type: ignore[arg-type]
+        render.as_json(reply)
     else:
         table(reply)
 

@@ -223,7 +223,7 @@ class HoldGroupCommitter:
         except Exception:  # noqa: BLE001 - every caller falls back to the single path, which reports
             _log.warning("hold round of %d failed; placing its holds one by one", len(live), exc_info=True)
             placed = set()
-        for member, booking in zip(live, bookings):
+        for member, booking in zip(live, bookings, strict=True):
             member.outcome.set_result(booking if member.request.idempotency_key in placed else None)
         for member in members:
             if not member.outcome.done():
@@ -255,7 +255,7 @@ def _execute(conn: Connection, members: list[_Pending], bookings: list[Booking],
             "fingerprint": m.request.fingerprint(),
             "result": b.to_json(),
         }
-        for m, b in zip(members, bookings)
+        for m, b in zip(members, bookings, strict=True)
     ]
     rows = conn.execute(_PLACE_ROUND, {"batch": json.dumps(batch), "operation": holds.OPERATION, "now": now}).all()
     return {row.idempotency_key for row in rows}

@@ -12,7 +12,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, text
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Row, text
 
 from . import errors
 from .model import Booking, BookingState, NightAvailability, Nights, Transition
@@ -107,7 +110,7 @@ def availability(conn: Connection, resource_ids: list[str], nights: Nights, now:
     return result
 
 
-def _with_history(conn: Connection, rows: list) -> list[Booking]:  # noqa: ANN001 - SQLAlchemy rows
+def _with_history(conn: Connection, rows: Sequence[Row[Any]]) -> list[Booking]:
     if not rows:
         return []
     history: dict[str, list[Transition]] = {}
@@ -118,7 +121,7 @@ def _with_history(conn: Connection, rows: list) -> list[Booking]:  # noqa: ANN00
     return [_booking(row, tuple(history.get(str(row.booking_id), ()))) for row in rows]
 
 
-def _booking(row, history: tuple[Transition, ...]) -> Booking:  # noqa: ANN001
+def _booking(row: Row[Any], history: tuple[Transition, ...]) -> Booking:
     return Booking(
         booking_id=str(row.booking_id),
         basecamp_id=row.basecamp_id,

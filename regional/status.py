@@ -19,6 +19,7 @@ from . import errors
 
 _log = logging.getLogger(__name__)
 
+Servicer = TypeVar("Servicer")
 Request = TypeVar("Request")
 Response = TypeVar("Response")
 
@@ -44,12 +45,12 @@ def code_for(error: errors.BookingError) -> grpc.StatusCode:
 
 
 def guarded(
-    method: Callable[[object, Request, grpc.ServicerContext], Response],
-) -> Callable[[object, Request, grpc.ServicerContext], Response]:
+    method: Callable[[Servicer, Request, grpc.ServicerContext], Response],
+) -> Callable[[Servicer, Request, grpc.ServicerContext], Response]:
     """Wraps a servicer method so that every failure becomes a proper status."""
 
     @functools.wraps(method)
-    def wrapper(self: object, request: Request, context: grpc.ServicerContext) -> Response:
+    def wrapper(self: Servicer, request: Request, context: grpc.ServicerContext) -> Response:
         try:
             return method(self, request, context)
         except errors.BookingError as error:
