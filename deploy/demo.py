@@ -80,7 +80,7 @@ def _tour(target: str) -> None:
         customer = f"demo-{uuid.uuid4().hex[:6]}"
         hold = client.place_hold(camp.basecamp_id, resource.resource_id, first, last, 2, customer)
         _console.rule("Hold placed (2 units, 2 nights)")
-        render.bookings([hold])
+        render.booking(hold)
         confirmed = client.confirm(hold.booking_id)
         _console.rule("Confirmed")
         render.booking(confirmed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from datetime import date
 
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
@@ -67,28 +68,44 @@ def availability(reply: pb.GetAvailabilityResponse) -> None:
     console.print(table)
 
 
+def _stay(nights: pb.NightRange) -> str:
+    start = date(nights.start.year, nights.start.month, nights.start.day)
+    end = date(nights.end.year, nights.end.month, nights.end.day)
+    count = (end - start).days
+    return f"{start.isoformat()} +{count} night{'s' if count != 1 else ''}"
+
+
+def _expires(item: pb.Booking) -> str:
+    return item.expires_at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S UTC") if item.HasField("expires_at") else ""
+
+
 def bookings(items: Iterable[pb.Booking], title: str = "Bookings") -> None:
+    """One line per booking; the id and the stay never wrap (a desk copies the id)."""
     table = Table(title=title)
-    for column in ("booking", "state", "basecamp", "resource", "nights", "party", "customer", "total", "expires"):
-        table.add_column(column)
+    for column in ("booking", "state", "resource", "stay", "party", "total"):
+        table.add_column(column, no_wrap=column in {"booking", "stay"})
     for b in items:
-        expires = b.expires_at.ToDatetime().strftime("%H:%M:%S UTC") if b.HasField("expires_at") else ""
-        table.add_row(
-            b.booking_id,
-            state_name(b.state),
-            b.basecamp_id,
-            b.resource_id,
-            f"{day(b.nights.start)} → {day(b.nights.end)}",
-            str(b.party_size),
-            b.customer_id,
-            money(b.total_price_cents, b.currency),
-            expires,
-        )
+        table.add_row(b.booking_id, state_name(b.state), b.resource_id, _stay(b.nights), str(b.party_size), money(b.total_price_cents, b.currency))
     console.print(table)
 
 
 def booking(item: pb.Booking) -> None:
-    bookings([item], title=f"Booking {item.booking_id}")
+    """Every field of one booking, then its history."""
+    fields = Table(title=f"Booking {item.booking_id}", show_header=False)
+    fields.add_column("field", style="bold")
+    fields.add_column("value")
+    for name, value in (
+        ("state", state_name(item.state)),
+        ("basecamp", item.basecamp_id),
+        ("resource", item.resource_id),
+        ("nights", f"{day(item.nights.start)} → {day(item.nights.end)} (check-out)"),
+        ("party", str(item.party_size)),
+        ("customer", item.customer_id),
+        ("total", money(item.total_price_cents, item.currency)),
+        ("hold expires", _expires(item)),
+    ):
+        fields.add_row(name, value)
+    console.print(fields)
     history = Table(title="History")
     for column in ("version", "from", "to", "at", "reason"):
         history.add_column(column)
