@@ -27,10 +27,10 @@ from ridgeline.v1 import booking_pb2 as pb
 BASECAMP = "argentiere"
 GUIDE, GUIDE_CAPACITY = "argentiere-guide", 6
 LOCKER = "argentiere-locker"
-SWEEP_INTERVAL_SECONDS = 1.0
+SWEEP_INTERVAL_SECONDS = 2.0
 #: Slack beyond TTL + one sweep interval for the sweep's own transaction and for scheduling on a
 #: loaded 2-core machine; still less than the extra interval a skipped sweep would add.
-SWEEP_SLACK_SECONDS = 0.75
+SWEEP_SLACK_SECONDS = 1.5
 
 
 def _utc_now() -> datetime:
