@@ -98,7 +98,14 @@ def run_transaction(
     ``single_statement``: ``work`` issues exactly one statement, run as its own implicit
     transaction (autocommit). That saves the BEGIN and COMMIT round trips, and
     CockroachDB commits such a statement in one phase and retries it server-side.
+
+    A dropped connection (the database restarted, a proxy reset it) is retried once on a
+    fresh connection: SQLAlchemy has then invalidated the whole pool, so the retry does
+    not meet another stale connection. If the drop hit the COMMIT, the first attempt may
+    have committed; every ``work`` here is keyed (idempotency records) or guarded by the
+    row's state, so running it again answers the first result instead of acting twice.
     """
+    reconnected = False
     for attempt in range(1, policy.attempts_max + 1):
         try:
             if single_statement:
@@ -118,8 +125,13 @@ def run_transaction(
                     raise DeadlineExceeded("deadline passed while retrying a contended transaction") from error
                 time.sleep(pause)
                 continue
+            if error.connection_invalidated and not reconnected and (deadline is None or time.monotonic() < deadline):
+                reconnected = True
+                continue
             if isinstance(error, OperationalError) or error.connection_invalidated:
-                raise DatabaseUnavailable(f"region database unreachable: {_first_line(error)}") from error
+                raise DatabaseUnavailable(
+                    f"region database unreachable: {_first_line(error)}; retry with the same idempotency key"
+                ) from error
             raise
     raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 

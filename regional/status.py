@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import grpc
+from sqlalchemy.exc import OperationalError
 
 from . import errors
 
@@ -55,6 +56,9 @@ def guarded(
             return method(self, request, context)
         except errors.BookingError as error:
             code, message = code_for(error), str(error)
+        except OperationalError as error:  # a read outside run_transaction lost the database
+            _log.warning("%s: region database unreachable: %s", method.__name__, error.orig)
+            code, message = grpc.StatusCode.UNAVAILABLE, "region database unreachable; retry later"
         except Exception:  # noqa: BLE001 - the edge must answer every failure with a status
             reference = uuid.uuid4().hex[:12]
             _log.exception("%s failed (reference %s)", method.__name__, reference)
