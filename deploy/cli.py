@@ -196,6 +196,8 @@ def node(
     """Run one regional node until SIGTERM/SIGINT (prints a READY line once serving)."""
     from ridgeline.regional.catalog import load_catalog
 
+    from ridgeline.regional.node import SchemaMismatch
+
     from .node_process import serve_until_signalled
     from .region import prepare_region_database
 
@@ -215,7 +217,7 @@ def node(
         prepare_region_database(database_url, region, load_catalog(), advance_booking_days=config.advance_booking_days)
     try:
         serve_until_signalled(config)
-    except OSError as error:
+    except (OSError, SchemaMismatch) as error:
         typer.secho(f"error: {error}", err=True, fg="red")
         raise typer.Exit(1) from None
 

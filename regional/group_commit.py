@@ -159,7 +159,8 @@ class HoldGroupCommitter:
         with self._wakeup:
             self._stopping = True
             self._wakeup.notify()
-        self._thread.join(timeout_seconds)
+        if self._thread.is_alive():
+            self._thread.join(timeout_seconds)
         self._round_engine.dispose()
 
     def place(self, request: holds.HoldRequest, *, deadline: float | None) -> Booking:

@@ -29,8 +29,6 @@ LEGAL_TRANSITIONS: dict[BookingState, frozenset[BookingState]] = {
     BookingState.CANCELLED: frozenset(),
 }
 
-TERMINAL_STATES = frozenset(state for state, targets in LEGAL_TRANSITIONS.items() if not targets)
-
 
 class ResourceKind(enum.StrEnum):
     HUT_BED = "hut_bed"

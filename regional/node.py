@@ -14,9 +14,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from sqlalchemy import Engine
+
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import booking_pb2_grpc as pb_grpc
 
+from . import migrate
 from .catalog import CatalogView
 from .config import NodeConfig
 from .db import make_engine
@@ -34,6 +37,7 @@ class RegionalNode:
     def __init__(self, config: NodeConfig, clock: Clock = utc_now) -> None:
         self.config = config
         self._engine = make_engine(config.database_url, pool_size=config.workers, application_name=f"ridgeline-{config.node_id}")
+        _require_schema_at_head(self._engine)
         self._catalog = CatalogView(self._engine, config.region)
         self._health = health.HealthServicer()
         self._server = grpc.server(
@@ -98,3 +102,18 @@ class RegionalNode:
 
     def wait(self) -> None:
         self._server.wait_for_termination()
+
+
+class SchemaMismatch(RuntimeError):
+    """The region database is not at the schema revision this code expects."""
+
+
+def _require_schema_at_head(engine: Engine) -> None:
+    """Refuses to serve a database whose schema this code was not written for."""
+    found, expected = migrate.current_revision(engine), migrate.head_revision()
+    if found != expected:
+        engine.dispose()
+        raise SchemaMismatch(
+            f"region database schema is at {found or 'nothing'}, this node needs {expected}: "
+            "migrate it first (ridgeline node --prepare, or deploy's migration step)"
+        )

@@ -71,7 +71,8 @@ class Sweeper:
 
     def stop(self, timeout_seconds: float = 5.0) -> None:
         self._stop.set()
-        self._thread.join(timeout_seconds)
+        if self._thread.is_alive():
+            self._thread.join(timeout_seconds)
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval_seconds):
