@@ -223,6 +223,25 @@ def node(
 
 
 @app.command()
+def gateway(
+    database_url: Annotated[str, typer.Option("--database-url", envvar="RIDGELINE_GATEWAY_DATABASE_URL", help="cockroachdb+psycopg:// URL of the gateway's own database.")],
+    listen: Annotated[str, typer.Option("--listen", help="host:port to serve HTTP on (port 0: any free port).")] = "127.0.0.1:0",
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed for injected faults, for reproducible drills.")] = None,
+) -> None:
+    """Run the local stand-in payment gateway until SIGTERM/SIGINT (prints a READY line once serving)."""
+    from sqlalchemy.exc import OperationalError
+
+    from .payment_gateway.server import serve_until_signalled
+
+    _configure_logging()
+    try:
+        serve_until_signalled(database_url, listen, seed=seed)
+    except (OSError, OperationalError) as error:
+        typer.secho(f"error: {error}", err=True, fg="red")
+        raise typer.Exit(1) from None
+
+
+@app.command()
 def demo(
     data_dir: Annotated[Path, typer.Option("--data-dir", help="Where the embedded database keeps its files.")] = Path.home() / ".ridgeline" / "demo",
     region: Annotated[str, typer.Option("--region", help="Region to serve.")] = "eu-alps",

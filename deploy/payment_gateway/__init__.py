@@ -1,0 +1,6 @@
+"""A local stand-in for an outside payment provider (ARCHITECTURE.md §1).
+
+It runs as its own process with its own database and speaks HTTP/JSON, so settlement
+meets the failures a real provider has: latency, errors, outages and lost replies
+(see ``faults.py``). Ridgeline talks to it only through ``ridgeline.flows.payments``.
+"""

@@ -1,0 +1,115 @@
+"""The gateway's HTTP/JSON API: ``/v1`` for payments, ``/admin`` for drills.
+
+Every ``/v1`` request first draws its faults (``faults.py``): it may be delayed, refused
+with 503 before any work, or done and committed and then answered 503 (a lost reply,
+the ambiguous failure a payer must survive by retrying with the same key). Errors are
+JSON ``{"error": code, "message": text}``, never a traceback.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Query
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from ridgeline.regional.errors import Contention, DatabaseUnavailable
+
+from .faults import FaultInjector, FaultPlan, FaultSettings, sleep_for
+from .ledger import PAGE_SIZE_MAX, Ledger, LedgerError
+
+#: Largest single charge, cents: far above any stay, far below BIGINT.
+AMOUNT_MAX_CENTS = 10**12
+_KEY = Field(min_length=1, max_length=200)
+
+
+class ChargeRequest(BaseModel):
+    idempotency_key: str = _KEY
+    amount_cents: int = Field(gt=0, le=AMOUNT_MAX_CENTS)
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    reference: str = Field(min_length=1, max_length=200)
+
+
+class RefundRequest(BaseModel):
+    idempotency_key: str = _KEY
+    charge_id: str = Field(min_length=1, max_length=200)
+    amount_cents: int = Field(gt=0, le=AMOUNT_MAX_CENTS)
+
+
+def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": code, "message": message, **extra})
+
+
+def create_app(ledger: Ledger, faults: FaultInjector) -> FastAPI:
+    """The app over one ledger and one fault injector (both owned by the caller)."""
+    app = FastAPI(title="Ridgeline payment gateway (local stand-in)")
+    counter_lock = threading.Lock()
+    v1_requests_total = 0
+
+    def guarded(work: Callable[[FaultPlan], JSONResponse]) -> JSONResponse:
+        nonlocal v1_requests_total
+        with counter_lock:
+            v1_requests_total += 1
+        plan = faults.plan()
+        sleep_for(plan)
+        if plan.fail_before:
+            return _error(503, "unavailable", "the payment gateway is unavailable; retry with the same idempotency key")
+        try:
+            response = work(plan)
+        except LedgerError as error:
+            response = _error(error.status, error.code, error.message)
+        except (Contention, DatabaseUnavailable) as error:
+            return _error(503, "unavailable", str(error))
+        if plan.lose_reply:
+            return _error(503, "unavailable", "the payment gateway is unavailable; retry with the same idempotency key")
+        return response
+
+    @app.post("/v1/charges")
+    def create_charge(request: ChargeRequest) -> JSONResponse:
+        def work(plan: FaultPlan) -> JSONResponse:
+            result = ledger.charge(request.idempotency_key, request.amount_cents, request.currency, request.reference, decline=plan.decline)
+            if result.declined:
+                return _error(402, "card_declined", "the card was declined", charge_id=result.row["charge_id"])
+            return JSONResponse(jsonable_encoder(result.row))
+
+        return guarded(work)
+
+    @app.post("/v1/refunds")
+    def create_refund(request: RefundRequest) -> JSONResponse:
+        return guarded(lambda _: JSONResponse(jsonable_encoder(ledger.refund(request.idempotency_key, request.charge_id, request.amount_cents))))
+
+    @app.get("/v1/charges/{charge_id}")
+    def get_charge(charge_id: str) -> JSONResponse:
+        return guarded(lambda _: JSONResponse(jsonable_encoder(ledger.get_charge(charge_id))))
+
+    @app.get("/v1/charges")
+    def list_charges(
+        reference: str | None = None, after: str | None = None, limit: int = Query(100, ge=1, le=PAGE_SIZE_MAX)
+    ) -> JSONResponse:
+        def work(_: FaultPlan) -> JSONResponse:
+            rows = ledger.list_charges(reference=reference, after=after, limit=limit)
+            next_after = rows[-1]["charge_id"] if len(rows) == limit else None
+            return JSONResponse(jsonable_encoder({"data": rows, "next_after": next_after}))
+
+        return guarded(work)
+
+    @app.get("/admin/faults")
+    def get_faults() -> FaultSettings:
+        return faults.settings
+
+    @app.put("/admin/faults")
+    def put_faults(settings: FaultSettings) -> FaultSettings:
+        faults.update(settings)
+        return settings
+
+    @app.get("/admin/stats")
+    def stats() -> dict[str, int]:
+        """How many ``/v1`` requests arrived, faulted or not: drills count provider calls with it."""
+        with counter_lock:
+            return {"v1_requests_total": v1_requests_total}
+
+    return app

@@ -1,0 +1,60 @@
+"""Runs the gateway as a process: schema, HTTP server, one READY line, clean exit on a signal.
+
+uvicorn serves in a worker thread so that this module, not uvicorn, owns SIGTERM and
+SIGINT: uvicorn re-raises a captured signal after shutdown, which would end the process
+with a signal status instead of exit code 0.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+
+import uvicorn
+
+from .api import create_app
+from .faults import FaultInjector
+from .ledger import Ledger
+
+#: How long the server may take to start listening before we give up.
+STARTUP_TIMEOUT_SECONDS = 30.0
+#: How long in-flight requests get to finish after a signal.
+SHUTDOWN_GRACE_SECONDS = 10
+
+
+def serve_until_signalled(database_url: str, listen: str, *, seed: int | None = None) -> None:
+    """Prints ``READY gateway http://host:port`` once requests are served, then blocks until a signal."""
+    host, _, port = listen.rpartition(":")
+    ledger = Ledger(database_url)
+    ledger.create_schema()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, int(port)))
+    bound_host, bound_port = sock.getsockname()[:2]
+    config = uvicorn.Config(
+        create_app(ledger, FaultInjector(seed)),
+        log_level="warning",
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+    )
+    server = uvicorn.Server(config)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="gateway-http")
+    thread.start()
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise OSError(f"gateway HTTP server did not start on {listen}")
+            time.sleep(0.01)
+        # Parents (tests, the local cluster) wait for this line to learn the bound port.
+        print(f"READY gateway http://{bound_host}:{bound_port}", flush=True)
+        stop.wait()
+    finally:
+        server.should_exit = True
+        thread.join()
+        sock.close()
+        ledger.close()

@@ -1,0 +1,357 @@
+"""The stand-in payment gateway and the adapter settlement uses to call it.
+
+A real gateway process (``ridgeline gateway``) on its own PostgreSQL database, real HTTP
+on loopback. Faults are switched at run time through ``PUT /admin/faults``; the gateway's
+own tables and its ``/v1`` request counter are the evidence.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from ridgeline.deploy.postgres import PostgresServer
+from ridgeline.flows import payments
+from ridgeline.flows.circuit_breaker import BreakerState, CircuitBreaker
+from ridgeline.flows.payments import (
+    ChargeNotFound,
+    PaymentConflict,
+    PaymentDeclined,
+    PaymentGateway,
+    PaymentUnavailable,
+)
+
+THREADS = 16
+_READY = re.compile(r"^READY gateway (http://\S+)$")
+
+
+@dataclass
+class Gateway:
+    url: str
+    dsn: str
+    admin: httpx.Client
+
+    def faults(self, **settings: Any) -> None:
+        self.admin.put("/admin/faults", json=settings).raise_for_status()
+
+    def v1_requests(self) -> int:
+        return self.admin.get("/admin/stats").json()["v1_requests_total"]
+
+    def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.dsn) as conn:
+            return conn.execute(query, params).fetchall()
+
+
+@pytest.fixture(scope="module")
+def gateway(region_servers: dict[str, PostgresServer]) -> Iterator[Gateway]:
+    server = region_servers["sa-andes"]
+    name = f"gateway_{uuid.uuid4().hex[:12]}"
+    url = server.create_database(name)
+    command = [sys.executable, "-m", "ridgeline.deploy.cli", "gateway", "--database-url", url, "--seed", "7"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert process.stdout is not None
+        base_url = next((m.group(1) for m in map(_READY.match, map(str.strip, process.stdout)) if m), None)
+        assert base_url is not None, f"gateway exited with {process.wait()} before READY"
+        with httpx.Client(base_url=base_url, timeout=10) as admin:
+            yield Gateway(base_url, server.libpq_dsn(name), admin)
+        process.terminate()
+        assert process.wait(15) == 0, "the gateway exits cleanly on SIGTERM"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+@pytest.fixture(autouse=True)
+def healthy(gateway: Gateway) -> None:
+    gateway.faults()
+
+
+@pytest.fixture
+def adapter(gateway: Gateway) -> Iterator[Callable[..., PaymentGateway]]:
+    made: list[PaymentGateway] = []
+
+    def make(**overrides: Any) -> PaymentGateway:
+        options: dict[str, Any] = {"timeout_seconds": 5.0, "attempts_max": 3, "backoff_base_seconds": 0.01, "backoff_cap_seconds": 0.05}
+        options.update(overrides)
+        made.append(PaymentGateway(gateway.url, **options))
+        return made[-1]
+
+    yield make
+    for client in made:
+        client.close()
+
+
+def _key() -> str:
+    return f"k-{uuid.uuid4().hex}"
+
+
+def _rows_for_key(gateway: Gateway, key: str) -> int:
+    return gateway.sql("SELECT count(*) FROM gateway_charges WHERE idempotency_key = %s", key)[0][0]
+
+
+# -- idempotency (invariant 7) ---------------------------------------------------------
+
+
+def test_invariant_7_repeated_charge_returns_first_result(gateway: Gateway, adapter: Callable[..., PaymentGateway]) -> None:
+    pay = adapter()
+    key = _key()
+    first = pay.charge(key, 4200, "EUR", "booking-1")
+    again = pay.charge(key, 4200, "EUR", "booking-1")
+    assert first == again
+    assert (first.status, first.amount_cents, first.refunded_cents) == ("succeeded", 4200, 0)
+    assert pay.get_charge(first.charge_id) == first
+    assert _rows_for_key(gateway, key) == 1
+
+
+def test_invariant_7_concurrent_duplicate_charges_charge_once(gateway: Gateway, adapter: Callable[..., PaymentGateway]) -> None:
+    pay = adapter()
+    key = _key()
+    start = threading.Barrier(THREADS)
+
+    def charge(_: int) -> str:
+        start.wait()
+        return pay.charge(key, 1500, "EUR", "booking-race").charge_id
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        charge_ids = set(pool.map(charge, range(THREADS)))
+    assert len(charge_ids) == 1
+    assert _rows_for_key(gateway, key) == 1
+
+
+def test_invariant_7_database_refuses_a_second_charge_under_one_key(gateway: Gateway, adapter: Callable[..., PaymentGateway]) -> None:
+    key = _key()
+    adapter().charge(key, 300, "EUR", "booking-unique")
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        gateway.sql(
+            "INSERT INTO gateway_charges (charge_id, idempotency_key, status, amount_cents, currency, reference)"
+            " VALUES ('ch_duplicate', %s, 'succeeded', 300, 'EUR', 'booking-unique')",
+            key,
+        )
+
+
+def test_key_reused_for_a_different_request_is_a_conflict(gateway: Gateway, adapter: Callable[..., PaymentGateway]) -> None:
+    pay = adapter()
+    key = _key()
+    charge = pay.charge(key, 1000, "EUR", "booking-a")
+    with pytest.raises(PaymentConflict, match="idempotency_key_reused") as refused:
+        pay.charge(key, 1001, "EUR", "booking-a")
+    assert refused.value.code == "idempotency_key_reused"
+    refund_key = _key()
+    pay.refund(refund_key, charge.charge_id, 100)
+    with pytest.raises(PaymentConflict, match="idempotency_key_reused"):
+        pay.refund(refund_key, charge.charge_id, 200)
+    assert pay.get_charge(charge.charge_id).refunded_cents == 100
+
+
+# -- refunds (invariant 4) -------------------------------------------------------------
+
+
+def test_invariant_4_racing_refunds_never_exceed_the_charge(gateway: Gateway, adapter: Callable[..., PaymentGateway]) -> None:
+    pay = adapter()
+    charge = pay.charge(_key(), 1000, "EUR", "booking-refunds")
+    start = threading.Barrier(THREADS)
+
+    def refund(_: int) -> bool:
+        start.wait()
+        try:
+            pay.refund(_key(), charge.charge_id, 100)
+            return True
+        except PaymentConflict as error:
+            assert error.code == "refund_exceeds_charge"
+            return False
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        outcomes = list(pool.map(refund, range(THREADS)))
+    assert outcomes.count(True) == 10
+    [(refunded, total)] = gateway.sql(
+        "SELECT c.refunded_cents, (SELECT sum(amount_cents) FROM gateway_refunds r WHERE r.charge_id = c.charge_id)"
+        " FROM gateway_charges c WHERE c.charge_id = %s",
+        charge.charge_id,
+    )
+    assert refunded == total == 1000
+
+
+def test_invariant_4_database_refuses_refunding_past_the_charge(gateway: Gateway, adapter: Callable[..., PaymentGateway]) -> None:
+    charge = adapter().charge(_key(), 500, "EUR", "booking-check")
+    with pytest.raises(psycopg.errors.CheckViolation):
+        gateway.sql("UPDATE gateway_charges SET refunded_cents = 501 WHERE charge_id = %s", charge.charge_id)
+
+
+def test_refund_is_idempotent_and_unknown_charges_are_not_found(gateway: Gateway, adapter: Callable[..., PaymentGateway]) -> None:
+    pay = adapter()
+    charge = pay.charge(_key(), 900, "EUR", "booking-refund-once")
+    key = _key()
+    assert pay.refund(key, charge.charge_id, 300) == pay.refund(key, charge.charge_id, 300)
+    assert pay.get_charge(charge.charge_id).refunded_cents == 300
+    with pytest.raises(ChargeNotFound):
+        pay.refund(_key(), "ch_missing", 1)
+    with pytest.raises(ChargeNotFound):
+        pay.get_charge("ch_missing")
+
+
+def test_ledger_lists_every_charge_page_by_page(gateway: Gateway, adapter: Callable[..., PaymentGateway], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(payments, "LIST_PAGE_SIZE", 2)
+    pay = adapter()
+    reference = f"booking-{uuid.uuid4().hex}"
+    made = {pay.charge(_key(), 100 + i, "EUR", reference).charge_id for i in range(5)}
+    before = gateway.v1_requests()
+    listed = [c.charge_id for c in pay.list_charges(reference=reference)]
+    assert sorted(listed) == sorted(made)
+    assert gateway.v1_requests() - before == 3  # pages of 2, 2 and 1
+
+
+# -- faults ----------------------------------------------------------------------------
+
+
+def test_decline_is_definitive_remembered_and_not_retried(gateway: Gateway, adapter: Callable[..., PaymentGateway]) -> None:
+    pay = adapter()
+    key = _key()
+    gateway.faults(decline_rate=1.0)
+    before = gateway.v1_requests()
+    with pytest.raises(PaymentDeclined) as declined:
+        pay.charge(key, 2500, "EUR", "booking-declined")
+    assert declined.value.code == "card_declined"
+    assert gateway.v1_requests() - before == 1, "a decline is never retried"
+    gateway.faults()
+    with pytest.raises(PaymentDeclined):
+        pay.charge(key, 2500, "EUR", "booking-declined")
+    assert gateway.sql("SELECT status FROM gateway_charges WHERE idempotency_key = %s", key) == [("declined",)]
+    assert pay.breaker.state is BreakerState.CLOSED
+
+
+def test_invariant_7_lost_replies_retried_with_the_same_key_charge_once(gateway: Gateway, adapter: Callable[..., PaymentGateway]) -> None:
+    pay = adapter(attempts_max=3)
+    key = _key()
+    gateway.faults(lost_reply_rate=1.0)
+    before = gateway.v1_requests()
+    with pytest.raises(PaymentUnavailable):
+        pay.charge(key, 7300, "EUR", "booking-lost")
+    assert gateway.v1_requests() - before == 3, "each lost reply was retried with the same key"
+    [(charge_id,)] = gateway.sql("SELECT charge_id FROM gateway_charges WHERE idempotency_key = %s", key)
+    gateway.faults()
+    assert pay.charge(key, 7300, "EUR", "booking-lost").charge_id == charge_id
+    assert _rows_for_key(gateway, key) == 1
+
+
+@pytest.mark.parametrize("fault", [{"error_rate": 1.0}, {"outage": True}], ids=["errors", "outage"])
+def test_unavailable_gateway_gives_up_within_bounds_without_charging(
+    gateway: Gateway, adapter: Callable[..., PaymentGateway], fault: dict[str, Any]
+) -> None:
+    pay = adapter(attempts_max=3, backoff_base_seconds=0.05, backoff_cap_seconds=0.1)
+    key = _key()
+    gateway.faults(**fault)
+    before, started = gateway.v1_requests(), time.monotonic()
+    with pytest.raises(PaymentUnavailable, match="after 3 attempts"):
+        pay.charge(key, 1200, "EUR", "booking-down")
+    assert time.monotonic() - started < 2 * 0.1 + 1.0  # two capped backoffs plus three quick 503s
+    assert gateway.v1_requests() - before == 3
+    assert _rows_for_key(gateway, key) == 0
+
+
+def test_slow_gateway_times_out_and_the_retry_finds_the_charge(gateway: Gateway, adapter: Callable[..., PaymentGateway]) -> None:
+    pay = adapter(timeout_seconds=0.2, attempts_max=2)
+    key = _key()
+    gateway.faults(latency_ms=600)
+    started = time.monotonic()
+    with pytest.raises(PaymentUnavailable, match="Timeout"):
+        pay.charge(key, 800, "EUR", "booking-slow")
+    assert time.monotonic() - started < 2 * 0.2 + 0.05 + 0.5
+    gateway.faults()
+    time.sleep(0.6)  # the slow requests still land after the client gave up
+    pay.charge(key, 800, "EUR", "booking-slow")
+    assert _rows_for_key(gateway, key) == 1
+
+
+# -- circuit breaker -------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_breaker_opens_on_outage_fails_fast_half_opens_and_closes_on_recovery(
+    gateway: Gateway, adapter: Callable[..., PaymentGateway]
+) -> None:
+    clock = FakeClock()
+    pay = adapter(attempts_max=3, breaker=CircuitBreaker(failure_threshold=3, cooldown_seconds=30, clock=clock))
+    gateway.faults(outage=True)
+    with pytest.raises(PaymentUnavailable, match="after 3 attempts"):
+        pay.charge(_key(), 100, "EUR", "booking-breaker")
+    assert pay.breaker.state is BreakerState.OPEN
+
+    before = gateway.v1_requests()
+    with pytest.raises(PaymentUnavailable, match="circuit open"):
+        pay.charge(_key(), 100, "EUR", "booking-breaker")
+    assert gateway.v1_requests() == before, "an open breaker fails without a request"
+
+    clock.now += 30
+    assert pay.breaker.state is BreakerState.HALF_OPEN
+    with pytest.raises(PaymentUnavailable, match="circuit open"):
+        pay.charge(_key(), 100, "EUR", "booking-breaker")
+    assert gateway.v1_requests() == before + 1, "half-open lets exactly one trial through"
+    assert pay.breaker.state is BreakerState.OPEN
+
+    gateway.faults()
+    clock.now += 30
+    assert pay.charge(_key(), 100, "EUR", "booking-breaker").status == "succeeded"
+    assert pay.breaker.state is BreakerState.CLOSED
+
+
+def test_breaker_state_machine() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=3, cooldown_seconds=10, clock=clock)
+    breaker.record_failure()
+    breaker.record_failure()
+    breaker.record_success()  # a success resets the consecutive count
+    breaker.record_failure()
+    breaker.record_failure()
+    assert breaker.state is BreakerState.CLOSED and breaker.allow()
+    breaker.record_failure()
+    assert breaker.state is BreakerState.OPEN and not breaker.allow()
+
+    clock.now += 9.9
+    assert breaker.state is BreakerState.OPEN and not breaker.allow()
+    clock.now += 0.1
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert breaker.allow() and not breaker.allow(), "one trial at a time"
+    breaker.record_failure()
+    assert breaker.state is BreakerState.OPEN
+    clock.now += 5
+    assert not breaker.allow(), "a failed trial starts a fresh cooldown"
+    clock.now += 5
+    assert breaker.allow()
+    breaker.record_success()
+    assert breaker.state is BreakerState.CLOSED and breaker.allow()
+
+
+def test_breaker_half_open_admits_one_trial_among_racing_threads() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=1, cooldown_seconds=1, clock=clock)
+    breaker.record_failure()
+    clock.now += 1
+    start = threading.Barrier(THREADS)
+
+    def try_call(_: int) -> bool:
+        start.wait()
+        return breaker.allow()
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        assert sum(pool.map(try_call, range(THREADS))) == 1
