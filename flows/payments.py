@@ -12,7 +12,6 @@ fail fast while the gateway is down. Callers see four outcomes besides success:
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +19,8 @@ from datetime import datetime
 from typing import Any, Self
 
 import httpx
+
+from ridgeline.routing.retry import RetryPolicy
 
 from .circuit_breaker import CircuitBreaker
 
@@ -88,11 +89,7 @@ class PaymentGateway:
         backoff_cap_seconds: float = 1.0,
         breaker: CircuitBreaker | None = None,
     ) -> None:
-        if attempts_max < 1:
-            raise ValueError("attempts_max must be >= 1")
-        self.attempts_max = attempts_max
-        self.backoff_base_seconds = backoff_base_seconds
-        self.backoff_cap_seconds = backoff_cap_seconds
+        self.retry = RetryPolicy(attempts_max, backoff_base_seconds, backoff_cap_seconds)
         self.breaker = breaker if breaker is not None else CircuitBreaker()
         self._http = httpx.Client(base_url=base_url, timeout=timeout_seconds)
 
@@ -135,7 +132,7 @@ class PaymentGateway:
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         """One logical call: bounded retries of the same request, gated by the breaker."""
         last_failure = ""
-        for attempt in range(1, self.attempts_max + 1):
+        for attempt in range(1, self.retry.attempts_max + 1):
             if not self.breaker.allow():
                 raise PaymentUnavailable(f"{method} {path}: circuit open after repeated gateway failures ({last_failure or 'earlier calls'})")
             try:
@@ -151,9 +148,9 @@ class PaymentGateway:
                     return _answer(method, path, response)
                 last_failure = f"HTTP {response.status_code}"
             self.breaker.record_failure()
-            if attempt < self.attempts_max:
-                time.sleep(random.uniform(0.0, min(self.backoff_cap_seconds, self.backoff_base_seconds * 2**attempt)))
-        raise PaymentUnavailable(f"{method} {path}: no answer after {self.attempts_max} attempts ({last_failure})")
+            if attempt < self.retry.attempts_max:
+                time.sleep(self.retry.backoff_seconds(attempt))
+        raise PaymentUnavailable(f"{method} {path}: no answer after {self.retry.attempts_max} attempts ({last_failure})")
 
 
 def _answer(method: str, path: str, response: httpx.Response) -> dict[str, Any]:

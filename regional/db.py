@@ -11,14 +11,14 @@ the failed snapshot and never recovers.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.exc import DBAPIError, OperationalError
+
+from ridgeline.routing.retry import RetryPolicy
 
 from .errors import Contention, DatabaseUnavailable, DeadlineExceeded
 
@@ -30,20 +30,8 @@ T = TypeVar("T")
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Bounds for :func:`run_transaction`; every wait and loop here has a limit."""
-
-    attempts_max: int = 12
-    backoff_base_seconds: float = 0.002
-    backoff_cap_seconds: float = 0.25
-
-    def backoff_seconds(self, attempt: int) -> float:
-        """Full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2**attempt)]."""
-        return random.uniform(0.0, min(self.backoff_cap_seconds, self.backoff_base_seconds * 2**attempt))
-
-
-DEFAULT_RETRY = RetryPolicy()
+#: Serialization failures resolve fast; many short attempts beat few long waits.
+DEFAULT_RETRY = RetryPolicy(attempts_max=12, backoff_base_seconds=0.002, backoff_cap_seconds=0.25)
 
 
 def make_engine(

@@ -8,7 +8,6 @@ exponential backoff, never past the call's deadline.
 
 from __future__ import annotations
 
-import random
 import time
 import uuid
 from collections.abc import Callable
@@ -19,6 +18,8 @@ import grpc
 
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import booking_pb2_grpc as pb_grpc
+
+from .retry import RetryPolicy
 
 Response = TypeVar("Response")
 
@@ -52,9 +53,7 @@ class BookingClient:
         self._channel = grpc.insecure_channel(target)
         self._stub = pb_grpc.BookingServiceStub(self._channel)
         self._timeout_seconds = timeout_seconds
-        self._attempts_max = attempts_max
-        self._backoff_base_seconds = backoff_base_seconds
-        self._backoff_cap_seconds = backoff_cap_seconds
+        self._retry = RetryPolicy(attempts_max, backoff_base_seconds, backoff_cap_seconds)
 
     def close(self) -> None:
         self._channel.close()
@@ -115,13 +114,13 @@ class BookingClient:
 
     def _call(self, method: Callable[..., Response], request: object) -> Response:
         deadline = time.monotonic() + self._timeout_seconds
-        for attempt in range(1, self._attempts_max + 1):
+        for attempt in range(1, self._retry.attempts_max + 1):
             remaining = deadline - time.monotonic()
             try:
                 return method(request, timeout=max(remaining, 0.001))
             except grpc.RpcError as error:
-                pause = random.uniform(0, min(self._backoff_cap_seconds, self._backoff_base_seconds * 2**attempt))
-                retryable = error.code() in RETRYABLE_CODES and attempt < self._attempts_max
+                pause = self._retry.backoff_seconds(attempt)
+                retryable = error.code() in RETRYABLE_CODES and attempt < self._retry.attempts_max
                 if not retryable or time.monotonic() + pause >= deadline:
                     raise
                 time.sleep(pause)
