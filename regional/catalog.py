@@ -8,6 +8,7 @@ for every night up to a horizon, so that placing a hold is a single conditional 
 
 from __future__ import annotations
 
+import time
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -183,11 +184,18 @@ def open_inventory(engine: Engine, region: str, first: date, last: date) -> None
 
 
 class CatalogView:
-    """A node's in-memory copy of its region's catalog rows."""
+    """A node's in-memory copy of its region's catalog rows.
 
-    def __init__(self, engine: Engine, region: str) -> None:
+    An unknown id triggers a reload (a basecamp may have been added), but at most once per
+    ``reload_interval_seconds``: a caller sending made-up ids must not turn every request
+    into catalog queries.
+    """
+
+    def __init__(self, engine: Engine, region: str, *, reload_interval_seconds: float = 5.0) -> None:
         self._engine = engine
         self._region = region
+        self._reload_interval_seconds = reload_interval_seconds
+        self._reloaded_at = float("-inf")
         self._basecamps: dict[str, Basecamp] = {}
         self._resources: dict[str, Resource] = {}
         self.reload()
@@ -202,18 +210,23 @@ class CatalogView:
             basecamps = _read_basecamps(conn, self._region)
         self._basecamps = {b.basecamp_id: b for b in basecamps}
         self._resources = {r.resource_id: r for b in basecamps for r in b.resources}
+        self._reloaded_at = time.monotonic()
+
+    def _reload_if_due(self) -> None:
+        if time.monotonic() - self._reloaded_at >= self._reload_interval_seconds:
+            self.reload()
 
     def basecamps(self) -> list[Basecamp]:
         return sorted(self._basecamps.values(), key=lambda b: b.basecamp_id)
 
     def basecamp(self, basecamp_id: str) -> Basecamp | None:
         if basecamp_id not in self._basecamps:
-            self.reload()
+            self._reload_if_due()
         return self._basecamps.get(basecamp_id)
 
     def resource(self, resource_id: str) -> Resource | None:
         if resource_id not in self._resources:
-            self.reload()
+            self._reload_if_due()
         return self._resources.get(resource_id)
 
 

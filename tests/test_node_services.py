@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import psycopg
+from sqlalchemy import event
 from drive import Outcome, night, outcome
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -58,3 +59,23 @@ def test_overload_is_refused_with_resource_exhausted_not_queued(alps_db) -> None
 def _hold_one(address: str, index: int) -> Outcome:
     with BookingClient(address, timeout_seconds=20, attempts_max=1) as client:
         return outcome(lambda: client.place_hold("argentiere", "argentiere-dorm", night(25), night(26), 1, f"guest-{index}"))
+
+
+def test_unknown_ids_do_not_turn_every_request_into_catalog_queries(alps_db) -> None:  # noqa: ANN001
+    """A caller sending made-up basecamp ids gets NOT_FOUND, and the catalog is re-read at most
+    once per reload interval, not once per request."""
+    from ridgeline.regional.catalog import CatalogView
+    from ridgeline.regional.db import make_engine
+
+    engine = make_engine(alps_db.url, pool_size=1)
+    reads: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *args: reads.append(args[2]))
+    try:
+        catalog = CatalogView(engine, "eu-alps", reload_interval_seconds=60)
+        reads.clear()
+        for index in range(50):
+            assert catalog.basecamp(f"no-such-camp-{index}") is None
+        assert catalog.basecamp("argentiere") is not None
+        assert reads == [], f"{len(reads)} catalog queries for 50 unknown ids"
+    finally:
+        engine.dispose()
