@@ -10,7 +10,6 @@ the failed snapshot and never recovers.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -21,8 +20,6 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from ridgeline.routing.retry import RetryPolicy
 
 from .errors import Contention, DatabaseUnavailable, DeadlineExceeded
-
-_log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -73,7 +70,6 @@ def run_transaction(
     *,
     policy: RetryPolicy = DEFAULT_RETRY,
     deadline: float | None = None,
-    on_retry: Callable[[str], None] | None = None,
     single_statement: bool = False,
 ) -> T:
     """Runs ``work`` in one transaction, re-running it whole on a serialization failure.
@@ -104,8 +100,6 @@ def run_transaction(
         except DBAPIError as error:
             state = sqlstate(error)
             if state in RETRYABLE_SQLSTATES:
-                if on_retry is not None:
-                    on_retry(state)
                 if attempt == policy.attempts_max:
                     raise Contention(f"gave up after {attempt} attempts lost to concurrent writers") from error
                 pause = policy.backoff_seconds(attempt)

@@ -20,7 +20,6 @@ those nights, tries once more, and otherwise records the refusal under the key.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -107,7 +106,6 @@ def place_hold(
     *,
     now: datetime,
     deadline: float | None = None,
-    on_retry: Callable[[str], None] | None = None,
 ) -> Booking:
     """Holds ``party_size`` units on every night of the stay, or raises a BookingError."""
     booking = new_booking(request, now)
@@ -138,16 +136,16 @@ def place_hold(
 
     try:
         try:
-            return run_transaction(engine, fast, deadline=deadline, on_retry=on_retry, single_statement=True)
+            return run_transaction(engine, fast, deadline=deadline, single_statement=True)
         except IntegrityError as error:
             if not _is_short(error):
                 raise
-        outcome = run_transaction(engine, slow, deadline=deadline, on_retry=on_retry)
+        outcome = run_transaction(engine, slow, deadline=deadline)
     except IntegrityError as error:
         if not idempotency.is_key_conflict(error):
             raise
         outcome = idempotency.answer_from_record(
-            engine, request.idempotency_key, OPERATION, fingerprint, deadline=deadline, on_retry=on_retry
+            engine, request.idempotency_key, OPERATION, fingerprint, deadline=deadline
         )
     if isinstance(outcome, errors.BookingError):
         raise outcome

@@ -19,7 +19,6 @@ import json
 from datetime import datetime
 from typing import Any
 
-from collections.abc import Callable
 
 from sqlalchemy import Connection, Engine, text
 
@@ -86,7 +85,6 @@ def answer_from_record(
     request_fingerprint: str,
     *,
     deadline: float | None,
-    on_retry: Callable[[str], None] | None = None,
 ) -> Booking:
     """After a key conflict: the committed first result, or its recorded refusal raised."""
 
@@ -95,7 +93,7 @@ def answer_from_record(
         assert prior is not None, "a key conflict implies a committed record"
         return prior
 
-    return run_transaction(engine, read, deadline=deadline, on_retry=on_retry)
+    return run_transaction(engine, read, deadline=deadline)
 
 
 def insert_params(

@@ -10,7 +10,6 @@ A repeated idempotency key is detected by the record's primary key (see idempote
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -77,7 +76,6 @@ def apply_move(
     reason: str,
     now: datetime,
     deadline: float | None = None,
-    on_retry: Callable[[str], None] | None = None,
 ) -> Booking:
     """Moves a booking along ``move`` or raises NotFound / IllegalTransition / HoldExpired."""
     fingerprint = idempotency.fingerprint(move.operation, {"booking_id": booking_id, "reason": reason})
@@ -91,12 +89,12 @@ def apply_move(
         return outcome
 
     try:
-        outcome = run_transaction(engine, work, deadline=deadline, on_retry=on_retry)
+        outcome = run_transaction(engine, work, deadline=deadline)
     except IntegrityError as error:
         if not idempotency.is_key_conflict(error):
             raise
         outcome = idempotency.answer_from_record(
-            engine, idempotency_key, move.operation, fingerprint, deadline=deadline, on_retry=on_retry
+            engine, idempotency_key, move.operation, fingerprint, deadline=deadline
         )
     if isinstance(outcome, errors.BookingError):
         raise outcome
