@@ -284,8 +284,10 @@ def test_a_deadline_too_short_is_deadline_exceeded_never_internal(alps_node, alp
         grpc.channel_ready_future(channel).result(timeout=10)
         call = getattr(pb_grpc.BookingServiceStub(channel), rpc)
 
+        # A 0.1 ms deadline almost always runs out before the answer; a fast GetBooking on a
+        # warm channel can still make it, and that answer is right too. Never anything else.
         expired = outcome(lambda: call(_VALID[rpc](existing), timeout=0.0001))
-        assert expired.code is Code.DEADLINE_EXCEEDED, (expired.code, expired.details)
+        assert expired.code in (Code.DEADLINE_EXCEEDED, Code.OK), (expired.code, expired.details)
         # Deadlines that may run out anywhere on the way, in the server too: never a crash.
         for seconds in SHORT_DEADLINES_SECONDS:
             result = outcome(lambda: call(_VALID[rpc](existing), timeout=seconds))

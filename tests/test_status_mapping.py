@@ -1,0 +1,36 @@
+"""Every domain error maps to the status code ARCHITECTURE.md §6 names, deterministically
+(the end-to-end deadline tests can only reach the server-side deadline check by chance)."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from ridgeline.regional import errors
+from ridgeline.regional.status import code_for
+
+EXPECTED = {
+    errors.InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.IdempotencyKeyReused: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.IllegalTransition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.HoldExpired: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.NightsNotOpen: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.SoldOut: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Contention: grpc.StatusCode.ABORTED,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.DatabaseUnavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.NodeUnavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+@pytest.mark.parametrize("error_class", list(EXPECTED), ids=lambda cls: cls.__name__)
+def test_domain_error_maps_to_its_status_code(error_class: type[errors.BookingError]) -> None:
+    assert code_for(error_class("why")) is EXPECTED[error_class]
+
+
+def test_every_domain_error_has_a_mapping() -> None:
+    def subclasses(cls: type) -> set[type]:
+        return {cls, *(sub for direct in cls.__subclasses__() for sub in subclasses(direct))}
+
+    assert subclasses(errors.BookingError) - {errors.BookingError} == set(EXPECTED)
