@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from .db import run_transaction
 from .errors import BookingError
@@ -28,22 +28,21 @@ SWEEP_BATCHES_MAX = 20
 
 def sweep_once(engine: Engine, *, now: datetime, batch_max: int) -> int:
     """Expires every lapsed hold (up to SWEEP_BATCHES_MAX batches); returns how many."""
-    total = 0
-    for _ in range(SWEEP_BATCHES_MAX):
-        result = run_transaction(engine, lambda conn: expire_lapsed_holds(conn, now=now, batch_max=batch_max))
-        total += result.expired
-        if result.expired < batch_max:
-            break
-    return total
+    return _in_batches(engine, lambda conn: expire_lapsed_holds(conn, now=now, batch_max=batch_max).expired, batch_max)
 
 
 def forget_old_keys(engine: Engine, *, cutoff: datetime, batch_max: int) -> int:
     """Deletes idempotency records older than ``cutoff`` (up to SWEEP_BATCHES_MAX batches)."""
+    return _in_batches(engine, lambda conn: forget_older_than(conn, cutoff, batch_max=batch_max), batch_max)
+
+
+def _in_batches(engine: Engine, batch: Callable[[Connection], int], batch_max: int) -> int:
+    """Runs ``batch`` (one transaction each) until one does less than a full batch; returns the total."""
     total = 0
     for _ in range(SWEEP_BATCHES_MAX):
-        deleted = run_transaction(engine, lambda conn: forget_older_than(conn, cutoff, batch_max=batch_max))
-        total += deleted
-        if deleted < batch_max:
+        done = run_transaction(engine, batch)
+        total += done
+        if done < batch_max:
             break
     return total
 
