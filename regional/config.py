@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -11,6 +12,16 @@ class NodeConfig:
     node_id: str
     database_url: str
     listen_address: str = "127.0.0.1:0"
+    #: The address other nodes and clients reach this node at (default: the listen address
+    #: with the bound port; set it when listening on 0.0.0.0 or behind NAT).
+    advertise_address: str | None = None
+    #: Every region's seed node addresses (from the cluster file), answered by ClusterInfo
+    #: so that a client that reaches one node can find the whole cluster.
+    cluster_seeds: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: A basecamp lease lasts this long unless renewed: the longest a dead owner blocks it.
+    lease_ttl_seconds: float = 5.0
+    #: Membership heartbeat and lease renewal period.
+    heartbeat_interval_seconds: float = 1.0
     #: gRPC worker threads; also the database pool size, so no worker waits for a connection.
     workers: int = 16
     #: Beyond this many in-flight RPCs the node answers RESOURCE_EXHAUSTED instead of queueing.
@@ -38,3 +49,4 @@ class NodeConfig:
         assert 0 < self.hold_ttl_min_seconds <= self.hold_ttl_default_seconds <= self.hold_ttl_max_seconds
         assert self.advance_booking_days > 0 and self.stay_nights_max > 0 and self.hold_round_max >= 1
         assert self.idempotency_retention_seconds > self.hold_ttl_max_seconds
+        assert 0 < self.heartbeat_interval_seconds * 2 <= self.lease_ttl_seconds

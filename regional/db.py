@@ -32,16 +32,26 @@ DEFAULT_RETRY = RetryPolicy(attempts_max=12, backoff_base_seconds=0.002, backoff
 
 
 def make_engine(
-    url: str, *, pool_size: int = 16, application_name: str = "ridgeline", lock_timeout_ms: int | None = None
+    url: str,
+    *,
+    pool_size: int = 16,
+    application_name: str = "ridgeline",
+    lock_timeout_ms: int | None = None,
+    idle_in_transaction_timeout_ms: int | None = None,
 ) -> Engine:
     """An engine whose every transaction runs SERIALIZABLE, whatever the server default is.
 
     ``lock_timeout_ms`` bounds how long a statement waits for a row lock (SQLSTATE 55P03
     when exceeded): for work that must not queue behind one stuck transaction.
+    ``idle_in_transaction_timeout_ms`` makes the server end a transaction its client left
+    idle that long: a node paused mid-transaction (SIGSTOP, a stalled VM) then cannot keep
+    row locks that the basecamp's next owner needs, nor commit after resuming.
     """
     options = "-c default_transaction_isolation=serializable"
     if lock_timeout_ms is not None:
         options += f" -c lock_timeout={int(lock_timeout_ms)}"
+    if idle_in_transaction_timeout_ms is not None:
+        options += f" -c idle_in_transaction_session_timeout={int(idle_in_transaction_timeout_ms)}"
     return create_engine(
         url,
         isolation_level="SERIALIZABLE",

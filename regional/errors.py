@@ -52,5 +52,26 @@ class DatabaseUnavailable(BookingError):
     """The region database could not be reached; the call had no effect or is retryable."""
 
 
+class NotOwner(BookingError):
+    """This node does not hold the basecamp's lease (a misrouted call, or ownership moved).
+
+    ``owner_node_id``/``owner_address`` name the current holder when one holds a valid
+    lease; without one the basecamp is between owners (a failover) and a retry after a
+    short pause finds the new one.
+    """
+
+    def __init__(self, message: str, *, basecamp_id: str, region: str, owner_node_id: str = "", owner_address: str = "", epoch: int = 0) -> None:
+        super().__init__(message)
+        self.basecamp_id = basecamp_id
+        self.region = region
+        self.owner_node_id = owner_node_id
+        self.owner_address = owner_address
+        self.epoch = epoch
+
+    @property
+    def has_owner(self) -> bool:
+        return bool(self.owner_address)
+
+
 class NodeUnavailable(BookingError):
     """This node is draining or cannot serve right now; another node (or a retry) can."""

@@ -11,7 +11,8 @@ for its caller:
   night everyone wants); others wait for the next round. Requests for one stay are
   taken in arrival order, each counting the units of those before it, so the ones
   that fit are a prefix and every request is decided alone: all its nights or none.
-* The statement skips requests whose key already has a record, takes units only for
+* The statement skips requests whose key already has a record or whose basecamp lease
+  no longer carries the request's epoch (invariant 6), takes units only for
   requests that fit on every night, and inserts booking, history and idempotency
   record for exactly those. The same CHECKs as the single path (capacity per night,
   every night reserved) back it up in the database: if they fire, the whole round
@@ -36,6 +37,8 @@ from datetime import date, datetime
 
 from sqlalchemy import Connection, Engine, text
 
+from ridgeline.routing.leases import fence_sql
+
 from . import holds
 from .db import run_transaction
 from .errors import DeadlineExceeded, NodeUnavailable
@@ -44,7 +47,7 @@ from .model import Booking
 _log = logging.getLogger(__name__)
 
 _PLACE_ROUND = text(
-    """
+    f"""
     WITH req AS (
         SELECT e->>'key' AS idempotency_key,
                CAST(e->>'booking_id' AS UUID) AS booking_id,
@@ -62,6 +65,7 @@ _PLACE_ROUND = text(
                x.position
         FROM jsonb_array_elements(CAST(:batch AS JSONB)) WITH ORDINALITY AS x(e, position)
         WHERE NOT EXISTS (SELECT 1 FROM idempotency_records AS k WHERE k.idempotency_key = e->>'key')
+          AND {fence_sql("e->>'basecamp_id'", "CAST(e->>'epoch' AS BIGINT)")}
     ), wanted AS (
         -- One row per night of each request. Requests for the same stay share rows: each
         -- counts the units of the ones before it in the round (units_so_far).
@@ -126,6 +130,7 @@ _PLACE_ROUND = text(
 @dataclass
 class _Pending:
     request: holds.HoldRequest
+    epoch: int
     deadline: float | None
     outcome: Future[Booking | None]
 
@@ -163,9 +168,9 @@ class HoldGroupCommitter:
             self._thread.join(timeout_seconds)
         self._round_engine.dispose()
 
-    def place(self, request: holds.HoldRequest, *, deadline: float | None) -> Booking:
+    def place(self, request: holds.HoldRequest, *, epoch: int, deadline: float | None) -> Booking:
         """Places the hold in the next round; falls back to the single path if it was not placed."""
-        pending = _Pending(request, deadline, Future())
+        pending = _Pending(request, epoch, deadline, Future())
         with self._wakeup:
             if self._stopping:
                 raise NodeUnavailable("the node is shutting down; retry on another node")
@@ -179,7 +184,7 @@ class HoldGroupCommitter:
             raise DeadlineExceeded("deadline passed while the hold waited for its round") from None
         if placed is not None:
             return placed
-        return holds.place_hold(self._engine, request, now=self._clock(), deadline=deadline)
+        return holds.place_hold(self._engine, request, epoch=epoch, now=self._clock(), deadline=deadline)
 
     def _run(self) -> None:
         while True:
@@ -245,6 +250,7 @@ def _execute(conn: Connection, members: list[_Pending], bookings: list[Booking],
             "key": m.request.idempotency_key,
             "booking_id": b.booking_id,
             "basecamp_id": b.basecamp_id,
+            "epoch": m.epoch,
             "resource_id": b.resource_id,
             "start": b.nights.start.isoformat(),
             "end": b.nights.end.isoformat(),

@@ -4,6 +4,11 @@ Invariant 1 (no overbooking) is kept by the database, twice over: the conditiona
 UPDATE only takes units where ``held + booked + units <= capacity``, and the inventory
 table's CHECK refuses any write that would overbook anyway.
 
+Invariant 6 (one writer per basecamp): the UPDATE also requires the basecamp's lease
+row to carry the caller's epoch (``routing.leases.fence_sql``), so a node that lost the
+lease takes nothing, and the same CHECK makes the statement fail; the slow path then
+answers NotOwner instead of sold out.
+
 The fast path is ONE statement run as its own implicit transaction: it takes the units
 on every night of the stay with the conditional UPDATE (ARCHITECTURE.md §3), inserts
 the booking recording how many nights were taken, its first history row and its
@@ -26,7 +31,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import IntegrityError
 
-from . import errors, expiry, idempotency
+from ridgeline.routing.leases import fence_sql
+
+from . import errors, expiry, idempotency, ownership
 from .db import run_transaction
 from .model import Booking, BookingState, Nights, Transition
 
@@ -36,11 +43,12 @@ OPERATION = "PlaceHold"
 _SHORT_CONSTRAINT = "bookings_reserved_every_night"
 
 _PLACE_HOLD = text(
-    """
+    f"""
     WITH taken AS (
         UPDATE inventory SET held = held + :units
         WHERE resource_id = :resource_id AND night >= :start AND night < :end
           AND held + booked + :units <= capacity
+          AND {fence_sql(":basecamp_id", ":epoch")}
         RETURNING night
     ), booking AS (
         INSERT INTO bookings (booking_id, basecamp_id, resource_id, first_night, end_night, party_size,
@@ -104,19 +112,29 @@ def place_hold(
     engine: Engine,
     request: HoldRequest,
     *,
+    epoch: int,
     now: datetime,
     deadline: float | None = None,
 ) -> Booking:
-    """Holds ``party_size`` units on every night of the stay, or raises a BookingError."""
+    """Holds ``party_size`` units on every night of the stay, or raises a BookingError.
+
+    ``epoch`` is the basecamp lease this node believes it holds; the database refuses
+    the hold (NotOwner) unless the lease still carries it.
+    """
     booking = new_booking(request, now)
     fingerprint = request.fingerprint()
-    params = _params(request, booking, fingerprint)
+    params = {**_params(request, booking, fingerprint), "epoch": epoch}
 
     def fast(conn: Connection) -> Booking:
         conn.execute(_PLACE_HOLD, params)
         return booking
 
     def slow(conn: Connection) -> Booking | errors.BookingError:
+        # One snapshot (and one now()) for the whole transaction: if the lease holds here,
+        # it holds for the retry below, so a refusal after it is about room, not ownership.
+        fenced = ownership.refusal_if_fenced(conn, request.basecamp_id, epoch)
+        if fenced is not None:
+            return fenced  # not recorded: the same key must work at the owner
         expiry.reclaim_for(conn, resource_id=request.resource_id, nights=request.nights, now=now)
         # Try again in this transaction's snapshot, so that a refusal below is diagnosed
         # from the very state that refused it.

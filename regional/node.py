@@ -1,4 +1,4 @@
-"""One regional orchestrator node: the gRPC server, its database pool and its sweeper.
+"""One regional orchestrator node: the gRPC server, its database pool, its lease keeper and its sweeper.
 
 The node assumes its region database is migrated and holds the catalog; deploy/ does
 that before starting it. Standard gRPC health and reflection services are served beside
@@ -16,13 +16,17 @@ from grpc_reflection.v1alpha import reflection
 
 from sqlalchemy import Engine
 
+from ridgeline.routing.keeper import LeaseKeeper, LeaseSettings
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import booking_pb2_grpc as pb_grpc
+from ridgeline.v1 import cluster_pb2 as cpb
+from ridgeline.v1 import cluster_pb2_grpc as cpb_grpc
 
 from . import migrate
 from .catalog import CatalogView
+from .cluster_servicer import ClusterServicer
 from .config import NodeConfig
-from .db import make_engine
+from .db import make_engine, run_transaction
 from .group_commit import HoldGroupCommitter
 from .holds import place_hold
 from .servicer import BookingServicer, Clock, HoldPlacer, utc_now
@@ -31,12 +35,18 @@ from .sweeper import Sweeper
 _log = logging.getLogger(__name__)
 
 BOOKING_SERVICE = pb.DESCRIPTOR.services_by_name["BookingService"].full_name
+CLUSTER_SERVICE = cpb.DESCRIPTOR.services_by_name["ClusterService"].full_name
 
 
 class RegionalNode:
     def __init__(self, config: NodeConfig, clock: Clock = utc_now) -> None:
         self.config = config
-        self._engine = make_engine(config.database_url, pool_size=config.workers, application_name=f"ridgeline-{config.node_id}")
+        self._engine = make_engine(
+            config.database_url,
+            pool_size=config.workers,
+            application_name=f"ridgeline-{config.node_id}",
+            idle_in_transaction_timeout_ms=int(config.lease_ttl_seconds * 1000 / 2),
+        )
         _require_schema_at_head(self._engine)
         self._catalog = CatalogView(self._engine, config.region)
         self._health = health.HealthServicer()
@@ -53,16 +63,27 @@ class RegionalNode:
                 lock_timeout_ms=config.hold_round_lock_timeout_ms,
             )
             self._committer = HoldGroupCommitter(round_engine, self._engine, clock, round_max=config.hold_round_max)
-        servicer = BookingServicer(config, self._engine, self._catalog, self._hold_placer(clock), clock)
-        pb_grpc.add_BookingServiceServicer_to_server(servicer, self._server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        reflection.enable_server_reflection((BOOKING_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server)
         try:
             self.port = self._server.add_insecure_port(config.listen_address)
         except RuntimeError as error:  # grpc raises RuntimeError("Failed to bind …")
             raise OSError(f"cannot listen on {config.listen_address}: is another process using it?") from error
         if self.port == 0:
             raise OSError(f"cannot listen on {config.listen_address}: is another process using it?")
+        self.keeper = LeaseKeeper(
+            lambda work: run_transaction(self._engine, work),
+            node_id=config.node_id,
+            region=config.region,
+            address=self.address,
+            settings=LeaseSettings(config.lease_ttl_seconds, config.heartbeat_interval_seconds),
+        )
+        servicer = BookingServicer(config, self._engine, self._catalog, self._hold_placer(clock), self.keeper.ownership, clock)
+        pb_grpc.add_BookingServiceServicer_to_server(servicer, self._server)
+        cluster = ClusterServicer(self._engine, region=config.region, node_id=config.node_id, seeds=config.cluster_seeds)
+        cpb_grpc.add_ClusterServiceServicer_to_server(cluster, self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        reflection.enable_server_reflection(
+            (BOOKING_SERVICE, CLUSTER_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+        )
         self._sweeper = Sweeper(
             self._engine,
             clock,
@@ -74,17 +95,20 @@ class RegionalNode:
     def _hold_placer(self, clock: Clock) -> HoldPlacer:
         committer, engine = self._committer, self._engine
         if committer is not None:
-            return lambda hold, deadline: committer.place(hold, deadline=deadline)
-        return lambda hold, deadline: place_hold(engine, hold, now=clock(), deadline=deadline)
+            return lambda hold, epoch, deadline: committer.place(hold, epoch=epoch, deadline=deadline)
+        return lambda hold, epoch, deadline: place_hold(engine, hold, epoch=epoch, now=clock(), deadline=deadline)
 
     @property
     def address(self) -> str:
+        if self.config.advertise_address:
+            return self.config.advertise_address
         host = self.config.listen_address.rsplit(":", 1)[0]
         return f"{host}:{self.port}"
 
     def start(self) -> None:
         if self._committer is not None:
             self._committer.start()
+        self.keeper.start()
         self._server.start()
         self._sweeper.start()
         for service in ("", BOOKING_SERVICE):
@@ -97,6 +121,8 @@ class RegionalNode:
         self._server.stop(grace_seconds).wait()
         if self._committer is not None:
             self._committer.stop()
+        # After the in-flight calls (which write under the leases), hand the leases over.
+        self.keeper.stop(release=True)
         self._sweeper.stop()
         self._engine.dispose()
 

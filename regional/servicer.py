@@ -12,7 +12,9 @@ from sqlalchemy import Engine
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import booking_pb2_grpc as pb_grpc
 
-from . import convert, holds, queries, transitions, validation
+from ridgeline.routing.keeper import Ownership
+
+from . import convert, holds, ownership, queries, transitions, validation
 from .catalog import CatalogView
 from .config import NodeConfig
 from .errors import DeadlineExceeded, NotFound
@@ -20,8 +22,8 @@ from .model import Booking
 from .status import guarded
 
 Clock = Callable[[], datetime]
-#: Places a validated hold before the deadline (group commit, or the single path).
-HoldPlacer = Callable[[holds.HoldRequest, "float | None"], Booking]
+#: Places a validated hold with the lease epoch, before the deadline (group commit, or the single path).
+HoldPlacer = Callable[[holds.HoldRequest, int, "float | None"], Booking]
 
 
 def utc_now() -> datetime:
@@ -29,11 +31,28 @@ def utc_now() -> datetime:
 
 
 class BookingServicer(pb_grpc.BookingServiceServicer):
-    def __init__(self, config: NodeConfig, engine: Engine, catalog: CatalogView, place: HoldPlacer, clock: Clock = utc_now) -> None:
+    """Reads are served by any node of the region; writes only by the basecamp's lease holder.
+
+    A write for a basecamp this node does not hold is refused before any SQL with the
+    owner as a hint (the client caches it and goes there directly next time). Forwarding
+    was rejected: it doubles the hops and CPU of every misrouted call, hides ownership
+    from clients that could cache it, and can loop while a basecamp moves.
+    """
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        engine: Engine,
+        catalog: CatalogView,
+        place: HoldPlacer,
+        owned: Ownership,
+        clock: Clock = utc_now,
+    ) -> None:
         self._config = config
         self._engine = engine
         self._catalog = catalog
         self._place = place
+        self._owned = owned
         self._clock = clock
 
     @guarded
@@ -57,7 +76,11 @@ class BookingServicer(pb_grpc.BookingServiceServicer):
     def PlaceHold(self, request: pb.PlaceHoldRequest, context: grpc.ServicerContext) -> pb.Booking:
         now = self._clock()
         hold = validation.hold_request(request, self._catalog, self._config, now)
-        return convert.booking_pb(self._place(hold, _deadline(context)))
+        epoch = self._owned.epoch_of(hold.basecamp_id)
+        if epoch is None:
+            with self._engine.connect() as conn:
+                raise ownership.not_owner(conn, hold.basecamp_id)
+        return convert.booking_pb(self._place(hold, epoch, _deadline(context)))
 
     @guarded
     def ConfirmBooking(self, request: pb.ConfirmBookingRequest, context: grpc.ServicerContext) -> pb.Booking:
@@ -94,6 +117,7 @@ class BookingServicer(pb_grpc.BookingServiceServicer):
             booking_id=validation.booking_id(booking_id),
             idempotency_key=validation.idempotency_key(key),
             reason=validation.reason(reason),
+            fence=self._owned.fence(),
             now=self._clock(),
             deadline=_deadline(context),
         )

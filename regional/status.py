@@ -14,7 +14,12 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, status_pb2
+from grpc_status import rpc_status
 from sqlalchemy.exc import OperationalError
+
+from ridgeline.v1 import cluster_pb2
 
 from . import errors
 
@@ -30,6 +35,7 @@ _CODES: tuple[tuple[type[errors.BookingError], grpc.StatusCode], ...] = (
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.IllegalTransition, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.NightsNotOpen, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.NotOwner, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.SoldOut, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.Contention, grpc.StatusCode.ABORTED),
     (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
@@ -39,6 +45,8 @@ _CODES: tuple[tuple[type[errors.BookingError], grpc.StatusCode], ...] = (
 
 
 def code_for(error: errors.BookingError) -> grpc.StatusCode:
+    if isinstance(error, errors.NotOwner) and not error.has_owner:
+        return grpc.StatusCode.UNAVAILABLE  # between owners: a retry after a pause succeeds
     for cls, code in _CODES:
         if isinstance(error, cls):
             return code
@@ -54,6 +62,9 @@ def guarded(
     def wrapper(self: Servicer, request: Request, context: grpc.ServicerContext) -> Response:
         try:
             return method(self, request, context)
+        except errors.NotOwner as error:
+            context.abort_with_status(_owner_status(error))
+            raise AssertionError("abort_with_status always raises")  # pragma: no cover
         except errors.BookingError as error:
             code, message = code_for(error), str(error)
         except OperationalError as error:  # a read outside run_transaction lost the database
@@ -67,3 +78,18 @@ def guarded(
         raise AssertionError("context.abort always raises")  # pragma: no cover
 
     return wrapper
+
+
+def _owner_status(error: errors.NotOwner) -> grpc.Status:
+    """The refusal of a misrouted call, with the owner as an OwnerHint in the status details."""
+    hint = cluster_pb2.OwnerHint(
+        basecamp_id=error.basecamp_id,
+        region=error.region,
+        node_id=error.owner_node_id,
+        address=error.owner_address,
+        epoch=error.epoch,
+    )
+    detail = any_pb2.Any()
+    detail.Pack(hint)
+    code = code_for(error)
+    return rpc_status.to_status(status_pb2.Status(code=getattr(code_pb2, code.name), message=str(error), details=[detail]))

@@ -6,6 +6,10 @@ expected state, appends the history row, and moves the units between ``held``,
 it. A move to the state the booking is already in has no effect and answers the
 booking as it is, so that a desk or a coordinator can retry a confirm or cancel safely.
 A repeated idempotency key is detected by the record's primary key (see idempotency).
+
+Moves are fenced (invariant 6): the caller passes the epochs of the leases it holds, and
+the statement moves nothing unless the booking's basecamp lease still carries the
+caller's epoch; the refusal then says who owns it (NotOwner, never recorded).
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from datetime import datetime
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import IntegrityError
 
-from . import errors, idempotency, queries
+from ridgeline.routing.leases import Fence, fence_json, fence_sql
+
+from . import errors, idempotency, ownership, queries
 from .db import run_transaction
 from .model import LEGAL_TRANSITIONS, Booking, BookingState
 
@@ -41,12 +47,13 @@ RELEASE = Move("ReleaseHold", BookingState.HELD, BookingState.RELEASED, -1, 0, r
 CANCEL = Move("CancelBooking", BookingState.CONFIRMED, BookingState.CANCELLED, 0, -1, requires_live_hold=False)
 
 _MOVE = text(
-    """
+    f"""
     WITH moved AS (
         UPDATE bookings
         SET state = :target, version = version + 1, updated_at = :now
         WHERE booking_id = :booking_id AND state = :source
           AND (NOT :requires_live_hold OR expires_at > :now)
+          AND {fence_sql("bookings.basecamp_id", "CAST(CAST(:fence AS JSONB) ->> bookings.basecamp_id AS BIGINT)")}
         RETURNING booking_id, resource_id, first_night, end_night, party_size, version
     ), history AS (
         INSERT INTO booking_history (booking_id, version, from_state, to_state, at, reason)
@@ -74,14 +81,20 @@ def apply_move(
     booking_id: str,
     idempotency_key: str,
     reason: str,
+    fence: Fence,
     now: datetime,
     deadline: float | None = None,
 ) -> Booking:
-    """Moves a booking along ``move`` or raises NotFound / IllegalTransition / HoldExpired."""
+    """Moves a booking along ``move`` or raises NotFound / NotOwner / IllegalTransition / HoldExpired.
+
+    ``fence`` holds the epochs of the basecamp leases the caller holds (basecamp_id -> epoch).
+    """
     fingerprint = idempotency.fingerprint(move.operation, {"booking_id": booking_id, "reason": reason})
 
     def work(conn: Connection) -> Booking | errors.BookingError:
-        outcome = _move_once(conn, move, booking_id, reason or _default_reason(move), now)
+        outcome = _move_once(conn, move, booking_id, reason or _default_reason(move), fence, now)
+        if isinstance(outcome, errors.NotOwner):
+            return outcome  # not recorded: the same key must work at the owner
         if isinstance(outcome, Booking):
             idempotency.record(conn, idempotency_key, move.operation, fingerprint, now, result=outcome)
         else:
@@ -101,7 +114,9 @@ def apply_move(
     return outcome
 
 
-def _move_once(conn: Connection, move: Move, booking_id: str, reason: str, now: datetime) -> Booking | errors.BookingError:
+def _move_once(
+    conn: Connection, move: Move, booking_id: str, reason: str, fence: Fence, now: datetime
+) -> Booking | errors.BookingError:
     row = conn.execute(
         _MOVE,
         {
@@ -112,6 +127,7 @@ def _move_once(conn: Connection, move: Move, booking_id: str, reason: str, now: 
             "held_delta": move.held_delta,
             "booked_delta": move.booked_delta,
             "reason": reason,
+            "fence": fence_json(fence),
             "now": now,
         },
     ).one_or_none()
@@ -122,14 +138,17 @@ def _move_once(conn: Connection, move: Move, booking_id: str, reason: str, now: 
         booking = queries.get_booking(conn, booking_id)
         assert booking is not None and booking.state is move.target
         return booking
-    return _refusal(conn, move, booking_id, now)
+    return _refusal(conn, move, booking_id, fence, now)
 
 
-def _refusal(conn: Connection, move: Move, booking_id: str, now: datetime) -> Booking | errors.BookingError:
+def _refusal(conn: Connection, move: Move, booking_id: str, fence: Fence, now: datetime) -> Booking | errors.BookingError:
     """Why a move did not happen; a booking already at the target is answered as it is."""
     booking = queries.get_booking(conn, booking_id)
     if booking is None:
         return errors.NotFound(f"no booking {booking_id}")
+    fenced = ownership.refusal_if_fenced(conn, booking.basecamp_id, fence.get(booking.basecamp_id))
+    if fenced is not None:
+        return fenced
     if booking.state is move.target:
         return booking
     if booking.state is move.source and move.requires_live_hold:

@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Generic, TypeVar
 
 import grpc
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from ridgeline.regional import holds
 from ridgeline.regional.config import NodeConfig
+from ridgeline.regional.db import run_transaction
 from ridgeline.regional.model import Booking, Nights
+from ridgeline.routing import leases
 from ridgeline.routing.client import BookingClient
+from ridgeline.routing.router import ClusterClient
 
 T = TypeVar("T")
 Reply = TypeVar("Reply")
@@ -106,7 +109,21 @@ def place_hold_directly(
         unit_price_cents=100,
         currency="EUR",
     )
-    return holds.place_hold(engine, request, now=placed_at)
+    return holds.place_hold(engine, request, epoch=writer_epoch(engine, basecamp_id), now=placed_at)
+
+
+def writer_epoch(engine: Engine, basecamp_id: str) -> int:
+    """An epoch the test may write with: a fresh grant, or (setup under a serving node) the node's own."""
+    granted = grant_leases(engine, [basecamp_id])
+    if basecamp_id in granted:
+        return granted[basecamp_id]
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT epoch FROM basecamp_leases WHERE basecamp_id = :b"), {"b": basecamp_id}).scalar_one()
+
+
+def grant_leases(engine: Engine, basecamp_ids: Iterable[str], holder: str = "test-writer") -> dict[str, int]:
+    """Leases for a writer that is not a node (domain functions called directly), for an hour."""
+    return run_transaction(engine, lambda conn: leases.acquire(conn, node_id=holder, basecamp_ids=basecamp_ids, ttl_seconds=3600))
 
 
 def place_lapsed_hold(
@@ -117,3 +134,12 @@ def place_lapsed_hold(
     ttl_seconds = NodeConfig.hold_ttl_min_seconds
     placed_at = datetime.now(timezone.utc) - timedelta(seconds=ttl_seconds + lapsed_seconds)
     return place_hold_directly(engine, basecamp_id, resource_id, start, end, party_size, placed_at=placed_at, ttl_seconds=ttl_seconds)
+
+
+def owner_address(client: ClusterClient, basecamp_id: str) -> str:
+    """The address of the node holding the basecamp's lease now ("" while between owners)."""
+    for info in client.cluster_info():
+        for owner in info.owners:
+            if owner.basecamp_id == basecamp_id:
+                return owner.address
+    raise LookupError(f"no region lists {basecamp_id}")

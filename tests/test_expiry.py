@@ -16,12 +16,13 @@ from datetime import datetime, timedelta, timezone
 import grpc
 import pytest
 
-from drive import night, outcome, place_hold_directly, place_lapsed_hold
+from drive import night, outcome, owner_address, place_hold_directly, place_lapsed_hold
 from invariants import assert_history_consistent, assert_inventory_matches_bookings, bookings_by_id, history_of, night_tallies
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.node import RegionalNode
 from ridgeline.regional.sweeper import sweep_once
 from ridgeline.routing.client import BookingClient
+from ridgeline.routing.router import ClusterClient
 from ridgeline.v1 import booking_pb2 as pb
 
 BASECAMP = "argentiere"
@@ -125,11 +126,12 @@ def test_invariant_3_hold_of_a_dead_node_expires_within_ttl_plus_one_sweep_inter
     ttl_seconds = NodeConfig.hold_ttl_min_seconds
     # Both processes start at once (a process start is most of a second here).
     with ThreadPoolExecutor(2) as pool:
-        placing = pool.submit(node_process, alps_db)
-        sweeping = pool.submit(node_process, alps_db, "--sweep-interval", str(SWEEP_INTERVAL_SECONDS))
-        placer, sweeper_node = placing.result(), sweeping.result()
-    with BookingClient(placer.address) as client:
+        nodes = list(pool.map(lambda _: node_process(alps_db, "--sweep-interval", str(SWEEP_INTERVAL_SECONDS)), range(2)))
+    with ClusterClient([n.address for n in nodes]) as client:
         hold = client.place_hold(BASECAMP, GUIDE, night(20), night(22), 3, "orphaned-guest", hold_ttl_seconds=ttl_seconds)
+        owner = owner_address(client, BASECAMP)
+    placer = next(n for n in nodes if n.address == owner)
+    sweeper_node = next(n for n in nodes if n is not placer)
     placer.kill()
     expires_at = hold.expires_at.ToDatetime(tzinfo=timezone.utc)
     assert bookings_by_id(alps_db.url)[hold.booking_id].state == "held"

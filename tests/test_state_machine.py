@@ -35,6 +35,7 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 from sqlalchemy import Engine, text
+from drive import grant_leases
 from invariants import inventory_problems
 
 from ridgeline.regional import errors, expiry, holds, queries, sweeper, transitions
@@ -116,6 +117,8 @@ class World:
     window: Nights
     #: The window plus a night either side, which no hold may touch.
     checked_nights: Nights
+    #: The leases the test writes under (basecamp_id -> epoch).
+    fence: dict[str, int]
 
 
 @dataclass
@@ -282,7 +285,8 @@ class BookingMachine(RuleBasedStateMachine):
             unit_price_cents=product.unit_price_cents,
             currency=product.currency,
         )
-        return _outcome_of(lambda: holds.place_hold(self.world.engine, request, now=self.now))
+        epoch = self.world.fence[product.basecamp_id]
+        return _outcome_of(lambda: holds.place_hold(self.world.engine, request, epoch=epoch, now=self.now))
 
     def _apply_move(self, key: str, ask: MoveAsk) -> Outcome:
         return _outcome_of(
@@ -292,6 +296,7 @@ class BookingMachine(RuleBasedStateMachine):
                 booking_id=ask.booking_id,
                 idempotency_key=key,
                 reason=ask.reason,
+                fence=self.world.fence,
                 now=self.now,
             )
         )
@@ -537,7 +542,8 @@ def _world(engine: Engine) -> World:
             product.capacity[row.night] = row.capacity
     for resource_id in RESOURCES:
         assert len(products[resource_id].capacity) == checked.count, f"inventory of {resource_id} not open for {checked}"
-    return World(engine, products, start_now, window, checked)
+    fence = grant_leases(engine, {p.basecamp_id for p in products.values()})
+    return World(engine, products, start_now, window, checked, fence)
 
 
 # Room for hypothesis to shrink a failure (it stops shrinking after five minutes) and

@@ -21,12 +21,20 @@ EXPECTED = {
     errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.DatabaseUnavailable: grpc.StatusCode.UNAVAILABLE,
     errors.NodeUnavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.NotOwner: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 
-@pytest.mark.parametrize("error_class", list(EXPECTED), ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize("error_class", [cls for cls in EXPECTED if cls is not errors.NotOwner], ids=lambda cls: cls.__name__)
 def test_domain_error_maps_to_its_status_code(error_class: type[errors.BookingError]) -> None:
     assert code_for(error_class("why")) is EXPECTED[error_class]
+
+
+def test_a_misrouted_call_is_failed_precondition_but_a_basecamp_between_owners_is_unavailable() -> None:
+    owned = errors.NotOwner("why", basecamp_id="b", region="r", owner_node_id="n", owner_address="127.0.0.1:1", epoch=3)
+    between = errors.NotOwner("why", basecamp_id="b", region="r")
+    assert code_for(owned) is grpc.StatusCode.FAILED_PRECONDITION
+    assert code_for(between) is grpc.StatusCode.UNAVAILABLE
 
 
 def test_every_domain_error_has_a_mapping() -> None:

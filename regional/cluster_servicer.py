@@ -1,0 +1,49 @@
+"""ClusterService: the region's members and basecamp owners, for routing clients and operators."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import grpc
+from sqlalchemy import Engine
+
+from ridgeline.routing import leases
+from ridgeline.v1 import cluster_pb2 as cpb
+from ridgeline.v1 import cluster_pb2_grpc as cpb_grpc
+
+from .status import guarded
+
+
+class ClusterServicer(cpb_grpc.ClusterServiceServicer):
+    def __init__(self, engine: Engine, *, region: str, node_id: str, seeds: Mapping[str, Sequence[str]]) -> None:
+        """``seeds``: every region's node addresses from the cluster file (may be empty)."""
+        self._engine = engine
+        self._region = region
+        self._node_id = node_id
+        self._seeds = [cpb.RegionSeeds(region=r, addresses=list(a)) for r, a in sorted(seeds.items())]
+
+    @guarded
+    def GetClusterInfo(self, request: cpb.GetClusterInfoRequest, context: grpc.ServicerContext) -> cpb.ClusterInfo:
+        with self._engine.connect() as conn:
+            members = leases.live_members(conn, self._region)
+            owners = leases.leases(conn, self._region)
+        return cpb.ClusterInfo(
+            region=self._region,
+            node_id=self._node_id,
+            members=[cpb.ClusterMember(node_id=m.node_id, address=m.address, heartbeat_age_seconds=m.heartbeat_age_seconds) for m in members],
+            owners=[_owner_pb(lease) for lease in owners],
+            regions=self._seeds,
+        )
+
+
+def _owner_pb(lease: leases.Lease) -> cpb.OwnerHint:
+    if not (lease.valid and lease.holder_address):
+        return cpb.OwnerHint(basecamp_id=lease.basecamp_id, region=lease.region, epoch=lease.epoch)
+    return cpb.OwnerHint(
+        basecamp_id=lease.basecamp_id,
+        region=lease.region,
+        node_id=lease.holder or "",
+        address=lease.holder_address,
+        epoch=lease.epoch,
+        lease_remaining_seconds=lease.remaining_seconds,
+    )

@@ -1,0 +1,162 @@
+"""The lease keeper: one thread per node that keeps its membership and its leases.
+
+Every ``heartbeat_interval`` it, in one transaction each step:
+
+1. heartbeats its membership row (the database's clock sets the expiry);
+2. reads the region's live members and asks the ring who should own each basecamp;
+3. renews the leases it holds and should keep, releases the ones the ring now gives to
+   another live node (so a joining node gets its share within a heartbeat or two), and
+   acquires the free or lapsed ones the ring gives to it.
+
+A dead node stops heartbeating and renewing: after at most the lease TTL its basecamps
+lapse and the nodes the ring now proposes take them with a higher epoch. The keeper's
+view (:class:`Ownership`) only tells the servicer where to *try*: the database decides,
+because every write carries the epoch and :func:`leases.fence_sql` refuses stale ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from sqlalchemy import Connection
+
+from . import leases
+from .leases import Fence
+from .ring import propose_owners
+
+_log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+#: Runs ``work`` in one region-database transaction (with the region's retry policy).
+Transact = Callable[[Callable[[Connection], T]], T]
+
+
+@dataclass(frozen=True)
+class LeaseSettings:
+    #: How long a grant lasts without renewal: the longest a dead owner blocks its basecamps.
+    lease_ttl_seconds: float = 5.0
+    #: How often the keeper heartbeats, renews and rebalances (well under the TTL).
+    heartbeat_interval_seconds: float = 1.0
+
+    def __post_init__(self) -> None:
+        assert 0 < self.heartbeat_interval_seconds * 2 <= self.lease_ttl_seconds, (
+            "a lease must survive at least one missed heartbeat"
+        )
+
+
+@dataclass
+class Ownership:
+    """What this node believes it holds: basecamp_id -> epoch. Replaced whole, read lock-free."""
+
+    _fence: dict[str, int] = field(default_factory=dict)
+
+    def epoch_of(self, basecamp_id: str) -> int | None:
+        return self._fence.get(basecamp_id)
+
+    def fence(self) -> Fence:
+        return self._fence
+
+    def replace(self, fence: dict[str, int]) -> None:
+        self._fence = fence
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What one keeper round did (logged, and counted by tests and metrics)."""
+
+    acquired: dict[str, int]
+    released: list[str]
+    lost: list[str]
+
+
+class LeaseKeeper:
+    def __init__(
+        self,
+        transact: Transact,
+        *,
+        node_id: str,
+        region: str,
+        address: str,
+        settings: LeaseSettings,
+        on_change: Callable[[Changes], None] | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.region = region
+        self.address = address
+        self.ownership = Ownership()
+        self._transact = transact
+        self._settings = settings
+        self._incarnation = str(uuid.uuid4())
+        self._on_change = on_change
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+
+    def start(self) -> None:
+        """Takes a first round synchronously (a lone node owns its region at once), then keeps going."""
+        self.tick()
+        self._thread.start()
+
+    def stop(self, *, release: bool = True) -> None:
+        """Stops renewing; with ``release`` hands every lease back and leaves membership at once."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(self._settings.lease_ttl_seconds)
+        held = self.ownership.fence()
+        self.ownership.replace({})
+        if release:
+            try:
+                self._transact(lambda conn: self._leave(conn, held))
+            except Exception:  # noqa: BLE001 - best effort: the leases lapse by themselves within the TTL
+                _log.warning("could not hand back leases on stop; they lapse within %.1f s", self._settings.lease_ttl_seconds)
+
+    def _leave(self, conn: Connection, held: Fence) -> None:
+        leases.release(conn, node_id=self.node_id, fence=held)
+        leases.leave(conn, node_id=self.node_id, incarnation=self._incarnation)
+
+    def tick(self) -> Changes:
+        """One round: heartbeat, renew, hand over, acquire. Returns what changed."""
+        ttl = self._settings.lease_ttl_seconds
+        self._transact(
+            lambda conn: leases.heartbeat(
+                conn, node_id=self.node_id, region=self.region, address=self.address, incarnation=self._incarnation, ttl_seconds=ttl
+            )
+        )
+        members, basecamps = self._transact(
+            lambda conn: (leases.live_members(conn, self.region), leases.region_basecamps(conn, self.region))
+        )
+        proposal = propose_owners([m.node_id for m in members], basecamps)
+        held = dict(self.ownership.fence())
+        keep = {b: e for b, e in held.items() if proposal.get(b) == self.node_id}
+        give = {b: e for b, e in held.items() if b not in keep}
+        # Stop writing for a basecamp before handing it back, never after.
+        self.ownership.replace(keep)
+        if give:
+            self._transact(lambda conn: leases.release(conn, node_id=self.node_id, fence=give))
+        renewed = self._transact(lambda conn: leases.renew(conn, node_id=self.node_id, fence=keep, ttl_seconds=ttl))
+        wanted = [b for b, owner in proposal.items() if owner == self.node_id and b not in renewed]
+        acquired = self._transact(lambda conn: leases.acquire(conn, node_id=self.node_id, basecamp_ids=wanted, ttl_seconds=ttl))
+        self.ownership.replace({**renewed, **acquired})
+        changes = Changes(acquired=acquired, released=sorted(give), lost=sorted(set(keep) - set(renewed)))
+        if changes.acquired or changes.released or changes.lost:
+            _log.info(
+                "node %s leases: acquired %s, handed over %s, lost %s",
+                self.node_id, changes.acquired, changes.released, changes.lost,
+            )
+            if self._on_change is not None:
+                self._on_change(changes)
+        return changes
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._settings.heartbeat_interval_seconds):
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - a failed round must not kill the keeper
+                # The database is unreachable or refused: keep the view (writes are fenced by
+                # the database anyway) and try again next round.
+                _log.warning("lease round of node %s failed; retrying in %.1f s", self.node_id,
+                             self._settings.heartbeat_interval_seconds, exc_info=True)
