@@ -192,6 +192,9 @@ def node(
     sweep_interval: Annotated[float, typer.Option("--sweep-interval", help="Seconds between hold sweeps.")] = 5.0,
     hold_round_max: Annotated[int, typer.Option("--hold-round-max", help="Holds per group-commit round (1: one statement per hold).")] = NodeConfig.hold_round_max,
     prepare: Annotated[bool, typer.Option("--prepare/--no-prepare", help="Migrate and load the sample catalog first.")] = False,
+    lease_ttl: Annotated[float, typer.Option("--lease-ttl", help="Basecamp lease TTL, seconds: the longest a dead owner blocks its basecamps.")] = NodeConfig.lease_ttl_seconds,
+    heartbeat_interval: Annotated[float, typer.Option("--heartbeat-interval", help="Membership heartbeat and lease renewal period, seconds.")] = NodeConfig.heartbeat_interval_seconds,
+    advertise: Annotated[str, typer.Option("--advertise", help="host:port others reach this node at (default: the listen address).")] = "",
 ) -> None:
     """Run one regional node until SIGTERM/SIGINT (prints a READY line once serving)."""
     from ridgeline.regional.catalog import load_catalog
@@ -212,6 +215,9 @@ def node(
         hold_ttl_default_seconds=hold_ttl,
         sweep_interval_seconds=sweep_interval,
         hold_round_max=hold_round_max,
+        lease_ttl_seconds=lease_ttl,
+        heartbeat_interval_seconds=heartbeat_interval,
+        advertise_address=advertise or None,
     )
     if prepare:
         prepare_region_database(database_url, region, load_catalog(), advance_booking_days=config.advance_booking_days)
