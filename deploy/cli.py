@@ -1,7 +1,9 @@
 """``ridgeline``: the operator and desk command line.
 
-Desk commands talk to a node over gRPC (``--target``, or RIDGELINE_TARGET); ``demo``
-starts everything needed locally; ``node`` runs one regional node process.
+Desk commands talk to the cluster through the routing client: ``--target`` (or
+RIDGELINE_TARGET) names one or more seed nodes, comma-separated; without it they use the
+cluster ``ridgeline up`` runs, else the demo node. ``demo`` starts one node locally,
+``up``/``down``/``status`` a whole cluster; ``node`` runs one regional node process.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import typer
 from google.protobuf.message import Message
 
 from ridgeline.regional.config import NodeConfig
-from ridgeline.routing.client import BookingClient
+from ridgeline.routing.router import ClusterClient, ClusterUnreachable, UnknownBasecamp
 from ridgeline.v1 import booking_pb2 as pb
 
 from . import render
@@ -31,7 +33,10 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="Ridgeline: s
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print ratios against a baseline of the same run.")
 app.add_typer(bench_app, name="bench")
 
-Target = Annotated[str, typer.Option("--target", envvar="RIDGELINE_TARGET", help="Node address host:port.")]
+Target = Annotated[
+    str,
+    typer.Option("--target", envvar="RIDGELINE_TARGET", help="Seed node(s) host:port, comma-separated (default: the `ridgeline up` cluster, else the demo node)."),
+]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 Timeout = Annotated[float, typer.Option("--timeout", help="Deadline for each call, seconds.")]
 
@@ -43,14 +48,25 @@ def _parse_day(value: str, name: str) -> date:
         raise typer.BadParameter(f"{name} must be a date like 2026-12-01, not {value!r}") from None
 
 
+def seeds_for(target: str) -> list[str]:
+    """The seed addresses a command uses: ``--target``, else the running local cluster, else the demo."""
+    from .local_cluster import state_seeds
+
+    given = [t.strip() for t in target.split(",") if t.strip()]
+    return given or state_seeds() or [DEFAULT_TARGET]
+
+
 @contextmanager
-def _client(target: str, timeout: float) -> Iterator[BookingClient]:
-    """A client whose gRPC failures end the command with the status and message, no traceback."""
-    client = BookingClient(target, timeout_seconds=timeout)
+def _client(target: str, timeout: float) -> Iterator[ClusterClient]:
+    """A routing client whose failures end the command with the status and message, no traceback."""
+    client = ClusterClient(seeds_for(target), timeout_seconds=timeout)
     try:
         yield client
     except grpc.RpcError as error:
         typer.secho(f"error: {error.code().name}: {error.details()}", err=True, fg="red")
+        raise typer.Exit(2) from None
+    except (ClusterUnreachable, UnknownBasecamp) as error:
+        typer.secho(f"error: {error}", err=True, fg="red")
         raise typer.Exit(2) from None
     finally:
         client.close()
@@ -67,8 +83,8 @@ def _show(json_out: bool, reply: Reply, table: Callable[[Reply], None]) -> None:
 
 
 @app.command()
-def basecamps(target: Target = DEFAULT_TARGET, json_out: Json = False, timeout: Timeout = 10.0) -> None:
-    """List the basecamps and resources the node's region serves."""
+def basecamps(target: Target = "", json_out: Json = False, timeout: Timeout = 10.0) -> None:
+    """List the basecamps and resources of every region."""
     with _client(target, timeout) as client:
         _show(json_out, client.list_basecamps(), render.basecamps)
 
@@ -79,7 +95,7 @@ def availability(
     start: Annotated[str, typer.Option("--from", help="First night (YYYY-MM-DD); default today.")] = "",
     end: Annotated[str, typer.Option("--to", help="Check-out day (YYYY-MM-DD); default 7 nights later.")] = "",
     resource: Annotated[str, typer.Option("--resource", help="Only this resource.")] = "",
-    target: Target = DEFAULT_TARGET,
+    target: Target = "",
     json_out: Json = False,
     timeout: Timeout = 10.0,
 ) -> None:
@@ -101,7 +117,7 @@ def book(
     hold_only: Annotated[bool, typer.Option("--hold-only", help="Place the hold and leave it unconfirmed.")] = False,
     ttl: Annotated[int, typer.Option("--ttl", help="Hold TTL in seconds (0: node default).")] = 0,
     key: Annotated[str, typer.Option("--key", help="Idempotency key; repeat it to retry safely.")] = "",
-    target: Target = DEFAULT_TARGET,
+    target: Target = "",
     json_out: Json = False,
     timeout: Timeout = 10.0,
 ) -> None:
@@ -123,7 +139,8 @@ def bookings(
     start: Annotated[str, typer.Option("--from", help="With a night on or after this date.")] = "",
     end: Annotated[str, typer.Option("--to", help="With a night before this date.")] = "",
     limit: Annotated[int, typer.Option("--limit", help="At most this many (newest first).")] = 50,
-    target: Target = DEFAULT_TARGET,
+    region: Annotated[str, typer.Option("--region", help="Region to list when no --basecamp is given (default: every region).")] = "",
+    target: Target = "",
     json_out: Json = False,
     timeout: Timeout = 10.0,
 ) -> None:
@@ -140,20 +157,25 @@ def bookings(
         request.nights.start.CopyFrom(pb.Date(year=first.year, month=first.month, day=first.day))
         request.nights.end.CopyFrom(pb.Date(year=last.year, month=last.month, day=last.day))
     with _client(target, timeout) as client:
+        regions = [client.region_of(basecamp)] if basecamp else ([region] if region else client.regions())
         found: list[pb.Booking] = []
-        while len(found) < limit:
-            reply = client.list_bookings(request)
-            found.extend(reply.bookings)
-            if not reply.next_page_token:
-                break
-            request.page_token = reply.next_page_token
+        for name in regions:
+            page = pb.ListBookingsRequest()
+            page.CopyFrom(request)
+            while len(found) < limit:
+                reply = client.list_bookings(page, region=name)
+                found.extend(reply.bookings)
+                if not reply.next_page_token:
+                    break
+                page.page_token = reply.next_page_token
+        found.sort(key=lambda b: b.created_at.ToDatetime(), reverse=True)
         _show(json_out, found[:limit], render.bookings)
 
 
 @app.command()
 def show(
     booking_id: Annotated[str, typer.Argument(help="Booking id.")],
-    target: Target = DEFAULT_TARGET,
+    target: Target = "",
     json_out: Json = False,
     timeout: Timeout = 10.0,
 ) -> None:
@@ -167,7 +189,7 @@ def cancel(
     booking_id: Annotated[str, typer.Argument(help="Booking id.")],
     reason: Annotated[str, typer.Option("--reason", help="Why, for the booking's history.")] = "",
     key: Annotated[str, typer.Option("--key", help="Idempotency key; repeat it to retry safely.")] = "",
-    target: Target = DEFAULT_TARGET,
+    target: Target = "",
     json_out: Json = False,
     timeout: Timeout = 10.0,
 ) -> None:
@@ -183,9 +205,10 @@ def cancel(
 
 @app.command()
 def node(
-    region: Annotated[str, typer.Option("--region", help="Region this node serves.")],
-    database_url: Annotated[str, typer.Option("--database-url", envvar="RIDGELINE_DATABASE_URL", help="cockroachdb+psycopg:// URL of the region database.")],
-    node_id: Annotated[str, typer.Option("--node-id", help="Name of this node.")] = "",
+    region: Annotated[str, typer.Option("--region", help="Region this node serves (from the cluster file with --cluster).")] = "",
+    database_url: Annotated[str, typer.Option("--database-url", envvar="RIDGELINE_DATABASE_URL", help="cockroachdb+psycopg:// URL of the region database.")] = "",
+    node_id: Annotated[str, typer.Option("--node-id", help="Name of this node (with --cluster: its entry in the file).")] = "",
+    cluster: Annotated[Path | None, typer.Option("--cluster", help="Cluster file: region, database, listen address and seeds come from this node's entry.")] = None,
     listen: Annotated[str, typer.Option("--listen", help="host:port to serve on (port 0: any free port).")] = "127.0.0.1:0",
     workers: Annotated[int, typer.Option("--workers", help="gRPC worker threads and database connections.")] = 16,
     hold_ttl: Annotated[int, typer.Option("--hold-ttl", help="Default hold TTL, seconds.")] = 900,
@@ -199,12 +222,14 @@ def node(
     """Run one regional node until SIGTERM/SIGINT (prints a READY line once serving)."""
     from ridgeline.regional.catalog import load_catalog
 
-    from ridgeline.regional.node import SchemaMismatch
-
-    from .node_process import serve_until_signalled
     from .region import prepare_region_database
 
     _configure_logging()
+    if cluster is not None:
+        _serve_cluster_node(cluster, node_id, workers=workers, hold_ttl=hold_ttl, sweep_interval=sweep_interval, hold_round_max=hold_round_max)
+        return
+    if not region or not database_url:
+        raise typer.BadParameter("give --region and --database-url, or --cluster FILE --node-id ID")
     config = NodeConfig(
         region=region,
         node_id=node_id or f"{region}-{os.getpid()}",
@@ -221,11 +246,38 @@ def node(
     )
     if prepare:
         prepare_region_database(database_url, region, load_catalog(), advance_booking_days=config.advance_booking_days)
+    _serve(config)
+
+
+def _serve(config: NodeConfig) -> None:
+    from ridgeline.regional.node import SchemaMismatch
+
+    from .node_process import serve_until_signalled
+
     try:
         serve_until_signalled(config)
     except (OSError, SchemaMismatch) as error:
         typer.secho(f"error: {error}", err=True, fg="red")
         raise typer.Exit(1) from None
+
+
+def _serve_cluster_node(path: Path, node_id: str, *, workers: int, hold_ttl: int, sweep_interval: float, hold_round_max: int) -> None:
+    """``ridgeline node --cluster FILE --node-id ID``: the node as the cluster file describes it."""
+    from .cluster_file import ClusterFileError, load_cluster_file
+
+    try:
+        config = load_cluster_file(path).node_config(
+            node_id,
+            workers=workers,
+            max_concurrent_rpcs=max(64, workers * 4),
+            hold_ttl_default_seconds=hold_ttl,
+            sweep_interval_seconds=sweep_interval,
+            hold_round_max=hold_round_max,
+        )
+    except ClusterFileError as error:
+        typer.secho(f"error: {error}", err=True, fg="red")
+        raise typer.Exit(1) from None
+    _serve(config)
 
 
 @app.command()
@@ -266,9 +318,13 @@ def _configure_logging() -> None:
     logging.basicConfig(level=os.environ.get("RIDGELINE_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
-# Benchmarks register themselves on bench_app.
-from . import bench_holds  # noqa: E402,F401
+# Benchmarks register themselves on bench_app; cluster commands on app.
+from . import bench_holds, cli_cluster  # noqa: E402,F401
 
 
 if __name__ == "__main__":
-    app()
+    # Under `python -m` this file runs as __main__, a second copy of the module: the
+    # commands that other modules register live on the imported module's app.
+    from ridgeline.deploy.cli import app as registered_app
+
+    registered_app()

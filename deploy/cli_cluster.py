@@ -1,0 +1,147 @@
+"""``ridgeline up``, ``down`` and ``status``: a whole cluster from one command."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import grpc
+import typer
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rich.console import Console
+from rich.table import Table
+
+from ridgeline.routing.ring import propose_owners
+from ridgeline.routing.router import ClusterClient, ClusterUnreachable
+from ridgeline.v1 import cluster_pb2 as cpb
+
+from . import render
+from .cli import Json, Target, Timeout, app, seeds_for
+from .cluster_file import ClusterFileError, ClusterSpec, default_cluster, load_cluster_file
+from .local_cluster import DEFAULT_STATE_DIR, ClusterStartError, LocalCluster, bring_down
+
+_console = Console()
+
+ClusterFile = Annotated[Path | None, typer.Option("--cluster", help="Cluster file (default: 3 regions x 2 nodes on loopback, local databases).")]
+StateDir = Annotated[Path, typer.Option("--state-dir", help="Where the local databases, logs and state.json live.")]
+
+
+@app.command()
+def up(cluster: ClusterFile = None, state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
+    """Start a whole cluster here, wait until it serves, print where, and run until Ctrl-C or `ridgeline down`."""
+    from .cli import _configure_logging
+
+    _configure_logging()
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    spec = _spec(cluster)
+    local = LocalCluster(spec, state_dir.expanduser(), progress=lambda step: _console.print(f"[dim]{step}…[/]"))
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        local.start()
+    except (ClusterStartError, OSError) as error:
+        typer.secho(f"error: {error}", err=True, fg="red")
+        raise typer.Exit(1) from None
+    _print_started(local)
+    reported: set[str] = set()
+    try:
+        while not stop.wait(1.0):
+            for node_id, status in local.exited_nodes().items():
+                if node_id not in reported:
+                    reported.add(node_id)
+                    how = f"signal {-status}" if status < 0 else f"status {status}"
+                    _console.print(f"[bold red]node {node_id} exited ({how})[/]; its basecamps move to the region's other nodes")
+    finally:
+        _console.print("stopping the cluster…")
+        local.stop()
+        _console.print("stopped")
+
+
+@app.command()
+def down(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
+    """Stop the cluster `ridgeline up` runs (nodes drain, then the local databases stop)."""
+    _console.print(bring_down(state_dir.expanduser()))
+
+
+@app.command()
+def status(target: Target = "", json_out: Json = False, timeout: Timeout = 5.0) -> None:
+    """Regions, nodes with their health, the ring's proposal and who holds each basecamp's lease."""
+    with ClusterClient(seeds_for(target), timeout_seconds=timeout) as client:
+        try:
+            infos = client.cluster_info()
+        except ClusterUnreachable as error:
+            typer.secho(f"error: {error}", err=True, fg="red")
+            raise typer.Exit(2) from None
+    if json_out:
+        render.as_json(infos)
+        return
+    for info in infos:
+        _print_region(info, timeout)
+
+
+def _spec(cluster: Path | None) -> ClusterSpec:
+    try:
+        return load_cluster_file(cluster) if cluster else default_cluster()
+    except ClusterFileError as error:
+        typer.secho(f"error: {error}", err=True, fg="red")
+        raise typer.Exit(1) from None
+
+
+def _print_started(local: LocalCluster) -> None:
+    table = Table(title=f"Ridgeline cluster {local.spec.name} is serving")
+    for column in ("region", "node", "address", "pid", "log"):
+        table.add_column(column)
+    for run in local.nodes.values():
+        table.add_row(run.region, run.node_id, run.address, str(run.process.pid), str(run.log_path))
+    _console.print(table)
+    databases = Table(title="Region databases")
+    databases.add_column("region")
+    databases.add_column("url")
+    for region in local.spec.regions:
+        databases.add_row(region.name, region.database_url or "")
+    _console.print(databases)
+    _console.print(
+        f"Cluster file: {local.cluster_file}\n"
+        "Try: ridgeline status · ridgeline basecamps · ridgeline book hoernli hoernli-dorm --from … --to … --customer you\n"
+        "Ctrl-C here, or `ridgeline down` elsewhere, stops everything."
+    )
+
+
+def _health(address: str, timeout: float) -> str:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        except grpc.RpcError as error:
+            return f"[red]{error.code().name.lower()}[/]"
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status).lower()
+    return f"[green]{name}[/]" if reply.status == health_pb2.HealthCheckResponse.SERVING else f"[yellow]{name}[/]"
+
+
+def _print_region(info: cpb.ClusterInfo, timeout: float) -> None:
+    members = Table(title=f"{info.region}: nodes (answered by {info.node_id})")
+    for column in ("node", "address", "heartbeat age", "health", "basecamps held"):
+        members.add_column(column)
+    held: dict[str, list[str]] = {}
+    for owner in info.owners:
+        if owner.node_id:
+            held.setdefault(owner.node_id, []).append(owner.basecamp_id)
+    for member in info.members:
+        members.add_row(
+            member.node_id, member.address, f"{member.heartbeat_age_seconds:.1f} s", _health(member.address, timeout), str(len(held.get(member.node_id, [])))
+        )
+    _console.print(members)
+    proposal = propose_owners([m.node_id for m in info.members], [o.basecamp_id for o in info.owners])
+    owners = Table(title=f"{info.region}: ownership")
+    for column in ("basecamp", "ring proposes", "lease holder", "epoch", "lease left"):
+        owners.add_column(column)
+    for owner in info.owners:
+        holder = owner.node_id or "[red]none (failover)[/]"
+        if owner.node_id and owner.node_id != proposal.get(owner.basecamp_id):
+            holder = f"[yellow]{owner.node_id} (moving)[/]"
+        left = f"{owner.lease_remaining_seconds:.1f} s" if owner.node_id else ""
+        owners.add_row(owner.basecamp_id, proposal.get(owner.basecamp_id, ""), holder, str(owner.epoch or ""), left)
+    _console.print(owners)

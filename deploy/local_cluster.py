@@ -1,0 +1,238 @@
+"""``ridgeline up``: a whole cluster on this machine, started, watched and stopped as one.
+
+For every region without a database URL it starts a PostgreSQL (system binaries or the
+embedded wheel, kept in the state directory so bookings survive ``down``/``up``), then
+migrates each region database and loads the catalog, starts every node as its own
+``ridgeline node --cluster FILE --node-id ID`` process (as on separate machines),
+waits for each READY line and for the region's leases to settle, and prints where
+everything listens. ``state.json`` in the state directory lets ``ridgeline down`` and
+``ridgeline status`` find the cluster from another terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from ridgeline.regional.catalog import load_catalog
+from ridgeline.regional.config import NodeConfig
+from ridgeline.routing.router import ClusterClient, ClusterUnreachable
+
+from .cluster_file import ClusterSpec, render_cluster_file
+from .postgres import PostgresServer
+from .region import prepare_region_database
+
+#: RIDGELINE_STATE_DIR moves it, e.g. to run two clusters side by side.
+DEFAULT_STATE_DIR = Path(os.environ.get("RIDGELINE_STATE_DIR", Path.home() / ".ridgeline" / "cluster"))
+STATE_FILE = "state.json"
+
+Progress = Callable[[str], None]
+
+
+class ClusterStartError(RuntimeError):
+    """A part of the cluster did not come up; the message names it and where its log is."""
+
+
+@dataclass
+class NodeRun:
+    node_id: str
+    region: str
+    address: str
+    process: subprocess.Popen[str]
+    log_path: Path
+
+
+def read_state(state_dir: Path) -> dict[str, object] | None:
+    """What a running ``ridgeline up`` recorded, or None when none runs from ``state_dir``."""
+    try:
+        return json.loads((state_dir / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def state_seeds(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
+    """Node addresses of the cluster ``ridgeline up`` runs, for clients that were given none."""
+    state = read_state(state_dir)
+    if not state or not _alive(int(state.get("up_pid", 0))):  # type: ignore[arg-type]
+        return []
+    return [str(node["address"]) for node in state.get("nodes", {}).values()]  # type: ignore[union-attr]
+
+
+class LocalCluster:
+    def __init__(self, spec: ClusterSpec, state_dir: Path, *, progress: Progress = lambda _: None) -> None:
+        self.spec = spec
+        self.state_dir = state_dir
+        self._progress = progress
+        self._databases: dict[str, PostgresServer] = {}
+        self.nodes: dict[str, NodeRun] = {}
+        self.cluster_file = state_dir / "cluster.toml"
+
+    def start(self, *, settle_timeout_seconds: float = 60.0) -> None:
+        """Brings every part up, or stops what it started and raises ClusterStartError."""
+        existing = read_state(self.state_dir)
+        if existing and _alive(int(existing.get("up_pid", 0))):  # type: ignore[arg-type]
+            raise ClusterStartError(f"a cluster already runs from {self.state_dir} (pid {existing['up_pid']}); `ridgeline down` first")
+        (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_databases()
+            self.cluster_file.write_text(render_cluster_file(self.spec), encoding="utf-8")
+            self._start_nodes()
+            self._write_state()
+            self._wait_for_ownership(settle_timeout_seconds)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Drains every node (SIGTERM, then SIGKILL after 15 s), then stops the databases."""
+        for run in self.nodes.values():
+            if run.process.poll() is None:
+                run.process.terminate()
+        for run in self.nodes.values():
+            try:
+                run.process.wait(15)
+            except subprocess.TimeoutExpired:
+                run.process.kill()
+                run.process.wait(5)
+        with ThreadPoolExecutor(max(len(self._databases), 1)) as pool:
+            list(pool.map(PostgresServer.stop, self._databases.values()))
+        (self.state_dir / STATE_FILE).unlink(missing_ok=True)
+
+    def exited_nodes(self) -> dict[str, int]:
+        """node_id -> exit status of the nodes that are no longer running (negative: signal)."""
+        return {node_id: run.process.returncode for node_id, run in self.nodes.items() if run.process.poll() is not None}
+
+    def _start_databases(self) -> None:
+        catalog = load_catalog()
+        urls: dict[str, str] = {}
+
+        def start(region: str) -> None:
+            server = PostgresServer(self.state_dir / "postgres" / region)
+            server.start()
+            self._databases[region] = server
+            urls[region] = server.create_database(f"ridgeline_{region.replace('-', '_')}")
+
+        local = [r.name for r in self.spec.regions if r.database_url is None]
+        if local:
+            self._progress(f"starting PostgreSQL for {', '.join(local)}")
+            with ThreadPoolExecutor(len(local)) as pool:
+                list(pool.map(start, local))
+        self.spec = self.spec.with_database_urls(urls)
+
+        def prepare(region: str) -> None:
+            url = next(r.database_url for r in self.spec.regions if r.name == region)
+            assert url is not None
+            prepare_region_database(url, region, catalog, advance_booking_days=NodeConfig.advance_booking_days)
+
+        self._progress("migrating region databases and loading the catalog")
+        with ThreadPoolExecutor(len(self.spec.regions)) as pool:
+            list(pool.map(prepare, [r.name for r in self.spec.regions]))
+
+    def _start_nodes(self) -> None:
+        specs = [(region, node) for region in self.spec.regions for node in region.nodes]
+        self._progress(f"starting {len(specs)} nodes")
+        with ThreadPoolExecutor(len(specs)) as pool:
+            runs = list(pool.map(lambda pair: self._start_node(pair[1].node_id, pair[0].name, pair[1].address), specs))
+        self.nodes = {run.node_id: run for run in runs}
+
+    def _start_node(self, node_id: str, region: str, address: str) -> NodeRun:
+        log_path = self.state_dir / "logs" / f"{node_id}.log"
+        command = [sys.executable, "-m", "ridgeline.deploy.cli", "node", "--cluster", str(self.cluster_file), "--node-id", node_id]
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
+        run = NodeRun(node_id, region, address, process, log_path)
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("READY "):
+                # Keep draining stdout so the node can never block on a full pipe.
+                threading.Thread(target=lambda: process.stdout and process.stdout.read(), daemon=True).start()
+                return run
+        raise ClusterStartError(f"node {node_id} exited with {process.wait()} before serving; see {log_path}")
+
+    def _wait_for_ownership(self, timeout_seconds: float) -> None:
+        """Waits until every basecamp of every region has an owner (the ring has settled)."""
+        self._progress("waiting for every basecamp to have an owner")
+        deadline = time.monotonic() + timeout_seconds
+        with ClusterClient([run.address for run in self.nodes.values()], timeout_seconds=5) as client:
+            while True:
+                try:
+                    infos = client.cluster_info()
+                    if len(infos) == len(self.spec.regions) and all(o.address for info in infos for o in info.owners):
+                        return
+                except ClusterUnreachable:
+                    pass
+                if time.monotonic() > deadline:
+                    raise ClusterStartError(f"basecamps still without an owner after {timeout_seconds:.0f} s; see {self.state_dir / 'logs'}")
+                time.sleep(0.25)
+
+    def _write_state(self) -> None:
+        state = {
+            "up_pid": os.getpid(),
+            "cluster": self.spec.name,
+            "cluster_file": str(self.cluster_file),
+            "nodes": {
+                run.node_id: {"region": run.region, "address": run.address, "pid": run.process.pid, "log": str(run.log_path)}
+                for run in self.nodes.values()
+            },
+            "databases": {
+                r.name: {"url": r.database_url, "local": r.name in self._databases} for r in self.spec.regions
+            },
+        }
+        (self.state_dir / STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
+
+
+def bring_down(state_dir: Path, *, timeout_seconds: float = 60.0) -> str:
+    """Stops the cluster that ``ridgeline up`` runs from ``state_dir``; says what it did."""
+    state = read_state(state_dir)
+    if state is None:
+        return f"no cluster runs from {state_dir}"
+    up_pid = int(state.get("up_pid", 0))  # type: ignore[arg-type]
+    if _alive(up_pid):
+        os.kill(up_pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_seconds
+        while _alive(up_pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not _alive(up_pid):
+            return f"stopped cluster {state.get('cluster')} (ridgeline up, pid {up_pid})"
+    # `ridgeline up` is gone (killed): stop what it left behind ourselves.
+    for node in state.get("nodes", {}).values():  # type: ignore[union-attr]
+        pid = int(node["pid"])
+        if _alive(pid) and "ridgeline" in _cmdline(pid):
+            os.kill(pid, signal.SIGTERM)
+    for region, database in state.get("databases", {}).items():  # type: ignore[union-attr]
+        if database.get("local"):
+            PostgresServer(state_dir / "postgres" / region).stop()
+    (state_dir / STATE_FILE).unlink(missing_ok=True)
+    return f"stopped the parts of cluster {state.get('cluster')} that ridgeline up (pid {up_pid}) left behind"
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs; an exited process its parent has not reaped yet (a zombie) does not."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""

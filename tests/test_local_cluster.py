@@ -1,0 +1,137 @@
+"""The cluster file and ``ridgeline up``/``status``/``down`` end to end, as an operator runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+
+from ridgeline.deploy.cluster_file import ClusterFileError, default_cluster, load_cluster_file, parse_cluster, render_cluster_file
+from ridgeline.deploy.postgres import free_loopback_port
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "deploy" / "examples"
+
+
+def test_the_default_cluster_is_three_regions_of_two_nodes_and_needs_no_file() -> None:
+    spec = default_cluster()
+    assert [r.name for r in spec.regions] == ["eu-alps", "na-rockies", "sa-andes"]
+    assert all(len(r.nodes) == 2 and r.database_url is None for r in spec.regions)
+    assert spec.seeds()["na-rockies"] == ("127.0.0.1:50063", "127.0.0.1:50064")
+    assert parse_cluster(_toml_to_dict(render_cluster_file(spec))) == spec
+
+
+def test_the_example_cluster_files_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    examples = sorted(EXAMPLES.glob("*.toml"))
+    assert len(examples) >= 2
+    for path in examples:
+        spec = load_cluster_file(path)
+        assert spec.regions and all(r.nodes for r in spec.regions)
+    monkeypatch.setenv("RIDGELINE_DATABASE_URL_EU_ALPS", "cockroachdb+psycopg://root@db-alps:26257/ridgeline")
+    machines = load_cluster_file(EXAMPLES / "cluster.multi-machine.toml")
+    config = machines.node_config("eu-alps-1")
+    assert config.database_url == "cockroachdb+psycopg://root@db-alps:26257/ridgeline", "the environment overrides the file"
+    assert config.listen_address == "0.0.0.0:50051" and config.advertise_address == "10.0.1.11:50051"
+    assert set(config.cluster_seeds) == {"eu-alps", "na-rockies", "sa-andes"}
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("", "at least one \\[\\[regions\\]\\]"),
+        ('[[regions]]\nname = "eu-alps"\n', "at least one \\[\\[regions.nodes\\]\\]"),
+        ('[[regions]]\nname = "eu-alps"\n[[regions.nodes]]\nid = "a"\nlisten = "nowhere"\n', "host:port"),
+        ('[[regions]]\nname = "r"\n[[regions.nodes]]\nid = "a"\nlisten = "h:1"\n[[regions.nodes]]\nid = "a"\nlisten = "h:2"\n', "used twice"),
+        ('[cluster]\nlease_ttl_seconds = 1\nheartbeat_interval_seconds = 1\n[[regions]]\nname = "r"\n[[regions.nodes]]\nid = "a"\nlisten = "h:1"\n', "twice heartbeat"),
+        ('[[regions]]\nname = "r"\ndatabase_url = "mysql://x"\n[[regions.nodes]]\nid = "a"\nlisten = "h:1"\n', "cockroachdb"),
+    ],
+)
+def test_a_malformed_cluster_file_is_refused_with_the_entry_named(text: str, complaint: str) -> None:
+    with pytest.raises(ClusterFileError, match=complaint):
+        parse_cluster(_toml_to_dict(text))
+
+
+def _toml_to_dict(text: str) -> dict:
+    import tomllib
+
+    return tomllib.loads(text)
+
+
+def _ridgeline(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ridgeline.deploy.cli", *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_up_starts_every_region_and_node_status_shows_them_desks_book_and_down_stops_everything(tmp_path: Path) -> None:
+    nodes = {"eu-alps": ["eu-alps-1", "eu-alps-2"], "na-rockies": ["na-rockies-1"], "sa-andes": ["sa-andes-1"]}
+    lines = ["[cluster]", 'name = "test"', "lease_ttl_seconds = 2.0", "heartbeat_interval_seconds = 0.5"]
+    for region, ids in nodes.items():
+        lines += ["[[regions]]", f'name = "{region}"']
+        for node_id in ids:
+            lines += ["[[regions.nodes]]", f'id = "{node_id}"', f'listen = "127.0.0.1:{free_loopback_port()}"']
+    cluster_file = tmp_path / "cluster.toml"
+    cluster_file.write_text("\n".join(lines) + "\n")
+    state_dir = tmp_path / "state"
+    env = {**os.environ, "RIDGELINE_STATE_DIR": str(state_dir)}
+
+    up = subprocess.Popen(
+        [sys.executable, "-m", "ridgeline.deploy.cli", "up", "--cluster", str(cluster_file)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        output = _read_until(up, "is serving", timeout=180)
+        state = json.loads((state_dir / "state.json").read_text())
+        assert sorted(state["nodes"]) == sorted(n for ids in nodes.values() for n in ids), output
+
+        status = _ridgeline("status", "--json", env=env)
+        assert status.returncode == 0, status.stderr
+        regions = {info["region"]: info for info in json.loads(status.stdout)}
+        assert set(regions) == set(nodes)
+        for region, info in regions.items():
+            assert sorted(m["node_id"] for m in info["members"]) == nodes[region]
+            assert all(o.get("node_id") in nodes[region] for o in info["owners"]), f"{region} has basecamps without an owner"
+
+        start = date.today() + timedelta(days=30)
+        booked = _ridgeline(
+            "book", "bow-hut", "bow-bunk", "--from", str(start), "--to", str(start + timedelta(days=1)), "--customer", "up-test", "--json", env=env
+        )
+        assert booked.returncode == 0, booked.stderr
+        assert json.loads(booked.stdout)["state"] == "BOOKING_STATE_CONFIRMED"
+
+        down = _ridgeline("down", env=env)
+        assert down.returncode == 0 and "stopped cluster test" in down.stdout, down.stdout + down.stderr
+        assert up.wait(60) == 0
+    finally:
+        if up.poll() is None:
+            up.terminate()
+            up.wait(60)
+    for node in state["nodes"].values():
+        assert not _alive(node["pid"]), f"node pid {node['pid']} outlived ridgeline down"
+    assert not (state_dir / "state.json").exists()
+    assert not any((state_dir / "postgres").glob("*/postmaster.pid")), "a region database outlived ridgeline down"
+
+
+def _read_until(process: subprocess.Popen[str], marker: str, *, timeout: float) -> str:
+    assert process.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    for line in process.stdout:
+        seen.append(line)
+        if marker in line:
+            return "".join(seen)
+        if time.monotonic() > deadline:
+            break
+    raise AssertionError(f"no {marker!r} from ridgeline up:\n{''.join(seen)}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
