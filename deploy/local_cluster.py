@@ -107,6 +107,21 @@ class LocalCluster:
             list(pool.map(PostgresServer.stop, self._databases.values()))
         (self.state_dir / STATE_FILE).unlink(missing_ok=True)
 
+    def kill_node(self, node_id: str) -> None:
+        """SIGKILL one node, like a machine dying (drills and benchmarks)."""
+        run = self.nodes[node_id]
+        run.process.kill()
+        run.process.wait(10)
+
+    def restart_node(self, node_id: str) -> NodeRun:
+        """Starts a node again that exited or was killed; returns once it serves."""
+        old = self.nodes[node_id]
+        if old.process.poll() is None:
+            raise ClusterStartError(f"node {node_id} is still running (pid {old.process.pid})")
+        self.nodes[node_id] = self._start_node(node_id, old.region, old.address)
+        self._write_state()
+        return self.nodes[node_id]
+
     def exited_nodes(self) -> dict[str, int]:
         """node_id -> exit status of the nodes that are no longer running (negative: signal)."""
         return {node_id: run.process.returncode for node_id, run in self.nodes.items() if run.process.poll() is not None}
