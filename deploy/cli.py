@@ -251,12 +251,13 @@ def node(
 
 def _serve(config: NodeConfig) -> None:
     from ridgeline.regional.node import SchemaMismatch
+    from ridgeline.routing.keeper import NodeIdInUse
 
     from .node_process import serve_until_signalled
 
     try:
         serve_until_signalled(config)
-    except (OSError, SchemaMismatch) as error:
+    except (OSError, SchemaMismatch, NodeIdInUse) as error:
         typer.secho(f"error: {error}", err=True, fg="red")
         raise typer.Exit(1) from None
 

@@ -106,9 +106,15 @@ class RegionalNode:
         return f"{host}:{self.port}"
 
     def start(self) -> None:
+        try:
+            self.keeper.start()  # first: it may refuse (node id in use) before anything runs
+        except BaseException:
+            if self._committer is not None:
+                self._committer.stop()
+            self._engine.dispose()
+            raise
         if self._committer is not None:
             self._committer.start()
-        self.keeper.start()
         self._server.start()
         self._sweeper.start()
         for service in ("", BOOKING_SERVICE):

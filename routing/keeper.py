@@ -36,6 +36,10 @@ T = TypeVar("T")
 Transact = Callable[[Callable[[Connection], T]], T]
 
 
+class NodeIdInUse(RuntimeError):
+    """Another live process is a member of the cluster under the same node id."""
+
+
 @dataclass(frozen=True)
 class LeaseSettings:
     #: How long a grant lasts without renewal: the longest a dead owner blocks its basecamps.
@@ -97,7 +101,18 @@ class LeaseKeeper:
         self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
 
     def start(self) -> None:
-        """Takes a first round synchronously (a lone node owns its region at once), then keeps going."""
+        """Takes a first round synchronously (a lone node owns its region at once), then keeps going.
+
+        Refuses to start when a live node elsewhere already uses this node id: two processes
+        under one id would take the same leases from each other on every heartbeat. A
+        restart at the same address is the same node coming back, and goes ahead.
+        """
+        other = self._transact(lambda conn: leases.live_member(conn, self.node_id))
+        if other is not None and other.address != self.address:
+            raise NodeIdInUse(
+                f"node id {self.node_id} is in use by a live node at {other.address} "
+                f"(heartbeat {other.heartbeat_age_seconds:.1f} s ago); give this node another --node-id"
+            )
         self.tick()
         self._thread.start()
 

@@ -86,6 +86,13 @@ _LIVE_MEMBERS = text(
     """
 )
 
+_LIVE_MEMBER = text(
+    """
+    SELECT node_id, region, address, EXTRACT(EPOCH FROM now() - heartbeat_at) AS age
+    FROM cluster_members WHERE node_id = :node_id AND expires_at > now()
+    """
+)
+
 _LEAVE = text("DELETE FROM cluster_members WHERE node_id = :node_id AND incarnation = :incarnation")
 
 _RENEW = text(
@@ -151,6 +158,12 @@ def heartbeat(conn: Connection, *, node_id: str, region: str, address: str, inca
 def leave(conn: Connection, *, node_id: str, incarnation: str) -> None:
     """Removes this incarnation's membership row (a restarted node's row is left alone)."""
     conn.execute(_LEAVE, {"node_id": node_id, "incarnation": incarnation})
+
+
+def live_member(conn: Connection, node_id: str) -> Member | None:
+    """The live membership row of ``node_id``, whichever region, if any."""
+    row = conn.execute(_LIVE_MEMBER, {"node_id": node_id}).first()
+    return None if row is None else Member(row.node_id, row.region, row.address, float(row.age))
 
 
 def live_members(conn: Connection, region: str) -> list[Member]:

@@ -22,6 +22,7 @@ from invariants import assert_inventory_matches_bookings, bookings_by_id, query
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.node import RegionalNode
 from ridgeline.routing.client import BookingClient, night_range
+from ridgeline.routing.keeper import NodeIdInUse
 from ridgeline.routing.ring import propose_owners
 from ridgeline.routing.router import ClusterClient, owner_hint
 from ridgeline.v1 import booking_pb2 as pb
@@ -135,6 +136,12 @@ def test_a_misrouted_write_is_failed_precondition_with_the_owner_and_reads_work_
     # Nothing was recorded under the key: the same request succeeds at the owner.
     placed = pb_grpc.BookingServiceStub(grpc.insecure_channel(hint.address)).PlaceHold(request, timeout=10)
     assert stub.GetBooking(pb.GetBookingRequest(booking_id=placed.booking_id), timeout=10).booking_id == placed.booking_id
+
+
+def test_a_second_node_under_a_live_node_s_id_is_refused(alps_db: RegionDatabase, in_process_nodes) -> None:
+    in_process_nodes("eu-alps-1")
+    with pytest.raises(NodeIdInUse, match="node id eu-alps-1 is in use by a live node at 127.0.0.1:"):
+        in_process_nodes("eu-alps-1")
 
 
 def test_the_client_finds_the_new_owner_after_a_move_without_the_caller_doing_anything(alps_db: RegionDatabase, in_process_nodes) -> None:
