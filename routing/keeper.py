@@ -71,7 +71,7 @@ class Ownership:
 
 @dataclass(frozen=True)
 class Changes:
-    """What one keeper round did (logged, and counted by tests and metrics)."""
+    """What one keeper round did (logged)."""
 
     acquired: dict[str, int]
     released: list[str]
@@ -87,7 +87,6 @@ class LeaseKeeper:
         region: str,
         address: str,
         settings: LeaseSettings,
-        on_change: Callable[[Changes], None] | None = None,
     ) -> None:
         self.node_id = node_id
         self.region = region
@@ -96,7 +95,6 @@ class LeaseKeeper:
         self._transact = transact
         self._settings = settings
         self._incarnation = str(uuid.uuid4())
-        self._on_change = on_change
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
 
@@ -162,8 +160,6 @@ class LeaseKeeper:
                 "node %s leases: acquired %s, handed over %s, lost %s",
                 self.node_id, changes.acquired, changes.released, changes.lost,
             )
-            if self._on_change is not None:
-                self._on_change(changes)
         return changes
 
     def _run(self) -> None:
