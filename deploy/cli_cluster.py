@@ -21,7 +21,8 @@ from ridgeline.v1 import cluster_pb2 as cpb
 from . import render
 from .cli import Json, Target, Timeout, app, seeds_for
 from .cluster_file import ClusterFileError, ClusterSpec, default_cluster, load_cluster_file
-from .local_cluster import DEFAULT_STATE_DIR, ClusterStartError, LocalCluster, bring_down
+from .audit import DEFAULT_HOLD_GRACE_SECONDS, print_report, run_audit
+from .local_cluster import DEFAULT_STATE_DIR, ClusterStartError, LocalCluster, bring_down, read_state
 
 _console = Console()
 
@@ -81,6 +82,42 @@ def status(target: Target = "", json_out: Json = False, timeout: Timeout = 5.0) 
         return
     for info in infos:
         _print_region(info, timeout)
+
+
+@app.command()
+def audit(
+    cluster: ClusterFile = None,
+    database_url: Annotated[
+        list[str] | None, typer.Option("--database-url", help="REGION=URL of a region database (repeatable); default: the cluster file, else the running `ridgeline up` cluster.")
+    ] = None,
+    hold_grace: Annotated[float, typer.Option("--hold-grace", help="Seconds a lapsed hold may stay unswept before it counts as leaked.")] = DEFAULT_HOLD_GRACE_SECONDS,
+    json_out: Json = False,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """Check every invariant in the databases; print each verdict with its offenders; exit 1 on a violation."""
+    urls = _audit_targets(cluster, database_url or [], state_dir.expanduser())
+    report = run_audit(urls, hold_grace_seconds=hold_grace)
+    print_report(report, json_out=json_out, console=_console)
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+def _audit_targets(cluster: Path | None, given: list[str], state_dir: Path) -> dict[str, str]:
+    if given:
+        pairs = [item.split("=", 1) for item in given]
+        if any(len(pair) != 2 or not pair[0] or not pair[1] for pair in pairs):
+            raise typer.BadParameter("--database-url takes REGION=URL")
+        return dict(pairs)  # type: ignore[arg-type]
+    if cluster is None:
+        state = read_state(state_dir)
+        if state is None:
+            raise typer.BadParameter(f"no --database-url, no --cluster, and no cluster runs from {state_dir}")
+        cluster = Path(str(state["cluster_file"]))
+    spec = _spec(cluster)
+    missing = [r.name for r in spec.regions if not r.database_url]
+    if missing:
+        raise typer.BadParameter(f"the cluster file has no database_url for {', '.join(missing)}")
+    return {r.name: str(r.database_url) for r in spec.regions}
 
 
 def _spec(cluster: Path | None) -> ClusterSpec:

@@ -61,6 +61,7 @@ _PLACE_ROUND = text(
                e->>'currency' AS currency,
                CAST(e->>'expires_at' AS TIMESTAMPTZ) AS expires_at,
                e->>'fingerprint' AS fingerprint,
+               e->>'epoch' AS epoch,
                e->'result' AS result,
                x.position
         FROM jsonb_array_elements(CAST(:batch AS JSONB)) WITH ORDINALITY AS x(e, position)
@@ -112,8 +113,9 @@ _PLACE_ROUND = text(
         FROM req AS r JOIN reserved AS s ON s.booking_id = r.booking_id
         RETURNING booking_id
     ), history AS (
-        INSERT INTO booking_history (booking_id, version, from_state, to_state, at, reason)
-        SELECT booking_id, 1, NULL, 'held', :now, 'hold placed' FROM booking
+        INSERT INTO booking_history (booking_id, version, from_state, to_state, at, reason, lease_epoch)
+        SELECT b.booking_id, 1, NULL, 'held', :now, 'hold placed', CAST(r.epoch AS BIGINT)
+        FROM booking AS b JOIN req AS r ON r.booking_id = b.booking_id
         RETURNING booking_id
     ), record AS (
         INSERT INTO idempotency_records

@@ -59,8 +59,8 @@ _PLACE_HOLD = text(
         FROM taken
         RETURNING booking_id
     ), history AS (
-        INSERT INTO booking_history (booking_id, version, from_state, to_state, at, reason)
-        SELECT booking_id, 1, NULL, 'held', :now, 'hold placed' FROM booking
+        INSERT INTO booking_history (booking_id, version, from_state, to_state, at, reason, lease_epoch)
+        SELECT booking_id, 1, NULL, 'held', :now, 'hold placed', :epoch FROM booking
         RETURNING 1
     )
     INSERT INTO idempotency_records

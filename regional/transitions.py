@@ -54,10 +54,12 @@ _MOVE = text(
         WHERE booking_id = :booking_id AND state = :source
           AND (NOT :requires_live_hold OR expires_at > :now)
           AND {fence_sql("bookings.basecamp_id", "CAST(CAST(:fence AS JSONB) ->> bookings.basecamp_id AS BIGINT)")}
-        RETURNING booking_id, resource_id, first_night, end_night, party_size, version
+        RETURNING booking_id, basecamp_id, resource_id, first_night, end_night, party_size, version
     ), history AS (
-        INSERT INTO booking_history (booking_id, version, from_state, to_state, at, reason)
-        SELECT booking_id, version, :source, :target, :now, :reason FROM moved
+        INSERT INTO booking_history (booking_id, version, from_state, to_state, at, reason, lease_epoch)
+        SELECT booking_id, version, :source, :target, :now, :reason,
+               CAST(CAST(:fence AS JSONB) ->> basecamp_id AS BIGINT)
+        FROM moved
         RETURNING 1
     ), units AS (
         UPDATE inventory AS i

@@ -1,4 +1,7 @@
-"""SQL checks of the ARCHITECTURE.md §2 invariants, computed independently of the code under test.
+"""SQL checks of the ARCHITECTURE.md §2 invariants, computed from the data alone.
+
+The tally and history statements are the audit's own (regional/audit.py), which the
+seeded-violation tests check against corrupted databases.
 
 Every function takes a region database URL (the ``cockroachdb+psycopg://`` URL the nodes use,
 or a plain libpq URL) and reads it in single statements from one snapshot, so that each answer
@@ -15,59 +18,10 @@ from datetime import date
 import psycopg
 from psycopg.rows import namedtuple_row
 
-# Per (resource, night): the inventory counters beside the units of the live bookings covering
-# that night. Live: held (even lapsed, until expired) or confirmed. FULL JOIN, so that a live
-# booking on a night without an inventory row shows up too.
-_TALLY = """
-WITH covered AS (
-    SELECT b.resource_id, CAST(n AS DATE) AS night,
-           COALESCE(SUM(b.party_size) FILTER (WHERE b.state = 'held'), 0) AS bookings_held,
-           COALESCE(SUM(b.party_size) FILTER (WHERE b.state = 'confirmed'), 0) AS bookings_booked
-    FROM bookings AS b
-    CROSS JOIN LATERAL generate_series(
-        CAST(b.first_night AS TIMESTAMP), CAST(b.end_night AS TIMESTAMP) - INTERVAL '1 day', INTERVAL '1 day'
-    ) AS n
-    WHERE b.state IN ('held', 'confirmed')
-    GROUP BY b.resource_id, CAST(n AS DATE)
-)
-SELECT COALESCE(i.resource_id, c.resource_id) AS resource_id, COALESCE(i.night, c.night) AS night,
-       i.capacity, i.held, i.booked,
-       COALESCE(c.bookings_held, 0) AS bookings_held, COALESCE(c.bookings_booked, 0) AS bookings_booked
-FROM inventory AS i
-FULL OUTER JOIN covered AS c ON c.resource_id = i.resource_id AND c.night = i.night
-WHERE {where}
-ORDER BY 1, 2
-"""
+from ridgeline.regional.audit import BROKEN_HISTORY_SQL, TALLY_SQL
 
-# Every booking's history: versions 1..version without gaps, starting with NULL -> held,
-# each transition one the contract allows (booking.proto: held -> confirmed | released |
-# expired, confirmed -> cancelled) leaving the state the previous one entered, the last
-# entering the booking's current state. Returns the offenders.
-_BROKEN_HISTORY = """
-SELECT b.booking_id, b.state, b.version,
-       array_agg(h.version ORDER BY h.version) AS versions,
-       array_agg(COALESCE(h.from_state, '-') || '>' || h.to_state ORDER BY h.version) AS moves
-FROM bookings AS b LEFT JOIN booking_history AS h USING (booking_id)
-GROUP BY b.booking_id, b.state, b.version
-HAVING count(h.version) <> b.version
-    OR min(h.version) <> 1 OR max(h.version) <> b.version
-    OR (array_agg(h.to_state ORDER BY h.version DESC))[1] <> b.state
-    OR (array_agg(COALESCE(h.from_state, '-') ORDER BY h.version))[1] <> '-'
-    OR (array_agg(h.to_state ORDER BY h.version))[1] <> 'held'
-    OR EXISTS (
-        SELECT 1 FROM booking_history AS h1 JOIN booking_history AS h2
-          ON h2.booking_id = h1.booking_id AND h2.version = h1.version + 1
-        WHERE h1.booking_id = b.booking_id AND h2.from_state IS DISTINCT FROM h1.to_state
-    )
-    OR EXISTS (
-        SELECT 1 FROM booking_history AS h
-        WHERE h.booking_id = b.booking_id AND h.version > 1
-          AND (h.from_state, h.to_state) NOT IN (
-              ('held', 'confirmed'), ('held', 'released'), ('held', 'expired'), ('confirmed', 'cancelled')
-          )
-    )
-LIMIT 10
-"""
+_TALLY = TALLY_SQL
+_BROKEN_HISTORY = BROKEN_HISTORY_SQL + " LIMIT 10"
 
 _SNAPSHOT = """
 SELECT (SELECT count(*) FROM bookings) AS bookings,

@@ -10,6 +10,10 @@ to agree). ``basecamp_leases`` grants one node the right to write for a basecamp
 Every mutating statement a node runs for a basecamp names the epoch it believes it
 holds and touches nothing unless the lease row still carries that epoch and has not
 lapsed (invariant 6): a paused or partitioned ex-owner is refused by the database.
+
+Each history row also records the epoch its writer held (NULL for unfenced writers such
+as the sweeper), so an audit can check after the fact that no booking was changed under
+an older epoch than an earlier change of it.
 """
 
 from alembic import op
@@ -41,9 +45,11 @@ _UPGRADE = [
         expires_at TIMESTAMPTZ NOT NULL
     )
     """,
+    "ALTER TABLE booking_history ADD COLUMN lease_epoch BIGINT",
 ]
 
 _DOWNGRADE = [
+    "ALTER TABLE booking_history DROP COLUMN lease_epoch",
     "DROP TABLE basecamp_leases",
     "DROP TABLE cluster_members",
 ]
