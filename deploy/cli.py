@@ -218,6 +218,7 @@ def node(
     lease_ttl: Annotated[float, typer.Option("--lease-ttl", help="Basecamp lease TTL, seconds: the longest a dead owner blocks its basecamps.")] = NodeConfig.lease_ttl_seconds,
     heartbeat_interval: Annotated[float, typer.Option("--heartbeat-interval", help="Membership heartbeat and lease renewal period, seconds.")] = NodeConfig.heartbeat_interval_seconds,
     advertise: Annotated[str, typer.Option("--advertise", help="host:port others reach this node at (default: the listen address).")] = "",
+    metrics_listen: Annotated[str, typer.Option("--metrics-listen", help="host:port of the Prometheus endpoint (port 0: any free port; 'off': none).")] = "127.0.0.1:0",
 ) -> None:
     """Run one regional node until SIGTERM/SIGINT (prints a READY line once serving)."""
     from ridgeline.regional.catalog import load_catalog
@@ -243,6 +244,7 @@ def node(
         lease_ttl_seconds=lease_ttl,
         heartbeat_interval_seconds=heartbeat_interval,
         advertise_address=advertise or None,
+        metrics_listen_address=None if metrics_listen == "off" else metrics_listen,
     )
     if prepare:
         prepare_region_database(database_url, region, load_catalog(), advance_booking_days=config.advance_booking_days)

@@ -22,6 +22,7 @@ from . import render
 from .cli import Json, Target, Timeout, app, seeds_for
 from .cluster_file import ClusterFileError, ClusterSpec, default_cluster, load_cluster_file
 from .audit import DEFAULT_HOLD_GRACE_SECONDS, print_report, run_audit
+from .node_metrics import scrape
 from .local_cluster import DEFAULT_STATE_DIR, ClusterStartError, LocalCluster, bring_down, read_state
 
 _console = Console()
@@ -160,15 +161,27 @@ def _health(address: str, timeout: float) -> str:
 
 def _print_region(info: cpb.ClusterInfo, timeout: float) -> None:
     members = Table(title=f"{info.region}: nodes (answered by {info.node_id})")
-    for column in ("node", "address", "heartbeat age", "health", "basecamps held"):
+    for column in ("node", "address", "heartbeat age", "health", "basecamps held", "rpcs", "errors", "hold p99", "db retries", "metrics"):
         members.add_column(column)
     held: dict[str, list[str]] = {}
     for owner in info.owners:
         if owner.node_id:
             held.setdefault(owner.node_id, []).append(owner.basecamp_id)
     for member in info.members:
+        figures = scrape(member.metrics_address, timeout) if member.metrics_address else None
+        numbers = (
+            [str(figures.rpcs), str(figures.errors), f"≤ {figures.hold_p99_seconds * 1000:g} ms" if figures.hold_p99_seconds else "", str(figures.db_retries)]
+            if figures
+            else ["", "", "", ""]
+        )
         members.add_row(
-            member.node_id, member.address, f"{member.heartbeat_age_seconds:.1f} s", _health(member.address, timeout), str(len(held.get(member.node_id, [])))
+            member.node_id,
+            member.address,
+            f"{member.heartbeat_age_seconds:.1f} s",
+            _health(member.address, timeout),
+            str(len(held.get(member.node_id, []))),
+            *numbers,
+            member.metrics_address,
         )
     _console.print(members)
     proposal = propose_owners([m.node_id for m in info.members], [o.basecamp_id for o in info.owners])

@@ -34,6 +34,8 @@ class NodeSpec:
     region: str
     listen: str
     advertise: str | None = None
+    #: Prometheus endpoint; None: the node's default (loopback, any free port).
+    metrics: str | None = None
 
     @property
     def address(self) -> str:
@@ -79,6 +81,7 @@ class ClusterSpec:
             database_url=region.database_url,
             listen_address=node.listen,
             advertise_address=node.advertise,
+            **({"metrics_listen_address": node.metrics} if node.metrics else {}),
             cluster_seeds=self.seeds(),
             lease_ttl_seconds=self.lease_ttl_seconds,
             heartbeat_interval_seconds=self.heartbeat_interval_seconds,
@@ -134,6 +137,7 @@ def parse_cluster(raw: Mapping[str, object], *, source: str = "cluster file") ->
                 region=name,
                 listen=_address(_string(node, "listen", node_where), node_where),
                 advertise=_address(node["advertise"], node_where) if "advertise" in node else None,
+                metrics=_address(node["metrics"], node_where) if "metrics" in node else None,
             )
             if spec.node_id in node_ids:
                 raise ClusterFileError(f"{node_where}: node id {spec.node_id!r} is used twice")
@@ -179,6 +183,8 @@ def render_cluster_file(spec: ClusterSpec) -> str:
             lines += ["", "  [[regions.nodes]]", f'  id = "{node.node_id}"', f'  listen = "{node.listen}"']
             if node.advertise:
                 lines.append(f'  advertise = "{node.advertise}"')
+            if node.metrics:
+                lines.append(f'  metrics = "{node.metrics}"')
     return "\n".join(lines) + "\n"
 
 

@@ -30,7 +30,12 @@ class ClusterServicer(cpb_grpc.ClusterServiceServicer):
         return cpb.ClusterInfo(
             region=self._region,
             node_id=self._node_id,
-            members=[cpb.ClusterMember(node_id=m.node_id, address=m.address, heartbeat_age_seconds=m.heartbeat_age_seconds) for m in members],
+            members=[
+                cpb.ClusterMember(
+                    node_id=m.node_id, address=m.address, heartbeat_age_seconds=m.heartbeat_age_seconds, metrics_address=m.metrics_address
+                )
+                for m in members
+            ],
             owners=[_owner_pb(lease) for lease in owners],
             regions=self._seeds,
         )

@@ -15,6 +15,8 @@ class NodeConfig:
     #: The address other nodes and clients reach this node at (default: the listen address
     #: with the bound port; set it when listening on 0.0.0.0 or behind NAT).
     advertise_address: str | None = None
+    #: Where the node serves Prometheus metrics over HTTP (port 0: any free port; None: not at all).
+    metrics_listen_address: str | None = "127.0.0.1:0"
     #: Every region's seed node addresses (from the cluster file), answered by ClusterInfo
     #: so that a client that reaches one node can find the whole cluster.
     cluster_seeds: Mapping[str, tuple[str, ...]] = field(default_factory=dict)

@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from ridgeline.routing.retry import RetryPolicy
 
 from .errors import Contention, DatabaseUnavailable, DeadlineExceeded
+from .metrics import DB_RETRIES
 
 T = TypeVar("T")
 
@@ -110,6 +111,7 @@ def run_transaction(
         except DBAPIError as error:
             state = sqlstate(error)
             if state in RETRYABLE_SQLSTATES:
+                DB_RETRIES.labels(state).inc()
                 if attempt == policy.attempts_max:
                     raise Contention(f"gave up after {attempt} attempts lost to concurrent writers") from error
                 pause = policy.backoff_seconds(attempt)
@@ -118,6 +120,7 @@ def run_transaction(
                 time.sleep(pause)
                 continue
             if error.connection_invalidated and not reconnected and (deadline is None or time.monotonic() < deadline):
+                DB_RETRIES.labels("reconnect").inc()
                 reconnected = True
                 continue
             if isinstance(error, OperationalError) or error.connection_invalidated:

@@ -42,6 +42,7 @@ from ridgeline.routing.leases import fence_sql
 from . import holds
 from .db import run_transaction
 from .errors import DeadlineExceeded, NodeUnavailable
+from .metrics import HOLD_ROUND_SIZE
 from .model import Booking
 
 _log = logging.getLogger(__name__)
@@ -226,6 +227,7 @@ class HoldGroupCommitter:
         now = self._clock()
         live = [m for m in members if m.deadline is None or m.deadline > time.monotonic()]
         bookings = [holds.new_booking(m.request, now) for m in live]
+        HOLD_ROUND_SIZE.observe(len(live))
         try:
             placed = run_transaction(self._round_engine, lambda conn: _execute(conn, live, bookings, now), single_statement=True)
         except Exception:  # noqa: BLE001 - every caller falls back to the single path, which reports

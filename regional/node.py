@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 from concurrent import futures
+from wsgiref.simple_server import WSGIServer
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from prometheus_client import start_http_server
 from sqlalchemy import Engine
 
 from ridgeline.routing.keeper import LeaseKeeper, LeaseSettings
@@ -29,6 +31,7 @@ from .config import NodeConfig
 from .db import make_engine, run_transaction
 from .group_commit import HoldGroupCommitter
 from .holds import place_hold
+from .metrics import MetricsInterceptor
 from .servicer import BookingServicer, Clock, HoldPlacer, utc_now
 from .sweeper import Sweeper
 
@@ -52,6 +55,7 @@ class RegionalNode:
         self._health = health.HealthServicer()
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc"),
+            interceptors=[MetricsInterceptor()],
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
         self._committer: HoldGroupCommitter | None = None
@@ -69,12 +73,14 @@ class RegionalNode:
             raise OSError(f"cannot listen on {config.listen_address}: is another process using it?") from error
         if self.port == 0:
             raise OSError(f"cannot listen on {config.listen_address}: is another process using it?")
+        self._metrics = _serve_metrics(config.metrics_listen_address)
         self.keeper = LeaseKeeper(
             lambda work: run_transaction(self._engine, work),
             node_id=config.node_id,
             region=config.region,
             address=self.address,
             settings=LeaseSettings(config.lease_ttl_seconds, config.heartbeat_interval_seconds),
+            metrics_address=self.metrics_address,
         )
         servicer = BookingServicer(config, self._engine, self._catalog, self._hold_placer(clock), self.keeper.ownership, clock)
         pb_grpc.add_BookingServiceServicer_to_server(servicer, self._server)
@@ -105,12 +111,22 @@ class RegionalNode:
         host = self.config.listen_address.rsplit(":", 1)[0]
         return f"{host}:{self.port}"
 
+    @property
+    def metrics_address(self) -> str:
+        """host:port of the Prometheus endpoint (the advertised host), or "" when not served."""
+        if self._metrics is None:
+            return ""
+        host = self.address.rsplit(":", 1)[0]
+        return f"{host}:{self._metrics.server_port}"
+
     def start(self) -> None:
         try:
             self.keeper.start()  # first: it may refuse (node id in use) before anything runs
         except BaseException:
             if self._committer is not None:
                 self._committer.stop()
+            if self._metrics is not None:
+                self._metrics.server_close()
             self._engine.dispose()
             raise
         if self._committer is not None:
@@ -130,10 +146,25 @@ class RegionalNode:
         # After the in-flight calls (which write under the leases), hand the leases over.
         self.keeper.stop(release=True)
         self._sweeper.stop()
+        if self._metrics is not None:
+            self._metrics.shutdown()
+            self._metrics.server_close()
         self._engine.dispose()
 
     def wait(self) -> None:
         self._server.wait_for_termination()
+
+
+def _serve_metrics(listen: str | None) -> WSGIServer | None:
+    """Starts the Prometheus HTTP endpoint (GET /metrics) in a daemon thread."""
+    if listen is None:
+        return None
+    host, port = listen.rsplit(":", 1)
+    try:
+        server, _ = start_http_server(int(port), addr=host)
+    except OSError as error:
+        raise OSError(f"cannot serve metrics on {listen}: {error.strerror}") from None
+    return server
 
 
 class SchemaMismatch(RuntimeError):

@@ -19,6 +19,7 @@ from .db import run_transaction
 from .errors import BookingError
 from .expiry import expire_lapsed_holds
 from .idempotency import forget_older_than
+from .metrics import HOLDS_SWEPT
 
 _log = logging.getLogger(__name__)
 
@@ -82,5 +83,6 @@ class Sweeper:
             except BookingError as error:  # contention or an unreachable database: next pass
                 _log.warning("sweep skipped: %s", error)
                 continue
+            HOLDS_SWEPT.inc(expired)
             if expired or forgotten:
                 _log.info("expired %d lapsed hold(s), forgot %d old idempotency key(s)", expired, forgotten)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from prometheus_client import Counter, Gauge
 from sqlalchemy import Connection
 
 from . import leases
@@ -30,6 +31,11 @@ from .leases import Fence
 from .ring import propose_owners
 
 _log = logging.getLogger(__name__)
+
+LEASE_CHANGES = Counter(
+    "ridgeline_lease_changes_total", "Basecamp leases this node acquired, handed over or lost.", ["change"]
+)
+LEASES_HELD = Gauge("ridgeline_leases_held", "Basecamp leases this node holds now.")
 
 T = TypeVar("T")
 #: Runs ``work`` in one region-database transaction (with the region's retry policy).
@@ -87,10 +93,12 @@ class LeaseKeeper:
         region: str,
         address: str,
         settings: LeaseSettings,
+        metrics_address: str = "",
     ) -> None:
         self.node_id = node_id
         self.region = region
         self.address = address
+        self.metrics_address = metrics_address
         self.ownership = Ownership()
         self._transact = transact
         self._settings = settings
@@ -121,6 +129,7 @@ class LeaseKeeper:
             self._thread.join(self._settings.lease_ttl_seconds)
         held = self.ownership.fence()
         self.ownership.replace({})
+        LEASES_HELD.set(0)
         if release:
             try:
                 self._transact(lambda conn: self._leave(conn, held))
@@ -136,7 +145,13 @@ class LeaseKeeper:
         ttl = self._settings.lease_ttl_seconds
         self._transact(
             lambda conn: leases.heartbeat(
-                conn, node_id=self.node_id, region=self.region, address=self.address, incarnation=self._incarnation, ttl_seconds=ttl
+                conn,
+                node_id=self.node_id,
+                region=self.region,
+                address=self.address,
+                metrics_address=self.metrics_address,
+                incarnation=self._incarnation,
+                ttl_seconds=ttl,
             )
         )
         members, basecamps = self._transact(
@@ -155,6 +170,10 @@ class LeaseKeeper:
         acquired = self._transact(lambda conn: leases.acquire(conn, node_id=self.node_id, basecamp_ids=wanted, ttl_seconds=ttl))
         self.ownership.replace({**renewed, **acquired})
         changes = Changes(acquired=acquired, released=sorted(give), lost=sorted(set(keep) - set(renewed)))
+        LEASES_HELD.set(len(renewed) + len(acquired))
+        for change, count in (("acquired", len(changes.acquired)), ("handed_over", len(changes.released)), ("lost", len(changes.lost))):
+            if count:
+                LEASE_CHANGES.labels(change).inc(count)
         if changes.acquired or changes.released or changes.lost:
             _log.info(
                 "node %s leases: acquired %s, handed over %s, lost %s",

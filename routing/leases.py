@@ -47,6 +47,7 @@ class Member:
     node_id: str
     region: str
     address: str
+    metrics_address: str
     heartbeat_age_seconds: float
 
 
@@ -68,10 +69,11 @@ class Lease:
 
 _HEARTBEAT = text(
     """
-    INSERT INTO cluster_members (node_id, region, address, incarnation, started_at, heartbeat_at, expires_at)
-    VALUES (:node_id, :region, :address, :incarnation, now(), now(), now() + make_interval(secs => :ttl))
+    INSERT INTO cluster_members (node_id, region, address, metrics_address, incarnation, started_at, heartbeat_at, expires_at)
+    VALUES (:node_id, :region, :address, :metrics_address, :incarnation, now(), now(), now() + make_interval(secs => :ttl))
     ON CONFLICT (node_id) DO UPDATE
-    SET region = excluded.region, address = excluded.address, incarnation = excluded.incarnation,
+    SET region = excluded.region, address = excluded.address, metrics_address = excluded.metrics_address,
+        incarnation = excluded.incarnation,
         started_at = CASE WHEN cluster_members.incarnation = excluded.incarnation
                           THEN cluster_members.started_at ELSE now() END,
         heartbeat_at = now(), expires_at = excluded.expires_at
@@ -80,7 +82,7 @@ _HEARTBEAT = text(
 
 _LIVE_MEMBERS = text(
     """
-    SELECT node_id, region, address, EXTRACT(EPOCH FROM now() - heartbeat_at) AS age
+    SELECT node_id, region, address, metrics_address, EXTRACT(EPOCH FROM now() - heartbeat_at) AS age
     FROM cluster_members WHERE region = :region AND expires_at > now()
     ORDER BY node_id
     """
@@ -88,7 +90,7 @@ _LIVE_MEMBERS = text(
 
 _LIVE_MEMBER = text(
     """
-    SELECT node_id, region, address, EXTRACT(EPOCH FROM now() - heartbeat_at) AS age
+    SELECT node_id, region, address, metrics_address, EXTRACT(EPOCH FROM now() - heartbeat_at) AS age
     FROM cluster_members WHERE node_id = :node_id AND expires_at > now()
     """
 )
@@ -151,8 +153,13 @@ _HOLDS = text(
 _REGION_BASECAMPS = text("SELECT basecamp_id FROM basecamps WHERE region = :region ORDER BY basecamp_id")
 
 
-def heartbeat(conn: Connection, *, node_id: str, region: str, address: str, incarnation: str, ttl_seconds: float) -> None:
-    conn.execute(_HEARTBEAT, {"node_id": node_id, "region": region, "address": address, "incarnation": incarnation, "ttl": ttl_seconds})
+def heartbeat(
+    conn: Connection, *, node_id: str, region: str, address: str, metrics_address: str, incarnation: str, ttl_seconds: float
+) -> None:
+    conn.execute(
+        _HEARTBEAT,
+        {"node_id": node_id, "region": region, "address": address, "metrics_address": metrics_address, "incarnation": incarnation, "ttl": ttl_seconds},
+    )
 
 
 def leave(conn: Connection, *, node_id: str, incarnation: str) -> None:
@@ -163,12 +170,12 @@ def leave(conn: Connection, *, node_id: str, incarnation: str) -> None:
 def live_member(conn: Connection, node_id: str) -> Member | None:
     """The live membership row of ``node_id``, whichever region, if any."""
     row = conn.execute(_LIVE_MEMBER, {"node_id": node_id}).first()
-    return None if row is None else Member(row.node_id, row.region, row.address, float(row.age))
+    return None if row is None else Member(row.node_id, row.region, row.address, row.metrics_address, float(row.age))
 
 
 def live_members(conn: Connection, region: str) -> list[Member]:
     rows = conn.execute(_LIVE_MEMBERS, {"region": region}).all()
-    return [Member(r.node_id, r.region, r.address, float(r.age)) for r in rows]
+    return [Member(r.node_id, r.region, r.address, r.metrics_address, float(r.age)) for r in rows]
 
 
 def holds(conn: Connection, basecamp_id: str, epoch: int) -> bool:

@@ -6,6 +6,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+import httpx
 import psycopg
 from sqlalchemy import event
 from drive import Outcome, night, outcome
@@ -15,7 +16,10 @@ from invariants import bookings_by_id, libpq_url
 
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.node import BOOKING_SERVICE, RegionalNode
+from ridgeline.deploy.node_metrics import scrape
 from ridgeline.routing.client import BookingClient
+from ridgeline.v1.cluster_pb2 import GetClusterInfoRequest
+from ridgeline.v1.cluster_pb2_grpc import ClusterServiceStub
 
 
 def test_health_reports_serving_for_the_node_and_the_booking_service(alps_node: RegionalNode) -> None:
@@ -79,3 +83,16 @@ def test_unknown_ids_do_not_turn_every_request_into_catalog_queries(alps_db) -> 
         assert reads == [], f"{len(reads)} catalog queries for 50 unknown ids"
     finally:
         engine.dispose()
+
+
+def test_the_node_serves_prometheus_metrics_and_cluster_info_says_where(alps_node, alps_client) -> None:
+    alps_client.place_hold("argentiere", "argentiere-dorm", night(25), night(26), 1, "metrics-guest")
+    outcome(lambda: alps_client.place_hold("argentiere", "argentiere-dorm", night(25), night(26), 999, "too-many"))
+    info = ClusterServiceStub(grpc.insecure_channel(alps_node.address)).GetClusterInfo(GetClusterInfoRequest(), timeout=10)
+    assert [m.metrics_address for m in info.members] == [alps_node.metrics_address]
+    text = httpx.get(f"http://{alps_node.metrics_address}/metrics", timeout=10).text
+    assert 'ridgeline_rpc_duration_seconds_count{code="OK",method="PlaceHold"}' in text
+    assert 'ridgeline_rpc_duration_seconds_count{code="INVALID_ARGUMENT",method="PlaceHold"}' in text
+    assert "ridgeline_leases_held 4.0" in text
+    figures = scrape(alps_node.metrics_address)
+    assert figures is not None and figures.rpcs >= 2 and figures.errors >= 1 and figures.hold_p99_seconds is not None

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aridgeline/v1/cluster.proto\x12\x0cridgeline.v1\"\x17\n\x15GetClusterInfoRequest\"P\n\rClusterMember\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x1d\n\x15heartbeat_age_seconds\x18\x03 \x01(\x01\"\x82\x01\n\tOwnerHint\x12\x13\n\x0b\x62\x61secamp_id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\r\n\x05\x65poch\x18\x05 \x01(\x03\x12\x1f\n\x17lease_remaining_seconds\x18\x06 \x01(\x01\"0\n\x0bRegionSeeds\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x11\n\taddresses\x18\x02 \x03(\t\"\xb1\x01\n\x0b\x43lusterInfo\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12,\n\x07members\x18\x03 \x03(\x0b\x32\x1b.ridgeline.v1.ClusterMember\x12\'\n\x06owners\x18\x04 \x03(\x0b\x32\x17.ridgeline.v1.OwnerHint\x12*\n\x07regions\x18\x05 \x03(\x0b\x32\x19.ridgeline.v1.RegionSeeds2b\n\x0e\x43lusterService\x12P\n\x0eGetClusterInfo\x12#.ridgeline.v1.GetClusterInfoRequest\x1a\x19.ridgeline.v1.ClusterInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aridgeline/v1/cluster.proto\x12\x0cridgeline.v1\"\x17\n\x15GetClusterInfoRequest\"i\n\rClusterMember\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x1d\n\x15heartbeat_age_seconds\x18\x03 \x01(\x01\x12\x17\n\x0fmetrics_address\x18\x04 \x01(\t\"\x82\x01\n\tOwnerHint\x12\x13\n\x0b\x62\x61secamp_id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\r\n\x05\x65poch\x18\x05 \x01(\x03\x12\x1f\n\x17lease_remaining_seconds\x18\x06 \x01(\x01\"0\n\x0bRegionSeeds\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x11\n\taddresses\x18\x02 \x03(\t\"\xb1\x01\n\x0b\x43lusterInfo\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12,\n\x07members\x18\x03 \x03(\x0b\x32\x1b.ridgeline.v1.ClusterMember\x12\'\n\x06owners\x18\x04 \x03(\x0b\x32\x17.ridgeline.v1.OwnerHint\x12*\n\x07regions\x18\x05 \x03(\x0b\x32\x19.ridgeline.v1.RegionSeeds2b\n\x0e\x43lusterService\x12P\n\x0eGetClusterInfo\x12#.ridgeline.v1.GetClusterInfoRequest\x1a\x19.ridgeline.v1.ClusterInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,13 +34,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETCLUSTERINFOREQUEST']._serialized_start=44
   _globals['_GETCLUSTERINFOREQUEST']._serialized_end=67
   _globals['_CLUSTERMEMBER']._serialized_start=69
-  _globals['_CLUSTERMEMBER']._serialized_end=149
-  _globals['_OWNERHINT']._serialized_start=152
-  _globals['_OWNERHINT']._serialized_end=282
-  _globals['_REGIONSEEDS']._serialized_start=284
-  _globals['_REGIONSEEDS']._serialized_end=332
-  _globals['_CLUSTERINFO']._serialized_start=335
-  _globals['_CLUSTERINFO']._serialized_end=512
-  _globals['_CLUSTERSERVICE']._serialized_start=514
-  _globals['_CLUSTERSERVICE']._serialized_end=612
+  _globals['_CLUSTERMEMBER']._serialized_end=174
+  _globals['_OWNERHINT']._serialized_start=177
+  _globals['_OWNERHINT']._serialized_end=307
+  _globals['_REGIONSEEDS']._serialized_start=309
+  _globals['_REGIONSEEDS']._serialized_end=357
+  _globals['_CLUSTERINFO']._serialized_start=360
+  _globals['_CLUSTERINFO']._serialized_end=537
+  _globals['_CLUSTERSERVICE']._serialized_start=539
+  _globals['_CLUSTERSERVICE']._serialized_end=637
 # @@protoc_insertion_point(module_scope)

@@ -11,14 +11,16 @@ class GetClusterInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ClusterMember(_message.Message):
-    __slots__ = ("node_id", "address", "heartbeat_age_seconds")
+    __slots__ = ("node_id", "address", "heartbeat_age_seconds", "metrics_address")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     address: str
     heartbeat_age_seconds: float
-    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., heartbeat_age_seconds: _Optional[float] = ...) -> None: ...
+    metrics_address: str
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., heartbeat_age_seconds: _Optional[float] = ..., metrics_address: _Optional[str] = ...) -> None: ...
 
 class OwnerHint(_message.Message):
     __slots__ = ("basecamp_id", "region", "node_id", "address", "epoch", "lease_remaining_seconds")

@@ -29,6 +29,7 @@ _UPGRADE = [
         node_id TEXT PRIMARY KEY,
         region TEXT NOT NULL,
         address TEXT NOT NULL,
+        metrics_address TEXT NOT NULL DEFAULT '',
         incarnation UUID NOT NULL,
         started_at TIMESTAMPTZ NOT NULL,
         heartbeat_at TIMESTAMPTZ NOT NULL,
