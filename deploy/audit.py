@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy import text
 
 from ridgeline.regional.audit import Check, audit_region
 from ridgeline.regional.config import NodeConfig
@@ -56,6 +57,41 @@ def run_audit(region_urls: Mapping[str, str], *, hold_grace_seconds: float = DEF
     with ThreadPoolExecutor(max(len(regions), 1)) as pool:
         checks = [check for found in pool.map(one, regions) for check in found]
     return AuditReport(checks)
+
+
+_ACKNOWLEDGED = text(
+    "SELECT CAST(booking_id AS TEXT) AS booking_id, state FROM bookings WHERE CAST(booking_id AS TEXT) = ANY(:ids)"
+)
+
+#: What a booking acknowledged in a state may have become since, without anything lost.
+_STILL_FINE = {
+    "BOOKING_STATE_HELD": {"held", "confirmed", "released", "expired", "cancelled"},
+    "BOOKING_STATE_CONFIRMED": {"confirmed", "cancelled"},
+    "BOOKING_STATE_RELEASED": {"released"},
+    "BOOKING_STATE_CANCELLED": {"cancelled"},
+}
+
+
+def check_acknowledged(region_urls: Mapping[str, str], acknowledged: Mapping[str, str]) -> Check:
+    """Invariant 2 against what a load run was told: every acknowledged booking exists in
+    some region, and nothing acknowledged was undone (a confirmation still stands, or was
+    cancelled; a release or cancellation stays)."""
+    found: dict[str, str] = {}
+    ids = list(acknowledged)
+    for url in region_urls.values():
+        engine = make_engine(url, pool_size=1, application_name="ridgeline-audit")
+        try:
+            with engine.connect() as conn:
+                found.update({r.booking_id: r.state for r in conn.execute(_ACKNOWLEDGED, {"ids": ids})})
+        finally:
+            engine.dispose()
+    offenders = [
+        f"booking {booking_id} acknowledged {state.removeprefix('BOOKING_STATE_').lower()} is "
+        + (f"now {found[booking_id]}" if booking_id in found else "missing")
+        for booking_id, state in acknowledged.items()
+        if found.get(booking_id) not in _STILL_FINE.get(state, set())
+    ]
+    return Check("2 nothing acknowledged is lost", f"all {len(ids)} acknowledged bookings stand", "load run", offenders[:20], len(offenders))
 
 
 def print_report(report: AuditReport, *, json_out: bool, console: Console | None = None) -> None:

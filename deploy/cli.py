@@ -322,7 +322,7 @@ def _configure_logging() -> None:
 
 
 # Benchmarks register themselves on bench_app; cluster commands on app.
-from . import bench_cluster, bench_holds, cli_cluster  # noqa: E402,F401
+from . import bench_cluster, bench_holds, cli_cluster, cli_drills  # noqa: E402,F401
 
 
 if __name__ == "__main__":

@@ -19,9 +19,10 @@ from pathlib import Path
 
 from ridgeline.regional.config import NodeConfig
 
-#: The built-in local cluster: 3 regions x 2 nodes on loopback ports 50061-50066.
+#: The built-in local cluster: 3 regions x 2 nodes on loopback ports 26061-26066 (below
+#: Linux's ephemeral range, so that no outgoing connection happens to hold one).
 DEFAULT_REGIONS = ("eu-alps", "na-rockies", "sa-andes")
-DEFAULT_FIRST_PORT = 50061
+DEFAULT_FIRST_PORT = 26061
 
 
 class ClusterFileError(ValueError):

@@ -118,9 +118,9 @@ class LocalCluster:
         old = self.nodes[node_id]
         if old.process.poll() is None:
             raise ClusterStartError(f"node {node_id} is still running (pid {old.process.pid})")
-        self.nodes[node_id] = self._start_node(node_id, old.region, old.address)
+        run = self._start_node(node_id, old.region, old.address)
         self._write_state()
-        return self.nodes[node_id]
+        return run
 
     def exited_nodes(self) -> dict[str, int]:
         """node_id -> exit status of the nodes that are no longer running (negative: signal)."""
@@ -156,15 +156,19 @@ class LocalCluster:
         specs = [(region, node) for region in self.spec.regions for node in region.nodes]
         self._progress(f"starting {len(specs)} nodes")
         with ThreadPoolExecutor(len(specs)) as pool:
-            runs = list(pool.map(lambda pair: self._start_node(pair[1].node_id, pair[0].name, pair[1].address), specs))
-        self.nodes = {run.node_id: run for run in runs}
+            # Consume every result (each start registers its node), then raise the first failure.
+            outcomes = [pool.submit(self._start_node, node.node_id, region.name, node.address) for region, node in specs]
+            for outcome in outcomes:
+                outcome.exception()
+            for outcome in outcomes:
+                outcome.result()
 
     def _start_node(self, node_id: str, region: str, address: str) -> NodeRun:
         log_path = self.state_dir / "logs" / f"{node_id}.log"
         command = [sys.executable, "-m", "ridgeline.deploy.cli", "node", "--cluster", str(self.cluster_file), "--node-id", node_id]
         with log_path.open("ab") as log:
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
-        run = NodeRun(node_id, region, address, process, log_path)
+        run = self.nodes[node_id] = NodeRun(node_id, region, address, process, log_path)  # stop() must see it
         assert process.stdout is not None
         for line in process.stdout:
             if line.startswith("READY "):

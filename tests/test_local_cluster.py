@@ -22,7 +22,7 @@ def test_the_default_cluster_is_three_regions_of_two_nodes_and_needs_no_file() -
     spec = default_cluster()
     assert [r.name for r in spec.regions] == ["eu-alps", "na-rockies", "sa-andes"]
     assert all(len(r.nodes) == 2 and r.database_url is None for r in spec.regions)
-    assert spec.seeds()["na-rockies"] == ("127.0.0.1:50063", "127.0.0.1:50064")
+    assert spec.seeds()["na-rockies"] == ("127.0.0.1:26063", "127.0.0.1:26064")
     assert parse_cluster(_toml_to_dict(render_cluster_file(spec))) == spec
 
 
