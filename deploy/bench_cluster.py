@@ -36,9 +36,8 @@ from ridgeline.routing.ring import propose_owners
 from ridgeline.routing.router import ClusterClient, ClusterUnreachable
 
 from .cli import bench_app
-from .cluster_file import ClusterSpec, NodeSpec, RegionSpec
+from .cluster_file import ClusterSpec, NodeSpec, RegionSpec, with_free_ports
 from .local_cluster import LocalCluster
-from .postgres import free_loopback_port
 
 _console = Console()
 _err = Console(stderr=True)
@@ -112,10 +111,11 @@ def cluster(
 
 def _spec(name: str, nodes_per_region: dict[str, int], lease_ttl: float, heartbeat: float) -> ClusterSpec:
     regions = tuple(
-        RegionSpec(region, tuple(NodeSpec(f"{region}-{i}", region, f"127.0.0.1:{free_loopback_port()}") for i in range(1, count + 1)))
+        RegionSpec(region, tuple(NodeSpec(f"{region}-{i}", region, "127.0.0.1:0") for i in range(1, count + 1)))
         for region, count in nodes_per_region.items()
     )
-    return ClusterSpec(name=name, regions=regions, lease_ttl_seconds=lease_ttl, heartbeat_interval_seconds=heartbeat)
+    spec = ClusterSpec(name=name, regions=regions)
+    return with_free_ports(spec, lease_ttl_seconds=lease_ttl, heartbeat_interval_seconds=heartbeat)
 
 
 def _throughput(spec: ClusterSpec, state_dir: Path, seconds: float, threads: int, label: str) -> ThroughputResult:

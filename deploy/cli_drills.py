@@ -1,9 +1,14 @@
-"""``ridgeline load`` (and the chaos drills that run it): what SREs run against a cluster."""
+"""``ridgeline load`` and ``ridgeline chaos``: what SREs run against a cluster."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -14,8 +19,12 @@ from rich.table import Table
 
 from ridgeline.routing.router import ClusterUnreachable
 
+from .audit import print_report
+from .chaos import DrillRun
 from .cli import Json, Target, app, seeds_for
+from .cluster_file import default_cluster, with_free_ports
 from .load import OPERATIONS, LoadGenerator, LoadReport, LoadSettings, parse_mix
+from .local_cluster import DEFAULT_STATE_DIR, ClusterStartError, LocalCluster
 
 _console = Console()
 
@@ -74,3 +83,97 @@ def print_load_report(report: LoadReport, console: Console) -> None:
             ", ".join(f"{code} {count}" for code, count in sorted(figures["errors"].items())) or "none",
         )
     console.print(table)
+
+
+chaos_app = typer.Typer(no_args_is_help=True, help="Chaos drills: load, a fault on a timeline, recovery, and an audit.")
+app.add_typer(chaos_app, name="chaos")
+
+
+@chaos_app.command("list")
+def chaos_list() -> None:
+    """Every drill with its steady-state hypothesis (and what it still needs, if not runnable)."""
+    from .chaos import DRILLS
+
+    table = Table(title="Chaos drills")
+    for column in ("drill", "hypothesis", "runnable"):
+        table.add_column(column)
+    for name, make in DRILLS.items():
+        fault = make()
+        table.add_row(name, fault.hypothesis, "yes" if fault.needs is None else f"no: needs {fault.needs}")
+    _console.print(table)
+
+
+@chaos_app.command("run")
+def chaos_run(
+    drill: Annotated[str, typer.Argument(help="Drill name (see `ridgeline chaos list`).")],
+    fresh: Annotated[bool, typer.Option("--fresh", help="Run on a throwaway local cluster (3 regions x 2 nodes) instead of the running `ridgeline up`.")] = False,
+    warmup: Annotated[float, typer.Option("--warmup", help="Seconds of load before the fault.")] = 5.0,
+    fault_seconds: Annotated[float, typer.Option("--fault", help="Seconds the fault lasts.")] = 10.0,
+    recovery_max: Annotated[float, typer.Option("--recovery-max", help="Seconds to wait for recovery before calling it failed.")] = 60.0,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Desk threads of the background load.")] = 4,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the report here.")] = None,
+    state_dir: Annotated[Path, typer.Option("--state-dir", help="State directory of the running cluster.")] = DEFAULT_STATE_DIR,
+) -> None:
+    """Run one drill and print its report; exit 1 when the hypothesis or an invariant failed."""
+    from .chaos import DRILLS, DrillTimes, run_drill
+
+    if drill not in DRILLS:
+        raise typer.BadParameter(f"no drill {drill!r}; known: {', '.join(DRILLS)}")
+    fault = DRILLS[drill]()
+    times = DrillTimes(warmup=warmup, fault=fault_seconds, recovery_max=recovery_max)
+    with _cluster_for_drill(fresh, state_dir.expanduser()) as cluster:
+        run = run_drill(fault, cluster, times, concurrency=concurrency, progress=lambda step: _console.print(f"[dim]{step}…[/]"))
+    report = run.to_json()
+    reports = state_dir.expanduser() / "drills"
+    reports.mkdir(parents=True, exist_ok=True)
+    saved = reports / f"{drill}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    for path in filter(None, (saved, json_path)):
+        path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    _print_drill(run)
+    _console.print(f"report: {saved}")
+    if not run.passed:
+        raise typer.Exit(1)
+
+
+@contextmanager
+def _cluster_for_drill(fresh: bool, state_dir: Path) -> Iterator[LocalCluster]:
+    if not fresh:
+        try:
+            yield LocalCluster.attach(state_dir)
+        except ClusterStartError as error:
+            typer.secho(f"error: {error} (start one with `ridgeline up`, or use --fresh)", err=True, fg="red")
+            raise typer.Exit(2) from None
+        return
+    root = Path(tempfile.mkdtemp(prefix="ridgeline-drill-"))
+    spec = with_free_ports(default_cluster(), lease_ttl_seconds=2.0, heartbeat_interval_seconds=0.5)
+    cluster = LocalCluster(spec, root, progress=lambda step: _console.print(f"[dim]{step}…[/]"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _print_drill(run: DrillRun) -> None:
+    _console.rule(f"Drill {run.drill}")
+    _console.print(f"[bold]Hypothesis[/]: {run.hypothesis}")
+    if run.error:
+        _console.print(f"[bold red]{run.error}[/]")
+    timeline = Table(title="Timeline")
+    timeline.add_column("t (s)", justify="right")
+    timeline.add_column("event")
+    for at, event in run.timeline:
+        timeline.add_row(f"{at:.2f}", event)
+    _console.print(timeline)
+    if run.load is not None:
+        print_load_report(run.load, _console)
+    if run.recovery_seconds:
+        worst = max(run.recovery_seconds.values())
+        _console.print(
+            f"recovery: worst {worst:.2f} s (bound {run.recovery_bound_seconds:.1f} s): "
+            + ", ".join(f"{b} {s:.2f} s" for b, s in sorted(run.recovery_seconds.items()))
+        )
+    if run.audit is not None:
+        print_report(run.audit, json_out=False, console=_console)
+    _console.print("[bold green]drill passed[/]" if run.passed else "[bold red]drill failed[/]")

@@ -106,6 +106,16 @@ def default_cluster(nodes_per_region: int = 2, first_port: int = DEFAULT_FIRST_P
     return _with_environment(ClusterSpec(name="local", regions=tuple(regions)))
 
 
+def with_free_ports(spec: ClusterSpec, **settings: float) -> ClusterSpec:
+    """``spec`` with every node on a free loopback port (throwaway clusters: drills, benchmarks)."""
+    from .postgres import free_loopback_port
+
+    regions = tuple(
+        replace(r, nodes=tuple(replace(n, listen=f"127.0.0.1:{free_loopback_port()}", advertise=None) for n in r.nodes)) for r in spec.regions
+    )
+    return replace(spec, regions=regions, **settings)  # type: ignore[arg-type]
+
+
 def load_cluster_file(path: Path) -> ClusterSpec:
     try:
         raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))

@@ -11,6 +11,7 @@ everything listens. ``state.json`` in the state directory lets ``ridgeline down`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from ridgeline.regional.catalog import load_catalog
 from ridgeline.regional.config import NodeConfig
@@ -42,12 +44,55 @@ class ClusterStartError(RuntimeError):
     """A part of the cluster did not come up; the message names it and where its log is."""
 
 
+class ProcessHandle(Protocol):
+    """What the cluster needs of a node process: a Popen, or an adopted pid (see attach)."""
+
+    pid: int
+
+    def poll(self) -> int | None: ...
+    def terminate(self) -> None: ...
+    def kill(self) -> None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+class AdoptedProcess:
+    """A node process started by another ``ridgeline`` process (a running ``ridgeline up``)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and not _alive(self.pid):
+            self.returncode = -signal.SIGKILL  # not our child: the real status is its parent's to know
+        return self.returncode
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0)
+            time.sleep(0.05)
+        assert self.returncode is not None
+        return self.returncode
+
+    def _signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signum)
+
+
 @dataclass
 class NodeRun:
     node_id: str
     region: str
     address: str
-    process: subprocess.Popen[str]
+    process: ProcessHandle
     log_path: Path
 
 
@@ -72,9 +117,31 @@ class LocalCluster:
         self.spec = spec
         self.state_dir = state_dir
         self._progress = progress
-        self._databases: dict[str, PostgresServer] = {}
+        self.databases: dict[str, PostgresServer] = {}
         self.nodes: dict[str, NodeRun] = {}
         self.cluster_file = state_dir / "cluster.toml"
+        self._up_pid = os.getpid()
+
+    @classmethod
+    def attach(cls, state_dir: Path) -> LocalCluster:
+        """The cluster a running ``ridgeline up`` serves from ``state_dir``, to inject faults into.
+
+        Nodes are driven by pid; a node restarted from here is recorded in state.json, so
+        that ``ridgeline down`` stops it too. Never call stop() on an attached cluster.
+        """
+        from .cluster_file import load_cluster_file
+
+        state = read_state(state_dir)
+        if not state or not _alive(int(state.get("up_pid", 0))):  # type: ignore[arg-type]
+            raise ClusterStartError(f"no `ridgeline up` runs from {state_dir}")
+        cluster = cls(load_cluster_file(Path(str(state["cluster_file"]))), state_dir)
+        cluster._up_pid = int(state["up_pid"])  # type: ignore[arg-type]
+        for node_id, node in state["nodes"].items():  # type: ignore[union-attr]
+            cluster.nodes[node_id] = NodeRun(node_id, node["region"], node["address"], AdoptedProcess(int(node["pid"])), Path(node["log"]))
+        for region, database in state["databases"].items():  # type: ignore[union-attr]
+            if database.get("local"):
+                cluster.databases[region] = PostgresServer(state_dir / "postgres" / region)
+        return cluster
 
     def start(self, *, settle_timeout_seconds: float = 60.0) -> None:
         """Brings every part up, or stops what it started and raises ClusterStartError."""
@@ -94,6 +161,7 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Drains every node (SIGTERM, then SIGKILL after 15 s), then stops the databases."""
+        self._adopt_restarted_nodes()
         for run in self.nodes.values():
             if run.process.poll() is None:
                 run.process.terminate()
@@ -103,9 +171,17 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 run.process.kill()
                 run.process.wait(5)
-        with ThreadPoolExecutor(max(len(self._databases), 1)) as pool:
-            list(pool.map(PostgresServer.stop, self._databases.values()))
+        with ThreadPoolExecutor(max(len(self.databases), 1)) as pool:
+            list(pool.map(PostgresServer.stop, self.databases.values()))
         (self.state_dir / STATE_FILE).unlink(missing_ok=True)
+
+    def _adopt_restarted_nodes(self) -> None:
+        """Nodes a drill restarted from another process are in state.json, not among our children."""
+        state = read_state(self.state_dir) or {}
+        for node_id, node in state.get("nodes", {}).items():  # type: ignore[union-attr]
+            run = self.nodes.get(node_id)
+            if run is not None and run.process.pid != int(node["pid"]) and _alive(int(node["pid"])):
+                self.nodes[node_id] = NodeRun(node_id, run.region, run.address, AdoptedProcess(int(node["pid"])), run.log_path)
 
     def kill_node(self, node_id: str) -> None:
         """SIGKILL one node, like a machine dying (drills and benchmarks)."""
@@ -133,7 +209,7 @@ class LocalCluster:
         def start(region: str) -> None:
             server = PostgresServer(self.state_dir / "postgres" / region)
             server.start()
-            self._databases[region] = server
+            self.databases[region] = server
             urls[region] = server.create_database(f"ridgeline_{region.replace('-', '_')}")
 
         local = [r.name for r in self.spec.regions if r.database_url is None]
@@ -195,7 +271,7 @@ class LocalCluster:
 
     def _write_state(self) -> None:
         state = {
-            "up_pid": os.getpid(),
+            "up_pid": self._up_pid,
             "cluster": self.spec.name,
             "cluster_file": str(self.cluster_file),
             "nodes": {
@@ -203,7 +279,7 @@ class LocalCluster:
                 for run in self.nodes.values()
             },
             "databases": {
-                r.name: {"url": r.database_url, "local": r.name in self._databases} for r in self.spec.regions
+                r.name: {"url": r.database_url, "local": r.name in self.databases} for r in self.spec.regions
             },
         }
         (self.state_dir / STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")

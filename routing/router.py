@@ -39,6 +39,9 @@ from .retry import RetryPolicy
 
 Response = TypeVar("Response")
 
+#: Below twice this much time left, a try gets all of it (no per-try split).
+_PER_TRY_FLOOR_SECONDS = 0.25
+
 #: Booking ids whose basecamp the client remembers (most recently used).
 _BOOKING_CACHE_MAX = 10_000
 
@@ -96,6 +99,8 @@ class ClusterClient:
         self._region_seeds: dict[str, list[str]] = {}
         self._region_of: dict[str, str] = {}
         self._booking_basecamp: OrderedDict[str, str] = OrderedDict()
+        #: Regions named by seeds that did not answer the last discovery.
+        self._unreached: list[str] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -127,10 +132,11 @@ class ClusterClient:
         self._ensure_view(deadline)
         if basecamp_id not in self._region_of:
             self._discover(deadline)
-        try:
+        if basecamp_id in self._region_of:
             return self._region_of[basecamp_id]
-        except KeyError:
-            raise UnknownBasecamp(f"no region of the cluster has a basecamp {basecamp_id!r}") from None
+        if self._unreached:
+            raise ClusterUnreachable(f"{basecamp_id!r} is in no region that answered; unreachable: {', '.join(self._unreached)}")
+        raise UnknownBasecamp(f"no region of the cluster has a basecamp {basecamp_id!r}")
 
     # ------------------------------------------------------------------ reads
 
@@ -231,12 +237,20 @@ class ClusterClient:
     ) -> Response:
         """The retry loop: owner hints for ``hinted`` (a basecamp) are followed at once, at
         most ``hops_max`` times; UNAVAILABLE and ABORTED back off within the deadline, and
-        UNAVAILABLE also drops the address and refreshes the region's view."""
+        UNAVAILABLE also drops the address and refreshes the region's view.
+
+        Each try gets at most half the time left (a per-try timeout): a node that hangs
+        instead of refusing (paused, overloaded, partitioned) costs one try, not the whole
+        deadline, and is dropped like an unavailable one. Retrying a write after a try
+        timed out is safe: the same idempotency key answers the first result if it landed.
+        """
         attempt, hops = 0, 0
         while True:
             target = pick()
+            remaining = deadline - time.monotonic()
+            per_try = remaining / 2 if remaining > 2 * _PER_TRY_FLOOR_SECONDS else remaining
             try:
-                return method(self._booking_stub(target))(request, timeout=_remaining(deadline))
+                return method(self._booking_stub(target))(request, timeout=max(per_try, 0.001))
             except grpc.RpcError as error:
                 code = error.code()
                 hint = owner_hint(error) if hinted and code is grpc.StatusCode.FAILED_PRECONDITION else None
@@ -244,15 +258,17 @@ class ClusterClient:
                     hops += 1
                     self._set_owner(region, hinted, hint.address)
                     continue
-                if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED):
+                hung = code is grpc.StatusCode.DEADLINE_EXCEEDED
+                if code is grpc.StatusCode.UNAVAILABLE or hung:
+                    self._forget(region, target)
+                if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED) and not (hung and time.monotonic() < deadline):
                     raise
                 attempt += 1
-                pause = self._retry.backoff_seconds(attempt)
+                pause = 0.0 if hung else self._retry.backoff_seconds(attempt)
                 if attempt >= self._retry.attempts_max or time.monotonic() + pause >= deadline:
                     raise
                 time.sleep(pause)
-                if code is grpc.StatusCode.UNAVAILABLE:
-                    self._forget(region, target)
+                if code is not grpc.StatusCode.ABORTED:
                     self._refresh_region(region, deadline, avoid=target)
 
     def _find_booking(self, booking_id: str, deadline: float) -> pb.Booking:
@@ -281,30 +297,36 @@ class ClusterClient:
             self._discover(deadline)
 
     def _discover(self, deadline: float) -> list[cpb.ClusterInfo]:
-        """Asks seeds (and the regions they name) for ClusterInfo until every region answered."""
+        """Asks every known address for ClusterInfo at once, then the regions the answers name.
+
+        Asking in parallel means one hung node (paused, partitioned) costs nothing but its
+        own answer. Raises ClusterUnreachable when no node answered, or when a region the
+        answers name could not be reached (its basecamps would look unknown otherwise).
+        """
         answers: dict[str, cpb.ClusterInfo] = {}
-        pending = list(self._seeds) + [a for addresses in self._region_seeds.values() for a in addresses]
-        tried: set[str] = set()
-        failures: list[str] = []
-        while pending:
-            address = pending.pop(0)
-            if address in tried:
-                continue
-            tried.add(address)
-            try:
-                info = self._cluster_stub(address).GetClusterInfo(cpb.GetClusterInfoRequest(), timeout=_remaining(deadline, cap=2.0))
-            except grpc.RpcError as error:
-                failures.append(f"{address}: {error.code().name}")
-                continue
-            if info.region in answers:
-                continue
-            answers[info.region] = info
-            self._absorb(info)
-            for seeds in info.regions:
-                if seeds.region not in answers:
-                    pending.extend(seeds.addresses)
+        failures: dict[str, str] = {}
+        asked: set[str] = set()
+        wave = list(dict.fromkeys(list(self._seeds) + [a for addresses in self._region_seeds.values() for a in addresses]))
+        while wave:
+            asked.update(wave)
+            calls = {
+                address: self._cluster_stub(address).GetClusterInfo.future(cpb.GetClusterInfoRequest(), timeout=_remaining(deadline, cap=2.0))
+                for address in wave
+            }
+            for address, call in calls.items():
+                try:
+                    info = call.result()
+                except grpc.RpcError as error:
+                    failures[address] = error.code().name
+                    continue
+                if info.region not in answers:
+                    answers[info.region] = info
+                    self._absorb(info)
+            named = {seeds.region: seeds.addresses for info in answers.values() for seeds in info.regions}
+            wave = [a for region, addresses in named.items() if region not in answers for a in addresses if a not in asked]
+        self._unreached = sorted(set(self._region_seeds) - set(answers))
         if not answers:
-            raise ClusterUnreachable("no node answered ClusterInfo (" + "; ".join(failures) + ")")
+            raise ClusterUnreachable("no node answered ClusterInfo (" + "; ".join(f"{a}: {c}" for a, c in failures.items()) + ")")
         return [answers[r] for r in sorted(answers)]
 
     def _refresh_region(self, region: str, deadline: float, *, avoid: str) -> None:

@@ -67,7 +67,7 @@ def _ridgeline(*args: str, env: dict[str, str], timeout: float = 60) -> subproce
 
 
 @pytest.mark.slow
-def test_up_starts_every_region_and_node_status_shows_them_desks_book_and_down_stops_everything(tmp_path: Path) -> None:
+def test_up_status_book_drill_audit_down_on_a_running_cluster(tmp_path: Path) -> None:
     nodes = {"eu-alps": ["eu-alps-1", "eu-alps-2"], "na-rockies": ["na-rockies-1"], "sa-andes": ["sa-andes-1"]}
     lines = ["[cluster]", 'name = "test"', "lease_ttl_seconds = 2.0", "heartbeat_interval_seconds = 0.5"]
     for region, ids in nodes.items():
@@ -102,6 +102,14 @@ def test_up_starts_every_region_and_node_status_shows_them_desks_book_and_down_s
         )
         assert booked.returncode == 0, booked.stderr
         assert json.loads(booked.stdout)["state"] == "BOOKING_STATE_CONFIRMED"
+
+        drill = _ridgeline("chaos", "run", "kill-node", "--warmup", "1", "--fault", "2", "--recovery-max", "20", env=env, timeout=120)
+        assert drill.returncode == 0, drill.stdout[-3000:] + drill.stderr[-3000:]
+        assert "drill passed" in drill.stdout
+        state = json.loads((state_dir / "state.json").read_text())  # the drill restarted a node: a new pid
+
+        audit = _ridgeline("audit", env=env)
+        assert audit.returncode == 0 and "every invariant holds" in audit.stdout, audit.stdout
 
         down = _ridgeline("down", env=env)
         assert down.returncode == 0 and "stopped cluster test" in down.stdout, down.stdout + down.stderr
