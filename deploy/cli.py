@@ -99,18 +99,24 @@ def book(
     customer: Annotated[str, typer.Option("--customer", help="Customer id.")],
     party: Annotated[int, typer.Option("--party", help="Units (beds, places, lockers).")] = 1,
     hold_only: Annotated[bool, typer.Option("--hold-only", help="Place the hold and leave it unconfirmed.")] = False,
+    desk: Annotated[bool, typer.Option("--desk", help="Paid at the desk: hold and confirm at once, no settlement.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Return once the payment is settled (within --timeout).")] = False,
     ttl: Annotated[int, typer.Option("--ttl", help="Hold TTL in seconds (0: node default).")] = 0,
     key: Annotated[str, typer.Option("--key", help="Idempotency key; repeat it to retry safely.")] = "",
     target: Target = DEFAULT_TARGET,
     json_out: Json = False,
     timeout: Timeout = 10.0,
 ) -> None:
-    """Hold units for a stay and confirm them (a desk booking), or only hold them."""
+    """Book a stay: the node charges it and confirms it (Book); or --desk, or --hold-only."""
     first, last = _parse_day(start, "--from"), _parse_day(end, "--to")
     with _client(target, timeout) as client:
         hold_key = key or None
+        if not (hold_only or desk):
+            booking = client.book(basecamp, resource, first, last, party, customer, hold_ttl_seconds=ttl, wait=wait, idempotency_key=hold_key)
+            _show(json_out, booking, render.booking)
+            return
         booking = client.place_hold(basecamp, resource, first, last, party, customer, hold_ttl_seconds=ttl, idempotency_key=hold_key)
-        if not hold_only and booking.state == pb.BOOKING_STATE_HELD:
+        if desk and booking.state == pb.BOOKING_STATE_HELD:
             confirm_key = f"{key}:confirm" if key else None
             booking = client.confirm(booking.booking_id, idempotency_key=confirm_key)
         _show(json_out, booking, render.booking)
@@ -123,12 +129,15 @@ def bookings(
     start: Annotated[str, typer.Option("--from", help="With a night on or after this date.")] = "",
     end: Annotated[str, typer.Option("--to", help="With a night before this date.")] = "",
     limit: Annotated[int, typer.Option("--limit", help="At most this many (newest first).")] = 50,
+    stuck: Annotated[str, typer.Option("--stuck", help="Only bookings older than this (e.g. 90s, 10m, 2h) still held or awaiting payment.")] = "",
     target: Target = DEFAULT_TARGET,
     json_out: Json = False,
     timeout: Timeout = 10.0,
 ) -> None:
     """List bookings, newest first."""
-    request = pb.ListBookingsRequest(basecamp_id=basecamp, page_size=min(limit, 500))
+    from .cli_settle import parse_duration_seconds
+
+    request = pb.ListBookingsRequest(basecamp_id=basecamp, page_size=min(limit, 500), stuck_seconds=parse_duration_seconds(stuck, "--stuck") if stuck else 0)
     if state:
         try:
             request.state = pb.BookingState.Value(f"BOOKING_STATE_{state.upper()}")
@@ -192,6 +201,12 @@ def node(
     sweep_interval: Annotated[float, typer.Option("--sweep-interval", help="Seconds between hold sweeps.")] = 5.0,
     hold_round_max: Annotated[int, typer.Option("--hold-round-max", help="Holds per group-commit round (1: one statement per hold).")] = NodeConfig.hold_round_max,
     prepare: Annotated[bool, typer.Option("--prepare/--no-prepare", help="Migrate and load the sample catalog first.")] = False,
+    gateway_url: Annotated[str, typer.Option("--gateway-url", envvar="RIDGELINE_GATEWAY_URL", help="Payment gateway base URL: run the settlement loop (needs PREFECT_API_URL).")] = "",
+    outbox_dir: Annotated[Path | None, typer.Option("--outbox-dir", help="Mail spool for confirmation messages (default ~/.ridgeline/outbox/REGION).")] = None,
+    payment_timeout: Annotated[float, typer.Option("--payment-timeout", help="Seconds per payment gateway attempt.")] = 2.0,
+    payment_attempts: Annotated[int, typer.Option("--payment-attempts", help="Attempts per gateway call (same key).")] = 3,
+    charge_passes: Annotated[int, typer.Option("--charge-passes", help="Settlement passes with an unknown payment outcome before the hold is released.")] = 3,
+    claim_seconds: Annotated[float, typer.Option("--settle-claim", help="Seconds before a claimed settlement whose run died is due again.")] = 30.0,
 ) -> None:
     """Run one regional node until SIGTERM/SIGINT (prints a READY line once serving)."""
     from ridgeline.regional.catalog import load_catalog
@@ -215,8 +230,16 @@ def node(
     )
     if prepare:
         prepare_region_database(database_url, region, load_catalog(), advance_booking_days=config.advance_booking_days)
+    settlement = None
+    if gateway_url:
+        from .settlement import settlement_config
+
+        settlement = settlement_config(
+            gateway_url, outbox_dir or Path.home() / ".ridgeline" / "outbox" / region,
+            payment_timeout=payment_timeout, payment_attempts=payment_attempts, charge_passes=charge_passes, claim_seconds=claim_seconds,
+        )
     try:
-        serve_until_signalled(config)
+        serve_until_signalled(config, settlement=settlement)
     except (OSError, SchemaMismatch) as error:
         typer.secho(f"error: {error}", err=True, fg="red")
         raise typer.Exit(1) from None
@@ -260,8 +283,9 @@ def _configure_logging() -> None:
     logging.basicConfig(level=os.environ.get("RIDGELINE_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
-# Benchmarks register themselves on bench_app.
+# Benchmarks register themselves on bench_app; settlement commands on app.
 from . import bench_holds  # noqa: E402,F401
+from . import cli_settle  # noqa: E402,F401
 
 
 if __name__ == "__main__":

@@ -165,6 +165,7 @@ class HoldGroupCommitter:
 
     def place(self, request: holds.HoldRequest, *, deadline: float | None) -> Booking:
         """Places the hold in the next round; falls back to the single path if it was not placed."""
+        assert not request.settle, "rounds insert no settlement row: a Book goes through holds.place_hold"
         pending = _Pending(request, deadline, Future())
         with self._wakeup:
             if self._stopping:

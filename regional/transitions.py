@@ -10,6 +10,7 @@ A repeated idempotency key is detected by the record's primary key (see idempote
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -76,13 +77,22 @@ def apply_move(
     reason: str,
     now: datetime,
     deadline: float | None = None,
+    also: Callable[[Connection, Booking], None] | None = None,
 ) -> Booking:
-    """Moves a booking along ``move`` or raises NotFound / IllegalTransition / HoldExpired."""
+    """Moves a booking along ``move`` or raises NotFound / IllegalTransition / HoldExpired.
+
+    ``also`` runs in the move's transaction once the booking is at the target state (moved
+    now, or already there), so that what must commit with the move (settlement's state, its
+    outbox message) commits with it or not at all. It must be idempotent. It does not run
+    when the key repeats: the first run committed with the first move.
+    """
     fingerprint = idempotency.fingerprint(move.operation, {"booking_id": booking_id, "reason": reason})
 
     def work(conn: Connection) -> Booking | errors.BookingError:
         outcome = _move_once(conn, move, booking_id, reason or _default_reason(move), now)
         if isinstance(outcome, Booking):
+            if also is not None:
+                also(conn, outcome)
             idempotency.record(conn, idempotency_key, move.operation, fingerprint, now, result=outcome)
         else:
             idempotency.record(conn, idempotency_key, move.operation, fingerprint, now, error=outcome)

@@ -94,6 +94,32 @@ class BookingClient:
         )
         return self._call(self._stub.PlaceHold, request)
 
+    def book(
+        self,
+        basecamp_id: str,
+        resource_id: str,
+        start: date,
+        end: date,
+        party_size: int,
+        customer_id: str,
+        *,
+        hold_ttl_seconds: int = 0,
+        wait: bool = False,
+        idempotency_key: str | None = None,
+    ) -> pb.Booking:
+        """A hold that settlement charges and confirms; ``wait`` returns once it is settled."""
+        request = pb.BookRequest(
+            idempotency_key=idempotency_key or new_idempotency_key(),
+            basecamp_id=basecamp_id,
+            resource_id=resource_id,
+            nights=night_range(start, end),
+            party_size=party_size,
+            customer_id=customer_id,
+            hold_ttl_seconds=hold_ttl_seconds,
+            wait=wait,
+        )
+        return self._call(self._stub.Book, request)
+
     def confirm(self, booking_id: str, *, idempotency_key: str | None = None) -> pb.Booking:
         request = pb.ConfirmBookingRequest(idempotency_key=idempotency_key or new_idempotency_key(), booking_id=booking_id)
         return self._call(self._stub.ConfirmBooking, request)
