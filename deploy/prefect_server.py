@@ -10,6 +10,7 @@ states, which the API itself stores. Start costs 4–5 s, so tests start one per
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -77,14 +78,15 @@ class PrefectServer:
         raise OSError(f"prefect server did not answer within {timeout_seconds:.0f} s: {self.log_tail()}")
 
     def stop(self, timeout_seconds: float = 15.0) -> None:
-        if self._process is None or self._process.poll() is not None:
-            return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout_seconds)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait(timeout_seconds)
+        """Stops the server and removes its home (the PostgreSQL database stays)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout_seconds)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(timeout_seconds)
+        shutil.rmtree(self._home, ignore_errors=True)
 
     def log_tail(self, max_bytes: int = 2000) -> str:
         path = self._home / "server.log"

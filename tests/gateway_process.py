@@ -6,9 +6,6 @@ and its ``/v1`` request counter are the evidence tests read.
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,9 +15,8 @@ from typing import Any
 import httpx
 import psycopg
 
+from ridgeline.deploy.payment_gateway.process import GatewayProcess
 from ridgeline.deploy.postgres import PostgresServer
-
-_READY = re.compile(r"^READY gateway (http://\S+)$")
 
 
 @dataclass
@@ -44,18 +40,9 @@ class Gateway:
 def gateway_process(server: PostgresServer) -> Iterator[Gateway]:
     """Starts ``ridgeline gateway`` on a new database of ``server``; stops it with SIGTERM."""
     name = f"gateway_{uuid.uuid4().hex[:12]}"
-    url = server.create_database(name)
-    command = [sys.executable, "-m", "ridgeline.deploy.cli", "gateway", "--database-url", url, "--seed", "7"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    process = GatewayProcess(server.create_database(name))
     try:
-        assert process.stdout is not None
-        base_url = next((m.group(1) for m in map(_READY.match, map(str.strip, process.stdout)) if m), None)
-        assert base_url is not None, f"gateway exited with {process.wait()} before READY"
-        with httpx.Client(base_url=base_url, timeout=10) as admin:
-            yield Gateway(base_url, server.libpq_dsn(name), admin)
-        process.terminate()
-        assert process.wait(15) == 0, "the gateway exits cleanly on SIGTERM"
+        with httpx.Client(base_url=process.url, timeout=10) as admin:
+            yield Gateway(process.url, server.libpq_dsn(name), admin)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
+        assert process.stop() == 0, "the gateway exits cleanly on SIGTERM"
