@@ -285,6 +285,7 @@ def _configure_logging() -> None:
 
 # Benchmarks register themselves on bench_app; settlement commands on app.
 from . import bench_holds  # noqa: E402,F401
+from . import bench_settle  # noqa: E402,F401
 from . import cli_settle  # noqa: E402,F401
 
 

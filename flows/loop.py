@@ -22,8 +22,6 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from prefect import tags
-
 from ridgeline.regional import settlements
 from ridgeline.regional.errors import BookingError
 
@@ -120,8 +118,7 @@ class SettlementLoop:
     def _settle(self, claimed: list[settlements.Settlement], basecamps: list[str]) -> None:
         ids = [s.booking_id for s in claimed]
         try:
-            with tags(*(f"booking:{booking_id}" for booking_id in ids)):
-                settle_batch(self._name, ids, basecamps)
+            settle_batch(self._name, ids, basecamps)
         except Exception as error:  # noqa: BLE001 - the API down, or the run failed: give the claim back
             _log.warning("settle run for %d booking(s) failed (%s: %s); retrying later", len(ids), type(error).__name__, error)
             self._api_down_until = time.monotonic() + self.policy.api_down_pause_seconds

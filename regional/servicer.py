@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 
 import grpc
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import booking_pb2_grpc as pb_grpc
@@ -15,6 +15,7 @@ from ridgeline.v1 import booking_pb2_grpc as pb_grpc
 from . import convert, holds, queries, settlements, transitions, validation
 from .catalog import CatalogView
 from .config import NodeConfig
+from .db import run_transaction
 from .errors import DeadlineExceeded, NotFound
 from .model import Booking
 from .status import guarded
@@ -69,9 +70,10 @@ class BookingServicer(pb_grpc.BookingServiceServicer):
         hold = validation.hold_request(request, self._catalog, self._config, now)
         deadline = _deadline(context)
         booking = holds.place_hold(self._engine, hold, now=now, deadline=deadline)
-        if request.wait:
-            until = deadline - _WAIT_MARGIN_SECONDS if deadline is not None else time.monotonic() + _WAIT_MAX_SECONDS
-            settlements.wait_until_settled(self._engine, booking.booking_id, deadline=until)
+        if not request.wait:  # the first result, as every repeat of this key answers it
+            return convert.booking_pb(booking, settlements.awaiting(booking))
+        until = deadline - _WAIT_MARGIN_SECONDS if deadline is not None else time.monotonic() + _WAIT_MAX_SECONDS
+        settlements.wait_until_settled(self._engine, booking.booking_id, deadline=until)
         return self._booking_reply(booking.booking_id)
 
     @guarded
@@ -100,13 +102,16 @@ class BookingServicer(pb_grpc.BookingServiceServicer):
         return pb.ListBookingsResponse(bookings=replies, next_page_token=next_token)
 
     def _booking_reply(self, booking_id: str) -> pb.Booking:
-        """The booking as stored now, with its payment when it has one."""
-        with self._engine.connect() as conn:
+        """The booking as stored now, with its payment when it has one (one snapshot, retried
+        whole if SERIALIZABLE cancels it against concurrent settlement writes)."""
+
+        def read(conn: Connection) -> pb.Booking:
             booking = queries.get_booking(conn, booking_id)
             if booking is None:
                 raise NotFound(f"no booking {booking_id}")
-            payment = settlements.get(conn, [booking_id]).get(booking_id)
-        return convert.booking_pb(booking, payment)
+            return convert.booking_pb(booking, settlements.get(conn, [booking_id]).get(booking_id))
+
+        return run_transaction(self._engine, read)
 
     def _move(self, move: transitions.Move, key: str, booking_id: str, reason: str, context: grpc.ServicerContext) -> pb.Booking:
         booking = transitions.apply_move(

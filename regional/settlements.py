@@ -147,6 +147,25 @@ _UNDELIVERED = text(
 _DELIVERED = text("UPDATE outbox SET delivered_at = :now WHERE message_id = ANY(:ids) AND delivered_at IS NULL")
 
 
+def awaiting(booking: Booking) -> Settlement:
+    """The settlement row a Book writes with its hold (what the Book reply shows)."""
+    return Settlement(
+        booking_id=booking.booking_id,
+        basecamp_id=booking.basecamp_id,
+        state=SettlementState.AWAITING_PAYMENT,
+        amount_cents=booking.total_price_cents,
+        currency=booking.currency,
+        attempts=0,
+        last_error="",
+        charge_id=None,
+        next_attempt_at=booking.created_at,
+        created_at=booking.created_at,
+        updated_at=booking.created_at,
+        booking_state=booking.state,
+        expires_at=booking.expires_at,
+    )
+
+
 def claim_due(
     engine: Engine, *, basecamps: Collection[str], now: datetime, batch_max: int, claim_seconds: float
 ) -> list[Settlement]:

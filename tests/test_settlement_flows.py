@@ -7,6 +7,7 @@ is read from the gateway's own ledger, the region database and the mail spool.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -101,9 +102,13 @@ def test_booked_stays_are_charged_confirmed_and_announced_once_in_one_flow_run(s
     assert_inventory_matches_bookings(settling.url)
     assert_history_consistent(settling.url)
 
-    # Each booking is visible in Prefect: its flow run carries the booking's tag.
-    runs = httpx.post(f"{prefect_api}/flow_runs/filter", json={"flow_runs": {"tags": {"all_": [f"booking:{ids[0]}"]}}}, timeout=10).json()
-    assert runs and runs[0]["state"]["type"] == "COMPLETED" and ids[0] in runs[0]["parameters"]["booking_ids"]
+    # Each booking is visible in Prefect: settle runs list it, and their artifacts say what happened.
+    query_runs = {"flows": {"name": {"any_": ["settle"]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 200}
+    runs = [r for r in httpx.post(f"{prefect_api}/flow_runs/filter", json=query_runs, timeout=10).json() if ids[0] in r["parameters"]["booking_ids"]]
+    assert runs and all(r["state"]["type"] == "COMPLETED" for r in runs)
+    query_artifacts = {"artifacts": {"flow_run_id": {"any_": [r["id"] for r in runs]}}}
+    artifacts = httpx.post(f"{prefect_api}/artifacts/filter", json=query_artifacts, timeout=10).json()
+    assert {"booking": ids[0], "outcome": "confirmed"} in [row for a in artifacts for row in json.loads(a["data"])]
 
     waited = alps_client.book("argentiere", "argentiere-dorm", night(50), night(51), 1, "waiter", wait=True)
     assert (waited.state, waited.payment.state) == (pb.BOOKING_STATE_CONFIRMED, pb.PAYMENT_STATE_CONFIRMED), "wait returns once settled"
