@@ -38,6 +38,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .cli import bench_app
+from .processes import stop_process
 
 if TYPE_CHECKING:
     from .postgres import PostgresServer
@@ -167,8 +168,7 @@ class _NodeProcess:
         raise RuntimeError(f"node exited with {self._process.wait()} before READY")
 
     def __exit__(self, *_: object) -> None:
-        self._process.terminate()
-        self._process.wait(30)
+        stop_process(self._process, 30)
 
 
 def _book_all(address: str, url: str, gateway_url: str, root: Path, count: int, threads: int, *, settle_each: bool) -> int:

@@ -21,6 +21,7 @@ from urllib.parse import quote
 import httpx
 
 from .postgres import PostgresServer, free_loopback_port
+from .processes import stop_process
 
 #: Prefect migrates its database on first start; allow for that on a slow machine.
 STARTUP_TIMEOUT_SECONDS = 90.0
@@ -79,13 +80,8 @@ class PrefectServer:
 
     def stop(self, timeout_seconds: float = 15.0) -> None:
         """Stops the server and removes its home (the PostgreSQL database stays)."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout_seconds)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(timeout_seconds)
+        if self._process is not None:
+            stop_process(self._process, timeout_seconds)
         shutil.rmtree(self._home, ignore_errors=True)
 
     def log_tail(self, max_bytes: int = 2000) -> str:

@@ -19,7 +19,7 @@ import grpc
 import httpx
 import pytest
 
-from drive import night
+from drive import night, place_lapsed_hold
 from gateway_process import Gateway
 from invariants import assert_history_consistent, assert_inventory_matches_bookings, query
 from ridgeline.flows import runtime
@@ -30,6 +30,7 @@ from ridgeline.flows.payments import PaymentGateway
 from ridgeline.flows.reconcile import reconcile
 from ridgeline.flows.runtime import SettlementRuntime, SettlePolicy
 from ridgeline.flows.settle import settle_batch
+from ridgeline.flows.sweep import sweep
 from ridgeline.regional.db import make_engine
 from ridgeline.routing.client import BookingClient
 from ridgeline.v1 import booking_pb2 as pb
@@ -217,3 +218,11 @@ def test_stuck_filter_lists_old_bookings_still_held_or_awaiting_payment(alps_cli
     with pytest.raises(grpc.RpcError) as bad:
         alps_client.list_bookings(pb.ListBookingsRequest(stuck_seconds=-5))
     assert bad.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_sweep_flow_expires_lapsed_holds_as_one_run(settling: Settling) -> None:
+    lapsed = place_lapsed_hold(settling.runtime.engine, "argentiere", "argentiere-dorm", night(30), night(31), 1)
+    assert sweep(settling.name) == 1
+    assert settlement_states(settling.url, [lapsed.booking_id]) == {}, "a plain hold has no settlement"
+    assert query(settling.url, "SELECT state FROM bookings WHERE booking_id::text = %(id)s", {"id": lapsed.booking_id})[0].state == "expired"
+    assert_inventory_matches_bookings(settling.url)

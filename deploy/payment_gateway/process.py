@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+from ..processes import stop_process
+
 _READY = re.compile(r"^READY gateway (http://\S+)$")
 
 
@@ -25,11 +27,4 @@ class GatewayProcess:
 
     def stop(self, timeout_seconds: float = 15.0) -> int:
         """SIGTERM, then SIGKILL after the timeout; returns the exit status."""
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout_seconds)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(timeout_seconds)
-        return self._process.returncode
+        return stop_process(self._process, timeout_seconds)
