@@ -86,7 +86,7 @@ def cluster(
         single = _spec("single", {"eu-alps": 1}, lease_ttl, heartbeat)
         full = _spec("3x2", {"eu-alps": 2, "na-rockies": 2, "sa-andes": 2}, lease_ttl, heartbeat)
         results = [_throughput(single, root / "single", seconds, threads, "1 region x 1 node (baseline)")]
-        local = LocalCluster(full, root / "full", progress=lambda step: _err.print(f"[dim]{step}…[/]"))
+        local = LocalCluster(full, root / "full", progress=lambda step: _err.print(f"[dim]{step}…[/]"), settlement=False)
         local.start()
         try:
             results.append(_drive_throughput(local, seconds, threads, "3 regions x 2 nodes"))
@@ -119,7 +119,7 @@ def _spec(name: str, nodes_per_region: dict[str, int], lease_ttl: float, heartbe
 
 
 def _throughput(spec: ClusterSpec, state_dir: Path, seconds: float, threads: int, label: str) -> ThroughputResult:
-    local = LocalCluster(spec, state_dir, progress=lambda step: _err.print(f"[dim]{step}…[/]"))
+    local = LocalCluster(spec, state_dir, progress=lambda step: _err.print(f"[dim]{step}…[/]"), settlement=False)
     local.start()
     try:
         return _drive_throughput(local, seconds, threads, label)

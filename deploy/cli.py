@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import grpc
 import typer
@@ -26,6 +26,9 @@ from ridgeline.routing.router import ClusterClient, ClusterUnreachable, UnknownB
 from ridgeline.v1 import booking_pb2 as pb
 
 from . import render
+
+if TYPE_CHECKING:
+    from .settlement import SettlementConfig
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 
@@ -115,18 +118,24 @@ def book(
     customer: Annotated[str, typer.Option("--customer", help="Customer id.")],
     party: Annotated[int, typer.Option("--party", help="Units (beds, places, lockers).")] = 1,
     hold_only: Annotated[bool, typer.Option("--hold-only", help="Place the hold and leave it unconfirmed.")] = False,
+    desk: Annotated[bool, typer.Option("--desk", help="Paid at the desk: hold and confirm at once, no settlement.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Return once the payment is settled (within --timeout).")] = False,
     ttl: Annotated[int, typer.Option("--ttl", help="Hold TTL in seconds (0: node default).")] = 0,
     key: Annotated[str, typer.Option("--key", help="Idempotency key; repeat it to retry safely.")] = "",
     target: Target = "",
     json_out: Json = False,
     timeout: Timeout = 10.0,
 ) -> None:
-    """Hold units for a stay and confirm them (a desk booking), or only hold them."""
+    """Book a stay: the node charges it and confirms it (Book); or --desk, or --hold-only."""
     first, last = _parse_day(start, "--from"), _parse_day(end, "--to")
     with _client(target, timeout) as client:
         hold_key = key or None
+        if not (hold_only or desk):
+            booking = client.book(basecamp, resource, first, last, party, customer, hold_ttl_seconds=ttl, wait=wait, idempotency_key=hold_key)
+            _show(json_out, booking, render.booking)
+            return
         booking = client.place_hold(basecamp, resource, first, last, party, customer, hold_ttl_seconds=ttl, idempotency_key=hold_key)
-        if not hold_only and booking.state == pb.BOOKING_STATE_HELD:
+        if desk and booking.state == pb.BOOKING_STATE_HELD:
             confirm_key = f"{key}:confirm" if key else None
             booking = client.confirm(booking.booking_id, idempotency_key=confirm_key)
         _show(json_out, booking, render.booking)
@@ -140,12 +149,15 @@ def bookings(
     end: Annotated[str, typer.Option("--to", help="With a night before this date.")] = "",
     limit: Annotated[int, typer.Option("--limit", help="At most this many (newest first).")] = 50,
     region: Annotated[str, typer.Option("--region", help="Region to list when no --basecamp is given (default: every region).")] = "",
+    stuck: Annotated[str, typer.Option("--stuck", help="Only bookings older than this (e.g. 90s, 10m, 2h) still held or awaiting payment.")] = "",
     target: Target = "",
     json_out: Json = False,
     timeout: Timeout = 10.0,
 ) -> None:
     """List bookings, newest first."""
-    request = pb.ListBookingsRequest(basecamp_id=basecamp, page_size=min(limit, 500))
+    from .cli_settle import parse_duration_seconds
+
+    request = pb.ListBookingsRequest(basecamp_id=basecamp, page_size=min(limit, 500), stuck_seconds=parse_duration_seconds(stuck, "--stuck") if stuck else 0)
     if state:
         try:
             request.state = pb.BookingState.Value(f"BOOKING_STATE_{state.upper()}")
@@ -219,6 +231,12 @@ def node(
     heartbeat_interval: Annotated[float, typer.Option("--heartbeat-interval", help="Membership heartbeat and lease renewal period, seconds.")] = NodeConfig.heartbeat_interval_seconds,
     advertise: Annotated[str, typer.Option("--advertise", help="host:port others reach this node at (default: the listen address).")] = "",
     metrics_listen: Annotated[str, typer.Option("--metrics-listen", help="host:port of the Prometheus endpoint (port 0: any free port; 'off': none).")] = "127.0.0.1:0",
+    gateway_url: Annotated[str, typer.Option("--gateway-url", envvar="RIDGELINE_GATEWAY_URL", help="Payment gateway base URL: run the settlement loop (needs PREFECT_API_URL).")] = "",
+    outbox_dir: Annotated[Path | None, typer.Option("--outbox-dir", help="Mail spool for confirmation messages (default ~/.ridgeline/outbox/REGION).")] = None,
+    payment_timeout: Annotated[float, typer.Option("--payment-timeout", help="Seconds per payment gateway attempt.")] = 2.0,
+    payment_attempts: Annotated[int, typer.Option("--payment-attempts", help="Attempts per gateway call (same key).")] = 3,
+    charge_passes: Annotated[int, typer.Option("--charge-passes", help="Settlement passes with an unknown payment outcome before the hold is released.")] = 3,
+    claim_seconds: Annotated[float, typer.Option("--settle-claim", help="Seconds before a claimed settlement whose run died is due again.")] = 30.0,
 ) -> None:
     """Run one regional node until SIGTERM/SIGINT (prints a READY line once serving)."""
     from ridgeline.regional.catalog import load_catalog
@@ -227,7 +245,9 @@ def node(
 
     _configure_logging()
     if cluster is not None:
-        _serve_cluster_node(cluster, node_id, workers=workers, hold_ttl=hold_ttl, sweep_interval=sweep_interval, hold_round_max=hold_round_max)
+        config, spec_gateway = _cluster_node_config(cluster, node_id, workers=workers, hold_ttl=hold_ttl, sweep_interval=sweep_interval, hold_round_max=hold_round_max)
+        settlement = _settlement(config.region, gateway_url or spec_gateway, outbox_dir, payment_timeout, payment_attempts, charge_passes, claim_seconds)
+        _serve(config, settlement)
         return
     if not region or not database_url:
         raise typer.BadParameter("give --region and --database-url, or --cluster FILE --node-id ID")
@@ -248,28 +268,45 @@ def node(
     )
     if prepare:
         prepare_region_database(database_url, region, load_catalog(), advance_booking_days=config.advance_booking_days)
-    _serve(config)
+    settlement = _settlement(region, gateway_url, outbox_dir, payment_timeout, payment_attempts, charge_passes, claim_seconds)
+    _serve(config, settlement)
 
 
-def _serve(config: NodeConfig) -> None:
+def _settlement(
+    region: str, gateway_url: str, outbox_dir: Path | None, payment_timeout: float, payment_attempts: int, charge_passes: int, claim_seconds: float
+) -> SettlementConfig | None:
+    """The settlement loop's settings when a gateway is given, else None (no settlement)."""
+    if not gateway_url:
+        return None
+    from .settlement import settlement_config
+
+    return settlement_config(
+        gateway_url, outbox_dir or Path.home() / ".ridgeline" / "outbox" / region,
+        payment_timeout=payment_timeout, payment_attempts=payment_attempts, charge_passes=charge_passes, claim_seconds=claim_seconds,
+    )
+
+
+def _serve(config: NodeConfig, settlement: SettlementConfig | None) -> None:
     from ridgeline.regional.node import SchemaMismatch
     from ridgeline.routing.keeper import NodeIdInUse
 
     from .node_process import serve_until_signalled
 
     try:
-        serve_until_signalled(config)
+        serve_until_signalled(config, settlement=settlement)
     except (OSError, SchemaMismatch, NodeIdInUse) as error:
         typer.secho(f"error: {error}", err=True, fg="red")
         raise typer.Exit(1) from None
 
 
-def _serve_cluster_node(path: Path, node_id: str, *, workers: int, hold_ttl: int, sweep_interval: float, hold_round_max: int) -> None:
-    """``ridgeline node --cluster FILE --node-id ID``: the node as the cluster file describes it."""
+def _cluster_node_config(path: Path, node_id: str, *, workers: int, hold_ttl: int, sweep_interval: float, hold_round_max: int) -> tuple[NodeConfig, str]:
+    """``ridgeline node --cluster FILE --node-id ID``: the node as the cluster file describes it,
+    and the file's payment gateway URL ("" when it has none)."""
     from .cluster_file import ClusterFileError, load_cluster_file
 
     try:
-        config = load_cluster_file(path).node_config(
+        spec = load_cluster_file(path)
+        config = spec.node_config(
             node_id,
             workers=workers,
             max_concurrent_rpcs=max(64, workers * 4),
@@ -280,7 +317,9 @@ def _serve_cluster_node(path: Path, node_id: str, *, workers: int, hold_ttl: int
     except ClusterFileError as error:
         typer.secho(f"error: {error}", err=True, fg="red")
         raise typer.Exit(1) from None
-    _serve(config)
+    if spec.prefect_api_url and not os.environ.get("PREFECT_API_URL"):
+        os.environ["PREFECT_API_URL"] = spec.prefect_api_url
+    return config, spec.gateway_url or ""
 
 
 @app.command()
@@ -321,8 +360,8 @@ def _configure_logging() -> None:
     logging.basicConfig(level=os.environ.get("RIDGELINE_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
-# Benchmarks register themselves on bench_app; cluster commands on app.
-from . import bench_cluster, bench_holds, cli_cluster, cli_drills  # noqa: E402,F401
+# Benchmarks register themselves on bench_app; cluster, drill and settlement commands on app.
+from . import bench_cluster, bench_holds, bench_settle, cli_cluster, cli_drills, cli_settle  # noqa: E402,F401
 
 
 if __name__ == "__main__":

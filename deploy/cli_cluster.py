@@ -21,7 +21,7 @@ from ridgeline.v1 import cluster_pb2 as cpb
 from . import render
 from .cli import Json, Target, Timeout, app, seeds_for
 from .cluster_file import ClusterFileError, ClusterSpec, default_cluster, load_cluster_file
-from .audit import DEFAULT_HOLD_GRACE_SECONDS, print_report, run_audit
+from .audit import DEFAULT_HOLD_GRACE_SECONDS, DEFAULT_MONEY_GRACE_SECONDS, print_report, run_audit
 from .node_metrics import scrape
 from .local_cluster import DEFAULT_STATE_DIR, ClusterStartError, LocalCluster, bring_down, read_state
 
@@ -32,14 +32,18 @@ StateDir = Annotated[Path, typer.Option("--state-dir", help="Where the local dat
 
 
 @app.command()
-def up(cluster: ClusterFile = None, state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
+def up(
+    cluster: ClusterFile = None,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    settlement: Annotated[bool, typer.Option("--settlement/--no-settlement", help="Start the payment gateway and Prefect (unless the cluster file names them) and settle Book.")] = True,
+) -> None:
     """Start a whole cluster here, wait until it serves, print where, and run until Ctrl-C or `ridgeline down`."""
     from .cli import _configure_logging
 
     _configure_logging()
     logging.getLogger("alembic").setLevel(logging.WARNING)
     spec = _spec(cluster)
-    local = LocalCluster(spec, state_dir.expanduser(), progress=lambda step: _console.print(f"[dim]{step}…[/]"))
+    local = LocalCluster(spec, state_dir.expanduser(), progress=lambda step: _console.print(f"[dim]{step}…[/]"), settlement=settlement)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -92,23 +96,26 @@ def audit(
         list[str] | None, typer.Option("--database-url", help="REGION=URL of a region database (repeatable); default: the cluster file, else the running `ridgeline up` cluster.")
     ] = None,
     hold_grace: Annotated[float, typer.Option("--hold-grace", help="Seconds a lapsed hold may stay unswept before it counts as leaked.")] = DEFAULT_HOLD_GRACE_SECONDS,
+    gateway_url: Annotated[str, typer.Option("--gateway-url", envvar="RIDGELINE_GATEWAY_URL", help="Payment gateway to check money against (default: the cluster file's).")] = "",
+    money_grace: Annotated[float, typer.Option("--money-grace", help="Seconds after a booking's last change before its money must balance.")] = DEFAULT_MONEY_GRACE_SECONDS,
     json_out: Json = False,
     state_dir: StateDir = DEFAULT_STATE_DIR,
 ) -> None:
     """Check every invariant in the databases; print each verdict with its offenders; exit 1 on a violation."""
-    urls = _audit_targets(cluster, database_url or [], state_dir.expanduser())
-    report = run_audit(urls, hold_grace_seconds=hold_grace)
+    urls, spec_gateway = _audit_targets(cluster, database_url or [], state_dir.expanduser())
+    report = run_audit(urls, hold_grace_seconds=hold_grace, gateway_url=gateway_url or spec_gateway, money_grace_seconds=money_grace)
     print_report(report, json_out=json_out, console=_console)
     if not report.passed:
         raise typer.Exit(1)
 
 
-def _audit_targets(cluster: Path | None, given: list[str], state_dir: Path) -> dict[str, str]:
+def _audit_targets(cluster: Path | None, given: list[str], state_dir: Path) -> tuple[dict[str, str], str | None]:
+    """Region database URLs, and the gateway URL of the cluster file (if any)."""
     if given:
         pairs = [item.split("=", 1) for item in given]
         if any(len(pair) != 2 or not pair[0] or not pair[1] for pair in pairs):
             raise typer.BadParameter("--database-url takes REGION=URL")
-        return dict(pairs)  # type: ignore[arg-type]
+        return dict(pairs), None  # type: ignore[arg-type]
     if cluster is None:
         state = read_state(state_dir)
         if state is None:
@@ -118,7 +125,7 @@ def _audit_targets(cluster: Path | None, given: list[str], state_dir: Path) -> d
     missing = [r.name for r in spec.regions if not r.database_url]
     if missing:
         raise typer.BadParameter(f"the cluster file has no database_url for {', '.join(missing)}")
-    return {r.name: str(r.database_url) for r in spec.regions}
+    return {r.name: str(r.database_url) for r in spec.regions}, spec.gateway_url
 
 
 def _spec(cluster: Path | None) -> ClusterSpec:
@@ -142,6 +149,8 @@ def _print_started(local: LocalCluster) -> None:
     for region in local.spec.regions:
         databases.add_row(region.name, region.database_url or "")
     _console.print(databases)
+    if local.spec.gateway_url:
+        _console.print(f"Payment gateway: {local.spec.gateway_url}   Prefect API: {local.spec.prefect_api_url}")
     _console.print(
         f"Cluster file: {local.cluster_file}\n"
         "Try: ridgeline status · ridgeline basecamps · ridgeline book hoernli hoernli-dorm --from … --to … --customer you\n"

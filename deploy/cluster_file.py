@@ -58,6 +58,10 @@ class ClusterSpec:
     regions: tuple[RegionSpec, ...]
     lease_ttl_seconds: float = NodeConfig.lease_ttl_seconds
     heartbeat_interval_seconds: float = NodeConfig.heartbeat_interval_seconds
+    #: The payment gateway every node settles through (None: no settlement loop).
+    gateway_url: str | None = None
+    #: The Prefect API the settlement flows report to (PREFECT_API_URL overrides it).
+    prefect_api_url: str | None = None
 
     def seeds(self) -> dict[str, tuple[str, ...]]:
         """region -> its nodes' addresses: what ClusterInfo tells clients about other regions."""
@@ -169,6 +173,8 @@ def parse_cluster(raw: Mapping[str, object], *, source: str = "cluster file") ->
             regions=tuple(regions),
             lease_ttl_seconds=float(cluster.get("lease_ttl_seconds", NodeConfig.lease_ttl_seconds)),
             heartbeat_interval_seconds=float(cluster.get("heartbeat_interval_seconds", NodeConfig.heartbeat_interval_seconds)),
+            gateway_url=_optional_url(cluster.get("gateway_url"), f"{source}: [cluster] gateway_url"),
+            prefect_api_url=_optional_url(cluster.get("prefect_api_url"), f"{source}: [cluster] prefect_api_url"),
         )
     except (TypeError, ValueError) as error:
         raise ClusterFileError(f"{source}: [cluster]: {error}") from None
@@ -186,6 +192,7 @@ def render_cluster_file(spec: ClusterSpec) -> str:
         f"lease_ttl_seconds = {spec.lease_ttl_seconds}",
         f"heartbeat_interval_seconds = {spec.heartbeat_interval_seconds}",
     ]
+    lines += [f'{key} = "{value}"' for key, value in (("gateway_url", spec.gateway_url), ("prefect_api_url", spec.prefect_api_url)) if value]
     for region in spec.regions:
         lines += ["", "[[regions]]", f'name = "{region.name}"']
         if region.database_url:
@@ -202,6 +209,14 @@ def render_cluster_file(spec: ClusterSpec) -> str:
 def _with_environment(spec: ClusterSpec) -> ClusterSpec:
     urls = {r.name: os.environ[f"RIDGELINE_DATABASE_URL_{_env_name(r.name)}"] for r in spec.regions if f"RIDGELINE_DATABASE_URL_{_env_name(r.name)}" in os.environ}
     return spec.with_database_urls(urls) if urls else spec
+
+
+def _optional_url(value: object, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise ClusterFileError(f"{where} must be an http(s):// URL")
+    return value
 
 
 def _env_name(region: str) -> str:

@@ -2,7 +2,10 @@
 
 For every region without a database URL it starts a PostgreSQL (system binaries or the
 embedded wheel, kept in the state directory so bookings survive ``down``/``up``), then
-migrates each region database and loads the catalog, starts every node as its own
+migrates each region database and loads the catalog. Unless the cluster file names them,
+it also starts the stand-in payment gateway and a lean Prefect server (each on its own
+database of a "services" PostgreSQL; PREFECT_API_URL wins over a local Prefect), so the
+nodes run settlement. Then it starts every node as its own
 ``ridgeline node --cluster FILE --node-id ID`` process (as on separate machines),
 waits for each READY line and for the region's leases to settle, and prints where
 everything listens. ``state.json`` in the state directory lets ``ridgeline down`` and
@@ -21,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -42,6 +45,10 @@ Progress = Callable[[str], None]
 
 class ClusterStartError(RuntimeError):
     """A part of the cluster did not come up; the message names it and where its log is."""
+
+
+class Stoppable(Protocol):
+    def stop(self, timeout_seconds: float = ...) -> object: ...
 
 
 class ProcessHandle(Protocol):
@@ -113,10 +120,12 @@ def state_seeds(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
 
 
 class LocalCluster:
-    def __init__(self, spec: ClusterSpec, state_dir: Path, *, progress: Progress = lambda _: None) -> None:
+    def __init__(self, spec: ClusterSpec, state_dir: Path, *, progress: Progress = lambda _: None, settlement: bool = True) -> None:
         self.spec = spec
         self.state_dir = state_dir
         self._progress = progress
+        self._settlement = settlement
+        self._services: list[Stoppable] = []
         self.databases: dict[str, PostgresServer] = {}
         self.nodes: dict[str, NodeRun] = {}
         self.cluster_file = state_dir / "cluster.toml"
@@ -141,6 +150,7 @@ class LocalCluster:
         for region, database in state["databases"].items():  # type: ignore[union-attr]
             if database.get("local"):
                 cluster.databases[region] = PostgresServer(state_dir / "postgres" / region)
+        cluster._settlement = False  # attached: the gateway and Prefect belong to ridgeline up
         return cluster
 
     def start(self, *, settle_timeout_seconds: float = 60.0) -> None:
@@ -151,6 +161,8 @@ class LocalCluster:
         (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         try:
             self._start_databases()
+            if self._settlement:
+                self._start_services()
             self.cluster_file.write_text(render_cluster_file(self.spec), encoding="utf-8")
             self._start_nodes()
             self._write_state()
@@ -171,6 +183,8 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 run.process.kill()
                 run.process.wait(5)
+        for service in reversed(self._services):
+            service.stop()
         with ThreadPoolExecutor(max(len(self.databases), 1)) as pool:
             list(pool.map(PostgresServer.stop, self.databases.values()))
         (self.state_dir / STATE_FILE).unlink(missing_ok=True)
@@ -228,6 +242,31 @@ class LocalCluster:
         with ThreadPoolExecutor(len(self.spec.regions)) as pool:
             list(pool.map(prepare, [r.name for r in self.spec.regions]))
 
+    def _start_services(self) -> None:
+        """The payment gateway and the Prefect server, unless the cluster file names them."""
+        from .payment_gateway.process import GatewayProcess
+        from .prefect_server import PrefectServer
+
+        prefect_url = os.environ.get("PREFECT_API_URL") or self.spec.prefect_api_url
+        if self.spec.gateway_url and prefect_url:
+            self.spec = replace(self.spec, prefect_api_url=prefect_url)
+            return
+        services = PostgresServer(self.state_dir / "postgres" / "services")
+        services.start()
+        self.databases["services"] = services
+        gateway_url = self.spec.gateway_url
+        if not gateway_url:
+            self._progress("starting the payment gateway")
+            gateway = GatewayProcess(services.create_database("ridgeline_gateway"), seed=None)
+            self._services.append(gateway)
+            gateway_url = gateway.url
+        if not prefect_url:
+            self._progress("starting the Prefect server (lean, on PostgreSQL)")
+            prefect = PrefectServer(services)
+            prefect_url = prefect.start()
+            self._services.append(prefect)
+        self.spec = replace(self.spec, gateway_url=gateway_url, prefect_api_url=prefect_url)
+
     def _start_nodes(self) -> None:
         specs = [(region, node) for region in self.spec.regions for node in region.nodes]
         self._progress(f"starting {len(specs)} nodes")
@@ -241,7 +280,10 @@ class LocalCluster:
 
     def _start_node(self, node_id: str, region: str, address: str) -> NodeRun:
         log_path = self.state_dir / "logs" / f"{node_id}.log"
-        command = [sys.executable, "-m", "ridgeline.deploy.cli", "node", "--cluster", str(self.cluster_file), "--node-id", node_id]
+        command = [
+            sys.executable, "-m", "ridgeline.deploy.cli", "node", "--cluster", str(self.cluster_file), "--node-id", node_id,
+            "--outbox-dir", str(self.state_dir / "outbox" / region),
+        ]
         with log_path.open("ab") as log:
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
         run = self.nodes[node_id] = NodeRun(node_id, region, address, process, log_path)  # stop() must see it
@@ -281,6 +323,7 @@ class LocalCluster:
             "databases": {
                 r.name: {"url": r.database_url, "local": r.name in self.databases} for r in self.spec.regions
             },
+            "services": {"local": "services" in self.databases, "gateway_url": self.spec.gateway_url, "prefect_api_url": self.spec.prefect_api_url},
         }
         (self.state_dir / STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
 
@@ -306,6 +349,8 @@ def bring_down(state_dir: Path, *, timeout_seconds: float = 60.0) -> str:
     for region, database in state.get("databases", {}).items():  # type: ignore[union-attr]
         if database.get("local"):
             PostgresServer(state_dir / "postgres" / region).stop()
+    if state.get("services", {}).get("local"):  # type: ignore[union-attr]
+        PostgresServer(state_dir / "postgres" / "services").stop()
     (state_dir / STATE_FILE).unlink(missing_ok=True)
     return f"stopped the parts of cluster {state.get('cluster')} that ridgeline up (pid {up_pid}) left behind"
 

@@ -79,13 +79,21 @@ def _expires(item: pb.Booking) -> str:
     return item.expires_at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S UTC") if item.HasField("expires_at") else ""
 
 
+def payment_name(item: pb.Booking) -> str:
+    """The payment state, with attempts while they matter; empty for unpaid holds."""
+    if not item.HasField("payment"):
+        return ""
+    name = pb.PaymentState.Name(item.payment.state).removeprefix("PAYMENT_STATE_").lower().replace("_", " ")
+    return f"{name} ({item.payment.attempts} tries)" if item.payment.attempts > 1 else name
+
+
 def bookings(items: Iterable[pb.Booking], title: str = "Bookings") -> None:
     """One line per booking; the id and the stay never wrap (a desk copies the id)."""
     table = Table(title=title)
-    for column in ("booking", "state", "resource", "stay", "party", "total"):
+    for column in ("booking", "state", "payment", "resource", "stay", "party", "total"):
         table.add_column(column, no_wrap=column in {"booking", "stay"})
     for b in items:
-        table.add_row(b.booking_id, state_name(b.state), b.resource_id, _stay(b.nights), str(b.party_size), money(b.total_price_cents, b.currency))
+        table.add_row(b.booking_id, state_name(b.state), payment_name(b), b.resource_id, _stay(b.nights), str(b.party_size), money(b.total_price_cents, b.currency))
     console.print(table)
 
 
@@ -103,6 +111,9 @@ def booking(item: pb.Booking) -> None:
         ("customer", item.customer_id),
         ("total", money(item.total_price_cents, item.currency)),
         ("hold expires", _expires(item)),
+        ("payment", payment_name(item)),
+        ("payment error", item.payment.last_error),
+        ("charge", item.payment.charge_id),
     ):
         fields.add_row(name, value)
     console.print(fields)

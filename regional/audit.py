@@ -97,20 +97,21 @@ _LOST_BOOKINGS = text(
     """
     SELECT k.idempotency_key, k.result->>'booking_id' AS booking_id, k.created_at
     FROM idempotency_records AS k
-    WHERE k.operation = 'PlaceHold' AND k.result IS NOT NULL
+    WHERE k.operation IN ('PlaceHold', 'Book') AND k.result IS NOT NULL
       AND NOT EXISTS (SELECT 1 FROM bookings AS b WHERE CAST(b.booking_id AS TEXT) = k.result->>'booking_id')
     LIMIT 1000
     """
 )
 
-# Every hold was placed under one key: a booking younger than the key retention without
-# exactly one PlaceHold record naming it was created twice or outside the keyed path.
+# Every hold was placed under one key (PlaceHold or Book): a booking younger than the key
+# retention without exactly one such record naming it was created twice or outside the
+# keyed path.
 _UNKEYED_BOOKINGS = text(
     """
     SELECT CAST(b.booking_id AS TEXT) AS booking_id, b.created_at, count(k.idempotency_key) AS records
     FROM bookings AS b
     LEFT JOIN idempotency_records AS k
-      ON k.operation = 'PlaceHold' AND k.result->>'booking_id' = CAST(b.booking_id AS TEXT)
+      ON k.operation IN ('PlaceHold', 'Book') AND k.result->>'booking_id' = CAST(b.booking_id AS TEXT)
     WHERE b.created_at > now() - make_interval(secs => :retention)
     GROUP BY b.booking_id, b.created_at
     HAVING count(k.idempotency_key) <> 1
@@ -203,4 +204,4 @@ def _stale(r) -> str:  # noqa: ANN001
 
 
 def _unkeyed(r) -> str:  # noqa: ANN001
-    return f"booking {r.booking_id} (created {r.created_at:%Y-%m-%d %H:%M:%S}) has {r.records} PlaceHold records"
+    return f"booking {r.booking_id} (created {r.created_at:%Y-%m-%d %H:%M:%S}) has {r.records} PlaceHold/Book records"

@@ -10,6 +10,7 @@ from ridgeline.v1 import booking_pb2 as pb
 
 from .catalog import Basecamp, Resource
 from .model import Booking, BookingState, NightAvailability, Nights, ResourceKind
+from .settlements import Settlement, SettlementState
 
 _STATE_TO_PB = {
     BookingState.HELD: pb.BOOKING_STATE_HELD,
@@ -19,6 +20,14 @@ _STATE_TO_PB = {
     BookingState.CANCELLED: pb.BOOKING_STATE_CANCELLED,
 }
 STATE_FROM_PB = {value: key for key, value in _STATE_TO_PB.items()}
+
+_PAYMENT_TO_PB = {
+    SettlementState.AWAITING_PAYMENT: pb.PAYMENT_STATE_AWAITING_PAYMENT,
+    SettlementState.CONFIRMED: pb.PAYMENT_STATE_CONFIRMED,
+    SettlementState.REFUNDING: pb.PAYMENT_STATE_REFUNDING,
+    SettlementState.REFUNDED: pb.PAYMENT_STATE_REFUNDED,
+    SettlementState.RELEASED: pb.PAYMENT_STATE_RELEASED,
+}
 
 _KIND_TO_PB = {
     ResourceKind.HUT_BED: pb.RESOURCE_KIND_HUT_BED,
@@ -68,7 +77,22 @@ def night_pb(night: NightAvailability) -> pb.NightAvailability:
     )
 
 
-def booking_pb(booking: Booking) -> pb.Booking:
+def payment_pb(settlement: Settlement) -> pb.Payment:
+    message = pb.Payment(
+        state=_PAYMENT_TO_PB[settlement.state],
+        attempts=settlement.attempts,
+        last_error=settlement.last_error,
+        charge_id=settlement.charge_id or "",
+        amount_cents=settlement.amount_cents,
+        currency=settlement.currency,
+        updated_at=timestamp_pb(settlement.updated_at),
+    )
+    if settlement.state in (SettlementState.AWAITING_PAYMENT, SettlementState.REFUNDING):
+        message.next_attempt_at.CopyFrom(timestamp_pb(settlement.next_attempt_at))
+    return message
+
+
+def booking_pb(booking: Booking, settlement: Settlement | None = None) -> pb.Booking:
     message = pb.Booking(
         booking_id=booking.booking_id,
         basecamp_id=booking.basecamp_id,
@@ -94,4 +118,6 @@ def booking_pb(booking: Booking) -> pb.Booking:
     )
     if booking.state is BookingState.HELD:
         message.expires_at.CopyFrom(timestamp_pb(booking.expires_at))
+    if settlement is not None:
+        message.payment.CopyFrom(payment_pb(settlement))
     return message

@@ -173,6 +173,7 @@ class HoldGroupCommitter:
 
     def place(self, request: holds.HoldRequest, *, epoch: int, deadline: float | None) -> Booking:
         """Places the hold in the next round; falls back to the single path if it was not placed."""
+        assert not request.settle, "rounds insert no settlement row: a Book goes through holds.place_hold"
         pending = _Pending(request, epoch, deadline, Future())
         with self._wakeup:
             if self._stopping:

@@ -38,17 +38,18 @@ from .db import run_transaction
 from .model import Booking, BookingState, Nights, Transition
 
 OPERATION = "PlaceHold"
+#: A hold placed together with its settlement row (the Book RPC): charged by settlement.
+BOOK_OPERATION = "Book"
 
 #: The CHECK that fails when some night of the stay could not be taken.
 _SHORT_CONSTRAINT = "bookings_reserved_every_night"
 
-_PLACE_HOLD = text(
-    f"""
+_PLACE_HOLD_TEMPLATE = """
     WITH taken AS (
         UPDATE inventory SET held = held + :units
         WHERE resource_id = :resource_id AND night >= :start AND night < :end
           AND held + booked + :units <= capacity
-          AND {fence_sql(":basecamp_id", ":epoch")}
+          AND {fence}
         RETURNING night
     ), booking AS (
         INSERT INTO bookings (booking_id, basecamp_id, resource_id, first_night, end_night, party_size,
@@ -62,13 +63,26 @@ _PLACE_HOLD = text(
         INSERT INTO booking_history (booking_id, version, from_state, to_state, at, reason, lease_epoch)
         SELECT booking_id, 1, NULL, 'held', :now, 'hold placed', :epoch FROM booking
         RETURNING 1
-    )
+    ){settlement}
     INSERT INTO idempotency_records
         (idempotency_key, operation, request_fingerprint, result, error_kind, error_message, created_at)
     SELECT :key, :operation, :fingerprint, CAST(:result AS JSONB), NULL, NULL, :now
     FROM history
     """
-)
+
+# A Book also writes the booking's settlement row in the same statement, so a booking
+# awaiting payment can never exist without the row that makes settlement charge it.
+_SETTLEMENT_CTE = """, settlement AS (
+        INSERT INTO settlements (booking_id, basecamp_id, state, amount_cents, currency, attempts,
+                                 next_attempt_at, created_at, updated_at)
+        SELECT booking_id, :basecamp_id, 'awaiting_payment', :total_price_cents, :currency, 0, :now, :now, :now
+        FROM booking
+        RETURNING 1
+    )"""
+
+_FENCE = fence_sql(":basecamp_id", ":epoch")
+_PLACE_HOLD = text(_PLACE_HOLD_TEMPLATE.format(fence=_FENCE, settlement=""))
+_BOOK = text(_PLACE_HOLD_TEMPLATE.format(fence=_FENCE, settlement=_SETTLEMENT_CTE))
 
 _NIGHT_FREE = text(
     """
@@ -92,10 +106,16 @@ class HoldRequest:
     ttl_seconds: int
     unit_price_cents: int
     currency: str
+    #: True for Book: the hold comes with a settlement row and is charged, then confirmed.
+    settle: bool = False
+
+    @property
+    def operation(self) -> str:
+        return BOOK_OPERATION if self.settle else OPERATION
 
     def fingerprint(self) -> str:
         return idempotency.fingerprint(
-            OPERATION,
+            self.operation,
             {
                 "basecamp_id": self.basecamp_id,
                 "resource_id": self.resource_id,
@@ -124,9 +144,10 @@ def place_hold(
     booking = new_booking(request, now)
     fingerprint = request.fingerprint()
     params = {**_params(request, booking, fingerprint), "epoch": epoch}
+    statement = _BOOK if request.settle else _PLACE_HOLD
 
     def fast(conn: Connection) -> Booking:
-        conn.execute(_PLACE_HOLD, params)
+        conn.execute(statement, params)
         return booking
 
     def slow(conn: Connection) -> Booking | errors.BookingError:
@@ -140,7 +161,7 @@ def place_hold(
         # from the very state that refused it.
         attempt = conn.begin_nested()
         try:
-            conn.execute(_PLACE_HOLD, params)
+            conn.execute(statement, params)
         except IntegrityError as error:
             attempt.rollback()
             if not _is_short(error):
@@ -149,7 +170,7 @@ def place_hold(
             attempt.commit()
             return booking
         refusal = _diagnose(conn, request)
-        idempotency.record(conn, request.idempotency_key, OPERATION, fingerprint, now, error=refusal)
+        idempotency.record(conn, request.idempotency_key, request.operation, fingerprint, now, error=refusal)
         return refusal
 
     try:
@@ -163,7 +184,7 @@ def place_hold(
         if not idempotency.is_key_conflict(error):
             raise
         outcome = idempotency.answer_from_record(
-            engine, request.idempotency_key, OPERATION, fingerprint, deadline=deadline
+            engine, request.idempotency_key, request.operation, fingerprint, deadline=deadline
         )
     if isinstance(outcome, errors.BookingError):
         raise outcome
@@ -217,7 +238,7 @@ def new_booking(request: HoldRequest, now: datetime) -> Booking:
 
 
 def _params(request: HoldRequest, booking: Booking, fingerprint: str) -> dict[str, object]:
-    record = idempotency.insert_params(request.idempotency_key, OPERATION, fingerprint, booking.created_at, result=booking)
+    record = idempotency.insert_params(request.idempotency_key, request.operation, fingerprint, booking.created_at, result=booking)
     return {
         **record,
         "booking_id": booking.booking_id,

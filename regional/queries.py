@@ -10,7 +10,7 @@ import base64
 import binascii
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from collections.abc import Sequence
 from typing import Any
@@ -70,12 +70,23 @@ class BookingFilter:
     basecamp_id: str | None = None
     state: BookingState | None = None
     nights: Nights | None = None
+    #: > 0: only bookings older than this many seconds whose hold or payment is still open.
+    stuck_seconds: int = 0
 
 
-def list_bookings(conn: Connection, where: BookingFilter, *, page_size: int, page_token: str) -> tuple[list[Booking], str]:
+def list_bookings(
+    conn: Connection, where: BookingFilter, *, page_size: int, page_token: str, now: datetime | None = None
+) -> tuple[list[Booking], str]:
     """One page of bookings, newest first; returns the page and the next page's token."""
     clauses = ["TRUE"]
     params: dict[str, object] = {"limit": page_size + 1}
+    if where.stuck_seconds:
+        assert now is not None, "the stuck filter is relative to now"
+        clauses.append(
+            "created_at < :stuck_before AND (state = 'held' OR booking_id IN "
+            "(SELECT booking_id FROM settlements WHERE state IN ('awaiting_payment', 'refunding')))"
+        )
+        params["stuck_before"] = now - timedelta(seconds=where.stuck_seconds)
     if where.basecamp_id:
         clauses.append("basecamp_id = :basecamp_id")
         params["basecamp_id"] = where.basecamp_id

@@ -7,16 +7,17 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 
 import grpc
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import booking_pb2_grpc as pb_grpc
 
 from ridgeline.routing.keeper import Ownership
 
-from . import convert, holds, ownership, queries, transitions, validation
+from . import convert, holds, ownership, queries, settlements, transitions, validation
 from .catalog import CatalogView
 from .config import NodeConfig
+from .db import run_transaction
 from .errors import DeadlineExceeded, NotFound
 from .model import Booking
 from .status import guarded
@@ -24,6 +25,10 @@ from .status import guarded
 Clock = Callable[[], datetime]
 #: Places a validated hold with the lease epoch, before the deadline (group commit, or the single path).
 HoldPlacer = Callable[[holds.HoldRequest, int, "float | None"], Booking]
+#: Book with wait answers this long before the caller's deadline, so the answer arrives in time.
+_WAIT_MARGIN_SECONDS = 0.2
+#: How long Book waits for settlement when the caller set no deadline.
+_WAIT_MAX_SECONDS = 30.0
 
 
 def utc_now() -> datetime:
@@ -76,11 +81,19 @@ class BookingServicer(pb_grpc.BookingServiceServicer):
     def PlaceHold(self, request: pb.PlaceHoldRequest, context: grpc.ServicerContext) -> pb.Booking:
         now = self._clock()
         hold = validation.hold_request(request, self._catalog, self._config, now)
-        epoch = self._owned.epoch_of(hold.basecamp_id)
-        if epoch is None:
-            with self._engine.connect() as conn:
-                raise ownership.not_owner(conn, hold.basecamp_id)
-        return convert.booking_pb(self._place(hold, epoch, _deadline(context)))
+        return convert.booking_pb(self._place(hold, self._epoch_for(hold.basecamp_id), _deadline(context)))
+
+    @guarded
+    def Book(self, request: pb.BookRequest, context: grpc.ServicerContext) -> pb.Booking:
+        now = self._clock()
+        hold = validation.hold_request(request, self._catalog, self._config, now)
+        deadline = _deadline(context)
+        booking = holds.place_hold(self._engine, hold, epoch=self._epoch_for(hold.basecamp_id), now=now, deadline=deadline)
+        if not request.wait:  # the first result, as every repeat of this key answers it
+            return convert.booking_pb(booking, settlements.awaiting(booking))
+        until = deadline - _WAIT_MARGIN_SECONDS if deadline is not None else time.monotonic() + _WAIT_MAX_SECONDS
+        settlements.wait_until_settled(self._engine, booking.booking_id, deadline=until)
+        return self._booking_reply(booking.booking_id)
 
     @guarded
     def ConfirmBooking(self, request: pb.ConfirmBookingRequest, context: grpc.ServicerContext) -> pb.Booking:
@@ -96,19 +109,36 @@ class BookingServicer(pb_grpc.BookingServiceServicer):
 
     @guarded
     def GetBooking(self, request: pb.GetBookingRequest, context: grpc.ServicerContext) -> pb.Booking:
-        booking_id = validation.booking_id(request.booking_id)
-        with self._engine.connect() as conn:
-            booking = queries.get_booking(conn, booking_id)
-        if booking is None:
-            raise NotFound(f"no booking {booking_id}")
-        return convert.booking_pb(booking)
+        return self._booking_reply(validation.booking_id(request.booking_id))
 
     @guarded
     def ListBookings(self, request: pb.ListBookingsRequest, context: grpc.ServicerContext) -> pb.ListBookingsResponse:
         where, page_size, token = validation.booking_filter(request, self._catalog, self._config)
         with self._engine.connect() as conn:
-            page, next_token = queries.list_bookings(conn, where, page_size=page_size, page_token=token)
-        return pb.ListBookingsResponse(bookings=[convert.booking_pb(b) for b in page], next_page_token=next_token)
+            page, next_token = queries.list_bookings(conn, where, page_size=page_size, page_token=token, now=self._clock())
+            payments = settlements.get(conn, [b.booking_id for b in page])
+        replies = [convert.booking_pb(b, payments.get(b.booking_id)) for b in page]
+        return pb.ListBookingsResponse(bookings=replies, next_page_token=next_token)
+
+    def _epoch_for(self, basecamp_id: str) -> int:
+        """The lease epoch to write with, or NotOwner (with the owner) before any write."""
+        epoch = self._owned.epoch_of(basecamp_id)
+        if epoch is None:
+            with self._engine.connect() as conn:
+                raise ownership.not_owner(conn, basecamp_id)
+        return epoch
+
+    def _booking_reply(self, booking_id: str) -> pb.Booking:
+        """The booking as stored now, with its payment when it has one (one snapshot, retried
+        whole if SERIALIZABLE cancels it against concurrent settlement writes)."""
+
+        def read(conn: Connection) -> pb.Booking:
+            booking = queries.get_booking(conn, booking_id)
+            if booking is None:
+                raise NotFound(f"no booking {booking_id}")
+            return convert.booking_pb(booking, settlements.get(conn, [booking_id]).get(booking_id))
+
+        return run_transaction(self._engine, read)
 
     def _move(self, move: transitions.Move, key: str, booking_id: str, reason: str, context: grpc.ServicerContext) -> pb.Booking:
         booking = transitions.apply_move(

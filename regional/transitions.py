@@ -14,6 +14,7 @@ caller's epoch; the refusal then says who owns it (NotOwner, never recorded).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -86,10 +87,15 @@ def apply_move(
     fence: Fence,
     now: datetime,
     deadline: float | None = None,
+    also: Callable[[Connection, Booking], None] | None = None,
 ) -> Booking:
     """Moves a booking along ``move`` or raises NotFound / NotOwner / IllegalTransition / HoldExpired.
 
     ``fence`` holds the epochs of the basecamp leases the caller holds (basecamp_id -> epoch).
+    ``also`` runs in the move's transaction once the booking is at the target state (moved
+    now, or already there), so that what must commit with the move (settlement's state, its
+    outbox message) commits with it or not at all. It must be idempotent. It does not run
+    when the key repeats: the first run committed with the first move.
     """
     fingerprint = idempotency.fingerprint(move.operation, {"booking_id": booking_id, "reason": reason})
 
@@ -98,6 +104,8 @@ def apply_move(
         if isinstance(outcome, errors.NotOwner):
             return outcome  # not recorded: the same key must work at the owner
         if isinstance(outcome, Booking):
+            if also is not None:
+                also(conn, outcome)
             idempotency.record(conn, idempotency_key, move.operation, fingerprint, now, result=outcome)
         else:
             idempotency.record(conn, idempotency_key, move.operation, fingerprint, now, error=outcome)

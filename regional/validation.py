@@ -26,6 +26,8 @@ KEY_LENGTH_MAX = 128
 CUSTOMER_LENGTH_MAX = 128
 REASON_LENGTH_MAX = 500
 PAGE_TOKEN_LENGTH_MAX = 256
+#: The "stuck" filter looks back at most this far (a booking's stay is within a year).
+STUCK_SECONDS_MAX = 400 * 24 * 3600
 
 
 def _text(value: str, field: str, *, length_max: int, required: bool = True) -> str:
@@ -103,7 +105,7 @@ def resource(catalog: CatalogView, camp: Basecamp, resource_id: str) -> Resource
     return found
 
 
-def hold_request(request: pb.PlaceHoldRequest, catalog: CatalogView, config: NodeConfig, now: datetime) -> HoldRequest:
+def hold_request(request: pb.PlaceHoldRequest | pb.BookRequest, catalog: CatalogView, config: NodeConfig, now: datetime) -> HoldRequest:
     key = idempotency_key(request.idempotency_key)
     camp = basecamp(catalog, request.basecamp_id)
     unit = resource(catalog, camp, request.resource_id)
@@ -128,6 +130,7 @@ def hold_request(request: pb.PlaceHoldRequest, catalog: CatalogView, config: Nod
         ttl_seconds=ttl,
         unit_price_cents=unit.unit_price_cents,
         currency=unit.currency,
+        settle=isinstance(request, pb.BookRequest),
     )
 
 
@@ -161,4 +164,7 @@ def booking_filter(request: pb.ListBookingsRequest, catalog: CatalogView, config
     if not 0 <= request.page_size <= PAGE_SIZE_MAX:
         raise InvalidRequest(f"page_size must be between 0 and {PAGE_SIZE_MAX}; got {request.page_size}")
     token = _text(request.page_token, "page_token", length_max=PAGE_TOKEN_LENGTH_MAX, required=False)
-    return BookingFilter(basecamp_id=camp_id, state=state, nights=span), request.page_size or PAGE_SIZE_DEFAULT, token
+    if not 0 <= request.stuck_seconds <= STUCK_SECONDS_MAX:
+        raise InvalidRequest(f"stuck_seconds must be between 0 and {STUCK_SECONDS_MAX}; got {request.stuck_seconds}")
+    where = BookingFilter(basecamp_id=camp_id, state=state, nights=span, stuck_seconds=request.stuck_seconds)
+    return where, request.page_size or PAGE_SIZE_DEFAULT, token

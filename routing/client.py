@@ -37,6 +37,39 @@ def night_range(start: date, end: date) -> pb.NightRange:
     )
 
 
+def hold_request(
+    basecamp_id: str, resource_id: str, start: date, end: date, party_size: int, customer_id: str,
+    *, hold_ttl_seconds: int = 0, idempotency_key: str | None = None,
+) -> pb.PlaceHoldRequest:
+    """A PlaceHold request with a fresh idempotency key unless one is given."""
+    return pb.PlaceHoldRequest(
+        idempotency_key=idempotency_key or new_idempotency_key(),
+        basecamp_id=basecamp_id,
+        resource_id=resource_id,
+        nights=night_range(start, end),
+        party_size=party_size,
+        customer_id=customer_id,
+        hold_ttl_seconds=hold_ttl_seconds,
+    )
+
+
+def book_request(
+    basecamp_id: str, resource_id: str, start: date, end: date, party_size: int, customer_id: str,
+    *, hold_ttl_seconds: int = 0, wait: bool = False, idempotency_key: str | None = None,
+) -> pb.BookRequest:
+    """A Book request (a hold that settlement charges and confirms)."""
+    return pb.BookRequest(
+        idempotency_key=idempotency_key or new_idempotency_key(),
+        basecamp_id=basecamp_id,
+        resource_id=resource_id,
+        nights=night_range(start, end),
+        party_size=party_size,
+        customer_id=customer_id,
+        hold_ttl_seconds=hold_ttl_seconds,
+        wait=wait,
+    )
+
+
 class BookingClient:
     """One node's BookingService over one channel."""
 
@@ -83,16 +116,30 @@ class BookingClient:
         hold_ttl_seconds: int = 0,
         idempotency_key: str | None = None,
     ) -> pb.Booking:
-        request = pb.PlaceHoldRequest(
-            idempotency_key=idempotency_key or new_idempotency_key(),
-            basecamp_id=basecamp_id,
-            resource_id=resource_id,
-            nights=night_range(start, end),
-            party_size=party_size,
-            customer_id=customer_id,
-            hold_ttl_seconds=hold_ttl_seconds,
+        request = hold_request(
+            basecamp_id, resource_id, start, end, party_size, customer_id, hold_ttl_seconds=hold_ttl_seconds, idempotency_key=idempotency_key
         )
         return self._call(self._stub.PlaceHold, request)
+
+    def book(
+        self,
+        basecamp_id: str,
+        resource_id: str,
+        start: date,
+        end: date,
+        party_size: int,
+        customer_id: str,
+        *,
+        hold_ttl_seconds: int = 0,
+        wait: bool = False,
+        idempotency_key: str | None = None,
+    ) -> pb.Booking:
+        """A hold that settlement charges and confirms; ``wait`` returns once it is settled."""
+        request = book_request(
+            basecamp_id, resource_id, start, end, party_size, customer_id,
+            hold_ttl_seconds=hold_ttl_seconds, wait=wait, idempotency_key=idempotency_key,
+        )
+        return self._call(self._stub.Book, request)
 
     def confirm(self, booking_id: str, *, idempotency_key: str | None = None) -> pb.Booking:
         request = pb.ConfirmBookingRequest(idempotency_key=idempotency_key or new_idempotency_key(), booking_id=booking_id)

@@ -150,6 +150,10 @@ _HOLDS = text(
     "SELECT 1 FROM basecamp_leases WHERE basecamp_id = :basecamp_id AND epoch = :epoch AND expires_at > now()"
 )
 
+_VALID_EPOCHS = text(
+    "SELECT basecamp_id, epoch FROM basecamp_leases WHERE basecamp_id = ANY(:basecamps) AND expires_at > now()"
+)
+
 _REGION_BASECAMPS = text("SELECT basecamp_id FROM basecamps WHERE region = :region ORDER BY basecamp_id")
 
 
@@ -181,6 +185,13 @@ def live_members(conn: Connection, region: str) -> list[Member]:
 def holds(conn: Connection, basecamp_id: str, epoch: int) -> bool:
     """Whether a writer with ``epoch`` still holds the basecamp (the fence, as a query)."""
     return conn.execute(_HOLDS, {"basecamp_id": basecamp_id, "epoch": epoch}).first() is not None
+
+
+def valid_epochs(conn: Connection, basecamp_ids: Iterable[str]) -> dict[str, int]:
+    """basecamp_id -> epoch of the leases valid now: for tools that act for the owner from
+    outside it (a benchmark's baseline), never for a node, which writes under its own."""
+    rows = conn.execute(_VALID_EPOCHS, {"basecamps": sorted(basecamp_ids)}).all()
+    return {r.basecamp_id: int(r.epoch) for r in rows}
 
 
 def region_basecamps(conn: Connection, region: str) -> list[str]:

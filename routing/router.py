@@ -34,7 +34,7 @@ from ridgeline.v1 import booking_pb2_grpc as pb_grpc
 from ridgeline.v1 import cluster_pb2 as cpb
 from ridgeline.v1 import cluster_pb2_grpc as cpb_grpc
 
-from .client import night_range, new_idempotency_key
+from .client import book_request, hold_request, new_idempotency_key, night_range
 from .retry import RetryPolicy
 
 Response = TypeVar("Response")
@@ -181,16 +181,32 @@ class ClusterClient:
         hold_ttl_seconds: int = 0,
         idempotency_key: str | None = None,
     ) -> pb.Booking:
-        request = pb.PlaceHoldRequest(
-            idempotency_key=idempotency_key or new_idempotency_key(),
-            basecamp_id=basecamp_id,
-            resource_id=resource_id,
-            nights=night_range(start, end),
-            party_size=party_size,
-            customer_id=customer_id,
-            hold_ttl_seconds=hold_ttl_seconds,
+        request = hold_request(
+            basecamp_id, resource_id, start, end, party_size, customer_id, hold_ttl_seconds=hold_ttl_seconds, idempotency_key=idempotency_key
         )
         booking = self._write(basecamp_id, lambda stub: stub.PlaceHold, request)
+        self._remember_booking(booking.booking_id, booking.basecamp_id)
+        return booking
+
+    def book(
+        self,
+        basecamp_id: str,
+        resource_id: str,
+        start: date,
+        end: date,
+        party_size: int,
+        customer_id: str,
+        *,
+        hold_ttl_seconds: int = 0,
+        wait: bool = False,
+        idempotency_key: str | None = None,
+    ) -> pb.Booking:
+        """A hold that the owner's settlement charges and confirms; ``wait`` returns once settled."""
+        request = book_request(
+            basecamp_id, resource_id, start, end, party_size, customer_id,
+            hold_ttl_seconds=hold_ttl_seconds, wait=wait, idempotency_key=idempotency_key,
+        )
+        booking = self._write(basecamp_id, lambda stub: stub.Book, request)
         self._remember_booking(booking.booking_id, booking.basecamp_id)
         return booking
 

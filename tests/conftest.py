@@ -25,6 +25,7 @@ import psycopg
 import pytest
 from sqlalchemy import Engine
 
+from gateway_process import Gateway, gateway_process
 from ridgeline.deploy.postgres import PostgresServer, PostgresSettings
 from ridgeline.deploy.region import prepare_region_database
 from ridgeline.regional.catalog import load_catalog
@@ -119,9 +120,10 @@ class NodeProcess:
 
     _READY = re.compile(r"^READY (\S+) (\S+) (\S+)$")
 
-    def __init__(self, db: RegionDatabase, *extra: str) -> None:
+    def __init__(self, db: RegionDatabase, *extra: str, env: dict[str, str] | None = None) -> None:
         command = [sys.executable, "-m", "ridgeline.deploy.cli", "node", "--region", db.region, "--database-url", db.url, *extra]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        environment = {**os.environ, **env} if env else None
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=environment)
         assert self.process.stdout is not None
         for line in self.process.stdout:
             match = self._READY.match(line.strip())
@@ -147,10 +149,29 @@ class NodeProcess:
 def node_process() -> Iterator[Callable[..., NodeProcess]]:
     started: list[NodeProcess] = []
 
-    def start(db: RegionDatabase, *extra: str) -> NodeProcess:
-        started.append(NodeProcess(db, *extra))
+    def start(db: RegionDatabase, *extra: str, env: dict[str, str] | None = None) -> NodeProcess:
+        started.append(NodeProcess(db, *extra, env=env))
         return started[-1]
 
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_api(region_servers: dict[str, PostgresServer]) -> Iterator[str]:
+    """One lean Prefect server for the session (4-10 s to start), on a database of sa-andes's
+    cluster; this process and every node process it starts report flow runs to it."""
+    from ridgeline.deploy.prefect_server import PrefectServer
+    from ridgeline.flows import prefect_runtime
+
+    with PrefectServer(region_servers["sa-andes"], database_name="prefect") as server:
+        prefect_runtime.install(server.api_url)
+        yield server.api_url
+
+
+@pytest.fixture(scope="session")
+def payment_gateway(region_servers: dict[str, PostgresServer]) -> Iterator[Gateway]:
+    """The stand-in payment gateway process, shared by the settlement tests (faults reset per test)."""
+    with gateway_process(region_servers["sa-andes"]) as started:
+        yield started

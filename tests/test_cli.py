@@ -25,10 +25,10 @@ def _json(node: RegionalNode, *args: str) -> object:
 def test_desk_books_lists_shows_and_cancels_through_the_cli(alps_node: RegionalNode) -> None:
     start = date.today() + timedelta(days=20)
     end = start + timedelta(days=2)
-    booked = _json(alps_node, "book", "argentiere", "argentiere-dorm", "--from", str(start), "--to", str(end), "--party", "3", "--customer", "desk-7", "--key", "cli-1")
+    booked = _json(alps_node, "book", "argentiere", "argentiere-dorm", "--from", str(start), "--to", str(end), "--party", "3", "--customer", "desk-7", "--key", "cli-1", "--desk")
     assert booked["state"] == "BOOKING_STATE_CONFIRMED"
     assert booked["total_price_cents"] == str(6500 * 3 * 2)
-    again = _json(alps_node, "book", "argentiere", "argentiere-dorm", "--from", str(start), "--to", str(end), "--party", "3", "--customer", "desk-7", "--key", "cli-1")
+    again = _json(alps_node, "book", "argentiere", "argentiere-dorm", "--from", str(start), "--to", str(end), "--party", "3", "--customer", "desk-7", "--key", "cli-1", "--desk")
     assert again["booking_id"] == booked["booking_id"], "the same --key must not book twice"
 
     availability = _json(alps_node, "availability", "argentiere", "--resource", "argentiere-dorm", "--from", str(start), "--to", str(end))
@@ -56,6 +56,15 @@ def test_cli_reports_refusals_as_status_and_message_without_traceback(alps_node:
     assert "Traceback" not in result.output
 
 
+def test_book_hands_the_stay_to_settlement_and_stuck_lists_it(alps_node: RegionalNode) -> None:
+    start = date.today() + timedelta(days=20)
+    booked = _json(alps_node, "book", "argentiere", "argentiere-dorm", "--from", str(start), "--to", str(start + timedelta(days=1)), "--customer", "web-1")
+    assert (booked["state"], booked["payment"]["state"]) == ("BOOKING_STATE_HELD", "PAYMENT_STATE_AWAITING_PAYMENT")
+    assert _json(alps_node, "bookings", "--stuck", "1h") == [], "younger than an hour"
+    result = runner.invoke(app, ["bookings", "--stuck", "soon", "--target", alps_node.address])
+    assert result.exit_code == 2 and "--stuck must look like" in result.output
+
+
 def test_tables_render_for_people(alps_node: RegionalNode) -> None:
     result = runner.invoke(app, ["basecamps", "--target", alps_node.address], env={"COLUMNS": "160"})
     assert result.exit_code == 0
@@ -72,3 +81,4 @@ def test_demo_starts_a_node_on_its_own_database_and_books_a_stay(tmp_path: Path)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "listening on 127.0.0.1:" in completed.stdout
     assert "Confirmed" in completed.stdout
+    assert "ch_" in completed.stdout, "the tour's booking was charged by the settle flow (its charge id is shown)"

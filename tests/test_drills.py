@@ -28,7 +28,7 @@ def drill_cluster() -> Iterator[LocalCluster]:
         ),
     )
     root = Path(tempfile.mkdtemp(prefix="ridgeline-test-drills-"))
-    cluster = LocalCluster(with_free_ports(spec, lease_ttl_seconds=2.0, heartbeat_interval_seconds=0.5), root)
+    cluster = LocalCluster(with_free_ports(spec, lease_ttl_seconds=2.0, heartbeat_interval_seconds=0.5), root, settlement=False)
     cluster.start()
     yield cluster
     cluster.stop()

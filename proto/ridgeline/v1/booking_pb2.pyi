@@ -25,6 +25,15 @@ class BookingState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BOOKING_STATE_RELEASED: _ClassVar[BookingState]
     BOOKING_STATE_EXPIRED: _ClassVar[BookingState]
     BOOKING_STATE_CANCELLED: _ClassVar[BookingState]
+
+class PaymentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PAYMENT_STATE_UNSPECIFIED: _ClassVar[PaymentState]
+    PAYMENT_STATE_AWAITING_PAYMENT: _ClassVar[PaymentState]
+    PAYMENT_STATE_CONFIRMED: _ClassVar[PaymentState]
+    PAYMENT_STATE_REFUNDING: _ClassVar[PaymentState]
+    PAYMENT_STATE_REFUNDED: _ClassVar[PaymentState]
+    PAYMENT_STATE_RELEASED: _ClassVar[PaymentState]
 RESOURCE_KIND_UNSPECIFIED: ResourceKind
 RESOURCE_KIND_HUT_BED: ResourceKind
 RESOURCE_KIND_GUIDED_SLOT: ResourceKind
@@ -35,6 +44,12 @@ BOOKING_STATE_CONFIRMED: BookingState
 BOOKING_STATE_RELEASED: BookingState
 BOOKING_STATE_EXPIRED: BookingState
 BOOKING_STATE_CANCELLED: BookingState
+PAYMENT_STATE_UNSPECIFIED: PaymentState
+PAYMENT_STATE_AWAITING_PAYMENT: PaymentState
+PAYMENT_STATE_CONFIRMED: PaymentState
+PAYMENT_STATE_REFUNDING: PaymentState
+PAYMENT_STATE_REFUNDED: PaymentState
+PAYMENT_STATE_RELEASED: PaymentState
 
 class Date(_message.Message):
     __slots__ = ("year", "month", "day")
@@ -152,6 +167,26 @@ class PlaceHoldRequest(_message.Message):
     hold_ttl_seconds: int
     def __init__(self, idempotency_key: _Optional[str] = ..., basecamp_id: _Optional[str] = ..., resource_id: _Optional[str] = ..., nights: _Optional[_Union[NightRange, _Mapping]] = ..., party_size: _Optional[int] = ..., customer_id: _Optional[str] = ..., hold_ttl_seconds: _Optional[int] = ...) -> None: ...
 
+class BookRequest(_message.Message):
+    __slots__ = ("idempotency_key", "basecamp_id", "resource_id", "nights", "party_size", "customer_id", "hold_ttl_seconds", "wait")
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    BASECAMP_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_ID_FIELD_NUMBER: _ClassVar[int]
+    NIGHTS_FIELD_NUMBER: _ClassVar[int]
+    PARTY_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    HOLD_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FIELD_NUMBER: _ClassVar[int]
+    idempotency_key: str
+    basecamp_id: str
+    resource_id: str
+    nights: NightRange
+    party_size: int
+    customer_id: str
+    hold_ttl_seconds: int
+    wait: bool
+    def __init__(self, idempotency_key: _Optional[str] = ..., basecamp_id: _Optional[str] = ..., resource_id: _Optional[str] = ..., nights: _Optional[_Union[NightRange, _Mapping]] = ..., party_size: _Optional[int] = ..., customer_id: _Optional[str] = ..., hold_ttl_seconds: _Optional[int] = ..., wait: _Optional[bool] = ...) -> None: ...
+
 class ConfirmBookingRequest(_message.Message):
     __slots__ = ("idempotency_key", "booking_id")
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -201,7 +236,7 @@ class BookingTransition(_message.Message):
     def __init__(self, version: _Optional[int] = ..., from_state: _Optional[_Union[BookingState, str]] = ..., to_state: _Optional[_Union[BookingState, str]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Booking(_message.Message):
-    __slots__ = ("booking_id", "basecamp_id", "resource_id", "nights", "party_size", "customer_id", "state", "created_at", "updated_at", "expires_at", "total_price_cents", "currency", "history")
+    __slots__ = ("booking_id", "basecamp_id", "resource_id", "nights", "party_size", "customer_id", "state", "created_at", "updated_at", "expires_at", "total_price_cents", "currency", "history", "payment")
     BOOKING_ID_FIELD_NUMBER: _ClassVar[int]
     BASECAMP_ID_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -215,6 +250,7 @@ class Booking(_message.Message):
     TOTAL_PRICE_CENTS_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
     booking_id: str
     basecamp_id: str
     resource_id: str
@@ -228,21 +264,44 @@ class Booking(_message.Message):
     total_price_cents: int
     currency: str
     history: _containers.RepeatedCompositeFieldContainer[BookingTransition]
-    def __init__(self, booking_id: _Optional[str] = ..., basecamp_id: _Optional[str] = ..., resource_id: _Optional[str] = ..., nights: _Optional[_Union[NightRange, _Mapping]] = ..., party_size: _Optional[int] = ..., customer_id: _Optional[str] = ..., state: _Optional[_Union[BookingState, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., total_price_cents: _Optional[int] = ..., currency: _Optional[str] = ..., history: _Optional[_Iterable[_Union[BookingTransition, _Mapping]]] = ...) -> None: ...
+    payment: Payment
+    def __init__(self, booking_id: _Optional[str] = ..., basecamp_id: _Optional[str] = ..., resource_id: _Optional[str] = ..., nights: _Optional[_Union[NightRange, _Mapping]] = ..., party_size: _Optional[int] = ..., customer_id: _Optional[str] = ..., state: _Optional[_Union[BookingState, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., total_price_cents: _Optional[int] = ..., currency: _Optional[str] = ..., history: _Optional[_Iterable[_Union[BookingTransition, _Mapping]]] = ..., payment: _Optional[_Union[Payment, _Mapping]] = ...) -> None: ...
+
+class Payment(_message.Message):
+    __slots__ = ("state", "attempts", "last_error", "charge_id", "amount_cents", "currency", "updated_at", "next_attempt_at")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    CHARGE_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ATTEMPT_AT_FIELD_NUMBER: _ClassVar[int]
+    state: PaymentState
+    attempts: int
+    last_error: str
+    charge_id: str
+    amount_cents: int
+    currency: str
+    updated_at: _timestamp_pb2.Timestamp
+    next_attempt_at: _timestamp_pb2.Timestamp
+    def __init__(self, state: _Optional[_Union[PaymentState, str]] = ..., attempts: _Optional[int] = ..., last_error: _Optional[str] = ..., charge_id: _Optional[str] = ..., amount_cents: _Optional[int] = ..., currency: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_attempt_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListBookingsRequest(_message.Message):
-    __slots__ = ("basecamp_id", "state", "nights", "page_size", "page_token")
+    __slots__ = ("basecamp_id", "state", "nights", "page_size", "page_token", "stuck_seconds")
     BASECAMP_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     NIGHTS_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STUCK_SECONDS_FIELD_NUMBER: _ClassVar[int]
     basecamp_id: str
     state: BookingState
     nights: NightRange
     page_size: int
     page_token: str
-    def __init__(self, basecamp_id: _Optional[str] = ..., state: _Optional[_Union[BookingState, str]] = ..., nights: _Optional[_Union[NightRange, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    stuck_seconds: int
+    def __init__(self, basecamp_id: _Optional[str] = ..., state: _Optional[_Union[BookingState, str]] = ..., nights: _Optional[_Union[NightRange, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., stuck_seconds: _Optional[int] = ...) -> None: ...
 
 class ListBookingsResponse(_message.Message):
     __slots__ = ("bookings", "next_page_token")

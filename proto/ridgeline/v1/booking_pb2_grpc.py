@@ -69,6 +69,11 @@ class BookingServiceStub:
                 request_serializer=ridgeline_dot_v1_dot_booking__pb2.GetBookingRequest.SerializeToString,
                 response_deserializer=ridgeline_dot_v1_dot_booking__pb2.Booking.FromString,
                 _registered_method=True)
+        self.Book = channel.unary_unary(
+                '/ridgeline.v1.BookingService/Book',
+                request_serializer=ridgeline_dot_v1_dot_booking__pb2.BookRequest.SerializeToString,
+                response_deserializer=ridgeline_dot_v1_dot_booking__pb2.Booking.FromString,
+                _registered_method=True)
         self.ListBookings = channel.unary_unary(
                 '/ridgeline.v1.BookingService/ListBookings',
                 request_serializer=ridgeline_dot_v1_dot_booking__pb2.ListBookingsRequest.SerializeToString,
@@ -127,6 +132,16 @@ class BookingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Book(self, request, context):
+        """Holds units like PlaceHold and, in the same statement, records that the booking is to
+        be paid: the node's settlement flows charge it, then confirm it (or release the hold
+        when payment fails). Returns at once with the hold's expiry, or with wait=true once
+        the payment is settled or the call's deadline is near (the booking as it is then).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListBookings(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -169,6 +184,11 @@ def add_BookingServiceServicer_to_server(servicer, server):
             'GetBooking': grpc.unary_unary_rpc_method_handler(
                     servicer.GetBooking,
                     request_deserializer=ridgeline_dot_v1_dot_booking__pb2.GetBookingRequest.FromString,
+                    response_serializer=ridgeline_dot_v1_dot_booking__pb2.Booking.SerializeToString,
+            ),
+            'Book': grpc.unary_unary_rpc_method_handler(
+                    servicer.Book,
+                    request_deserializer=ridgeline_dot_v1_dot_booking__pb2.BookRequest.FromString,
                     response_serializer=ridgeline_dot_v1_dot_booking__pb2.Booking.SerializeToString,
             ),
             'ListBookings': grpc.unary_unary_rpc_method_handler(
@@ -365,6 +385,33 @@ class BookingService:
             target,
             '/ridgeline.v1.BookingService/GetBooking',
             ridgeline_dot_v1_dot_booking__pb2.GetBookingRequest.SerializeToString,
+            ridgeline_dot_v1_dot_booking__pb2.Booking.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Book(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ridgeline.v1.BookingService/Book',
+            ridgeline_dot_v1_dot_booking__pb2.BookRequest.SerializeToString,
             ridgeline_dot_v1_dot_booking__pb2.Booking.FromString,
             options,
             channel_credentials,

@@ -1,0 +1,138 @@
+"""The settlement loop a node runs: claims due settlements in batches and runs a flow per batch.
+
+Batches adapt to load: a pass claims every due settlement up to ``batch_max``, so a busy
+node settles large batches back to back (a full batch starts the next pass at once) and
+an idle one small batches soon after they arrive (its pause grows from
+``idle_pause_min_seconds`` to ``idle_pause_max_seconds`` while nothing is due). Up to
+``runs_in_flight_max`` flow runs overlap, so one batch's gateway latency does not idle
+the next. Only settlements of the basecamps whose leases the node holds (the runtime's
+fence) are claimed, and the claim itself is fenced: when a basecamp moves, its
+unfinished settlements are picked up by the new owner at its next pass.
+
+If the Prefect API is down a flow call fails at once: the run's claim is given back, the
+loop pauses, and the holds already taken wait in the database until the API returns
+(placing holds never needs Prefect). Reconciliation runs every
+``reconcile_interval_seconds``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from ridgeline.regional import settlements
+from ridgeline.regional.errors import BookingError
+
+from .reconcile import reconcile
+from .runtime import SettlementRuntime
+from .settle import settle_batch
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoopPolicy:
+    batch_max: int = 256
+    idle_pause_min_seconds: float = 0.05
+    idle_pause_max_seconds: float = 1.0
+    #: A claimed row is due again after this if its run died (SIGKILL) without a step.
+    claim_seconds: float = 30.0
+    #: Pause after a flow run could not start (Prefect API down) before trying again.
+    api_down_pause_seconds: float = 2.0
+    runs_in_flight_max: int = 2
+    reconcile_interval_seconds: float = 60.0
+    #: Charges younger than this are left to settlement by reconciliation.
+    reconcile_grace_seconds: float = 60.0
+
+
+class SettlementLoop:
+    def __init__(
+        self,
+        runtime_name: str,
+        runtime: SettlementRuntime,
+        policy: LoopPolicy = LoopPolicy(),
+    ) -> None:
+        self._name = runtime_name
+        self._rt = runtime
+        self.policy = policy
+        self._stop = threading.Event()
+        self._slots = threading.BoundedSemaphore(policy.runs_in_flight_max)
+        self._api_down_until = 0.0
+        self._next_reconcile = time.monotonic() + policy.reconcile_interval_seconds
+        self._thread = threading.Thread(target=self._run, name="settlement-loop", daemon=True)
+        self._runs: list[threading.Thread] = []
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_seconds: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_seconds)
+        for run in self._runs:
+            run.join(timeout_seconds)
+
+    def _run(self) -> None:
+        idle_pause = self.policy.idle_pause_min_seconds
+        while not self._stop.is_set():
+            try:
+                claimed = self._pass()
+            except BookingError as error:  # the region database is unreachable: next pass
+                _log.warning("settlement pass skipped: %s", error)
+                claimed = 0
+            if claimed >= self.policy.batch_max:
+                idle_pause = self.policy.idle_pause_min_seconds
+                continue
+            if claimed:
+                idle_pause = self.policy.idle_pause_min_seconds
+            self._stop.wait(max(idle_pause, self._api_down_until - time.monotonic()))
+            if not claimed:
+                idle_pause = min(idle_pause * 2, self.policy.idle_pause_max_seconds)
+
+    def _pass(self) -> int:
+        """Claims one batch and starts its flow run; returns how many settlements it claimed."""
+        fence = dict(self._rt.fence())
+        basecamps = sorted(fence)
+        if not basecamps or time.monotonic() < self._api_down_until:
+            return 0
+        if time.monotonic() >= self._next_reconcile:
+            self._next_reconcile = time.monotonic() + self.policy.reconcile_interval_seconds
+            self._reconcile(basecamps)
+        while not self._slots.acquire(timeout=0.5):
+            if self._stop.is_set():
+                return 0
+        claimed = settlements.claim_due(
+            self._rt.engine, fence=fence, now=self._rt.clock(), batch_max=self.policy.batch_max, claim_seconds=self.policy.claim_seconds
+        )
+        if not claimed and not settlements.undelivered(self._rt.engine, basecamps=basecamps, limit=1):
+            self._slots.release()
+            return 0
+        run = threading.Thread(target=self._settle, args=(claimed, basecamps), name="settle-run", daemon=True)
+        self._runs = [r for r in self._runs if r.is_alive()] + [run]
+        run.start()
+        return len(claimed)
+
+    def _settle(self, claimed: list[settlements.Settlement], basecamps: list[str]) -> None:
+        ids = [s.booking_id for s in claimed]
+        try:
+            settle_batch(self._name, ids, basecamps)
+        except Exception as error:  # noqa: BLE001 - the API down, or the run failed: give the claim back
+            _log.warning("settle run for %d booking(s) failed (%s: %s); retrying later", len(ids), type(error).__name__, error)
+            self._api_down_until = time.monotonic() + self.policy.api_down_pause_seconds
+            try:
+                settlements.unclaim(self._rt.engine, claimed, now=self._rt.clock())
+            except BookingError as db_error:  # the claim lapses by itself after claim_seconds
+                _log.warning("could not give back the claim: %s", db_error)
+        finally:
+            self._slots.release()
+
+    def _reconcile(self, basecamps: list[str]) -> None:
+        try:
+            report = reconcile(self._name, basecamps, self.policy.reconcile_grace_seconds)
+        except Exception as error:  # noqa: BLE001 - the next interval tries again
+            _log.warning("reconciliation failed (%s: %s)", type(error).__name__, error)
+            return
+        if report.get("refunded"):
+            _log.warning("reconciliation refunded %d charge(s) without a confirmed booking", report["refunded"])
