@@ -53,6 +53,7 @@ from ridgeline.regional.config import NodeConfig
 from ridgeline.routing.client import BookingClient
 
 from .cli import bench_app
+from .processes import stop_process
 
 if TYPE_CHECKING:
     from ridgeline.regional.catalog import Catalog
@@ -606,7 +607,7 @@ def _node_process(database_url: str, settings: BenchSettings, log_path: Path) ->
                 raise RuntimeError(f"{error}; node log ends with:\n{_tail(log_path)}") from None
             yield process.pid, address
         finally:
-            _stop_process(process)
+            stop_process(process, _NODE_STOP_TIMEOUT_SECONDS)
 
 
 def _await_ready(process: subprocess.Popen[str]) -> str:
@@ -631,17 +632,6 @@ def _await_ready(process: subprocess.Popen[str]) -> str:
         match = _READY.match(line.strip())
         if match:
             return match.group(3)
-
-
-def _stop_process(process: subprocess.Popen[str]) -> None:
-    """SIGTERM (the node drains), then SIGKILL if it overstays."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(_NODE_STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _tail(path: Path) -> str:

@@ -103,10 +103,15 @@ class SettlementLoop:
         while not self._slots.acquire(timeout=0.5):
             if self._stop.is_set():
                 return 0
-        claimed = settlements.claim_due(
-            self._rt.engine, fence=fence, now=self._rt.clock(), batch_max=self.policy.batch_max, claim_seconds=self.policy.claim_seconds
-        )
-        if not claimed and not settlements.undelivered(self._rt.engine, basecamps=basecamps, limit=1):
+        try:
+            claimed = settlements.claim_due(
+                self._rt.engine, fence=fence, now=self._rt.clock(), batch_max=self.policy.batch_max, claim_seconds=self.policy.claim_seconds
+            )
+            idle = not claimed and not settlements.undelivered(self._rt.engine, basecamps=basecamps, limit=1)
+        except BaseException:
+            self._slots.release()
+            raise
+        if idle:
             self._slots.release()
             return 0
         run = threading.Thread(target=self._settle, args=(claimed, basecamps), name="settle-run", daemon=True)

@@ -18,6 +18,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from ridgeline.regional import settlements
+from ridgeline.regional.db import run_transaction
 from ridgeline.regional.model import BookingState
 from ridgeline.regional.settlements import OPEN_STATES
 
@@ -36,8 +37,7 @@ def reconcile(runtime: str, basecamps: list[str], grace_seconds: float) -> dict[
         if c.status == "succeeded" and c.refunded_cents < c.amount_cents and (now - c.created_at).total_seconds() >= grace_seconds
     ]
     ids = [c.reference for c in standing if _is_booking_id(c.reference)]
-    with rt.engine.connect() as conn:
-        known = settlements.get(conn, ids)
+    known = run_transaction(rt.engine, lambda conn: settlements.get(conn, ids))
     report: Counter[str] = Counter()
     refunded: list[str] = []
     for charge in standing:

@@ -27,6 +27,7 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from ridgeline.regional import settlements
+from ridgeline.regional.db import run_transaction
 from ridgeline.regional.errors import BookingError, IllegalTransition
 from ridgeline.regional.model import BookingState
 from ridgeline.regional.settlements import Settlement, SettlementState
@@ -58,8 +59,7 @@ def settle_batch(runtime: str, booking_ids: list[str], basecamps: list[str]) -> 
     time they take a few milliseconds each.
     """
     rt = runtimes.lookup(runtime)
-    with rt.engine.connect() as conn:
-        rows = settlements.get(conn, booking_ids)
+    rows = run_transaction(rt.engine, lambda conn: settlements.get(conn, booking_ids))
     outcomes: dict[str, str] = {}
     if rows:
         with ThreadPoolExecutor(min(rt.policy.concurrency_max, len(rows)), thread_name_prefix="settle") as pool:

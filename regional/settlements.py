@@ -331,8 +331,7 @@ def mark_delivered(engine: Engine, message_ids: Sequence[str], *, now: datetime)
 def wait_until_settled(engine: Engine, booking_id: str, *, deadline: float, poll_seconds: float = 0.05) -> None:
     """Returns once the booking's settlement left ``awaiting_payment``, or at ``deadline``."""
     while time.monotonic() + poll_seconds < deadline:
-        with engine.connect() as conn:
-            found = get(conn, [booking_id]).get(booking_id)
+        found = run_transaction(engine, lambda conn: get(conn, [booking_id]).get(booking_id))
         if found is None or found.state is not SettlementState.AWAITING_PAYMENT:
             return
         time.sleep(poll_seconds)

@@ -106,6 +106,7 @@ def test_booked_stays_are_charged_confirmed_and_announced_once_in_one_flow_run(s
     query_runs = {"flows": {"name": {"any_": ["settle"]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 200}
     runs = [r for r in httpx.post(f"{prefect_api}/flow_runs/filter", json=query_runs, timeout=10).json() if ids[0] in r["parameters"]["booking_ids"]]
     assert runs and all(r["state"]["type"] == "COMPLETED" for r in runs)
+    assert set(ids) <= set(runs[-1]["parameters"]["booking_ids"]), "one flow run took the whole batch that was due"
     query_artifacts = {"artifacts": {"flow_run_id": {"any_": [r["id"] for r in runs]}}}
     artifacts = httpx.post(f"{prefect_api}/artifacts/filter", json=query_artifacts, timeout=10).json()
     assert {"booking": ids[0], "outcome": "confirmed"} in [row for a in artifacts for row in json.loads(a["data"])]
