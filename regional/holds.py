@@ -117,22 +117,10 @@ def place_hold(
         return booking
 
     def slow(conn: Connection) -> Booking | errors.BookingError:
-        expiry.reclaim_for(conn, resource_id=request.resource_id, nights=request.nights, now=now)
-        # Try again in this transaction's snapshot, so that a refusal below is diagnosed
-        # from the very state that refused it.
-        attempt = conn.begin_nested()
-        try:
-            conn.execute(_PLACE_HOLD, params)
-        except IntegrityError as error:
-            attempt.rollback()
-            if not _is_short(error):
-                raise
-        else:
-            attempt.commit()
-            return booking
-        refusal = _diagnose(conn, request)
-        idempotency.record(conn, request.idempotency_key, OPERATION, fingerprint, now, error=refusal)
-        return refusal
+        outcome = hold_within(conn, request, booking, now=now)
+        if isinstance(outcome, errors.BookingError):
+            idempotency.record(conn, request.idempotency_key, OPERATION, fingerprint, now, error=outcome)
+        return outcome
 
     try:
         try:
@@ -150,6 +138,28 @@ def place_hold(
     if isinstance(outcome, errors.BookingError):
         raise outcome
     return outcome
+
+
+def hold_within(conn: Connection, request: HoldRequest, booking: Booking, *, now: datetime) -> Booking | errors.BookingError:
+    """Places ``booking`` inside the caller's transaction, reclaiming lapsed holds first.
+
+    Returns the refusal (sold out, not on sale) instead of raising it, so the caller can
+    record it in the same transaction (an idempotency record, a trek leg's fence).
+    """
+    expiry.reclaim_for(conn, resource_id=request.resource_id, nights=request.nights, now=now)
+    # Try in this transaction's snapshot, so that a refusal below is diagnosed from the
+    # very state that refused it.
+    attempt = conn.begin_nested()
+    try:
+        conn.execute(_PLACE_HOLD, _params(request, booking, request.fingerprint()))
+    except IntegrityError as error:
+        attempt.rollback()
+        if not _is_short(error):
+            raise
+    else:
+        attempt.commit()
+        return booking
+    return _diagnose(conn, request)
 
 
 def _is_short(error: IntegrityError) -> bool:

@@ -18,6 +18,8 @@ from sqlalchemy import Engine
 
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import booking_pb2_grpc as pb_grpc
+from ridgeline.v1 import trek_pb2 as tpb
+from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 
 from . import migrate
 from .catalog import CatalogView
@@ -25,12 +27,15 @@ from .config import NodeConfig
 from .db import make_engine
 from .group_commit import HoldGroupCommitter
 from .holds import place_hold
+from .leg_resolver import LegResolver
+from .leg_servicer import TrekLegServicer
 from .servicer import BookingServicer, Clock, HoldPlacer, utc_now
 from .sweeper import Sweeper
 
 _log = logging.getLogger(__name__)
 
 BOOKING_SERVICE = pb.DESCRIPTOR.services_by_name["BookingService"].full_name
+TREK_LEG_SERVICE = tpb.DESCRIPTOR.services_by_name["TrekLegService"].full_name
 
 
 class RegionalNode:
@@ -55,8 +60,9 @@ class RegionalNode:
             self._committer = HoldGroupCommitter(round_engine, self._engine, clock, round_max=config.hold_round_max)
         servicer = BookingServicer(config, self._engine, self._catalog, self._hold_placer(clock), clock)
         pb_grpc.add_BookingServiceServicer_to_server(servicer, self._server)
+        tpb_grpc.add_TrekLegServiceServicer_to_server(TrekLegServicer(config, self._engine, self._catalog, clock), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        reflection.enable_server_reflection((BOOKING_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server)
+        reflection.enable_server_reflection((BOOKING_SERVICE, TREK_LEG_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server)
         try:
             self.port = self._server.add_insecure_port(config.listen_address)
         except RuntimeError as error:  # grpc raises RuntimeError("Failed to bind …")
@@ -70,6 +76,8 @@ class RegionalNode:
             batch_max=config.sweep_batch_max,
             key_retention_seconds=config.idempotency_retention_seconds,
         )
+        # Prepared trek legs are not swept; they are resolved with their coordinator.
+        self._resolver = LegResolver(self._engine, clock, interval_seconds=config.sweep_interval_seconds, batch_max=config.sweep_batch_max)
 
     def _hold_placer(self, clock: Clock) -> HoldPlacer:
         committer, engine = self._committer, self._engine
@@ -87,6 +95,7 @@ class RegionalNode:
             self._committer.start()
         self._server.start()
         self._sweeper.start()
+        self._resolver.start()
         for service in ("", BOOKING_SERVICE):
             self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         _log.info("node %s of %s serving on %s", self.config.node_id, self.config.region, self.address)
@@ -98,6 +107,7 @@ class RegionalNode:
         if self._committer is not None:
             self._committer.stop()
         self._sweeper.stop()
+        self._resolver.stop()
         self._engine.dispose()
 
     def wait(self) -> None:
