@@ -262,6 +262,8 @@ def _configure_logging() -> None:
 
 # Benchmarks register themselves on bench_app.
 from . import bench_holds  # noqa: E402,F401
+# Trek commands (coordinator, trek plan|show|cancel|list) register themselves on app.
+from . import cli_trek  # noqa: E402,F401
 
 
 if __name__ == "__main__":

@@ -1,0 +1,146 @@
+"""Cross-region treks end to end: real nodes per region, the real gateway, a real coordinator process.
+
+Invariant 5 (treks are atomic) and 4 (money balances) are checked at rest from the
+participants' own tables and the gateway's own ledger, never from the coordinator's
+word; invariant 7 (idempotency) for PlanTrek.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from concurrent import futures
+
+import grpc
+import httpx
+import pytest
+
+from drive import night
+from trek_cluster import Spawned, TrekCluster, call_ignoring_death, free_port, leg, plan_request
+from ridgeline.deploy.postgres import PostgresServer
+from ridgeline.regional.config import NodeConfig
+from ridgeline.regional.node import RegionalNode
+from ridgeline.v1 import trek_pb2 as tpb
+
+Code = grpc.StatusCode
+REGIONS = ("eu-alps", "na-rockies", "sa-andes")
+
+
+@pytest.fixture(scope="module")
+def cluster(region_servers: dict[str, PostgresServer], fresh_database) -> Iterator[TrekCluster]:
+    dbs = {region: fresh_database(region) for region in REGIONS}
+    nodes = {
+        region: RegionalNode(NodeConfig(region=region, node_id=f"trek-{region}", database_url=db.url, sweep_interval_seconds=0.5))
+        for region, db in dbs.items()
+    }
+    for node in nodes.values():
+        node.start()
+    coordinator_db = region_servers["eu-alps"].create_database(f"coordinator_{uuid.uuid4().hex[:10]}")
+    gateway_db = f"gateway_{uuid.uuid4().hex[:10]}"
+    gateway_url = region_servers["sa-andes"].create_database(gateway_db)
+    gateway = Spawned(["gateway", "--database-url", gateway_url, "--seed", "11"])
+    trek_cluster = TrekCluster(
+        region_urls={r: db.url for r, db in dbs.items()},
+        region_targets={r: node.address for r, node in nodes.items()},
+        gateway_url=gateway.address,
+        gateway_dsn=region_servers["sa-andes"].libpq_dsn(gateway_db),
+        coordinator_db_url=coordinator_db,
+        coordinator_port=free_port(),
+    )
+    try:
+        yield trek_cluster
+    finally:
+        trek_cluster.stop_all()
+        gateway.stop()
+        for node in nodes.values():
+            node.stop(grace_seconds=1)
+
+
+@pytest.fixture
+def coordinator(cluster: TrekCluster) -> Iterator[Spawned]:
+    proc = cluster.start_coordinator()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def stub(cluster: TrekCluster, coordinator: Spawned) -> Iterator:
+    channel, trek_stub = cluster.stub()
+    yield trek_stub
+    channel.close()
+
+
+def three_regions(days_ahead: int, party: int = 1) -> list[tpb.TrekLeg]:
+    start = night(days_ahead)
+    return [
+        leg("argentiere", "argentiere-dorm", start, party=party),
+        leg("abbot-pass", "abbot-bunk", night(days_ahead + 2), party=party),
+        leg("plaza-de-mulas", "mulas-dome", night(days_ahead + 4), party=party),
+    ]
+
+
+def test_a_three_region_trek_commits_every_leg_and_charges_once_per_currency(cluster, stub) -> None:
+    trek = stub.PlanTrek(plan_request(str(uuid.uuid4()), three_regions(30)), timeout=20)
+    assert trek.state == tpb.TREK_STATE_COMMITTED, (trek.reason, [l.detail for l in trek.legs])
+    assert trek.decision == tpb.DECISION_COMMIT
+    assert [l.state for l in trek.legs] == [tpb.LEG_STATE_COMMITTED] * 3
+    assert {c.currency for c in trek.charges} == {"EUR", "CAD", "USD"}
+    assert trek.HasField("decided_at") and trek.HasField("settled_at")
+    cluster.assert_atomic_and_paid(trek)
+    cancelled = stub.CancelTrek(tpb.CancelTrekRequest(trek_id=trek.trek_id, reason="change of plans"), timeout=10)
+    assert cancelled.state in (tpb.TREK_STATE_CANCELLING, tpb.TREK_STATE_CANCELLED)
+    final = cluster.wait_final(trek.trek_id)
+    assert final.state == tpb.TREK_STATE_CANCELLED and [l.state for l in final.legs] == [tpb.LEG_STATE_CANCELLED] * 3
+    cluster.assert_atomic_and_paid(final)
+    cluster.assert_inventories()
+
+
+def test_a_sold_out_leg_aborts_the_trek_and_nothing_stays_held_or_charged(cluster, stub) -> None:
+    legs = three_regions(34)
+    legs[1] = leg("abbot-pass", "abbot-guide", night(36), party=6)
+    first = stub.PlanTrek(plan_request(str(uuid.uuid4()), legs), timeout=20)
+    assert first.state == tpb.TREK_STATE_COMMITTED
+    second = stub.PlanTrek(plan_request(str(uuid.uuid4()), legs), timeout=20)
+    assert second.state == tpb.TREK_STATE_ABORTED, second
+    assert "leg 1 refused: RESOURCE_EXHAUSTED" in second.reason
+    assert not second.charges
+    for trek in (first, second):
+        cluster.assert_atomic_and_paid(trek)
+    cluster.assert_inventories()
+
+
+def test_duplicate_plan_with_the_same_key_gives_one_trek(cluster, stub) -> None:
+    key = str(uuid.uuid4())
+    request = plan_request(key, three_regions(40))
+    with futures.ThreadPoolExecutor(6) as pool:
+        treks = list(pool.map(lambda _: stub.PlanTrek(request, timeout=20), range(6)))
+    assert len({t.trek_id for t in treks}) == 1
+    final = cluster.wait_final(treks[0].trek_id)
+    assert final.state == tpb.TREK_STATE_COMMITTED
+    cluster.assert_atomic_and_paid(final)
+    with pytest.raises(grpc.RpcError) as reused:
+        stub.PlanTrek(plan_request(key, three_regions(41)), timeout=10)
+    assert reused.value.code() is Code.INVALID_ARGUMENT
+    with httpx.Client(base_url=cluster.gateway_url) as http:
+        charges = http.get("/v1/charges", params={"reference": final.trek_id}).json()["data"]
+    assert len(charges) == 3, "one charge per currency, however often the trek was asked for"
+
+
+def test_bad_requests_get_a_status_and_record_nothing(cluster, stub) -> None:
+    cases = [
+        (plan_request("", three_regions(30)), Code.INVALID_ARGUMENT),
+        (plan_request("k", []), Code.INVALID_ARGUMENT),
+        (plan_request("k", [leg("nowhere", "x", night(30))]), Code.NOT_FOUND),
+        (plan_request("k", [leg("argentiere", "argentiere-dorm", night(30), nights=0)]), Code.INVALID_ARGUMENT),
+        (plan_request("k", [leg("argentiere", "argentiere-dorm", night(30), party=0)]), Code.INVALID_ARGUMENT),
+    ]
+    for request, code in cases:
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.PlanTrek(request, timeout=10)
+        assert refused.value.code() is code, (request, refused.value.details())
+    for call, request in ((stub.GetTrek, tpb.GetTrekRequest(trek_id="not-a-uuid")), (stub.GetTrek, tpb.GetTrekRequest(trek_id=str(uuid.uuid4())))):
+        with pytest.raises(grpc.RpcError) as refused:
+            call(request, timeout=10)
+        assert refused.value.code() in (Code.INVALID_ARGUMENT, Code.NOT_FOUND)
+    unknown = stub.GetDecision(tpb.GetDecisionRequest(trek_id=str(uuid.uuid4())), timeout=10)
+    assert unknown.decision == tpb.DECISION_ABORT, "presumed abort for a trek the coordinator never recorded"
