@@ -16,44 +16,17 @@ import httpx
 import pytest
 
 from drive import night
-from trek_cluster import Spawned, TrekCluster, call_ignoring_death, free_port, leg, plan_request
+from trek_cluster import Spawned, TrekCluster, leg, plan_request, running_cluster
 from ridgeline.deploy.postgres import PostgresServer
-from ridgeline.regional.config import NodeConfig
-from ridgeline.regional.node import RegionalNode
 from ridgeline.v1 import trek_pb2 as tpb
 
 Code = grpc.StatusCode
-REGIONS = ("eu-alps", "na-rockies", "sa-andes")
 
 
 @pytest.fixture(scope="module")
 def cluster(region_servers: dict[str, PostgresServer], fresh_database) -> Iterator[TrekCluster]:
-    dbs = {region: fresh_database(region) for region in REGIONS}
-    nodes = {
-        region: RegionalNode(NodeConfig(region=region, node_id=f"trek-{region}", database_url=db.url, sweep_interval_seconds=0.5))
-        for region, db in dbs.items()
-    }
-    for node in nodes.values():
-        node.start()
-    coordinator_db = region_servers["eu-alps"].create_database(f"coordinator_{uuid.uuid4().hex[:10]}")
-    gateway_db = f"gateway_{uuid.uuid4().hex[:10]}"
-    gateway_url = region_servers["sa-andes"].create_database(gateway_db)
-    gateway = Spawned(["gateway", "--database-url", gateway_url, "--seed", "11"])
-    trek_cluster = TrekCluster(
-        region_urls={r: db.url for r, db in dbs.items()},
-        region_targets={r: node.address for r, node in nodes.items()},
-        gateway_url=gateway.address,
-        gateway_dsn=region_servers["sa-andes"].libpq_dsn(gateway_db),
-        coordinator_db_url=coordinator_db,
-        coordinator_port=free_port(),
-    )
-    try:
+    with running_cluster(region_servers, fresh_database) as trek_cluster:
         yield trek_cluster
-    finally:
-        trek_cluster.stop_all()
-        gateway.stop()
-        for node in nodes.values():
-            node.stop(grace_seconds=1)
 
 
 @pytest.fixture

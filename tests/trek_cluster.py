@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -23,10 +25,14 @@ import grpc
 import psycopg
 
 from invariants import assert_inventory_matches_bookings, query
+from ridgeline.deploy.postgres import PostgresServer
+from ridgeline.regional.config import NodeConfig
+from ridgeline.regional.node import RegionalNode
 from ridgeline.routing.client import night_range
 from ridgeline.v1 import trek_pb2 as tpb
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 
+REGIONS = ("eu-alps", "na-rockies", "sa-andes")
 RIDGELINE = str(Path(sys.executable).parent / "ridgeline")
 FINAL = {tpb.TREK_STATE_COMMITTED, tpb.TREK_STATE_ABORTED, tpb.TREK_STATE_CANCELLED}
 #: Short protocol timings so that drills finish in seconds: legs prepare within 2 s, a
@@ -74,8 +80,17 @@ class TrekCluster:
     gateway_dsn: str
     coordinator_db_url: str
     coordinator_port: int
+    node_args: dict[str, list[str]] = field(default_factory=dict)
+    node_processes: dict[str, Spawned] = field(default_factory=dict)
     coordinator: Spawned | None = None
     _started: list[Spawned] = field(default_factory=list)
+
+    def start_node(self, region: str) -> Spawned:
+        """A ``ridgeline node`` process for ``region`` on its fixed address (a restart is found there)."""
+        node = Spawned(self.node_args[region])
+        self.node_processes[region] = node
+        self._started.append(node)
+        return node
 
     @property
     def target(self) -> str:
@@ -176,3 +191,45 @@ def call_ignoring_death(call: Callable[[], tpb.Trek]) -> tpb.Trek | None:
     except grpc.RpcError as error:
         assert error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED), error
         return None
+
+
+@contextmanager
+def running_cluster(
+    region_servers: dict[str, PostgresServer], fresh_database: Callable, *, node_process_regions: Iterable[str] = ()
+) -> Iterator[TrekCluster]:
+    """Fresh region databases, one node per region (in this process, or a process for
+    ``node_process_regions``), a gateway process and an empty coordinator database."""
+    dbs = {region: fresh_database(region) for region in REGIONS}
+    in_process = {
+        region: RegionalNode(NodeConfig(region=region, node_id=f"trek-{region}", database_url=db.url, sweep_interval_seconds=0.5))
+        for region, db in dbs.items()
+        if region not in node_process_regions
+    }
+    targets = {region: node.address for region, node in in_process.items()}
+    node_args = {}
+    for region in node_process_regions:
+        targets[region] = f"127.0.0.1:{free_port()}"
+        node_args[region] = ["node", "--region", region, "--database-url", dbs[region].url, "--listen", targets[region], "--sweep-interval", "0.5"]
+    coordinator_db = region_servers["eu-alps"].create_database(f"coordinator_{uuid.uuid4().hex[:10]}")
+    gateway_db = f"gateway_{uuid.uuid4().hex[:10]}"
+    gateway = Spawned(["gateway", "--database-url", region_servers["sa-andes"].create_database(gateway_db), "--seed", "11"])
+    cluster = TrekCluster(
+        region_urls={r: db.url for r, db in dbs.items()},
+        region_targets=targets,
+        gateway_url=gateway.address,
+        gateway_dsn=region_servers["sa-andes"].libpq_dsn(gateway_db),
+        coordinator_db_url=coordinator_db,
+        coordinator_port=free_port(),
+        node_args=node_args,
+    )
+    for node in in_process.values():
+        node.start()
+    try:
+        for region in node_process_regions:
+            cluster.start_node(region)
+        yield cluster
+    finally:
+        cluster.stop_all()
+        gateway.stop()
+        for node in in_process.values():
+            node.stop(grace_seconds=1)
