@@ -19,6 +19,9 @@ from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 
 #: An unknown basecamp re-reads the regions' catalogs at most this often.
 CATALOG_RELOAD_SECONDS = 5.0
+#: A node that restarts is reached again within a second: gRPC's default reconnect
+#: backoff grows to minutes, which would hold a trek's commits long after the node is back.
+_CHANNEL_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000))
 
 
 class Participants(Protocol):
@@ -36,7 +39,7 @@ class StaticParticipants:
 
     def __init__(self, targets: dict[str, str], *, catalog_timeout_seconds: float = 5.0) -> None:
         self._targets = dict(targets)
-        self._channels = {region: grpc.insecure_channel(target) for region, target in targets.items()}
+        self._channels = {region: grpc.insecure_channel(target, options=_CHANNEL_OPTIONS) for region, target in targets.items()}
         self._stubs = {region: tpb_grpc.TrekLegServiceStub(channel) for region, channel in self._channels.items()}
         self._timeout = catalog_timeout_seconds
         self._regions: dict[str, str] = {}

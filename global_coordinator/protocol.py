@@ -336,6 +336,8 @@ class Coordinator:
                 if error.code() not in _RETRYABLE:
                     _log.error("trek %s leg %d: %s", trek_id, leg.index, failure)
                     return failure
+                if attempt == 1:  # visible in GetTrek and the stuck list while retries go on
+                    self._transact(lambda conn: log.note_leg(conn, trek_id, leg.index, failure))
             pause = _LEG_RETRY.backoff_seconds(min(attempt, 10))
             if time.monotonic() + pause >= until or self._stop.is_set():
                 return failure

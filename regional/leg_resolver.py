@@ -21,6 +21,7 @@ from ridgeline.v1 import trek_pb2 as tpb
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 
 from . import legs
+from .db import run_transaction
 from .errors import BookingError
 
 _log = logging.getLogger(__name__)
@@ -31,8 +32,7 @@ ASK_TIMEOUT_SECONDS = 2.0
 
 def resolve_in_doubt(engine: Engine, *, now: datetime, batch_max: int, ask: Callable[[str, str], int]) -> int:
     """Asks about every prepared leg past its deadline (one batch) and applies the answers; returns how many were resolved."""
-    with engine.connect() as conn:
-        doubtful = legs.in_doubt(conn, now=now, batch_max=batch_max)
+    doubtful = run_transaction(engine, lambda conn: legs.in_doubt(conn, now=now, batch_max=batch_max))
     resolved = 0
     for key, target in doubtful:
         try:
@@ -40,11 +40,13 @@ def resolve_in_doubt(engine: Engine, *, now: datetime, batch_max: int, ask: Call
         except grpc.RpcError as error:
             _log.warning("trek %s leg %d in doubt; coordinator %s did not answer: %s", key.trek_id, key.leg_index, target, error.code())
             continue
-        if decision == tpb.DECISION_COMMIT:
-            legs.commit(engine, key, now=now)
-        elif decision == tpb.DECISION_ABORT:
-            legs.abort(engine, key, now=now)
-        else:
+        apply = {tpb.DECISION_COMMIT: legs.commit, tpb.DECISION_ABORT: legs.abort}.get(decision)
+        if apply is None:  # still pending: ask again next pass
+            continue
+        try:
+            apply(engine, key, now=now)
+        except BookingError as error:  # one leg's trouble must not stall the others
+            _log.warning("trek %s leg %d: applying the coordinator's decision failed: %s", key.trek_id, key.leg_index, error)
             continue
         resolved += 1
     return resolved

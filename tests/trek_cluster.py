@@ -62,6 +62,11 @@ class Spawned:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait(10)
+        self._close()
+
+    def _close(self) -> None:
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -70,6 +75,7 @@ class Spawned:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self._close()
 
 
 @dataclass
