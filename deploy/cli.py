@@ -263,8 +263,12 @@ def _configure_logging() -> None:
 # Benchmarks register themselves on bench_app.
 from . import bench_holds  # noqa: E402,F401
 # Trek commands (coordinator, trek plan|show|cancel|list) register themselves on app.
-from . import cli_trek  # noqa: E402,F401
+from . import bench_treks, cli_trek  # noqa: E402,F401
 
 
 if __name__ == "__main__":
-    app()
+    # Run as ``python -m``, this file is ``__main__``; the modules above registered their
+    # commands (bench, trek, coordinator) on ``ridgeline.deploy.cli``'s app, so run that one.
+    from ridgeline.deploy.cli import app as registered_app
+
+    registered_app()

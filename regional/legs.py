@@ -55,10 +55,6 @@ class Leg:
     booking: Booking | None
 
 
-class LegAborted(errors.IllegalTransition):
-    """The leg was aborted (or voted no): a late prepare or a commit is refused."""
-
-
 _INSERT_FENCE = text(
     """
     INSERT INTO trek_legs (trek_id, leg_index, state, booking_id, coordinator_target, decision_deadline, created_at, updated_at)
@@ -206,7 +202,7 @@ def _as_found(conn: Connection, key: LegKey, *, refuse_aborted: bool) -> Leg | e
         return errors.NotFound(f"trek {key.trek_id} has no leg {key.leg_index} here")
     state = LegState(row.state)
     if state is LegState.ABORTED and refuse_aborted:
-        return LegAborted(f"trek {key.trek_id} leg {key.leg_index} was aborted; it cannot be prepared or committed")
+        return errors.IllegalTransition(f"trek {key.trek_id} leg {key.leg_index} was aborted; it cannot be prepared or committed")
     booking = queries.get_booking(conn, row.booking_id) if row.booking_id else None
     return Leg(key, state, booking)
 

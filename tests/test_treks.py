@@ -117,3 +117,35 @@ def test_bad_requests_get_a_status_and_record_nothing(cluster, stub) -> None:
         assert refused.value.code() in (Code.INVALID_ARGUMENT, Code.NOT_FOUND)
     unknown = stub.GetDecision(tpb.GetDecisionRequest(trek_id=str(uuid.uuid4())), timeout=10)
     assert unknown.decision == tpb.DECISION_ABORT, "presumed abort for a trek the coordinator never recorded"
+
+
+def test_the_planner_cli_plans_shows_lists_and_cancels_a_trek(cluster, coordinator) -> None:
+    import json
+    import os
+    import subprocess
+
+    from trek_cluster import RIDGELINE
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "COLUMNS": "160"}
+        return subprocess.run([RIDGELINE, "trek", *args, "--target", cluster.target], capture_output=True, text=True, timeout=60, env=env)
+
+    first, second = night(90), night(93)
+    planned = cli(
+        "plan", "--customer", "alice", "--key", f"cli-{uuid.uuid4()}", "--json",
+        "--leg", f"argentiere:argentiere-dorm:{first}:{second}:2",
+        "--leg", f"bow-hut:bow-bunk:{second}:{second + (second - first)}",
+    )  # fmt: skip
+    assert planned.returncode == 0, planned.stderr
+    trek = json.loads(planned.stdout)
+    assert trek["state"] == "TREK_STATE_COMMITTED" and len(trek["legs"]) == 2
+    shown = cli("show", trek["trek_id"])
+    assert shown.returncode == 0 and "committed" in shown.stdout and "argentiere-dorm" in shown.stdout
+    listed = cli("list", "--state", "committed", "--json")
+    assert trek["trek_id"] in [t["trek_id"] for t in json.loads(listed.stdout)]
+    assert cli("cancel", trek["trek_id"]).returncode == 0
+    assert cluster.wait_final(trek["trek_id"]).state == tpb.TREK_STATE_CANCELLED
+    bad = cli("plan", "--customer", "bob", "--leg", "argentiere:argentiere-dorm:tomorrow")
+    assert bad.returncode == 2 and "BASECAMP:RESOURCE:FROM:TO" in bad.stderr
+    unknown = cli("show", str(uuid.uuid4()))
+    assert unknown.returncode == 2 and "NOT_FOUND" in unknown.stderr and "Traceback" not in unknown.stderr
