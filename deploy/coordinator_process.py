@@ -79,6 +79,8 @@ def serve_until_signalled(
     database_url: str, listen: str, region_targets: dict[str, str], gateway_url: str, config: CoordinatorConfig, *, workers: int = 32
 ) -> None:
     """Migrates the log, serves TrekService, prints ``READY coordinator host:port``, blocks until a signal."""
+    # One INFO line per gateway request costs more than the request's own CPU here.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     engine = make_engine(database_url, pool_size=workers + config.drive_workers, application_name="ridgeline-coordinator")
     schema.migrate(engine)
     payments = GatewayPayments(gateway_url)

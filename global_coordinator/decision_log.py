@@ -11,7 +11,6 @@ Every function runs inside the caller's transaction (see :data:`Transact`).
 from __future__ import annotations
 
 import enum
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -119,6 +118,7 @@ class PrepareOutcome:
 def new_trek(
     conn: Connection,
     *,
+    trek_id: str,
     key: str,
     fingerprint: str,
     customer_id: str,
@@ -126,8 +126,7 @@ def new_trek(
     now: datetime,
     prepare_deadline: datetime,
 ) -> tuple[str, str]:
-    """Records a trek and its pending legs; a repeated key returns the first trek's (id, fingerprint)."""
-    trek_id = str(uuid.uuid4())
+    """Records trek ``trek_id`` and its pending legs; a repeated key returns the first trek's (id, fingerprint)."""
     inserted = conn.execute(
         text(
             """
@@ -154,6 +153,14 @@ def new_trek(
         [{"trek_id": trek_id, "leg_index": i, **vars(leg)} for i, leg in enumerate(legs)],
     )
     return trek_id, fingerprint
+
+
+def read_only(conn: Connection) -> Connection:
+    """Marks the caller's transaction read-only, before its first statement: a read-only
+    SERIALIZABLE transaction cannot be the pivot of a conflict (PostgreSQL's SSI), so the
+    readers (GetTrek, the redriver's scans) no longer make the writers fail with 40001."""
+    conn.execute(text("SET TRANSACTION READ ONLY"))
+    return conn
 
 
 def load(conn: Connection, trek_id: str) -> TrekRecord | None:

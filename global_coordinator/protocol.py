@@ -28,6 +28,7 @@ import logging
 import math
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -131,32 +132,42 @@ class Coordinator:
         """Records the trek (once per key) and drives it; with ``wait_seconds``, until it is final."""
         now = self._clock()
         fingerprint = request.fingerprint()
-        trek_id, first_fingerprint = self._transact(
-            lambda conn: log.new_trek(
-                conn,
-                key=request.idempotency_key,
+        # Claimed before it is visible, so the redriver never takes a trek its planner drives.
+        new_id = str(uuid.uuid4())
+        self._claim(new_id)
+        try:
+            trek_id, first_fingerprint = self._transact(
+                lambda conn: log.new_trek(
+                    conn,
+                    trek_id=new_id,
+                    key=request.idempotency_key,
                 fingerprint=fingerprint,
                 customer_id=request.customer_id,
-                legs=request.legs,
-                now=now,
-                prepare_deadline=now + timedelta(seconds=self.config.prepare_timeout_seconds),
+                    legs=request.legs,
+                    now=now,
+                    prepare_deadline=now + timedelta(seconds=self.config.prepare_timeout_seconds),
+                )
             )
-        )
-        if first_fingerprint != fingerprint:
-            raise InvalidTrek(f"idempotency key {request.idempotency_key!r} was first used for a different trek ({trek_id})")
-        if self._claim(trek_id):
-            running = self._drivers.submit(self._drive_claimed, trek_id, True)
+        except BaseException:
+            self._release(new_id)
+            raise
+        if trek_id != new_id:  # the key was planned before: answer that trek
+            self._release(new_id)
+            if first_fingerprint != fingerprint:
+                raise InvalidTrek(f"idempotency key {request.idempotency_key!r} was first used for a different trek ({trek_id})")
             if wait_seconds is not None:
-                try:
-                    running.result(timeout=wait_seconds)
-                except TimeoutError:
-                    pass
-        elif wait_seconds is not None:
-            self._wait_final(trek_id, wait_seconds)
+                self._wait_final(trek_id, wait_seconds)
+            return self.get(trek_id)
+        running = self._drivers.submit(self._drive_claimed, trek_id, True)
+        if wait_seconds is not None:
+            try:
+                running.result(timeout=wait_seconds)
+            except TimeoutError:
+                pass
         return self.get(trek_id)
 
     def get(self, trek_id: str) -> TrekRecord:
-        trek = self._transact(lambda conn: log.load(conn, trek_id))
+        trek = self._transact(lambda conn: log.load(log.read_only(conn), trek_id))
         if trek is None:
             raise TrekNotFound(f"no trek {trek_id}")
         return trek
@@ -165,7 +176,7 @@ class Coordinator:
         stuck_before = self._clock() - timedelta(seconds=stuck_after_seconds) if stuck_after_seconds else None
 
         def read(conn) -> list[TrekRecord]:  # noqa: ANN001 - a Connection
-            ids = log.list_treks(conn, state=state, stuck_before=stuck_before, limit=limit)
+            ids = log.list_treks(log.read_only(conn), state=state, stuck_before=stuck_before, limit=limit)
             return [trek for trek in (log.load(conn, trek_id) for trek_id in ids) if trek is not None]
 
         return self._transact(read)
@@ -212,8 +223,11 @@ class Coordinator:
         except Exception:  # noqa: BLE001 - a failed pass is retried by the redriver
             _log.exception("driving trek %s failed; the redriver resumes it", trek_id)
         finally:
-            with self._active_lock:
-                self._active.discard(trek_id)
+            self._release(trek_id)
+
+    def _release(self, trek_id: str) -> None:
+        with self._active_lock:
+            self._active.discard(trek_id)
 
     def _drive(self, trek_id: str, fresh: bool) -> None:
         trek = self.get(trek_id)
@@ -228,15 +242,12 @@ class Coordinator:
             crash.point("decided")
             trek = self.get(trek_id)
         if trek.state is TrekState.COMMITTING:
-            self._drive_legs(trek, "CommitLeg", {LegState.PREPARED}, LegState.COMMITTED, "committed")
-            self._finish(trek_id, TrekState.COMMITTING, TrekState.COMMITTED, LegState.COMMITTED, refund=False)
+            self._settle(trek, "CommitLeg", {LegState.PREPARED}, LegState.COMMITTED, TrekState.COMMITTED, refund=False)
         elif trek.state is TrekState.ABORTING:
             touched = {LegState.PENDING, LegState.PREPARED, LegState.REFUSED}
-            self._drive_legs(trek, "AbortLeg", touched, LegState.ABORTED, "aborted")
-            self._finish(trek_id, TrekState.ABORTING, TrekState.ABORTED, LegState.ABORTED, refund=True)
+            self._settle(trek, "AbortLeg", touched, LegState.ABORTED, TrekState.ABORTED, refund=True)
         elif trek.state is TrekState.CANCELLING:
-            self._drive_legs(trek, "CancelLeg", {LegState.COMMITTED}, LegState.CANCELLED, "cancelled")
-            self._finish(trek_id, TrekState.CANCELLING, TrekState.CANCELLED, LegState.CANCELLED, refund=True)
+            self._settle(trek, "CancelLeg", {LegState.COMMITTED}, LegState.CANCELLED, TrekState.CANCELLED, refund=True)
 
     def _prepare_and_decide(self, trek: TrekRecord) -> None:
         remaining = (trek.prepare_deadline - self._clock()).total_seconds()
@@ -283,28 +294,35 @@ class Coordinator:
         return PrepareOutcome(leg.index, True, booking.booking_id, booking.total_price_cents, booking.currency)
 
     def _charge(self, trek_id: str, outcomes: list[PrepareOutcome]) -> tuple[list[log.ChargeRecord], str]:
-        """Charges once per currency; returns the charges and, if one failed, why the trek aborts."""
+        """Charges once per currency, the currencies in parallel; returns the charges made and,
+        if one failed, why the trek aborts (the abort refunds the others by reference)."""
         totals: dict[str, int] = {}
         for outcome in outcomes:
             totals[outcome.currency] = totals.get(outcome.currency, 0) + outcome.price_cents
+        due = {currency: amount for currency, amount in totals.items() if amount > 0}
+        calls = {
+            currency: self._calls.submit(self._payments.charge, f"trek:{trek_id}:{currency}", amount, currency, trek_id)
+            for currency, amount in sorted(due.items())
+        }
         charges: list[log.ChargeRecord] = []
-        for currency, amount in sorted(totals.items()):
-            if amount <= 0:
-                continue
+        failures: list[str] = []
+        for currency, call in calls.items():
             try:
-                charge_id = self._payments.charge(f"trek:{trek_id}:{currency}", amount, currency, trek_id)
+                charges.append(log.ChargeRecord(currency, due[currency], call.result(), 0))
             except (PaymentRefused, PaymentUnknown) as error:
-                return charges, f"payment of {amount / 100:.2f} {currency} failed: {error}"
-            charges.append(log.ChargeRecord(currency, amount, charge_id, 0))
-        return charges, ""
+                failures.append(f"payment of {due[currency] / 100:.2f} {currency} failed: {error}")
+        return charges, "; ".join(failures)
 
-    def _drive_legs(self, trek: TrekRecord, method: str, sources: set[LegState], target: LegState, point: str) -> None:
-        """Sends ``method`` to every leg in ``sources`` in parallel, each retried for one pass; records what landed."""
+    def _settle(self, trek: TrekRecord, method: str, sources: set[LegState], target: LegState, final: TrekState, *, refund: bool) -> None:
+        """Sends ``method`` to every leg in ``sources`` in parallel, each retried for one pass; records
+        what landed and, once every leg is at ``target`` (and, with ``refund``, every charge is
+        refunded), ends the trek in ``final`` in the same transaction."""
         todo = [leg for leg in trek.legs if leg.state in sources]
         until = time.monotonic() + self.config.drive_pass_seconds
         calls = {self._calls.submit(self._call_leg, trek.trek_id, leg, method, until): leg for leg in todo}
         landed: list[int] = []
         failures: list[tuple[int, str]] = []
+        point = target.value
         for call in as_completed(calls):
             failure = call.result()
             if failure is None:
@@ -312,11 +330,15 @@ class Coordinator:
                 crash.point(point)
             else:
                 failures.append((calls[call].index, failure))
+        every_leg = all(leg.state is target or leg.index in landed for leg in trek.legs)
+        ends = every_leg and (not refund or self._refund_all(trek))
 
         def write(conn) -> None:  # noqa: ANN001 - a Connection
             log.set_legs(conn, trek.trek_id, landed, target)
             for index, failure in failures:
                 log.note_leg(conn, trek.trek_id, index, failure)
+            if ends:
+                log.move(conn, trek.trek_id, [trek.state], final, self._clock())
 
         self._transact(write)
 
@@ -342,15 +364,6 @@ class Coordinator:
             if time.monotonic() + pause >= until or self._stop.is_set():
                 return failure
             time.sleep(pause)
-
-    def _finish(self, trek_id: str, source: TrekState, target: TrekState, leg_target: LegState, *, refund: bool) -> None:
-        """Ends the trek once every leg reached ``leg_target`` (and, for aborts, every charge is refunded)."""
-        trek = self.get(trek_id)
-        if any(leg.state is not leg_target for leg in trek.legs):
-            return
-        if refund and not self._refund_all(trek):
-            return
-        self._transact(lambda conn: log.move(conn, trek_id, [source], target, self._clock()))
 
     def _refund_all(self, trek: TrekRecord) -> bool:
         """Refunds every charge the provider holds for the trek; False when the provider did not answer."""
@@ -392,11 +405,14 @@ class Coordinator:
         """Drives every unfinished trek no thread of this process is driving; returns how many."""
         started = 0
         now = self._clock()
-        for trek_id in self._transact(lambda conn: log.unfinished(conn, limit=REDRIVE_BATCH_MAX)):
+        for trek_id in self._transact(lambda conn: log.unfinished(log.read_only(conn), limit=REDRIVE_BATCH_MAX)):
+            if not self._claim(trek_id):  # a thread of this process drives it
+                continue
             trek = self.get(trek_id)
-            # A trek this process is still preparing is left to its own drive until its deadline.
+            # A trek planned by this process is left to its own drive until its prepare deadline.
             preparing_here = trek.state is TrekState.PREPARING and trek.created_at >= self._started_at and now < trek.prepare_deadline
-            if trek.final or preparing_here or not self._claim(trek_id):
+            if trek.final or preparing_here:
+                self._release(trek_id)
                 continue
             self._drivers.submit(self._drive_claimed, trek_id, False)
             started += 1

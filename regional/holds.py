@@ -140,26 +140,40 @@ def place_hold(
     return outcome
 
 
-def hold_within(conn: Connection, request: HoldRequest, booking: Booking, *, now: datetime) -> Booking | errors.BookingError:
-    """Places ``booking`` inside the caller's transaction, reclaiming lapsed holds first.
+def hold_within(
+    conn: Connection, request: HoldRequest, booking: Booking, *, now: datetime, reclaim_first: bool = True
+) -> Booking | errors.BookingError:
+    """Places ``booking`` inside the caller's transaction, reclaiming lapsed holds when short.
 
+    ``reclaim_first=False`` tries the hold before reclaiming: a caller that did not just
+    fail (a trek leg) skips the reclaim's read of every hold on the resource, whose
+    predicate locks made concurrent holds on one resource fail with 40001.
     Returns the refusal (sold out, not on sale) instead of raising it, so the caller can
     record it in the same transaction (an idempotency record, a trek leg's fence).
     """
+    params = _params(request, booking, request.fingerprint())
+    if not reclaim_first and _attempt(conn, params):
+        return booking
     expiry.reclaim_for(conn, resource_id=request.resource_id, nights=request.nights, now=now)
     # Try in this transaction's snapshot, so that a refusal below is diagnosed from the
     # very state that refused it.
+    if _attempt(conn, params):
+        return booking
+    return _diagnose(conn, request)
+
+
+def _attempt(conn: Connection, params: dict[str, object]) -> bool:
+    """The hold statement in a savepoint; False (and nothing taken) when a night is short."""
     attempt = conn.begin_nested()
     try:
-        conn.execute(_PLACE_HOLD, _params(request, booking, request.fingerprint()))
+        conn.execute(_PLACE_HOLD, params)
     except IntegrityError as error:
         attempt.rollback()
         if not _is_short(error):
             raise
-    else:
-        attempt.commit()
-        return booking
-    return _diagnose(conn, request)
+        return False
+    attempt.commit()
+    return True
 
 
 def _is_short(error: IntegrityError) -> bool:

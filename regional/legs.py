@@ -109,7 +109,7 @@ def prepare(
         ).first()
         if fenced is None:
             return _as_found(conn, key, refuse_aborted=True)
-        outcome = holds.hold_within(conn, hold, booking, now=now)
+        outcome = holds.hold_within(conn, hold, booking, now=now, reclaim_first=False)
         if isinstance(outcome, errors.BookingError):
             # The leg votes no. Its fence says so, so a retried prepare gets the same answer;
             # the fence then carries no booking (the hold never existed).
