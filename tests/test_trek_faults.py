@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import timedelta
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from urllib.parse import urlparse
 
@@ -53,10 +53,9 @@ def test_a_participant_killed_with_a_leg_prepared_gets_the_commit_once_it_is_bac
     try:
         channel, stub = cluster.stub()
         with channel:
-            time.sleep(1.5)
-            trek = stub.GetTrek(tpb.GetTrekRequest(trek_id=trek_id), timeout=5)
+            trek = _when(lambda: stub.GetTrek(tpb.GetTrekRequest(trek_id=trek_id), timeout=5), lambda t: "UNAVAILABLE" in t.legs[2].detail)
             assert trek.state == tpb.TREK_STATE_COMMITTING, "a commit cannot land on a dead node"
-            assert trek.legs[2].state == tpb.LEG_STATE_PREPARED and "UNAVAILABLE" in trek.legs[2].detail
+            assert trek.legs[2].state == tpb.LEG_STATE_PREPARED
             stuck = stub.ListTreks(tpb.ListTreksRequest(stuck_after_seconds=1), timeout=5)
             assert trek_id in [t.trek_id for t in stuck.treks]
             cluster.start_node("sa-andes")
@@ -66,6 +65,15 @@ def test_a_participant_killed_with_a_leg_prepared_gets_the_commit_once_it_is_bac
     assert trek.state == tpb.TREK_STATE_COMMITTED
     cluster.assert_atomic_and_paid(trek)
     cluster.assert_inventories()
+
+
+def _when(read: Callable[[], tpb.Trek], ready: Callable[[tpb.Trek], bool], timeout_seconds: float = 15.0) -> tpb.Trek:
+    """Reads the trek until ``ready`` holds (the coordinator works on its own schedule)."""
+    until = time.monotonic() + timeout_seconds
+    while not ready(trek := read()):
+        assert time.monotonic() < until, f"condition not reached: {trek}"
+        time.sleep(0.1)
+    return trek
 
 
 def test_a_region_database_unreachable_during_prepare_aborts_the_trek_and_holds_nothing(cluster, region_servers) -> None:

@@ -35,9 +35,10 @@ from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 REGIONS = ("eu-alps", "na-rockies", "sa-andes")
 RIDGELINE = str(Path(sys.executable).parent / "ridgeline")
 FINAL = {tpb.TREK_STATE_COMMITTED, tpb.TREK_STATE_ABORTED, tpb.TREK_STATE_CANCELLED}
-#: Short protocol timings so that drills finish in seconds: legs prepare within 2 s, a
-#: prepared leg asks about its trek 3 s after that, unfinished treks are redriven every 0.3 s.
-COORDINATOR_FLAGS = ("--prepare-timeout", "2", "--decision-grace", "8", "--redrive-interval", "0.3")
+#: Short protocol timings so that drills finish in seconds: legs prepare within 5 s (a
+#: shared 2-core machine can be slow; no drill waits for it), a prepared leg asks about
+#: its trek 8 s after that, unfinished treks are redriven every 0.3 s.
+COORDINATOR_FLAGS = ("--prepare-timeout", "5", "--decision-grace", "8", "--redrive-interval", "0.3")
 
 
 def free_port() -> int:
