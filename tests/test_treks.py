@@ -149,3 +149,15 @@ def test_the_planner_cli_plans_shows_lists_and_cancels_a_trek(cluster, coordinat
     assert bad.returncode == 2 and "BASECAMP:RESOURCE:FROM:TO" in bad.stderr
     unknown = cli("show", str(uuid.uuid4()))
     assert unknown.returncode == 2 and "NOT_FOUND" in unknown.stderr and "Traceback" not in unknown.stderr
+
+
+def test_the_coordinator_serves_health_and_reflection(cluster, coordinator) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with grpc.insecure_channel(cluster.target) as channel:
+        status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="ridgeline.v1.TrekService"), timeout=5)
+        assert status.status == health_pb2.HealthCheckResponse.SERVING
+        replies = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+        names = {s.name for reply in replies for s in reply.list_services_response.service}
+    assert "ridgeline.v1.TrekService" in names
