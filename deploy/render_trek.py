@@ -37,22 +37,25 @@ def trek(item: tpb.Trek) -> None:
     ):
         fields.add_row(name, value)
     console.print(fields)
+    # Two tables, so that each stays readable at 80 columns: what each leg is, then its booking.
     legs = Table(title="Legs")
-    for column in ("#", "region", "basecamp", "resource", "stay", "party", "state", "price", "booking / detail"):
-        legs.add_column(column, no_wrap=column in {"stay", "booking / detail"})
+    for column in ("#", "resource", "party", "stay", "state", "price"):
+        legs.add_column(column, no_wrap=column != "price")
+    bookings = Table(title="Leg bookings")
+    for column in ("#", "region", "booking / detail"):
+        bookings.add_column(column, no_wrap=column != "booking / detail")
     for leg in item.legs:
         legs.add_row(
             str(leg.leg_index),
-            leg.region,
-            leg.leg.basecamp_id,
             leg.leg.resource_id,
-            _stay(leg.leg.nights),
             str(leg.leg.party_size),
+            _stay(leg.leg.nights),
             tpb.LegState.Name(leg.state).removeprefix("LEG_STATE_").lower(),
             money(leg.price_cents, leg.currency) if leg.currency else "",
-            leg.booking_id or leg.detail,
         )
+        bookings.add_row(str(leg.leg_index), leg.region, leg.booking_id or leg.detail)
     console.print(legs)
+    console.print(bookings)
     if item.charges:
         charges = Table(title="Charges")
         for column in ("charge", "amount", "refunded"):
@@ -63,9 +66,10 @@ def trek(item: tpb.Trek) -> None:
 
 
 def treks(items: Iterable[tpb.Trek]) -> None:
+    """One line per trek; the id never wraps (a planner copies it). ``show`` has the rest."""
     table = Table(title="Treks")
-    for column in ("trek", "state", "customer", "legs", "created", "reason"):
-        table.add_column(column, no_wrap=column in {"trek", "created"})
+    for column in ("trek", "state", "legs", "created"):
+        table.add_column(column, no_wrap=True)
     for t in items:
-        table.add_row(t.trek_id, trek_state(t.state), t.customer_id, str(len(t.legs)), t.created_at.ToDatetime().strftime("%m-%d %H:%M:%S"), t.reason)
+        table.add_row(t.trek_id, trek_state(t.state), str(len(t.legs)), t.created_at.ToDatetime().strftime("%m-%d %H:%M:%S"))
     console.print(table)
