@@ -7,6 +7,7 @@ word; invariant 7 (idempotency) for PlanTrek.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent import futures
@@ -16,7 +17,7 @@ import httpx
 import pytest
 
 from drive import night
-from trek_cluster import Spawned, TrekCluster, leg, plan_request, running_cluster
+from trek_cluster import Spawned, TrekCluster, free_port, leg, plan_request, running_cluster
 from ridgeline.deploy.postgres import PostgresServer
 from ridgeline.v1 import trek_pb2 as tpb
 
@@ -161,3 +162,33 @@ def test_the_coordinator_serves_health_and_reflection(cluster, coordinator) -> N
         replies = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
         names = {s.name for reply in replies for s in reply.list_services_response.service}
     assert "ridgeline.v1.TrekService" in names
+
+
+def test_a_prepared_leg_past_its_ttl_asks_the_coordinator_and_is_never_guessed(cluster, coordinator) -> None:
+    """A leg prepared for a trek its coordinator never recorded is aborted once it outlives
+    its TTL (presumed abort, answered by the real coordinator); a leg whose coordinator
+    cannot be reached stays held."""
+    from invariants import query
+    from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
+
+    orphan, unreachable = str(uuid.uuid4()), str(uuid.uuid4())
+    with grpc.insecure_channel(cluster.region_targets["eu-alps"]) as channel:
+        legs = tpb_grpc.TrekLegServiceStub(channel)
+        for trek_id, target in ((orphan, cluster.target), (unreachable, f"127.0.0.1:{free_port()}")):
+            legs.PrepareLeg(
+                tpb.PrepareLegRequest(
+                    trek_id=trek_id, leg_index=0, leg=leg("gouter", "gouter-dorm", night(100)), customer_id="ghost",
+                    hold_ttl_seconds=10, coordinator_target=target,
+                ),
+                timeout=10,
+            )  # fmt: skip
+    url = cluster.region_urls["eu-alps"]
+    sql = "SELECT t.trek_id, t.state, b.state AS booking FROM trek_legs t JOIN bookings b USING (booking_id) WHERE t.trek_id IN (%(a)s, %(b)s)"
+    until = time.monotonic() + 25
+    while True:
+        states = {r.trek_id: (r.state, r.booking) for r in query(url, sql, {"a": orphan, "b": unreachable})}
+        if states[orphan] != ("prepared", "held") or time.monotonic() > until:
+            break
+        time.sleep(0.2)
+    assert states == {orphan: ("aborted", "released"), unreachable: ("prepared", "held")}
+    cluster.assert_inventories()
