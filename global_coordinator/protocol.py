@@ -172,7 +172,7 @@ class Coordinator:
             raise TrekNotFound(f"no trek {trek_id}")
         return trek
 
-    def list(self, *, state: TrekState | None, stuck_after_seconds: int, limit: int) -> list[TrekRecord]:
+    def treks(self, *, state: TrekState | None, stuck_after_seconds: int, limit: int) -> list[TrekRecord]:
         stuck_before = self._clock() - timedelta(seconds=stuck_after_seconds) if stuck_after_seconds else None
 
         def read(conn) -> list[TrekRecord]:  # noqa: ANN001 - a Connection

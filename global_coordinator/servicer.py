@@ -82,7 +82,7 @@ class TrekServicer(tpb_grpc.TrekServiceServicer):
     @_guarded
     def ListTreks(self, request: tpb.ListTreksRequest, context: grpc.ServicerContext) -> tpb.ListTreksResponse:
         state, stuck_after, limit = validation.list_filter(request)
-        treks = self._coordinator.list(state=state, stuck_after_seconds=stuck_after, limit=limit)
+        treks = self._coordinator.treks(state=state, stuck_after_seconds=stuck_after, limit=limit)
         return tpb.ListTreksResponse(treks=[trek_pb(t) for t in treks])
 
     @_guarded
