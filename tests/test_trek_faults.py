@@ -89,13 +89,17 @@ def test_a_region_database_unreachable_during_prepare_aborts_the_trek_and_holds_
             try:
                 channel, stub = cluster.stub()
                 with channel:
-                    # A waiting PlanTrek answers before its deadline, with the trek as it is by then.
-                    trek = stub.PlanTrek(plan_request(str(uuid.uuid4()), route(70)), timeout=3)
+                    planned = stub.PlanTrek(plan_request(str(uuid.uuid4()), route(70), wait=False), timeout=10)
+                    trek = _when(lambda: stub.GetTrek(tpb.GetTrekRequest(trek_id=planned.trek_id), timeout=5), lambda t: t.decision != tpb.DECISION_PENDING)
                     assert trek.decision == tpb.DECISION_ABORT and "leg 1 refused: UNAVAILABLE" in trek.reason, trek.reason
-                    assert trek.state == tpb.TREK_STATE_ABORTING, "the abort cannot reach the fence while the database is down"
                     for region in ("eu-alps", "sa-andes"):
-                        rows = query(cluster.region_urls[region], "SELECT b.state FROM trek_legs t JOIN bookings b USING (booking_id) WHERE t.trek_id = %(t)s", {"t": trek.trek_id})
-                        assert [r.state for r in rows] == ["released"], f"{region} still holds a leg of an aborted trek"
+                        sql = "SELECT b.state FROM trek_legs t JOIN bookings b USING (booking_id) WHERE t.trek_id = %(t)s"
+                        until = time.monotonic() + 15
+                        while [r.state for r in query(cluster.region_urls[region], sql, {"t": trek.trek_id})] != ["released"]:
+                            assert time.monotonic() < until, f"{region} still holds a leg of an aborted trek"
+                            time.sleep(0.1)
+                    trek = stub.GetTrek(tpb.GetTrekRequest(trek_id=trek.trek_id), timeout=5)
+                    assert trek.state == tpb.TREK_STATE_ABORTING, "the abort cannot reach the fence while the database is down"
             finally:
                 admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         trek = cluster.wait_final(trek.trek_id, timeout_seconds=30)
