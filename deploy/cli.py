@@ -360,8 +360,8 @@ def _configure_logging() -> None:
     logging.basicConfig(level=os.environ.get("RIDGELINE_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
-# Benchmarks register themselves on bench_app; cluster, drill and settlement commands on app.
-from . import bench_cluster, bench_holds, bench_settle, cli_cluster, cli_drills, cli_settle  # noqa: E402,F401
+# Benchmarks register themselves on bench_app; cluster, drill, settlement and trek commands on app.
+from . import bench_cluster, bench_holds, bench_settle, bench_treks, cli_cluster, cli_drills, cli_settle, cli_trek  # noqa: E402,F401
 
 
 if __name__ == "__main__":

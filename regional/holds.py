@@ -28,7 +28,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, TextClause, text
 from sqlalchemy.exc import IntegrityError
 
 from ridgeline.routing.leases import fence_sql
@@ -151,27 +151,12 @@ def place_hold(
         return booking
 
     def slow(conn: Connection) -> Booking | errors.BookingError:
-        # One snapshot (and one now()) for the whole transaction: if the lease holds here,
-        # it holds for the retry below, so a refusal after it is about room, not ownership.
-        fenced = ownership.refusal_if_fenced(conn, request.basecamp_id, epoch)
-        if fenced is not None:
-            return fenced  # not recorded: the same key must work at the owner
-        expiry.reclaim_for(conn, resource_id=request.resource_id, nights=request.nights, now=now)
-        # Try again in this transaction's snapshot, so that a refusal below is diagnosed
-        # from the very state that refused it.
-        attempt = conn.begin_nested()
-        try:
-            conn.execute(statement, params)
-        except IntegrityError as error:
-            attempt.rollback()
-            if not _is_short(error):
-                raise
-        else:
-            attempt.commit()
-            return booking
-        refusal = _diagnose(conn, request)
-        idempotency.record(conn, request.idempotency_key, request.operation, fingerprint, now, error=refusal)
-        return refusal
+        outcome = hold_within(conn, request, booking, epoch=epoch, now=now)
+        if isinstance(outcome, errors.NotOwner):
+            return outcome  # not recorded: the same key must work at the owner
+        if isinstance(outcome, errors.BookingError):
+            idempotency.record(conn, request.idempotency_key, request.operation, fingerprint, now, error=outcome)
+        return outcome
 
     try:
         try:
@@ -189,6 +174,48 @@ def place_hold(
     if isinstance(outcome, errors.BookingError):
         raise outcome
     return outcome
+
+
+def hold_within(
+    conn: Connection, request: HoldRequest, booking: Booking, *, epoch: int | None, now: datetime, reclaim_first: bool = True
+) -> Booking | errors.BookingError:
+    """Places ``booking`` inside the caller's transaction, reclaiming lapsed holds when short.
+
+    ``reclaim_first=False`` tries the hold before reclaiming: a caller that did not just
+    fail (a trek leg) skips the reclaim's read of every hold on the resource, whose
+    predicate locks made concurrent holds on one resource fail with 40001.
+    Returns the refusal (sold out, not on sale) instead of raising it, so the caller can
+    record it in the same transaction (an idempotency record, a trek leg's fence).
+    """
+    # One snapshot (and one now()) for the whole transaction: if the lease holds here, it
+    # holds for the attempts below, so a refusal after it is about room, not ownership.
+    fenced = ownership.refusal_if_fenced(conn, request.basecamp_id, epoch)
+    if fenced is not None:
+        return fenced
+    params = {**_params(request, booking, request.fingerprint()), "epoch": epoch}
+    statement = _BOOK if request.settle else _PLACE_HOLD
+    if not reclaim_first and _attempt(conn, statement, params):
+        return booking
+    expiry.reclaim_for(conn, resource_id=request.resource_id, nights=request.nights, now=now)
+    # Try in this transaction's snapshot, so that a refusal below is diagnosed from the
+    # very state that refused it.
+    if _attempt(conn, statement, params):
+        return booking
+    return _diagnose(conn, request)
+
+
+def _attempt(conn: Connection, statement: TextClause, params: dict[str, object]) -> bool:
+    """The hold statement in a savepoint; False (and nothing taken) when a night is short."""
+    attempt = conn.begin_nested()
+    try:
+        conn.execute(statement, params)
+    except IntegrityError as error:
+        attempt.rollback()
+        if not _is_short(error):
+            raise
+        return False
+    attempt.commit()
+    return True
 
 
 def _is_short(error: IntegrityError) -> bool:

@@ -23,6 +23,8 @@ from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import booking_pb2_grpc as pb_grpc
 from ridgeline.v1 import cluster_pb2 as cpb
 from ridgeline.v1 import cluster_pb2_grpc as cpb_grpc
+from ridgeline.v1 import trek_pb2 as tpb
+from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 
 from . import migrate
 from .catalog import CatalogView
@@ -32,6 +34,8 @@ from .db import make_engine, run_transaction
 from .group_commit import HoldGroupCommitter
 from .holds import place_hold
 from .metrics import MetricsInterceptor
+from .leg_resolver import LegResolver
+from .leg_servicer import TrekLegServicer
 from .servicer import BookingServicer, Clock, HoldPlacer, utc_now
 from .sweeper import Sweeper
 
@@ -39,6 +43,7 @@ _log = logging.getLogger(__name__)
 
 BOOKING_SERVICE = pb.DESCRIPTOR.services_by_name["BookingService"].full_name
 CLUSTER_SERVICE = cpb.DESCRIPTOR.services_by_name["ClusterService"].full_name
+TREK_LEG_SERVICE = tpb.DESCRIPTOR.services_by_name["TrekLegService"].full_name
 
 
 class RegionalNode:
@@ -84,11 +89,13 @@ class RegionalNode:
         )
         servicer = BookingServicer(config, self._engine, self._catalog, self._hold_placer(clock), self.keeper.ownership, clock)
         pb_grpc.add_BookingServiceServicer_to_server(servicer, self._server)
+        legs = TrekLegServicer(config, self._engine, self._catalog, self.keeper.ownership, clock)
+        tpb_grpc.add_TrekLegServiceServicer_to_server(legs, self._server)
         cluster = ClusterServicer(self._engine, region=config.region, node_id=config.node_id, seeds=config.cluster_seeds)
         cpb_grpc.add_ClusterServiceServicer_to_server(cluster, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
-            (BOOKING_SERVICE, CLUSTER_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+            (BOOKING_SERVICE, CLUSTER_SERVICE, TREK_LEG_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
         )
         self._sweeper = Sweeper(
             self._engine,
@@ -96,6 +103,10 @@ class RegionalNode:
             interval_seconds=config.sweep_interval_seconds,
             batch_max=config.sweep_batch_max,
             key_retention_seconds=config.idempotency_retention_seconds,
+        )
+        # Prepared trek legs are not swept; they are resolved with their coordinator.
+        self._resolver = LegResolver(
+            self._engine, clock, self.keeper.ownership, interval_seconds=config.sweep_interval_seconds, batch_max=config.sweep_batch_max
         )
 
     def _hold_placer(self, clock: Clock) -> HoldPlacer:
@@ -133,6 +144,7 @@ class RegionalNode:
             self._committer.start()
         self._server.start()
         self._sweeper.start()
+        self._resolver.start()
         for service in ("", BOOKING_SERVICE):
             self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         _log.info("node %s of %s serving on %s", self.config.node_id, self.config.region, self.address)
@@ -146,6 +158,7 @@ class RegionalNode:
         # After the in-flight calls (which write under the leases), hand the leases over.
         self.keeper.stop(release=True)
         self._sweeper.stop()
+        self._resolver.stop()
         if self._metrics is not None:
             self._metrics.shutdown()
             self._metrics.server_close()

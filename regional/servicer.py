@@ -162,3 +162,7 @@ def _deadline(context: grpc.ServicerContext) -> float | None:
     if remaining <= 0:
         raise DeadlineExceeded("the call's deadline had passed before work started")
     return time.monotonic() + remaining
+
+
+#: Public name for the other servicers of a node (TrekLegService).
+deadline_of = _deadline

@@ -46,6 +46,10 @@ class Move:
 CONFIRM = Move("ConfirmBooking", BookingState.HELD, BookingState.CONFIRMED, -1, +1, requires_live_hold=True)
 RELEASE = Move("ReleaseHold", BookingState.HELD, BookingState.RELEASED, -1, 0, requires_live_hold=False)
 CANCEL = Move("CancelBooking", BookingState.CONFIRMED, BookingState.CANCELLED, 0, -1, requires_live_hold=False)
+#: A trek leg's confirm: the coordinator decided commit, so the hold is confirmed even if
+#: its TTL passed while the trek was undecided (prepared legs are never expired).
+COMMIT_LEG = Move("CommitLeg", BookingState.HELD, BookingState.CONFIRMED, -1, +1, requires_live_hold=False)
+ABORT_LEG = Move("AbortLeg", BookingState.HELD, BookingState.RELEASED, -1, 0, requires_live_hold=False)
 
 _MOVE = text(
     f"""
@@ -122,6 +126,13 @@ def apply_move(
     if isinstance(outcome, errors.BookingError):
         raise outcome
     return outcome
+
+
+def move_within(
+    conn: Connection, move: Move, *, booking_id: str, reason: str, fence: Fence, now: datetime
+) -> Booking | errors.BookingError:
+    """Moves a booking inside the caller's transaction (a trek leg moves it beside its fence row)."""
+    return _move_once(conn, move, booking_id, reason, fence, now)
 
 
 def _move_once(

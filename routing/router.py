@@ -138,6 +138,36 @@ class ClusterClient:
             raise ClusterUnreachable(f"{basecamp_id!r} is in no region that answered; unreachable: {', '.join(self._unreached)}")
         raise UnknownBasecamp(f"no region of the cluster has a basecamp {basecamp_id!r}")
 
+    # ------------------------------------------------------------------ for callers with their own stubs
+
+    def owner_address(self, basecamp_id: str) -> str:
+        """Where a write for ``basecamp_id`` goes now: its owner, else any live node of its region
+        (which answers with the owner, or UNAVAILABLE while the basecamp is between owners)."""
+        return self._owner(self.region_of(basecamp_id), basecamp_id)
+
+    def redirected(self, error: grpc.RpcError, basecamp_id: str) -> bool:
+        """Learns from a refused call to ``owner_address``: an owner hint is cached (True: call
+        again at once); UNAVAILABLE drops the address and refreshes the region (False: back off)."""
+        region = self._region_of.get(basecamp_id)
+        if region is None:
+            return False
+        code = error.code()
+        if code is grpc.StatusCode.FAILED_PRECONDITION:
+            hint = owner_hint(error)
+            if hint is not None and hint.address:
+                self._set_owner(region, basecamp_id, hint.address)
+                return True
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            address = self._regions[region].owners.get(basecamp_id) or ""
+            if address:
+                self._forget(region, address)
+            self._refresh_region(region, time.monotonic() + self._timeout_seconds, avoid=address)
+        return False
+
+    def channel(self, address: str) -> grpc.Channel:
+        """The client's channel to ``address`` (shared, closed with the client)."""
+        return self._channel(address)
+
     # ------------------------------------------------------------------ reads
 
     def list_basecamps(self, region: str | None = None) -> pb.ListBasecampsResponse:

@@ -27,6 +27,8 @@ from ridgeline.routing.ring import propose_owners
 from ridgeline.routing.router import ClusterClient, owner_hint
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import booking_pb2_grpc as pb_grpc
+from ridgeline.v1 import trek_pb2 as tpb
+from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 
 LEASE_TTL = 2.0
 HEARTBEAT = 0.5
@@ -243,3 +245,23 @@ def test_a_paused_owner_cannot_write_after_its_lease_lapsed(alps_db: RegionDatab
     assert bookings_by_id(alps_db.url, [earlier.booking_id])[earlier.booking_id].state == "held", "the paused owner confirmed"
     assert _holders(alps_db.url)["argentiere"][1] > epoch_before
     assert_inventory_matches_bookings(alps_db.url)
+
+
+def test_a_trek_leg_is_prepared_only_by_its_basecamp_s_owner(alps_db: RegionDatabase, in_process_nodes) -> None:
+    nodes = {node_id: in_process_nodes(node_id) for node_id in NODE_IDS}
+    assert _wait(lambda: _settled(alps_db.url, NODE_IDS), 10)
+    owner_id = propose_owners(NODE_IDS, ALPS)["argentiere"]
+    other = nodes[next(n for n in NODE_IDS if n != owner_id)]
+    request = tpb.PrepareLegRequest(
+        trek_id="trek-fenced", leg_index=0,
+        leg=tpb.TrekLeg(basecamp_id="argentiere", resource_id="argentiere-dorm", nights=night_range(night(20), night(22)), party_size=1),
+        customer_id="planner", hold_ttl_seconds=60, coordinator_target="127.0.0.1:1",
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        tpb_grpc.TrekLegServiceStub(grpc.insecure_channel(other.address)).PrepareLeg(request, timeout=10)
+    assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    hint = owner_hint(refused.value)
+    assert hint is not None and hint.node_id == owner_id
+    assert not query(alps_db.url, "SELECT 1 FROM trek_legs WHERE trek_id = 'trek-fenced'"), "a non-owner wrote the leg's fence row"
+    prepared = tpb_grpc.TrekLegServiceStub(grpc.insecure_channel(hint.address)).PrepareLeg(request, timeout=10)
+    assert prepared.state == tpb.LEG_STATE_PREPARED

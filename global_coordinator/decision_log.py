@@ -1,0 +1,329 @@
+"""The decision log: treks, their legs, the decision and the charges, in the coordinator's database.
+
+Invariant 5 hinges on one row: ``trek_decisions`` has at most one row per trek (its
+primary key), written by :func:`decide` with ``ON CONFLICT DO NOTHING`` and read back, so
+whoever decides first (the trek's own drive, a participant's GetDecision past the
+deadline, a restarted coordinator) decides for everyone. No row means abort.
+
+Every function runs inside the caller's transaction (see :data:`Transact`).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, text
+
+T = TypeVar("T")
+
+#: Runs a function in one database transaction, re-running it whole on a serialization
+#: failure (deploy/ passes the regions' ``run_transaction`` bound to the log's engine).
+Transact = Callable[[Callable[[Connection], T]], T]
+
+
+class TrekState(enum.StrEnum):
+    PREPARING = "preparing"
+    COMMITTING = "committing"
+    COMMITTED = "committed"
+    ABORTING = "aborting"
+    ABORTED = "aborted"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+
+FINAL_STATES = frozenset({TrekState.COMMITTED, TrekState.ABORTED, TrekState.CANCELLED})
+
+
+class LegState(enum.StrEnum):
+    PENDING = "pending"
+    PREPARED = "prepared"
+    REFUSED = "refused"
+    COMMITTED = "committed"
+    ABORTED = "aborted"
+    CANCELLED = "cancelled"
+
+
+class Decision(enum.StrEnum):
+    COMMIT = "commit"
+    ABORT = "abort"
+
+
+@dataclass(frozen=True)
+class LegPlan:
+    """One leg as the planner asked for it, with the region that serves its basecamp."""
+
+    region: str
+    basecamp_id: str
+    resource_id: str
+    first_night: date
+    end_night: date
+    party_size: int
+
+
+@dataclass(frozen=True)
+class LegRecord:
+    index: int
+    plan: LegPlan
+    state: LegState
+    booking_id: str | None
+    price_cents: int
+    currency: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class ChargeRecord:
+    currency: str
+    amount_cents: int
+    charge_id: str
+    refunded_cents: int
+
+
+@dataclass(frozen=True)
+class TrekRecord:
+    trek_id: str
+    customer_id: str
+    state: TrekState
+    reason: str
+    decision: Decision | None
+    legs: tuple[LegRecord, ...]
+    charges: tuple[ChargeRecord, ...]
+    created_at: datetime
+    prepare_deadline: datetime
+    decided_at: datetime | None
+    settled_at: datetime | None
+    updated_at: datetime
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+@dataclass(frozen=True)
+class PrepareOutcome:
+    """What a participant answered to one prepare (or why no answer counts as a no)."""
+
+    index: int
+    prepared: bool
+    booking_id: str | None = None
+    price_cents: int = 0
+    currency: str = ""
+    detail: str = ""
+
+
+def new_trek(
+    conn: Connection,
+    *,
+    trek_id: str,
+    key: str,
+    fingerprint: str,
+    customer_id: str,
+    legs: Sequence[LegPlan],
+    now: datetime,
+    prepare_deadline: datetime,
+) -> tuple[str, str]:
+    """Records trek ``trek_id`` and its pending legs; a repeated key returns the first trek's (id, fingerprint)."""
+    inserted = conn.execute(
+        text(
+            """
+            INSERT INTO treks (trek_id, idempotency_key, request_fingerprint, customer_id, state, created_at, prepare_deadline, updated_at)
+            VALUES (:trek_id, :key, :fingerprint, :customer_id, 'preparing', :now, :deadline, :now)
+            ON CONFLICT (idempotency_key) DO NOTHING
+            RETURNING 1
+            """
+        ),
+        {"trek_id": trek_id, "key": key, "fingerprint": fingerprint, "customer_id": customer_id, "now": now, "deadline": prepare_deadline},
+    ).first()
+    if inserted is None:
+        row = conn.execute(
+            text("SELECT CAST(trek_id AS TEXT) AS trek_id, request_fingerprint FROM treks WHERE idempotency_key = :key"), {"key": key}
+        ).one()
+        return row.trek_id, row.request_fingerprint
+    conn.execute(
+        text(
+            """
+            INSERT INTO trek_legs (trek_id, leg_index, region, basecamp_id, resource_id, first_night, end_night, party_size, state)
+            VALUES (:trek_id, :leg_index, :region, :basecamp_id, :resource_id, :first_night, :end_night, :party_size, 'pending')
+            """
+        ),
+        [{"trek_id": trek_id, "leg_index": i, **vars(leg)} for i, leg in enumerate(legs)],
+    )
+    return trek_id, fingerprint
+
+
+def read_only(conn: Connection) -> Connection:
+    """Marks the caller's transaction read-only, before its first statement: a read-only
+    SERIALIZABLE transaction cannot be the pivot of a conflict (PostgreSQL's SSI), so the
+    readers (GetTrek, the redriver's scans) no longer make the writers fail with 40001."""
+    conn.execute(text("SET TRANSACTION READ ONLY"))
+    return conn
+
+
+def load(conn: Connection, trek_id: str) -> TrekRecord | None:
+    row = conn.execute(
+        text(
+            """
+            SELECT CAST(t.trek_id AS TEXT) AS trek_id, t.customer_id, t.state, t.reason, d.decision, t.created_at,
+                   t.prepare_deadline, t.decided_at, t.settled_at, t.updated_at
+            FROM treks AS t LEFT JOIN trek_decisions AS d ON d.trek_id = t.trek_id
+            WHERE t.trek_id = :trek_id
+            """
+        ),
+        {"trek_id": trek_id},
+    ).first()
+    if row is None:
+        return None
+    legs = conn.execute(text("SELECT * FROM trek_legs WHERE trek_id = :trek_id ORDER BY leg_index"), {"trek_id": trek_id}).all()
+    charges = conn.execute(text("SELECT * FROM trek_charges WHERE trek_id = :trek_id ORDER BY currency"), {"trek_id": trek_id}).all()
+    return TrekRecord(
+        trek_id=row.trek_id,
+        customer_id=row.customer_id,
+        state=TrekState(row.state),
+        reason=row.reason,
+        decision=Decision(row.decision) if row.decision else None,
+        legs=tuple(_leg(leg) for leg in legs),
+        charges=tuple(ChargeRecord(c.currency, c.amount_cents, c.charge_id, c.refunded_cents) for c in charges),
+        created_at=row.created_at,
+        prepare_deadline=row.prepare_deadline,
+        decided_at=row.decided_at,
+        settled_at=row.settled_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _leg(row: Any) -> LegRecord:  # noqa: ANN401 - a SQLAlchemy Row
+    plan = LegPlan(row.region, row.basecamp_id, row.resource_id, row.first_night, row.end_night, row.party_size)
+    return LegRecord(row.leg_index, plan, LegState(row.state), row.booking_id, row.price_cents, row.currency, row.detail)
+
+
+def record_prepares(conn: Connection, trek_id: str, outcomes: Sequence[PrepareOutcome]) -> None:
+    """Stores what each participant answered; only pending legs change (a replay changes nothing)."""
+    conn.execute(
+        text(
+            """
+            UPDATE trek_legs SET state = :state, booking_id = :booking_id, price_cents = :price_cents,
+                                 currency = :currency, detail = :detail
+            WHERE trek_id = :trek_id AND leg_index = :index AND state = 'pending'
+            """
+        ),
+        [
+            {
+                "trek_id": trek_id,
+                "index": o.index,
+                "state": (LegState.PREPARED if o.prepared else LegState.REFUSED).value,
+                "booking_id": o.booking_id,
+                "price_cents": o.price_cents,
+                "currency": o.currency,
+                "detail": o.detail[:500],
+            }
+            for o in outcomes
+        ],
+    )
+
+
+def record_charges(conn: Connection, trek_id: str, charges: Sequence[ChargeRecord]) -> None:
+    for charge in charges:
+        conn.execute(
+            text(
+                """
+                INSERT INTO trek_charges (trek_id, currency, amount_cents, charge_id, refunded_cents)
+                VALUES (:trek_id, :currency, :amount_cents, :charge_id, :refunded_cents)
+                ON CONFLICT (trek_id, currency) DO NOTHING
+                """
+            ),
+            {"trek_id": trek_id, **vars(charge)},
+        )
+
+
+def record_refund(conn: Connection, trek_id: str, charge_id: str, refunded_cents: int) -> None:
+    conn.execute(
+        text("UPDATE trek_charges SET refunded_cents = :refunded WHERE trek_id = :trek_id AND charge_id = :charge_id"),
+        {"trek_id": trek_id, "charge_id": charge_id, "refunded": refunded_cents},
+    )
+
+
+def decide(conn: Connection, trek_id: str, decision: Decision, reason: str, now: datetime) -> Decision:
+    """Writes ``decision`` unless one stands already; returns the one that stands."""
+    won = conn.execute(
+        text(
+            """
+            INSERT INTO trek_decisions (trek_id, decision, reason, decided_at) VALUES (:trek_id, :decision, :reason, :now)
+            ON CONFLICT (trek_id) DO NOTHING RETURNING 1
+            """
+        ),
+        {"trek_id": trek_id, "decision": decision.value, "reason": reason[:500], "now": now},
+    ).first()
+    if won is not None:
+        state = TrekState.COMMITTING if decision is Decision.COMMIT else TrekState.ABORTING
+        conn.execute(
+            text(
+                """
+                UPDATE treks SET state = :state, reason = :reason, decided_at = :now, updated_at = :now
+                WHERE trek_id = :trek_id AND state = 'preparing'
+                """
+            ),
+            {"trek_id": trek_id, "state": state.value, "reason": reason[:500], "now": now},
+        )
+        return decision
+    standing = conn.execute(text("SELECT decision FROM trek_decisions WHERE trek_id = :trek_id"), {"trek_id": trek_id}).scalar_one()
+    return Decision(standing)
+
+
+def set_legs(conn: Connection, trek_id: str, indexes: Sequence[int], state: LegState) -> None:
+    if indexes:
+        conn.execute(
+            text("UPDATE trek_legs SET state = :state, detail = '' WHERE trek_id = :trek_id AND leg_index = :index"),
+            [{"trek_id": trek_id, "index": i, "state": state.value} for i in indexes],
+        )
+
+
+def note_leg(conn: Connection, trek_id: str, index: int, detail: str) -> None:
+    """The last error driving a leg, for GetTrek and the stuck list."""
+    conn.execute(
+        text("UPDATE trek_legs SET detail = :detail WHERE trek_id = :trek_id AND leg_index = :index"),
+        {"trek_id": trek_id, "index": index, "detail": detail[:500]},
+    )
+
+
+def move(conn: Connection, trek_id: str, sources: Sequence[TrekState], target: TrekState, now: datetime, reason: str | None = None) -> bool:
+    """Moves the trek from one of ``sources`` to ``target``; False when it was elsewhere."""
+    settled = now if target in FINAL_STATES else None
+    moved = conn.execute(
+        text(
+            """
+            UPDATE treks SET state = :target, updated_at = :now, settled_at = :settled, reason = COALESCE(:reason, reason)
+            WHERE trek_id = :trek_id AND state = ANY(:sources)
+            RETURNING 1
+            """
+        ),
+        {"trek_id": trek_id, "target": target.value, "now": now, "settled": settled, "reason": reason, "sources": [s.value for s in sources]},
+    ).first()
+    return moved is not None
+
+
+def unfinished(conn: Connection, *, limit: int) -> list[str]:
+    rows = conn.execute(
+        text("SELECT CAST(trek_id AS TEXT) AS trek_id FROM treks WHERE state NOT IN ('committed', 'aborted', 'cancelled') ORDER BY created_at LIMIT :limit"),
+        {"limit": limit},
+    ).all()
+    return [row.trek_id for row in rows]
+
+
+def list_treks(conn: Connection, *, state: TrekState | None, stuck_before: datetime | None, limit: int) -> list[str]:
+    """Trek ids, newest first; ``stuck_before``: only unfinished treks created before it."""
+    clauses, params = ["TRUE"], {"limit": limit}
+    if state is not None:
+        clauses.append("state = :state")
+        params["state"] = state.value
+    if stuck_before is not None:
+        clauses.append("state NOT IN ('committed', 'aborted', 'cancelled') AND created_at < :stuck_before")
+        params["stuck_before"] = stuck_before
+    rows = conn.execute(
+        text(f"SELECT CAST(trek_id AS TEXT) AS trek_id FROM treks WHERE {' AND '.join(clauses)} ORDER BY created_at DESC LIMIT :limit"),
+        params,
+    ).all()
+    return [row.trek_id for row in rows]

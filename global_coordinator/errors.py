@@ -1,0 +1,23 @@
+"""Errors the coordinator's callers are meant to see; :mod:`.servicer` maps them to status codes."""
+
+from __future__ import annotations
+
+
+class TrekError(Exception):
+    """Base of every coordinator error a caller sees."""
+
+
+class InvalidTrek(TrekError):
+    """A malformed request, or an idempotency key reused for a different trek."""
+
+
+class TrekNotFound(TrekError):
+    """No trek with that id (or a basecamp no region serves)."""
+
+
+class TrekStateConflict(TrekError):
+    """The trek's state does not allow the request (e.g. cancelling a trek being aborted)."""
+
+
+class StoreUnavailable(TrekError):
+    """The decision log could not be reached or stayed contended; retry with the same key."""

@@ -1,0 +1,61 @@
+"""How the coordinator reaches the node that owns a leg's basecamp.
+
+:class:`Participants` is the seam the protocol uses. :class:`RoutedParticipants` is the
+cluster's routing client behind it: each basecamp's region and owner come from
+ClusterInfo (one reachable node per region is enough), a "not the owner" answer carries
+the owner and is followed at once, and a node that is down is dropped from the view
+until the region's lease moves. The coordinator imports nothing from regional/.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Protocol
+
+import grpc
+
+from ridgeline.routing.router import ClusterClient, ClusterUnreachable, UnknownBasecamp
+from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
+
+
+class Participants(Protocol):
+    def region_of(self, basecamp_id: str) -> str | None:
+        """The region that serves ``basecamp_id``, or None if no reachable region does."""
+
+    def leg_stub(self, region: str, basecamp_id: str) -> tpb_grpc.TrekLegServiceStub:
+        """A TrekLegService stub for the node that owns ``basecamp_id`` in ``region``."""
+
+    def redirected(self, error: grpc.RpcError, basecamp_id: str) -> bool:
+        """True when ``error`` named the basecamp's owner: call ``leg_stub`` again at once."""
+
+    def close(self) -> None: ...
+
+
+class RoutedParticipants:
+    """Participants found through the routing client, from any seed nodes of the cluster."""
+
+    def __init__(self, seeds: Sequence[str], *, timeout_seconds: float = 5.0) -> None:
+        self._client = ClusterClient(seeds, timeout_seconds=timeout_seconds)
+        self._stubs: dict[str, tpb_grpc.TrekLegServiceStub] = {}
+        self._lock = threading.Lock()
+
+    def region_of(self, basecamp_id: str) -> str | None:
+        try:
+            return self._client.region_of(basecamp_id)
+        except (UnknownBasecamp, ClusterUnreachable):
+            return None
+
+    def leg_stub(self, region: str, basecamp_id: str) -> tpb_grpc.TrekLegServiceStub:
+        address = self._client.owner_address(basecamp_id)
+        with self._lock:
+            stub = self._stubs.get(address)
+            if stub is None:
+                stub = self._stubs[address] = tpb_grpc.TrekLegServiceStub(self._client.channel(address))
+            return stub
+
+    def redirected(self, error: grpc.RpcError, basecamp_id: str) -> bool:
+        return self._client.redirected(error, basecamp_id)
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,430 @@
+"""Two-phase commit with presumed abort over a trek's legs, payment as a saga step.
+
+ARCHITECTURE.md §5, invariant 5 (treks are atomic) and 4 (money balances). One pass of
+a new trek:
+
+1. prepare every leg in parallel, each bounded by the trek's prepare deadline (a leg
+   that does not answer in time votes no);
+2. if every leg prepared: charge the trek once per currency (keyed by trek and currency,
+   reference = the trek id), while the legs are held;
+3. write the decision durably: commit only when every leg prepared and every charge went
+   through, abort otherwise (:func:`decision_log.decide`: the first decision stands);
+4. drive the decision: commits retried until they land, or aborts to every leg (an abort
+   to a leg never prepared leaves a fence that refuses a late prepare) and refunds of
+   every charge the provider holds for the trek (found by reference, so a charge made
+   just before a crash is refunded too).
+
+Recovery: :meth:`Coordinator.start` re-drives every trek without a final state, and then
+keeps doing so on an interval (a commit to a dead node lands once it is back). A trek
+with no decision row that this process did not plan is aborted (presumed abort): after a
+restart nobody remembers whether its charges went through, and aborting is always safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import grpc
+
+from ridgeline.routing.client import night_range
+from ridgeline.routing.retry import RetryPolicy
+from ridgeline.v1 import trek_pb2 as tpb
+
+from . import crash, decision_log as log
+from .decision_log import Decision, LegPlan, LegRecord, LegState, PrepareOutcome, TrekRecord, TrekState
+from .errors import InvalidTrek, TrekNotFound, TrekStateConflict
+from .participants import Participants
+from .payments import PaymentRefused, Payments, PaymentUnknown
+
+_log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+#: Leg calls that may succeed when repeated (the node restarts, sheds load, loses a race).
+_RETRYABLE = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED}
+)
+#: Owner hints a prepare follows before giving up (ownership that keeps moving).
+_REDIRECTS_MAX = 4
+_LEG_RETRY = RetryPolicy(attempts_max=1_000_000, backoff_base_seconds=0.02, backoff_cap_seconds=0.5)
+#: Unfinished treks one redrive pass picks up.
+REDRIVE_BATCH_MAX = 200
+#: How often a waiting PlanTrek with a repeated key re-reads the trek.
+_WAIT_POLL_SECONDS = 0.02
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    #: host:port where participants reach this coordinator's GetDecision.
+    advertise_target: str
+    #: Every leg must have prepared within this long after the trek was recorded.
+    prepare_timeout_seconds: float = 5.0
+    #: A prepared leg's hold outlasts the prepare deadline by this much before its node asks.
+    decision_grace_seconds: float = 30.0
+    #: One pass of commits or aborts retries a leg for at most this long; the redriver resumes it.
+    drive_pass_seconds: float = 10.0
+    redrive_interval_seconds: float = 2.0
+    #: Each leg call's own deadline.
+    leg_call_timeout_seconds: float = 2.0
+    drive_workers: int = 32
+    call_workers: int = 64
+
+    @property
+    def leg_ttl_seconds(self) -> int:
+        return math.ceil(self.prepare_timeout_seconds + self.decision_grace_seconds)
+
+
+@dataclass(frozen=True)
+class TrekRequest:
+    """A validated PlanTrek."""
+
+    idempotency_key: str
+    customer_id: str
+    legs: tuple[LegPlan, ...]
+
+    def fingerprint(self) -> str:
+        body = {"customer_id": self.customer_id, "legs": [{**vars(leg), "first_night": str(leg.first_night), "end_night": str(leg.end_night)} for leg in self.legs]}
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+class Coordinator:
+    def __init__(self, config: CoordinatorConfig, transact: log.Transact, participants: Participants, payments: Payments, clock: Clock = utc_now) -> None:
+        self.config = config
+        self._transact = transact
+        self._participants = participants
+        self._payments = payments
+        self._clock = clock
+        self._drivers = ThreadPoolExecutor(config.drive_workers, thread_name_prefix="trek-drive")
+        self._calls = ThreadPoolExecutor(config.call_workers, thread_name_prefix="trek-leg-call")
+        self._active: set[str] = set()
+        self._active_lock = threading.Lock()
+        self._started_at = clock()
+        self._stop = threading.Event()
+        self._redriver = threading.Thread(target=self._redrive_loop, name="trek-redriver", daemon=True)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Starts recovery at once (every unfinished trek), then redrives on an interval."""
+        self._redriver.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._redriver.join(10)
+        self._drivers.shutdown(wait=True, cancel_futures=True)
+        self._calls.shutdown(wait=True, cancel_futures=True)
+
+    # -- planner calls -----------------------------------------------------------------
+
+    def plan(self, request: TrekRequest, *, wait_seconds: float | None) -> TrekRecord:
+        """Records the trek (once per key) and drives it; with ``wait_seconds``, until it is final."""
+        now = self._clock()
+        fingerprint = request.fingerprint()
+        # Claimed before it is visible, so the redriver never takes a trek its planner drives.
+        new_id = str(uuid.uuid4())
+        self._claim(new_id)
+        try:
+            trek_id, first_fingerprint = self._transact(
+                lambda conn: log.new_trek(
+                    conn,
+                    trek_id=new_id,
+                    key=request.idempotency_key,
+                    fingerprint=fingerprint,
+                    customer_id=request.customer_id,
+                    legs=request.legs,
+                    now=now,
+                    prepare_deadline=now + timedelta(seconds=self.config.prepare_timeout_seconds),
+                )
+            )
+        except BaseException:
+            self._release(new_id)
+            raise
+        if trek_id != new_id:  # the key was planned before: answer that trek
+            self._release(new_id)
+            if first_fingerprint != fingerprint:
+                raise InvalidTrek(f"idempotency key {request.idempotency_key!r} was first used for a different trek ({trek_id})")
+            if wait_seconds is not None:
+                self._wait_final(trek_id, wait_seconds)
+            return self.get(trek_id)
+        running = self._drivers.submit(self._drive_claimed, trek_id, True)
+        if wait_seconds is not None:
+            try:
+                running.result(timeout=wait_seconds)
+            except TimeoutError:
+                pass
+        return self.get(trek_id)
+
+    def get(self, trek_id: str) -> TrekRecord:
+        trek = self._transact(lambda conn: log.load(log.read_only(conn), trek_id))
+        if trek is None:
+            raise TrekNotFound(f"no trek {trek_id}")
+        return trek
+
+    def treks(self, *, state: TrekState | None, stuck_after_seconds: int, limit: int) -> list[TrekRecord]:
+        stuck_before = self._clock() - timedelta(seconds=stuck_after_seconds) if stuck_after_seconds else None
+
+        def read(conn) -> list[TrekRecord]:  # noqa: ANN001 - a Connection
+            ids = log.list_treks(log.read_only(conn), state=state, stuck_before=stuck_before, limit=limit)
+            return [trek for trek in (log.load(conn, trek_id) for trek_id in ids) if trek is not None]
+
+        return self._transact(read)
+
+    def cancel(self, trek_id: str, reason: str) -> TrekRecord:
+        """Aborts an undecided trek, compensates a committed one; a trek already ending answers as it is."""
+        trek = self.get(trek_id)
+        why = reason or "cancelled by the planner"
+        if trek.decision is None:
+            decision = self._transact(lambda conn: log.decide(conn, trek_id, Decision.ABORT, why, self._clock()))
+            if decision is Decision.COMMIT:
+                raise TrekStateConflict(f"trek {trek_id} was just decided commit; cancel it again once it is committed")
+        elif trek.state is TrekState.COMMITTING:
+            raise TrekStateConflict(f"trek {trek_id} is committing; cancel it again once it is committed")
+        elif trek.state is TrekState.COMMITTED:
+            self._transact(lambda conn: log.move(conn, trek_id, [TrekState.COMMITTED], TrekState.CANCELLING, self._clock(), why))
+        if self._claim(trek_id):
+            self._drivers.submit(self._drive_claimed, trek_id, False)
+        return self.get(trek_id)
+
+    def decision_for(self, trek_id: str) -> Decision | None:
+        """GetDecision: the standing decision, ABORT for an unknown or overdue trek, None while preparing in time."""
+        trek = self._transact(lambda conn: log.load(conn, trek_id))
+        if trek is None:
+            return Decision.ABORT
+        if trek.decision is not None:
+            return trek.decision
+        if self._clock() < trek.prepare_deadline:
+            return None
+        return self._transact(lambda conn: log.decide(conn, trek_id, Decision.ABORT, "undecided past its prepare deadline", self._clock()))
+
+    # -- driving -----------------------------------------------------------------------
+
+    def _claim(self, trek_id: str) -> bool:
+        with self._active_lock:
+            if trek_id in self._active:
+                return False
+            self._active.add(trek_id)
+            return True
+
+    def _drive_claimed(self, trek_id: str, fresh: bool) -> None:
+        try:
+            self._drive(trek_id, fresh)
+        except Exception:  # noqa: BLE001 - a failed pass is retried by the redriver
+            _log.exception("driving trek %s failed; the redriver resumes it", trek_id)
+        finally:
+            self._release(trek_id)
+
+    def _release(self, trek_id: str) -> None:
+        with self._active_lock:
+            self._active.discard(trek_id)
+
+    def _drive(self, trek_id: str, fresh: bool) -> None:
+        trek = self.get(trek_id)
+        if trek.final:
+            return
+        if trek.decision is None:
+            if fresh and trek.state is TrekState.PREPARING:
+                self._prepare_and_decide(trek)
+            else:
+                reason = "no decision when the coordinator took the trek over (presumed abort)"
+                self._transact(lambda conn: log.decide(conn, trek_id, Decision.ABORT, reason, self._clock()))
+            crash.point("decided")
+            trek = self.get(trek_id)
+        if trek.state is TrekState.COMMITTING:
+            self._settle(trek, "CommitLeg", {LegState.PREPARED}, LegState.COMMITTED, TrekState.COMMITTED, refund=False)
+        elif trek.state is TrekState.ABORTING:
+            touched = {LegState.PENDING, LegState.PREPARED, LegState.REFUSED}
+            self._settle(trek, "AbortLeg", touched, LegState.ABORTED, TrekState.ABORTED, refund=True)
+        elif trek.state is TrekState.CANCELLING:
+            self._settle(trek, "CancelLeg", {LegState.COMMITTED}, LegState.CANCELLED, TrekState.CANCELLED, refund=True)
+
+    def _prepare_and_decide(self, trek: TrekRecord) -> None:
+        remaining = (trek.prepare_deadline - self._clock()).total_seconds()
+        calls = [self._calls.submit(self._prepare_leg, trek, leg, remaining) for leg in trek.legs]
+        outcomes: list[PrepareOutcome] = []
+        for call in as_completed(calls):
+            outcomes.append(call.result())
+            crash.point("prepared")
+        refused = [o for o in outcomes if not o.prepared]
+        charges: list[log.ChargeRecord] = []
+        reason = ""
+        if refused:
+            first = min(refused, key=lambda o: o.index)
+            reason = f"leg {first.index} refused: {first.detail}"
+        else:
+            charges, reason = self._charge(trek.trek_id, outcomes)
+        crash.point("charged")
+        decision = Decision.ABORT if reason else Decision.COMMIT
+
+        def write(conn) -> Decision:  # noqa: ANN001 - a Connection
+            log.record_prepares(conn, trek.trek_id, outcomes)
+            log.record_charges(conn, trek.trek_id, charges)
+            return log.decide(conn, trek.trek_id, decision, reason or "every leg prepared and the trek is paid", self._clock())
+
+        self._transact(write)
+
+    def _prepare_leg(self, trek: TrekRecord, leg: LegRecord, timeout_seconds: float) -> PrepareOutcome:
+        if timeout_seconds <= 0:
+            return PrepareOutcome(leg.index, False, detail="prepare deadline passed before the call")
+        plan = leg.plan
+        request = tpb.PrepareLegRequest(
+            trek_id=trek.trek_id,
+            leg_index=leg.index,
+            leg=tpb.TrekLeg(basecamp_id=plan.basecamp_id, resource_id=plan.resource_id, nights=night_range(plan.first_night, plan.end_night), party_size=plan.party_size),
+            customer_id=trek.customer_id,
+            hold_ttl_seconds=self.config.leg_ttl_seconds,
+            coordinator_target=self.config.advertise_target,
+        )
+        until = time.monotonic() + timeout_seconds
+        for _ in range(_REDIRECTS_MAX + 1):
+            try:
+                reply = self._participants.leg_stub(plan.region, plan.basecamp_id).PrepareLeg(request, timeout=max(until - time.monotonic(), 0.01))
+                break
+            except grpc.RpcError as error:
+                # A "not the owner" answer names the owner: ask it (same leg, same fence row key).
+                if not self._participants.redirected(error, plan.basecamp_id) or time.monotonic() >= until:
+                    return PrepareOutcome(leg.index, False, detail=f"{error.code().name}: {error.details()}")
+        else:
+            return PrepareOutcome(leg.index, False, detail=f"ownership of {plan.basecamp_id} kept moving")
+        booking = reply.booking
+        return PrepareOutcome(leg.index, True, booking.booking_id, booking.total_price_cents, booking.currency)
+
+    def _charge(self, trek_id: str, outcomes: list[PrepareOutcome]) -> tuple[list[log.ChargeRecord], str]:
+        """Charges once per currency, the currencies in parallel; returns the charges made and,
+        if one failed, why the trek aborts (the abort refunds the others by reference)."""
+        totals: dict[str, int] = {}
+        for outcome in outcomes:
+            totals[outcome.currency] = totals.get(outcome.currency, 0) + outcome.price_cents
+        due = {currency: amount for currency, amount in totals.items() if amount > 0}
+        calls = {
+            currency: self._calls.submit(self._payments.charge, f"trek:{trek_id}:{currency}", amount, currency, trek_id)
+            for currency, amount in sorted(due.items())
+        }
+        charges: list[log.ChargeRecord] = []
+        failures: list[str] = []
+        for currency, call in calls.items():
+            try:
+                charges.append(log.ChargeRecord(currency, due[currency], call.result(), 0))
+            except (PaymentRefused, PaymentUnknown) as error:
+                failures.append(f"payment of {due[currency] / 100:.2f} {currency} failed: {error}")
+        return charges, "; ".join(failures)
+
+    def _settle(self, trek: TrekRecord, method: str, sources: set[LegState], target: LegState, final: TrekState, *, refund: bool) -> None:
+        """Sends ``method`` to every leg in ``sources`` in parallel, each retried for one pass; records
+        what landed and, once every leg is at ``target`` (and, with ``refund``, every charge is
+        refunded), ends the trek in ``final`` in the same transaction."""
+        todo = [leg for leg in trek.legs if leg.state in sources]
+        until = time.monotonic() + self.config.drive_pass_seconds
+        calls = {self._calls.submit(self._call_leg, trek.trek_id, leg, method, until): leg for leg in todo}
+        landed: list[int] = []
+        failures: list[tuple[int, str]] = []
+        point = target.value
+        for call in as_completed(calls):
+            failure = call.result()
+            if failure is None:
+                landed.append(calls[call].index)
+                crash.point(point)
+            else:
+                failures.append((calls[call].index, failure))
+        every_leg = all(leg.state is target or leg.index in landed for leg in trek.legs)
+        ends = every_leg and (not refund or self._refund_all(trek))
+
+        def write(conn) -> None:  # noqa: ANN001 - a Connection
+            log.set_legs(conn, trek.trek_id, landed, target)
+            for index, failure in failures:
+                log.note_leg(conn, trek.trek_id, index, failure)
+            if ends:
+                log.move(conn, trek.trek_id, [trek.state], final, self._clock())
+
+        self._transact(write)
+
+    def _call_leg(self, trek_id: str, leg: LegRecord, method: str, until: float) -> str | None:
+        """One leg call retried until it lands or the pass ends; None when it landed, else the last error."""
+        request = tpb.LegRef(trek_id=trek_id, leg_index=leg.index)
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = until - time.monotonic()
+            try:
+                stub = self._participants.leg_stub(leg.plan.region, leg.plan.basecamp_id)
+                getattr(stub, method)(request, timeout=max(0.05, min(self.config.leg_call_timeout_seconds, remaining)))
+                return None
+            except grpc.RpcError as error:
+                failure = f"{method} {error.code().name}: {error.details()}"
+                if self._participants.redirected(error, leg.plan.basecamp_id) and time.monotonic() < until:
+                    continue  # the owner moved and the answer named the new one
+                if error.code() not in _RETRYABLE:
+                    _log.error("trek %s leg %d: %s", trek_id, leg.index, failure)
+                    return failure
+                if attempt == 1:  # visible in GetTrek and the stuck list while retries go on
+                    self._transact(lambda conn: log.note_leg(conn, trek_id, leg.index, failure))
+            pause = _LEG_RETRY.backoff_seconds(min(attempt, 10))
+            if time.monotonic() + pause >= until or self._stop.is_set():
+                return failure
+            time.sleep(pause)
+
+    def _refund_all(self, trek: TrekRecord) -> bool:
+        """Refunds every charge the provider holds for the trek; False when the provider did not answer."""
+        try:
+            ledger = self._payments.charges_for(trek.trek_id)
+            for charge in ledger:
+                if charge.succeeded and charge.refunded_cents < charge.amount_cents:
+                    self._payments.refund(f"trek:{trek.trek_id}:refund:{charge.charge_id}", charge.charge_id, charge.amount_cents - charge.refunded_cents)
+        except PaymentUnknown as error:
+            _log.warning("trek %s: refund pending, the payment provider did not answer: %s", trek.trek_id, error)
+            return False
+        paid = [log.ChargeRecord(c.currency, c.amount_cents, c.charge_id, c.amount_cents) for c in ledger if c.succeeded]
+
+        def write(conn) -> None:  # noqa: ANN001 - a Connection
+            log.record_charges(conn, trek.trek_id, paid)
+            for charge in paid:
+                log.record_refund(conn, trek.trek_id, charge.charge_id, charge.amount_cents)
+
+        self._transact(write)
+        return True
+
+    def _wait_final(self, trek_id: str, wait_seconds: float) -> None:
+        until = time.monotonic() + wait_seconds
+        while time.monotonic() < until and not self.get(trek_id).final:
+            time.sleep(_WAIT_POLL_SECONDS)
+
+    # -- recovery ----------------------------------------------------------------------
+
+    def _redrive_loop(self) -> None:
+        while True:
+            try:
+                self.redrive_once()
+            except Exception:  # noqa: BLE001 - the decision log may be down; try again next interval
+                _log.exception("redrive pass failed")
+            if self._stop.wait(self.config.redrive_interval_seconds):
+                return
+
+    def redrive_once(self) -> int:
+        """Drives every unfinished trek no thread of this process is driving; returns how many."""
+        started = 0
+        now = self._clock()
+        for trek_id in self._transact(lambda conn: log.unfinished(log.read_only(conn), limit=REDRIVE_BATCH_MAX)):
+            if not self._claim(trek_id):  # a thread of this process drives it
+                continue
+            trek = self.get(trek_id)
+            # A trek planned by this process is left to its own drive until its prepare deadline.
+            preparing_here = trek.state is TrekState.PREPARING and trek.created_at >= self._started_at and now < trek.prepare_deadline
+            if trek.final or preparing_here:
+                self._release(trek_id)
+                continue
+            self._drivers.submit(self._drive_claimed, trek_id, False)
+            started += 1
+        return started

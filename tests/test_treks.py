@@ -1,0 +1,194 @@
+"""Cross-region treks end to end: real nodes per region, the real gateway, a real coordinator process.
+
+Invariant 5 (treks are atomic) and 4 (money balances) are checked at rest from the
+participants' own tables and the gateway's own ledger, never from the coordinator's
+word; invariant 7 (idempotency) for PlanTrek.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent import futures
+
+import grpc
+import httpx
+import pytest
+
+from drive import night
+from trek_cluster import Spawned, TrekCluster, free_port, leg, plan_request, running_cluster
+from ridgeline.deploy.postgres import PostgresServer
+from ridgeline.v1 import trek_pb2 as tpb
+
+Code = grpc.StatusCode
+
+
+@pytest.fixture(scope="module")
+def cluster(region_servers: dict[str, PostgresServer], fresh_database) -> Iterator[TrekCluster]:
+    with running_cluster(region_servers, fresh_database) as trek_cluster:
+        yield trek_cluster
+
+
+@pytest.fixture
+def coordinator(cluster: TrekCluster) -> Iterator[Spawned]:
+    proc = cluster.start_coordinator()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def stub(cluster: TrekCluster, coordinator: Spawned) -> Iterator:
+    channel, trek_stub = cluster.stub()
+    yield trek_stub
+    channel.close()
+
+
+def three_regions(days_ahead: int, party: int = 1) -> list[tpb.TrekLeg]:
+    start = night(days_ahead)
+    return [
+        leg("argentiere", "argentiere-dorm", start, party=party),
+        leg("abbot-pass", "abbot-bunk", night(days_ahead + 2), party=party),
+        leg("plaza-de-mulas", "mulas-dome", night(days_ahead + 4), party=party),
+    ]
+
+
+def test_a_three_region_trek_commits_every_leg_and_charges_once_per_currency(cluster, stub) -> None:
+    trek = stub.PlanTrek(plan_request(str(uuid.uuid4()), three_regions(30)), timeout=20)
+    assert trek.state == tpb.TREK_STATE_COMMITTED, (trek.reason, [l.detail for l in trek.legs])
+    assert trek.decision == tpb.DECISION_COMMIT
+    assert [l.state for l in trek.legs] == [tpb.LEG_STATE_COMMITTED] * 3
+    assert {c.currency for c in trek.charges} == {"EUR", "CAD", "USD"}
+    assert trek.HasField("decided_at") and trek.HasField("settled_at")
+    cluster.assert_atomic_and_paid(trek)
+    cancelled = stub.CancelTrek(tpb.CancelTrekRequest(trek_id=trek.trek_id, reason="change of plans"), timeout=10)
+    assert cancelled.state in (tpb.TREK_STATE_CANCELLING, tpb.TREK_STATE_CANCELLED)
+    final = cluster.wait_final(trek.trek_id)
+    assert final.state == tpb.TREK_STATE_CANCELLED and [l.state for l in final.legs] == [tpb.LEG_STATE_CANCELLED] * 3
+    cluster.assert_atomic_and_paid(final)
+    cluster.assert_inventories()
+
+
+def test_a_sold_out_leg_aborts_the_trek_and_nothing_stays_held_or_charged(cluster, stub) -> None:
+    legs = three_regions(34)
+    legs[1] = leg("abbot-pass", "abbot-guide", night(36), party=6)
+    first = stub.PlanTrek(plan_request(str(uuid.uuid4()), legs), timeout=20)
+    assert first.state == tpb.TREK_STATE_COMMITTED
+    second = stub.PlanTrek(plan_request(str(uuid.uuid4()), legs), timeout=20)
+    assert second.state == tpb.TREK_STATE_ABORTED, second
+    assert "leg 1 refused: RESOURCE_EXHAUSTED" in second.reason
+    assert not second.charges
+    for trek in (first, second):
+        cluster.assert_atomic_and_paid(trek)
+    cluster.assert_inventories()
+
+
+def test_duplicate_plan_with_the_same_key_gives_one_trek(cluster, stub) -> None:
+    key = str(uuid.uuid4())
+    request = plan_request(key, three_regions(40))
+    with futures.ThreadPoolExecutor(6) as pool:
+        treks = list(pool.map(lambda _: stub.PlanTrek(request, timeout=20), range(6)))
+    assert len({t.trek_id for t in treks}) == 1
+    final = cluster.wait_final(treks[0].trek_id)
+    assert final.state == tpb.TREK_STATE_COMMITTED
+    cluster.assert_atomic_and_paid(final)
+    with pytest.raises(grpc.RpcError) as reused:
+        stub.PlanTrek(plan_request(key, three_regions(41)), timeout=10)
+    assert reused.value.code() is Code.INVALID_ARGUMENT
+    with httpx.Client(base_url=cluster.gateway_url) as http:
+        charges = http.get("/v1/charges", params={"reference": final.trek_id}).json()["data"]
+    assert len(charges) == 3, "one charge per currency, however often the trek was asked for"
+
+
+def test_bad_requests_get_a_status_and_record_nothing(cluster, stub) -> None:
+    cases = [
+        (plan_request("", three_regions(30)), Code.INVALID_ARGUMENT),
+        (plan_request("k", []), Code.INVALID_ARGUMENT),
+        (plan_request("k", [leg("nowhere", "x", night(30))]), Code.NOT_FOUND),
+        (plan_request("k", [leg("argentiere", "argentiere-dorm", night(30), nights=0)]), Code.INVALID_ARGUMENT),
+        (plan_request("k", [leg("argentiere", "argentiere-dorm", night(30), party=0)]), Code.INVALID_ARGUMENT),
+    ]
+    for request, code in cases:
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.PlanTrek(request, timeout=10)
+        assert refused.value.code() is code, (request, refused.value.details())
+    for call, request in ((stub.GetTrek, tpb.GetTrekRequest(trek_id="not-a-uuid")), (stub.GetTrek, tpb.GetTrekRequest(trek_id=str(uuid.uuid4())))):
+        with pytest.raises(grpc.RpcError) as refused:
+            call(request, timeout=10)
+        assert refused.value.code() in (Code.INVALID_ARGUMENT, Code.NOT_FOUND)
+    unknown = stub.GetDecision(tpb.GetDecisionRequest(trek_id=str(uuid.uuid4())), timeout=10)
+    assert unknown.decision == tpb.DECISION_ABORT, "presumed abort for a trek the coordinator never recorded"
+
+
+def test_the_planner_cli_plans_shows_lists_and_cancels_a_trek(cluster, coordinator) -> None:
+    import json
+    import os
+    import subprocess
+
+    from trek_cluster import RIDGELINE
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "COLUMNS": "160"}
+        return subprocess.run([RIDGELINE, "trek", *args, "--target", cluster.target], capture_output=True, text=True, timeout=60, env=env)
+
+    first, second = night(90), night(93)
+    planned = cli(
+        "plan", "--customer", "alice", "--key", f"cli-{uuid.uuid4()}", "--json",
+        "--leg", f"argentiere:argentiere-dorm:{first}:{second}:2",
+        "--leg", f"bow-hut:bow-bunk:{second}:{second + (second - first)}",
+    )  # fmt: skip
+    assert planned.returncode == 0, planned.stderr
+    trek = json.loads(planned.stdout)
+    assert trek["state"] == "TREK_STATE_COMMITTED" and len(trek["legs"]) == 2
+    shown = cli("show", trek["trek_id"])
+    assert shown.returncode == 0 and "committed" in shown.stdout and "argentiere-dorm" in shown.stdout
+    listed = cli("list", "--state", "committed", "--json")
+    assert trek["trek_id"] in [t["trek_id"] for t in json.loads(listed.stdout)]
+    assert cli("cancel", trek["trek_id"]).returncode == 0
+    assert cluster.wait_final(trek["trek_id"]).state == tpb.TREK_STATE_CANCELLED
+    bad = cli("plan", "--customer", "bob", "--leg", "argentiere:argentiere-dorm:tomorrow")
+    assert bad.returncode == 2 and "BASECAMP:RESOURCE:FROM:TO" in bad.stderr
+    unknown = cli("show", str(uuid.uuid4()))
+    assert unknown.returncode == 2 and "NOT_FOUND" in unknown.stderr and "Traceback" not in unknown.stderr
+
+
+def test_the_coordinator_serves_health_and_reflection(cluster, coordinator) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with grpc.insecure_channel(cluster.target) as channel:
+        status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="ridgeline.v1.TrekService"), timeout=5)
+        assert status.status == health_pb2.HealthCheckResponse.SERVING
+        replies = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+        names = {s.name for reply in replies for s in reply.list_services_response.service}
+    assert "ridgeline.v1.TrekService" in names
+
+
+def test_a_prepared_leg_past_its_ttl_asks_the_coordinator_and_is_never_guessed(cluster, coordinator) -> None:
+    """A leg prepared for a trek its coordinator never recorded is aborted once it outlives
+    its TTL (presumed abort, answered by the real coordinator); a leg whose coordinator
+    cannot be reached stays held."""
+    from invariants import query
+    from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
+
+    orphan, unreachable = str(uuid.uuid4()), str(uuid.uuid4())
+    with grpc.insecure_channel(cluster.region_targets["eu-alps"]) as channel:
+        legs = tpb_grpc.TrekLegServiceStub(channel)
+        for trek_id, target in ((orphan, cluster.target), (unreachable, f"127.0.0.1:{free_port()}")):
+            legs.PrepareLeg(
+                tpb.PrepareLegRequest(
+                    trek_id=trek_id, leg_index=0, leg=leg("gouter", "gouter-dorm", night(100)), customer_id="ghost",
+                    hold_ttl_seconds=10, coordinator_target=target,
+                ),
+                timeout=10,
+            )  # fmt: skip
+    url = cluster.region_urls["eu-alps"]
+    sql = "SELECT t.trek_id, t.state, b.state AS booking FROM trek_legs t JOIN bookings b USING (booking_id) WHERE t.trek_id IN (%(a)s, %(b)s)"
+    until = time.monotonic() + 25
+    while True:
+        states = {r.trek_id: (r.state, r.booking) for r in query(url, sql, {"a": orphan, "b": unreachable})}
+        if states[orphan] != ("prepared", "held") or time.monotonic() > until:
+            break
+        time.sleep(0.2)
+    assert states == {orphan: ("aborted", "released"), unreachable: ("prepared", "held")}
+    cluster.assert_inventories()
