@@ -14,13 +14,14 @@ import json
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import text
 
-from ridgeline.flows.payments import PaymentGateway
+from ridgeline.flows.payments import Charge, PaymentGateway
 from ridgeline.regional.audit import Check, audit_region
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.db import make_engine
@@ -50,6 +51,7 @@ def run_audit(
     *,
     hold_grace_seconds: float = DEFAULT_HOLD_GRACE_SECONDS,
     gateway_url: str | None = None,
+    coordinator_url: str | None = None,
     money_grace_seconds: float = DEFAULT_MONEY_GRACE_SECONDS,
 ) -> AuditReport:
     """Audits every region database (in parallel), and the money when a gateway is given;
@@ -69,9 +71,16 @@ def run_audit(
     regions = sorted(region_urls)
     with ThreadPoolExecutor(max(len(regions), 1)) as pool:
         checks = [check for found in pool.map(one, regions) for check in found]
+    trek_cents: dict[str, int] = {}
+    if coordinator_url:
+        try:
+            trek_check, trek_cents = check_treks(region_urls, coordinator_url, grace_seconds=money_grace_seconds)
+            checks.append(trek_check)
+        except Exception as error:  # noqa: BLE001 - an unreadable log is a verdict, not a crash
+            checks.append(Check("5 treks are atomic", "the coordinator's log can be read", "coordinator", [f"{type(error).__name__}: {error}"], 1))
     if gateway_url:
         try:
-            checks.append(check_money(region_urls, gateway_url, grace_seconds=money_grace_seconds))
+            checks.append(check_money(region_urls, gateway_url, grace_seconds=money_grace_seconds, trek_cents=trek_cents))
         except Exception as error:  # noqa: BLE001 - an unreadable ledger is a verdict, not a crash
             checks.append(Check("4 money balances", "the gateway's ledger can be read", f"gateway {gateway_url}", [f"{type(error).__name__}: {error}"], 1))
     return AuditReport(checks)
@@ -123,12 +132,65 @@ _PAID_BOOKINGS = text(
 )
 
 
-def check_money(region_urls: Mapping[str, str], gateway_url: str, *, grace_seconds: float) -> Check:
+_FINAL_TREKS = text(
+    """
+    SELECT CAST(t.trek_id AS TEXT) AS trek_id, t.state,
+           (SELECT count(*) FROM trek_legs AS l WHERE l.trek_id = t.trek_id) AS legs,
+           COALESCE((SELECT SUM(c.amount_cents - c.refunded_cents) FROM trek_charges AS c WHERE c.trek_id = t.trek_id), 0) AS kept_cents
+    FROM treks AS t
+    WHERE t.state IN ('committed', 'aborted', 'cancelled') AND t.updated_at < now() - make_interval(secs => :grace)
+    """
+)
+
+_PARTICIPANT_LEGS = text("SELECT trek_id, leg_index, state FROM trek_legs WHERE trek_id = ANY(:ids)")
+
+#: The participant leg states a finished trek may leave behind.
+_LEGS_AT_REST = {"committed": {"committed"}, "aborted": {"aborted"}, "cancelled": {"cancelled", "aborted"}}
+
+
+def check_treks(region_urls: Mapping[str, str], coordinator_url: str, *, grace_seconds: float) -> tuple[Check, dict[str, int]]:
+    """Invariant 5: every finished trek in the coordinator's log has all its legs committed
+    (a committed trek) or none (aborted, cancelled) in the participants' fence rows.
+    Also returns trek_id -> the cents the trek should keep charged, for the money check."""
+    engine = make_engine(coordinator_url, pool_size=1, application_name="ridgeline-audit")
+    try:
+        with engine.connect() as conn:
+            treks = {r.trek_id: r for r in conn.execute(_FINAL_TREKS, {"grace": grace_seconds})}
+    finally:
+        engine.dispose()
+    legs: dict[str, dict[int, str]] = {}
+    for url in region_urls.values():
+        region = make_engine(url, pool_size=1, application_name="ridgeline-audit")
+        try:
+            with region.connect() as conn:
+                for row in conn.execute(_PARTICIPANT_LEGS, {"ids": sorted(treks)}):
+                    legs.setdefault(row.trek_id, {})[row.leg_index] = row.state
+        finally:
+            region.dispose()
+    offenders = []
+    for trek_id, trek in sorted(treks.items()):
+        found = legs.get(trek_id, {})
+        allowed = _LEGS_AT_REST[trek.state]
+        wrong = {index: state for index, state in found.items() if state not in allowed}
+        missing = trek.state == "committed" and len(found) != trek.legs
+        if wrong or missing:
+            offenders.append(f"trek {trek_id} is {trek.state} but its legs are {dict(sorted(found.items()))} of {trek.legs}")
+    kept = {trek_id: int(t.kept_cents) if t.state == "committed" else 0 for trek_id, t in treks.items()}
+    check = Check("5 treks are atomic", "every finished trek has all legs committed or none", f"coordinator and {len(region_urls)} regions", offenders[:20], len(offenders))
+    return check, kept
+
+
+def check_money(
+    region_urls: Mapping[str, str], gateway_url: str, *, grace_seconds: float, trek_cents: Mapping[str, int] | None = None
+) -> Check:
     """Invariant 4 against the payment gateway's own ledger (read through its API, as a
     provider's would be): a confirmed, paid booking has exactly its price standing; any
     other booking has nothing standing; no booking was charged twice (invariant 7). A
     booking still settling, or changed within ``grace_seconds`` (reconciliation has not
-    had its turn), is not at rest and is left out."""
+    had its turn), is not at rest and is left out. Charges whose reference is a trek are
+    checked against ``trek_cents`` (what each finished trek keeps: its charges when
+    committed, nothing when aborted or cancelled); a trek still running is left out."""
+    treks = trek_cents or {}
     with PaymentGateway(gateway_url, timeout_seconds=10) as gateway:
         charges = list(gateway.list_charges())
     standing: dict[str, int] = {}
@@ -145,13 +207,15 @@ def check_money(region_urls: Mapping[str, str], gateway_url: str, *, grace_secon
                 bookings.update({r.booking_id: r for r in conn.execute(_PAID_BOOKINGS, {"ids": sorted(count)})})
         finally:
             engine.dispose()
-    offenders = [f"booking {ref} was charged {n} times" for ref, n in sorted(count.items()) if n > 1]
-    for booking_id in sorted(set(count) | set(bookings)):
+    trek_refs = {ref for ref in count if ref not in bookings and ref in treks}
+    offenders = [f"trek {ref}: {standing.get(ref, 0)} cents stand, {treks[ref]} expected" for ref in sorted(trek_refs) if standing.get(ref, 0) != treks[ref]]
+    offenders += [f"booking {ref} was charged {n} times" for ref, n in sorted(count.items()) if n > 1 and ref in bookings]
+    for booking_id in sorted((set(count) | set(bookings)) - trek_refs):
         row = bookings.get(booking_id)
         held = standing.get(booking_id, 0)
         if row is None:
-            if held:
-                offenders.append(f"{held} cents stand for {booking_id}, which is in no region")
+            if held and booking_id not in treks and not _running_trek(booking_id, charges, grace_seconds):
+                offenders.append(f"{held} cents stand for {booking_id}, which is no booking and no finished trek")
             continue
         if row.settlement in ("awaiting_payment", "refunding") or float(row.age) < grace_seconds:
             continue  # not at rest yet
@@ -160,6 +224,15 @@ def check_money(region_urls: Mapping[str, str], gateway_url: str, *, grace_secon
             offenders.append(f"booking {booking_id} is {row.state} (payment {row.settlement}): {held} cents stand, {expected} expected")
     where = f"gateway {gateway_url}"
     return Check("4 money balances", "charges minus refunds equal the price of paid confirmed bookings", where, offenders[:20], len(offenders))
+
+
+def _running_trek(reference: str, charges: list[Charge], grace_seconds: float) -> bool:
+    """A charge younger than the grace may belong to a trek the coordinator has not finished."""
+    now = datetime.now(timezone.utc)
+    return any(
+        c.reference == reference and (now - c.created_at.replace(tzinfo=c.created_at.tzinfo or timezone.utc)).total_seconds() < grace_seconds
+        for c in charges
+    )
 
 
 def print_report(report: AuditReport, *, json_out: bool, console: Console | None = None) -> None:

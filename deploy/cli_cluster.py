@@ -97,20 +97,27 @@ def audit(
     ] = None,
     hold_grace: Annotated[float, typer.Option("--hold-grace", help="Seconds a lapsed hold may stay unswept before it counts as leaked.")] = DEFAULT_HOLD_GRACE_SECONDS,
     gateway_url: Annotated[str, typer.Option("--gateway-url", envvar="RIDGELINE_GATEWAY_URL", help="Payment gateway to check money against (default: the cluster file's).")] = "",
+    coordinator_database_url: Annotated[str, typer.Option("--coordinator-database-url", help="The coordinator's database, to check treks (default: the cluster file's).")] = "",
     money_grace: Annotated[float, typer.Option("--money-grace", help="Seconds after a booking's last change before its money must balance.")] = DEFAULT_MONEY_GRACE_SECONDS,
     json_out: Json = False,
     state_dir: StateDir = DEFAULT_STATE_DIR,
 ) -> None:
     """Check every invariant in the databases; print each verdict with its offenders; exit 1 on a violation."""
-    urls, spec_gateway = _audit_targets(cluster, database_url or [], state_dir.expanduser())
-    report = run_audit(urls, hold_grace_seconds=hold_grace, gateway_url=gateway_url or spec_gateway, money_grace_seconds=money_grace)
+    urls, spec = _audit_targets(cluster, database_url or [], state_dir.expanduser())
+    report = run_audit(
+        urls,
+        hold_grace_seconds=hold_grace,
+        gateway_url=gateway_url or (spec.gateway_url if spec else None),
+        coordinator_url=coordinator_database_url or (spec.coordinator_database_url if spec else None),
+        money_grace_seconds=money_grace,
+    )
     print_report(report, json_out=json_out, console=_console)
     if not report.passed:
         raise typer.Exit(1)
 
 
-def _audit_targets(cluster: Path | None, given: list[str], state_dir: Path) -> tuple[dict[str, str], str | None]:
-    """Region database URLs, and the gateway URL of the cluster file (if any)."""
+def _audit_targets(cluster: Path | None, given: list[str], state_dir: Path) -> tuple[dict[str, str], ClusterSpec | None]:
+    """Region database URLs, and the cluster file they came from (if any)."""
     if given:
         pairs = [item.split("=", 1) for item in given]
         if any(len(pair) != 2 or not pair[0] or not pair[1] for pair in pairs):
@@ -125,7 +132,7 @@ def _audit_targets(cluster: Path | None, given: list[str], state_dir: Path) -> t
     missing = [r.name for r in spec.regions if not r.database_url]
     if missing:
         raise typer.BadParameter(f"the cluster file has no database_url for {', '.join(missing)}")
-    return {r.name: str(r.database_url) for r in spec.regions}, spec.gateway_url
+    return {r.name: str(r.database_url) for r in spec.regions}, spec
 
 
 def _spec(cluster: Path | None) -> ClusterSpec:
@@ -151,6 +158,8 @@ def _print_started(local: LocalCluster) -> None:
     _console.print(databases)
     if local.spec.gateway_url:
         _console.print(f"Payment gateway: {local.spec.gateway_url}   Prefect API: {local.spec.prefect_api_url}")
+    if local.coordinator is not None:
+        _console.print(f"Trek coordinator: {local.coordinator.address} (ridgeline trek plan|show|list)")
     _console.print(
         f"Cluster file: {local.cluster_file}\n"
         "Try: ridgeline status · ridgeline basecamps · ridgeline book hoernli hoernli-dorm --from … --to … --customer you\n"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import grpc
@@ -21,17 +22,22 @@ from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 from . import render, render_trek
 from .cli import Json, Timeout, _configure_logging, _parse_day, app
 
-DEFAULT_COORDINATOR = "127.0.0.1:50061"
+#: The coordinator of the built-in local cluster (`ridgeline up`).
+DEFAULT_COORDINATOR = "127.0.0.1:26070"
 
 trek_app = typer.Typer(no_args_is_help=True, help="Cross-region treks: every leg booked and paid, or none.")
 app.add_typer(trek_app, name="trek")
 
-Coordinator = Annotated[str, typer.Option("--target", envvar="RIDGELINE_COORDINATOR", help="Coordinator address host:port.")]
+Coordinator = Annotated[
+    str, typer.Option("--target", envvar="RIDGELINE_COORDINATOR", help="Coordinator address host:port (default: the `ridgeline up` cluster's).")
+]
 
 
 @contextmanager
 def _stub(target: str) -> Iterator[tpb_grpc.TrekServiceStub]:
-    channel = grpc.insecure_channel(target)
+    from .local_cluster import state_coordinator
+
+    channel = grpc.insecure_channel(target or state_coordinator() or DEFAULT_COORDINATOR)
     try:
         yield tpb_grpc.TrekServiceStub(channel)
     except grpc.RpcError as error:
@@ -66,7 +72,7 @@ def plan(
     customer: Annotated[str, typer.Option("--customer", help="Customer id.")],
     key: Annotated[str, typer.Option("--key", help="Idempotency key; repeat it to retry safely.")] = "",
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Return once the trek is settled (or the timeout passes).")] = True,
-    target: Coordinator = DEFAULT_COORDINATOR,
+    target: Coordinator = "",
     json_out: Json = False,
     timeout: Timeout = 30.0,
 ) -> None:
@@ -77,7 +83,7 @@ def plan(
 
 
 @trek_app.command()
-def show(trek_id: Annotated[str, typer.Argument(help="Trek id.")], target: Coordinator = DEFAULT_COORDINATOR, json_out: Json = False, timeout: Timeout = 10.0) -> None:
+def show(trek_id: Annotated[str, typer.Argument(help="Trek id.")], target: Coordinator = "", json_out: Json = False, timeout: Timeout = 10.0) -> None:
     """One trek: its legs, decision, charges and timings."""
     with _stub(target) as stub:
         _show_trek(json_out, stub.GetTrek(tpb.GetTrekRequest(trek_id=trek_id), timeout=timeout))
@@ -87,7 +93,7 @@ def show(trek_id: Annotated[str, typer.Argument(help="Trek id.")], target: Coord
 def cancel(
     trek_id: Annotated[str, typer.Argument(help="Trek id.")],
     reason: Annotated[str, typer.Option("--reason", help="Why, for the trek's record.")] = "",
-    target: Coordinator = DEFAULT_COORDINATOR,
+    target: Coordinator = "",
     json_out: Json = False,
     timeout: Timeout = 10.0,
 ) -> None:
@@ -101,7 +107,7 @@ def list_treks(
     state: Annotated[str, typer.Option("--state", help="preparing, committing, committed, aborting, aborted, cancelling or cancelled.")] = "",
     stuck: Annotated[int, typer.Option("--stuck", help="Only unfinished treks older than this many seconds.")] = 0,
     limit: Annotated[int, typer.Option("--limit", help="At most this many (newest first).")] = 50,
-    target: Coordinator = DEFAULT_COORDINATOR,
+    target: Coordinator = "",
     json_out: Json = False,
     timeout: Timeout = 10.0,
 ) -> None:
@@ -122,10 +128,11 @@ def list_treks(
 
 @app.command()
 def coordinator(
-    database_url: Annotated[str, typer.Option("--database-url", envvar="RIDGELINE_COORDINATOR_DATABASE_URL", help="cockroachdb+psycopg:// URL of the coordinator's own database.")],
-    region_targets: Annotated[list[str], typer.Option("--region-target", help="REGION=host:port of a node serving the region; repeat per region.")],
-    gateway_url: Annotated[str, typer.Option("--gateway-url", envvar="RIDGELINE_GATEWAY_URL", help="Payment gateway base URL.")],
+    database_url: Annotated[str, typer.Option("--database-url", envvar="RIDGELINE_COORDINATOR_DATABASE_URL", help="cockroachdb+psycopg:// URL of the coordinator's own database.")] = "",
+    region_targets: Annotated[list[str] | None, typer.Option("--region-target", help="REGION=host:port of a node serving the region (a seed of the routing client); repeat per region.")] = None,
+    gateway_url: Annotated[str, typer.Option("--gateway-url", envvar="RIDGELINE_GATEWAY_URL", help="Payment gateway base URL.")] = "",
     listen: Annotated[str, typer.Option("--listen", help="host:port to serve on (port 0: any free port).")] = "127.0.0.1:0",
+    cluster: Annotated[Path | None, typer.Option("--cluster", help="Cluster file: seeds, gateway, the coordinator's listen address and database come from it.")] = None,
     prepare_timeout: Annotated[float, typer.Option("--prepare-timeout", help="Seconds every leg has to prepare.")] = 5.0,
     decision_grace: Annotated[float, typer.Option("--decision-grace", help="Seconds a prepared leg waits past the prepare deadline before asking.")] = 30.0,
     redrive_interval: Annotated[float, typer.Option("--redrive-interval", help="Seconds between passes over unfinished treks.")] = 2.0,
@@ -138,17 +145,32 @@ def coordinator(
     from .coordinator_process import serve_until_signalled
 
     targets: dict[str, str] = {}
-    for spec in region_targets:
+    for spec in region_targets or []:
         region, sep, address = spec.partition("=")
         if not sep or not region or ":" not in address:
             raise typer.BadParameter(f"--region-target must be REGION=host:port, not {spec!r}")
         targets[region] = address
+    seeds = list(targets.values())
+    if cluster is not None:
+        from .cluster_file import ClusterFileError, load_cluster_file
+
+        try:
+            spec_file = load_cluster_file(cluster)
+        except ClusterFileError as error:
+            raise typer.BadParameter(str(error)) from None
+        seeds = seeds or [address for addresses in spec_file.seeds().values() for address in addresses]
+        gateway_url = gateway_url or spec_file.gateway_url or ""
+        database_url = database_url or spec_file.coordinator_database_url or ""
+        if listen == "127.0.0.1:0" and spec_file.coordinator_listen:
+            listen = spec_file.coordinator_listen
+    if not (database_url and gateway_url and seeds):
+        raise typer.BadParameter("the coordinator needs --database-url, --gateway-url and --region-target (or a --cluster file naming them)")
     _configure_logging()
     config = CoordinatorConfig(
         advertise_target="", prepare_timeout_seconds=prepare_timeout, decision_grace_seconds=decision_grace, redrive_interval_seconds=redrive_interval
     )
     try:
-        serve_until_signalled(database_url, listen, targets, gateway_url, config)
+        serve_until_signalled(database_url, listen, seeds, gateway_url, config)
     except (OSError, OperationalError) as error:
         typer.secho(f"error: {error}", err=True, fg="red")
         raise typer.Exit(1) from None

@@ -23,6 +23,7 @@ from ridgeline.regional.config import NodeConfig
 #: Linux's ephemeral range, so that no outgoing connection happens to hold one).
 DEFAULT_REGIONS = ("eu-alps", "na-rockies", "sa-andes")
 DEFAULT_FIRST_PORT = 26061
+DEFAULT_COORDINATOR_PORT = 26070
 
 
 class ClusterFileError(ValueError):
@@ -62,6 +63,10 @@ class ClusterSpec:
     gateway_url: str | None = None
     #: The Prefect API the settlement flows report to (PREFECT_API_URL overrides it).
     prefect_api_url: str | None = None
+    #: Where the global trek coordinator listens (None: no coordinator in this cluster).
+    coordinator_listen: str | None = None
+    #: The coordinator's own database (None: `ridgeline up` gives it a local one).
+    coordinator_database_url: str | None = None
 
     def seeds(self) -> dict[str, tuple[str, ...]]:
         """region -> its nodes' addresses: what ClusterInfo tells clients about other regions."""
@@ -107,7 +112,7 @@ def default_cluster(nodes_per_region: int = 2, first_port: int = DEFAULT_FIRST_P
             nodes.append(NodeSpec(node_id=f"{name}-{index}", region=name, listen=f"127.0.0.1:{port}"))
             port += 1
         regions.append(RegionSpec(name=name, nodes=tuple(nodes)))
-    return _with_environment(ClusterSpec(name="local", regions=tuple(regions)))
+    return _with_environment(ClusterSpec(name="local", regions=tuple(regions), coordinator_listen=f"127.0.0.1:{DEFAULT_COORDINATOR_PORT}"))
 
 
 def with_free_ports(spec: ClusterSpec, **settings: float) -> ClusterSpec:
@@ -117,7 +122,8 @@ def with_free_ports(spec: ClusterSpec, **settings: float) -> ClusterSpec:
     regions = tuple(
         replace(r, nodes=tuple(replace(n, listen=f"127.0.0.1:{free_loopback_port()}", advertise=None) for n in r.nodes)) for r in spec.regions
     )
-    return replace(spec, regions=regions, **settings)  # type: ignore[arg-type]
+    coordinator = f"127.0.0.1:{free_loopback_port()}" if spec.coordinator_listen else None
+    return replace(spec, regions=regions, coordinator_listen=coordinator, **settings)  # type: ignore[arg-type]
 
 
 def load_cluster_file(path: Path) -> ClusterSpec:
@@ -130,6 +136,7 @@ def load_cluster_file(path: Path) -> ClusterSpec:
 
 def parse_cluster(raw: Mapping[str, object], *, source: str = "cluster file") -> ClusterSpec:
     cluster = _table(raw.get("cluster", {}), f"{source}: [cluster]")
+    coordinator = _table(raw.get("coordinator", {}), f"{source}: [coordinator]")
     regions_raw = raw.get("regions")
     if not isinstance(regions_raw, list) or not regions_raw:
         raise ClusterFileError(f"{source}: needs at least one [[regions]] entry")
@@ -161,9 +168,7 @@ def parse_cluster(raw: Mapping[str, object], *, source: str = "cluster file") ->
             node_ids.add(spec.node_id)
             addresses.add(spec.address)
             nodes.append(spec)
-        url = region.get("database_url")
-        if url is not None and not (isinstance(url, str) and url.startswith(("cockroachdb+psycopg://", "postgresql"))):
-            raise ClusterFileError(f"{where}: database_url must be a cockroachdb+psycopg:// URL")
+        url = _optional_database_url(region.get("database_url"), where)
         regions.append(RegionSpec(name=name, nodes=tuple(nodes), database_url=url))
     if len({r.name for r in regions}) != len(regions):
         raise ClusterFileError(f"{source}: a region is listed twice")
@@ -175,6 +180,8 @@ def parse_cluster(raw: Mapping[str, object], *, source: str = "cluster file") ->
             heartbeat_interval_seconds=float(cluster.get("heartbeat_interval_seconds", NodeConfig.heartbeat_interval_seconds)),
             gateway_url=_optional_url(cluster.get("gateway_url"), f"{source}: [cluster] gateway_url"),
             prefect_api_url=_optional_url(cluster.get("prefect_api_url"), f"{source}: [cluster] prefect_api_url"),
+            coordinator_listen=_address(coordinator["listen"], f"{source}: [coordinator]") if "listen" in coordinator else None,
+            coordinator_database_url=_optional_database_url(coordinator.get("database_url"), f"{source}: [coordinator]"),
         )
     except (TypeError, ValueError) as error:
         raise ClusterFileError(f"{source}: [cluster]: {error}") from None
@@ -193,6 +200,10 @@ def render_cluster_file(spec: ClusterSpec) -> str:
         f"heartbeat_interval_seconds = {spec.heartbeat_interval_seconds}",
     ]
     lines += [f'{key} = "{value}"' for key, value in (("gateway_url", spec.gateway_url), ("prefect_api_url", spec.prefect_api_url)) if value]
+    if spec.coordinator_listen:
+        lines += ["", "[coordinator]", f'listen = "{spec.coordinator_listen}"']
+        if spec.coordinator_database_url:
+            lines.append(f'database_url = "{spec.coordinator_database_url}"')
     for region in spec.regions:
         lines += ["", "[[regions]]", f'name = "{region.name}"']
         if region.database_url:
@@ -207,8 +218,16 @@ def render_cluster_file(spec: ClusterSpec) -> str:
 
 
 def _with_environment(spec: ClusterSpec) -> ClusterSpec:
+    if "RIDGELINE_COORDINATOR_DATABASE_URL" in os.environ:
+        spec = replace(spec, coordinator_database_url=os.environ["RIDGELINE_COORDINATOR_DATABASE_URL"])
     urls = {r.name: os.environ[f"RIDGELINE_DATABASE_URL_{_env_name(r.name)}"] for r in spec.regions if f"RIDGELINE_DATABASE_URL_{_env_name(r.name)}" in os.environ}
     return spec.with_database_urls(urls) if urls else spec
+
+
+def _optional_database_url(value: object, where: str) -> str | None:
+    if value is not None and not (isinstance(value, str) and value.startswith(("cockroachdb+psycopg://", "postgresql"))):
+        raise ClusterFileError(f"{where}: database_url must be a cockroachdb+psycopg:// URL")
+    return value
 
 
 def _optional_url(value: object, where: str) -> str | None:

@@ -2,8 +2,8 @@
 
 The coordinator imports only routing and proto; here it is given what it may not import:
 the decision log's engine and retry helper (``regional.db``), the payment adapter
-(``flows.payments``) behind the coordinator's :class:`Payments` shape, and the static
-``{region: node address}`` map the cluster's routing client will replace.
+(``flows.payments``) behind the coordinator's :class:`Payments` shape, and the routing
+client (``RoutedParticipants``) that finds each leg's owner from seed nodes.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def transactor(engine: Engine) -> Callable[[Callable[[Connection], T]], T]:
 
 
 def serve_until_signalled(
-    database_url: str, listen: str, region_targets: dict[str, str], gateway_url: str, config: CoordinatorConfig, *, workers: int = 32
+    database_url: str, listen: str, seeds: list[str], gateway_url: str, config: CoordinatorConfig, *, workers: int = 32
 ) -> None:
     """Migrates the log, serves TrekService, prints ``READY coordinator host:port``, blocks until a signal."""
     # One INFO line per gateway request costs more than the request's own CPU here.
@@ -84,7 +84,7 @@ def serve_until_signalled(
     engine = make_engine(database_url, pool_size=workers + config.drive_workers, application_name="ridgeline-coordinator")
     schema.migrate(engine)
     payments = GatewayPayments(gateway_url)
-    server = CoordinatorServer(config, listen, transactor(engine), RoutedParticipants(list(region_targets.values())), payments, workers=workers)
+    server = CoordinatorServer(config, listen, transactor(engine), RoutedParticipants(seeds), payments, workers=workers)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

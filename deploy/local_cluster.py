@@ -111,6 +111,14 @@ def read_state(state_dir: Path) -> dict[str, object] | None:
         return None
 
 
+def state_coordinator(state_dir: Path = DEFAULT_STATE_DIR) -> str | None:
+    """The coordinator address of the cluster ``ridgeline up`` runs, if it runs one."""
+    state = read_state(state_dir)
+    if not state or not _alive(int(state.get("up_pid", 0))):  # type: ignore[arg-type]
+        return None
+    return state.get("coordinator") or None  # type: ignore[return-value]
+
+
 def state_seeds(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
     """Node addresses of the cluster ``ridgeline up`` runs, for clients that were given none."""
     state = read_state(state_dir)
@@ -130,6 +138,7 @@ class LocalCluster:
         self.nodes: dict[str, NodeRun] = {}
         self.cluster_file = state_dir / "cluster.toml"
         self._up_pid = os.getpid()
+        self.coordinator: NodeRun | None = None
 
     @classmethod
     def attach(cls, state_dir: Path) -> LocalCluster:
@@ -150,6 +159,10 @@ class LocalCluster:
         for region, database in state["databases"].items():  # type: ignore[union-attr]
             if database.get("local"):
                 cluster.databases[region] = PostgresServer(state_dir / "postgres" / region)
+        if state.get("coordinator_pid"):
+            cluster.coordinator = NodeRun(
+                "coordinator", "", str(state["coordinator"]), AdoptedProcess(int(state["coordinator_pid"])), state_dir / "logs" / "coordinator.log"  # type: ignore[arg-type]
+            )
         cluster._settlement = False  # attached: the gateway and Prefect belong to ridgeline up
         return cluster
 
@@ -167,17 +180,22 @@ class LocalCluster:
             self._start_nodes()
             self._write_state()
             self._wait_for_ownership(settle_timeout_seconds)
+            if self._settlement and self.spec.coordinator_listen:
+                self._start_coordinator()
+                self._write_state()
         except BaseException:
             self.stop()
             raise
 
     def stop(self) -> None:
-        """Drains every node (SIGTERM, then SIGKILL after 15 s), then stops the databases."""
+        """Stops the coordinator, drains every node (SIGTERM, then SIGKILL after 15 s), then
+        stops the gateway, Prefect and the databases."""
         self._adopt_restarted_nodes()
-        for run in self.nodes.values():
+        runs = list(self.nodes.values()) + ([self.coordinator] if self.coordinator else [])
+        for run in runs:
             if run.process.poll() is None:
                 run.process.terminate()
-        for run in self.nodes.values():
+        for run in runs:
             try:
                 run.process.wait(15)
             except subprocess.TimeoutExpired:
@@ -255,6 +273,8 @@ class LocalCluster:
         services.start()
         self.databases["services"] = services
         gateway_url = self.spec.gateway_url
+        if self.spec.coordinator_listen and not self.spec.coordinator_database_url:
+            self.spec = replace(self.spec, coordinator_database_url=services.create_database("ridgeline_coordinator"))
         if not gateway_url:
             self._progress("starting the payment gateway")
             gateway = GatewayProcess(services.create_database("ridgeline_gateway"), seed=None)
@@ -266,6 +286,16 @@ class LocalCluster:
             prefect_url = prefect.start()
             self._services.append(prefect)
         self.spec = replace(self.spec, gateway_url=gateway_url, prefect_api_url=prefect_url)
+
+    def _start_coordinator(self) -> None:
+        """The global trek coordinator, as its own process reading the cluster file."""
+        self._progress("starting the trek coordinator")
+        log_path = self.state_dir / "logs" / "coordinator.log"
+        command = [sys.executable, "-m", "ridgeline.deploy.cli", "coordinator", "--cluster", str(self.cluster_file)]
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
+        self.coordinator = NodeRun("coordinator", "", str(self.spec.coordinator_listen), process, log_path)
+        _await_ready(process, f"the coordinator exited before serving; see {log_path}")
 
     def _start_nodes(self) -> None:
         specs = [(region, node) for region in self.spec.regions for node in region.nodes]
@@ -287,13 +317,8 @@ class LocalCluster:
         with log_path.open("ab") as log:
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
         run = self.nodes[node_id] = NodeRun(node_id, region, address, process, log_path)  # stop() must see it
-        assert process.stdout is not None
-        for line in process.stdout:
-            if line.startswith("READY "):
-                # Keep draining stdout so the node can never block on a full pipe.
-                threading.Thread(target=lambda: process.stdout and process.stdout.read(), daemon=True).start()
-                return run
-        raise ClusterStartError(f"node {node_id} exited with {process.wait()} before serving; see {log_path}")
+        _await_ready(process, f"node {node_id} exited before serving; see {log_path}")
+        return run
 
     def _wait_for_ownership(self, timeout_seconds: float) -> None:
         """Waits until every basecamp of every region has an owner (the ring has settled)."""
@@ -316,6 +341,8 @@ class LocalCluster:
             "up_pid": self._up_pid,
             "cluster": self.spec.name,
             "cluster_file": str(self.cluster_file),
+            "coordinator": self.coordinator.address if self.coordinator else None,
+            "coordinator_pid": self.coordinator.process.pid if self.coordinator else None,
             "nodes": {
                 run.node_id: {"region": run.region, "address": run.address, "pid": run.process.pid, "log": str(run.log_path)}
                 for run in self.nodes.values()
@@ -326,6 +353,17 @@ class LocalCluster:
             "services": {"local": "services" in self.databases, "gateway_url": self.spec.gateway_url, "prefect_api_url": self.spec.prefect_api_url},
         }
         (self.state_dir / STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
+
+
+def _await_ready(process: subprocess.Popen[str], failure: str) -> None:
+    """Waits for the child's READY line, then keeps draining its stdout so it never blocks."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("READY "):
+            threading.Thread(target=lambda: process.stdout and process.stdout.read(), daemon=True).start()
+            return
+    process.wait()
+    raise ClusterStartError(f"{failure} (exit status {process.returncode})")
 
 
 def bring_down(state_dir: Path, *, timeout_seconds: float = 60.0) -> str:
@@ -342,8 +380,9 @@ def bring_down(state_dir: Path, *, timeout_seconds: float = 60.0) -> str:
         if not _alive(up_pid):
             return f"stopped cluster {state.get('cluster')} (ridgeline up, pid {up_pid})"
     # `ridgeline up` is gone (killed): stop what it left behind ourselves.
-    for node in state.get("nodes", {}).values():  # type: ignore[union-attr]
-        pid = int(node["pid"])
+    pids = [int(node["pid"]) for node in state.get("nodes", {}).values()]  # type: ignore[union-attr]
+    pids += [int(state["coordinator_pid"])] if state.get("coordinator_pid") else []  # type: ignore[arg-type]
+    for pid in pids:
         if _alive(pid) and "ridgeline" in _cmdline(pid):
             os.kill(pid, signal.SIGTERM)
     for region, database in state.get("databases", {}).items():  # type: ignore[union-attr]
