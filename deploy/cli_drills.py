@@ -24,7 +24,7 @@ from .chaos import DrillRun
 from .cli import Json, Target, app, seeds_for
 from .cluster_file import default_cluster, with_free_ports
 from .load import OPERATIONS, LoadGenerator, LoadReport, LoadSettings, parse_mix
-from .local_cluster import DEFAULT_STATE_DIR, ClusterStartError, LocalCluster
+from .local_cluster import DEFAULT_STATE_DIR, ClusterStartError, LocalCluster, state_coordinator
 
 _console = Console()
 
@@ -37,6 +37,7 @@ def load(
     mix: Annotated[str, typer.Option("--mix", help=f"Weights of {', '.join(OPERATIONS)}, e.g. hold=3,book=5,release=1,cancel=1.")] = "hold=3,book=5,release=1,cancel=1",
     hot: Annotated[float, typer.Option("--hot", help="Share of holds and books on one resource and night (0-1).")] = 0.0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the desks' random choices.")] = 0,
+    coordinator: Annotated[str, typer.Option("--coordinator", envvar="RIDGELINE_COORDINATOR", help="Trek coordinator host:port, for treks in the mix (default: the `ridgeline up` cluster's).")] = "",
     target: Target = "",
     json_out: Json = False,
     acknowledged: Annotated[Path | None, typer.Option("--acknowledged", help="Write the ids and states of every acknowledged booking here (JSON).")] = None,
@@ -45,7 +46,7 @@ def load(
     try:
         settings = LoadSettings(
             seeds=seeds_for(target), duration_seconds=duration, concurrency=concurrency, rate=rate or None,
-            mix=parse_mix(mix), hot_fraction=hot, seed=seed,
+            mix=parse_mix(mix), hot_fraction=hot, seed=seed, coordinator=coordinator or state_coordinator(),
         )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
@@ -111,6 +112,7 @@ def chaos_run(
     fault_seconds: Annotated[float, typer.Option("--fault", help="Seconds the fault lasts.")] = 10.0,
     recovery_max: Annotated[float, typer.Option("--recovery-max", help="Seconds to wait for recovery before calling it failed.")] = 60.0,
     concurrency: Annotated[int, typer.Option("--concurrency", help="Desk threads of the background load.")] = 4,
+    rate: Annotated[float, typer.Option("--rate", help="Operations per second of the background load (0: unpaced).")] = 20.0,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the report here.")] = None,
     state_dir: Annotated[Path, typer.Option("--state-dir", help="State directory of the running cluster.")] = DEFAULT_STATE_DIR,
 ) -> None:
@@ -122,7 +124,7 @@ def chaos_run(
     fault = DRILLS[drill]()
     times = DrillTimes(warmup=warmup, fault=fault_seconds, recovery_max=recovery_max)
     with _cluster_for_drill(fresh, state_dir.expanduser()) as cluster:
-        run = run_drill(fault, cluster, times, concurrency=concurrency, progress=lambda step: _console.print(f"[dim]{step}…[/]"))
+        run = run_drill(fault, cluster, times, concurrency=concurrency, rate=rate or None, progress=lambda step: _console.print(f"[dim]{step}…[/]"))
     report = run.to_json()
     reports = state_dir.expanduser() / "drills"
     reports.mkdir(parents=True, exist_ok=True)
@@ -145,7 +147,7 @@ def _cluster_for_drill(fresh: bool, state_dir: Path) -> Iterator[LocalCluster]:
             raise typer.Exit(2) from None
         return
     root = Path(tempfile.mkdtemp(prefix="ridgeline-drill-"))
-    spec = with_free_ports(default_cluster(), lease_ttl_seconds=2.0, heartbeat_interval_seconds=0.5)
+    spec = with_free_ports(default_cluster(), lease_ttl_seconds=2.0, heartbeat_interval_seconds=0.5)  # with gateway, Prefect and coordinator
     cluster = LocalCluster(spec, root, progress=lambda step: _console.print(f"[dim]{step}…[/]"))
     try:
         cluster.start()

@@ -1,6 +1,7 @@
 """``ridgeline load``: desks hammering the cluster through the routing client.
 
-A mix of operations (hold, book = hold + confirm, release, cancel) from ``concurrency``
+A mix of operations (hold, book = hold + confirm at the desk, release, cancel, pay = Book
+settled by the owner's flows, trek = a two-region trek through the coordinator) from ``concurrency``
 desk threads, paced to ``rate`` operations per second in total when given (each desk
 keeps its share of the rate: a paced closed loop), for ``duration`` seconds, with an
 optional hot spot (a share of all holds on one resource and night, the popular night
@@ -17,6 +18,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,10 +26,13 @@ from datetime import date, timedelta
 
 import grpc
 
+from ridgeline.routing.client import night_range
 from ridgeline.routing.router import ClusterClient
 from ridgeline.v1 import booking_pb2 as pb
+from ridgeline.v1 import trek_pb2 as tpb
+from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 
-OPERATIONS = ("hold", "book", "release", "cancel")
+OPERATIONS = ("hold", "book", "release", "cancel", "pay", "trek")
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,8 @@ class LoadSettings:
     call_timeout_seconds: float = 5.0
     hold_ttl_seconds: int = 60
     seed: int = 0
+    #: The trek coordinator, needed when the mix has treks.
+    coordinator: str | None = None
 
     def __post_init__(self) -> None:
         if unknown := set(self.mix) - set(OPERATIONS):
@@ -55,6 +62,8 @@ class LoadSettings:
             raise ValueError("duration, concurrency and rate must be positive")
         if not 0 <= self.hot_fraction <= 1:
             raise ValueError("the hot fraction is between 0 and 1")
+        if self.mix.get("trek", 0) > 0 and not self.coordinator:
+            raise ValueError("a mix with treks needs the coordinator's address")
 
 
 @dataclass
@@ -118,7 +127,7 @@ class LoadGenerator:
     def run(self, stop: threading.Event | None = None, progress: Callable[[float, int, int], None] | None = None) -> LoadReport:
         stop = stop or threading.Event()
         with ClusterClient(self.settings.seeds, timeout_seconds=self.settings.call_timeout_seconds) as client:
-            products = [(b.basecamp_id, r.resource_id) for b in client.list_basecamps().basecamps for r in b.resources]
+            products = [(b.region, b.basecamp_id, r.resource_id) for b in client.list_basecamps().basecamps for r in b.resources]
         if not products:
             raise RuntimeError("the cluster lists no basecamps")
         started = time.monotonic()
@@ -132,7 +141,7 @@ class LoadGenerator:
             time.sleep(0.5)
         return LoadReport(self.settings, time.monotonic() - started, self._stats, dict(self._acknowledged))
 
-    def _desk(self, index: int, products: list[tuple[str, str]], deadline: float, stop: threading.Event) -> None:
+    def _desk(self, index: int, products: list[tuple[str, str, str]], deadline: float, stop: threading.Event) -> None:
         settings = self.settings
         rng = random.Random(settings.seed * 10_007 + index)
         names = list(self._stats)
@@ -143,6 +152,7 @@ class LoadGenerator:
         held: list[str] = []
         confirmed: list[str] = []
         next_at = time.monotonic()
+        treks = _TrekDesk(settings.coordinator, settings.call_timeout_seconds) if settings.coordinator else None
         with ClusterClient(settings.seeds, timeout_seconds=settings.call_timeout_seconds) as client:
             while not stop.is_set() and time.monotonic() < deadline:
                 if interval:
@@ -157,25 +167,35 @@ class LoadGenerator:
                         continue
                 began = time.perf_counter()
                 try:
+                    if name == "trek":
+                        assert treks is not None
+                        treks.plan(rng, products)
+                        self._record(name, time.perf_counter() - began, None, None)
+                        continue
                     booking = self._operate(client, rng, name, products, hot, hot_night, held, confirmed)
                 except grpc.RpcError as error:
                     self._record(name, None, None, error.code().name)
                     continue
                 self._record(name, time.perf_counter() - began, booking, None)
+        if treks is not None:
+            treks.close()
 
     def _operate(
-        self, client: ClusterClient, rng: random.Random, name: str, products: list[tuple[str, str]],
-        hot: tuple[str, str], hot_night: date, held: list[str], confirmed: list[str],
+        self, client: ClusterClient, rng: random.Random, name: str, products: list[tuple[str, str, str]],
+        hot: tuple[str, str, str], hot_night: date, held: list[str], confirmed: list[str],
     ) -> pb.Booking:
         settings = self.settings
         if name == "release":
             return client.release(held.pop(rng.randrange(len(held))), reason="load: released")
         if name == "cancel":
             return client.cancel(confirmed.pop(rng.randrange(len(confirmed))), reason="load: cancelled")
+        if name == "pay":
+            (_, basecamp, resource), first = rng.choice(products), date.today() + timedelta(days=2 + rng.randrange(300))
+            return client.book(basecamp, resource, first, first + timedelta(days=1), 1, "load", hold_ttl_seconds=max(settings.hold_ttl_seconds, 60))
         if rng.random() < settings.hot_fraction:
-            (basecamp, resource), first = hot, hot_night
+            (_, basecamp, resource), first = hot, hot_night
         else:
-            (basecamp, resource), first = rng.choice(products), date.today() + timedelta(days=2 + rng.randrange(300))
+            (_, basecamp, resource), first = rng.choice(products), date.today() + timedelta(days=2 + rng.randrange(300))
         booking = client.place_hold(basecamp, resource, first, first + timedelta(days=1 + rng.randrange(2)), 1, "load", hold_ttl_seconds=settings.hold_ttl_seconds)
         if name == "hold":
             held.append(booking.booking_id)
@@ -195,9 +215,34 @@ class LoadGenerator:
             if error is not None:
                 self._stats[name].errors[error] += 1
                 return
-            assert seconds is not None and booking is not None
+            assert seconds is not None
             self._stats[name].latencies.append(seconds)
-            self._acknowledged[booking.booking_id] = pb.BookingState.Name(booking.state)
+            if booking is not None:
+                self._acknowledged[booking.booking_id] = pb.BookingState.Name(booking.state)
+
+
+class _TrekDesk:
+    """A planner: two-leg treks over two regions through the coordinator (one channel)."""
+
+    def __init__(self, coordinator: str, timeout_seconds: float) -> None:
+        self._channel = grpc.insecure_channel(coordinator)
+        self._stub = tpb_grpc.TrekServiceStub(self._channel)
+        self._timeout = timeout_seconds
+
+    def plan(self, rng: random.Random, products: list[tuple[str, str, str]]) -> None:
+        regions = sorted({region for region, _, _ in products})
+        first, second = rng.sample(regions, 2) if len(regions) > 1 else (regions[0], regions[0])
+        start = date.today() + timedelta(days=2 + rng.randrange(300))
+        legs = []
+        for index, region in enumerate((first, second)):
+            _, basecamp, resource = rng.choice([p for p in products if p[0] == region])
+            night = start + timedelta(days=2 * index)
+            legs.append(tpb.TrekLeg(basecamp_id=basecamp, resource_id=resource, nights=night_range(night, night + timedelta(days=1)), party_size=1))
+        request = tpb.PlanTrekRequest(idempotency_key=str(uuid.uuid4()), customer_id="load", legs=legs, wait=False)
+        self._stub.PlanTrek(request, timeout=self._timeout)
+
+    def close(self) -> None:
+        self._channel.close()
 
 
 def parse_mix(text: str) -> dict[str, float]:

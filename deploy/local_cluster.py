@@ -230,6 +230,13 @@ class LocalCluster:
         self._write_state()
         return run
 
+    def restart_coordinator(self) -> None:
+        """Starts the trek coordinator again after it exited or was killed (it re-drives its treks)."""
+        if self.coordinator is None or self.coordinator.process.poll() is None:
+            raise ClusterStartError("the coordinator is not configured, or still running")
+        self._start_coordinator()
+        self._write_state()
+
     def exited_nodes(self) -> dict[str, int]:
         """node_id -> exit status of the nodes that are no longer running (negative: signal)."""
         return {node_id: run.process.returncode for node_id, run in self.nodes.items() if run.process.poll() is not None}
