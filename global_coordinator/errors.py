@@ -21,3 +21,7 @@ class TrekStateConflict(TrekError):
 
 class StoreUnavailable(TrekError):
     """The decision log could not be reached or stayed contended; retry with the same key."""
+
+
+class ParticipantsUnreachable(TrekError):
+    """No node of some region answered, so a leg's basecamp could not be placed; retry later."""

@@ -18,13 +18,17 @@ import grpc
 from ridgeline.routing.router import ClusterClient, ClusterUnreachable, UnknownBasecamp
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 
+from .errors import ParticipantsUnreachable
+
 
 class Participants(Protocol):
     def region_of(self, basecamp_id: str) -> str | None:
-        """The region that serves ``basecamp_id``, or None if no reachable region does."""
+        """The region that serves ``basecamp_id``, or None if no region does (raises
+        ParticipantsUnreachable when a region that might serve it did not answer)."""
 
     def leg_stub(self, region: str, basecamp_id: str) -> tpb_grpc.TrekLegServiceStub:
-        """A TrekLegService stub for the node that owns ``basecamp_id`` in ``region``."""
+        """A TrekLegService stub for the node that owns ``basecamp_id`` in ``region``
+        (raises ParticipantsUnreachable when no node of the region answers)."""
 
     def redirected(self, error: grpc.RpcError, basecamp_id: str) -> bool:
         """True when ``error`` named the basecamp's owner: call ``leg_stub`` again at once."""
@@ -43,11 +47,16 @@ class RoutedParticipants:
     def region_of(self, basecamp_id: str) -> str | None:
         try:
             return self._client.region_of(basecamp_id)
-        except (UnknownBasecamp, ClusterUnreachable):
+        except UnknownBasecamp:
             return None
+        except ClusterUnreachable as error:
+            raise ParticipantsUnreachable(str(error)) from None
 
     def leg_stub(self, region: str, basecamp_id: str) -> tpb_grpc.TrekLegServiceStub:
-        address = self._client.owner_address(basecamp_id)
+        try:
+            address = self._client.owner_address(basecamp_id)
+        except (ClusterUnreachable, UnknownBasecamp) as error:
+            raise ParticipantsUnreachable(f"no node of {region} answers for {basecamp_id}: {error}") from None
         with self._lock:
             stub = self._stubs.get(address)
             if stub is None:

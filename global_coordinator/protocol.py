@@ -42,7 +42,7 @@ from ridgeline.v1 import trek_pb2 as tpb
 
 from . import crash, decision_log as log
 from .decision_log import Decision, LegPlan, LegRecord, LegState, PrepareOutcome, TrekRecord, TrekState
-from .errors import InvalidTrek, TrekNotFound, TrekStateConflict
+from .errors import InvalidTrek, ParticipantsUnreachable, TrekNotFound, TrekStateConflict
 from .participants import Participants
 from .payments import PaymentRefused, Payments, PaymentUnknown
 
@@ -293,6 +293,8 @@ class Coordinator:
             try:
                 reply = self._participants.leg_stub(plan.region, plan.basecamp_id).PrepareLeg(request, timeout=max(until - time.monotonic(), 0.01))
                 break
+            except ParticipantsUnreachable as error:
+                return PrepareOutcome(leg.index, False, detail=f"UNAVAILABLE: {error}")
             except grpc.RpcError as error:
                 # A "not the owner" answer names the owner: ask it (same leg, same fence row key).
                 if not self._participants.redirected(error, plan.basecamp_id) or time.monotonic() >= until:
@@ -370,6 +372,10 @@ class Coordinator:
                     _log.error("trek %s leg %d: %s", trek_id, leg.index, failure)
                     return failure
                 if attempt == 1:  # visible in GetTrek and the stuck list while retries go on
+                    self._transact(lambda conn: log.note_leg(conn, trek_id, leg.index, failure))
+            except ParticipantsUnreachable as error:  # no node of the leg's region answers at all
+                failure = f"{method} UNAVAILABLE: {error}"
+                if attempt == 1:
                     self._transact(lambda conn: log.note_leg(conn, trek_id, leg.index, failure))
             pause = _LEG_RETRY.backoff_seconds(min(attempt, 10))
             if time.monotonic() + pause >= until or self._stop.is_set():

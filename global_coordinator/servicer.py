@@ -15,7 +15,7 @@ from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 
 from . import validation
 from .convert import DECISION_PB, trek_pb
-from .errors import InvalidTrek, StoreUnavailable, TrekError, TrekNotFound, TrekStateConflict
+from .errors import InvalidTrek, ParticipantsUnreachable, StoreUnavailable, TrekError, TrekNotFound, TrekStateConflict
 from .participants import Participants
 from .protocol import Coordinator
 
@@ -31,6 +31,7 @@ _CODES: tuple[tuple[type[TrekError], grpc.StatusCode], ...] = (
     (TrekNotFound, grpc.StatusCode.NOT_FOUND),
     (TrekStateConflict, grpc.StatusCode.FAILED_PRECONDITION),
     (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (ParticipantsUnreachable, grpc.StatusCode.UNAVAILABLE),
 )
 
 Request = TypeVar("Request")

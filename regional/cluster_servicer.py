@@ -1,4 +1,10 @@
-"""ClusterService: the region's members and basecamp owners, for routing clients and operators."""
+"""ClusterService: the region's members and basecamp owners, for routing clients and operators.
+
+When the region database cannot be read, the node still answers with what it knows
+without it: its region, itself, and its region's basecamps (from its catalog, in
+memory) with no owner. A client can then still place every basecamp in its region and
+gets UNAVAILABLE from the node for writes, instead of taking the basecamp for unknown.
+"""
 
 from __future__ import annotations
 
@@ -6,27 +12,42 @@ from collections.abc import Mapping, Sequence
 
 import grpc
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
 from ridgeline.routing import leases
 from ridgeline.v1 import cluster_pb2 as cpb
 from ridgeline.v1 import cluster_pb2_grpc as cpb_grpc
 
+from .catalog import CatalogView
 from .status import guarded
 
 
 class ClusterServicer(cpb_grpc.ClusterServiceServicer):
-    def __init__(self, engine: Engine, *, region: str, node_id: str, seeds: Mapping[str, Sequence[str]]) -> None:
+    def __init__(
+        self, engine: Engine, catalog: CatalogView, *, region: str, node_id: str, address: str, seeds: Mapping[str, Sequence[str]]
+    ) -> None:
         """``seeds``: every region's node addresses from the cluster file (may be empty)."""
         self._engine = engine
+        self._catalog = catalog
+        self._address = address
         self._region = region
         self._node_id = node_id
         self._seeds = [cpb.RegionSeeds(region=r, addresses=list(a)) for r, a in sorted(seeds.items())]
 
     @guarded
     def GetClusterInfo(self, request: cpb.GetClusterInfoRequest, context: grpc.ServicerContext) -> cpb.ClusterInfo:
-        with self._engine.connect() as conn:
-            members = leases.live_members(conn, self._region)
-            owners = leases.leases(conn, self._region)
+        try:
+            with self._engine.connect() as conn:
+                members = leases.live_members(conn, self._region)
+                owners = leases.leases(conn, self._region)
+        except OperationalError:
+            return cpb.ClusterInfo(
+                region=self._region,
+                node_id=self._node_id,
+                members=[cpb.ClusterMember(node_id=self._node_id, address=self._address)],
+                owners=[cpb.OwnerHint(basecamp_id=b.basecamp_id, region=self._region) for b in self._catalog.basecamps()],
+                regions=self._seeds,
+            )
         return cpb.ClusterInfo(
             region=self._region,
             node_id=self._node_id,

@@ -91,7 +91,9 @@ class RegionalNode:
         pb_grpc.add_BookingServiceServicer_to_server(servicer, self._server)
         legs = TrekLegServicer(config, self._engine, self._catalog, self.keeper.ownership, clock)
         tpb_grpc.add_TrekLegServiceServicer_to_server(legs, self._server)
-        cluster = ClusterServicer(self._engine, region=config.region, node_id=config.node_id, seeds=config.cluster_seeds)
+        cluster = ClusterServicer(
+            self._engine, self._catalog, region=config.region, node_id=config.node_id, address=self.address, seeds=config.cluster_seeds
+        )
         cpb_grpc.add_ClusterServiceServicer_to_server(cluster, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(

@@ -356,7 +356,7 @@ class ClusterClient:
         while wave:
             asked.update(wave)
             calls = {
-                address: self._cluster_stub(address).GetClusterInfo.future(cpb.GetClusterInfoRequest(), timeout=_remaining(deadline, cap=2.0))
+                address: self._cluster_stub(address).GetClusterInfo.future(cpb.GetClusterInfoRequest(), timeout=_remaining(deadline))
                 for address in wave
             }
             for address, call in calls.items():
@@ -370,7 +370,8 @@ class ClusterClient:
                     self._absorb(info)
             named = {seeds.region: seeds.addresses for info in answers.values() for seeds in info.regions}
             wave = [a for region, addresses in named.items() if region not in answers for a in addresses if a not in asked]
-        self._unreached = sorted(set(self._region_seeds) - set(answers))
+        # A region is unreached when its seeds, or any seed of unknown region, did not answer.
+        self._unreached = sorted(set(self._region_seeds) - set(answers)) + [f"seed {a}" for a in sorted(failures)]
         if not answers:
             raise ClusterUnreachable("no node answered ClusterInfo (" + "; ".join(f"{a}: {c}" for a, c in failures.items()) + ")")
         return [answers[r] for r in sorted(answers)]
