@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from prometheus_client import start_http_server
 from sqlalchemy import Connection, Engine
 
 from ridgeline.flows import payments as gateway
@@ -76,7 +77,14 @@ def transactor(engine: Engine) -> Callable[[Callable[[Connection], T]], T]:
 
 
 def serve_until_signalled(
-    database_url: str, listen: str, seeds: list[str], gateway_url: str, config: CoordinatorConfig, *, workers: int = 32
+    database_url: str,
+    listen: str,
+    seeds: list[str],
+    gateway_url: str,
+    config: CoordinatorConfig,
+    *,
+    workers: int = 32,
+    metrics_listen: str = "127.0.0.1:0",
 ) -> None:
     """Migrates the log, serves TrekService, prints ``READY coordinator host:port``, blocks until a signal."""
     # One INFO line per gateway request costs more than the request's own CPU here.
@@ -84,15 +92,19 @@ def serve_until_signalled(
     engine = make_engine(database_url, pool_size=workers + config.drive_workers, application_name="ridgeline-coordinator")
     schema.migrate(engine)
     payments = GatewayPayments(gateway_url)
+    metrics_host, metrics_port = metrics_listen.rsplit(":", 1)
+    metrics, _ = start_http_server(int(metrics_port), addr=metrics_host)
     server = CoordinatorServer(config, listen, transactor(engine), RoutedParticipants(seeds), payments, workers=workers)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     server.start()
+    _log.info("coordinator metrics on http://%s:%d/metrics", metrics_host, metrics.server_port)
     print(f"READY coordinator {server.address}", flush=True)
     try:
         stop.wait()
     finally:
         server.stop()
+        metrics.shutdown()
         payments.close()
         engine.dispose()

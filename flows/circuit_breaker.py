@@ -14,6 +14,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from prometheus_client import Gauge
+
 
 class BreakerState(enum.Enum):
     CLOSED = "closed"
@@ -21,10 +23,21 @@ class BreakerState(enum.Enum):
     HALF_OPEN = "half_open"
 
 
+STATE = Gauge("ridgeline_circuit_breaker_state", "0 closed, 1 half-open, 2 open.", ["target"])
+_STATE_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+
+
 class CircuitBreaker:
     """Thread-safe; ``clock`` (seconds, monotonic) is injectable so tests need not sleep."""
 
-    def __init__(self, *, failure_threshold: int = 5, cooldown_seconds: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        failure_threshold: int = 5,
+        cooldown_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        target: str = "payment_gateway",
+    ) -> None:
         if failure_threshold < 1 or cooldown_seconds < 0:
             raise ValueError("failure_threshold must be >= 1 and cooldown_seconds >= 0")
         self.failure_threshold = failure_threshold
@@ -35,6 +48,8 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self._trial_in_flight = False
+        self._gauge = STATE.labels(target)
+        self._gauge.set(_STATE_VALUE[BreakerState.CLOSED])
 
     @property
     def state(self) -> BreakerState:
@@ -54,7 +69,7 @@ class CircuitBreaker:
 
     def record_success(self) -> None:
         with self._lock:
-            self._state = BreakerState.CLOSED
+            self._become(BreakerState.CLOSED)
             self._failures = 0
             self._trial_in_flight = False
 
@@ -66,12 +81,16 @@ class CircuitBreaker:
                 return  # a call that left before the breaker opened; the cooldown stands
             self._failures += 1
             if state is BreakerState.HALF_OPEN or self._failures >= self.failure_threshold:
-                self._state = BreakerState.OPEN
+                self._become(BreakerState.OPEN)
                 self._opened_at = self._clock()
 
     def _current(self) -> BreakerState:
         """The state now, moving OPEN to HALF_OPEN once the cooldown has passed (lock held)."""
         if self._state is BreakerState.OPEN and self._clock() - self._opened_at >= self.cooldown_seconds:
-            self._state = BreakerState.HALF_OPEN
+            self._become(BreakerState.HALF_OPEN)
             self._trial_in_flight = False
         return self._state
+
+    def _become(self, state: BreakerState) -> None:
+        self._state = state
+        self._gauge.set(_STATE_VALUE[state])

@@ -22,6 +22,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from prometheus_client import Histogram
+
 from ridgeline.regional import settlements
 from ridgeline.regional.errors import BookingError
 
@@ -30,6 +32,13 @@ from .runtime import SettlementRuntime
 from .settle import settle_batch
 
 _log = logging.getLogger(__name__)
+
+BATCH_SIZE = Histogram("ridgeline_settlement_batch_size", "Settlements one flow run takes.", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+LAG_SECONDS = Histogram(
+    "ridgeline_settlement_lag_seconds",
+    "How long the oldest settlement of a batch had been due when the batch was claimed.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
 
 
 @dataclass(frozen=True)
@@ -114,6 +123,9 @@ class SettlementLoop:
         if idle:
             self._slots.release()
             return 0
+        if claimed:
+            BATCH_SIZE.observe(len(claimed))
+            LAG_SECONDS.observe(max((self._rt.clock() - min(s.created_at for s in claimed)).total_seconds(), 0.0))
         run = threading.Thread(target=self._settle, args=(claimed, basecamps), name="settle-run", daemon=True)
         self._runs = [r for r in self._runs if r.is_alive()] + [run]
         run.start()

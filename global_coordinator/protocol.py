@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import grpc
+from prometheus_client import Gauge, Histogram
 
 from ridgeline.routing.client import night_range
 from ridgeline.routing.retry import RetryPolicy
@@ -47,6 +48,14 @@ from .participants import Participants
 from .payments import PaymentRefused, Payments, PaymentUnknown
 
 _log = logging.getLogger(__name__)
+
+DECISION_SECONDS = Histogram(
+    "ridgeline_trek_decision_seconds",
+    "From a trek's plan to its decision, by decision.",
+    ["decision"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+UNFINISHED = Gauge("ridgeline_treks_unfinished", "Treks without a final state at the last redrive pass (in doubt or being driven).")
 
 Clock = Callable[[], datetime]
 
@@ -275,6 +284,7 @@ class Coordinator:
             return log.decide(conn, trek.trek_id, decision, reason or "every leg prepared and the trek is paid", self._clock())
 
         self._transact(write)
+        DECISION_SECONDS.labels(decision.value).observe(max((self._clock() - trek.created_at).total_seconds(), 0.0))
 
     def _prepare_leg(self, trek: TrekRecord, leg: LegRecord, timeout_seconds: float) -> PrepareOutcome:
         if timeout_seconds <= 0:
@@ -422,7 +432,9 @@ class Coordinator:
         """Drives every unfinished trek no thread of this process is driving; returns how many."""
         started = 0
         now = self._clock()
-        for trek_id in self._transact(lambda conn: log.unfinished(log.read_only(conn), limit=REDRIVE_BATCH_MAX)):
+        unfinished = self._transact(lambda conn: log.unfinished(log.read_only(conn), limit=REDRIVE_BATCH_MAX))
+        UNFINISHED.set(len(unfinished))
+        for trek_id in unfinished:
             if not self._claim(trek_id):  # a thread of this process drives it
                 continue
             trek = self.get(trek_id)

@@ -25,6 +25,7 @@ from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 from . import legs
 from .db import run_transaction
 from .errors import BookingError
+from .periodic import Periodic
 
 _log = logging.getLogger(__name__)
 
@@ -84,29 +85,18 @@ class LegResolver:
         self._engine = engine
         self._clock = clock
         self._owned = owned
-        self._interval_seconds = interval_seconds
         self._batch_max = batch_max
         self._ask = CoordinatorAsker()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="leg-resolver", daemon=True)
+        self._periodic = Periodic("leg-resolver", interval_seconds, self._pass)
 
     def start(self) -> None:
-        self._thread.start()
+        self._periodic.start()
 
     def stop(self, timeout_seconds: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout_seconds)
+        self._periodic.stop(timeout_seconds)
         self._ask.close()
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_seconds):
-            try:
-                resolved = resolve_in_doubt(
-                    self._engine, fence=dict(self._owned.fence()), now=self._clock(), batch_max=self._batch_max, ask=self._ask
-                )
-            except BookingError as error:  # contention or an unreachable database: next pass
-                _log.warning("leg resolution skipped: %s", error)
-                continue
-            if resolved:
-                _log.info("resolved %d in-doubt trek leg(s) with the coordinator", resolved)
+    def _pass(self) -> None:
+        resolved = resolve_in_doubt(self._engine, fence=dict(self._owned.fence()), now=self._clock(), batch_max=self._batch_max, ask=self._ask)
+        if resolved:
+            _log.info("resolved %d in-doubt trek leg(s) with the coordinator", resolved)

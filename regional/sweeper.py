@@ -9,17 +9,16 @@ and returns the units to the inventory counters.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine
 
 from .db import run_transaction
-from .errors import BookingError
 from .expiry import expire_lapsed_holds
 from .idempotency import forget_older_than
 from .metrics import HOLDS_SWEPT
+from .periodic import Periodic
 
 _log = logging.getLogger(__name__)
 
@@ -60,29 +59,20 @@ class Sweeper:
     ) -> None:
         self._engine = engine
         self._clock = clock
-        self._interval_seconds = interval_seconds
         self._batch_max = batch_max
         self._key_retention = timedelta(seconds=key_retention_seconds)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="hold-sweeper", daemon=True)
+        self._periodic = Periodic("hold-sweeper", interval_seconds, self._pass)
 
     def start(self) -> None:
-        self._thread.start()
+        self._periodic.start()
 
     def stop(self, timeout_seconds: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout_seconds)
+        self._periodic.stop(timeout_seconds)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_seconds):
-            now = self._clock()
-            try:
-                expired = sweep_once(self._engine, now=now, batch_max=self._batch_max)
-                forgotten = forget_old_keys(self._engine, cutoff=now - self._key_retention, batch_max=self._batch_max)
-            except BookingError as error:  # contention or an unreachable database: next pass
-                _log.warning("sweep skipped: %s", error)
-                continue
-            HOLDS_SWEPT.inc(expired)
-            if expired or forgotten:
-                _log.info("expired %d lapsed hold(s), forgot %d old idempotency key(s)", expired, forgotten)
+    def _pass(self) -> None:
+        now = self._clock()
+        expired = sweep_once(self._engine, now=now, batch_max=self._batch_max)
+        forgotten = forget_old_keys(self._engine, cutoff=now - self._key_retention, batch_max=self._batch_max)
+        HOLDS_SWEPT.inc(expired)
+        if expired or forgotten:
+            _log.info("expired %d lapsed hold(s), forgot %d old idempotency key(s)", expired, forgotten)
