@@ -196,11 +196,27 @@ class StopRegionDatabase(Fault):
         return 10.0
 
 
-class GatewayFault(Fault):
-    """The payment gateway misbehaves (its run-time faults) for the fault window."""
+class _SettlementFault(Fault):
+    """A fault on what settlement depends on; recovery: a Book ends paid and confirmed again."""
 
     recovers_from_injection = False
     mix = {"hold": 1.0, "book": 1.0, "pay": 4.0, "cancel": 1.0}
+
+    def recovery_bound(self, cluster: LocalCluster, times: DrillTimes) -> float:
+        # The breaker's cool-down plus a settlement pass or two.
+        return 15.0
+
+    def probe(self, client: ClusterClient, cluster: LocalCluster, basecamp: str, resource: str, night: date) -> str:
+        # Settling takes a flow run and a gateway call: wait for it longer than a hold probe's deadline.
+        with ClusterClient([r.address for r in cluster.nodes.values()], timeout_seconds=_SETTLE_PROBE_SECONDS) as patient:
+            booking = patient.book(basecamp, resource, night, night + timedelta(days=1), 1, "drill-probe", hold_ttl_seconds=60, wait=True)
+        if booking.state != pb.BOOKING_STATE_CONFIRMED:
+            raise _NotYet(f"booking {booking.booking_id[:8]} not settled yet")
+        return f"a Book at {basecamp} is paid and confirmed again ({booking.booking_id[:8]})"
+
+
+class GatewayFault(_SettlementFault):
+    """The payment gateway misbehaves (its run-time faults) for the fault window."""
 
     def __init__(self, name: str, hypothesis: str, faults: dict[str, object]) -> None:
         self.name, self.hypothesis, self._faults = name, hypothesis, faults
@@ -214,17 +230,27 @@ class GatewayFault(Fault):
         _gateway_faults(cluster, {})
         run.note("gateway faults cleared")
 
-    def recovery_bound(self, cluster: LocalCluster, times: DrillTimes) -> float:
-        # The breaker's cool-down plus a settlement pass or two.
-        return 15.0
 
-    def probe(self, client: ClusterClient, cluster: LocalCluster, basecamp: str, resource: str, night: date) -> str:
-        # Settling takes a flow run and a gateway call: wait for it longer than a hold probe's deadline.
-        with ClusterClient([r.address for r in cluster.nodes.values()], timeout_seconds=_SETTLE_PROBE_SECONDS) as patient:
-            booking = patient.book(basecamp, resource, night, night + timedelta(days=1), 1, "drill-probe", hold_ttl_seconds=60, wait=True)
-        if booking.state != pb.BOOKING_STATE_CONFIRMED:
-            raise _NotYet(f"booking {booking.booking_id[:8]} not settled yet")
-        return f"a Book at {basecamp} is paid and confirmed again ({booking.booking_id[:8]})"
+class PrefectDown(_SettlementFault):
+    """The Prefect server stops for the fault window and comes back on the same port."""
+
+    name = "prefect-down"
+    hypothesis = (
+        "The Prefect API is down: Book keeps taking holds (they wait in the database), no flow run can start, and "
+        "once the API is back settlement catches up: paid bookings confirm within 15 s; money balances"
+    )
+
+    def inject(self, cluster: LocalCluster, run: DrillRun) -> list[str]:
+        if cluster.prefect is None:
+            raise RuntimeError("the Prefect server is not this drill's to stop: run with --fresh, or point drills at a cluster that started it")
+        cluster.prefect.stop()
+        run.note("stopped the Prefect server")
+        return [_basecamps_of(cluster, cluster.spec.regions[0].name)[0]]
+
+    def restore(self, cluster: LocalCluster, run: DrillRun) -> None:
+        assert cluster.prefect is not None
+        cluster.prefect.start()
+        run.note("restarted the Prefect server")
 
 
 class KillCoordinator(Fault):
@@ -321,10 +347,7 @@ DRILLS: dict[str, Callable[[], Fault]] = {
         "money balances; paid bookings confirm within 15 s of the gateway's return",
         {"outage": True},
     ),
-    "prefect-down": lambda: NotBuilt(
-        "prefect-down", "The Prefect API is down: holds are still taken, settlement catches up after",
-        "a fault proxy in front of the local Prefect server (the tests cover this case with a TCP proxy)",
-    ),
+    "prefect-down": PrefectDown,
 }
 
 

@@ -34,6 +34,7 @@ from ridgeline.routing.router import ClusterClient, ClusterUnreachable
 
 from .cluster_file import ClusterSpec, render_cluster_file
 from .postgres import PostgresServer
+from .prefect_server import PrefectServer
 from .region import prepare_region_database
 
 #: RIDGELINE_STATE_DIR moves it, e.g. to run two clusters side by side.
@@ -139,6 +140,8 @@ class LocalCluster:
         self.cluster_file = state_dir / "cluster.toml"
         self._up_pid = os.getpid()
         self.coordinator: NodeRun | None = None
+        #: The Prefect server this object started (None: PREFECT_API_URL, the file, or attached).
+        self.prefect: PrefectServer | None = None
 
     @classmethod
     def attach(cls, state_dir: Path) -> LocalCluster:
@@ -270,7 +273,6 @@ class LocalCluster:
     def _start_services(self) -> None:
         """The payment gateway and the Prefect server, unless the cluster file names them."""
         from .payment_gateway.process import GatewayProcess
-        from .prefect_server import PrefectServer
 
         prefect_url = os.environ.get("PREFECT_API_URL") or self.spec.prefect_api_url
         if self.spec.gateway_url and prefect_url:
@@ -289,9 +291,9 @@ class LocalCluster:
             gateway_url = gateway.url
         if not prefect_url:
             self._progress("starting the Prefect server (lean, on PostgreSQL)")
-            prefect = PrefectServer(services)
-            prefect_url = prefect.start()
-            self._services.append(prefect)
+            self.prefect = PrefectServer(services)
+            prefect_url = self.prefect.start()
+            self._services.append(self.prefect)
         self.spec = replace(self.spec, gateway_url=gateway_url, prefect_api_url=prefect_url)
 
     def _start_coordinator(self) -> None:
@@ -321,8 +323,10 @@ class LocalCluster:
             sys.executable, "-m", "ridgeline.deploy.cli", "node", "--cluster", str(self.cluster_file), "--node-id", node_id,
             "--outbox-dir", str(self.state_dir / "outbox" / region),
         ]
+        # The cluster's own Prefect API, whatever this process's environment says.
+        env = {**os.environ, **({"PREFECT_API_URL": self.spec.prefect_api_url} if self.spec.prefect_api_url else {})}
         with log_path.open("ab") as log:
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True, env=env)
         run = self.nodes[node_id] = NodeRun(node_id, region, address, process, log_path)  # stop() must see it
         _await_ready(process, f"node {node_id} exited before serving; see {log_path}")
         return run

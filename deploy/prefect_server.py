@@ -41,7 +41,9 @@ class PrefectServer:
     def start(self, timeout_seconds: float = STARTUP_TIMEOUT_SECONDS) -> str:
         """Starts the server and waits until its API answers; returns the API URL."""
         self._database.create_database(self._database_name)
-        port = self._port or free_loopback_port()
+        # A restart (a drill) comes back on the same port, so clients need no new URL.
+        port = self._port = self._port or free_loopback_port()
+        self._home.mkdir(parents=True, exist_ok=True)
         connection_url = (
             f"postgresql+asyncpg://ridgeline@127.0.0.1:{self._database.port}/{quote(self._database_name, safe='')}"
         )

@@ -3,6 +3,7 @@ recover within its bound and pass the audit; drills for parts not built say so."
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -31,14 +32,20 @@ def drill_cluster() -> Iterator[LocalCluster]:
     )
     root = Path(tempfile.mkdtemp(prefix="ridgeline-test-drills-"))
     cluster = LocalCluster(with_free_ports(spec, lease_ttl_seconds=2.0, heartbeat_interval_seconds=0.5), root)
-    cluster.start()
+    # Its own Prefect server (the prefect-down drill stops it), not the session's.
+    session_prefect = os.environ.pop("PREFECT_API_URL", None)
+    try:
+        cluster.start()
+    finally:
+        if session_prefect is not None:
+            os.environ["PREFECT_API_URL"] = session_prefect
     yield cluster
     cluster.stop()
     shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("drill", ["kill-node", "pause-node", "stop-region-db", "gateway-down", "gateway-flaky", "gateway-slow", "kill-coordinator"])
+@pytest.mark.parametrize("drill", ["kill-node", "pause-node", "stop-region-db", "gateway-down", "gateway-flaky", "gateway-slow", "prefect-down", "kill-coordinator"])
 def test_the_drill_recovers_within_its_bound_and_passes_the_audit(drill_cluster: LocalCluster, drill: str) -> None:
     run = run_drill(DRILLS[drill](), drill_cluster, SHORT, concurrency=3)
     report = run.to_json()
