@@ -71,7 +71,7 @@ def run_audit(
     regions = sorted(region_urls)
     with ThreadPoolExecutor(max(len(regions), 1)) as pool:
         checks = [check for found in pool.map(one, regions) for check in found]
-    trek_cents: dict[str, int] = {}
+    trek_cents: dict[str, int | None] = {}
     if coordinator_url:
         try:
             trek_check, trek_cents = check_treks(region_urls, coordinator_url, grace_seconds=money_grace_seconds)
@@ -140,19 +140,30 @@ _FINAL_TREKS = text(
     """
 )
 
+_TREKS_IN_FLIGHT = text(
+    """
+    SELECT CAST(trek_id AS TEXT) AS trek_id FROM treks
+    WHERE state NOT IN ('committed', 'aborted', 'cancelled') OR updated_at >= now() - make_interval(secs => :grace)
+    """
+)
+
 _PARTICIPANT_LEGS = text("SELECT trek_id, leg_index, state FROM trek_legs WHERE trek_id = ANY(:ids)")
 
 #: The participant leg states a finished trek may leave behind.
 _LEGS_AT_REST = {"committed": {"committed"}, "aborted": {"aborted"}, "cancelled": {"cancelled", "aborted"}}
 
 
-def check_treks(region_urls: Mapping[str, str], coordinator_url: str, *, grace_seconds: float) -> tuple[Check, dict[str, int]]:
+def check_treks(
+    region_urls: Mapping[str, str], coordinator_url: str, *, grace_seconds: float
+) -> tuple[Check, dict[str, int | None]]:
     """Invariant 5: every finished trek in the coordinator's log has all its legs committed
     (a committed trek) or none (aborted, cancelled) in the participants' fence rows.
-    Also returns trek_id -> the cents the trek should keep charged, for the money check."""
+    Also returns trek_id -> the cents the trek should keep charged, for the money check
+    (None for a trek still in flight: its money is not at rest yet)."""
     engine = make_engine(coordinator_url, pool_size=1, application_name="ridgeline-audit")
     try:
         with engine.connect() as conn:
+            in_flight = [r.trek_id for r in conn.execute(_TREKS_IN_FLIGHT, {"grace": grace_seconds})]
             treks = {r.trek_id: r for r in conn.execute(_FINAL_TREKS, {"grace": grace_seconds})}
     finally:
         engine.dispose()
@@ -173,13 +184,14 @@ def check_treks(region_urls: Mapping[str, str], coordinator_url: str, *, grace_s
         missing = trek.state == "committed" and len(found) != trek.legs
         if wrong or missing:
             offenders.append(f"trek {trek_id} is {trek.state} but its legs are {dict(sorted(found.items()))} of {trek.legs}")
-    kept = {trek_id: int(t.kept_cents) if t.state == "committed" else 0 for trek_id, t in treks.items()}
+    kept: dict[str, int | None] = {trek_id: None for trek_id in in_flight}
+    kept.update({trek_id: int(t.kept_cents) if t.state == "committed" else 0 for trek_id, t in treks.items()})
     check = Check("5 treks are atomic", "every finished trek has all legs committed or none", f"coordinator and {len(region_urls)} regions", offenders[:20], len(offenders))
     return check, kept
 
 
 def check_money(
-    region_urls: Mapping[str, str], gateway_url: str, *, grace_seconds: float, trek_cents: Mapping[str, int] | None = None
+    region_urls: Mapping[str, str], gateway_url: str, *, grace_seconds: float, trek_cents: Mapping[str, int | None] | None = None
 ) -> Check:
     """Invariant 4 against the payment gateway's own ledger (read through its API, as a
     provider's would be): a confirmed, paid booking has exactly its price standing; any
@@ -208,7 +220,11 @@ def check_money(
         if charge.status == "succeeded":
             standing[charge.reference] = standing.get(charge.reference, 0) + charge.amount_cents - charge.refunded_cents
     trek_refs = {ref for ref in count if ref not in bookings and ref in treks}
-    offenders = [f"trek {ref}: {standing.get(ref, 0)} cents stand, {treks[ref]} expected" for ref in sorted(trek_refs) if standing.get(ref, 0) != treks[ref]]
+    offenders = [
+        f"trek {ref}: {standing.get(ref, 0)} cents stand, {treks[ref]} expected"
+        for ref in sorted(trek_refs)
+        if treks[ref] is not None and standing.get(ref, 0) != treks[ref]
+    ]
     offenders += [f"booking {ref} was charged {n} times" for ref, n in sorted(count.items()) if n > 1 and ref in bookings]
     for booking_id in sorted((set(count) | set(bookings)) - trek_refs):
         row = bookings.get(booking_id)

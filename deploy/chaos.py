@@ -8,8 +8,8 @@ carries the timeline, the load figures, the recovery times and every audit verdi
 drill passes only when the audit passes and recovery came within the drill's bound.
 
 Drills act on a local cluster (`ridgeline up`, or a throwaway one), because injecting
-faults needs the processes: SIGKILL, SIGSTOP, stopping a region database. Drills for
-parts that are not built yet say so instead of pretending.
+faults needs the processes: SIGKILL, SIGSTOP, stopping a region database or the Prefect
+server, and the fault proxies between the coordinator and the nodes.
 """
 
 from __future__ import annotations
@@ -94,7 +94,6 @@ class Fault:
 
     name: str
     hypothesis: str
-    needs: str | None = None
 
     def inject(self, cluster: LocalCluster, run: DrillRun) -> list[str]:
         """Applies the fault; returns the basecamps whose writes it interrupts."""
@@ -282,10 +281,12 @@ class KillCoordinator(Fault):
         assert cluster.coordinator is not None
         with grpc.insecure_channel(cluster.coordinator.address) as channel:
             camps = client.list_basecamps().basecamps
+            # The first and the last region: a cut drill cuts the last one.
+            regions = list(dict.fromkeys([cluster.spec.regions[0].name, cluster.spec.regions[-1].name]))
             legs = [
                 tpb.TrekLeg(basecamp_id=camp.basecamp_id, resource_id=camp.resources[0].resource_id,
                             nights=night_range(night + timedelta(days=2 * i), night + timedelta(days=2 * i + 1)), party_size=1)
-                for i, camp in enumerate([next(c for c in camps if c.region == r) for r in sorted({c.region for c in camps})][:2])
+                for i, camp in enumerate([next(c for c in camps if c.region == r) for r in regions])
             ]
             trek = tpb_grpc.TrekServiceStub(channel).PlanTrek(
                 tpb.PlanTrekRequest(idempotency_key=str(uuid.uuid4()), customer_id="drill-probe", legs=legs, wait=True), timeout=10
@@ -303,6 +304,35 @@ DRILL_RATE = 20.0
 _SETTLE_PROBE_SECONDS = 8.0
 
 
+class CutRegion(KillCoordinator):
+    """The last region's nodes vanish from the coordinator's side only (its fault proxies blackhole)."""
+
+    name = "cut-region"
+    hypothesis = (
+        "The coordinator loses the path to one region (a blackhole: nothing answers, nothing is refused) while desks "
+        "still reach it: treks touching it abort at their prepare deadline or wait for their commits, none is left "
+        "half-done (audit 5), money balances (audit 4), and a trek through that region commits within 15 s of the path's return"
+    )
+
+    def inject(self, cluster: LocalCluster, run: DrillRun) -> list[str]:
+        region = cluster.spec.regions[-1].name
+        paths = [cluster.coordinator_paths.get(n.node_id) for n in cluster.spec.regions[-1].nodes]
+        if not paths or None in paths:
+            raise RuntimeError("the coordinator's paths to the nodes are not this drill's to cut: run with --fresh")
+        for path in paths:
+            assert path is not None
+            path.set_mode("blackhole")
+        self._paths = paths
+        run.note(f"blackholed the coordinator's path to {region}")
+        return ["trek"]
+
+    def restore(self, cluster: LocalCluster, run: DrillRun) -> None:
+        for path in self._paths:
+            assert path is not None
+            path.set_mode("pass")
+        run.note("restored the coordinator's path")
+
+
 class _NotYet(Exception):
     """A probe reached the cluster but the fault's effect is still there."""
 
@@ -313,22 +343,12 @@ def _gateway_faults(cluster: LocalCluster, faults: dict[str, object]) -> None:
     httpx.put(f"{cluster.spec.gateway_url}/admin/faults", json=faults, timeout=10).raise_for_status()
 
 
-class NotBuilt(Fault):
-    """A drill the issue asks for whose target is not part of the cluster yet."""
-
-    def __init__(self, name: str, hypothesis: str, needs: str) -> None:
-        self.name, self.hypothesis, self.needs = name, hypothesis, needs
-
-
 DRILLS: dict[str, Callable[[], Fault]] = {
     "kill-node": KillNode,
     "pause-node": PauseNode,
     "stop-region-db": StopRegionDatabase,
     "kill-coordinator": KillCoordinator,
-    "cut-region": lambda: NotBuilt(
-        "cut-region", "A region cut off from the coordinator (fault proxy: latency, drop, reset, blackhole): treks abort or wait, none half-done",
-        "a fault proxy between the coordinator and one region's nodes",
-    ),
+    "cut-region": CutRegion,
     "gateway-slow": lambda: GatewayFault(
         "gateway-slow",
         "The payment gateway answers in 1.5-2 s (beyond the adapter's timeout): Book keeps answering at once, settlement "
@@ -367,9 +387,6 @@ def run_drill(
     would hide behind its own backlog (measured: settlement behind a saturating load took
     40 s to drain after a 5 s gateway outage; paced, it is back in seconds)."""
     run = DrillRun(fault.name, fault.hypothesis)
-    if fault.needs is not None:
-        run.error = f"not runnable yet: needs {fault.needs}"
-        return run
     seeds = [r.address for r in cluster.nodes.values()]
     total = times.warmup + times.fault + times.recovery_max + times.cooldown
     coordinator = cluster.coordinator.address if cluster.coordinator else None

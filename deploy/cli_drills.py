@@ -92,15 +92,14 @@ app.add_typer(chaos_app, name="chaos")
 
 @chaos_app.command("list")
 def chaos_list() -> None:
-    """Every drill with its steady-state hypothesis (and what it still needs, if not runnable)."""
+    """Every drill with its steady-state hypothesis."""
     from .chaos import DRILLS
 
     table = Table(title="Chaos drills")
-    for column in ("drill", "hypothesis", "runnable"):
+    for column in ("drill", "hypothesis"):
         table.add_column(column)
     for name, make in DRILLS.items():
-        fault = make()
-        table.add_row(name, fault.hypothesis, "yes" if fault.needs is None else f"no: needs {fault.needs}")
+        table.add_row(name, make().hypothesis)
     _console.print(table)
 
 

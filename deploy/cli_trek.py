@@ -134,6 +134,7 @@ def coordinator(
     listen: Annotated[str, typer.Option("--listen", help="host:port to serve on (port 0: any free port).")] = "127.0.0.1:0",
     cluster: Annotated[Path | None, typer.Option("--cluster", help="Cluster file: seeds, gateway, the coordinator's listen address and database come from it.")] = None,
     metrics_listen: Annotated[str, typer.Option("--metrics-listen", help="host:port of the Prometheus endpoint (port 0: any free port).")] = "127.0.0.1:0",
+    via: Annotated[list[str] | None, typer.Option("--via", help="NODE=PROXY: reach the node at host:port NODE through host:port PROXY (a fault proxy for drills); repeatable.")] = None,
     prepare_timeout: Annotated[float, typer.Option("--prepare-timeout", help="Seconds every leg has to prepare.")] = 5.0,
     decision_grace: Annotated[float, typer.Option("--decision-grace", help="Seconds a prepared leg waits past the prepare deadline before asking.")] = 30.0,
     redrive_interval: Annotated[float, typer.Option("--redrive-interval", help="Seconds between passes over unfinished treks.")] = 2.0,
@@ -171,7 +172,18 @@ def coordinator(
         advertise_target="", prepare_timeout_seconds=prepare_timeout, decision_grace_seconds=decision_grace, redrive_interval_seconds=redrive_interval
     )
     try:
-        serve_until_signalled(database_url, listen, seeds, gateway_url, config, metrics_listen=metrics_listen)
+        serve_until_signalled(database_url, listen, seeds, gateway_url, config, metrics_listen=metrics_listen, dial=_pairs(via or [], "--via"))
     except (OSError, OperationalError) as error:
         typer.secho(f"error: {error}", err=True, fg="red")
         raise typer.Exit(1) from None
+
+
+def _pairs(items: list[str], option: str) -> dict[str, str]:
+    """``A=B`` options as a mapping."""
+    pairs = {}
+    for item in items:
+        left, sep, right = item.partition("=")
+        if not sep or ":" not in left or ":" not in right:
+            raise typer.BadParameter(f"{option} takes host:port=host:port, not {item!r}")
+        pairs[left] = right
+    return pairs

@@ -85,6 +85,7 @@ def serve_until_signalled(
     *,
     workers: int = 32,
     metrics_listen: str = "127.0.0.1:0",
+    dial: dict[str, str] | None = None,
 ) -> None:
     """Migrates the log, serves TrekService, prints ``READY coordinator host:port``, blocks until a signal."""
     # One INFO line per gateway request costs more than the request's own CPU here.
@@ -94,7 +95,7 @@ def serve_until_signalled(
     payments = GatewayPayments(gateway_url)
     metrics_host, metrics_port = metrics_listen.rsplit(":", 1)
     metrics, _ = start_http_server(int(metrics_port), addr=metrics_host)
-    server = CoordinatorServer(config, listen, transactor(engine), RoutedParticipants(seeds), payments, workers=workers)
+    server = CoordinatorServer(config, listen, transactor(engine), RoutedParticipants(seeds, dial=dial), payments, workers=workers)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -33,6 +33,7 @@ from ridgeline.regional.config import NodeConfig
 from ridgeline.routing.router import ClusterClient, ClusterUnreachable
 
 from .cluster_file import ClusterSpec, render_cluster_file
+from .fault_proxy import FaultProxy
 from .postgres import PostgresServer
 from .prefect_server import PrefectServer
 from .region import prepare_region_database
@@ -142,6 +143,8 @@ class LocalCluster:
         self.coordinator: NodeRun | None = None
         #: The Prefect server this object started (None: PREFECT_API_URL, the file, or attached).
         self.prefect: PrefectServer | None = None
+        #: node_id -> the fault proxy the coordinator reaches that node through (drills cut it).
+        self.coordinator_paths: dict[str, FaultProxy] = {}
 
     @classmethod
     def attach(cls, state_dir: Path) -> LocalCluster:
@@ -206,6 +209,8 @@ class LocalCluster:
                 run.process.wait(5)
         for service in reversed(self._services):
             service.stop()
+        for proxy in self.coordinator_paths.values():
+            proxy.close()
         with ThreadPoolExecutor(max(len(self.databases), 1)) as pool:
             list(pool.map(PostgresServer.stop, self.databases.values()))
         (self.state_dir / STATE_FILE).unlink(missing_ok=True)
@@ -301,6 +306,13 @@ class LocalCluster:
         self._progress("starting the trek coordinator")
         log_path = self.state_dir / "logs" / "coordinator.log"
         command = [sys.executable, "-m", "ridgeline.deploy.cli", "coordinator", "--cluster", str(self.cluster_file)]
+        # The coordinator reaches every node through a fault proxy this process holds, so a
+        # drill can cut a region off from the coordinator alone (nodes, desks unaffected).
+        for run in self.nodes.values():
+            if run.node_id not in self.coordinator_paths:
+                host, port = run.address.rsplit(":", 1)
+                self.coordinator_paths[run.node_id] = FaultProxy(host, int(port))
+            command += ["--via", f"{run.address}={self.coordinator_paths[run.node_id].address}"]
         with log_path.open("ab") as log:
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
         self.coordinator = NodeRun("coordinator", "", str(self.spec.coordinator_listen), process, log_path)

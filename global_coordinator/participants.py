@@ -10,7 +10,7 @@ until the region's lease moves. The coordinator imports nothing from regional/.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import grpc
@@ -39,8 +39,9 @@ class Participants(Protocol):
 class RoutedParticipants:
     """Participants found through the routing client, from any seed nodes of the cluster."""
 
-    def __init__(self, seeds: Sequence[str], *, timeout_seconds: float = 5.0) -> None:
-        self._client = ClusterClient(seeds, timeout_seconds=timeout_seconds)
+    def __init__(self, seeds: Sequence[str], *, timeout_seconds: float = 5.0, dial: Mapping[str, str] | None = None) -> None:
+        """``dial``: node address -> address to connect to instead (a fault proxy, for drills)."""
+        self._client = ClusterClient(seeds, timeout_seconds=timeout_seconds, dial=dial)
         self._stubs: dict[str, tpb_grpc.TrekLegServiceStub] = {}
         self._lock = threading.Lock()
 

@@ -21,7 +21,7 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import TypeVar
@@ -85,7 +85,10 @@ class ClusterClient:
         backoff_base_seconds: float = 0.05,
         backoff_cap_seconds: float = 1.0,
         hops_max: int = 4,
+        dial: Mapping[str, str] | None = None,
     ) -> None:
+        """``dial`` maps a node address to the address to connect to instead (a proxy on the
+        path, e.g. a drill's fault proxy); the cluster's view keeps the nodes' own addresses."""
         if not seeds:
             raise ValueError("a cluster client needs at least one seed address")
         self._seeds = list(dict.fromkeys(seeds))
@@ -94,6 +97,7 @@ class ClusterClient:
         self._hops_max = hops_max
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
+        self._dial = dict(dial or {})
         self._booking_stubs: dict[str, pb_grpc.BookingServiceStub] = {}
         self._regions: dict[str, _Region] = {}
         self._region_seeds: dict[str, list[str]] = {}
@@ -435,7 +439,7 @@ class ClusterClient:
         with self._lock:
             channel = self._channels.get(address)
             if channel is None:
-                channel = self._channels[address] = grpc.insecure_channel(address)
+                channel = self._channels[address] = grpc.insecure_channel(self._dial.get(address, address))
             return channel
 
     def _booking_stub(self, address: str) -> pb_grpc.BookingServiceStub:

@@ -191,6 +191,9 @@ def test_recorded_port_taken_moves_to_a_free_port(make_server: Callable[..., Pos
     server.stop()
 
     with socket.socket() as squatter:
+        # The stopped server's closed connections may sit in TIME_WAIT on this port: without
+        # SO_REUSEADDR the squatter could not bind it (PostgreSQL itself listens with it).
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", old_port))
         squatter.listen()
         again = make_server("moved")

@@ -24,7 +24,7 @@ from ridgeline.flows.crash_points import AFTER_CHARGE, AFTER_CONFIRM, CRASH_ENV
 from ridgeline.regional.config import NodeConfig
 from ridgeline.routing.client import BookingClient
 from settlement_checks import assert_money_balances, assert_one_message_each, settlement_states, standing_cents, wait_until_settled
-from tcp_proxy import TcpProxy
+from ridgeline.deploy.fault_proxy import FaultProxy
 
 SWEEP_INTERVAL_SECONDS = 2.0
 SWEEP_SLACK_SECONDS = 1.5
@@ -138,7 +138,7 @@ def test_prefect_api_down_holds_are_still_taken_and_settlement_catches_up(
 ) -> None:
     payment_gateway.faults()
     api = urlsplit(prefect_api)
-    proxy = TcpProxy(api.hostname or "127.0.0.1", api.port or 80)
+    proxy = FaultProxy(api.hostname or "127.0.0.1", api.port or 80)
     try:
         proxy.down()
         node = node_process(alps_db, *_settling(payment_gateway, tmp_path / "spool"), env={"PREFECT_API_URL": f"http://127.0.0.1:{proxy.port}{api.path}"})
