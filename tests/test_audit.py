@@ -7,14 +7,19 @@ under the right invariant, and exits non-zero from the CLI."""
 from __future__ import annotations
 
 import json
+import uuid
 
 import psycopg
+from sqlalchemy import text
 from typer.testing import CliRunner
 
 from drive import night
 from invariants import libpq_url
 from ridgeline.deploy.audit import run_audit
 from ridgeline.deploy.cli import app
+from ridgeline.flows.payments import PaymentGateway
+from ridgeline.global_coordinator import schema as coordinator_schema
+from ridgeline.regional.db import make_engine
 from ridgeline.routing.client import BookingClient
 
 runner = CliRunner()
@@ -103,3 +108,49 @@ def test_the_cli_prints_the_verdicts_as_json_and_exits_non_zero_on_a_violation(a
     assert broken.exit_code == 1
     assert "VIOLATED" in broken.stdout and f"{GUIDE} {night(21)}" in broken.stdout
     assert ids["held"]  # the hold whose night was corrupted
+
+
+def test_an_orphan_charge_is_named_under_invariant_4(alps_db, payment_gateway) -> None:
+    payment_gateway.faults()
+    orphan = str(uuid.uuid4())  # a reference no booking and no trek has
+    with PaymentGateway(payment_gateway.url) as gateway:
+        gateway.charge(f"orphan:{orphan}", 1234, "EUR", reference=orphan)
+    report = run_audit({"eu-alps": alps_db.url}, gateway_url=payment_gateway.url, money_grace_seconds=0)
+    money = next(c for c in report.checks if c.invariant == "4 money balances")
+    assert not money.passed and any(orphan in line and "1234 cents stand" in line for line in money.offenders), money
+
+
+def test_a_half_committed_trek_is_named_under_invariant_5(alps_db, alps_client: BookingClient, fresh_database, region_servers) -> None:
+    rockies = fresh_database("na-rockies")
+    coordinator_url = region_servers["sa-andes"].create_database(f"coordinator_{uuid.uuid4().hex[:12]}")
+    engine = make_engine(coordinator_url, pool_size=1)
+    try:
+        coordinator_schema.migrate(engine)
+        trek_id = str(uuid.uuid4())
+        leg = alps_client.place_hold("argentiere", GUIDE, night(40), night(41), 1, "trekker")
+        alps_client.confirm(leg.booking_id)
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO treks (trek_id, idempotency_key, request_fingerprint, customer_id, state, created_at, prepare_deadline, settled_at, updated_at)"
+                    " VALUES (CAST(:t AS UUID), :k, 'f', 'trekker', 'committed', now() - interval '1 hour', now(), now(), now() - interval '1 hour')"
+                ),
+                {"t": trek_id, "k": f"key-{trek_id}"},
+            )
+            for index, (region, camp) in enumerate((("eu-alps", "argentiere"), ("na-rockies", "bow-hut"))):
+                conn.execute(
+                    text(
+                        "INSERT INTO trek_legs (trek_id, leg_index, region, basecamp_id, resource_id, first_night, end_night, party_size, state)"
+                        " VALUES (:t, :i, :r, :b, 'x', current_date + 40, current_date + 41, 1, 'committed')"
+                    ),
+                    {"t": trek_id, "i": index, "r": region, "b": camp},
+                )
+    finally:
+        engine.dispose()
+    # The participants disagree: eu-alps committed its leg, na-rockies aborted its own.
+    _sql(alps_db.url, "INSERT INTO trek_legs VALUES (%(t)s, 0, 'committed', %(b)s, '', now(), now(), now())", {"t": trek_id, "b": leg.booking_id})
+    _sql(rockies.url, "INSERT INTO trek_legs VALUES (%(t)s, 1, 'aborted', NULL, '', now(), now(), now())", {"t": trek_id})
+
+    report = run_audit({"eu-alps": alps_db.url, "na-rockies": rockies.url}, coordinator_url=coordinator_url, money_grace_seconds=0)
+    treks = next(c for c in report.checks if c.invariant == "5 treks are atomic")
+    assert not treks.passed and any(trek_id in line and "'aborted'" in line for line in treks.offenders), treks
