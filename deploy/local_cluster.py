@@ -145,6 +145,8 @@ class LocalCluster:
         self.prefect: PrefectServer | None = None
         #: node_id -> the fault proxy the coordinator reaches that node through (drills cut it).
         self.coordinator_paths: dict[str, FaultProxy] = {}
+        #: node address -> the proxy address the coordinator dials (also when attached).
+        self._via: dict[str, str] = {}
 
     @classmethod
     def attach(cls, state_dir: Path) -> LocalCluster:
@@ -165,6 +167,7 @@ class LocalCluster:
         for region, database in state["databases"].items():  # type: ignore[union-attr]
             if database.get("local"):
                 cluster.databases[region] = PostgresServer(state_dir / "postgres" / region)
+        cluster._via = dict(state.get("coordinator_via") or {})  # type: ignore[arg-type]
         if state.get("coordinator_pid"):
             cluster.coordinator = NodeRun(
                 "coordinator", "", str(state["coordinator"]), AdoptedProcess(int(state["coordinator_pid"])), state_dir / "logs" / "coordinator.log"  # type: ignore[arg-type]
@@ -216,8 +219,12 @@ class LocalCluster:
         (self.state_dir / STATE_FILE).unlink(missing_ok=True)
 
     def _adopt_restarted_nodes(self) -> None:
-        """Nodes a drill restarted from another process are in state.json, not among our children."""
+        """Nodes (and the coordinator) a drill restarted from another process are in
+        state.json, not among our children."""
         state = read_state(self.state_dir) or {}
+        coordinator_pid = int(state.get("coordinator_pid") or 0)  # type: ignore[arg-type]
+        if self.coordinator is not None and coordinator_pid and coordinator_pid != self.coordinator.process.pid and _alive(coordinator_pid):
+            self.coordinator = NodeRun("coordinator", "", self.coordinator.address, AdoptedProcess(coordinator_pid), self.coordinator.log_path)
         for node_id, node in state.get("nodes", {}).items():  # type: ignore[union-attr]
             run = self.nodes.get(node_id)
             if run is not None and run.process.pid != int(node["pid"]) and _alive(int(node["pid"])):
@@ -306,13 +313,16 @@ class LocalCluster:
         self._progress("starting the trek coordinator")
         log_path = self.state_dir / "logs" / "coordinator.log"
         command = [sys.executable, "-m", "ridgeline.deploy.cli", "coordinator", "--cluster", str(self.cluster_file)]
-        # The coordinator reaches every node through a fault proxy this process holds, so a
-        # drill can cut a region off from the coordinator alone (nodes, desks unaffected).
-        for run in self.nodes.values():
-            if run.node_id not in self.coordinator_paths:
+        # The coordinator reaches every node through a fault proxy held by `ridgeline up`, so a
+        # drill can cut a region off from the coordinator alone (nodes, desks unaffected). A
+        # process attached to the cluster reuses up's proxies, recorded in state.json.
+        if not self._via:
+            for run in self.nodes.values():
                 host, port = run.address.rsplit(":", 1)
                 self.coordinator_paths[run.node_id] = FaultProxy(host, int(port))
-            command += ["--via", f"{run.address}={self.coordinator_paths[run.node_id].address}"]
+            self._via = {run.address: self.coordinator_paths[run.node_id].address for run in self.nodes.values()}
+        for node_address, proxy_address in self._via.items():
+            command += ["--via", f"{node_address}={proxy_address}"]
         with log_path.open("ab") as log:
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
         self.coordinator = NodeRun("coordinator", "", str(self.spec.coordinator_listen), process, log_path)
@@ -366,6 +376,7 @@ class LocalCluster:
             "cluster_file": str(self.cluster_file),
             "coordinator": self.coordinator.address if self.coordinator else None,
             "coordinator_pid": self.coordinator.process.pid if self.coordinator else None,
+            "coordinator_via": self._via,
             "nodes": {
                 run.node_id: {"region": run.region, "address": run.address, "pid": run.process.pid, "log": str(run.log_path)}
                 for run in self.nodes.values()
