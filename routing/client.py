@@ -42,15 +42,7 @@ def hold_request(
     *, hold_ttl_seconds: int = 0, idempotency_key: str | None = None,
 ) -> pb.PlaceHoldRequest:
     """A PlaceHold request with a fresh idempotency key unless one is given."""
-    return pb.PlaceHoldRequest(
-        idempotency_key=idempotency_key or new_idempotency_key(),
-        basecamp_id=basecamp_id,
-        resource_id=resource_id,
-        nights=night_range(start, end),
-        party_size=party_size,
-        customer_id=customer_id,
-        hold_ttl_seconds=hold_ttl_seconds,
-    )
+    return pb.PlaceHoldRequest(**_stay(basecamp_id, resource_id, start, end, party_size, customer_id, hold_ttl_seconds, idempotency_key))
 
 
 def book_request(
@@ -58,16 +50,22 @@ def book_request(
     *, hold_ttl_seconds: int = 0, wait: bool = False, idempotency_key: str | None = None,
 ) -> pb.BookRequest:
     """A Book request (a hold that settlement charges and confirms)."""
-    return pb.BookRequest(
-        idempotency_key=idempotency_key or new_idempotency_key(),
-        basecamp_id=basecamp_id,
-        resource_id=resource_id,
-        nights=night_range(start, end),
-        party_size=party_size,
-        customer_id=customer_id,
-        hold_ttl_seconds=hold_ttl_seconds,
-        wait=wait,
-    )
+    return pb.BookRequest(**_stay(basecamp_id, resource_id, start, end, party_size, customer_id, hold_ttl_seconds, idempotency_key), wait=wait)
+
+
+def _stay(
+    basecamp_id: str, resource_id: str, start: date, end: date, party_size: int, customer_id: str, hold_ttl_seconds: int, key: str | None
+) -> dict[str, object]:
+    """The fields PlaceHold and Book share."""
+    return {
+        "idempotency_key": key or new_idempotency_key(),
+        "basecamp_id": basecamp_id,
+        "resource_id": resource_id,
+        "nights": night_range(start, end),
+        "party_size": party_size,
+        "customer_id": customer_id,
+        "hold_ttl_seconds": hold_ttl_seconds,
+    }
 
 
 class BookingClient:
