@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test proto bench
+.PHONY: setup demo up test proto bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ setup: $(STAMP)
 
 demo: setup
 	$(BIN)/ridgeline demo
+
+up: setup
+	$(BIN)/ridgeline up
 
 test: setup
 	$(BIN)/python -m pytest
