@@ -11,20 +11,22 @@ its exit status is non-zero when any check finds an offender.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from ridgeline.flows.payments import Charge, PaymentGateway
 from ridgeline.regional.audit import Check, audit_region
 from ridgeline.regional.config import NodeConfig
-from ridgeline.regional.db import make_engine
+from ridgeline.regional.db import make_engine, run_transaction
+
+T = TypeVar("T")
 
 #: A hold may be unswept this long after its expiry before it counts as leaked: one
 #: sweep interval (5 s by default) and generous slack for a loaded machine.
@@ -32,6 +34,17 @@ DEFAULT_HOLD_GRACE_SECONDS = 30.0
 #: A charge may stand this long after its booking last changed before reconciliation
 #: (every 60 s, with a 60 s grace of its own) must have refunded it.
 DEFAULT_MONEY_GRACE_SECONDS = 180.0
+
+
+def _read(url: str, work: Callable[[Connection], T]) -> T:
+    """``work``'s reads from one snapshot of the database at ``url``. SERIALIZABLE may
+    cancel even a read-only transaction that races the writers (it can be the pivot of a
+    conflict), so the read is retried whole, like every other transaction here."""
+    engine = make_engine(url, pool_size=1, application_name="ridgeline-audit")
+    try:
+        return run_transaction(engine, work)
+    finally:
+        engine.dispose()
 
 
 @dataclass(frozen=True)
@@ -106,12 +119,7 @@ def check_acknowledged(region_urls: Mapping[str, str], acknowledged: Mapping[str
     found: dict[str, str] = {}
     ids = list(acknowledged)
     for url in region_urls.values():
-        engine = make_engine(url, pool_size=1, application_name="ridgeline-audit")
-        try:
-            with engine.connect() as conn:
-                found.update({r.booking_id: r.state for r in conn.execute(_ACKNOWLEDGED, {"ids": ids})})
-        finally:
-            engine.dispose()
+        found.update(_read(url, lambda conn: {r.booking_id: r.state for r in conn.execute(_ACKNOWLEDGED, {"ids": ids})}))
     offenders = [
         f"booking {booking_id} acknowledged {state.removeprefix('BOOKING_STATE_').lower()} is "
         + (f"now {found[booking_id]}" if booking_id in found else "missing")
@@ -160,22 +168,16 @@ def check_treks(
     (a committed trek) or none (aborted, cancelled) in the participants' fence rows.
     Also returns trek_id -> the cents the trek should keep charged, for the money check
     (None for a trek still in flight: its money is not at rest yet)."""
-    engine = make_engine(coordinator_url, pool_size=1, application_name="ridgeline-audit")
-    try:
-        with engine.connect() as conn:
-            in_flight = [r.trek_id for r in conn.execute(_TREKS_IN_FLIGHT, {"grace": grace_seconds})]
-            treks = {r.trek_id: r for r in conn.execute(_FINAL_TREKS, {"grace": grace_seconds})}
-    finally:
-        engine.dispose()
+
+    def log(conn: Connection) -> tuple[list[str], dict[str, Any]]:
+        in_flight = [r.trek_id for r in conn.execute(_TREKS_IN_FLIGHT, {"grace": grace_seconds})]
+        return in_flight, {r.trek_id: r for r in conn.execute(_FINAL_TREKS, {"grace": grace_seconds})}
+
+    in_flight, treks = _read(coordinator_url, log)
     legs: dict[str, dict[int, str]] = {}
     for url in region_urls.values():
-        region = make_engine(url, pool_size=1, application_name="ridgeline-audit")
-        try:
-            with region.connect() as conn:
-                for row in conn.execute(_PARTICIPANT_LEGS, {"ids": sorted(treks)}):
-                    legs.setdefault(row.trek_id, {})[row.leg_index] = row.state
-        finally:
-            region.dispose()
+        for row in _read(url, lambda conn: conn.execute(_PARTICIPANT_LEGS, {"ids": sorted(treks)}).all()):
+            legs.setdefault(row.trek_id, {})[row.leg_index] = row.state
     offenders = []
     for trek_id, trek in sorted(treks.items()):
         found = legs.get(trek_id, {})
@@ -205,12 +207,7 @@ def check_money(
     # (left out), never as a confirmed booking whose charge the ledger did not show yet.
     bookings: dict[str, Any] = {}
     for url in region_urls.values():
-        engine = make_engine(url, pool_size=1, application_name="ridgeline-audit")
-        try:
-            with engine.connect() as conn:
-                bookings.update({r.booking_id: r for r in conn.execute(_PAID_BOOKINGS)})
-        finally:
-            engine.dispose()
+        bookings.update(_read(url, lambda conn: {r.booking_id: r for r in conn.execute(_PAID_BOOKINGS)}))
     with PaymentGateway(gateway_url, timeout_seconds=10) as gateway:
         charges = list(gateway.list_charges())
     standing: dict[str, int] = {}

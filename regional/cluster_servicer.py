@@ -12,13 +12,14 @@ from collections.abc import Mapping, Sequence
 
 import grpc
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
 
 from ridgeline.routing import leases
 from ridgeline.v1 import cluster_pb2 as cpb
 from ridgeline.v1 import cluster_pb2_grpc as cpb_grpc
 
 from .catalog import CatalogView
+from .db import run_transaction
+from .errors import Contention, DatabaseUnavailable
 from .status import guarded
 
 
@@ -37,10 +38,8 @@ class ClusterServicer(cpb_grpc.ClusterServiceServicer):
     @guarded
     def GetClusterInfo(self, request: cpb.GetClusterInfoRequest, context: grpc.ServicerContext) -> cpb.ClusterInfo:
         try:
-            with self._engine.connect() as conn:
-                members = leases.live_members(conn, self._region)
-                owners = leases.leases(conn, self._region)
-        except OperationalError:
+            members, owners = run_transaction(self._engine, lambda conn: (leases.live_members(conn, self._region), leases.leases(conn, self._region)))
+        except (DatabaseUnavailable, Contention):
             return cpb.ClusterInfo(
                 region=self._region,
                 node_id=self._node_id,

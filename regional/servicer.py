@@ -67,8 +67,8 @@ class BookingServicer(pb_grpc.BookingServiceServicer):
     @guarded
     def GetAvailability(self, request: pb.GetAvailabilityRequest, context: grpc.ServicerContext) -> pb.GetAvailabilityResponse:
         query = validation.availability_query(request, self._catalog, self._config)
-        with self._engine.connect() as conn:
-            nights = queries.availability(conn, [r.resource_id for r in query.resources], query.nights, self._clock())
+        resource_ids, now = [r.resource_id for r in query.resources], self._clock()
+        nights = run_transaction(self._engine, lambda conn: queries.availability(conn, resource_ids, query.nights, now))
         return pb.GetAvailabilityResponse(
             basecamp_id=query.basecamp.basecamp_id,
             resources=[
@@ -114,9 +114,13 @@ class BookingServicer(pb_grpc.BookingServiceServicer):
     @guarded
     def ListBookings(self, request: pb.ListBookingsRequest, context: grpc.ServicerContext) -> pb.ListBookingsResponse:
         where, page_size, token = validation.booking_filter(request, self._catalog, self._config)
-        with self._engine.connect() as conn:
-            page, next_token = queries.list_bookings(conn, where, page_size=page_size, page_token=token, now=self._clock())
-            payments = settlements.get(conn, [b.booking_id for b in page])
+        now = self._clock()
+
+        def read(conn: Connection) -> tuple[list[Booking], str, dict[str, settlements.Settlement]]:
+            page, next_token = queries.list_bookings(conn, where, page_size=page_size, page_token=token, now=now)
+            return page, next_token, settlements.get(conn, [b.booking_id for b in page])
+
+        page, next_token, payments = run_transaction(self._engine, read)
         replies = [convert.booking_pb(b, payments.get(b.booking_id)) for b in page]
         return pb.ListBookingsResponse(bookings=replies, next_page_token=next_token)
 
@@ -124,8 +128,7 @@ class BookingServicer(pb_grpc.BookingServiceServicer):
         """The lease epoch to write with, or NotOwner (with the owner) before any write."""
         epoch = self._owned.epoch_of(basecamp_id)
         if epoch is None:
-            with self._engine.connect() as conn:
-                raise ownership.not_owner(conn, basecamp_id)
+            raise run_transaction(self._engine, lambda conn: ownership.not_owner(conn, basecamp_id))
         return epoch
 
     def _booking_reply(self, booking_id: str) -> pb.Booking:
