@@ -117,8 +117,9 @@ def writer_epoch(engine: Engine, basecamp_id: str) -> int:
     granted = grant_leases(engine, [basecamp_id])
     if basecamp_id in granted:
         return granted[basecamp_id]
-    with engine.connect() as conn:
-        return conn.execute(text("SELECT epoch FROM basecamp_leases WHERE basecamp_id = :b"), {"b": basecamp_id}).scalar_one()
+    return run_transaction(
+        engine, lambda conn: conn.execute(text("SELECT epoch FROM basecamp_leases WHERE basecamp_id = :b"), {"b": basecamp_id}).scalar_one()
+    )
 
 
 def grant_leases(engine: Engine, basecamp_ids: Iterable[str], holder: str = "test-writer") -> dict[str, int]:
@@ -147,5 +148,5 @@ def owner_address(client: ClusterClient, basecamp_id: str) -> str:
 
 def borrowed_fence(engine: Engine, basecamp_ids: Iterable[str]) -> dict[str, int]:
     """The epochs of the valid leases now: for test code that writes on behalf of a serving node."""
-    with engine.connect() as conn:
-        return leases.valid_epochs(conn, basecamp_ids)
+    ids = list(basecamp_ids)
+    return run_transaction(engine, lambda conn: leases.valid_epochs(conn, ids))

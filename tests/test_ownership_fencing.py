@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from drive import grant_leases, night
-from invariants import assert_inventory_matches_bookings, snapshot
+from invariants import assert_inventory_matches_bookings, query, snapshot
 from ridgeline.regional import errors, holds, transitions
 from ridgeline.regional.db import make_engine, run_transaction
 from ridgeline.regional.group_commit import HoldGroupCommitter
@@ -131,6 +131,6 @@ def test_invariant_6_writes_racing_a_takeover_never_land_after_it(alps_engine: E
     after = [o for o in outcomes if o[0] > taken_over]
     assert placed and after, f"the race did not happen: {len(placed)} placed, {len(after)} after the takeover"
     assert all(o[1] == "refused" for o in after), "a write that started after the takeover landed"
-    rows = {str(r.booking_id) for r in alps_engine.connect().execute(text("SELECT booking_id FROM bookings WHERE customer_id = 'racer'"))}
+    rows = {r.booking_id for r in query(alps_db.url, "SELECT CAST(booking_id AS TEXT) AS booking_id FROM bookings WHERE customer_id = 'racer'")}
     assert rows == {o[2] for o in placed}, "the database holds bookings no writer was told about, or lost some"
     assert_inventory_matches_bookings(alps_db.url)
