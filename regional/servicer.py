@@ -105,7 +105,7 @@ class BookingServicer(pb_grpc.BookingServiceServicer):
 
     @guarded
     def CancelBooking(self, request: pb.CancelBookingRequest, context: grpc.ServicerContext) -> pb.Booking:
-        return self._move(transitions.CANCEL, request.idempotency_key, request.booking_id, request.reason, context)
+        return self._move(transitions.CANCEL, request.idempotency_key, request.booking_id, request.reason, context, also=settlements.refund_cancelled)
 
     @guarded
     def GetBooking(self, request: pb.GetBookingRequest, context: grpc.ServicerContext) -> pb.Booking:
@@ -143,7 +143,15 @@ class BookingServicer(pb_grpc.BookingServiceServicer):
 
         return run_transaction(self._engine, read)
 
-    def _move(self, move: transitions.Move, key: str, booking_id: str, reason: str, context: grpc.ServicerContext) -> pb.Booking:
+    def _move(
+        self,
+        move: transitions.Move,
+        key: str,
+        booking_id: str,
+        reason: str,
+        context: grpc.ServicerContext,
+        also: Callable[[Connection, Booking], None] | None = None,
+    ) -> pb.Booking:
         booking = transitions.apply_move(
             self._engine,
             move,
@@ -153,6 +161,7 @@ class BookingServicer(pb_grpc.BookingServiceServicer):
             fence=self._owned.fence(),
             now=self._clock(),
             deadline=_deadline(context),
+            also=also,
         )
         return convert.booking_pb(booking)
 

@@ -303,6 +303,17 @@ def refunding(engine: Engine, settlement: Settlement, charge_id: str, reason: st
     )
 
 
+def refund_cancelled(conn: Connection, booking: Booking) -> None:
+    """A paid booking was cancelled: its charge must go back (invariant 4). Runs in the
+    cancel's transaction (``transitions.apply_move(also=...)``), so the settlement row is
+    due for its refund step the moment the cancel commits, instead of waiting for
+    reconciliation to notice the charge; a booking that was never paid has no row to move."""
+    _move(
+        conn, booking.booking_id, SettlementState.REFUNDING, {SettlementState.CONFIRMED},
+        now=booking.updated_at, error=f"booking {booking.state.value}: refund due",
+    )
+
+
 def refunded(engine: Engine, booking_id: str, *, now: datetime, note: str = "") -> None:
     """No charge of the booking stands any more (refunded, or none was ever made).
 

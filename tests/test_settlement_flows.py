@@ -193,6 +193,25 @@ def test_reconcile_refunds_charges_without_a_confirmed_booking_and_reports(settl
     assert reconcile(settling.name, BASECAMPS, 0.0).get("refunded", 0) == 0, "a second pass finds nothing to do"
 
 
+def test_cancelling_a_paid_booking_refunds_it_at_the_next_settlement_pass(settling: Settling, alps_client: BookingClient, payment_gateway: Gateway) -> None:
+    kept, cancelled = _book(alps_client, 2)
+    ids = [kept.booking_id, cancelled.booking_id]
+    settle_batch(settling.name, ids, BASECAMPS)
+    assert standing_cents(payment_gateway, cancelled.booking_id) == cancelled.total_price_cents
+
+    shown = alps_client.cancel(cancelled.booking_id, reason="guest ill")
+    assert shown.state == pb.BOOKING_STATE_CANCELLED
+    assert alps_client.get_booking(cancelled.booking_id).payment.state == pb.PAYMENT_STATE_REFUNDING, "the refund is due with the cancel"
+    assert settle_batch(settling.name, ids, BASECAMPS)[cancelled.booking_id] == "refunded", "no reconciliation pass needed"
+    assert standing_cents(payment_gateway, cancelled.booking_id) == 0
+    assert standing_cents(payment_gateway, kept.booking_id) == kept.total_price_cents
+    assert settlement_states(settling.url, ids) == {kept.booking_id: ("confirmed", "confirmed"), cancelled.booking_id: ("refunded", "cancelled")}
+    assert alps_client.get_booking(cancelled.booking_id).payment.state == pb.PAYMENT_STATE_REFUNDED
+    assert alps_client.cancel(cancelled.booking_id).state == pb.BOOKING_STATE_CANCELLED, "a repeated cancel moves no money"
+    assert settle_batch(settling.name, ids, BASECAMPS)[cancelled.booking_id] != "refunded"
+    assert_money_balances(settling.url, payment_gateway, ids)
+
+
 def test_book_is_idempotent_and_validated_at_the_edge(alps_client: BookingClient) -> None:
     first = alps_client.book("argentiere", "argentiere-dorm", night(30), night(31), 1, "guest", idempotency_key="book-1")
     again = alps_client.book("argentiere", "argentiere-dorm", night(30), night(31), 1, "guest", idempotency_key="book-1")
