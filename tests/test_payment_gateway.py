@@ -14,8 +14,10 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway_process import Gateway, gateway_process
 from ridgeline.deploy.postgres import PostgresServer
@@ -208,6 +210,40 @@ def test_invariant_7_lost_replies_retried_with_the_same_key_charge_once(gateway:
     gateway.faults()
     assert pay.charge(key, 7300, "EUR", "booking-lost").charge_id == charge_id
     assert _rows_for_key(gateway, key) == 1
+
+
+def test_metrics_show_each_answer_and_the_faults_in_force(gateway: Gateway, adapter: Callable[..., PaymentGateway]) -> None:
+    pay = adapter(attempts_max=2, backoff_base_seconds=0.01, backoff_cap_seconds=0.01)
+    before = _samples(gateway)
+    pay.charge(_key(), 500, "EUR", "booking-metered")
+    gateway.faults(outage=True)
+    with pytest.raises(PaymentUnavailable):
+        pay.charge(_key(), 500, "EUR", "booking-metered")
+    during = _samples(gateway)
+    assert during[("ridgeline_gateway_fault_outage", ())] == 1
+    gateway.faults()
+    after = _samples(gateway)
+
+    def grew(name: str, *labels: str) -> float:
+        return after.get((name, labels), 0) - before.get((name, labels), 0)
+
+    assert grew("ridgeline_gateway_requests_total", "charge", "200") == 1
+    assert grew("ridgeline_gateway_requests_total", "charge", "503") == 2, "both attempts of the refused charge"
+    assert grew("ridgeline_gateway_injected_faults_total", "fail_before") == 2
+    assert grew("ridgeline_gateway_request_seconds_count", "charge") == 3
+    assert after[("ridgeline_gateway_fault_outage", ())] == 0
+    health = httpx.get(f"{gateway.url}/healthz", timeout=5)
+    assert (health.status_code, health.json()) == (200, {"status": "serving"})
+
+
+def _samples(gateway: Gateway) -> dict[tuple[str, tuple[str, ...]], float]:
+    """Every sample of the gateway's /metrics: (name, label values in order) -> value."""
+    text = httpx.get(f"{gateway.url}/metrics", timeout=5).text
+    return {
+        (sample.name, tuple(sample.labels.values())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 @pytest.mark.parametrize("fault", [{"error_rate": 1.0}, {"outage": True}], ids=["errors", "outage"])

@@ -1,4 +1,5 @@
-"""The gateway's HTTP/JSON API: ``/v1`` for payments, ``/admin`` for drills.
+"""The gateway's HTTP/JSON API: ``/v1`` for payments, ``/admin`` for drills, ``/metrics``
+and ``/healthz`` for operators.
 
 Every ``/v1`` request first draws its faults (``faults.py``): it may be delayed, refused
 with 503 before any work, or done and committed and then answered 503 (a lost reply,
@@ -9,18 +10,20 @@ JSON ``{"error": code, "message": text}``, never a traceback.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Query
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from ridgeline.regional.errors import Contention, DatabaseUnavailable
 
 from .faults import FaultInjector, FaultPlan, FaultSettings, sleep_for
 from .ledger import PAGE_SIZE_MAX, Ledger, LedgerError
+from .metrics import CONTENT_TYPE, GatewayMetrics
 
 #: Largest single charge, cents: far above any stay, far below BIGINT.
 AMOUNT_MAX_CENTS = 10**12
@@ -50,11 +53,20 @@ def create_app(ledger: Ledger, faults: FaultInjector) -> FastAPI:
     counter_lock = threading.Lock()
     v1_requests_total = 0
 
-    def guarded(work: Callable[[FaultPlan], JSONResponse]) -> JSONResponse:
+    metrics = GatewayMetrics()
+
+    def guarded(operation: str, work: Callable[[FaultPlan], JSONResponse]) -> JSONResponse:
+        started = time.monotonic()
+        response = _answer(work)
+        metrics.observe(operation, response.status_code, time.monotonic() - started)
+        return response
+
+    def _answer(work: Callable[[FaultPlan], JSONResponse]) -> JSONResponse:
         nonlocal v1_requests_total
         with counter_lock:
             v1_requests_total += 1
         plan = faults.plan()
+        metrics.drawn(plan)
         sleep_for(plan)
         if plan.fail_before:
             return _error(503, "unavailable", "the payment gateway is unavailable; retry with the same idempotency key")
@@ -76,15 +88,15 @@ def create_app(ledger: Ledger, faults: FaultInjector) -> FastAPI:
                 return _error(402, "card_declined", "the card was declined", charge_id=result.row["charge_id"])
             return JSONResponse(jsonable_encoder(result.row))
 
-        return guarded(work)
+        return guarded("charge", work)
 
     @app.post("/v1/refunds")
     def create_refund(request: RefundRequest) -> JSONResponse:
-        return guarded(lambda _: JSONResponse(jsonable_encoder(ledger.refund(request.idempotency_key, request.charge_id, request.amount_cents))))
+        return guarded("refund", lambda _: JSONResponse(jsonable_encoder(ledger.refund(request.idempotency_key, request.charge_id, request.amount_cents))))
 
     @app.get("/v1/charges/{charge_id}")
     def get_charge(charge_id: str) -> JSONResponse:
-        return guarded(lambda _: JSONResponse(jsonable_encoder(ledger.get_charge(charge_id))))
+        return guarded("get_charge", lambda _: JSONResponse(jsonable_encoder(ledger.get_charge(charge_id))))
 
     @app.get("/v1/charges")
     def list_charges(
@@ -95,7 +107,7 @@ def create_app(ledger: Ledger, faults: FaultInjector) -> FastAPI:
             next_after = rows[-1]["charge_id"] if len(rows) == limit else None
             return JSONResponse(jsonable_encoder({"data": rows, "next_after": next_after}))
 
-        return guarded(work)
+        return guarded("list_charges", work)
 
     @app.get("/admin/faults")
     def get_faults() -> FaultSettings:
@@ -104,6 +116,7 @@ def create_app(ledger: Ledger, faults: FaultInjector) -> FastAPI:
     @app.put("/admin/faults")
     def put_faults(settings: FaultSettings) -> FaultSettings:
         faults.update(settings)
+        metrics.settings_changed(settings)
         return settings
 
     @app.get("/admin/stats")
@@ -111,5 +124,16 @@ def create_app(ledger: Ledger, faults: FaultInjector) -> FastAPI:
         """How many ``/v1`` requests arrived, faulted or not: drills count provider calls with it."""
         with counter_lock:
             return {"v1_requests_total": v1_requests_total}
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE)
+
+    @app.get("/healthz")
+    def health() -> JSONResponse:
+        """Serving when the ledger's database answers: a gateway without it can take no payment."""
+        if ledger.reachable():
+            return JSONResponse({"status": "serving"})
+        return _error(503, "not_serving", "the gateway's ledger database is unreachable")
 
     return app

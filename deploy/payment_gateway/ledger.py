@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import OperationalError
 
 from ridgeline.regional.db import make_engine, run_transaction
 
@@ -86,6 +87,15 @@ class Ledger:
 
     def close(self) -> None:
         self._engine.dispose()
+
+    def reachable(self) -> bool:
+        """Whether the ledger's database answers a trivial query now (for health checks)."""
+        try:
+            with self._engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except OperationalError:
+            return False
+        return True
 
     def charge(self, key: str, amount_cents: int, currency: str, reference: str, *, decline: bool) -> ChargeResult:
         """Charges once per key; a repeat with the same body answers the stored row."""
