@@ -11,6 +11,8 @@ import os
 import shutil
 import socket
 import stat
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -330,3 +332,28 @@ def test_existing_cluster_keeps_the_major_version_that_created_it(
     if system_majors and major not in system_majors:
         with pytest.raises(PostgresError, match=f"created by PostgreSQL {major}"):
             make_server("versioned", engine="system").start()
+
+
+_SPAWN_BESIDE_GRPC = """
+import subprocess, sys
+from concurrent import futures
+import ridgeline.v1  # noqa: F401 - what every Ridgeline process imports before grpc
+import grpc
+server = grpc.server(futures.ThreadPoolExecutor(2))
+server.add_insecure_port("127.0.0.1:0")
+server.start()
+for _ in range(20):
+    # preexec_fn forces a real fork() (as user= does when the launcher drops root): a
+    # vfork or posix_spawn would skip the fork handlers whatever their setting.
+    subprocess.run([sys.executable, "-c", "pass"], check=True, close_fds=True, preexec_fn=lambda: None)
+server.stop(None)
+"""
+
+
+def test_a_grpc_process_forks_to_exec_without_grpc_fork_handlers() -> None:
+    """grpcio's fork handlers crashed a forked child before its exec (initdb, SIGSEGV in
+    CI): a Ridgeline process runs with them off, so grpc logs no fork handling at all."""
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_ENABLE_FORK_SUPPORT"} | {"GRPC_VERBOSITY": "INFO"}
+    result = subprocess.run([sys.executable, "-c", _SPAWN_BESIDE_GRPC], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "fork" not in result.stderr, result.stderr[-2000:]
