@@ -44,6 +44,7 @@ from ridgeline.v1 import trek_pb2 as tpb
 from . import crash, decision_log as log
 from .decision_log import Decision, LegPlan, LegRecord, LegState, PrepareOutcome, TrekRecord, TrekState
 from .errors import InvalidTrek, ParticipantsUnreachable, TrekNotFound, TrekStateConflict
+from .group_commit import GroupCommit
 from .participants import Participants
 from .payments import PaymentRefused, Payments, PaymentUnknown
 
@@ -113,7 +114,8 @@ class TrekRequest:
 class Coordinator:
     def __init__(self, config: CoordinatorConfig, transact: log.Transact, participants: Participants, payments: Payments, clock: Clock = utc_now) -> None:
         self.config = config
-        self._transact = transact
+        self._transact = transact  # reads: each its own (read-only) transaction
+        self._write = GroupCommit(transact)  # writes: concurrent ones share a transaction
         self._participants = participants
         self._payments = payments
         self._clock = clock
@@ -136,6 +138,7 @@ class Coordinator:
         self._redriver.join(10)
         self._drivers.shutdown(wait=True, cancel_futures=True)
         self._calls.shutdown(wait=True, cancel_futures=True)
+        self._write.close()
 
     # -- planner calls -----------------------------------------------------------------
 
@@ -153,7 +156,7 @@ class Coordinator:
         )
         self._claim(new.trek_id)
         try:
-            trek_id, first_fingerprint = self._transact(lambda conn: log.new_trek(conn, new, key=request.idempotency_key, fingerprint=fingerprint))
+            trek_id, first_fingerprint = self._write(lambda conn: log.new_trek(conn, new, key=request.idempotency_key, fingerprint=fingerprint))
         except BaseException:
             self._release(new.trek_id)
             raise
@@ -195,13 +198,13 @@ class Coordinator:
         trek = self.get(trek_id)
         why = reason or "cancelled by the planner"
         if trek.decision is None:
-            decision = self._transact(lambda conn: log.decide(conn, trek_id, Decision.ABORT, why, self._clock()))
+            decision = self._write(lambda conn: log.decide(conn, trek_id, Decision.ABORT, why, self._clock()))
             if decision is Decision.COMMIT:
                 raise TrekStateConflict(f"trek {trek_id} was just decided commit; cancel it again once it is committed")
         elif trek.state is TrekState.COMMITTING:
             raise TrekStateConflict(f"trek {trek_id} is committing; cancel it again once it is committed")
         elif trek.state is TrekState.COMMITTED:
-            self._transact(lambda conn: log.move(conn, trek_id, [TrekState.COMMITTED], TrekState.CANCELLING, self._clock(), why))
+            self._write(lambda conn: log.move(conn, trek_id, [TrekState.COMMITTED], TrekState.CANCELLING, self._clock(), why))
         if self._claim(trek_id):
             self._drivers.submit(self._drive_claimed, trek_id, None)
         return self.get(trek_id)
@@ -215,7 +218,7 @@ class Coordinator:
             return trek.decision
         if self._clock() < trek.prepare_deadline:
             return None
-        return self._transact(lambda conn: log.decide(conn, trek_id, Decision.ABORT, "undecided past its prepare deadline", self._clock()))
+        return self._write(lambda conn: log.decide(conn, trek_id, Decision.ABORT, "undecided past its prepare deadline", self._clock()))
 
     # -- driving -----------------------------------------------------------------------
 
@@ -253,7 +256,7 @@ class Coordinator:
                 trek = self._prepare_and_decide(trek)
             else:
                 reason = "no decision when the coordinator took the trek over (presumed abort)"
-                self._transact(lambda conn: log.decide(conn, trek.trek_id, Decision.ABORT, reason, self._clock()))
+                self._write(lambda conn: log.decide(conn, trek.trek_id, Decision.ABORT, reason, self._clock()))
                 trek = self.get(trek.trek_id)
             crash.point("decided")
         if trek.state is TrekState.COMMITTING:
@@ -284,7 +287,7 @@ class Coordinator:
         crash.point("charged")
         decision = Decision.ABORT if reason else Decision.COMMIT
         why = reason or "every leg prepared and the trek is paid"
-        decided = self._transact(lambda conn: log.record_decision(conn, trek, outcomes, charges, decision, why, self._clock()))
+        decided = self._write(lambda conn: log.record_decision(conn, trek, outcomes, charges, decision, why, self._clock()))
         DECISION_SECONDS.labels(decision.value).observe(max((self._clock() - trek.created_at).total_seconds(), 0.0))
         return decided
 
@@ -374,7 +377,7 @@ class Coordinator:
             # Refunds recorded the provider's own list of charges: read the trek's back here.
             return log.load(conn, trek.trek_id) if refund else log.settled(trek, landed, target, final, now)
 
-        return self._transact(write)
+        return self._write(write)
 
     def _call_leg(self, trek_id: str, leg: LegRecord, method: str, until: float) -> str | None:
         """One leg call retried until it lands or the pass ends; None when it landed, else the last error."""
@@ -395,11 +398,11 @@ class Coordinator:
                     _log.error("trek %s leg %d: %s", trek_id, leg.index, failure)
                     return failure
                 if attempt == 1:  # visible in GetTrek and the stuck list while retries go on
-                    self._transact(lambda conn: log.note_leg(conn, trek_id, leg.index, failure))
+                    self._write(lambda conn: log.note_leg(conn, trek_id, leg.index, failure))
             except ParticipantsUnreachable as error:  # no node of the leg's region answers at all
                 failure = f"{method} UNAVAILABLE: {error}"
                 if attempt == 1:
-                    self._transact(lambda conn: log.note_leg(conn, trek_id, leg.index, failure))
+                    self._write(lambda conn: log.note_leg(conn, trek_id, leg.index, failure))
             pause = _LEG_RETRY.backoff_seconds(min(attempt, 10))
             if time.monotonic() + pause >= until or self._stop.is_set():
                 return failure
