@@ -5,13 +5,21 @@ primary key), written by :func:`decide` with ``ON CONFLICT DO NOTHING`` and read
 whoever decides first (the trek's own drive, a participant's GetDecision past the
 deadline, a restarted coordinator) decides for everyone. No row means abort.
 
-Every function runs inside the caller's transaction (see :data:`Transact`).
+Every function runs inside the caller's transaction (see :data:`Transact`). A write that
+touches several legs or charges is one statement over a JSONB array of them: psycopg's
+``executemany`` pipeline cost the coordinator more CPU than the rest of the trek's SQL.
+The writes a
+trek's own drive makes also return the trek as they left it (:func:`planned`,
+:func:`record_decision`, :func:`settled`), so the drive never reads back what it has
+just written: a committed trek costs three log transactions and no read.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, TypeVar
@@ -115,28 +123,43 @@ class PrepareOutcome:
     detail: str = ""
 
 
-def new_trek(
-    conn: Connection,
-    *,
-    trek_id: str,
-    key: str,
-    fingerprint: str,
-    customer_id: str,
-    legs: Sequence[LegPlan],
-    now: datetime,
-    prepare_deadline: datetime,
-) -> tuple[str, str]:
-    """Records trek ``trek_id`` and its pending legs; a repeated key returns the first trek's (id, fingerprint)."""
+#: Longest reason or leg detail kept (a participant's error text can be long).
+_TEXT_MAX = 500
+
+
+def planned(*, trek_id: str, customer_id: str, legs: Sequence[LegPlan], now: datetime, prepare_deadline: datetime) -> TrekRecord:
+    """A new trek as :func:`new_trek` records it: preparing, every leg pending."""
+    return TrekRecord(
+        trek_id=trek_id,
+        customer_id=customer_id,
+        state=TrekState.PREPARING,
+        reason="",
+        decision=None,
+        legs=tuple(LegRecord(i, leg, LegState.PENDING, None, 0, "", "") for i, leg in enumerate(legs)),
+        charges=(),
+        created_at=now,
+        prepare_deadline=prepare_deadline,
+        decided_at=None,
+        settled_at=None,
+        updated_at=now,
+    )
+
+
+def new_trek(conn: Connection, trek: TrekRecord, *, key: str, fingerprint: str) -> tuple[str, str]:
+    """Records ``trek`` (from :func:`planned`) and its legs; a repeated key returns the first trek's (id, fingerprint)."""
     inserted = conn.execute(
         text(
             """
             INSERT INTO treks (trek_id, idempotency_key, request_fingerprint, customer_id, state, created_at, prepare_deadline, updated_at)
-            VALUES (:trek_id, :key, :fingerprint, :customer_id, 'preparing', :now, :deadline, :now)
+            VALUES (:trek_id, :key, :fingerprint, :customer_id, :state, :created_at, :deadline, :created_at)
             ON CONFLICT (idempotency_key) DO NOTHING
             RETURNING 1
             """
         ),
-        {"trek_id": trek_id, "key": key, "fingerprint": fingerprint, "customer_id": customer_id, "now": now, "deadline": prepare_deadline},
+        {
+            "trek_id": trek.trek_id, "key": key, "fingerprint": fingerprint, "customer_id": trek.customer_id,
+            "state": trek.state.value, "created_at": trek.created_at, "deadline": trek.prepare_deadline,
+        },
     ).first()
     if inserted is None:
         row = conn.execute(
@@ -147,12 +170,17 @@ def new_trek(
         text(
             """
             INSERT INTO trek_legs (trek_id, leg_index, region, basecamp_id, resource_id, first_night, end_night, party_size, state)
-            VALUES (:trek_id, :leg_index, :region, :basecamp_id, :resource_id, :first_night, :end_night, :party_size, 'pending')
+            SELECT CAST(:trek_id AS UUID), CAST(e->>'leg_index' AS INT), e->>'region', e->>'basecamp_id', e->>'resource_id',
+                   CAST(e->>'first_night' AS DATE), CAST(e->>'end_night' AS DATE), CAST(e->>'party_size' AS INT), e->>'state'
+            FROM jsonb_array_elements(CAST(:legs AS JSONB)) AS e
             """
         ),
-        [{"trek_id": trek_id, "leg_index": i, **vars(leg)} for i, leg in enumerate(legs)],
+        {
+            "trek_id": trek.trek_id,
+            "legs": _json_rows({"leg_index": leg.index, "state": leg.state.value, **vars(leg.plan)} for leg in trek.legs),
+        },
     )
-    return trek_id, fingerprint
+    return trek.trek_id, fingerprint
 
 
 def read_only(conn: Connection) -> Connection:
@@ -200,43 +228,90 @@ def _leg(row: Any) -> LegRecord:  # noqa: ANN401 - a SQLAlchemy Row
     return LegRecord(row.leg_index, plan, LegState(row.state), row.booking_id, row.price_cents, row.currency, row.detail)
 
 
-def record_prepares(conn: Connection, trek_id: str, outcomes: Sequence[PrepareOutcome]) -> None:
-    """Stores what each participant answered; only pending legs change (a replay changes nothing)."""
+def record_decision(
+    conn: Connection,
+    trek: TrekRecord,
+    outcomes: Sequence[PrepareOutcome],
+    charges: Sequence[ChargeRecord],
+    decision: Decision,
+    reason: str,
+    now: datetime,
+) -> TrekRecord:
+    """Stores what each participant answered and the charges made, then decides; returns the trek as it stands.
+
+    ``trek`` is the fresh trek its planner drives (every leg pending, no charge). When this
+    decision is the first, the result is what these writes made of ``trek``, without a
+    read: no other writer touches an undecided trek's legs. When another decision stood
+    already (a GetDecision past the deadline, a cancel), the trek is read back here.
+    """
+    assert trek.decision is None and not trek.charges and all(leg.state is LegState.PENDING for leg in trek.legs), "a fresh trek"
+    answers = {o.index: o for o in outcomes}
+    legs = tuple(_answered(leg, answers[leg.index]) if leg.index in answers else leg for leg in trek.legs)
+    # Only pending legs change, so a replay changes nothing.
     conn.execute(
         text(
             """
-            UPDATE trek_legs SET state = :state, booking_id = :booking_id, price_cents = :price_cents,
-                                 currency = :currency, detail = :detail
-            WHERE trek_id = :trek_id AND leg_index = :index AND state = 'pending'
+            UPDATE trek_legs AS l SET state = e->>'state', booking_id = e->>'booking_id', price_cents = CAST(e->>'price_cents' AS BIGINT),
+                                      currency = e->>'currency', detail = e->>'detail'
+            FROM jsonb_array_elements(CAST(:legs AS JSONB)) AS e
+            WHERE l.trek_id = CAST(:trek_id AS UUID) AND l.leg_index = CAST(e->>'leg_index' AS INT) AND l.state = 'pending'
             """
         ),
-        [
-            {
-                "trek_id": trek_id,
-                "index": o.index,
-                "state": (LegState.PREPARED if o.prepared else LegState.REFUSED).value,
-                "booking_id": o.booking_id,
-                "price_cents": o.price_cents,
-                "currency": o.currency,
-                "detail": o.detail[:500],
-            }
-            for o in outcomes
-        ],
+        {
+            "trek_id": trek.trek_id,
+            "legs": _json_rows(
+                {"leg_index": leg.index, "state": leg.state.value, "booking_id": leg.booking_id, "price_cents": leg.price_cents,
+                 "currency": leg.currency, "detail": leg.detail}
+                for leg in legs
+                if leg.index in answers
+            ),
+        },
+    )
+    record_charges(conn, trek.trek_id, charges)
+    reason = reason[:_TEXT_MAX]
+    if not _insert_decision(conn, trek.trek_id, decision, reason, now):
+        standing = load(conn, trek.trek_id)
+        assert standing is not None and standing.decision is not None, "a decision row has its trek"
+        return standing
+    return dataclasses.replace(
+        trek,
+        state=_DECIDED_STATE[decision],
+        reason=reason,
+        decision=decision,
+        legs=legs,
+        charges=tuple(sorted(charges, key=lambda c: c.currency)),
+        decided_at=now,
+        updated_at=now,
+    )
+
+
+def _answered(leg: LegRecord, outcome: PrepareOutcome) -> LegRecord:
+    state = LegState.PREPARED if outcome.prepared else LegState.REFUSED
+    return dataclasses.replace(
+        leg, state=state, booking_id=outcome.booking_id, price_cents=outcome.price_cents, currency=outcome.currency, detail=outcome.detail[:_TEXT_MAX]
     )
 
 
 def record_charges(conn: Connection, trek_id: str, charges: Sequence[ChargeRecord]) -> None:
-    for charge in charges:
+    """Stores charges the provider made for the trek; a currency already recorded keeps its row."""
+    if charges:
         conn.execute(
             text(
                 """
                 INSERT INTO trek_charges (trek_id, currency, amount_cents, charge_id, refunded_cents)
-                VALUES (:trek_id, :currency, :amount_cents, :charge_id, :refunded_cents)
+                SELECT CAST(:trek_id AS UUID), e->>'currency', CAST(e->>'amount_cents' AS BIGINT), e->>'charge_id',
+                       CAST(e->>'refunded_cents' AS BIGINT)
+                FROM jsonb_array_elements(CAST(:charges AS JSONB)) AS e
                 ON CONFLICT (trek_id, currency) DO NOTHING
                 """
             ),
-            {"trek_id": trek_id, **vars(charge)},
+            {"trek_id": trek_id, "charges": _json_rows(vars(charge) for charge in charges)},
         )
+
+
+def _json_rows(rows: Iterable[dict[str, Any]]) -> str:
+    """Rows as one JSONB array parameter (dates as ISO text, which CAST reads back)."""
+    return json.dumps(list(rows), default=str)
 
 
 def record_refund(conn: Connection, trek_id: str, charge_id: str, refunded_cents: int) -> None:
@@ -246,8 +321,19 @@ def record_refund(conn: Connection, trek_id: str, charge_id: str, refunded_cents
     )
 
 
+_DECIDED_STATE = {Decision.COMMIT: TrekState.COMMITTING, Decision.ABORT: TrekState.ABORTING}
+
+
 def decide(conn: Connection, trek_id: str, decision: Decision, reason: str, now: datetime) -> Decision:
     """Writes ``decision`` unless one stands already; returns the one that stands."""
+    if _insert_decision(conn, trek_id, decision, reason[:_TEXT_MAX], now):
+        return decision
+    standing = conn.execute(text("SELECT decision FROM trek_decisions WHERE trek_id = :trek_id"), {"trek_id": trek_id}).scalar_one()
+    return Decision(standing)
+
+
+def _insert_decision(conn: Connection, trek_id: str, decision: Decision, reason: str, now: datetime) -> bool:
+    """Writes the decision and moves the trek to driving it; False when a decision stood already."""
     won = conn.execute(
         text(
             """
@@ -255,29 +341,27 @@ def decide(conn: Connection, trek_id: str, decision: Decision, reason: str, now:
             ON CONFLICT (trek_id) DO NOTHING RETURNING 1
             """
         ),
-        {"trek_id": trek_id, "decision": decision.value, "reason": reason[:500], "now": now},
+        {"trek_id": trek_id, "decision": decision.value, "reason": reason, "now": now},
     ).first()
-    if won is not None:
-        state = TrekState.COMMITTING if decision is Decision.COMMIT else TrekState.ABORTING
-        conn.execute(
-            text(
-                """
-                UPDATE treks SET state = :state, reason = :reason, decided_at = :now, updated_at = :now
-                WHERE trek_id = :trek_id AND state = 'preparing'
-                """
-            ),
-            {"trek_id": trek_id, "state": state.value, "reason": reason[:500], "now": now},
-        )
-        return decision
-    standing = conn.execute(text("SELECT decision FROM trek_decisions WHERE trek_id = :trek_id"), {"trek_id": trek_id}).scalar_one()
-    return Decision(standing)
+    if won is None:
+        return False
+    conn.execute(
+        text(
+            """
+            UPDATE treks SET state = :state, reason = :reason, decided_at = :now, updated_at = :now
+            WHERE trek_id = :trek_id AND state = 'preparing'
+            """
+        ),
+        {"trek_id": trek_id, "state": _DECIDED_STATE[decision].value, "reason": reason, "now": now},
+    )
+    return True
 
 
 def set_legs(conn: Connection, trek_id: str, indexes: Sequence[int], state: LegState) -> None:
     if indexes:
         conn.execute(
-            text("UPDATE trek_legs SET state = :state, detail = '' WHERE trek_id = :trek_id AND leg_index = :index"),
-            [{"trek_id": trek_id, "index": i, "state": state.value} for i in indexes],
+            text("UPDATE trek_legs SET state = :state, detail = '' WHERE trek_id = :trek_id AND leg_index = ANY(:indexes)"),
+            {"trek_id": trek_id, "indexes": list(indexes), "state": state.value},
         )
 
 
@@ -285,7 +369,7 @@ def note_leg(conn: Connection, trek_id: str, index: int, detail: str) -> None:
     """The last error driving a leg, for GetTrek and the stuck list."""
     conn.execute(
         text("UPDATE trek_legs SET detail = :detail WHERE trek_id = :trek_id AND leg_index = :index"),
-        {"trek_id": trek_id, "index": index, "detail": detail[:500]},
+        {"trek_id": trek_id, "index": index, "detail": detail[:_TEXT_MAX]},
     )
 
 
@@ -303,6 +387,13 @@ def move(conn: Connection, trek_id: str, sources: Sequence[TrekState], target: T
         {"trek_id": trek_id, "target": target.value, "now": now, "settled": settled, "reason": reason, "sources": [s.value for s in sources]},
     ).first()
     return moved is not None
+
+
+def settled(trek: TrekRecord, landed: Collection[int], target: LegState, final: TrekState, now: datetime) -> TrekRecord:
+    """``trek`` as :func:`set_legs` (``landed`` to ``target``) and :func:`move` (to ``final``) at ``now`` leave it."""
+    assert final in FINAL_STATES, f"{final} is not a final state"
+    legs = tuple(dataclasses.replace(leg, state=target, detail="") if leg.index in landed else leg for leg in trek.legs)
+    return dataclasses.replace(trek, state=final, legs=legs, settled_at=now, updated_at=now)
 
 
 def unfinished(conn: Connection, *, limit: int) -> list[str]:

@@ -44,6 +44,7 @@ from ridgeline.v1 import trek_pb2 as tpb
 from . import crash, decision_log as log
 from .decision_log import Decision, LegPlan, LegRecord, LegState, PrepareOutcome, TrekRecord, TrekState
 from .errors import InvalidTrek, ParticipantsUnreachable, TrekNotFound, TrekStateConflict
+from .group_commit import GroupCommit
 from .participants import Participants
 from .payments import PaymentRefused, Payments, PaymentUnknown
 
@@ -113,7 +114,8 @@ class TrekRequest:
 class Coordinator:
     def __init__(self, config: CoordinatorConfig, transact: log.Transact, participants: Participants, payments: Payments, clock: Clock = utc_now) -> None:
         self.config = config
-        self._transact = transact
+        self._transact = transact  # reads: each its own (read-only) transaction
+        self._write = GroupCommit(transact)  # writes: concurrent ones share a transaction
         self._participants = participants
         self._payments = payments
         self._clock = clock
@@ -136,6 +138,7 @@ class Coordinator:
         self._redriver.join(10)
         self._drivers.shutdown(wait=True, cancel_futures=True)
         self._calls.shutdown(wait=True, cancel_futures=True)
+        self._write.close()
 
     # -- planner calls -----------------------------------------------------------------
 
@@ -144,37 +147,35 @@ class Coordinator:
         now = self._clock()
         fingerprint = request.fingerprint()
         # Claimed before it is visible, so the redriver never takes a trek its planner drives.
-        new_id = str(uuid.uuid4())
-        self._claim(new_id)
+        new = log.planned(
+            trek_id=str(uuid.uuid4()),
+            customer_id=request.customer_id,
+            legs=request.legs,
+            now=now,
+            prepare_deadline=now + timedelta(seconds=self.config.prepare_timeout_seconds),
+        )
+        self._claim(new.trek_id)
         try:
-            trek_id, first_fingerprint = self._transact(
-                lambda conn: log.new_trek(
-                    conn,
-                    trek_id=new_id,
-                    key=request.idempotency_key,
-                    fingerprint=fingerprint,
-                    customer_id=request.customer_id,
-                    legs=request.legs,
-                    now=now,
-                    prepare_deadline=now + timedelta(seconds=self.config.prepare_timeout_seconds),
-                )
-            )
+            trek_id, first_fingerprint = self._write(lambda conn: log.new_trek(conn, new, key=request.idempotency_key, fingerprint=fingerprint))
         except BaseException:
-            self._release(new_id)
+            self._release(new.trek_id)
             raise
-        if trek_id != new_id:  # the key was planned before: answer that trek
-            self._release(new_id)
+        if trek_id != new.trek_id:  # the key was planned before: answer that trek
+            self._release(new.trek_id)
             if first_fingerprint != fingerprint:
                 raise InvalidTrek(f"idempotency key {request.idempotency_key!r} was first used for a different trek ({trek_id})")
             if wait_seconds is not None:
                 self._wait_final(trek_id, wait_seconds)
             return self.get(trek_id)
-        running = self._drivers.submit(self._drive_claimed, trek_id, True)
+        running = self._drivers.submit(self._drive_claimed, trek_id, new)
         if wait_seconds is not None:
             try:
-                running.result(timeout=wait_seconds)
+                ended = running.result(timeout=wait_seconds)
             except TimeoutError:
                 pass
+            else:
+                if ended is not None:  # the drive knows how it ended the trek: no need to read it back
+                    return ended
         return self.get(trek_id)
 
     def get(self, trek_id: str) -> TrekRecord:
@@ -197,15 +198,15 @@ class Coordinator:
         trek = self.get(trek_id)
         why = reason or "cancelled by the planner"
         if trek.decision is None:
-            decision = self._transact(lambda conn: log.decide(conn, trek_id, Decision.ABORT, why, self._clock()))
+            decision = self._write(lambda conn: log.decide(conn, trek_id, Decision.ABORT, why, self._clock()))
             if decision is Decision.COMMIT:
                 raise TrekStateConflict(f"trek {trek_id} was just decided commit; cancel it again once it is committed")
         elif trek.state is TrekState.COMMITTING:
             raise TrekStateConflict(f"trek {trek_id} is committing; cancel it again once it is committed")
         elif trek.state is TrekState.COMMITTED:
-            self._transact(lambda conn: log.move(conn, trek_id, [TrekState.COMMITTED], TrekState.CANCELLING, self._clock(), why))
+            self._write(lambda conn: log.move(conn, trek_id, [TrekState.COMMITTED], TrekState.CANCELLING, self._clock(), why))
         if self._claim(trek_id):
-            self._drivers.submit(self._drive_claimed, trek_id, False)
+            self._drivers.submit(self._drive_claimed, trek_id, None)
         return self.get(trek_id)
 
     def decision_for(self, trek_id: str) -> Decision | None:
@@ -217,7 +218,7 @@ class Coordinator:
             return trek.decision
         if self._clock() < trek.prepare_deadline:
             return None
-        return self._transact(lambda conn: log.decide(conn, trek_id, Decision.ABORT, "undecided past its prepare deadline", self._clock()))
+        return self._write(lambda conn: log.decide(conn, trek_id, Decision.ABORT, "undecided past its prepare deadline", self._clock()))
 
     # -- driving -----------------------------------------------------------------------
 
@@ -228,11 +229,17 @@ class Coordinator:
             self._active.add(trek_id)
             return True
 
-    def _drive_claimed(self, trek_id: str, fresh: bool) -> None:
+    def _drive_claimed(self, trek_id: str, planned: TrekRecord | None) -> TrekRecord | None:
+        """Drives a claimed trek for one pass, then releases it; returns the trek if the pass ended it.
+
+        ``planned``: the trek as its planner just recorded it (a fresh drive: prepare,
+        charge, decide); None: take the trek over as the log has it.
+        """
         try:
-            self._drive(trek_id, fresh)
+            return self._drive(planned or self.get(trek_id), fresh=planned is not None)
         except Exception:  # noqa: BLE001 - a failed pass is retried by the redriver
             _log.exception("driving trek %s failed; the redriver resumes it", trek_id)
+            return None
         finally:
             self._release(trek_id)
 
@@ -240,27 +247,29 @@ class Coordinator:
         with self._active_lock:
             self._active.discard(trek_id)
 
-    def _drive(self, trek_id: str, fresh: bool) -> None:
-        trek = self.get(trek_id)
+    def _drive(self, trek: TrekRecord, fresh: bool) -> TrekRecord | None:
+        """One pass over ``trek``; returns it as the pass ended it, or None while it is not final."""
         if trek.final:
-            return
+            return trek
         if trek.decision is None:
             if fresh and trek.state is TrekState.PREPARING:
-                self._prepare_and_decide(trek)
+                trek = self._prepare_and_decide(trek)
             else:
                 reason = "no decision when the coordinator took the trek over (presumed abort)"
-                self._transact(lambda conn: log.decide(conn, trek_id, Decision.ABORT, reason, self._clock()))
+                self._write(lambda conn: log.decide(conn, trek.trek_id, Decision.ABORT, reason, self._clock()))
+                trek = self.get(trek.trek_id)
             crash.point("decided")
-            trek = self.get(trek_id)
         if trek.state is TrekState.COMMITTING:
-            self._settle(trek, "CommitLeg", {LegState.PREPARED}, LegState.COMMITTED, TrekState.COMMITTED, refund=False)
-        elif trek.state is TrekState.ABORTING:
+            return self._settle(trek, "CommitLeg", {LegState.PREPARED}, LegState.COMMITTED, TrekState.COMMITTED, refund=False)
+        if trek.state is TrekState.ABORTING:
             touched = {LegState.PENDING, LegState.PREPARED, LegState.REFUSED}
-            self._settle(trek, "AbortLeg", touched, LegState.ABORTED, TrekState.ABORTED, refund=True)
-        elif trek.state is TrekState.CANCELLING:
-            self._settle(trek, "CancelLeg", {LegState.COMMITTED}, LegState.CANCELLED, TrekState.CANCELLED, refund=True)
+            return self._settle(trek, "AbortLeg", touched, LegState.ABORTED, TrekState.ABORTED, refund=True)
+        if trek.state is TrekState.CANCELLING:
+            return self._settle(trek, "CancelLeg", {LegState.COMMITTED}, LegState.CANCELLED, TrekState.CANCELLED, refund=True)
+        return None
 
-    def _prepare_and_decide(self, trek: TrekRecord) -> None:
+    def _prepare_and_decide(self, trek: TrekRecord) -> TrekRecord:
+        """Prepares every leg, charges if all prepared, and writes the decision; returns the trek decided."""
         remaining = (trek.prepare_deadline - self._clock()).total_seconds()
         calls = [self._calls.submit(self._prepare_leg, trek, leg, remaining) for leg in trek.legs]
         outcomes: list[PrepareOutcome] = []
@@ -277,14 +286,10 @@ class Coordinator:
             charges, reason = self._charge(trek.trek_id, outcomes)
         crash.point("charged")
         decision = Decision.ABORT if reason else Decision.COMMIT
-
-        def write(conn) -> Decision:  # noqa: ANN001 - a Connection
-            log.record_prepares(conn, trek.trek_id, outcomes)
-            log.record_charges(conn, trek.trek_id, charges)
-            return log.decide(conn, trek.trek_id, decision, reason or "every leg prepared and the trek is paid", self._clock())
-
-        self._transact(write)
+        why = reason or "every leg prepared and the trek is paid"
+        decided = self._write(lambda conn: log.record_decision(conn, trek, outcomes, charges, decision, why, self._clock()))
         DECISION_SECONDS.labels(decision.value).observe(max((self._clock() - trek.created_at).total_seconds(), 0.0))
+        return decided
 
     def _prepare_leg(self, trek: TrekRecord, leg: LegRecord, timeout_seconds: float) -> PrepareOutcome:
         if timeout_seconds <= 0:
@@ -334,10 +339,13 @@ class Coordinator:
                 failures.append(f"payment of {due[currency] / 100:.2f} {currency} failed: {error}")
         return charges, "; ".join(failures)
 
-    def _settle(self, trek: TrekRecord, method: str, sources: set[LegState], target: LegState, final: TrekState, *, refund: bool) -> None:
+    def _settle(
+        self, trek: TrekRecord, method: str, sources: set[LegState], target: LegState, final: TrekState, *, refund: bool
+    ) -> TrekRecord | None:
         """Sends ``method`` to every leg in ``sources`` in parallel, each retried for one pass; records
         what landed and, once every leg is at ``target`` (and, with ``refund``, every charge is
-        refunded), ends the trek in ``final`` in the same transaction."""
+        refunded), ends the trek in ``final`` in the same transaction. Returns the trek when
+        this pass ended it, else None."""
         todo = [leg for leg in trek.legs if leg.state in sources]
         until = time.monotonic() + self.config.drive_pass_seconds
         calls = {self._calls.submit(self._call_leg, trek.trek_id, leg, method, until): leg for leg in todo}
@@ -352,16 +360,24 @@ class Coordinator:
             else:
                 failures.append((calls[call].index, failure))
         every_leg = all(leg.state is target or leg.index in landed for leg in trek.legs)
-        ends = every_leg and (not refund or self._refund_all(trek))
+        refunded = self._refund_all(trek) if every_leg and refund else None
+        ends = every_leg and (not refund or refunded is not None)
 
-        def write(conn) -> None:  # noqa: ANN001 - a Connection
+        def write(conn) -> TrekRecord | None:  # noqa: ANN001 - a Connection
             log.set_legs(conn, trek.trek_id, landed, target)
             for index, failure in failures:
                 log.note_leg(conn, trek.trek_id, index, failure)
-            if ends:
-                log.move(conn, trek.trek_id, [trek.state], final, self._clock())
+            if refunded:
+                log.record_charges(conn, trek.trek_id, refunded)
+                for charge in refunded:
+                    log.record_refund(conn, trek.trek_id, charge.charge_id, charge.amount_cents)
+            now = self._clock()
+            if not (ends and log.move(conn, trek.trek_id, [trek.state], final, now)):
+                return None
+            # Refunds recorded the provider's own list of charges: read the trek's back here.
+            return log.load(conn, trek.trek_id) if refund else log.settled(trek, landed, target, final, now)
 
-        self._transact(write)
+        return self._write(write)
 
     def _call_leg(self, trek_id: str, leg: LegRecord, method: str, until: float) -> str | None:
         """One leg call retried until it lands or the pass ends; None when it landed, else the last error."""
@@ -382,18 +398,19 @@ class Coordinator:
                     _log.error("trek %s leg %d: %s", trek_id, leg.index, failure)
                     return failure
                 if attempt == 1:  # visible in GetTrek and the stuck list while retries go on
-                    self._transact(lambda conn: log.note_leg(conn, trek_id, leg.index, failure))
+                    self._write(lambda conn: log.note_leg(conn, trek_id, leg.index, failure))
             except ParticipantsUnreachable as error:  # no node of the leg's region answers at all
                 failure = f"{method} UNAVAILABLE: {error}"
                 if attempt == 1:
-                    self._transact(lambda conn: log.note_leg(conn, trek_id, leg.index, failure))
+                    self._write(lambda conn: log.note_leg(conn, trek_id, leg.index, failure))
             pause = _LEG_RETRY.backoff_seconds(min(attempt, 10))
             if time.monotonic() + pause >= until or self._stop.is_set():
                 return failure
             time.sleep(pause)
 
-    def _refund_all(self, trek: TrekRecord) -> bool:
-        """Refunds every charge the provider holds for the trek; False when the provider did not answer."""
+    def _refund_all(self, trek: TrekRecord) -> list[log.ChargeRecord] | None:
+        """Refunds every charge the provider holds for the trek; returns them (to record as
+        refunded), or None when the provider did not answer."""
         try:
             ledger = self._payments.charges_for(trek.trek_id)
             for charge in ledger:
@@ -401,16 +418,8 @@ class Coordinator:
                     self._payments.refund(f"trek:{trek.trek_id}:refund:{charge.charge_id}", charge.charge_id, charge.amount_cents - charge.refunded_cents)
         except PaymentUnknown as error:
             _log.warning("trek %s: refund pending, the payment provider did not answer: %s", trek.trek_id, error)
-            return False
-        paid = [log.ChargeRecord(c.currency, c.amount_cents, c.charge_id, c.amount_cents) for c in ledger if c.succeeded]
-
-        def write(conn) -> None:  # noqa: ANN001 - a Connection
-            log.record_charges(conn, trek.trek_id, paid)
-            for charge in paid:
-                log.record_refund(conn, trek.trek_id, charge.charge_id, charge.amount_cents)
-
-        self._transact(write)
-        return True
+            return None
+        return [log.ChargeRecord(c.currency, c.amount_cents, c.charge_id, c.amount_cents) for c in ledger if c.succeeded]
 
     def _wait_final(self, trek_id: str, wait_seconds: float) -> None:
         until = time.monotonic() + wait_seconds
@@ -443,6 +452,6 @@ class Coordinator:
             if trek.final or preparing_here:
                 self._release(trek_id)
                 continue
-            self._drivers.submit(self._drive_claimed, trek_id, False)
+            self._drivers.submit(self._drive_claimed, trek_id, None)
             started += 1
         return started

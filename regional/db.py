@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -23,6 +23,7 @@ from .errors import Contention, DatabaseUnavailable, DeadlineExceeded
 from .metrics import DB_RETRIES
 
 T = TypeVar("T")
+Isolation = Literal["SERIALIZABLE", "READ COMMITTED"]
 
 #: SQLSTATEs after which re-running the whole transaction can succeed.
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
@@ -39,8 +40,13 @@ def make_engine(
     application_name: str = "ridgeline",
     lock_timeout_ms: int | None = None,
     idle_in_transaction_timeout_ms: int | None = None,
+    isolation_level: Isolation = "SERIALIZABLE",
 ) -> Engine:
     """An engine whose every transaction runs SERIALIZABLE, whatever the server default is.
+
+    ``isolation_level="READ COMMITTED"`` is for stand-ins of outside systems only (the
+    payment gateway's ledger), whose isolation is their own business; Ridgeline's own
+    databases always run SERIALIZABLE, as CockroachDB does.
 
     ``lock_timeout_ms`` bounds how long a statement waits for a row lock (SQLSTATE 55P03
     when exceeded): for work that must not queue behind one stuck transaction.
@@ -48,14 +54,15 @@ def make_engine(
     idle that long: a node paused mid-transaction (SIGSTOP, a stalled VM) then cannot keep
     row locks that the basecamp's next owner needs, nor commit after resuming.
     """
-    options = "-c default_transaction_isolation=serializable"
+    # libpq splits options at spaces; a backslash keeps "read committed" one value.
+    options = "-c default_transaction_isolation=" + isolation_level.lower().replace(" ", "\\ ")
     if lock_timeout_ms is not None:
         options += f" -c lock_timeout={int(lock_timeout_ms)}"
     if idle_in_transaction_timeout_ms is not None:
         options += f" -c idle_in_transaction_session_timeout={int(idle_in_transaction_timeout_ms)}"
     return create_engine(
         url,
-        isolation_level="SERIALIZABLE",
+        isolation_level=isolation_level,
         pool_size=pool_size,
         max_overflow=0,
         pool_pre_ping=False,

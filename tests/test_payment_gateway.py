@@ -19,7 +19,10 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from prometheus_client import REGISTRY
+
 from gateway_process import Gateway, gateway_process
+from ridgeline.deploy.payment_gateway.ledger import PAGE_SIZE_MAX, Ledger
 from ridgeline.deploy.postgres import PostgresServer
 from ridgeline.flows import payments
 from ridgeline.flows.circuit_breaker import BreakerState, CircuitBreaker
@@ -97,6 +100,57 @@ def test_invariant_7_concurrent_duplicate_charges_charge_once(gateway: Gateway, 
     assert _rows_for_key(gateway, key) == 1
 
 
+def test_invariant_7_racing_bodies_under_one_key_charge_once_and_the_rest_conflict(
+    gateway: Gateway, adapter: Callable[..., PaymentGateway]
+) -> None:
+    """Under READ COMMITTED the UNIQUE key decides: the first insert wins, every other body gets 409."""
+    pay = adapter()
+    key = _key()
+    start = threading.Barrier(THREADS)
+
+    def charge(amount: int) -> int | None:
+        start.wait()
+        try:
+            return pay.charge(key, amount, "EUR", "booking-race-bodies").amount_cents
+        except PaymentConflict as error:
+            assert error.code == "idempotency_key_reused"
+            return None
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        outcomes = list(pool.map(charge, range(100, 100 + THREADS)))
+    [(stored,)] = gateway.sql("SELECT amount_cents FROM gateway_charges WHERE idempotency_key = %s", key)
+    assert [o for o in outcomes if o is not None] == [stored], "only the stored body is answered; every other is refused"
+
+
+def test_concurrent_charges_of_distinct_keys_never_retry(region_servers: dict[str, PostgresServer]) -> None:
+    """The ledger relies on its constraints at READ COMMITTED: racing charges and refunds are
+    never serialization failures (under SERIALIZABLE most of them were, BENCHMARKS.md)."""
+    name = f"ledger_{uuid.uuid4().hex[:12]}"
+    ledger = Ledger(region_servers["sa-andes"].create_database(name))
+    try:
+        ledger.create_schema()
+        retries_before = _serialization_retries()
+        start = threading.Barrier(THREADS)
+
+        def charge_and_refund(i: int) -> None:
+            start.wait()
+            for n in range(5):
+                charge = ledger.charge(f"k-{i}-{n}", 1000, "EUR", f"booking-{i}", decline=False)
+                ledger.refund(f"r-{i}-{n}", charge.row["charge_id"], 400)
+
+        with ThreadPoolExecutor(THREADS) as pool:
+            list(pool.map(charge_and_refund, range(THREADS)))
+        assert _serialization_retries() == retries_before
+        charges = ledger.list_charges(reference=None, after=None, limit=PAGE_SIZE_MAX)
+        assert len(charges) == THREADS * 5 and {c["refunded_cents"] for c in charges} == {400}
+    finally:
+        ledger.close()
+
+
+def _serialization_retries() -> float:
+    return REGISTRY.get_sample_value("ridgeline_db_retries_total", {"sqlstate": "40001"}) or 0.0
+
+
 def test_invariant_7_database_refuses_a_second_charge_under_one_key(gateway: Gateway, adapter: Callable[..., PaymentGateway]) -> None:
     key = _key()
     adapter().charge(key, 300, "EUR", "booking-unique")
@@ -148,6 +202,23 @@ def test_invariant_4_racing_refunds_never_exceed_the_charge(gateway: Gateway, ad
         charge.charge_id,
     )
     assert refunded == total == 1000
+
+
+def test_invariant_7_racing_refunds_under_one_key_refund_once(gateway: Gateway, adapter: Callable[..., PaymentGateway]) -> None:
+    pay = adapter()
+    charge = pay.charge(_key(), 1000, "EUR", "booking-refund-race")
+    key = _key()
+    start = threading.Barrier(THREADS)
+
+    def refund(_: int) -> str:
+        start.wait()
+        return pay.refund(key, charge.charge_id, 600).refund_id
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        refund_ids = set(pool.map(refund, range(THREADS)))
+    assert len(refund_ids) == 1
+    assert gateway.sql("SELECT count(*) FROM gateway_refunds WHERE idempotency_key = %s", key) == [(1,)]
+    assert pay.get_charge(charge.charge_id).refunded_cents == 600
 
 
 def test_invariant_4_database_refuses_refunding_past_the_charge(gateway: Gateway, adapter: Callable[..., PaymentGateway]) -> None:

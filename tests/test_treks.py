@@ -83,6 +83,18 @@ def test_a_sold_out_leg_aborts_the_trek_and_nothing_stays_held_or_charged(cluste
     cluster.assert_inventories()
 
 
+def test_plan_trek_answers_the_trek_exactly_as_the_log_holds_it(cluster, stub) -> None:
+    """The drive answers from what it wrote, without reading the trek back: that answer must
+    be the log's own record, field for field, for a commit and for an abort (refunds)."""
+    committed = stub.PlanTrek(plan_request(str(uuid.uuid4()), three_regions(40)), timeout=20)
+    legs = three_regions(44)
+    legs[2] = leg("plaza-de-mulas", "mulas-dome", night(48), party=61)  # more than the dome has
+    aborted = stub.PlanTrek(plan_request(str(uuid.uuid4()), legs), timeout=20)
+    assert (committed.state, aborted.state) == (tpb.TREK_STATE_COMMITTED, tpb.TREK_STATE_ABORTED)
+    for answered in (committed, aborted):
+        assert stub.GetTrek(tpb.GetTrekRequest(trek_id=answered.trek_id), timeout=10) == answered
+
+
 def test_duplicate_plan_with_the_same_key_gives_one_trek(cluster, stub) -> None:
     key = str(uuid.uuid4())
     request = plan_request(key, three_regions(40))

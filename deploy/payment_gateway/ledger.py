@@ -9,6 +9,15 @@ database, not in Python:
   insert; the answer to a duplicate is read back from the stored row;
 - ``refunded_cents <= amount_cents`` (``CHECK``), and a refund moves it with one
   conditional ``UPDATE``, so racing refunds can never exceed the charge.
+
+Because those constraints carry the rules, the ledger runs READ COMMITTED (a provider's
+isolation is its own business; Ridgeline's databases stay SERIALIZABLE). Under
+SERIALIZABLE, a read of the key followed by an insert made concurrent charges share the
+small index's predicate locks, and most of them rolled back under load (BENCHMARKS.md).
+Now every write goes first and relies on the constraint: ``INSERT … ON CONFLICT DO
+NOTHING`` waits for a concurrent insert of the same key, and when that one commits, the
+next statement (a fresh snapshot under READ COMMITTED) reads the row it stored; the
+refund's conditional ``UPDATE`` re-checks the row's newest version after any wait.
 """
 
 from __future__ import annotations
@@ -78,7 +87,9 @@ class Ledger:
     """Charges and refunds, each keyed by the caller's idempotency key."""
 
     def __init__(self, database_url: str, *, pool_size: int = 16) -> None:
-        self._engine: Engine = make_engine(database_url, pool_size=pool_size, application_name="ridgeline-gateway")
+        self._engine: Engine = make_engine(
+            database_url, pool_size=pool_size, application_name="ridgeline-gateway", isolation_level="READ COMMITTED"
+        )
 
     def create_schema(self) -> None:
         with self._engine.begin() as conn:
@@ -101,23 +112,18 @@ class Ledger:
         """Charges once per key; a repeat with the same body answers the stored row."""
 
         def work(conn: Connection) -> ChargeResult:
-            row = _one(conn, f"SELECT {_CHARGE_COLUMNS} FROM gateway_charges WHERE idempotency_key = :key", key=key)
-            if row is None:
-                # A concurrent duplicate that commits first makes this a serialization
-                # failure (SQLSTATE 40001): run_transaction re-runs it and reads that row.
-                row = _one(
-                    conn,
-                    f"""INSERT INTO gateway_charges
-                          (charge_id, idempotency_key, status, amount_cents, currency, reference)
-                        VALUES (:charge_id, :key, :status, :amount, :currency, :reference)
-                        ON CONFLICT (idempotency_key) DO NOTHING
-                        RETURNING {_CHARGE_COLUMNS}""",
-                    charge_id=f"ch_{uuid.uuid4().hex}", key=key, status="declined" if decline else "succeeded",
-                    amount=amount_cents, currency=currency, reference=reference,
-                )
-                if row is None:
-                    row = _one(conn, f"SELECT {_CHARGE_COLUMNS} FROM gateway_charges WHERE idempotency_key = :key", key=key)
-            assert row is not None, "a charge key is either stored or inserted"
+            row = _one(
+                conn,
+                f"""INSERT INTO gateway_charges (charge_id, idempotency_key, status, amount_cents, currency, reference)
+                    VALUES (:charge_id, :key, :status, :amount, :currency, :reference)
+                    ON CONFLICT (idempotency_key) DO NOTHING
+                    RETURNING {_CHARGE_COLUMNS}""",
+                charge_id=f"ch_{uuid.uuid4().hex}", key=key, status="declined" if decline else "succeeded",
+                amount=amount_cents, currency=currency, reference=reference,
+            )
+            if row is None:  # the key was charged before (or concurrently, and that committed)
+                row = _one(conn, f"SELECT {_CHARGE_COLUMNS} FROM gateway_charges WHERE idempotency_key = :key", key=key)
+            assert row is not None, "a charge key is either inserted or stored (charges are never deleted)"
             if (row["amount_cents"], row["currency"], row["reference"]) != (amount_cents, currency, reference):
                 raise LedgerError(409, "idempotency_key_reused", f"idempotency key {key!r} was used for a different charge ({row['charge_id']})")
             return ChargeResult(row)
@@ -128,23 +134,23 @@ class Ledger:
         """Refunds once per key, never past the charge (the conditional UPDATE and CHECK refuse it)."""
 
         def work(conn: Connection) -> dict[str, Any]:
+            # Selecting the charge keeps a missing one from tripping the foreign key: it
+            # inserts nothing, and the key's lookup below tells "not found" from "seen".
+            row = _one(
+                conn,
+                f"""INSERT INTO gateway_refunds (refund_id, idempotency_key, charge_id, amount_cents)
+                    SELECT :refund_id, :key, charge_id, :amount FROM gateway_charges WHERE charge_id = :charge_id
+                    ON CONFLICT (idempotency_key) DO NOTHING
+                    RETURNING {_REFUND_COLUMNS}""",
+                refund_id=f"re_{uuid.uuid4().hex}", key=key, charge_id=charge_id, amount=amount_cents,
+            )
+            if row is not None:
+                if not _take_refund(conn, charge_id, amount_cents):  # raising rolls the refund row back
+                    raise LedgerError(409, "refund_exceeds_charge", f"refunding {amount_cents} would exceed what is left of {charge_id} (or it was declined)")
+                return row
             row = _one(conn, f"SELECT {_REFUND_COLUMNS} FROM gateway_refunds WHERE idempotency_key = :key", key=key)
             if row is None:
-                if _one(conn, "SELECT 1 AS found FROM gateway_charges WHERE charge_id = :c", c=charge_id) is None:
-                    raise LedgerError(404, "charge_not_found", f"no charge {charge_id!r}")
-                row = _one(
-                    conn,
-                    f"""INSERT INTO gateway_refunds (refund_id, idempotency_key, charge_id, amount_cents)
-                        VALUES (:refund_id, :key, :charge_id, :amount)
-                        ON CONFLICT (idempotency_key) DO NOTHING
-                        RETURNING {_REFUND_COLUMNS}""",
-                    refund_id=f"re_{uuid.uuid4().hex}", key=key, charge_id=charge_id, amount=amount_cents,
-                )
-                if row is None:
-                    row = _one(conn, f"SELECT {_REFUND_COLUMNS} FROM gateway_refunds WHERE idempotency_key = :key", key=key)
-                elif not _take_refund(conn, charge_id, amount_cents):
-                    raise LedgerError(409, "refund_exceeds_charge", f"refunding {amount_cents} would exceed what is left of {charge_id} (or it was declined)")
-            assert row is not None, "a refund key is either stored or inserted"
+                raise LedgerError(404, "charge_not_found", f"no charge {charge_id!r}")
             if (row["charge_id"], row["amount_cents"]) != (charge_id, amount_cents):
                 raise LedgerError(409, "idempotency_key_reused", f"idempotency key {key!r} was used for a different refund ({row['refund_id']})")
             return row
