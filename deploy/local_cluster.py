@@ -14,7 +14,6 @@ everything listens. ``state.json`` in the state directory lets ``ridgeline down`
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -36,6 +35,7 @@ from .cluster_file import ClusterSpec, render_cluster_file
 from .fault_proxy import FaultProxy
 from .postgres import PostgresServer
 from .prefect_server import PrefectServer
+from .processes import AdoptedProcess, ProcessHandle, alive, command_line
 from .region import prepare_region_database
 
 #: RIDGELINE_STATE_DIR moves it, e.g. to run two clusters side by side.
@@ -51,49 +51,6 @@ class ClusterStartError(RuntimeError):
 
 class Stoppable(Protocol):
     def stop(self, timeout_seconds: float = ...) -> object: ...
-
-
-class ProcessHandle(Protocol):
-    """What the cluster needs of a node process: a Popen, or an adopted pid (see attach)."""
-
-    pid: int
-
-    def poll(self) -> int | None: ...
-    def terminate(self) -> None: ...
-    def kill(self) -> None: ...
-    def wait(self, timeout: float | None = None) -> int: ...
-
-
-class AdoptedProcess:
-    """A node process started by another ``ridgeline`` process (a running ``ridgeline up``)."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.returncode: int | None = None
-
-    def poll(self) -> int | None:
-        if self.returncode is None and not _alive(self.pid):
-            self.returncode = -signal.SIGKILL  # not our child: the real status is its parent's to know
-        return self.returncode
-
-    def terminate(self) -> None:
-        self._signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        self._signal(signal.SIGKILL)
-
-    def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.poll() is None:
-            if deadline is not None and time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0)
-            time.sleep(0.05)
-        assert self.returncode is not None
-        return self.returncode
-
-    def _signal(self, signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signum)
 
 
 @dataclass
@@ -116,7 +73,7 @@ def read_state(state_dir: Path) -> dict[str, object] | None:
 def state_coordinator(state_dir: Path = DEFAULT_STATE_DIR) -> str | None:
     """The coordinator address of the cluster ``ridgeline up`` runs, if it runs one."""
     state = read_state(state_dir)
-    if not state or not _alive(int(state.get("up_pid", 0))):  # type: ignore[arg-type]
+    if not state or not alive(int(state.get("up_pid", 0))):  # type: ignore[arg-type]
         return None
     return state.get("coordinator") or None  # type: ignore[return-value]
 
@@ -124,7 +81,7 @@ def state_coordinator(state_dir: Path = DEFAULT_STATE_DIR) -> str | None:
 def state_seeds(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
     """Node addresses of the cluster ``ridgeline up`` runs, for clients that were given none."""
     state = read_state(state_dir)
-    if not state or not _alive(int(state.get("up_pid", 0))):  # type: ignore[arg-type]
+    if not state or not alive(int(state.get("up_pid", 0))):  # type: ignore[arg-type]
         return []
     return [str(node["address"]) for node in state.get("nodes", {}).values()]  # type: ignore[union-attr]
 
@@ -158,7 +115,7 @@ class LocalCluster:
         from .cluster_file import load_cluster_file
 
         state = read_state(state_dir)
-        if not state or not _alive(int(state.get("up_pid", 0))):  # type: ignore[arg-type]
+        if not state or not alive(int(state.get("up_pid", 0))):  # type: ignore[arg-type]
             raise ClusterStartError(f"no `ridgeline up` runs from {state_dir}")
         cluster = cls(load_cluster_file(Path(str(state["cluster_file"]))), state_dir)
         cluster._up_pid = int(state["up_pid"])  # type: ignore[arg-type]
@@ -178,7 +135,7 @@ class LocalCluster:
     def start(self, *, settle_timeout_seconds: float = 60.0) -> None:
         """Brings every part up, or stops what it started and raises ClusterStartError."""
         existing = read_state(self.state_dir)
-        if existing and _alive(int(existing.get("up_pid", 0))):  # type: ignore[arg-type]
+        if existing and alive(int(existing.get("up_pid", 0))):  # type: ignore[arg-type]
             raise ClusterStartError(f"a cluster already runs from {self.state_dir} (pid {existing['up_pid']}); `ridgeline down` first")
         (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         try:
@@ -223,11 +180,11 @@ class LocalCluster:
         state.json, not among our children."""
         state = read_state(self.state_dir) or {}
         coordinator_pid = int(state.get("coordinator_pid") or 0)  # type: ignore[arg-type]
-        if self.coordinator is not None and coordinator_pid and coordinator_pid != self.coordinator.process.pid and _alive(coordinator_pid):
+        if self.coordinator is not None and coordinator_pid and coordinator_pid != self.coordinator.process.pid and alive(coordinator_pid):
             self.coordinator = NodeRun("coordinator", "", self.coordinator.address, AdoptedProcess(coordinator_pid), self.coordinator.log_path)
         for node_id, node in state.get("nodes", {}).items():  # type: ignore[union-attr]
             run = self.nodes.get(node_id)
-            if run is not None and run.process.pid != int(node["pid"]) and _alive(int(node["pid"])):
+            if run is not None and run.process.pid != int(node["pid"]) and alive(int(node["pid"])):
                 self.nodes[node_id] = NodeRun(node_id, run.region, run.address, AdoptedProcess(int(node["pid"])), run.log_path)
 
     def kill_node(self, node_id: str) -> None:
@@ -406,18 +363,18 @@ def bring_down(state_dir: Path, *, timeout_seconds: float = 60.0) -> str:
     if state is None:
         return f"no cluster runs from {state_dir}"
     up_pid = int(state.get("up_pid", 0))  # type: ignore[arg-type]
-    if _alive(up_pid):
+    if alive(up_pid):
         os.kill(up_pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_seconds
-        while _alive(up_pid) and time.monotonic() < deadline:
+        while alive(up_pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if not _alive(up_pid):
+        if not alive(up_pid):
             return f"stopped cluster {state.get('cluster')} (ridgeline up, pid {up_pid})"
     # `ridgeline up` is gone (killed): stop what it left behind ourselves.
     pids = [int(node["pid"]) for node in state.get("nodes", {}).values()]  # type: ignore[union-attr]
     pids += [int(state["coordinator_pid"])] if state.get("coordinator_pid") else []  # type: ignore[arg-type]
     for pid in pids:
-        if _alive(pid) and "ridgeline" in _cmdline(pid):
+        if alive(pid) and "ridgeline" in command_line(pid):
             os.kill(pid, signal.SIGTERM)
     for region, database in state.get("databases", {}).items():  # type: ignore[union-attr]
         if database.get("local"):
@@ -426,26 +383,3 @@ def bring_down(state_dir: Path, *, timeout_seconds: float = 60.0) -> str:
         PostgresServer(state_dir / "postgres" / "services").stop()
     (state_dir / STATE_FILE).unlink(missing_ok=True)
     return f"stopped the parts of cluster {state.get('cluster')} that ridgeline up (pid {up_pid}) left behind"
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs; an exited process its parent has not reaped yet (a zombie) does not."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
