@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 
 import grpc
@@ -55,6 +55,7 @@ class DrillRun:
 
     drill: str
     hypothesis: str
+    times: DrillTimes
     timeline: list[tuple[float, str]] = field(default_factory=list)
     recovery_seconds: dict[str, float] = field(default_factory=dict)
     recovery_bound_seconds: float = 0.0
@@ -78,6 +79,7 @@ class DrillRun:
         return {
             "drill": self.drill,
             "hypothesis": self.hypothesis,
+            "times_seconds": asdict(self.times),
             "passed": self.passed,
             "error": self.error,
             "timeline": [{"t": t, "event": e} for t, e in self.timeline],
@@ -317,18 +319,17 @@ class CutRegion(KillCoordinator):
     def inject(self, cluster: LocalCluster, run: DrillRun) -> list[str]:
         region = cluster.spec.regions[-1].name
         paths = [cluster.coordinator_paths.get(n.node_id) for n in cluster.spec.regions[-1].nodes]
-        if not paths or None in paths:
-            raise RuntimeError("the coordinator's paths to the nodes are not this drill's to cut: run with --fresh")
-        for path in paths:
-            assert path is not None
-            path.set_mode("blackhole")
-        self._paths = paths
+        if None in paths:
+            raise RuntimeError("the coordinator dials the nodes without fault proxies here (a `ridgeline up` older than their control endpoint? restart it)")
+        self._paths = [path for path in paths if path is not None]
+        # Lifts itself should this process die mid-drill: at the latest when the drill would give up.
+        for path in self._paths:
+            path.set_mode("blackhole", lasting_seconds=run.times.fault + run.times.recovery_max)
         run.note(f"blackholed the coordinator's path to {region}")
         return ["trek"]
 
     def restore(self, cluster: LocalCluster, run: DrillRun) -> None:
         for path in self._paths:
-            assert path is not None
             path.set_mode("pass")
         run.note("restored the coordinator's path")
 
@@ -391,7 +392,7 @@ def run_drill(
     cluster recovers from a fault, which an unpaced load beyond the cluster's capacity
     would hide behind its own backlog (measured: settlement behind a saturating load took
     40 s to drain after a 5 s gateway outage; paced, it is back in seconds)."""
-    run = DrillRun(fault.name, fault.hypothesis)
+    run = DrillRun(fault.name, fault.hypothesis, times)
     seeds = [r.address for r in cluster.nodes.values()]
     total = times.warmup + times.fault + times.recovery_max + times.cooldown
     coordinator = cluster.coordinator.address if cluster.coordinator else None

@@ -32,6 +32,7 @@ from ridgeline.regional.config import NodeConfig
 from ridgeline.routing.router import ClusterClient, ClusterUnreachable
 
 from .cluster_file import ClusterSpec, render_cluster_file
+from .fault_control import FaultControlServer, FaultPath, RemoteFaultPath
 from .fault_proxy import FaultProxy
 from .postgres import PostgresServer
 from .prefect_server import PrefectServer
@@ -100,8 +101,12 @@ class LocalCluster:
         self.coordinator: NodeRun | None = None
         #: The Prefect server this object started (None: PREFECT_API_URL, the file, or attached).
         self.prefect: PrefectServer | None = None
-        #: node_id -> the fault proxy the coordinator reaches that node through (drills cut it).
-        self.coordinator_paths: dict[str, FaultProxy] = {}
+        #: node_id -> the path the coordinator reaches that node through (drills cut it): a
+        #: fault proxy here, or, attached, the same proxy through up's control endpoint.
+        self.coordinator_paths: dict[str, FaultPath] = {}
+        #: Serves coordinator_paths to other processes (None: attached, or no coordinator).
+        self._fault_control: FaultControlServer | None = None
+        self._fault_control_url: str | None = None
         #: node address -> the proxy address the coordinator dials (also when attached).
         self._via: dict[str, str] = {}
 
@@ -109,8 +114,9 @@ class LocalCluster:
     def attach(cls, state_dir: Path) -> LocalCluster:
         """The cluster a running ``ridgeline up`` serves from ``state_dir``, to inject faults into.
 
-        Nodes are driven by pid; a node restarted from here is recorded in state.json, so
-        that ``ridgeline down`` stops it too. Never call stop() on an attached cluster.
+        Nodes and the coordinator are driven by pid; one restarted from here is recorded in
+        state.json, so that ``ridgeline down`` stops it too. The coordinator's fault proxies
+        are switched through up's control endpoint. Never call stop() on an attached cluster.
         """
         from .cluster_file import load_cluster_file
 
@@ -125,6 +131,9 @@ class LocalCluster:
             if database.get("local"):
                 cluster.databases[region] = PostgresServer(state_dir / "postgres" / region)
         cluster._via = dict(state.get("coordinator_via") or {})  # type: ignore[arg-type]
+        cluster._fault_control_url = state.get("fault_control")  # type: ignore[assignment]
+        if cluster._fault_control_url:
+            cluster.coordinator_paths = {node_id: RemoteFaultPath(cluster._fault_control_url, node_id) for node_id in cluster.nodes}
         if state.get("coordinator_pid"):
             cluster.coordinator = NodeRun(
                 "coordinator", "", str(state["coordinator"]), AdoptedProcess(int(state["coordinator_pid"])), state_dir / "logs" / "coordinator.log"  # type: ignore[arg-type]
@@ -169,8 +178,8 @@ class LocalCluster:
                 run.process.wait(5)
         for service in reversed(self._services):
             service.stop()
-        for proxy in self.coordinator_paths.values():
-            proxy.close()
+        if self._fault_control is not None:
+            self._fault_control.close()
         with ThreadPoolExecutor(max(len(self.databases), 1)) as pool:
             list(pool.map(PostgresServer.stop, self.databases.values()))
         (self.state_dir / STATE_FILE).unlink(missing_ok=True)
@@ -270,20 +279,25 @@ class LocalCluster:
         self._progress("starting the trek coordinator")
         log_path = self.state_dir / "logs" / "coordinator.log"
         command = [sys.executable, "-m", "ridgeline.deploy.cli", "coordinator", "--cluster", str(self.cluster_file)]
-        # The coordinator reaches every node through a fault proxy held by `ridgeline up`, so a
-        # drill can cut a region off from the coordinator alone (nodes, desks unaffected). A
-        # process attached to the cluster reuses up's proxies, recorded in state.json.
+        # A process attached to the cluster reuses up's proxies, recorded in state.json.
         if not self._via:
-            for run in self.nodes.values():
-                host, port = run.address.rsplit(":", 1)
-                self.coordinator_paths[run.node_id] = FaultProxy(host, int(port))
-            self._via = {run.address: self.coordinator_paths[run.node_id].address for run in self.nodes.values()}
+            self._open_coordinator_paths()
         for node_address, proxy_address in self._via.items():
             command += ["--via", f"{node_address}={proxy_address}"]
         with log_path.open("ab") as log:
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
         self.coordinator = NodeRun("coordinator", "", str(self.spec.coordinator_listen), process, log_path)
         _await_ready(process, f"the coordinator exited before serving; see {log_path}")
+
+    def _open_coordinator_paths(self) -> None:
+        """A fault proxy per node for the coordinator to dial, so a drill can cut a region off
+        from the coordinator alone (nodes and desks unaffected). The proxies live in this
+        process and die with it; the control endpoint lets a drill in another process switch them."""
+        proxies = {run.node_id: FaultProxy(*_host_port(run.address)) for run in self.nodes.values()}
+        self._fault_control = FaultControlServer(proxies)
+        self._fault_control_url = self._fault_control.url
+        self.coordinator_paths = dict(proxies)
+        self._via = {self.nodes[node_id].address: proxy.address for node_id, proxy in proxies.items()}
 
     def _start_nodes(self) -> None:
         specs = [(region, node) for region in self.spec.regions for node in region.nodes]
@@ -334,6 +348,7 @@ class LocalCluster:
             "coordinator": self.coordinator.address if self.coordinator else None,
             "coordinator_pid": self.coordinator.process.pid if self.coordinator else None,
             "coordinator_via": self._via,
+            "fault_control": self._fault_control_url,
             "nodes": {
                 run.node_id: {"region": run.region, "address": run.address, "pid": run.process.pid, "log": str(run.log_path)}
                 for run in self.nodes.values()
@@ -355,6 +370,11 @@ def _await_ready(process: subprocess.Popen[str], failure: str) -> None:
             return
     process.wait()
     raise ClusterStartError(f"{failure} (exit status {process.returncode})")
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, port = address.rsplit(":", 1)
+    return host, int(port)
 
 
 def bring_down(state_dir: Path, *, timeout_seconds: float = 60.0) -> str:
