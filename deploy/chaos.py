@@ -243,15 +243,14 @@ class PrefectDown(_SettlementFault):
 
     def inject(self, cluster: LocalCluster, run: DrillRun) -> list[str]:
         if cluster.prefect is None:
-            raise RuntimeError("the Prefect server is not this drill's to stop: run with --fresh, or point drills at a cluster that started it")
+            raise RuntimeError("this cluster's Prefect server is not run by `ridgeline up` (PREFECT_API_URL or the cluster file names it)")
         cluster.prefect.stop()
         run.note("stopped the Prefect server")
         return [_basecamps_of(cluster, cluster.spec.regions[0].name)[0]]
 
     def restore(self, cluster: LocalCluster, run: DrillRun) -> None:
-        assert cluster.prefect is not None
-        cluster.prefect.start()
-        run.note("restarted the Prefect server")
+        cluster.restart_prefect()
+        run.note(f"restarted the Prefect server on {cluster.spec.prefect_api_url}")
 
 
 class KillCoordinator(Fault):

@@ -99,7 +99,7 @@ class LocalCluster:
         self.cluster_file = state_dir / "cluster.toml"
         self._up_pid = os.getpid()
         self.coordinator: NodeRun | None = None
-        #: The Prefect server this object started (None: PREFECT_API_URL, the file, or attached).
+        #: The Prefect server `ridgeline up` started (None: PREFECT_API_URL or the file names one).
         self.prefect: PrefectServer | None = None
         #: node_id -> the path the coordinator reaches that node through (drills cut it): a
         #: fault proxy here, or, attached, the same proxy through up's control endpoint.
@@ -114,9 +114,10 @@ class LocalCluster:
     def attach(cls, state_dir: Path) -> LocalCluster:
         """The cluster a running ``ridgeline up`` serves from ``state_dir``, to inject faults into.
 
-        Nodes and the coordinator are driven by pid; one restarted from here is recorded in
-        state.json, so that ``ridgeline down`` stops it too. The coordinator's fault proxies
-        are switched through up's control endpoint. Never call stop() on an attached cluster.
+        Nodes, the coordinator and the Prefect server are driven by pid; one restarted from
+        here is recorded in state.json, so that ``ridgeline down`` stops it too. The
+        coordinator's fault proxies are switched through up's control endpoint. Never call
+        stop() on an attached cluster.
         """
         from .cluster_file import load_cluster_file
 
@@ -130,6 +131,14 @@ class LocalCluster:
         for region, database in state["databases"].items():  # type: ignore[union-attr]
             if database.get("local"):
                 cluster.databases[region] = PostgresServer(state_dir / "postgres" / region)
+        if state["services"].get("local"):  # type: ignore[union-attr]
+            cluster.databases["services"] = PostgresServer(state_dir / "postgres" / "services")
+        prefect = state.get("prefect")
+        if prefect:
+            cluster.prefect = PrefectServer(
+                cluster.databases["services"], database_name=prefect["database"], port=int(prefect["port"]), home=Path(prefect["home"])  # type: ignore[index]
+            )
+            cluster.prefect.adopt(int(prefect["pid"]))  # type: ignore[index]
         cluster._via = dict(state.get("coordinator_via") or {})  # type: ignore[arg-type]
         cluster._fault_control_url = state.get("fault_control")  # type: ignore[assignment]
         if cluster._fault_control_url:
@@ -165,7 +174,7 @@ class LocalCluster:
     def stop(self) -> None:
         """Stops the coordinator, drains every node (SIGTERM, then SIGKILL after 15 s), then
         stops the gateway, Prefect and the databases."""
-        self._adopt_restarted_nodes()
+        self._adopt_restarted_processes()
         runs = list(self.nodes.values()) + ([self.coordinator] if self.coordinator else [])
         for run in runs:
             if run.process.poll() is None:
@@ -184,10 +193,13 @@ class LocalCluster:
             list(pool.map(PostgresServer.stop, self.databases.values()))
         (self.state_dir / STATE_FILE).unlink(missing_ok=True)
 
-    def _adopt_restarted_nodes(self) -> None:
-        """Nodes (and the coordinator) a drill restarted from another process are in
-        state.json, not among our children."""
+    def _adopt_restarted_processes(self) -> None:
+        """Nodes, the coordinator and the Prefect server a drill restarted from another process
+        are in state.json, not among our children."""
         state = read_state(self.state_dir) or {}
+        prefect_pid = int((state.get("prefect") or {}).get("pid") or 0)  # type: ignore[union-attr]
+        if self.prefect is not None and prefect_pid and prefect_pid != self.prefect.pid and alive(prefect_pid):
+            self.prefect.adopt(prefect_pid)
         coordinator_pid = int(state.get("coordinator_pid") or 0)  # type: ignore[arg-type]
         if self.coordinator is not None and coordinator_pid and coordinator_pid != self.coordinator.process.pid and alive(coordinator_pid):
             self.coordinator = NodeRun("coordinator", "", self.coordinator.address, AdoptedProcess(coordinator_pid), self.coordinator.log_path)
@@ -216,6 +228,14 @@ class LocalCluster:
         if self.coordinator is None or self.coordinator.process.poll() is None:
             raise ClusterStartError("the coordinator is not configured, or still running")
         self._start_coordinator()
+        self._write_state()
+
+    def restart_prefect(self) -> None:
+        """Starts the Prefect server again after it was stopped: same port and database, so the
+        nodes keep their API URL and settlement catches up."""
+        if self.prefect is None:
+            raise ClusterStartError("this cluster's Prefect server is not run by `ridgeline up` (PREFECT_API_URL or the cluster file names it)")
+        self.prefect.start()
         self._write_state()
 
     def exited_nodes(self) -> dict[str, int]:
@@ -269,7 +289,7 @@ class LocalCluster:
             gateway_url = gateway.url
         if not prefect_url:
             self._progress("starting the Prefect server (lean, on PostgreSQL)")
-            self.prefect = PrefectServer(services)
+            self.prefect = PrefectServer(services, home=self.state_dir / "prefect")
             prefect_url = self.prefect.start()
             self._services.append(self.prefect)
         self.spec = replace(self.spec, gateway_url=gateway_url, prefect_api_url=prefect_url)
@@ -357,6 +377,11 @@ class LocalCluster:
                 r.name: {"url": r.database_url, "local": r.name in self.databases} for r in self.spec.regions
             },
             "services": {"local": "services" in self.databases, "gateway_url": self.spec.gateway_url, "prefect_api_url": self.spec.prefect_api_url},
+            "prefect": (
+                {"pid": self.prefect.pid, "port": self.prefect.port, "database": self.prefect.database_name, "home": str(self.prefect.home)}
+                if self.prefect
+                else None
+            ),
         }
         (self.state_dir / STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
 
@@ -391,10 +416,12 @@ def bring_down(state_dir: Path, *, timeout_seconds: float = 60.0) -> str:
         if not alive(up_pid):
             return f"stopped cluster {state.get('cluster')} (ridgeline up, pid {up_pid})"
     # `ridgeline up` is gone (killed): stop what it left behind ourselves.
-    pids = [int(node["pid"]) for node in state.get("nodes", {}).values()]  # type: ignore[union-attr]
-    pids += [int(state["coordinator_pid"])] if state.get("coordinator_pid") else []  # type: ignore[arg-type]
-    for pid in pids:
-        if alive(pid) and "ridgeline" in command_line(pid):
+    # Each pid with what its command line says, lest a reused pid be someone else's.
+    pids = [(int(node["pid"]), "ridgeline") for node in state.get("nodes", {}).values()]  # type: ignore[union-attr]
+    pids += [(int(state["coordinator_pid"]), "ridgeline")] if state.get("coordinator_pid") else []  # type: ignore[arg-type]
+    pids += [(int(state["prefect"]["pid"]), "prefect")] if state.get("prefect") else []  # type: ignore[index]
+    for pid, marker in pids:
+        if alive(pid) and marker in command_line(pid):
             os.kill(pid, signal.SIGTERM)
     for region, database in state.get("databases", {}).items():  # type: ignore[union-attr]
         if database.get("local"):
