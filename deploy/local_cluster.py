@@ -383,7 +383,11 @@ class LocalCluster:
                 else None
             ),
         }
-        (self.state_dir / STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
+        # Written aside and renamed: a process killed mid-write must not leave a torn state.json,
+        # which would hide the cluster from `ridgeline down`.
+        written = self.state_dir / f"{STATE_FILE}.{os.getpid()}"
+        written.write_text(json.dumps(state, indent=2), encoding="utf-8")
+        os.replace(written, self.state_dir / STATE_FILE)
 
 
 def _await_ready(process: subprocess.Popen[str], failure: str) -> None:
