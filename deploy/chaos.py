@@ -7,9 +7,11 @@ database and check that every booking the load was told about still stands. The 
 carries the timeline, the load figures, the recovery times and every audit verdict; a
 drill passes only when the audit passes and recovery came within the drill's bound.
 
-Drills act on a local cluster (`ridgeline up`, or a throwaway one), because injecting
-faults needs the processes: SIGKILL, SIGSTOP, stopping a region database or the Prefect
-server, and the fault proxies between the coordinator and the nodes.
+Drills act on a local cluster, because injecting faults needs the processes: SIGKILL,
+SIGSTOP, stopping a region database or the Prefect server, and the fault proxies between
+the coordinator and the nodes. Every drill runs attached to a running ``ridgeline up``
+(:meth:`LocalCluster.attach`: processes by pid, the proxies through up's control
+endpoint, restarts recorded for ``ridgeline down``) or on a throwaway cluster.
 """
 
 from __future__ import annotations
@@ -96,6 +98,8 @@ class Fault:
 
     name: str
     hypothesis: str
+    #: What of the cluster the drill touches, and how it puts it back (`chaos list` shows it).
+    acts_on: str
 
     def inject(self, cluster: LocalCluster, run: DrillRun) -> list[str]:
         """Applies the fault; returns the basecamps whose writes it interrupts."""
@@ -143,6 +147,7 @@ class _NodeFault(Fault):
 class KillNode(_NodeFault):
     name = "kill-node"
     signal_name = "SIGKILL"
+    acts_on = "the node owning the most basecamps: SIGKILL, then started again"
     hypothesis = (
         "SIGKILL of the node owning the most basecamps: its basecamps are writable again within lease TTL + "
         "heartbeat (+1 s for the client's backoff), other basecamps never stop, nothing acknowledged is lost"
@@ -159,6 +164,7 @@ class KillNode(_NodeFault):
 class PauseNode(_NodeFault):
     name = "pause-node"
     signal_name = "SIGSTOP"
+    acts_on = "the node owning the most basecamps: SIGSTOP, then SIGCONT"
     hypothesis = (
         "SIGSTOP of a node for longer than its lease: its basecamps move to another node within lease TTL + "
         "heartbeat (+1 s), and after SIGCONT the database refuses whatever it still tries under its old epoch "
@@ -175,6 +181,7 @@ class PauseNode(_NodeFault):
 
 class StopRegionDatabase(Fault):
     name = "stop-region-db"
+    acts_on = "the first region's local PostgreSQL: stopped, then started"
     hypothesis = (
         "The first region's database stops (fast shutdown) for the fault window: that region answers UNAVAILABLE, "
         "other regions keep booking, and after the restart its basecamps are writable again within 10 s; "
@@ -219,6 +226,8 @@ class _SettlementFault(Fault):
 class GatewayFault(_SettlementFault):
     """The payment gateway misbehaves (its run-time faults) for the fault window."""
 
+    acts_on = "the payment gateway: faults set through its admin API, then cleared"
+
     def __init__(self, name: str, hypothesis: str, faults: dict[str, object]) -> None:
         self.name, self.hypothesis, self._faults = name, hypothesis, faults
 
@@ -236,6 +245,7 @@ class PrefectDown(_SettlementFault):
     """The Prefect server stops for the fault window and comes back on the same port."""
 
     name = "prefect-down"
+    acts_on = "the cluster's Prefect server: stopped, then started again on its port and database"
     hypothesis = (
         "The Prefect API is down: Book keeps taking holds (they wait in the database), no flow run can start, and "
         "once the API is back settlement catches up: paid bookings confirm within 15 s; money balances"
@@ -255,6 +265,7 @@ class PrefectDown(_SettlementFault):
 
 class KillCoordinator(Fault):
     name = "kill-coordinator"
+    acts_on = "the trek coordinator: SIGKILL, then started again"
     hypothesis = (
         "SIGKILL of the trek coordinator while treks are being planned: after its restart it re-drives every "
         "unfinished trek; every finished trek has all legs or none (audit 5), money balances (audit 4), and a new "
@@ -309,6 +320,7 @@ class CutRegion(KillCoordinator):
     """The last region's nodes vanish from the coordinator's side only (its fault proxies blackhole)."""
 
     name = "cut-region"
+    acts_on = "the coordinator's fault proxies to the last region's nodes: blackhole, then pass (a bounded fault)"
     hypothesis = (
         "The coordinator loses the path to one region (a blackhole: nothing answers, nothing is refused) while desks "
         "still reach it: treks touching it abort at their prepare deadline or wait for their commits, none is left "
