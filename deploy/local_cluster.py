@@ -99,6 +99,8 @@ class LocalCluster:
         self.cluster_file = state_dir / "cluster.toml"
         self._up_pid = os.getpid()
         self.coordinator: NodeRun | None = None
+        #: The payment gateway `ridgeline up` started (None: the cluster file names one).
+        self._gateway_pid: int | None = None
         #: The Prefect server `ridgeline up` started (None: PREFECT_API_URL or the file names one).
         self.prefect: PrefectServer | None = None
         #: node_id -> the path the coordinator reaches that node through (drills cut it): a
@@ -131,6 +133,7 @@ class LocalCluster:
         for region, database in state["databases"].items():  # type: ignore[union-attr]
             if database.get("local"):
                 cluster.databases[region] = PostgresServer(state_dir / "postgres" / region)
+        cluster._gateway_pid = state["services"].get("gateway_pid")  # type: ignore[union-attr]
         if state["services"].get("local"):  # type: ignore[union-attr]
             cluster.databases["services"] = PostgresServer(state_dir / "postgres" / "services")
         prefect = state.get("prefect")
@@ -286,6 +289,7 @@ class LocalCluster:
             self._progress("starting the payment gateway")
             gateway = GatewayProcess(services.create_database("ridgeline_gateway"), seed=None)
             self._services.append(gateway)
+            self._gateway_pid = gateway.pid
             gateway_url = gateway.url
         if not prefect_url:
             self._progress("starting the Prefect server (lean, on PostgreSQL)")
@@ -376,7 +380,12 @@ class LocalCluster:
             "databases": {
                 r.name: {"url": r.database_url, "local": r.name in self.databases} for r in self.spec.regions
             },
-            "services": {"local": "services" in self.databases, "gateway_url": self.spec.gateway_url, "prefect_api_url": self.spec.prefect_api_url},
+            "services": {
+                "local": "services" in self.databases,
+                "gateway_url": self.spec.gateway_url,
+                "gateway_pid": self._gateway_pid,
+                "prefect_api_url": self.spec.prefect_api_url,
+            },
             "prefect": (
                 {"pid": self.prefect.pid, "port": self.prefect.port, "database": self.prefect.database_name, "home": str(self.prefect.home)}
                 if self.prefect
@@ -423,6 +432,7 @@ def bring_down(state_dir: Path, *, timeout_seconds: float = 60.0) -> str:
     # Each pid with what its command line says, lest a reused pid be someone else's.
     pids = [(int(node["pid"]), "ridgeline") for node in state.get("nodes", {}).values()]  # type: ignore[union-attr]
     pids += [(int(state["coordinator_pid"]), "ridgeline")] if state.get("coordinator_pid") else []  # type: ignore[arg-type]
+    pids += [(int(state["services"]["gateway_pid"]), "ridgeline")] if state.get("services", {}).get("gateway_pid") else []  # type: ignore[index, union-attr]
     pids += [(int(state["prefect"]["pid"]), "prefect")] if state.get("prefect") else []  # type: ignore[index]
     for pid, marker in pids:
         if alive(pid) and marker in command_line(pid):

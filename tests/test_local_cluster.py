@@ -168,6 +168,26 @@ def test_prefect_down_and_cut_region_run_attached_to_ridgeline_up_and_down_stops
         httpx.get(f"{after['fault_control']}/paths", timeout=2)  # the proxies' endpoint died with up
 
 
+@pytest.mark.slow
+def test_down_after_up_was_sigkilled_stops_every_process_up_left_behind(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    env = {**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}, "RIDGELINE_STATE_DIR": str(state_dir)}
+    with _ridgeline_up(tmp_path, {"eu-alps": ["eu-alps-1"]}, env) as (up, _):
+        state = json.loads((state_dir / "state.json").read_text())
+        up.kill()
+        up.wait(10)
+        down = _ridgeline("down", env=env)
+        assert down.returncode == 0 and "left behind" in down.stdout, down.stdout + down.stderr
+    pids = {node_id: node["pid"] for node_id, node in state["nodes"].items()}
+    pids.update(coordinator=state["coordinator_pid"], gateway=state["services"]["gateway_pid"], prefect=state["prefect"]["pid"])
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in pids.values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not {name: pid for name, pid in pids.items() if _alive(pid)}, "outlived ridgeline down"
+    assert not any((state_dir / "postgres").glob("*/postmaster.pid")), "a database outlived ridgeline down"
+    assert not (state_dir / "state.json").exists()
+
+
 def _read_until(process: subprocess.Popen[str], marker: str, *, timeout: float) -> str:
     assert process.stdout is not None
     seen: list[str] = []
