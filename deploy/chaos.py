@@ -253,7 +253,7 @@ class PrefectDown(_SettlementFault):
 
     def inject(self, cluster: LocalCluster, run: DrillRun) -> list[str]:
         if cluster.prefect is None:
-            raise RuntimeError("this cluster's Prefect server is not run by `ridgeline up` (PREFECT_API_URL or the cluster file names it)")
+            raise RuntimeError("this cluster did not start its Prefect server (PREFECT_API_URL or the cluster file names it): there is none here to stop")
         cluster.prefect.stop()
         run.note("stopped the Prefect server")
         return [_basecamps_of(cluster, cluster.spec.regions[0].name)[0]]

@@ -237,7 +237,7 @@ class LocalCluster:
         """Starts the Prefect server again after it was stopped: same port and database, so the
         nodes keep their API URL and settlement catches up."""
         if self.prefect is None:
-            raise ClusterStartError("this cluster's Prefect server is not run by `ridgeline up` (PREFECT_API_URL or the cluster file names it)")
+            raise ClusterStartError("this cluster did not start its Prefect server (PREFECT_API_URL or the cluster file names it): there is none here to restart")
         self.prefect.start()
         self._write_state()
 
