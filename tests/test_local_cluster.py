@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,7 +17,9 @@ import httpx
 import pytest
 
 from ridgeline.deploy.cluster_file import ClusterFileError, default_cluster, load_cluster_file, parse_cluster, render_cluster_file
+from ridgeline.deploy.local_cluster import bring_down
 from ridgeline.deploy.postgres import free_loopback_port
+from ridgeline.deploy.processes import command_line
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "deploy" / "examples"
 
@@ -157,6 +160,7 @@ def test_prefect_down_and_cut_region_run_attached_to_ridgeline_up_and_down_stops
         after = json.loads((state_dir / "state.json").read_text())
         assert after["prefect"]["pid"] != before["prefect"]["pid"], "the drill restarted Prefect: state.json has its new pid"
         assert after["prefect"]["port"] == before["prefect"]["port"], "on the same port: the nodes keep their API URL"
+        assert "gateway" in command_line(after["services"]["gateway_pid"]), "down must find the gateway should up be killed"
         paths = httpx.get(f"{after['fault_control']}/paths", timeout=5).json()
         assert sorted(paths) == ["eu-alps-1", "na-rockies-1"] and {p["mode"] for p in paths.values()} == {"pass"}, paths
 
@@ -168,24 +172,37 @@ def test_prefect_down_and_cut_region_run_attached_to_ridgeline_up_and_down_stops
         httpx.get(f"{after['fault_control']}/paths", timeout=2)  # the proxies' endpoint died with up
 
 
-@pytest.mark.slow
-def test_down_after_up_was_sigkilled_stops_every_process_up_left_behind(tmp_path: Path) -> None:
-    state_dir = tmp_path / "state"
-    env = {**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}, "RIDGELINE_STATE_DIR": str(state_dir)}
-    with _ridgeline_up(tmp_path, {"eu-alps": ["eu-alps-1"]}, env) as (up, _):
-        state = json.loads((state_dir / "state.json").read_text())
-        up.kill()
-        up.wait(10)
-        down = _ridgeline("down", env=env)
-        assert down.returncode == 0 and "left behind" in down.stdout, down.stdout + down.stderr
-    pids = {node_id: node["pid"] for node_id, node in state["nodes"].items()}
-    pids.update(coordinator=state["coordinator_pid"], gateway=state["services"]["gateway_pid"], prefect=state["prefect"]["pid"])
-    deadline = time.monotonic() + 30
-    while any(_alive(pid) for pid in pids.values()) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not {name: pid for name, pid in pids.items() if _alive(pid)}, "outlived ridgeline down"
-    assert not any((state_dir / "postgres").glob("*/postmaster.pid")), "a database outlived ridgeline down"
-    assert not (state_dir / "state.json").exists()
+def test_down_after_up_was_sigkilled_stops_every_process_state_json_records(tmp_path: Path) -> None:
+    """What ``ridgeline down`` does by itself when up is gone: every recorded pid whose command
+    line is still the part's gets SIGTERM (nodes, coordinator, gateway, Prefect), a reused pid not."""
+    def sleeper(name: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", name])
+
+    dead_up = sleeper("ridgeline-up")
+    dead_up.kill()
+    dead_up.wait()
+    parts = {name: sleeper(f"ridgeline-{name}") for name in ("node", "coordinator", "gateway")} | {"prefect": sleeper("prefect-server")}
+    bystander = subprocess.Popen(["sleep", "120"])  # a pid reused since up recorded it (no marker even in its path)
+    state = {
+        "up_pid": dead_up.pid, "cluster": "test", "databases": {},
+        "nodes": {"n1": {"pid": parts["node"].pid}, "n2": {"pid": bystander.pid}},
+        "coordinator_pid": parts["coordinator"].pid,
+        "services": {"local": False, "gateway_pid": parts["gateway"].pid},
+        "prefect": {"pid": parts["prefect"].pid},
+    }
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    try:
+        assert "left behind" in bring_down(tmp_path)
+        deadline = time.monotonic() + 10
+        while any(part.poll() is None for part in parts.values()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert {name: part.poll() for name, part in parts.items()} == dict.fromkeys(parts, -signal.SIGTERM), "None: outlived down"
+        assert bystander.poll() is None, "a pid that is no longer the part's must be left alone"
+        assert not (tmp_path / "state.json").exists()
+    finally:
+        for process in [*parts.values(), bystander]:
+            process.kill()
+            process.wait()
 
 
 def _read_until(process: subprocess.Popen[str], marker: str, *, timeout: float) -> str:
