@@ -7,9 +7,11 @@ database and check that every booking the load was told about still stands. The 
 carries the timeline, the load figures, the recovery times and every audit verdict; a
 drill passes only when the audit passes and recovery came within the drill's bound.
 
-Drills act on a local cluster (`ridgeline up`, or a throwaway one), because injecting
-faults needs the processes: SIGKILL, SIGSTOP, stopping a region database or the Prefect
-server, and the fault proxies between the coordinator and the nodes.
+Drills act on a local cluster, because injecting faults needs the processes: SIGKILL,
+SIGSTOP, stopping a region database or the Prefect server, and the fault proxies between
+the coordinator and the nodes. Every drill runs attached to a running ``ridgeline up``
+(:meth:`LocalCluster.attach`: processes by pid, the proxies through up's control
+endpoint, restarts recorded for ``ridgeline down``) or on a throwaway cluster.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 
 import grpc
@@ -55,6 +57,7 @@ class DrillRun:
 
     drill: str
     hypothesis: str
+    times: DrillTimes
     timeline: list[tuple[float, str]] = field(default_factory=list)
     recovery_seconds: dict[str, float] = field(default_factory=dict)
     recovery_bound_seconds: float = 0.0
@@ -78,6 +81,7 @@ class DrillRun:
         return {
             "drill": self.drill,
             "hypothesis": self.hypothesis,
+            "times_seconds": asdict(self.times),
             "passed": self.passed,
             "error": self.error,
             "timeline": [{"t": t, "event": e} for t, e in self.timeline],
@@ -94,6 +98,8 @@ class Fault:
 
     name: str
     hypothesis: str
+    #: What of the cluster the drill touches, and how it puts it back (`chaos list` shows it).
+    acts_on: str
 
     def inject(self, cluster: LocalCluster, run: DrillRun) -> list[str]:
         """Applies the fault; returns the basecamps whose writes it interrupts."""
@@ -141,6 +147,7 @@ class _NodeFault(Fault):
 class KillNode(_NodeFault):
     name = "kill-node"
     signal_name = "SIGKILL"
+    acts_on = "the node owning the most basecamps: SIGKILL, then started again"
     hypothesis = (
         "SIGKILL of the node owning the most basecamps: its basecamps are writable again within lease TTL + "
         "heartbeat (+1 s for the client's backoff), other basecamps never stop, nothing acknowledged is lost"
@@ -157,6 +164,7 @@ class KillNode(_NodeFault):
 class PauseNode(_NodeFault):
     name = "pause-node"
     signal_name = "SIGSTOP"
+    acts_on = "the node owning the most basecamps: SIGSTOP, then SIGCONT"
     hypothesis = (
         "SIGSTOP of a node for longer than its lease: its basecamps move to another node within lease TTL + "
         "heartbeat (+1 s), and after SIGCONT the database refuses whatever it still tries under its old epoch "
@@ -173,6 +181,7 @@ class PauseNode(_NodeFault):
 
 class StopRegionDatabase(Fault):
     name = "stop-region-db"
+    acts_on = "the first region's local PostgreSQL: stopped, then started"
     hypothesis = (
         "The first region's database stops (fast shutdown) for the fault window: that region answers UNAVAILABLE, "
         "other regions keep booking, and after the restart its basecamps are writable again within 10 s; "
@@ -217,6 +226,8 @@ class _SettlementFault(Fault):
 class GatewayFault(_SettlementFault):
     """The payment gateway misbehaves (its run-time faults) for the fault window."""
 
+    acts_on = "the payment gateway: faults set through its admin API, then cleared"
+
     def __init__(self, name: str, hypothesis: str, faults: dict[str, object]) -> None:
         self.name, self.hypothesis, self._faults = name, hypothesis, faults
 
@@ -234,6 +245,7 @@ class PrefectDown(_SettlementFault):
     """The Prefect server stops for the fault window and comes back on the same port."""
 
     name = "prefect-down"
+    acts_on = "the cluster's Prefect server: stopped, then started again on its port and database"
     hypothesis = (
         "The Prefect API is down: Book keeps taking holds (they wait in the database), no flow run can start, and "
         "once the API is back settlement catches up: paid bookings confirm within 15 s; money balances"
@@ -241,19 +253,19 @@ class PrefectDown(_SettlementFault):
 
     def inject(self, cluster: LocalCluster, run: DrillRun) -> list[str]:
         if cluster.prefect is None:
-            raise RuntimeError("the Prefect server is not this drill's to stop: run with --fresh, or point drills at a cluster that started it")
+            raise RuntimeError("this cluster did not start its Prefect server (PREFECT_API_URL or the cluster file names it): there is none here to stop")
         cluster.prefect.stop()
         run.note("stopped the Prefect server")
         return [_basecamps_of(cluster, cluster.spec.regions[0].name)[0]]
 
     def restore(self, cluster: LocalCluster, run: DrillRun) -> None:
-        assert cluster.prefect is not None
-        cluster.prefect.start()
-        run.note("restarted the Prefect server")
+        cluster.restart_prefect()
+        run.note(f"restarted the Prefect server on {cluster.spec.prefect_api_url}")
 
 
 class KillCoordinator(Fault):
     name = "kill-coordinator"
+    acts_on = "the trek coordinator: SIGKILL, then started again"
     hypothesis = (
         "SIGKILL of the trek coordinator while treks are being planned: after its restart it re-drives every "
         "unfinished trek; every finished trek has all legs or none (audit 5), money balances (audit 4), and a new "
@@ -308,6 +320,7 @@ class CutRegion(KillCoordinator):
     """The last region's nodes vanish from the coordinator's side only (its fault proxies blackhole)."""
 
     name = "cut-region"
+    acts_on = "the coordinator's fault proxies to the last region's nodes: blackhole, then pass (a bounded fault)"
     hypothesis = (
         "The coordinator loses the path to one region (a blackhole: nothing answers, nothing is refused) while desks "
         "still reach it: treks touching it abort at their prepare deadline or wait for their commits, none is left "
@@ -317,18 +330,17 @@ class CutRegion(KillCoordinator):
     def inject(self, cluster: LocalCluster, run: DrillRun) -> list[str]:
         region = cluster.spec.regions[-1].name
         paths = [cluster.coordinator_paths.get(n.node_id) for n in cluster.spec.regions[-1].nodes]
-        if not paths or None in paths:
-            raise RuntimeError("the coordinator's paths to the nodes are not this drill's to cut: run with --fresh")
-        for path in paths:
-            assert path is not None
-            path.set_mode("blackhole")
-        self._paths = paths
+        if None in paths:
+            raise RuntimeError("the coordinator dials the nodes without fault proxies here (a `ridgeline up` older than their control endpoint? restart it)")
+        self._paths = [path for path in paths if path is not None]
+        # Lifts itself should this process die mid-drill: at the latest when the drill would give up.
+        for path in self._paths:
+            path.set_mode("blackhole", lasting_seconds=run.times.fault + run.times.recovery_max)
         run.note(f"blackholed the coordinator's path to {region}")
         return ["trek"]
 
     def restore(self, cluster: LocalCluster, run: DrillRun) -> None:
         for path in self._paths:
-            assert path is not None
             path.set_mode("pass")
         run.note("restored the coordinator's path")
 
@@ -391,7 +403,7 @@ def run_drill(
     cluster recovers from a fault, which an unpaced load beyond the cluster's capacity
     would hide behind its own backlog (measured: settlement behind a saturating load took
     40 s to drain after a 5 s gateway outage; paced, it is back in seconds)."""
-    run = DrillRun(fault.name, fault.hypothesis)
+    run = DrillRun(fault.name, fault.hypothesis, times)
     seeds = [r.address for r in cluster.nodes.values()]
     total = times.warmup + times.fault + times.recovery_max + times.cooldown
     coordinator = cluster.coordinator.address if cluster.coordinator else None

@@ -92,14 +92,16 @@ app.add_typer(chaos_app, name="chaos")
 
 @chaos_app.command("list")
 def chaos_list() -> None:
-    """Every drill with its steady-state hypothesis."""
+    """Every drill, what it acts on and its steady-state hypothesis."""
     from .chaos import DRILLS
 
-    table = Table(title="Chaos drills")
-    for column in ("drill", "hypothesis"):
+    table = Table(title="Chaos drills", caption="`ridgeline chaos run DRILL` runs any of them against the running `ridgeline up` (--fresh: a throwaway cluster)")
+    table.add_column("drill", no_wrap=True)
+    for column in ("acts on", "hypothesis"):
         table.add_column(column)
     for name, make in DRILLS.items():
-        table.add_row(name, make().hypothesis)
+        fault = make()
+        table.add_row(name, fault.acts_on, fault.hypothesis)
     _console.print(table)
 
 

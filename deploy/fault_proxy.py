@@ -4,7 +4,8 @@ It stands between a client and a service (the trek coordinator and a region's no
 node and the Prefect API) so a fault can be injected on the path without touching either
 end. Modes: ``pass`` (forward), ``latency`` (forward, each chunk delayed), ``reset``
 (close every connection, refuse new ones at once), ``blackhole`` (keep connections open
-and forward nothing: the peer waits until its own deadline).
+and forward nothing: the peer waits until its own deadline). A fault may be set for a
+bounded time, after which the proxy forwards again by itself (see :meth:`FaultProxy.set_mode`).
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Literal
+from typing import Literal, get_args
 
 Mode = Literal["pass", "latency", "reset", "blackhole"]
+MODES: tuple[Mode, ...] = get_args(Mode)
 
 
 class FaultProxy:
@@ -25,6 +27,8 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._mode: Mode = "pass"
         self._latency_seconds = 0.0
+        #: Bumped by every switch, so a lapsing fault never undoes a later one.
+        self._generation = 0
         self._open: list[socket.socket] = []
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
@@ -34,16 +38,31 @@ class FaultProxy:
         return f"127.0.0.1:{self.port}"
 
     @property
+    def target(self) -> str:
+        return f"{self._target[0]}:{self._target[1]}"
+
+    @property
     def mode(self) -> Mode:
         return self._mode
 
-    def set_mode(self, mode: Mode, *, latency_ms: int = 0) -> None:
+    @property
+    def latency_ms(self) -> int:
+        return round(self._latency_seconds * 1000)
+
+    def set_mode(self, mode: Mode, *, latency_ms: int = 0, lasting_seconds: float | None = None) -> None:
+        """Switches the fault. With ``lasting_seconds`` the proxy returns to ``pass`` by itself
+        after that long (unless switched again meanwhile): whoever set the fault may die
+        before lifting it, and a path must not stay cut for good because of that."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if latency_ms < 0 or (lasting_seconds is not None and lasting_seconds <= 0):
+            raise ValueError("latency_ms must be >= 0 and lasting_seconds > 0")
         with self._lock:
-            self._mode, self._latency_seconds = mode, latency_ms / 1000
-            if mode == "reset":
-                for conn in self._open:
-                    _close(conn)
-                self._open.clear()
+            generation = self._switch(mode, latency_ms / 1000)
+        if lasting_seconds is not None and mode != "pass":
+            timer = threading.Timer(lasting_seconds, self._lapse, args=(generation,))
+            timer.daemon = True
+            timer.start()
 
     def down(self) -> None:
         """Resets every open connection; new ones are accepted and closed at once."""
@@ -56,6 +75,21 @@ class FaultProxy:
         self._closed = True
         self.down()
         _close(self._listener)
+
+    def _switch(self, mode: Mode, latency_seconds: float) -> int:
+        """Sets the mode (the lock held); returns the switch's generation."""
+        self._generation += 1
+        self._mode, self._latency_seconds = mode, latency_seconds
+        if mode == "reset":
+            for conn in self._open:
+                _close(conn)
+            self._open.clear()
+        return self._generation
+
+    def _lapse(self, generation: int) -> None:
+        with self._lock:
+            if generation == self._generation and not self._closed:
+                self._switch("pass", 0.0)
 
     def _accept(self) -> None:
         while not self._closed:

@@ -14,7 +14,6 @@ everything listens. ``state.json`` in the state directory lets ``ridgeline down`
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -33,9 +32,11 @@ from ridgeline.regional.config import NodeConfig
 from ridgeline.routing.router import ClusterClient, ClusterUnreachable
 
 from .cluster_file import ClusterSpec, render_cluster_file
+from .fault_control import FaultControlServer, FaultPath, RemoteFaultPath
 from .fault_proxy import FaultProxy
 from .postgres import PostgresServer
 from .prefect_server import PrefectServer
+from .processes import AdoptedProcess, ProcessHandle, alive, command_line
 from .region import prepare_region_database
 
 #: RIDGELINE_STATE_DIR moves it, e.g. to run two clusters side by side.
@@ -51,49 +52,6 @@ class ClusterStartError(RuntimeError):
 
 class Stoppable(Protocol):
     def stop(self, timeout_seconds: float = ...) -> object: ...
-
-
-class ProcessHandle(Protocol):
-    """What the cluster needs of a node process: a Popen, or an adopted pid (see attach)."""
-
-    pid: int
-
-    def poll(self) -> int | None: ...
-    def terminate(self) -> None: ...
-    def kill(self) -> None: ...
-    def wait(self, timeout: float | None = None) -> int: ...
-
-
-class AdoptedProcess:
-    """A node process started by another ``ridgeline`` process (a running ``ridgeline up``)."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.returncode: int | None = None
-
-    def poll(self) -> int | None:
-        if self.returncode is None and not _alive(self.pid):
-            self.returncode = -signal.SIGKILL  # not our child: the real status is its parent's to know
-        return self.returncode
-
-    def terminate(self) -> None:
-        self._signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        self._signal(signal.SIGKILL)
-
-    def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.poll() is None:
-            if deadline is not None and time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0)
-            time.sleep(0.05)
-        assert self.returncode is not None
-        return self.returncode
-
-    def _signal(self, signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signum)
 
 
 @dataclass
@@ -116,7 +74,7 @@ def read_state(state_dir: Path) -> dict[str, object] | None:
 def state_coordinator(state_dir: Path = DEFAULT_STATE_DIR) -> str | None:
     """The coordinator address of the cluster ``ridgeline up`` runs, if it runs one."""
     state = read_state(state_dir)
-    if not state or not _alive(int(state.get("up_pid", 0))):  # type: ignore[arg-type]
+    if not state or not alive(int(state.get("up_pid", 0))):  # type: ignore[arg-type]
         return None
     return state.get("coordinator") or None  # type: ignore[return-value]
 
@@ -124,7 +82,7 @@ def state_coordinator(state_dir: Path = DEFAULT_STATE_DIR) -> str | None:
 def state_seeds(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
     """Node addresses of the cluster ``ridgeline up`` runs, for clients that were given none."""
     state = read_state(state_dir)
-    if not state or not _alive(int(state.get("up_pid", 0))):  # type: ignore[arg-type]
+    if not state or not alive(int(state.get("up_pid", 0))):  # type: ignore[arg-type]
         return []
     return [str(node["address"]) for node in state.get("nodes", {}).values()]  # type: ignore[union-attr]
 
@@ -141,10 +99,16 @@ class LocalCluster:
         self.cluster_file = state_dir / "cluster.toml"
         self._up_pid = os.getpid()
         self.coordinator: NodeRun | None = None
-        #: The Prefect server this object started (None: PREFECT_API_URL, the file, or attached).
+        #: The payment gateway `ridgeline up` started (None: the cluster file names one).
+        self._gateway_pid: int | None = None
+        #: The Prefect server `ridgeline up` started (None: PREFECT_API_URL or the file names one).
         self.prefect: PrefectServer | None = None
-        #: node_id -> the fault proxy the coordinator reaches that node through (drills cut it).
-        self.coordinator_paths: dict[str, FaultProxy] = {}
+        #: node_id -> the path the coordinator reaches that node through (drills cut it): a
+        #: fault proxy here, or, attached, the same proxy through up's control endpoint.
+        self.coordinator_paths: dict[str, FaultPath] = {}
+        #: Serves coordinator_paths to other processes (None: attached, or no coordinator).
+        self._fault_control: FaultControlServer | None = None
+        self._fault_control_url: str | None = None
         #: node address -> the proxy address the coordinator dials (also when attached).
         self._via: dict[str, str] = {}
 
@@ -152,13 +116,15 @@ class LocalCluster:
     def attach(cls, state_dir: Path) -> LocalCluster:
         """The cluster a running ``ridgeline up`` serves from ``state_dir``, to inject faults into.
 
-        Nodes are driven by pid; a node restarted from here is recorded in state.json, so
-        that ``ridgeline down`` stops it too. Never call stop() on an attached cluster.
+        Nodes, the coordinator and the Prefect server are driven by pid; one restarted from
+        here is recorded in state.json, so that ``ridgeline down`` stops it too. The
+        coordinator's fault proxies are switched through up's control endpoint. Never call
+        stop() on an attached cluster.
         """
         from .cluster_file import load_cluster_file
 
         state = read_state(state_dir)
-        if not state or not _alive(int(state.get("up_pid", 0))):  # type: ignore[arg-type]
+        if not state or not alive(int(state.get("up_pid", 0))):  # type: ignore[arg-type]
             raise ClusterStartError(f"no `ridgeline up` runs from {state_dir}")
         cluster = cls(load_cluster_file(Path(str(state["cluster_file"]))), state_dir)
         cluster._up_pid = int(state["up_pid"])  # type: ignore[arg-type]
@@ -167,7 +133,19 @@ class LocalCluster:
         for region, database in state["databases"].items():  # type: ignore[union-attr]
             if database.get("local"):
                 cluster.databases[region] = PostgresServer(state_dir / "postgres" / region)
+        cluster._gateway_pid = state["services"].get("gateway_pid")  # type: ignore[union-attr]
+        if state["services"].get("local"):  # type: ignore[union-attr]
+            cluster.databases["services"] = PostgresServer(state_dir / "postgres" / "services")
+        prefect = state.get("prefect")
+        if prefect:
+            cluster.prefect = PrefectServer(
+                cluster.databases["services"], database_name=prefect["database"], port=int(prefect["port"]), home=Path(prefect["home"])  # type: ignore[index]
+            )
+            cluster.prefect.adopt(int(prefect["pid"]))  # type: ignore[index]
         cluster._via = dict(state.get("coordinator_via") or {})  # type: ignore[arg-type]
+        cluster._fault_control_url = state.get("fault_control")  # type: ignore[assignment]
+        if cluster._fault_control_url:
+            cluster.coordinator_paths = {node_id: RemoteFaultPath(cluster._fault_control_url, node_id) for node_id in cluster.nodes}
         if state.get("coordinator_pid"):
             cluster.coordinator = NodeRun(
                 "coordinator", "", str(state["coordinator"]), AdoptedProcess(int(state["coordinator_pid"])), state_dir / "logs" / "coordinator.log"  # type: ignore[arg-type]
@@ -178,7 +156,7 @@ class LocalCluster:
     def start(self, *, settle_timeout_seconds: float = 60.0) -> None:
         """Brings every part up, or stops what it started and raises ClusterStartError."""
         existing = read_state(self.state_dir)
-        if existing and _alive(int(existing.get("up_pid", 0))):  # type: ignore[arg-type]
+        if existing and alive(int(existing.get("up_pid", 0))):  # type: ignore[arg-type]
             raise ClusterStartError(f"a cluster already runs from {self.state_dir} (pid {existing['up_pid']}); `ridgeline down` first")
         (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         try:
@@ -199,7 +177,7 @@ class LocalCluster:
     def stop(self) -> None:
         """Stops the coordinator, drains every node (SIGTERM, then SIGKILL after 15 s), then
         stops the gateway, Prefect and the databases."""
-        self._adopt_restarted_nodes()
+        self._adopt_restarted_processes()
         runs = list(self.nodes.values()) + ([self.coordinator] if self.coordinator else [])
         for run in runs:
             if run.process.poll() is None:
@@ -212,22 +190,25 @@ class LocalCluster:
                 run.process.wait(5)
         for service in reversed(self._services):
             service.stop()
-        for proxy in self.coordinator_paths.values():
-            proxy.close()
+        if self._fault_control is not None:
+            self._fault_control.close()
         with ThreadPoolExecutor(max(len(self.databases), 1)) as pool:
             list(pool.map(PostgresServer.stop, self.databases.values()))
         (self.state_dir / STATE_FILE).unlink(missing_ok=True)
 
-    def _adopt_restarted_nodes(self) -> None:
-        """Nodes (and the coordinator) a drill restarted from another process are in
-        state.json, not among our children."""
+    def _adopt_restarted_processes(self) -> None:
+        """Nodes, the coordinator and the Prefect server a drill restarted from another process
+        are in state.json, not among our children."""
         state = read_state(self.state_dir) or {}
+        prefect_pid = int((state.get("prefect") or {}).get("pid") or 0)  # type: ignore[union-attr]
+        if self.prefect is not None and prefect_pid and prefect_pid != self.prefect.pid and alive(prefect_pid):
+            self.prefect.adopt(prefect_pid)
         coordinator_pid = int(state.get("coordinator_pid") or 0)  # type: ignore[arg-type]
-        if self.coordinator is not None and coordinator_pid and coordinator_pid != self.coordinator.process.pid and _alive(coordinator_pid):
+        if self.coordinator is not None and coordinator_pid and coordinator_pid != self.coordinator.process.pid and alive(coordinator_pid):
             self.coordinator = NodeRun("coordinator", "", self.coordinator.address, AdoptedProcess(coordinator_pid), self.coordinator.log_path)
         for node_id, node in state.get("nodes", {}).items():  # type: ignore[union-attr]
             run = self.nodes.get(node_id)
-            if run is not None and run.process.pid != int(node["pid"]) and _alive(int(node["pid"])):
+            if run is not None and run.process.pid != int(node["pid"]) and alive(int(node["pid"])):
                 self.nodes[node_id] = NodeRun(node_id, run.region, run.address, AdoptedProcess(int(node["pid"])), run.log_path)
 
     def kill_node(self, node_id: str) -> None:
@@ -250,6 +231,14 @@ class LocalCluster:
         if self.coordinator is None or self.coordinator.process.poll() is None:
             raise ClusterStartError("the coordinator is not configured, or still running")
         self._start_coordinator()
+        self._write_state()
+
+    def restart_prefect(self) -> None:
+        """Starts the Prefect server again after it was stopped: same port and database, so the
+        nodes keep their API URL and settlement catches up."""
+        if self.prefect is None:
+            raise ClusterStartError("this cluster did not start its Prefect server (PREFECT_API_URL or the cluster file names it): there is none here to restart")
+        self.prefect.start()
         self._write_state()
 
     def exited_nodes(self) -> dict[str, int]:
@@ -300,10 +289,11 @@ class LocalCluster:
             self._progress("starting the payment gateway")
             gateway = GatewayProcess(services.create_database("ridgeline_gateway"), seed=None)
             self._services.append(gateway)
+            self._gateway_pid = gateway.pid
             gateway_url = gateway.url
         if not prefect_url:
             self._progress("starting the Prefect server (lean, on PostgreSQL)")
-            self.prefect = PrefectServer(services)
+            self.prefect = PrefectServer(services, home=self.state_dir / "prefect")
             prefect_url = self.prefect.start()
             self._services.append(self.prefect)
         self.spec = replace(self.spec, gateway_url=gateway_url, prefect_api_url=prefect_url)
@@ -313,20 +303,25 @@ class LocalCluster:
         self._progress("starting the trek coordinator")
         log_path = self.state_dir / "logs" / "coordinator.log"
         command = [sys.executable, "-m", "ridgeline.deploy.cli", "coordinator", "--cluster", str(self.cluster_file)]
-        # The coordinator reaches every node through a fault proxy held by `ridgeline up`, so a
-        # drill can cut a region off from the coordinator alone (nodes, desks unaffected). A
-        # process attached to the cluster reuses up's proxies, recorded in state.json.
+        # A process attached to the cluster reuses up's proxies, recorded in state.json.
         if not self._via:
-            for run in self.nodes.values():
-                host, port = run.address.rsplit(":", 1)
-                self.coordinator_paths[run.node_id] = FaultProxy(host, int(port))
-            self._via = {run.address: self.coordinator_paths[run.node_id].address for run in self.nodes.values()}
+            self._open_coordinator_paths()
         for node_address, proxy_address in self._via.items():
             command += ["--via", f"{node_address}={proxy_address}"]
         with log_path.open("ab") as log:
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
         self.coordinator = NodeRun("coordinator", "", str(self.spec.coordinator_listen), process, log_path)
         _await_ready(process, f"the coordinator exited before serving; see {log_path}")
+
+    def _open_coordinator_paths(self) -> None:
+        """A fault proxy per node for the coordinator to dial, so a drill can cut a region off
+        from the coordinator alone (nodes and desks unaffected). The proxies live in this
+        process and die with it; the control endpoint lets a drill in another process switch them."""
+        proxies = {run.node_id: FaultProxy(*_host_port(run.address)) for run in self.nodes.values()}
+        self._fault_control = FaultControlServer(proxies)
+        self._fault_control_url = self._fault_control.url
+        self.coordinator_paths = dict(proxies)
+        self._via = {self.nodes[node_id].address: proxy.address for node_id, proxy in proxies.items()}
 
     def _start_nodes(self) -> None:
         specs = [(region, node) for region in self.spec.regions for node in region.nodes]
@@ -377,6 +372,7 @@ class LocalCluster:
             "coordinator": self.coordinator.address if self.coordinator else None,
             "coordinator_pid": self.coordinator.process.pid if self.coordinator else None,
             "coordinator_via": self._via,
+            "fault_control": self._fault_control_url,
             "nodes": {
                 run.node_id: {"region": run.region, "address": run.address, "pid": run.process.pid, "log": str(run.log_path)}
                 for run in self.nodes.values()
@@ -384,9 +380,23 @@ class LocalCluster:
             "databases": {
                 r.name: {"url": r.database_url, "local": r.name in self.databases} for r in self.spec.regions
             },
-            "services": {"local": "services" in self.databases, "gateway_url": self.spec.gateway_url, "prefect_api_url": self.spec.prefect_api_url},
+            "services": {
+                "local": "services" in self.databases,
+                "gateway_url": self.spec.gateway_url,
+                "gateway_pid": self._gateway_pid,
+                "prefect_api_url": self.spec.prefect_api_url,
+            },
+            "prefect": (
+                {"pid": self.prefect.pid, "port": self.prefect.port, "database": self.prefect.database_name, "home": str(self.prefect.home)}
+                if self.prefect
+                else None
+            ),
         }
-        (self.state_dir / STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
+        # Written aside and renamed: a process killed mid-write must not leave a torn state.json,
+        # which would hide the cluster from `ridgeline down`.
+        written = self.state_dir / f"{STATE_FILE}.{os.getpid()}"
+        written.write_text(json.dumps(state, indent=2), encoding="utf-8")
+        os.replace(written, self.state_dir / STATE_FILE)
 
 
 def _await_ready(process: subprocess.Popen[str], failure: str) -> None:
@@ -400,24 +410,32 @@ def _await_ready(process: subprocess.Popen[str], failure: str) -> None:
     raise ClusterStartError(f"{failure} (exit status {process.returncode})")
 
 
+def _host_port(address: str) -> tuple[str, int]:
+    host, port = address.rsplit(":", 1)
+    return host, int(port)
+
+
 def bring_down(state_dir: Path, *, timeout_seconds: float = 60.0) -> str:
     """Stops the cluster that ``ridgeline up`` runs from ``state_dir``; says what it did."""
     state = read_state(state_dir)
     if state is None:
         return f"no cluster runs from {state_dir}"
     up_pid = int(state.get("up_pid", 0))  # type: ignore[arg-type]
-    if _alive(up_pid):
+    if alive(up_pid):
         os.kill(up_pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_seconds
-        while _alive(up_pid) and time.monotonic() < deadline:
+        while alive(up_pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if not _alive(up_pid):
+        if not alive(up_pid):
             return f"stopped cluster {state.get('cluster')} (ridgeline up, pid {up_pid})"
     # `ridgeline up` is gone (killed): stop what it left behind ourselves.
-    pids = [int(node["pid"]) for node in state.get("nodes", {}).values()]  # type: ignore[union-attr]
-    pids += [int(state["coordinator_pid"])] if state.get("coordinator_pid") else []  # type: ignore[arg-type]
-    for pid in pids:
-        if _alive(pid) and "ridgeline" in _cmdline(pid):
+    # Each pid with what its command line says, lest a reused pid be someone else's.
+    pids = [(int(node["pid"]), "ridgeline") for node in state.get("nodes", {}).values()]  # type: ignore[union-attr]
+    pids += [(int(state["coordinator_pid"]), "ridgeline")] if state.get("coordinator_pid") else []  # type: ignore[arg-type]
+    pids += [(int(state["services"]["gateway_pid"]), "ridgeline")] if state.get("services", {}).get("gateway_pid") else []  # type: ignore[index, union-attr]
+    pids += [(int(state["prefect"]["pid"]), "prefect")] if state.get("prefect") else []  # type: ignore[index]
+    for pid, marker in pids:
+        if alive(pid) and marker in command_line(pid):
             os.kill(pid, signal.SIGTERM)
     for region, database in state.get("databases", {}).items():  # type: ignore[union-attr]
         if database.get("local"):
@@ -426,26 +444,3 @@ def bring_down(state_dir: Path, *, timeout_seconds: float = 60.0) -> str:
         PostgresServer(state_dir / "postgres" / "services").stop()
     (state_dir / STATE_FILE).unlink(missing_ok=True)
     return f"stopped the parts of cluster {state.get('cluster')} that ridgeline up (pid {up_pid}) left behind"
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs; an exited process its parent has not reaped yet (a zombie) does not."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""

@@ -8,6 +8,7 @@ import sys
 from datetime import date, timedelta
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from ridgeline.deploy.cli import app
@@ -82,3 +83,17 @@ def test_demo_starts_a_node_on_its_own_database_and_books_a_stay(tmp_path: Path)
     assert "listening on 127.0.0.1:" in completed.stdout
     assert "Confirmed" in completed.stdout
     assert "ch_" in completed.stdout, "the tour's booking was charged by the settle flow (its charge id is shown)"
+
+
+def test_chaos_list_names_every_drill_and_what_it_acts_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
+    from ridgeline.deploy import cli_drills
+    from ridgeline.deploy.chaos import DRILLS
+
+    monkeypatch.setattr(cli_drills, "_console", Console(width=400))  # one line per drill
+    result = runner.invoke(app, ["chaos", "list"])
+    assert result.exit_code == 0, result.output
+    for name, make in DRILLS.items():
+        assert f"│ {name} " in result.output and make().acts_on in result.output, name
+    assert "runs any of them against the running `ridgeline up`" in result.output

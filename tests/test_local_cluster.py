@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
 from ridgeline.deploy.cluster_file import ClusterFileError, default_cluster, load_cluster_file, parse_cluster, render_cluster_file
+from ridgeline.deploy.local_cluster import bring_down
 from ridgeline.deploy.postgres import free_loopback_port
+from ridgeline.deploy.processes import command_line
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "deploy" / "examples"
 
@@ -66,9 +72,11 @@ def _ridgeline(*args: str, env: dict[str, str], timeout: float = 60) -> subproce
     return subprocess.run([sys.executable, "-m", "ridgeline.deploy.cli", *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.slow
-def test_up_status_book_drill_audit_down_on_a_running_cluster(tmp_path: Path) -> None:
-    nodes = {"eu-alps": ["eu-alps-1", "eu-alps-2"], "na-rockies": ["na-rockies-1"], "sa-andes": ["sa-andes-1"]}
+@contextmanager
+def _ridgeline_up(tmp_path: Path, nodes: dict[str, list[str]], env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``ridgeline up`` in its own process (as an operator runs it) on a cluster of ``nodes``
+    with a coordinator, serving from ``env``'s RIDGELINE_STATE_DIR; yields it and its output
+    so far, and stops it if the test did not."""
     lines = ["[cluster]", 'name = "test"', "lease_ttl_seconds = 2.0", "heartbeat_interval_seconds = 0.5"]
     lines += ["[coordinator]", f'listen = "127.0.0.1:{free_loopback_port()}"']
     for region, ids in nodes.items():
@@ -77,15 +85,24 @@ def test_up_status_book_drill_audit_down_on_a_running_cluster(tmp_path: Path) ->
             lines += ["[[regions.nodes]]", f'id = "{node_id}"', f'listen = "127.0.0.1:{free_loopback_port()}"']
     cluster_file = tmp_path / "cluster.toml"
     cluster_file.write_text("\n".join(lines) + "\n")
-    state_dir = tmp_path / "state"
-    env = {**os.environ, "RIDGELINE_STATE_DIR": str(state_dir)}
-
     up = subprocess.Popen(
         [sys.executable, "-m", "ridgeline.deploy.cli", "up", "--cluster", str(cluster_file)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        output = _read_until(up, "is serving", timeout=180)
+        yield up, _read_until(up, "is serving", timeout=180)
+    finally:
+        if up.poll() is None:
+            up.terminate()
+            up.wait(60)
+
+
+@pytest.mark.slow
+def test_up_status_book_drill_audit_down_on_a_running_cluster(tmp_path: Path) -> None:
+    nodes = {"eu-alps": ["eu-alps-1", "eu-alps-2"], "na-rockies": ["na-rockies-1"], "sa-andes": ["sa-andes-1"]}
+    state_dir = tmp_path / "state"
+    env = {**os.environ, "RIDGELINE_STATE_DIR": str(state_dir)}
+    with _ridgeline_up(tmp_path, nodes, env) as (up, output):
         state = json.loads((state_dir / "state.json").read_text())
         assert sorted(state["nodes"]) == sorted(n for ids in nodes.values() for n in ids), output
 
@@ -124,14 +141,68 @@ def test_up_status_book_drill_audit_down_on_a_running_cluster(tmp_path: Path) ->
         down = _ridgeline("down", env=env)
         assert down.returncode == 0 and "stopped cluster test" in down.stdout, down.stdout + down.stderr
         assert up.wait(60) == 0
-    finally:
-        if up.poll() is None:
-            up.terminate()
-            up.wait(60)
     for node in state["nodes"].values():
         assert not _alive(node["pid"]), f"node pid {node['pid']} outlived ridgeline down"
     assert not (state_dir / "state.json").exists()
     assert not any((state_dir / "postgres").glob("*/postmaster.pid")), "a region database outlived ridgeline down"
+
+
+@pytest.mark.slow
+def test_prefect_down_and_cut_region_run_attached_to_ridgeline_up_and_down_stops_what_they_restarted(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    # up's own Prefect server (the one the drill stops), not the test session's.
+    env = {**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}, "RIDGELINE_STATE_DIR": str(state_dir)}
+    with _ridgeline_up(tmp_path, {"eu-alps": ["eu-alps-1"], "na-rockies": ["na-rockies-1"]}, env) as (up, _):
+        before = json.loads((state_dir / "state.json").read_text())
+        for drill in ("prefect-down", "cut-region"):
+            run = _ridgeline("chaos", "run", drill, "--warmup", "1", "--fault", "2", "--recovery-max", "25", "--concurrency", "2", env=env, timeout=180)
+            assert run.returncode == 0 and "drill passed" in run.stdout, run.stdout[-4000:] + run.stderr[-3000:]
+        after = json.loads((state_dir / "state.json").read_text())
+        assert after["prefect"]["pid"] != before["prefect"]["pid"], "the drill restarted Prefect: state.json has its new pid"
+        assert after["prefect"]["port"] == before["prefect"]["port"], "on the same port: the nodes keep their API URL"
+        assert "gateway" in command_line(after["services"]["gateway_pid"]), "down must find the gateway should up be killed"
+        paths = httpx.get(f"{after['fault_control']}/paths", timeout=5).json()
+        assert sorted(paths) == ["eu-alps-1", "na-rockies-1"] and {p["mode"] for p in paths.values()} == {"pass"}, paths
+
+        down = _ridgeline("down", env=env)
+        assert down.returncode == 0 and "stopped cluster test" in down.stdout, down.stdout + down.stderr
+        assert up.wait(60) == 0
+    assert not _alive(after["prefect"]["pid"]), "the Prefect server the drill restarted outlived ridgeline down"
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{after['fault_control']}/paths", timeout=2)  # the proxies' endpoint died with up
+
+
+def test_down_after_up_was_sigkilled_stops_every_process_state_json_records(tmp_path: Path) -> None:
+    """What ``ridgeline down`` does by itself when up is gone: every recorded pid whose command
+    line is still the part's gets SIGTERM (nodes, coordinator, gateway, Prefect), a reused pid not."""
+    def sleeper(name: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", name])
+
+    dead_up = sleeper("ridgeline-up")
+    dead_up.kill()
+    dead_up.wait()
+    parts = {name: sleeper(f"ridgeline-{name}") for name in ("node", "coordinator", "gateway")} | {"prefect": sleeper("prefect-server")}
+    bystander = subprocess.Popen(["sleep", "120"])  # a pid reused since up recorded it (no marker even in its path)
+    state = {
+        "up_pid": dead_up.pid, "cluster": "test", "databases": {},
+        "nodes": {"n1": {"pid": parts["node"].pid}, "n2": {"pid": bystander.pid}},
+        "coordinator_pid": parts["coordinator"].pid,
+        "services": {"local": False, "gateway_pid": parts["gateway"].pid},
+        "prefect": {"pid": parts["prefect"].pid},
+    }
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    try:
+        assert "left behind" in bring_down(tmp_path)
+        deadline = time.monotonic() + 10
+        while any(part.poll() is None for part in parts.values()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert {name: part.poll() for name, part in parts.items()} == dict.fromkeys(parts, -signal.SIGTERM), "None: outlived down"
+        assert bystander.poll() is None, "a pid that is no longer the part's must be left alone"
+        assert not (tmp_path / "state.json").exists()
+    finally:
+        for process in [*parts.values(), bystander]:
+            process.kill()
+            process.wait()
 
 
 def _read_until(process: subprocess.Popen[str], marker: str, *, timeout: float) -> str:

@@ -25,6 +25,10 @@ class GatewayProcess:
             raise OSError(f"the payment gateway exited with {self._process.wait()} before READY")
         self.url: str = url
 
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
     def stop(self, timeout_seconds: float = 15.0) -> int:
         """SIGTERM, then SIGKILL after the timeout; returns the exit status."""
         return stop_process(self._process, timeout_seconds)
