@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import grpc
+import httpx
 import typer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
@@ -22,8 +23,9 @@ from . import render
 from .cli import Json, Target, Timeout, app, seeds_for
 from .cluster_file import ClusterFileError, ClusterSpec, default_cluster, load_cluster_file
 from .audit import DEFAULT_HOLD_GRACE_SECONDS, DEFAULT_MONEY_GRACE_SECONDS, print_report, run_audit
-from .node_metrics import scrape
+from .scrape import scrape, scrape_coordinator, scrape_gateway
 from .local_cluster import DEFAULT_STATE_DIR, ClusterStartError, LocalCluster, bring_down, read_state
+from .processes import alive
 
 _console = Console()
 
@@ -74,8 +76,15 @@ def down(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
 
 
 @app.command()
-def status(target: Target = "", json_out: Json = False, timeout: Timeout = 5.0) -> None:
-    """Regions, nodes with their health, the ring's proposal and who holds each basecamp's lease."""
+def status(
+    target: Target = "",
+    cluster: Annotated[Path | None, typer.Option("--cluster", help="Cluster file naming the coordinator and gateway to summarise (default: the running `ridgeline up`'s).")] = None,
+    json_out: Json = False,
+    timeout: Timeout = 5.0,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """Regions, nodes with their health, the ring's proposal and who holds each basecamp's
+    lease; then the trek coordinator and the payment gateway, when a cluster file names them."""
     with ClusterClient(seeds_for(target), timeout_seconds=timeout) as client:
         try:
             infos = client.cluster_info()
@@ -87,6 +96,52 @@ def status(target: Target = "", json_out: Json = False, timeout: Timeout = 5.0) 
         return
     for info in infos:
         _print_region(info, timeout)
+    spec = _spec(cluster) if cluster else _running_spec(state_dir.expanduser()) if not target else None
+    if spec is not None:
+        _print_services(spec, timeout)
+
+
+def _running_spec(state_dir: Path) -> ClusterSpec | None:
+    """The cluster file of the `ridgeline up` running from ``state_dir``, if one runs."""
+    state = read_state(state_dir)
+    if state is None or not alive(int(state.get("up_pid", 0))):  # type: ignore[arg-type]
+        return None
+    return _spec(Path(str(state["cluster_file"])))
+
+
+def _print_services(spec: ClusterSpec, timeout: float) -> None:
+    """The coordinator's and the gateway's health and figures from their /metrics."""
+    table = Table(title="services")
+    for column in ("service", "address", "health", "figures since start", "metrics"):
+        table.add_column(column)
+    if spec.coordinator_listen:
+        figures = scrape_coordinator(spec.coordinator_metrics, timeout) if spec.coordinator_metrics else None
+        summary = (
+            f"{figures.decided_commit} committed, {figures.decided_abort} aborted, decision p99 {_bound(figures.decision_p99_seconds)}, "
+            f"{figures.unfinished} unfinished"
+            if figures
+            else ""
+        )
+        table.add_row("trek coordinator", spec.coordinator_listen, _health(spec.coordinator_listen, timeout), summary, spec.coordinator_metrics or "")
+    if spec.gateway_url:
+        figures = scrape_gateway(spec.gateway_url, timeout)
+        health = _gateway_health(spec.gateway_url, timeout) if figures is None or not figures.outage else "[yellow]outage injected[/]"
+        summary = f"{figures.requests} payment calls, {figures.unavailable} answered 5xx, p99 {_bound(figures.p99_seconds)}" if figures else ""
+        table.add_row("payment gateway", spec.gateway_url, health, summary, f"{spec.gateway_url}/metrics")
+    if table.row_count:
+        _console.print(table)
+
+
+def _gateway_health(url: str, timeout: float) -> str:
+    try:
+        answer = httpx.get(f"{url.rstrip('/')}/healthz", timeout=timeout)
+    except httpx.HTTPError:
+        return "[red]unreachable[/]"
+    return "[green]serving[/]" if answer.status_code == 200 else f"[red]{answer.json().get('error', answer.status_code)}[/]"
+
+
+def _bound(seconds: float | None) -> str:
+    return f"≤ {seconds * 1000:g} ms" if seconds is not None else "-"
 
 
 @app.command()
@@ -188,7 +243,7 @@ def _print_region(info: cpb.ClusterInfo, timeout: float) -> None:
     for member in info.members:
         figures = scrape(member.metrics_address, timeout) if member.metrics_address else None
         numbers = (
-            [str(figures.rpcs), str(figures.errors), f"≤ {figures.hold_p99_seconds * 1000:g} ms" if figures.hold_p99_seconds else "", str(figures.db_retries)]
+            [str(figures.rpcs), str(figures.errors), _bound(figures.hold_p99_seconds), str(figures.db_retries)]
             if figures
             else ["", "", "", ""]
         )

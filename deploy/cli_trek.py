@@ -132,7 +132,7 @@ def coordinator(
     region_targets: Annotated[list[str] | None, typer.Option("--region-target", help="REGION=host:port of a node serving the region (a seed of the routing client); repeat per region.")] = None,
     gateway_url: Annotated[str, typer.Option("--gateway-url", envvar="RIDGELINE_GATEWAY_URL", help="Payment gateway base URL.")] = "",
     listen: Annotated[str, typer.Option("--listen", help="host:port to serve on (port 0: any free port).")] = "127.0.0.1:0",
-    cluster: Annotated[Path | None, typer.Option("--cluster", help="Cluster file: seeds, gateway, the coordinator's listen address and database come from it.")] = None,
+    cluster: Annotated[Path | None, typer.Option("--cluster", help="Cluster file: seeds, gateway, the coordinator's listen and metrics addresses and database come from it.")] = None,
     metrics_listen: Annotated[str, typer.Option("--metrics-listen", help="host:port of the Prometheus endpoint (port 0: any free port).")] = "127.0.0.1:0",
     via: Annotated[list[str] | None, typer.Option("--via", help="NODE=PROXY: reach the node at host:port NODE through host:port PROXY (a fault proxy for drills); repeatable.")] = None,
     prepare_timeout: Annotated[float, typer.Option("--prepare-timeout", help="Seconds every leg has to prepare.")] = 5.0,
@@ -165,6 +165,8 @@ def coordinator(
         database_url = database_url or spec_file.coordinator_database_url or ""
         if listen == "127.0.0.1:0" and spec_file.coordinator_listen:
             listen = spec_file.coordinator_listen
+        if metrics_listen == "127.0.0.1:0" and spec_file.coordinator_metrics:
+            metrics_listen = spec_file.coordinator_metrics
     if not (database_url and gateway_url and seeds):
         raise typer.BadParameter("the coordinator needs --database-url, --gateway-url and --region-target (or a --cluster file naming them)")
     _configure_logging()

@@ -67,6 +67,9 @@ class ClusterSpec:
     coordinator_listen: str | None = None
     #: The coordinator's own database (None: `ridgeline up` gives it a local one).
     coordinator_database_url: str | None = None
+    #: The coordinator's Prometheus endpoint, which `ridgeline status` reads (None: any
+    #: free loopback port, unannounced; `ridgeline up` picks one and writes it here).
+    coordinator_metrics: str | None = None
 
     def seeds(self) -> dict[str, tuple[str, ...]]:
         """region -> its nodes' addresses: what ClusterInfo tells clients about other regions."""
@@ -182,6 +185,7 @@ def parse_cluster(raw: Mapping[str, object], *, source: str = "cluster file") ->
             prefect_api_url=_optional_url(cluster.get("prefect_api_url"), f"{source}: [cluster] prefect_api_url"),
             coordinator_listen=_address(coordinator["listen"], f"{source}: [coordinator]") if "listen" in coordinator else None,
             coordinator_database_url=_optional_database_url(coordinator.get("database_url"), f"{source}: [coordinator]"),
+            coordinator_metrics=_address(coordinator["metrics"], f"{source}: [coordinator] metrics") if "metrics" in coordinator else None,
         )
     except (TypeError, ValueError) as error:
         raise ClusterFileError(f"{source}: [cluster]: {error}") from None
@@ -204,6 +208,8 @@ def render_cluster_file(spec: ClusterSpec) -> str:
         lines += ["", "[coordinator]", f'listen = "{spec.coordinator_listen}"']
         if spec.coordinator_database_url:
             lines.append(f'database_url = "{spec.coordinator_database_url}"')
+        if spec.coordinator_metrics:
+            lines.append(f'metrics = "{spec.coordinator_metrics}"')
     for region in spec.regions:
         lines += ["", "[[regions]]", f'name = "{region.name}"']
         if region.database_url:

@@ -34,7 +34,7 @@ from ridgeline.routing.router import ClusterClient, ClusterUnreachable
 from .cluster_file import ClusterSpec, render_cluster_file
 from .fault_control import FaultControlServer, FaultPath, RemoteFaultPath
 from .fault_proxy import FaultProxy
-from .postgres import PostgresServer
+from .postgres import PostgresServer, free_loopback_port
 from .prefect_server import PrefectServer
 from .processes import AdoptedProcess, ProcessHandle, alive, command_line
 from .region import prepare_region_database
@@ -163,6 +163,9 @@ class LocalCluster:
             self._start_databases()
             if self._settlement:
                 self._start_services()
+                if self.spec.coordinator_listen and not self.spec.coordinator_metrics:
+                    # A known port, written to the cluster file, so `ridgeline status` finds it.
+                    self.spec = replace(self.spec, coordinator_metrics=f"127.0.0.1:{free_loopback_port()}")
             self.cluster_file.write_text(render_cluster_file(self.spec), encoding="utf-8")
             self._start_nodes()
             self._write_state()

@@ -44,6 +44,7 @@ def test_the_example_cluster_files_parse(monkeypatch: pytest.MonkeyPatch) -> Non
     assert config.database_url == "cockroachdb+psycopg://root@db-alps:26257/ridgeline", "the environment overrides the file"
     assert config.listen_address == "0.0.0.0:50051" and config.advertise_address == "10.0.1.11:50051"
     assert set(config.cluster_seeds) == {"eu-alps", "na-rockies", "sa-andes"}
+    assert (machines.coordinator_listen, machines.coordinator_metrics) == ("10.9.1.11:50061", "10.9.1.11:9464")
 
 
 @pytest.mark.parametrize(
@@ -55,6 +56,7 @@ def test_the_example_cluster_files_parse(monkeypatch: pytest.MonkeyPatch) -> Non
         ('[[regions]]\nname = "r"\n[[regions.nodes]]\nid = "a"\nlisten = "h:1"\n[[regions.nodes]]\nid = "a"\nlisten = "h:2"\n', "used twice"),
         ('[cluster]\nlease_ttl_seconds = 1\nheartbeat_interval_seconds = 1\n[[regions]]\nname = "r"\n[[regions.nodes]]\nid = "a"\nlisten = "h:1"\n', "twice heartbeat"),
         ('[[regions]]\nname = "r"\ndatabase_url = "mysql://x"\n[[regions.nodes]]\nid = "a"\nlisten = "h:1"\n', "cockroachdb"),
+        ('[coordinator]\nlisten = "h:1"\nmetrics = "9464"\n[[regions]]\nname = "r"\n[[regions.nodes]]\nid = "a"\nlisten = "h:2"\n', "metrics.*host:port"),
     ],
 )
 def test_a_malformed_cluster_file_is_refused_with_the_entry_named(text: str, complaint: str) -> None:
@@ -127,6 +129,13 @@ def test_up_status_book_drill_audit_down_on_a_running_cluster(tmp_path: Path) ->
         trek = _ridgeline("trek", "plan", "--customer", "up-trekker", *(arg for leg in legs for arg in ("--leg", leg)), "--json", env=env)
         assert trek.returncode == 0, trek.stderr
         assert json.loads(trek.stdout)["decision"] == "DECISION_COMMIT"
+
+        summary = _ridgeline("status", env={**env, "COLUMNS": "300"})
+        assert summary.returncode == 0, summary.stderr
+        [coordinator] = [line for line in summary.stdout.splitlines() if "trek coordinator" in line]
+        assert "serving" in coordinator and "1 committed, 0 aborted" in coordinator, summary.stdout[-2000:]
+        [gateway] = [line for line in summary.stdout.splitlines() if "payment gateway" in line]
+        assert "serving" in gateway and "payment calls" in gateway, summary.stdout[-2000:]
 
         drill = _ridgeline("chaos", "run", "kill-node", "--warmup", "1", "--fault", "2", "--recovery-max", "20", env=env, timeout=120)
         assert drill.returncode == 0, drill.stdout[-3000:] + drill.stderr[-3000:]

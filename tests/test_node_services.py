@@ -16,7 +16,7 @@ from invariants import bookings_by_id, libpq_url
 
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.node import BOOKING_SERVICE, RegionalNode
-from ridgeline.deploy.node_metrics import scrape
+from ridgeline.deploy.scrape import scrape
 from ridgeline.routing.client import BookingClient
 from ridgeline.v1.cluster_pb2 import GetClusterInfoRequest
 from ridgeline.v1.cluster_pb2_grpc import ClusterServiceStub

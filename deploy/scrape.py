@@ -1,0 +1,126 @@
+"""Reading Prometheus endpoints for ``ridgeline status``: a few numbers per process.
+
+Nodes announce their endpoint in ClusterInfo; the coordinator's is in the cluster file
+(``[coordinator] metrics``); the stand-in gateway serves ``/metrics`` on its API port.
+A process whose endpoint does not answer gives None: status shows it blank, not an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+
+@dataclass(frozen=True)
+class NodeFigures:
+    rpcs: int
+    errors: int
+    hold_p99_seconds: float | None
+    db_retries: int
+    leases_held: int
+
+
+@dataclass(frozen=True)
+class CoordinatorFigures:
+    decided_commit: int
+    decided_abort: int
+    decision_p99_seconds: float | None
+    #: Treks in doubt or being driven at the last redrive pass.
+    unfinished: int
+
+
+@dataclass(frozen=True)
+class GatewayFigures:
+    requests: int
+    #: Requests answered 5xx (refused, lost replies, outages): what the payer saw as "unknown".
+    unavailable: int
+    p99_seconds: float | None
+    outage: bool
+
+
+def scrape(metrics_address: str, timeout_seconds: float = 2.0) -> NodeFigures | None:
+    """The node's figures since it started, or None when its endpoint does not answer."""
+    samples = _samples(f"http://{metrics_address}/metrics", timeout_seconds)
+    if samples is None:
+        return None
+    rpcs = errors = retries = leases = 0
+    hold_buckets: dict[float, float] = {}
+    for sample in samples:
+        if sample.name == "ridgeline_rpc_duration_seconds_count":
+            rpcs += int(sample.value)
+            if sample.labels.get("code") != "OK":
+                errors += int(sample.value)
+        elif sample.name == "ridgeline_rpc_duration_seconds_bucket" and sample.labels.get("method") == "PlaceHold":
+            _add_bucket(hold_buckets, sample)
+        elif sample.name == "ridgeline_db_retries_total":
+            retries += int(sample.value)
+        elif sample.name == "ridgeline_leases_held":
+            leases = int(sample.value)
+    return NodeFigures(rpcs, errors, _quantile(hold_buckets, 0.99), retries, leases)
+
+
+def scrape_coordinator(metrics_address: str, timeout_seconds: float = 2.0) -> CoordinatorFigures | None:
+    """The coordinator's decisions since it started and its unfinished treks, or None."""
+    samples = _samples(f"http://{metrics_address}/metrics", timeout_seconds)
+    if samples is None:
+        return None
+    decided: dict[str, int] = {}
+    buckets: dict[float, float] = {}
+    unfinished = 0
+    for sample in samples:
+        if sample.name == "ridgeline_trek_decision_seconds_count":
+            decided[sample.labels.get("decision", "")] = int(sample.value)
+        elif sample.name == "ridgeline_trek_decision_seconds_bucket":
+            _add_bucket(buckets, sample)
+        elif sample.name == "ridgeline_treks_unfinished":
+            unfinished = int(sample.value)
+    return CoordinatorFigures(decided.get("commit", 0), decided.get("abort", 0), _quantile(buckets, 0.99), unfinished)
+
+
+def scrape_gateway(gateway_url: str, timeout_seconds: float = 2.0) -> GatewayFigures | None:
+    """The gateway's payment requests since it started and whether an outage is injected, or None."""
+    samples = _samples(f"{gateway_url.rstrip('/')}/metrics", timeout_seconds)
+    if samples is None:
+        return None
+    requests = unavailable = 0
+    buckets: dict[float, float] = {}
+    outage = False
+    for sample in samples:
+        if sample.name == "ridgeline_gateway_requests_total":
+            requests += int(sample.value)
+            if sample.labels.get("status", "").startswith("5"):
+                unavailable += int(sample.value)
+        elif sample.name == "ridgeline_gateway_request_seconds_bucket":
+            _add_bucket(buckets, sample)
+        elif sample.name == "ridgeline_gateway_fault_outage":
+            outage = sample.value > 0
+    return GatewayFigures(requests, unavailable, _quantile(buckets, 0.99), outage)
+
+
+def _samples(url: str, timeout_seconds: float) -> Iterator[Sample] | None:
+    try:
+        text = httpx.get(url, timeout=timeout_seconds).text
+    except httpx.HTTPError:
+        return None
+    return (sample for family in text_string_to_metric_families(text) for sample in family.samples)
+
+
+def _add_bucket(buckets: dict[float, float], sample: Sample) -> None:
+    """Sums a histogram's cumulative bucket counts over its other labels."""
+    bound = float(sample.labels["le"])
+    buckets[bound] = buckets.get(bound, 0.0) + sample.value
+
+
+def _quantile(buckets: dict[float, float], fraction: float) -> float | None:
+    """The upper bound of the histogram bucket holding the quantile (what Prometheus can know)."""
+    if not buckets or max(buckets.values()) == 0:
+        return None
+    total = buckets[max(buckets)]
+    for bound in sorted(buckets):
+        if buckets[bound] >= fraction * total:
+            return bound
+    return None
