@@ -8,8 +8,9 @@ database of a "services" PostgreSQL; PREFECT_API_URL wins over a local Prefect),
 nodes run settlement. Then it starts every node as its own
 ``ridgeline node --cluster FILE --node-id ID`` process (as on separate machines),
 waits for each READY line and for the region's leases to settle, and prints where
-everything listens. ``state.json`` in the state directory lets ``ridgeline down`` and
-``ridgeline status`` find the cluster from another terminal.
+everything listens. ``state.json`` in the state directory lets ``ridgeline down``,
+``ridgeline status`` and ``ridgeline chaos run`` (see :meth:`LocalCluster.attach`) find the
+cluster from another terminal.
 """
 
 from __future__ import annotations
