@@ -100,12 +100,17 @@ def _ridgeline_up(tmp_path: Path, nodes: dict[str, list[str]], env: dict[str, st
 
 
 @pytest.mark.slow
-def test_up_status_book_drill_audit_down_on_a_running_cluster(tmp_path: Path) -> None:
+def test_up_status_book_drills_audit_down_on_a_running_cluster(tmp_path: Path) -> None:
+    """One `ridgeline up` (a separate process) serves the whole desk and SRE path: status,
+    a paid booking, a trek, the drills that act on up's own parts (a node, its Prefect
+    server, the coordinator's fault proxies), the audit, and `down` stopping everything,
+    including what the drills restarted."""
     nodes = {"eu-alps": ["eu-alps-1", "eu-alps-2"], "na-rockies": ["na-rockies-1"], "sa-andes": ["sa-andes-1"]}
     state_dir = tmp_path / "state"
-    env = {**os.environ, "RIDGELINE_STATE_DIR": str(state_dir)}
+    # up's own Prefect server (the one prefect-down stops), not the test session's.
+    env = {**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}, "RIDGELINE_STATE_DIR": str(state_dir)}
     with _ridgeline_up(tmp_path, nodes, env) as (up, output):
-        state = json.loads((state_dir / "state.json").read_text())
+        before = state = json.loads((state_dir / "state.json").read_text())
         assert sorted(state["nodes"]) == sorted(n for ids in nodes.values() for n in ids), output
 
         status = _ridgeline("status", "--json", env=env)
@@ -140,7 +145,15 @@ def test_up_status_book_drill_audit_down_on_a_running_cluster(tmp_path: Path) ->
         drill = _ridgeline("chaos", "run", "kill-node", "--warmup", "1", "--fault", "2", "--recovery-max", "20", env=env, timeout=120)
         assert drill.returncode == 0, drill.stdout[-3000:] + drill.stderr[-3000:]
         assert "drill passed" in drill.stdout
-        state = json.loads((state_dir / "state.json").read_text())  # the drill restarted a node: a new pid
+        for name in ("prefect-down", "cut-region"):
+            run = _ridgeline("chaos", "run", name, "--warmup", "1", "--fault", "2", "--recovery-max", "25", "--concurrency", "2", env=env, timeout=180)
+            assert run.returncode == 0 and "drill passed" in run.stdout, run.stdout[-4000:] + run.stderr[-3000:]
+        state = json.loads((state_dir / "state.json").read_text())  # the drills restarted a node and Prefect: new pids
+        assert state["prefect"]["pid"] != before["prefect"]["pid"], "the drill restarted Prefect: state.json has its new pid"
+        assert state["prefect"]["port"] == before["prefect"]["port"], "on the same port: the nodes keep their API URL"
+        assert "gateway" in command_line(state["services"]["gateway_pid"]), "down must find the gateway should up be killed"
+        paths = httpx.get(f"{state['fault_control']}/paths", timeout=5).json()
+        assert sorted(paths) == sorted(n for ids in nodes.values() for n in ids) and {p["mode"] for p in paths.values()} == {"pass"}, paths
 
         audit = _ridgeline("audit", "--money-grace", "0", "--json", env=env)
         verdicts = json.loads(audit.stdout)
@@ -152,33 +165,11 @@ def test_up_status_book_drill_audit_down_on_a_running_cluster(tmp_path: Path) ->
         assert up.wait(60) == 0
     for node in state["nodes"].values():
         assert not _alive(node["pid"]), f"node pid {node['pid']} outlived ridgeline down"
+    assert not _alive(state["prefect"]["pid"]), "the Prefect server the drill restarted outlived ridgeline down"
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{state['fault_control']}/paths", timeout=2)  # the proxies' endpoint died with up
     assert not (state_dir / "state.json").exists()
     assert not any((state_dir / "postgres").glob("*/postmaster.pid")), "a region database outlived ridgeline down"
-
-
-@pytest.mark.slow
-def test_prefect_down_and_cut_region_run_attached_to_ridgeline_up_and_down_stops_what_they_restarted(tmp_path: Path) -> None:
-    state_dir = tmp_path / "state"
-    # up's own Prefect server (the one the drill stops), not the test session's.
-    env = {**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}, "RIDGELINE_STATE_DIR": str(state_dir)}
-    with _ridgeline_up(tmp_path, {"eu-alps": ["eu-alps-1"], "na-rockies": ["na-rockies-1"]}, env) as (up, _):
-        before = json.loads((state_dir / "state.json").read_text())
-        for drill in ("prefect-down", "cut-region"):
-            run = _ridgeline("chaos", "run", drill, "--warmup", "1", "--fault", "2", "--recovery-max", "25", "--concurrency", "2", env=env, timeout=180)
-            assert run.returncode == 0 and "drill passed" in run.stdout, run.stdout[-4000:] + run.stderr[-3000:]
-        after = json.loads((state_dir / "state.json").read_text())
-        assert after["prefect"]["pid"] != before["prefect"]["pid"], "the drill restarted Prefect: state.json has its new pid"
-        assert after["prefect"]["port"] == before["prefect"]["port"], "on the same port: the nodes keep their API URL"
-        assert "gateway" in command_line(after["services"]["gateway_pid"]), "down must find the gateway should up be killed"
-        paths = httpx.get(f"{after['fault_control']}/paths", timeout=5).json()
-        assert sorted(paths) == ["eu-alps-1", "na-rockies-1"] and {p["mode"] for p in paths.values()} == {"pass"}, paths
-
-        down = _ridgeline("down", env=env)
-        assert down.returncode == 0 and "stopped cluster test" in down.stdout, down.stdout + down.stderr
-        assert up.wait(60) == 0
-    assert not _alive(after["prefect"]["pid"]), "the Prefect server the drill restarted outlived ridgeline down"
-    with pytest.raises(httpx.TransportError):
-        httpx.get(f"{after['fault_control']}/paths", timeout=2)  # the proxies' endpoint died with up
 
 
 def test_down_after_up_was_sigkilled_stops_every_process_state_json_records(tmp_path: Path) -> None:
