@@ -222,7 +222,9 @@ def test_a_paused_owner_cannot_write_after_its_lease_lapsed(alps_db: RegionDatab
 
     paused.process.send_signal(signal.SIGSTOP)
     try:
-        assert _wait(lambda: _holders(alps_db.url).get("argentiere", ("", 0))[0] == survivor_id, LEASE_TTL + HEARTBEAT + 3), "no takeover"
+        # Generous: this test is about what the paused owner can write, not how fast the
+        # takeover is (the SIGKILL test above bounds that); a loaded machine delays heartbeats.
+        assert _wait(lambda: _holders(alps_db.url).get("argentiere", ("", 0))[0] == survivor_id, LEASE_TTL + HEARTBEAT + 15), "no takeover"
         with ClusterClient([two_node_processes[survivor_id].address], timeout_seconds=10) as cluster:
             cluster.place_hold("argentiere", "argentiere-dorm", night(30), night(31), 1, "after-takeover")
         # Calls that reach the paused node now: it wakes up still believing it owns argentiere.
