@@ -137,7 +137,7 @@ def _gateway_health(url: str, timeout: float) -> str:
         answer = httpx.get(f"{url.rstrip('/')}/healthz", timeout=timeout)
     except httpx.HTTPError:
         return "[red]unreachable[/]"
-    return "[green]serving[/]" if answer.status_code == 200 else f"[red]{answer.json().get('error', answer.status_code)}[/]"
+    return "[green]serving[/]" if answer.status_code == 200 else f"[red]not serving ({answer.status_code})[/]"
 
 
 def _bound(seconds: float | None) -> str:

@@ -7,7 +7,6 @@ A process whose endpoint does not answer gives None: status shows it blank, not 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -101,12 +100,13 @@ def scrape_gateway(gateway_url: str, timeout_seconds: float = 2.0) -> GatewayFig
     return GatewayFigures(requests, unavailable, _quantile(buckets, 0.99), outage)
 
 
-def _samples(url: str, timeout_seconds: float) -> Iterator[Sample] | None:
+def _samples(url: str, timeout_seconds: float) -> list[Sample] | None:
+    """Every sample at ``url``; None when nothing answers there, or not in Prometheus's format."""
     try:
         text = httpx.get(url, timeout=timeout_seconds).text
-    except httpx.HTTPError:
+        return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+    except (httpx.HTTPError, ValueError):
         return None
-    return (sample for family in text_string_to_metric_families(text) for sample in family.samples)
 
 
 def _add_bucket(buckets: dict[float, float], sample: Sample) -> None:

@@ -96,3 +96,5 @@ def test_the_node_serves_prometheus_metrics_and_cluster_info_says_where(alps_nod
     assert "ridgeline_leases_held 4.0" in text
     figures = scrape(alps_node.metrics_address)
     assert figures is not None and figures.rpcs >= 2 and figures.errors >= 1 and figures.hold_p99_seconds is not None
+    # An address that is not a Prometheus endpoint (here: the gRPC port) shows blank in status, never a traceback.
+    assert scrape(alps_node.address, timeout_seconds=2) is None
