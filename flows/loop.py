@@ -24,12 +24,11 @@ from dataclasses import dataclass
 
 from prometheus_client import Histogram
 
-from ridgeline.regional import settlements
+from ridgeline.flows.reconcile import reconcile
+from ridgeline.flows.runtime import SettlementRuntime
+from ridgeline.flows.settle import settle_batch
 from ridgeline.regional.errors import BookingError
-
-from .reconcile import reconcile
-from .runtime import SettlementRuntime
-from .settle import settle_batch
+from ridgeline.regional.settlement import rows as settlements
 
 _log = logging.getLogger(__name__)
 

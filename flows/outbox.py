@@ -15,7 +15,7 @@ import os
 import uuid
 from pathlib import Path
 
-from ridgeline.regional.settlements import OutboxMessage
+from ridgeline.regional.settlement.rows import OutboxMessage
 
 
 class SpoolSink:

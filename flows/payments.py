@@ -20,9 +20,8 @@ from typing import Any, Self
 
 import httpx
 
+from ridgeline.flows.circuit_breaker import CircuitBreaker
 from ridgeline.routing.retry import RetryPolicy
-
-from .circuit_breaker import CircuitBreaker
 
 #: Charges per ledger page when iterating (the gateway caps a page at 500).
 LIST_PAGE_SIZE = 200

@@ -17,13 +17,12 @@ from collections import Counter
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from ridgeline.regional import settlements
-from ridgeline.regional.db import run_transaction
-from ridgeline.regional.model import BookingState
-from ridgeline.regional.settlements import OPEN_STATES
-
-from . import runtime as runtimes
-from .settle import refund
+from ridgeline.flows import runtime as runtimes
+from ridgeline.flows.settle import refund
+from ridgeline.regional.booking.model import BookingState
+from ridgeline.regional.settlement import rows as settlements
+from ridgeline.regional.settlement.rows import OPEN_STATES
+from ridgeline.regional.storage.db import run_transaction
 
 
 @flow(name="reconcile", log_prints=False, persist_result=False)

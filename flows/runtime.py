@@ -15,10 +15,9 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
+from ridgeline.flows.outbox import SpoolSink
+from ridgeline.flows.payments import PaymentGateway
 from ridgeline.routing.leases import Fence
-
-from .outbox import SpoolSink
-from .payments import PaymentGateway
 
 
 @dataclass(frozen=True)

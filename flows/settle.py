@@ -26,16 +26,15 @@ from typing import TypeVar
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
-from ridgeline.regional import settlements
-from ridgeline.regional.db import run_transaction
+from ridgeline.flows import runtime as runtimes
+from ridgeline.flows.crash_points import AFTER_CHARGE, AFTER_CONFIRM, crash_point
+from ridgeline.flows.payments import PaymentDeclined, PaymentError, PaymentUnavailable
+from ridgeline.flows.runtime import SettlementRuntime
+from ridgeline.regional.booking.model import BookingState
 from ridgeline.regional.errors import BookingError, IllegalTransition
-from ridgeline.regional.model import BookingState
-from ridgeline.regional.settlements import Settlement, SettlementState
-
-from . import runtime as runtimes
-from .crash_points import AFTER_CHARGE, AFTER_CONFIRM, crash_point
-from .payments import PaymentDeclined, PaymentError, PaymentUnavailable
-from .runtime import SettlementRuntime
+from ridgeline.regional.settlement import rows as settlements
+from ridgeline.regional.settlement.rows import Settlement, SettlementState
+from ridgeline.regional.storage.db import run_transaction
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")

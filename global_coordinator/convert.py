@@ -6,11 +6,10 @@ from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from ridgeline.global_coordinator.decision_log import Decision, LegRecord, LegState, TrekRecord
+from ridgeline.global_coordinator.validation import STATE_FROM_PB
 from ridgeline.routing.client import night_range
 from ridgeline.v1 import trek_pb2 as tpb
-
-from .decision_log import Decision, LegRecord, LegState, TrekRecord
-from .validation import STATE_FROM_PB
 
 _TREK_STATE_PB = {state: number for number, state in STATE_FROM_PB.items()}
 _LEG_STATE_PB = {state: tpb.LegState.Value(f"LEG_STATE_{state.name}") for state in LegState}

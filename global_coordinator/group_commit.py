@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 
-from .decision_log import Transact
+from ridgeline.global_coordinator.decision_log import Transact
 
 T = TypeVar("T")
 _Write = tuple[Callable[[Connection], Any], "Future[Any]"]

@@ -37,16 +37,16 @@ from datetime import datetime, timedelta, timezone
 import grpc
 from prometheus_client import Gauge, Histogram
 
+from ridgeline.global_coordinator import crash_points as crash
+from ridgeline.global_coordinator import decision_log as log
+from ridgeline.global_coordinator.decision_log import Decision, LegPlan, LegRecord, LegState, PrepareOutcome, TrekRecord, TrekState
+from ridgeline.global_coordinator.errors import InvalidTrek, ParticipantsUnreachable, TrekNotFound, TrekStateConflict
+from ridgeline.global_coordinator.group_commit import GroupCommit
+from ridgeline.global_coordinator.participants import Participants
+from ridgeline.global_coordinator.payments import PaymentRefused, Payments, PaymentUnknown
 from ridgeline.routing.client import night_range
 from ridgeline.routing.retry import RetryPolicy
 from ridgeline.v1 import trek_pb2 as tpb
-
-from . import crash, decision_log as log
-from .decision_log import Decision, LegPlan, LegRecord, LegState, PrepareOutcome, TrekRecord, TrekState
-from .errors import InvalidTrek, ParticipantsUnreachable, TrekNotFound, TrekStateConflict
-from .group_commit import GroupCommit
-from .participants import Participants
-from .payments import PaymentRefused, Payments, PaymentUnknown
 
 _log = logging.getLogger(__name__)
 

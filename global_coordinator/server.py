@@ -10,14 +10,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from ridgeline.global_coordinator.decision_log import Transact
+from ridgeline.global_coordinator.participants import Participants
+from ridgeline.global_coordinator.payments import Payments
+from ridgeline.global_coordinator.protocol import Coordinator, CoordinatorConfig
+from ridgeline.global_coordinator.servicer import TrekServicer
 from ridgeline.v1 import trek_pb2 as tpb
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
-
-from .decision_log import Transact
-from .participants import Participants
-from .payments import Payments
-from .protocol import Coordinator, CoordinatorConfig
-from .servicer import TrekServicer
 
 _log = logging.getLogger(__name__)
 

@@ -10,14 +10,13 @@ from typing import TypeVar
 
 import grpc
 
+from ridgeline.global_coordinator import validation
+from ridgeline.global_coordinator.convert import DECISION_PB, trek_pb
+from ridgeline.global_coordinator.errors import InvalidTrek, ParticipantsUnreachable, StoreUnavailable, TrekError, TrekNotFound, TrekStateConflict
+from ridgeline.global_coordinator.participants import Participants
+from ridgeline.global_coordinator.protocol import Coordinator
 from ridgeline.v1 import trek_pb2 as tpb
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
-
-from . import validation
-from .convert import DECISION_PB, trek_pb
-from .errors import InvalidTrek, ParticipantsUnreachable, StoreUnavailable, TrekError, TrekNotFound, TrekStateConflict
-from .participants import Participants
-from .protocol import Coordinator
 
 _log = logging.getLogger(__name__)
 

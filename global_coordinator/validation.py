@@ -10,13 +10,12 @@ from __future__ import annotations
 import uuid
 from datetime import date
 
+from ridgeline.global_coordinator.decision_log import LegPlan, TrekState
+from ridgeline.global_coordinator.errors import InvalidTrek, TrekNotFound
+from ridgeline.global_coordinator.participants import Participants
+from ridgeline.global_coordinator.protocol import TrekRequest
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import trek_pb2 as tpb
-
-from .decision_log import LegPlan, TrekState
-from .errors import InvalidTrek, TrekNotFound
-from .participants import Participants
-from .protocol import TrekRequest
 
 LEGS_MAX = 12
 LEG_NIGHTS_MAX = 30

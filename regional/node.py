@@ -14,10 +14,21 @@ from wsgiref.simple_server import WSGIServer
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-
 from prometheus_client import start_http_server
 from sqlalchemy import Engine
 
+from ridgeline.regional.booking.catalog import CatalogView
+from ridgeline.regional.booking.group_commit import HoldGroupCommitter
+from ridgeline.regional.booking.holds import place_hold
+from ridgeline.regional.booking.sweeper import Sweeper
+from ridgeline.regional.config import NodeConfig
+from ridgeline.regional.edge.booking_servicer import BookingServicer, Clock, HoldPlacer, utc_now
+from ridgeline.regional.edge.cluster_servicer import ClusterServicer
+from ridgeline.regional.edge.leg_servicer import TrekLegServicer
+from ridgeline.regional.metrics import MetricsInterceptor
+from ridgeline.regional.storage import migrate
+from ridgeline.regional.storage.db import make_engine, run_transaction
+from ridgeline.regional.trek_legs.resolver import LegResolver
 from ridgeline.routing.keeper import LeaseKeeper, LeaseSettings
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import booking_pb2_grpc as pb_grpc
@@ -25,19 +36,6 @@ from ridgeline.v1 import cluster_pb2 as cpb
 from ridgeline.v1 import cluster_pb2_grpc as cpb_grpc
 from ridgeline.v1 import trek_pb2 as tpb
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
-
-from . import migrate
-from .catalog import CatalogView
-from .cluster_servicer import ClusterServicer
-from .config import NodeConfig
-from .db import make_engine, run_transaction
-from .group_commit import HoldGroupCommitter
-from .holds import place_hold
-from .metrics import MetricsInterceptor
-from .leg_resolver import LegResolver
-from .leg_servicer import TrekLegServicer
-from .servicer import BookingServicer, Clock, HoldPlacer, utc_now
-from .sweeper import Sweeper
 
 _log = logging.getLogger(__name__)
 

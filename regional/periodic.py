@@ -10,7 +10,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from .errors import BookingError
+from ridgeline.regional.errors import BookingError
 
 _log = logging.getLogger(__name__)
 

@@ -16,10 +16,9 @@ from typing import TypeVar
 
 import grpc
 
+from ridgeline.routing.retry import RetryPolicy
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import booking_pb2_grpc as pb_grpc
-
-from .retry import RetryPolicy
 
 Response = TypeVar("Response")
 

@@ -26,9 +26,9 @@ from typing import TypeVar
 from prometheus_client import Counter, Gauge
 from sqlalchemy import Connection
 
-from . import leases
-from .leases import Fence
-from .ring import propose_owners
+from ridgeline.routing import leases
+from ridgeline.routing.leases import Fence
+from ridgeline.routing.ring import propose_owners
 
 _log = logging.getLogger(__name__)
 

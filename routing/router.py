@@ -29,13 +29,12 @@ from typing import TypeVar
 import grpc
 from grpc_status import rpc_status
 
+from ridgeline.routing.client import book_request, hold_request, new_idempotency_key, night_range
+from ridgeline.routing.retry import RetryPolicy
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import booking_pb2_grpc as pb_grpc
 from ridgeline.v1 import cluster_pb2 as cpb
 from ridgeline.v1 import cluster_pb2_grpc as cpb_grpc
-
-from .client import book_request, hold_request, new_idempotency_key, night_range
-from .retry import RetryPolicy
 
 Response = TypeVar("Response")
 

@@ -23,15 +23,15 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from gateway_process import Gateway, gateway_process
 from sqlalchemy import Engine
 
-from gateway_process import Gateway, gateway_process
-from ridgeline.deploy.postgres import PostgresServer, PostgresSettings
-from ridgeline.deploy.region import prepare_region_database
-from ridgeline.regional.catalog import load_catalog
+from ridgeline.deploy.run.postgres import PostgresServer, PostgresSettings
+from ridgeline.deploy.run.region import prepare_region_database
+from ridgeline.regional.booking.catalog import load_catalog
 from ridgeline.regional.config import NodeConfig
-from ridgeline.regional.db import make_engine
 from ridgeline.regional.node import RegionalNode
+from ridgeline.regional.storage.db import make_engine
 from ridgeline.routing.client import BookingClient
 
 REGIONS = ("eu-alps", "na-rockies", "sa-andes")
@@ -162,8 +162,8 @@ def node_process() -> Iterator[Callable[..., NodeProcess]]:
 def prefect_api(region_servers: dict[str, PostgresServer]) -> Iterator[str]:
     """One lean Prefect server for the session (4-10 s to start), on a database of sa-andes's
     cluster; this process and every node process it starts report flow runs to it."""
-    from ridgeline.deploy.prefect_server import PrefectServer
-    from ridgeline.flows import prefect_runtime
+    from ridgeline.deploy.run.prefect_server import PrefectServer
+    from ridgeline.flows import prefect_settings as prefect_runtime
 
     with PrefectServer(region_servers["sa-andes"], database_name="prefect") as server:
         prefect_runtime.install(server.api_url)

@@ -14,10 +14,10 @@ from typing import Generic, TypeVar
 import grpc
 from sqlalchemy import Engine, text
 
-from ridgeline.regional import holds
+from ridgeline.regional.booking import holds
+from ridgeline.regional.booking.model import Booking, Nights
 from ridgeline.regional.config import NodeConfig
-from ridgeline.regional.db import run_transaction
-from ridgeline.regional.model import Booking, Nights
+from ridgeline.regional.storage.db import run_transaction
 from ridgeline.routing import leases
 from ridgeline.routing.client import BookingClient
 from ridgeline.routing.router import ClusterClient

@@ -16,7 +16,7 @@ import httpx
 import psycopg
 
 from ridgeline.deploy.payment_gateway.process import GatewayProcess
-from ridgeline.deploy.postgres import PostgresServer
+from ridgeline.deploy.run.postgres import PostgresServer
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """SQL checks of the ARCHITECTURE.md §2 invariants, computed from the data alone.
 
-The tally and history statements are the audit's own (regional/audit.py), which the
+The tally and history statements are the audit's own (regional/storage/audit_sql.py), which the
 seeded-violation tests check against corrupted databases.
 
 Every function takes a region database URL (the ``cockroachdb+psycopg://`` URL the nodes use,
@@ -18,7 +18,7 @@ from datetime import date
 import psycopg
 from psycopg.rows import namedtuple_row
 
-from ridgeline.regional.audit import BROKEN_HISTORY_SQL, TALLY_SQL
+from ridgeline.regional.storage.audit_sql import BROKEN_HISTORY_SQL, TALLY_SQL
 
 _TALLY = TALLY_SQL
 _BROKEN_HISTORY = BROKEN_HISTORY_SQL + " LIMIT 10"

@@ -10,16 +10,16 @@ import json
 import uuid
 
 import psycopg
+from drive import night
+from invariants import libpq_url
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from drive import night
-from invariants import libpq_url
-from ridgeline.deploy.audit import run_audit
 from ridgeline.deploy.cli import app
+from ridgeline.deploy.drills.audit import run_audit
 from ridgeline.flows.payments import PaymentGateway
 from ridgeline.global_coordinator import schema as coordinator_schema
-from ridgeline.regional.db import make_engine
+from ridgeline.regional.storage.db import make_engine
 from ridgeline.routing.client import BookingClient
 
 runner = CliRunner()

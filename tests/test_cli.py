@@ -88,8 +88,8 @@ def test_demo_starts_a_node_on_its_own_database_and_books_a_stay(tmp_path: Path)
 def test_chaos_list_names_every_drill_and_what_it_acts_on(monkeypatch: pytest.MonkeyPatch) -> None:
     from rich.console import Console
 
-    from ridgeline.deploy import cli_drills
-    from ridgeline.deploy.chaos import DRILLS
+    from ridgeline.deploy.cli import drills as cli_drills
+    from ridgeline.deploy.drills.chaos import DRILLS
 
     monkeypatch.setattr(cli_drills, "_console", Console(width=400))  # one line per drill
     result = runner.invoke(app, ["chaos", "list"])

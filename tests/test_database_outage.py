@@ -10,9 +10,9 @@ import grpc
 import pytest
 from drive import night, outcome
 
-from ridgeline.deploy.postgres import PostgresServer
-from ridgeline.deploy.region import prepare_region_database
-from ridgeline.regional.catalog import load_catalog
+from ridgeline.deploy.run.postgres import PostgresServer
+from ridgeline.deploy.run.region import prepare_region_database
+from ridgeline.regional.booking.catalog import load_catalog
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.node import RegionalNode
 from ridgeline.routing.client import BookingClient

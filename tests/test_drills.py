@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from ridgeline.deploy.chaos import DRILLS, DrillTimes, run_drill
-from ridgeline.deploy.cluster_file import ClusterSpec, NodeSpec, RegionSpec, with_free_ports
-from ridgeline.deploy.local_cluster import LocalCluster
+from ridgeline.deploy.cluster.cluster_file import ClusterSpec, NodeSpec, RegionSpec, with_free_ports
+from ridgeline.deploy.cluster.local_cluster import LocalCluster
+from ridgeline.deploy.drills.chaos import DRILLS, DrillTimes, run_drill
 
 SHORT = DrillTimes(warmup=1.5, fault=3.5, recovery_max=20.0, cooldown=1.0)
 

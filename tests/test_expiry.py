@@ -15,12 +15,12 @@ from datetime import datetime, timedelta, timezone
 
 import grpc
 import pytest
-
 from drive import night, outcome, owner_address, place_hold_directly, place_lapsed_hold
 from invariants import assert_history_consistent, assert_inventory_matches_bookings, bookings_by_id, history_of, night_tallies
+
+from ridgeline.regional.booking.sweeper import sweep_once
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.node import RegionalNode
-from ridgeline.regional.sweeper import sweep_once
 from ridgeline.routing.client import BookingClient
 from ridgeline.routing.router import ClusterClient
 from ridgeline.v1 import booking_pb2 as pb

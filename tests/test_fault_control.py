@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from ridgeline.deploy.fault_control import FaultControlServer, RemoteFaultPath
-from ridgeline.deploy.fault_proxy import FaultProxy
+from ridgeline.deploy.drills.fault_control import FaultControlServer, RemoteFaultPath
+from ridgeline.deploy.drills.fault_proxy import FaultProxy
 
 
 @pytest.fixture

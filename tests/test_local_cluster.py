@@ -16,12 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ridgeline.deploy.cluster_file import ClusterFileError, default_cluster, load_cluster_file, parse_cluster, render_cluster_file
-from ridgeline.deploy.local_cluster import bring_down
-from ridgeline.deploy.postgres import free_loopback_port
-from ridgeline.deploy.processes import command_line
+from ridgeline.deploy.cluster.cluster_file import ClusterFileError, default_cluster, load_cluster_file, parse_cluster, render_cluster_file
+from ridgeline.deploy.cluster.local_cluster import bring_down
+from ridgeline.deploy.run.postgres import free_loopback_port
+from ridgeline.deploy.run.processes import command_line
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "deploy" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "deploy" / "cluster" / "examples"
 
 
 def test_the_default_cluster_is_three_regions_of_two_nodes_and_needs_no_file() -> None:

@@ -17,11 +17,11 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import Connection, Engine, text
 
-from ridgeline.deploy.postgres import PostgresServer
+from ridgeline.deploy.run.postgres import PostgresServer
 from ridgeline.global_coordinator import decision_log as log
 from ridgeline.global_coordinator import schema
 from ridgeline.global_coordinator.group_commit import GroupCommit
-from ridgeline.regional.db import make_engine, run_transaction
+from ridgeline.regional.storage.db import make_engine, run_transaction
 
 THREADS = 16
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from ridgeline.deploy.postgres import PostgresServer
-from ridgeline.regional import migrate
+from ridgeline.deploy.run.postgres import PostgresServer
 from ridgeline.regional.config import NodeConfig
-from ridgeline.regional.db import make_engine
 from ridgeline.regional.node import RegionalNode, SchemaMismatch
+from ridgeline.regional.storage import migrate
+from ridgeline.regional.storage.db import make_engine
 
 
 def test_migrations_bring_an_empty_database_to_head_and_a_node_refuses_it_before(region_servers: dict[str, PostgresServer]) -> None:

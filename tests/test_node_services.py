@@ -8,15 +8,15 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import httpx
 import psycopg
-from sqlalchemy import event
 from drive import Outcome, night, outcome
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from invariants import bookings_by_id, libpq_url
+from sqlalchemy import event
 
+from ridgeline.deploy.cluster.scrape import scrape
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.node import BOOKING_SERVICE, RegionalNode
-from ridgeline.deploy.scrape import scrape
 from ridgeline.routing.client import BookingClient
 from ridgeline.v1.cluster_pb2 import GetClusterInfoRequest
 from ridgeline.v1.cluster_pb2_grpc import ClusterServiceStub
@@ -68,8 +68,8 @@ def _hold_one(address: str, index: int) -> Outcome:
 def test_unknown_ids_do_not_turn_every_request_into_catalog_queries(alps_db) -> None:  # noqa: ANN001
     """A caller sending made-up basecamp ids gets NOT_FOUND, and the catalog is re-read at most
     once per reload interval, not once per request."""
-    from ridgeline.regional.catalog import CatalogView
-    from ridgeline.regional.db import make_engine
+    from ridgeline.regional.booking.catalog import CatalogView
+    from ridgeline.regional.storage.db import make_engine
 
     engine = make_engine(alps_db.url, pool_size=1)
     reads: list[str] = []

@@ -11,14 +11,15 @@ import uuid
 from datetime import datetime, timezone
 
 import pytest
-from sqlalchemy import Engine, text
-
 from drive import grant_leases, night
 from invariants import assert_inventory_matches_bookings, query, snapshot
-from ridgeline.regional import errors, holds, transitions
-from ridgeline.regional.db import make_engine, run_transaction
-from ridgeline.regional.group_commit import HoldGroupCommitter
-from ridgeline.regional.model import Nights
+from sqlalchemy import Engine, text
+
+from ridgeline.regional import errors
+from ridgeline.regional.booking import holds, transitions
+from ridgeline.regional.booking.group_commit import HoldGroupCommitter
+from ridgeline.regional.booking.model import Nights
+from ridgeline.regional.storage.db import make_engine, run_transaction
 from ridgeline.routing import leases
 
 BASECAMP = "argentiere"

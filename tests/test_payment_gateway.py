@@ -17,13 +17,12 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from gateway_process import Gateway, gateway_process
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from prometheus_client import REGISTRY
-
-from gateway_process import Gateway, gateway_process
 from ridgeline.deploy.payment_gateway.ledger import PAGE_SIZE_MAX, Ledger
-from ridgeline.deploy.postgres import PostgresServer
+from ridgeline.deploy.run.postgres import PostgresServer
 from ridgeline.flows import payments
 from ridgeline.flows.circuit_breaker import BreakerState, CircuitBreaker
 from ridgeline.flows.payments import (

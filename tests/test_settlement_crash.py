@@ -16,15 +16,15 @@ from urllib.parse import urlsplit
 
 import grpc
 import pytest
-
 from drive import night
 from gateway_process import Gateway
 from invariants import assert_history_consistent, assert_inventory_matches_bookings, bookings_by_id, query
+from settlement_checks import assert_money_balances, assert_one_message_each, settlement_states, standing_cents, wait_until_settled
+
+from ridgeline.deploy.drills.fault_proxy import FaultProxy
 from ridgeline.flows.crash_points import AFTER_CHARGE, AFTER_CONFIRM, CRASH_ENV
 from ridgeline.regional.config import NodeConfig
 from ridgeline.routing.client import BookingClient
-from settlement_checks import assert_money_balances, assert_one_message_each, settlement_states, standing_cents, wait_until_settled
-from ridgeline.deploy.fault_proxy import FaultProxy
 
 SWEEP_INTERVAL_SECONDS = 2.0
 SWEEP_SLACK_SECONDS = 1.5

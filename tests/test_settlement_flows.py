@@ -18,10 +18,11 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-
 from drive import borrowed_fence, night, place_lapsed_hold
 from gateway_process import Gateway
 from invariants import assert_history_consistent, assert_inventory_matches_bookings, query
+from settlement_checks import assert_money_balances, assert_one_message_each, settlement_states, standing_cents, wait_until_settled
+
 from ridgeline.flows import runtime
 from ridgeline.flows.circuit_breaker import BreakerState, CircuitBreaker
 from ridgeline.flows.loop import LoopPolicy, SettlementLoop
@@ -31,10 +32,9 @@ from ridgeline.flows.reconcile import reconcile
 from ridgeline.flows.runtime import SettlementRuntime, SettlePolicy
 from ridgeline.flows.settle import settle_batch
 from ridgeline.flows.sweep import sweep
-from ridgeline.regional.db import make_engine
+from ridgeline.regional.storage.db import make_engine
 from ridgeline.routing.client import BookingClient
 from ridgeline.v1 import booking_pb2 as pb
-from settlement_checks import assert_money_balances, assert_one_message_each, settlement_states, standing_cents, wait_until_settled
 
 BASECAMPS = ["argentiere", "hoernli", "gouter", "capanna-margherita"]
 

@@ -31,16 +31,17 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
+from drive import grant_leases
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
-from sqlalchemy import Engine, text
-from drive import grant_leases
 from invariants import inventory_problems
+from sqlalchemy import Engine, text
 
-from ridgeline.regional import errors, expiry, holds, queries, sweeper, transitions
-from ridgeline.regional.db import run_transaction
-from ridgeline.regional.model import LEGAL_TRANSITIONS, BookingState, Nights
+from ridgeline.regional import errors
+from ridgeline.regional.booking import expiry, holds, queries, sweeper, transitions
+from ridgeline.regional.booking.model import LEGAL_TRANSITIONS, BookingState, Nights
+from ridgeline.regional.storage.db import run_transaction
 
 #: The small universe: two guide resources with little capacity, five nights.
 RESOURCES = ("argentiere-guide", "hoernli-guide")

@@ -7,7 +7,7 @@ import grpc
 import pytest
 
 from ridgeline.regional import errors
-from ridgeline.regional.status import code_for
+from ridgeline.regional.edge.status_codes import code_for
 
 EXPECTED = {
     errors.InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,

@@ -1,6 +1,6 @@
 """The coordinator SIGKILLed at every point of the protocol, then restarted (invariants 5 and 4).
 
-A tests-only hook (``RIDGELINE_COORDINATOR_CRASH_AT``, :mod:`ridgeline.global_coordinator.crash`)
+A tests-only hook (``RIDGELINE_COORDINATOR_CRASH_AT``, :mod:`ridgeline.global_coordinator.crash_points`)
 kills the coordinator process the k-th time it passes a named point. After a restart on
 the same address every trek must be all-or-nothing at rest in the participants' own
 tables, and the gateway's own ledger must keep exactly the price of the confirmed legs.
@@ -17,12 +17,12 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from drive import night
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-
-from drive import night
 from trek_cluster import TrekCluster, call_ignoring_death, leg, plan_request, running_cluster
-from ridgeline.deploy.postgres import PostgresServer
+
+from ridgeline.deploy.run.postgres import PostgresServer
 from ridgeline.v1 import trek_pb2 as tpb
 
 #: Each leg is (basecamp, resource) in a different region; a refused leg asks more places

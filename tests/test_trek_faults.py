@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import timedelta
 from collections.abc import Callable, Iterator
 from concurrent import futures
+from datetime import timedelta
 from urllib.parse import urlparse
 
 import grpc
 import psycopg
 import pytest
-
 from drive import night, outcome
 from invariants import query
 from trek_cluster import TrekCluster, call_ignoring_death, leg, plan_request, running_cluster
-from ridgeline.deploy.postgres import PostgresServer
+
+from ridgeline.deploy.run.postgres import PostgresServer
 from ridgeline.routing.client import BookingClient
 from ridgeline.v1 import trek_pb2 as tpb
 

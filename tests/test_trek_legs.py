@@ -13,13 +13,13 @@ from datetime import datetime, timedelta, timezone
 
 import grpc
 import pytest
-
 from drive import night
 from invariants import assert_history_consistent, assert_inventory_matches_bookings, query
-from ridgeline.regional import legs
-from ridgeline.regional.db import make_engine
-from ridgeline.regional.leg_resolver import resolve_in_doubt
-from ridgeline.regional.sweeper import sweep_once
+
+from ridgeline.regional.booking.sweeper import sweep_once
+from ridgeline.regional.storage.db import make_engine
+from ridgeline.regional.trek_legs import participant as legs
+from ridgeline.regional.trek_legs.resolver import resolve_in_doubt
 from ridgeline.routing.client import night_range
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import trek_pb2 as tpb

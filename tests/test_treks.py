@@ -15,10 +15,10 @@ from concurrent import futures
 import grpc
 import httpx
 import pytest
-
 from drive import night
 from trek_cluster import Spawned, TrekCluster, free_port, leg, plan_request, running_cluster
-from ridgeline.deploy.postgres import PostgresServer
+
+from ridgeline.deploy.run.postgres import PostgresServer
 from ridgeline.v1 import trek_pb2 as tpb
 
 Code = grpc.StatusCode
@@ -181,6 +181,7 @@ def test_a_prepared_leg_past_its_ttl_asks_the_coordinator_and_is_never_guessed(c
     its TTL (presumed abort, answered by the real coordinator); a leg whose coordinator
     cannot be reached stays held."""
     from invariants import query
+
     from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 
     orphan, unreachable = str(uuid.uuid4()), str(uuid.uuid4())

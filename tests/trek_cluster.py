@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import os
 import socket
-import uuid
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import grpc
 import psycopg
-
 from invariants import assert_inventory_matches_bookings, query
-from ridgeline.deploy.postgres import PostgresServer
+
+from ridgeline.deploy.run.postgres import PostgresServer
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.node import RegionalNode
 from ridgeline.routing.client import night_range

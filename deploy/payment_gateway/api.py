@@ -19,11 +19,10 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from ridgeline.deploy.payment_gateway.faults import FaultInjector, FaultPlan, FaultSettings, sleep_for
+from ridgeline.deploy.payment_gateway.ledger import PAGE_SIZE_MAX, Ledger, LedgerError
+from ridgeline.deploy.payment_gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from ridgeline.regional.errors import Contention, DatabaseUnavailable
-
-from .faults import FaultInjector, FaultPlan, FaultSettings, sleep_for
-from .ledger import PAGE_SIZE_MAX, Ledger, LedgerError
-from .metrics import CONTENT_TYPE, GatewayMetrics
 
 #: Largest single charge, cents: far above any stay, far below BIGINT.
 AMOUNT_MAX_CENTS = 10**12

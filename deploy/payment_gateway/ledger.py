@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import OperationalError
 
-from ridgeline.regional.db import make_engine, run_transaction
+from ridgeline.regional.storage.db import make_engine, run_transaction
 
 #: Largest page ``list_charges`` returns; the ledger is read page by page.
 PAGE_SIZE_MAX = 500

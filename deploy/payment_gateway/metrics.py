@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from .faults import FaultPlan, FaultSettings
+from ridgeline.deploy.payment_gateway.faults import FaultPlan, FaultSettings
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 
-from ..processes import stop_process
+from ridgeline.deploy.run.processes import stop_process
 
 _READY = re.compile(r"^READY gateway (http://\S+)$")
 

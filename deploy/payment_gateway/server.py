@@ -14,9 +14,9 @@ import time
 
 import uvicorn
 
-from .api import create_app
-from .faults import FaultInjector
-from .ledger import Ledger
+from ridgeline.deploy.payment_gateway.api import create_app
+from ridgeline.deploy.payment_gateway.faults import FaultInjector
+from ridgeline.deploy.payment_gateway.ledger import Ledger
 
 #: How long the server may take to start listening before we give up.
 STARTUP_TIMEOUT_SECONDS = 30.0

@@ -1,0 +1,267 @@
+"""``ridgeline bench cluster``: failover time and routed throughput of a local cluster.
+
+Failover: a region of two nodes takes holds on one basecamp through the routing client
+without pause; the basecamp's owner is SIGKILLed; the time from the kill to the first
+hold that succeeds again on that basecamp is one sample. The killed node is restarted
+and ownership settles before the next sample. Bound: lease TTL + one heartbeat (plus
+the client's backoff).
+
+Throughput: the same desk threads place holds through the routing client, first on a
+cluster of one region with one node (the baseline), then on 3 regions x 2 nodes, in the
+same run; the ratio is what the cluster adds on this machine (2 cores here: six node
+processes and three PostgreSQL servers share them, so expect it near or below 1).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Annotated
+
+import grpc
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ridgeline.deploy.cli import bench_app
+from ridgeline.deploy.cluster.cluster_file import ClusterSpec, NodeSpec, RegionSpec, with_free_ports
+from ridgeline.deploy.cluster.local_cluster import LocalCluster
+from ridgeline.routing.ring import propose_owners
+from ridgeline.routing.router import ClusterClient, ClusterUnreachable
+
+_console = Console()
+_err = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class ThroughputResult:
+    label: str
+    nodes: int
+    holds_per_second: float
+    p50_ms: float
+    p99_ms: float
+    errors: dict[str, int]
+
+
+@dataclass(frozen=True)
+class FailoverResult:
+    samples_seconds: list[float]
+    lease_ttl_seconds: float
+    heartbeat_interval_seconds: float
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples_seconds)
+
+    @property
+    def worst(self) -> float:
+        return max(self.samples_seconds)
+
+
+@bench_app.command("cluster")
+def cluster(
+    seconds: Annotated[float, typer.Option("--seconds", help="Length of each throughput phase.")] = 10.0,
+    threads: Annotated[int, typer.Option("--threads", help="Desk threads placing holds.")] = 16,
+    failovers: Annotated[int, typer.Option("--failovers", help="Failover samples (SIGKILL of an owner).")] = 5,
+    lease_ttl: Annotated[float, typer.Option("--lease-ttl", help="Lease TTL of the cluster, seconds.")] = 5.0,
+    heartbeat: Annotated[float, typer.Option("--heartbeat-interval", help="Heartbeat of the cluster, seconds.")] = 1.0,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results to this JSON file.")] = None,
+) -> None:
+    """Failover time (median, max) and holds/s through the routing client: 3 regions x 2 nodes vs one node."""
+    if seconds <= 0 or threads <= 0 or failovers < 0:
+        raise typer.BadParameter("--seconds and --threads must be positive, --failovers not negative")
+    started = datetime.now(timezone.utc)
+    root = Path(tempfile.mkdtemp(prefix="ridgeline-bench-cluster-"))
+    try:
+        single = _spec("single", {"eu-alps": 1}, lease_ttl, heartbeat)
+        full = _spec("3x2", {"eu-alps": 2, "na-rockies": 2, "sa-andes": 2}, lease_ttl, heartbeat)
+        results = [_throughput(single, root / "single", seconds, threads, "1 region x 1 node (baseline)")]
+        local = LocalCluster(full, root / "full", progress=lambda step: _err.print(f"[dim]{step}…[/]"), settlement=False)
+        local.start()
+        try:
+            results.append(_drive_throughput(local, seconds, threads, "3 regions x 2 nodes"))
+            failover = _failovers(local, failovers, lease_ttl, heartbeat)
+        finally:
+            local.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    _print(results, failover)
+    if json_path is not None:
+        report = {
+            "date": started.isoformat(timespec="seconds"),
+            "threads": threads,
+            "seconds": seconds,
+            "throughput": [asdict(r) for r in results],
+            "ratio": results[1].holds_per_second / results[0].holds_per_second if results[0].holds_per_second else None,
+            "failover": {**asdict(failover), "median": failover.median if failover.samples_seconds else None,
+                         "max": failover.worst if failover.samples_seconds else None},
+        }
+        json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
+def _spec(name: str, nodes_per_region: dict[str, int], lease_ttl: float, heartbeat: float) -> ClusterSpec:
+    regions = tuple(
+        RegionSpec(region, tuple(NodeSpec(f"{region}-{i}", region, "127.0.0.1:0") for i in range(1, count + 1)))
+        for region, count in nodes_per_region.items()
+    )
+    spec = ClusterSpec(name=name, regions=regions)
+    return with_free_ports(spec, lease_ttl_seconds=lease_ttl, heartbeat_interval_seconds=heartbeat)
+
+
+def _throughput(spec: ClusterSpec, state_dir: Path, seconds: float, threads: int, label: str) -> ThroughputResult:
+    local = LocalCluster(spec, state_dir, progress=lambda step: _err.print(f"[dim]{step}…[/]"), settlement=False)
+    local.start()
+    try:
+        return _drive_throughput(local, seconds, threads, label)
+    finally:
+        local.stop()
+
+
+def _drive_throughput(local: LocalCluster, seconds: float, threads: int, label: str) -> ThroughputResult:
+    seeds = [run.address for run in local.nodes.values()]
+    with ClusterClient(seeds) as client:
+        camps = [(b.basecamp_id, b.resources[0].resource_id) for b in client.list_basecamps().basecamps]
+    _err.print(f"[dim]{label}: {threads} desks, {seconds:g} s over {len(camps)} basecamps[/]")
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+    lock = threading.Lock()
+    stop = threading.Event()
+    first_night = date.today() + timedelta(days=2)
+
+    def desk(index: int) -> None:
+        rng = random.Random(index)
+        mine: list[float] = []
+        failed: Counter[str] = Counter()
+        with ClusterClient(seeds) as desk_client:
+            while not stop.is_set():
+                basecamp, resource = rng.choice(camps)
+                night = first_night + timedelta(days=rng.randrange(300))
+                began = time.perf_counter()
+                try:
+                    desk_client.place_hold(basecamp, resource, night, night + timedelta(days=1), 1, f"bench-{index}", hold_ttl_seconds=600)
+                    mine.append(time.perf_counter() - began)
+                except grpc.RpcError as error:
+                    failed[error.code().name] += 1
+        with lock:
+            latencies.extend(mine)
+            errors.update(failed)
+
+    workers = [threading.Thread(target=desk, args=(i,), daemon=True) for i in range(threads)]
+    began = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    time.sleep(seconds)
+    stop.set()
+    for worker in workers:
+        worker.join(30)
+    elapsed = time.perf_counter() - began
+    ordered = sorted(latencies)
+    return ThroughputResult(
+        label=label,
+        nodes=len(local.nodes),
+        holds_per_second=len(ordered) / elapsed,
+        p50_ms=_percentile(ordered, 0.50) * 1000,
+        p99_ms=_percentile(ordered, 0.99) * 1000,
+        errors=dict(errors),
+    )
+
+
+def _failovers(local: LocalCluster, samples: int, lease_ttl: float, heartbeat: float) -> FailoverResult:
+    region = local.spec.regions[0]
+    node_ids = [n.node_id for n in region.nodes]
+    seeds = [run.address for run in local.nodes.values() if run.region == region.name]
+    with ClusterClient(seeds) as client:
+        camps = {b.basecamp_id: b.resources[0].resource_id for b in client.list_basecamps(region.name).basecamps}
+    owners = propose_owners(node_ids, camps)
+    basecamp = sorted(camps)[0]
+    results: list[float] = []
+    for sample in range(samples):
+        victim = owners[basecamp]
+        _err.print(f"[dim]failover {sample + 1}/{samples}: SIGKILL {victim}, owner of {basecamp}[/]")
+        results.append(_one_failover(local, seeds, basecamp, camps[basecamp], victim, sample))
+        local.restart_node(victim)
+        _wait_settled(seeds, region.name, owners, timeout=lease_ttl * 4 + 10)
+    return FailoverResult(results, lease_ttl, heartbeat)
+
+
+def _one_failover(local: LocalCluster, seeds: list[str], basecamp: str, resource: str, victim: str, sample: int) -> float:
+    """Seconds from SIGKILL of the owner to the first hold that succeeds again on the basecamp."""
+    successes: list[float] = []
+    stop = threading.Event()
+
+    def desk(index: int) -> None:
+        rng = random.Random(sample * 100 + index)
+        with ClusterClient(seeds, timeout_seconds=2) as client:
+            while not stop.is_set():
+                night = date.today() + timedelta(days=2 + rng.randrange(300))
+                try:
+                    client.place_hold(basecamp, resource, night, night + timedelta(days=1), 1, "failover", hold_ttl_seconds=600)
+                    successes.append(time.monotonic())
+                except grpc.RpcError:
+                    pass
+
+    desks = [threading.Thread(target=desk, args=(i,), daemon=True) for i in range(2)]
+    for thread in desks:
+        thread.start()
+    time.sleep(1.0)
+    local.kill_node(victim)
+    killed = time.monotonic()
+    deadline = killed + 60
+    while time.monotonic() < deadline and not any(t > killed for t in successes):
+        time.sleep(0.01)
+    stop.set()
+    for thread in desks:
+        thread.join(10)
+    after = [t for t in successes if t > killed]
+    if not after:
+        raise RuntimeError(f"{basecamp} never became writable again within 60 s of killing {victim}")
+    return min(after) - killed
+
+
+def _wait_settled(seeds: list[str], region: str, owners: dict[str, str], *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    with ClusterClient(seeds, timeout_seconds=2) as client:
+        while time.monotonic() < deadline:
+            try:
+                info = next(i for i in client.cluster_info() if i.region == region)
+            except (ClusterUnreachable, StopIteration):  # a node is still starting
+                time.sleep(0.2)
+                continue
+            if {o.basecamp_id: o.node_id for o in info.owners} == owners:
+                return
+            time.sleep(0.2)
+    raise RuntimeError(f"ownership in {region} did not settle back within {timeout:.0f} s")
+
+
+def _percentile(ordered: list[float], fraction: float) -> float:
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def _print(results: list[ThroughputResult], failover: FailoverResult) -> None:
+    table = Table(title="Holds through the routing client")
+    for column in ("cluster", "nodes", "holds/s", "p50 ms", "p99 ms", "errors"):
+        table.add_column(column)
+    for r in results:
+        table.add_row(r.label, str(r.nodes), f"{r.holds_per_second:.0f}", f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}", ", ".join(f"{k} {v}" for k, v in r.errors.items()) or "none")
+    _console.print(table)
+    if results[0].holds_per_second:
+        _console.print(f"ratio 3x2 / one node: [bold]{results[1].holds_per_second / results[0].holds_per_second:.2f}[/]")
+    if failover.samples_seconds:
+        _console.print(
+            f"failover (SIGKILL → first successful hold on a moved basecamp), {len(failover.samples_seconds)} runs: "
+            f"median [bold]{failover.median:.2f} s[/], max [bold]{failover.worst:.2f} s[/] "
+            f"(lease TTL {failover.lease_ttl_seconds:g} s + heartbeat {failover.heartbeat_interval_seconds:g} s = "
+            f"{failover.lease_ttl_seconds + failover.heartbeat_interval_seconds:g} s bound); samples "
+            + ", ".join(f"{s:.2f}" for s in failover.samples_seconds)
+        )

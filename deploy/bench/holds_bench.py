@@ -1,0 +1,711 @@
+"""``ridgeline bench holds``: holds/s through gRPC against the raw SQL ceiling of the same run.
+
+The goal: a hold placed through one node's gRPC API reaches at least 60% of the rate at
+which the database takes the same conditional UPDATE plus the booking INSERT straight
+from psycopg, from the same number of threads (the *ceiling*, ARCHITECTURE.md §3).
+These machines are small and noisy (2 cores), so an absolute holds/s figure says little
+from one day to the next: the ceiling is measured in the same run and the verdict is the
+ratio. ``--repeat`` brackets every gRPC phase between two ceiling phases, so that drift
+during the run shows up instead of skewing the ratio.
+
+Everything is throwaway: a PostgreSQL server in a temporary directory (removed even on
+Ctrl-C), a catalog whose capacity never runs out (every hold takes the fast path), and
+a node started exactly as production starts it (``python -m ridgeline.deploy.cli node``)
+so that it does not share a GIL with the client threads here. It does share the cores,
+so every phase also reports where the CPU went (this process, the node, PostgreSQL) and
+how much other processes used meanwhile, read from /proc (Linux only).
+
+cli.py imports this module for every command, so the database side (psycopg,
+SQLAlchemy, Alembic: about half a second) is imported inside the functions that use it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import queue
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Protocol
+
+import grpc
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ridgeline.deploy.cli import bench_app
+from ridgeline.deploy.run.processes import stop_process
+from ridgeline.regional.config import NodeConfig
+from ridgeline.routing.client import BookingClient
+
+if TYPE_CHECKING:
+    from ridgeline.regional.booking.catalog import Catalog
+
+#: The issue's goal: gRPC holds/s at least this fraction of the ceiling's.
+GOAL_RATIO = 0.60
+
+_REGION = "bench"
+_BASECAMP = "bench-camp"
+_DATABASE = "ridgeline_bench"
+_RESOURCE_COUNT = 8
+#: So large that no hold is ever refused, even all on one night: no slow path, no sell-out.
+_CAPACITY = 1_000_000
+_UNIT_PRICE_CENTS = 5_000
+_CURRENCY = "EUR"
+_CUSTOMER = "bench"
+_HOLD_TTL_SECONDS = 900
+#: Spread holds ask for one random night among this many, starting tomorrow.
+_NIGHTS_AHEAD = 300
+_NODE_READY_TIMEOUT_SECONDS = 60.0
+_NODE_STOP_TIMEOUT_SECONDS = 15.0
+_WORKERS_READY_TIMEOUT_SECONDS = 60.0
+_CALL_TIMEOUT_SECONDS = 30.0
+_BACKENDS_GONE_TIMEOUT_SECONDS = 15.0
+_LOG_TAIL_BYTES = 2_000
+_READY = re.compile(r"^READY (\S+) (\S+) (\S+)$")
+
+# The ceiling as ARCHITECTURE.md §3 defines it: the node's conditional UPDATE and a
+# booking INSERT in one explicit transaction (BEGIN, UPDATE, INSERT, COMMIT).
+_TAKE_UNIT = """
+    UPDATE inventory SET held = held + 1
+    WHERE resource_id = %(resource_id)s AND night >= %(start)s AND night < %(end)s
+      AND held + booked + 1 <= capacity
+    RETURNING night
+"""
+_INSERT_BOOKING = """
+    INSERT INTO bookings (booking_id, basecamp_id, resource_id, first_night, end_night, party_size,
+                          customer_id, state, version, total_price_cents, currency,
+                          created_at, updated_at, expires_at, reserved_nights)
+    VALUES (%(booking_id)s, %(basecamp_id)s, %(resource_id)s, %(start)s, %(end)s, 1,
+            %(customer_id)s, 'held', 1, %(price)s, %(currency)s, %(now)s, %(now)s, %(expires_at)s, 1)
+"""
+
+_err = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """One run's shape; the same threads, seconds and workload serve both phases, so they compare."""
+
+    seconds: float = 10.0
+    threads: int = 16
+    #: The node's gRPC workers and database pool size.
+    workers: int = 16
+    hot: bool = False
+    repeat: int = 1
+    #: The node's group-commit round size; 1 places every hold with its own statement.
+    round_max: int = NodeConfig.hold_round_max
+
+    @property
+    def workload(self) -> str:
+        return "hot" if self.hot else "spread"
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    """One timed phase. Latencies are per successful hold, retries included."""
+
+    phase: str
+    ops: int
+    seconds: float
+    p50_ms: float | None
+    p99_ms: float | None
+    #: Whole-transaction retries counted by the bench (ceiling only: the node retries inside).
+    retries: int
+    #: Transactions the database rolled back (pg_stat_database), for both phases alike;
+    #: warm-up and node start-up included (a handful). Here each one is a lost race.
+    rollbacks: int
+    errors: dict[str, int]
+    #: CPU time per successful hold, µs: this process ("bench"), the node, PostgreSQL.
+    cpu_us_per_hold: dict[str, float | None]
+    #: Cores busy with anything else meanwhile (other processes, kernel threads): noise.
+    other_cores: float
+
+    @property
+    def ops_per_second(self) -> float:
+        return self.ops / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    """Everything a run measured, with what it ran on: numbers from another day need both."""
+
+    settings: BenchSettings
+    #: When the run started (UTC, ISO 8601).
+    date: str
+    machine: dict[str, object]
+    phases: tuple[PhaseResult, ...]
+    #: gRPC holds/s over the ceiling beside it, one per gRPC phase.
+    ratios: tuple[float, ...]
+
+    @property
+    def median_ratio(self) -> float:
+        return statistics.median(self.ratios)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "date": self.date,
+            "machine": self.machine,
+            **asdict(self.settings),
+            "workload": self.settings.workload,
+            "phases": [{**asdict(p), "ops_per_second": p.ops_per_second} for p in self.phases],
+            "ratios": list(self.ratios),
+            "median_ratio": self.median_ratio,
+            "goal_ratio": GOAL_RATIO,
+        }
+
+
+@bench_app.command("holds")
+def holds(
+    seconds: Annotated[float, typer.Option("--seconds", help="Length of each timed phase.")] = 10.0,
+    threads: Annotated[int, typer.Option("--threads", help="Client threads in each phase (each with its own connection or channel).")] = 16,
+    workers: Annotated[int, typer.Option("--workers", help="The node's gRPC workers and pool size.")] = 16,
+    hot: Annotated[bool, typer.Option("--hot/--spread", help="All holds on one resource and night, or spread over 8 resources x 300 nights.")] = False,
+    repeat: Annotated[int, typer.Option("--repeat", help="gRPC phases; with more than one, each sits between two ceiling phases.")] = 1,
+    round_max: Annotated[int, typer.Option("--round-max", help="The node's group-commit round size (1: one statement per hold).")] = NodeConfig.hold_round_max,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results to this JSON file.")] = None,
+) -> None:
+    """Holds/s and p50/p99 through gRPC against one node, beside the raw SQL ceiling of the same run."""
+    if seconds <= 0 or threads <= 0 or workers <= 0 or repeat <= 0 or round_max <= 0:
+        raise typer.BadParameter("--seconds, --threads, --workers, --repeat and --round-max must be positive")
+    report = run_holds_benchmark(
+        BenchSettings(seconds=seconds, threads=threads, workers=workers, hot=hot, repeat=repeat, round_max=round_max)
+    )
+    _print_report(report)
+    if json_path is not None:
+        json_path.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+
+
+def run_holds_benchmark(settings: BenchSettings) -> BenchReport:
+    """Runs ceiling and gRPC phases alternately on a throwaway database, then cleans up.
+
+    The database, catalog and node live only for this call; the temporary directory is
+    removed and every process stopped even when interrupted (Ctrl-C).
+    """
+    from ridgeline.deploy.run.postgres import PostgresServer
+    from ridgeline.deploy.run.region import prepare_region_database
+
+    started = datetime.now(timezone.utc)
+    root = Path(tempfile.mkdtemp(prefix="ridgeline-bench-"))
+    server = PostgresServer(root / "postgres")
+    try:
+        server.start()
+        url = server.create_database(_DATABASE)
+        catalog = _bench_catalog()
+        prepare_region_database(url, _REGION, catalog, advance_booking_days=NodeConfig.advance_booking_days)
+        workload = _Workload(
+            hot=settings.hot,
+            resource_ids=tuple(r.resource_id for r in catalog.basecamps[0].resources),
+            first_night=started.date() + timedelta(days=1),
+        )
+        admin_dsn, bench_dsn = server.libpq_dsn(), server.libpq_dsn(_DATABASE)
+        machine = _machine(admin_dsn)
+        postmaster = _postmaster_pid(server.data_dir)
+        phases: list[PhaseResult] = []
+        for phase in _schedule(settings.repeat):
+            _err.print(f"[dim]{phase} phase {len(phases) + 1}: {settings.threads} threads, {settings.seconds:g} s, {settings.workload}[/]")
+            before = _rollbacks_settled(admin_dsn)
+            if phase == "ceiling":
+                drive = _drive(lambda: _SqlWorker(bench_dsn), workload, settings, pids=_Pids(None, postmaster))
+            else:
+                with _node_process(url, settings, root / "node.log") as (pid, address):
+                    _err.print(f"[dim]node pid {pid} serving on {address}[/]")
+                    drive = _drive(lambda: _GrpcWorker(address), workload, settings, pids=_Pids(pid, postmaster))
+            phases.append(drive.result(phase, rollbacks=_rollbacks_settled(admin_dsn) - before))
+        return BenchReport(
+            settings=settings,
+            date=started.isoformat(timespec="seconds"),
+            machine=machine,
+            phases=tuple(phases),
+            ratios=_ratios(phases),
+        )
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _schedule(repeat: int) -> list[str]:
+    """ceiling, grpc for one run; ceiling, grpc, ceiling, … ceiling to bracket several."""
+    order = ["ceiling", "grpc"] * repeat
+    return order + ["ceiling"] if repeat > 1 else order
+
+
+def _ratios(phases: list[PhaseResult]) -> tuple[float, ...]:
+    """Each gRPC phase over the mean of the ceiling phases right before and after it."""
+    ratios = []
+    for index, phase in enumerate(phases):
+        if phase.phase != "grpc":
+            continue
+        around = [p.ops_per_second for p in phases[max(index - 1, 0) : index + 2] if p.phase == "ceiling"]
+        ceiling = statistics.mean(around) if around else 0.0
+        ratios.append(phase.ops_per_second / ceiling if ceiling > 0 else 0.0)
+    return tuple(ratios)
+
+
+def _bench_catalog() -> Catalog:
+    from ridgeline.regional.booking.catalog import parse_catalog
+
+    return parse_catalog(
+        {
+            "regions": [{"id": _REGION, "name": "Benchmark"}],
+            "basecamps": [
+                {
+                    "id": _BASECAMP,
+                    "region": _REGION,
+                    "name": "Benchmark basecamp",
+                    "time_zone": "UTC",
+                    "resources": [
+                        {
+                            "id": f"{_BASECAMP}-{number}",
+                            "kind": "hut_bed",
+                            "capacity": _CAPACITY,
+                            "unit_price_cents": _UNIT_PRICE_CENTS,
+                            "currency": _CURRENCY,
+                        }
+                        for number in range(_RESOURCE_COUNT)
+                    ],
+                }
+            ],
+        }
+    )
+
+
+@dataclass(frozen=True)
+class _Workload:
+    """Which resource and night each hold asks for; both phases use the same choice."""
+
+    hot: bool
+    resource_ids: tuple[str, ...]
+    first_night: date
+
+    def pick(self, rng: random.Random) -> tuple[str, date]:
+        if self.hot:
+            return self.resource_ids[0], self.first_night
+        return rng.choice(self.resource_ids), self.first_night + timedelta(days=rng.randrange(_NIGHTS_AHEAD))
+
+
+class _Failed(Exception):
+    """One hold that did not succeed; the message is its kind, for the error tally."""
+
+    def __init__(self, kind: str, *, retries: int = 0) -> None:
+        super().__init__(kind)
+        self.retries = retries
+
+
+class _HoldWorker(Protocol):
+    def hold(self, resource_id: str, night: date) -> int:
+        """Places one 1-unit, 1-night hold; returns the retries it took or raises _Failed."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class _SqlWorker:
+    """One connection taking holds the ceiling's way, retried whole like the node does."""
+
+    def __init__(self, dsn: str) -> None:
+        import psycopg
+
+        from ridgeline.regional.storage.db import DEFAULT_RETRY, RETRYABLE_SQLSTATES
+
+        # autocommit off: psycopg opens a transaction at the server default, SERIALIZABLE.
+        self._conn = psycopg.connect(dsn, autocommit=False, application_name="ridgeline-bench-ceiling")
+        self._cursor = self._conn.cursor()
+        self._database_error = psycopg.Error
+        self._retry, self._retryable = DEFAULT_RETRY, RETRYABLE_SQLSTATES
+
+    def hold(self, resource_id: str, night: date) -> int:
+        for attempt in range(1, self._retry.attempts_max + 1):
+            now = datetime.now(timezone.utc)
+            params = {
+                "booking_id": uuid.uuid4(),
+                "basecamp_id": _BASECAMP,
+                "resource_id": resource_id,
+                "start": night,
+                "end": night + timedelta(days=1),
+                "customer_id": _CUSTOMER,
+                "price": _UNIT_PRICE_CENTS,
+                "currency": _CURRENCY,
+                "now": now,
+                "expires_at": now + timedelta(seconds=_HOLD_TTL_SECONDS),
+            }
+            try:
+                self._cursor.execute(_TAKE_UNIT, params)
+                if len(self._cursor.fetchall()) != 1:
+                    self._conn.rollback()
+                    raise _Failed("sold out", retries=attempt - 1)
+                self._cursor.execute(_INSERT_BOOKING, params)
+                self._conn.commit()
+                return attempt - 1
+            except self._database_error as error:
+                self._conn.rollback()
+                if error.sqlstate not in self._retryable:
+                    raise _Failed(error.sqlstate or type(error).__name__, retries=attempt - 1) from error
+                if attempt == self._retry.attempts_max:
+                    raise _Failed("exhausted", retries=attempt - 1) from error
+                time.sleep(self._retry.backoff_seconds(attempt))
+        raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class _GrpcWorker:
+    """One BookingClient (its own channel) placing holds through the node."""
+
+    def __init__(self, address: str) -> None:
+        self._client = BookingClient(address, timeout_seconds=_CALL_TIMEOUT_SECONDS)
+
+    def hold(self, resource_id: str, night: date) -> int:
+        end = night + timedelta(days=1)
+        try:
+            self._client.place_hold(_BASECAMP, resource_id, night, end, 1, _CUSTOMER, hold_ttl_seconds=_HOLD_TTL_SECONDS)
+        except grpc.RpcError as error:
+            raise _Failed(error.code().name) from error
+        return 0
+
+    def close(self) -> None:
+        self._client.close()
+
+
+@dataclass
+class _Tally:
+    """What one client thread saw; merged after the phase, so no locks on the hot path."""
+
+    latencies_seconds: list[float] = field(default_factory=list)
+    retries: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True)
+class _Pids:
+    node: int | None
+    postmaster: int
+
+
+@dataclass(frozen=True)
+class _Cpu:
+    """Cumulative CPU seconds: this process, the node, PostgreSQL, and the whole machine."""
+
+    bench: float
+    node: float
+    postgres: float
+    machine: float
+
+    def __sub__(self, other: _Cpu) -> _Cpu:
+        return _Cpu(self.bench - other.bench, self.node - other.node, self.postgres - other.postgres, self.machine - other.machine)
+
+
+@dataclass(frozen=True)
+class _Drive:
+    tallies: list[_Tally]
+    seconds: float
+    cpu_before: _Cpu
+    cpu_after: _Cpu
+
+    def result(self, phase: str, *, rollbacks: int) -> PhaseResult:
+        latencies = sorted(s for t in self.tallies for s in t.latencies_seconds)
+        errors: Counter[str] = sum((t.errors for t in self.tallies), Counter())
+        ops = len(latencies)
+        spent = self.cpu_after - self.cpu_before
+        ours = {"bench": spent.bench, "node": spent.node if phase == "grpc" else None, "postgres": spent.postgres}
+        return PhaseResult(
+            phase=phase,
+            ops=ops,
+            seconds=self.seconds,
+            p50_ms=_percentile_ms(latencies, 0.50),
+            p99_ms=_percentile_ms(latencies, 0.99),
+            retries=sum(t.retries for t in self.tallies),
+            rollbacks=rollbacks,
+            errors=dict(errors),
+            cpu_us_per_hold={k: (v * 1e6 / ops if v is not None and ops else None) for k, v in ours.items()},
+            other_cores=(spent.machine - spent.bench - spent.node - spent.postgres) / self.seconds,
+        )
+
+
+def _drive(open_worker: Callable[[], _HoldWorker], workload: _Workload, settings: BenchSettings, *, pids: _Pids) -> _Drive:
+    """Runs ``settings.threads`` workers for ``settings.seconds`` after one untimed warm-up hold each.
+
+    The warm-up opens connections, channels and plan caches before the clock starts, so
+    both phases are timed in their steady state. Only holds that finish inside the window
+    count: a straggler's retries after the stop neither stretch the window nor add holds.
+    """
+    start = threading.Barrier(settings.threads + 1)
+    stop = threading.Event()
+    tallies = [_Tally() for _ in range(settings.threads)]
+    failures: list[BaseException] = []
+
+    def run(index: int) -> None:
+        tally, rng = tallies[index], random.Random(index)
+        try:
+            worker = open_worker()
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            failures.append(error)
+            start.abort()
+            return
+        try:
+            worker.hold(*workload.pick(rng))
+            start.wait()
+            while not stop.is_set():
+                began = time.perf_counter()
+                try:
+                    retries = worker.hold(*workload.pick(rng))
+                except _Failed as failure:
+                    if not stop.is_set():
+                        tally.errors[str(failure)] += 1
+                        tally.retries += failure.retries
+                    continue
+                if not stop.is_set():
+                    tally.latencies_seconds.append(time.perf_counter() - began)
+                    tally.retries += retries
+        except threading.BrokenBarrierError:
+            pass  # another thread failed to start, or the run was interrupted
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            failures.append(error)
+            stop.set()
+            start.abort()
+        finally:
+            worker.close()
+
+    pool = [threading.Thread(target=run, args=(i,), name=f"bench-{i}", daemon=True) for i in range(settings.threads)]
+    for thread in pool:
+        thread.start()
+    stopped: float | None = None
+    try:
+        start.wait(_WORKERS_READY_TIMEOUT_SECONDS)
+        cpu_before, started = _cpu(pids), time.perf_counter()
+        stop.wait(settings.seconds)
+        # Read while every connection is still open: the CPU time of a backend that has
+        # exited only shows once the postmaster has reaped it.
+        cpu_after, stopped = _cpu(pids), time.perf_counter()
+    except threading.BrokenBarrierError:
+        pass  # a worker failed (raised below) or the workers were not ready in time
+    finally:
+        stop.set()
+        if stopped is None:  # failed or interrupted: free the workers still waiting
+            start.abort()
+        for thread in pool:
+            thread.join(_CALL_TIMEOUT_SECONDS)
+    if failures:
+        raise RuntimeError(f"a benchmark thread failed: {failures[0]!r}") from failures[0]
+    if stopped is None:
+        raise RuntimeError(f"benchmark threads were not ready within {_WORKERS_READY_TIMEOUT_SECONDS:g} s")
+    return _Drive(tallies, stopped - started, cpu_before, cpu_after)
+
+
+def _percentile_ms(sorted_seconds: list[float], fraction: float) -> float | None:
+    """Nearest-rank percentile, in milliseconds."""
+    if not sorted_seconds:
+        return None
+    rank = max(math.ceil(fraction * len(sorted_seconds)), 1)
+    return sorted_seconds[rank - 1] * 1e3
+
+
+def _cpu(pids: _Pids) -> _Cpu:
+    with open("/proc/stat", encoding="ascii") as stat:
+        jiffies = [int(v) for v in stat.readline().split()[1:9]]
+    idle = jiffies[3] + jiffies[4]  # idle + iowait
+    return _Cpu(
+        bench=_cpu_seconds(_proc_stat(os.getpid())),
+        node=_cpu_seconds(_proc_stat(pids.node)) if pids.node is not None else 0.0,
+        postgres=_postgres_cpu_seconds(pids.postmaster),
+        machine=(sum(jiffies) - idle) / os.sysconf("SC_CLK_TCK"),
+    )
+
+
+def _postgres_cpu_seconds(postmaster: int) -> float:
+    """The postmaster, its live backends, and the backends it has already reaped.
+
+    A backend that exits mid-phase (a client disconnecting) is not lost: once the
+    postmaster reaps it, its CPU time moves into the postmaster's cutime/cstime.
+    """
+    own = _proc_stat(postmaster)
+    total = _cpu_seconds(own) + (int(own[13]) + int(own[14])) / os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = _proc_stat(int(entry))
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # exited while we looked
+        if fields[1] == str(postmaster):
+            total += _cpu_seconds(fields)
+    return total
+
+
+def _proc_stat(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name (which may hold spaces): state is [0], ppid [1]."""
+    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+        return stat.read().rsplit(")", 1)[1].split()
+
+
+def _cpu_seconds(fields: list[str]) -> float:
+    """utime + stime, all threads of the process (fields 14 and 15 of proc(5))."""
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _postmaster_pid(data_dir: Path) -> int:
+    """The first line of postmaster.pid (the server is running when this is called)."""
+    return int((data_dir / "postmaster.pid").read_text(encoding="ascii").split("\n", 1)[0])
+
+
+def _rollbacks_settled(admin_dsn: str) -> int:
+    """The bench database's rollback counter once none of its clients is connected.
+
+    A backend reports its counters to pg_stat_database when it exits (before it leaves
+    pg_stat_activity), so waiting until the database has no backends makes the count
+    cover everything the phase did.
+    """
+    import psycopg
+
+    deadline = time.monotonic() + _BACKENDS_GONE_TIMEOUT_SECONDS
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        while True:
+            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (_DATABASE,)).fetchone()
+            if row is None or row[0] == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        rolled_back = conn.execute("SELECT xact_rollback FROM pg_stat_database WHERE datname = %s", (_DATABASE,)).fetchone()
+    return int(rolled_back[0]) if rolled_back else 0
+
+
+@contextmanager
+def _node_process(database_url: str, settings: BenchSettings, log_path: Path) -> Iterator[tuple[int, str]]:
+    """The node as production runs it; yields its pid and address, stops it on the way out.
+
+    It gets its own session, so that Ctrl-C reaches only this process and the shutdown
+    stays in order: clients, then the node, then the database.
+    """
+    command = [
+        sys.executable, "-m", "ridgeline.deploy.cli", "node",
+        "--region", _REGION, "--database-url", database_url, "--workers", str(settings.workers),
+        "--hold-round-max", str(settings.round_max),
+    ]  # fmt: skip
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
+        try:
+            try:
+                address = _await_ready(process)
+            except RuntimeError as error:
+                raise RuntimeError(f"{error}; node log ends with:\n{_tail(log_path)}") from None
+            yield process.pid, address
+        finally:
+            stop_process(process, _NODE_STOP_TIMEOUT_SECONDS)
+
+
+def _await_ready(process: subprocess.Popen[str]) -> str:
+    """The address from the node's READY line, read on a thread so that a hang times out."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, name="node-stdout", daemon=True).start()
+    deadline = time.monotonic() + _NODE_READY_TIMEOUT_SECONDS
+    while True:
+        try:
+            line = lines.get(timeout=max(deadline - time.monotonic(), 0.001))
+        except queue.Empty:
+            raise RuntimeError(f"node printed no READY line within {_NODE_READY_TIMEOUT_SECONDS:g} s") from None
+        if line is None:
+            raise RuntimeError(f"node exited with {process.wait()} before READY")
+        match = _READY.match(line.strip())
+        if match:
+            return match.group(3)
+
+
+def _tail(path: Path) -> str:
+    data = path.read_bytes()
+    return data[-_LOG_TAIL_BYTES:].decode("utf-8", errors="replace")
+
+
+def _machine(admin_dsn: str) -> dict[str, object]:
+    import psycopg
+
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "postgresql": row[0] if row else "unknown",
+    }
+
+
+def _print_report(report: BenchReport) -> None:
+    settings = report.settings
+    console = Console()
+    speed = Table(title=f"holds, {settings.workload}: {settings.threads} threads, {settings.seconds:g} s a phase, node workers {settings.workers}, hold rounds of up to {settings.round_max}")
+    for heading in ("phase", "holds", "holds/s", "p50 ms", "p99 ms", "retries/errors", "rollbacks"):
+        speed.add_column(heading, justify="left" if heading == "phase" else "right")
+    cpu = Table(title="CPU per hold (µs), and other load on the machine")
+    for heading in ("phase", "bench", "node", "postgres", "sum", "other cores"):
+        cpu.add_column(heading, justify="left" if heading == "phase" else "right")
+    for phase in report.phases:
+        speed.add_row(
+            phase.phase,
+            str(phase.ops),
+            f"{phase.ops_per_second:,.0f}",
+            _number(phase.p50_ms, 2),
+            _number(phase.p99_ms, 2),
+            f"{phase.retries if phase.phase == 'ceiling' else '-'}/{sum(phase.errors.values())}",
+            str(phase.rollbacks),
+        )
+        spent = phase.cpu_us_per_hold
+        known = [v for v in spent.values() if v is not None]
+        cpu.add_row(
+            phase.phase,
+            *(_number(spent[k], 0) for k in ("bench", "node", "postgres")),
+            _number(sum(known) if known else None, 0),
+            f"{phase.other_cores:.2f}",
+        )
+    if settings.repeat > 1:
+        for kind in ("ceiling", "grpc"):
+            same = [p for p in report.phases if p.phase == kind]
+            speed.add_row(
+                kind,
+                "median",
+                f"{statistics.median(p.ops_per_second for p in same):,.0f}",
+                _number(_median_of(p.p50_ms for p in same), 2),
+                _number(_median_of(p.p99_ms for p in same), 2),
+                end_section=kind == "ceiling",
+            )
+    console.print(speed)
+    for number, phase in enumerate(report.phases, start=1):
+        if phase.errors:
+            print(f"errors in {phase.phase} phase {number}: " + ", ".join(f"{kind} {count}" for kind, count in sorted(phase.errors.items())))
+    console.print(cpu)
+    if settings.repeat > 1:
+        print("ratios grpc/ceiling: " + ", ".join(f"{r:.2f}" for r in report.ratios))
+    verdict = "meets the goal" if report.median_ratio >= GOAL_RATIO else "BELOW the goal"
+    label = "median ratio" if settings.repeat > 1 else "ratio"
+    print(f"{label} grpc/ceiling = {report.median_ratio:.2f} (goal >= {GOAL_RATIO:.2f}): {verdict}")
+
+
+def _median_of(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def _number(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"

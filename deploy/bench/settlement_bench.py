@@ -1,0 +1,271 @@
+"""``ridgeline bench settle``: confirmed bookings/s end to end, batched flows vs one flow per booking.
+
+Both phases run in the same session on the same machine, against the same lean Prefect
+server, the same stand-in gateway answering every call after ``--latency-ms`` (50 ms by
+default, a realistic provider), and fresh copies of the same region database:
+
+- **batched** (what Ridgeline does): a ``ridgeline node --gateway-url …`` process takes
+  Book calls from ``--threads`` client threads; its settlement loop settles them in
+  micro-batches, one flow run per batch.
+- **baseline** (the naive design ARCHITECTURE.md §4 warns against): a node without the
+  loop takes the same Book calls, and each client thread then runs one flow run for its
+  booking doing the same steps (the settle flow over a batch of one).
+
+Time to confirmed is the booking's confirm time minus its creation time, both written by
+the database transaction that made them; throughput is bookings confirmed over the span
+from the first creation to the last confirm. Goal: batched ≥ 20× baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ridgeline.deploy.cli import bench_app
+from ridgeline.deploy.run.processes import stop_process
+
+if TYPE_CHECKING:
+    from ridgeline.deploy.run.postgres import PostgresServer
+
+GOAL_RATIO = 20.0
+_REGION = "eu-alps"
+_CONFIRM_TIMEOUT_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class SettlePhase:
+    phase: str
+    bookings: int
+    confirmed: int
+    seconds: float
+    confirmed_per_second: float
+    p50_ms: float
+    p99_ms: float
+    flow_runs: int
+
+
+@bench_app.command("settle")
+def settle(
+    bookings: Annotated[int, typer.Option("--bookings", help="Bookings in the batched phase.")] = 600,
+    baseline_bookings: Annotated[int, typer.Option("--baseline-bookings", help="Bookings in the baseline phase (one flow run each).")] = 80,
+    threads: Annotated[int, typer.Option("--threads", help="Client threads booking (and, in the baseline, running flows).")] = 8,
+    latency_ms: Annotated[int, typer.Option("--latency-ms", help="Gateway latency per call.")] = 50,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results to this JSON file.")] = None,
+) -> None:
+    """Confirmed bookings/s and p50/p99 time to confirmed: batched settle flows against one flow run per booking."""
+    if min(bookings, baseline_bookings, threads) <= 0 or latency_ms < 0:
+        raise typer.BadParameter("--bookings, --baseline-bookings and --threads must be positive")
+    report = run_settle_benchmark(bookings=bookings, baseline_bookings=baseline_bookings, threads=threads, latency_ms=latency_ms)
+    _print(report)
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def run_settle_benchmark(*, bookings: int, baseline_bookings: int, threads: int, latency_ms: int) -> dict[str, object]:
+    """Both phases on throwaway servers (PostgreSQL, Prefect, gateway), removed at the end."""
+    import httpx
+
+    from ridgeline.deploy.payment_gateway.process import GatewayProcess
+    from ridgeline.deploy.run.postgres import PostgresServer, PostgresSettings
+    from ridgeline.deploy.run.prefect_server import PrefectServer
+    from ridgeline.deploy.run.region import prepare_region_database
+    from ridgeline.flows import prefect_settings as prefect_runtime
+    from ridgeline.regional.booking.catalog import load_catalog
+
+    started = datetime.now(timezone.utc)
+    root = Path(tempfile.mkdtemp(prefix="ridgeline-bench-settle-"))
+    server = PostgresServer(root / "postgres", settings=PostgresSettings(durable=False))
+    gateway: GatewayProcess | None = None
+    prefect: PrefectServer | None = None
+    try:
+        server.start()
+        template = server.create_database("bench_template")
+        prepare_region_database(template, _REGION, load_catalog(), advance_booking_days=365)
+        gateway = GatewayProcess(server.create_database("bench_gateway"))
+        httpx.put(f"{gateway.url}/admin/faults", json={"latency_ms": latency_ms}, timeout=10).raise_for_status()
+        prefect = PrefectServer(server)
+        prefect_runtime.install(prefect.start())
+        phases = [
+            _phase("batched", server, root, gateway.url, bookings, threads),
+            _phase("baseline", server, root, gateway.url, baseline_bookings, threads),
+        ]
+        batched, baseline = phases
+        return {
+            "date": started.isoformat(timespec="seconds"),
+            "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count()},
+            "settings": {"bookings": bookings, "baseline_bookings": baseline_bookings, "threads": threads, "latency_ms": latency_ms},
+            "phases": [asdict(p) for p in phases],
+            "ratio": batched.confirmed_per_second / baseline.confirmed_per_second if baseline.confirmed_per_second else None,
+        }
+    finally:
+        if prefect is not None:
+            prefect.stop()
+        if gateway is not None:
+            gateway.stop()
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _phase(phase: str, server: PostgresServer, root: Path, gateway_url: str, count: int, threads: int) -> SettlePhase:
+    """One phase on a fresh copy of the region database."""
+    import psycopg
+
+    name = f"bench_{phase}"
+    with psycopg.connect(server.libpq_dsn(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE bench_template')
+    url = server.url(name)
+    settle_in_node = phase == "batched"
+    args = ["--gateway-url", gateway_url, "--outbox-dir", str(root / f"spool-{phase}")] if settle_in_node else []
+    Console(stderr=True).print(f"[dim]{phase}: {count} bookings from {threads} threads[/]")
+    with _NodeProcess(url, root / f"node-{phase}.log", args) as address:
+        flow_runs = _book_all(address, url, gateway_url, root, count, threads, settle_each=not settle_in_node)
+        confirmed = _wait_confirmed(server.libpq_dsn(name), count)
+    seconds = max(c for _, c in confirmed) - min(s for s, _ in confirmed)
+    latencies = sorted((c - s) * 1000 for s, c in confirmed)
+    return SettlePhase(
+        phase=phase,
+        bookings=count,
+        confirmed=len(confirmed),
+        seconds=round(seconds, 3),
+        confirmed_per_second=round(len(confirmed) / seconds, 2),
+        p50_ms=round(statistics.median(latencies), 1),
+        p99_ms=round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1),
+        flow_runs=flow_runs if flow_runs else _settle_runs(),
+    )
+
+
+class _NodeProcess:
+    """``ridgeline node`` as production starts it, in its own process."""
+
+    def __init__(self, database_url: str, log: Path, extra: list[str]) -> None:
+        import subprocess
+
+        command = [sys.executable, "-m", "ridgeline.deploy.cli", "node", "--region", _REGION, "--database-url", database_url, "--workers", "16", *extra]
+        self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
+
+    def __enter__(self) -> str:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            if line.startswith("READY "):
+                return line.split()[3]
+        raise RuntimeError(f"node exited with {self._process.wait()} before READY")
+
+    def __exit__(self, *_: object) -> None:
+        stop_process(self._process, 30)
+
+
+def _book_all(address: str, url: str, gateway_url: str, root: Path, count: int, threads: int, *, settle_each: bool) -> int:
+    """Books ``count`` one-night stays on distinct (resource, night) pairs; in the baseline each
+    thread then runs one settle flow run for its booking. Returns the flow runs started here."""
+    from ridgeline.flows import runtime
+    from ridgeline.flows.outbox import SpoolSink
+    from ridgeline.flows.payments import PaymentGateway
+    from ridgeline.flows.runtime import SettlementRuntime, SettlePolicy
+    from ridgeline.flows.settle import settle_batch
+    from ridgeline.regional.storage.db import make_engine
+    from ridgeline.routing import leases
+    from ridgeline.routing.client import BookingClient
+
+    with BookingClient(address) as client:
+        camps = client.list_basecamps().basecamps
+    today = datetime.now(timezone.utc).date()
+    slots = [(c.basecamp_id, r.resource_id, today + timedelta(days=d)) for c in camps for r in c.resources for d in range(3, 360)]
+    chosen = random.Random(7).sample(slots, count)
+    basecamps = [c.basecamp_id for c in camps]
+    engine = make_engine(url, pool_size=threads + 2) if settle_each else None
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    if engine is not None:
+        # The baseline settles for the node from outside it: it writes under the node's leases.
+        def fence() -> dict[str, int]:
+            assert engine is not None
+            with engine.connect() as conn:
+                return leases.valid_epochs(conn, basecamps)
+
+        rt = SettlementRuntime(
+            engine, PaymentGateway(gateway_url), SpoolSink(root / "spool-baseline"), lambda: datetime.now(timezone.utc), SettlePolicy(), fence
+        )
+        runtime.register(name, rt)
+    lock = threading.Lock()
+    runs = 0
+
+    def worker(index: int) -> None:
+        nonlocal runs
+        with BookingClient(address, timeout_seconds=30) as client:
+            for camp, resource, night in chosen[index::threads]:
+                booked = client.book(camp, resource, night, night + timedelta(days=1), 1, f"bench-{index}")
+                if engine is not None:
+                    settle_batch(name, [booked.booking_id], basecamps)
+                    with lock:
+                        runs += 1
+
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    if engine is not None:
+        runtime.unregister(name)
+        engine.dispose()
+    return runs
+
+
+def _wait_confirmed(dsn: str, count: int) -> list[tuple[float, float]]:
+    """(created, confirmed) epoch seconds of every confirmed booking, once all are settled."""
+    import time
+
+    import psycopg
+
+    deadline = time.monotonic() + _CONFIRM_TIMEOUT_SECONDS
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while True:
+            [(open_count,)] = conn.execute("SELECT count(*) FROM settlements WHERE state IN ('awaiting_payment', 'refunding')").fetchall()
+            if open_count == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        rows = conn.execute(
+            "SELECT extract(epoch FROM b.created_at), extract(epoch FROM h.at) FROM bookings b"
+            " JOIN booking_history h ON h.booking_id = b.booking_id AND h.to_state = 'confirmed'"
+        ).fetchall()
+    return [(float(created), float(confirmed)) for created, confirmed in rows]
+
+
+def _settle_runs() -> int:
+    """Flow runs of the settle flow the Prefect API recorded so far (batched phase runs first)."""
+    import httpx
+
+    api = os.environ["PREFECT_API_URL"]
+    reply = httpx.post(f"{api}/flow_runs/count", json={"flows": {"name": {"any_": ["settle"]}}}, timeout=10)
+    reply.raise_for_status()
+    return int(reply.json())
+
+
+def _print(report: dict[str, object]) -> None:
+    settings = report["settings"]
+    assert isinstance(settings, dict)
+    table = Table(title=f"settlement, gateway latency {settings['latency_ms']} ms, {settings['threads']} client threads")
+    for heading in ("phase", "bookings", "confirmed", "seconds", "confirmed/s", "p50 ms", "p99 ms", "flow runs"):
+        table.add_column(heading, justify="left" if heading == "phase" else "right")
+    phases = report["phases"]
+    assert isinstance(phases, list)
+    for p in phases:
+        table.add_row(p["phase"], str(p["bookings"]), str(p["confirmed"]), f"{p['seconds']:.1f}", f"{p['confirmed_per_second']:,.1f}", f"{p['p50_ms']:,.0f}", f"{p['p99_ms']:,.0f}", str(p["flow_runs"]))
+    Console().print(table)
+    ratio = report["ratio"]
+    verdict = "meets the goal" if isinstance(ratio, float) and ratio >= GOAL_RATIO else "BELOW the goal"
+    print(f"ratio batched/baseline = {ratio:.1f} (goal >= {GOAL_RATIO:.0f}): {verdict}" if isinstance(ratio, float) else "no baseline rate")

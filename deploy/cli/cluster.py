@@ -1,0 +1,268 @@
+"""``ridgeline up``, ``down`` and ``status``: a whole cluster from one command."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import grpc
+import httpx
+import typer
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rich.console import Console
+from rich.table import Table
+
+from ridgeline.deploy.cli import Json, Target, Timeout, app, render, seeds_for
+from ridgeline.deploy.cluster.cluster_file import ClusterFileError, ClusterSpec, default_cluster, load_cluster_file
+from ridgeline.deploy.cluster.local_cluster import DEFAULT_STATE_DIR, ClusterStartError, LocalCluster, bring_down, read_state
+from ridgeline.deploy.cluster.scrape import scrape, scrape_coordinator, scrape_gateway
+from ridgeline.deploy.drills.audit import DEFAULT_HOLD_GRACE_SECONDS, DEFAULT_MONEY_GRACE_SECONDS, print_report, run_audit
+from ridgeline.deploy.run.processes import alive
+from ridgeline.routing.ring import propose_owners
+from ridgeline.routing.router import ClusterClient, ClusterUnreachable
+from ridgeline.v1 import cluster_pb2 as cpb
+
+_console = Console()
+
+ClusterFile = Annotated[Path | None, typer.Option("--cluster", help="Cluster file (default: 3 regions x 2 nodes on loopback, local databases).")]
+StateDir = Annotated[Path, typer.Option("--state-dir", help="Where the local databases, logs and state.json live.")]
+
+
+@app.command()
+def up(
+    cluster: ClusterFile = None,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    settlement: Annotated[bool, typer.Option("--settlement/--no-settlement", help="Start the payment gateway and Prefect (unless the cluster file names them) and settle Book.")] = True,
+) -> None:
+    """Start a whole cluster here, wait until it serves, print where, and run until Ctrl-C or `ridgeline down`."""
+    from ridgeline.deploy.cli import _configure_logging
+
+    _configure_logging()
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    spec = _spec(cluster)
+    local = LocalCluster(spec, state_dir.expanduser(), progress=lambda step: _console.print(f"[dim]{step}…[/]"), settlement=settlement)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        local.start()
+    except (ClusterStartError, OSError) as error:
+        typer.secho(f"error: {error}", err=True, fg="red")
+        raise typer.Exit(1) from None
+    _print_started(local)
+    reported: set[str] = set()
+    try:
+        while not stop.wait(1.0):
+            for node_id, status in local.exited_nodes().items():
+                if node_id not in reported:
+                    reported.add(node_id)
+                    how = f"signal {-status}" if status < 0 else f"status {status}"
+                    _console.print(f"[bold red]node {node_id} exited ({how})[/]; its basecamps move to the region's other nodes")
+    finally:
+        _console.print("stopping the cluster…")
+        local.stop()
+        _console.print("stopped")
+
+
+@app.command()
+def down(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
+    """Stop the cluster `ridgeline up` runs (nodes drain, then the local databases stop)."""
+    _console.print(bring_down(state_dir.expanduser()))
+
+
+@app.command()
+def status(
+    target: Target = "",
+    cluster: Annotated[Path | None, typer.Option("--cluster", help="Cluster file naming the coordinator and gateway to summarise (default: the running `ridgeline up`'s).")] = None,
+    json_out: Json = False,
+    timeout: Timeout = 5.0,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """Regions, nodes with their health, the ring's proposal and who holds each basecamp's
+    lease; then the trek coordinator and the payment gateway, when a cluster file names them."""
+    with ClusterClient(seeds_for(target), timeout_seconds=timeout) as client:
+        try:
+            infos = client.cluster_info()
+        except ClusterUnreachable as error:
+            typer.secho(f"error: {error}", err=True, fg="red")
+            raise typer.Exit(2) from None
+    if json_out:
+        render.as_json(infos)
+        return
+    for info in infos:
+        _print_region(info, timeout)
+    spec = _spec(cluster) if cluster else _running_spec(state_dir.expanduser()) if not target else None
+    if spec is not None:
+        _print_services(spec, timeout)
+
+
+def _running_spec(state_dir: Path) -> ClusterSpec | None:
+    """The cluster file of the `ridgeline up` running from ``state_dir``, if one runs."""
+    state = read_state(state_dir)
+    if state is None or not alive(int(state.get("up_pid", 0))):  # type: ignore[arg-type]
+        return None
+    return _spec(Path(str(state["cluster_file"])))
+
+
+def _print_services(spec: ClusterSpec, timeout: float) -> None:
+    """The coordinator's and the gateway's health and figures from their /metrics."""
+    table = Table(title="services")
+    for column in ("service", "address", "health", "figures since start", "metrics"):
+        table.add_column(column)
+    if spec.coordinator_listen:
+        figures = scrape_coordinator(spec.coordinator_metrics, timeout) if spec.coordinator_metrics else None
+        summary = (
+            f"{figures.decided_commit} committed, {figures.decided_abort} aborted, decision p99 {_bound(figures.decision_p99_seconds)}, "
+            f"{figures.unfinished} unfinished"
+            if figures
+            else ""
+        )
+        table.add_row("trek coordinator", spec.coordinator_listen, _health(spec.coordinator_listen, timeout), summary, spec.coordinator_metrics or "")
+    if spec.gateway_url:
+        figures = scrape_gateway(spec.gateway_url, timeout)
+        health = _gateway_health(spec.gateway_url, timeout) if figures is None or not figures.outage else "[yellow]outage injected[/]"
+        summary = f"{figures.requests} payment calls, {figures.unavailable} answered 5xx, p99 {_bound(figures.p99_seconds)}" if figures else ""
+        table.add_row("payment gateway", spec.gateway_url, health, summary, f"{spec.gateway_url}/metrics")
+    if table.row_count:
+        _console.print(table)
+
+
+def _gateway_health(url: str, timeout: float) -> str:
+    try:
+        answer = httpx.get(f"{url.rstrip('/')}/healthz", timeout=timeout)
+    except httpx.HTTPError:
+        return "[red]unreachable[/]"
+    return "[green]serving[/]" if answer.status_code == 200 else f"[red]not serving ({answer.status_code})[/]"
+
+
+def _bound(seconds: float | None) -> str:
+    return f"≤ {seconds * 1000:g} ms" if seconds is not None else "-"
+
+
+@app.command()
+def audit(
+    cluster: ClusterFile = None,
+    database_url: Annotated[
+        list[str] | None, typer.Option("--database-url", help="REGION=URL of a region database (repeatable); default: the cluster file, else the running `ridgeline up` cluster.")
+    ] = None,
+    hold_grace: Annotated[float, typer.Option("--hold-grace", help="Seconds a lapsed hold may stay unswept before it counts as leaked.")] = DEFAULT_HOLD_GRACE_SECONDS,
+    gateway_url: Annotated[str, typer.Option("--gateway-url", envvar="RIDGELINE_GATEWAY_URL", help="Payment gateway to check money against (default: the cluster file's).")] = "",
+    coordinator_database_url: Annotated[str, typer.Option("--coordinator-database-url", help="The coordinator's database, to check treks (default: the cluster file's).")] = "",
+    money_grace: Annotated[float, typer.Option("--money-grace", help="Seconds after a booking's last change before its money must balance.")] = DEFAULT_MONEY_GRACE_SECONDS,
+    json_out: Json = False,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """Check every invariant in the databases; print each verdict with its offenders; exit 1 on a violation."""
+    urls, spec = _audit_targets(cluster, database_url or [], state_dir.expanduser())
+    report = run_audit(
+        urls,
+        hold_grace_seconds=hold_grace,
+        gateway_url=gateway_url or (spec.gateway_url if spec else None),
+        coordinator_url=coordinator_database_url or (spec.coordinator_database_url if spec else None),
+        money_grace_seconds=money_grace,
+    )
+    print_report(report, json_out=json_out, console=_console)
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+def _audit_targets(cluster: Path | None, given: list[str], state_dir: Path) -> tuple[dict[str, str], ClusterSpec | None]:
+    """Region database URLs, and the cluster file they came from (if any)."""
+    if given:
+        pairs = [item.split("=", 1) for item in given]
+        if any(len(pair) != 2 or not pair[0] or not pair[1] for pair in pairs):
+            raise typer.BadParameter("--database-url takes REGION=URL")
+        return dict(pairs), None  # type: ignore[arg-type]
+    if cluster is None:
+        state = read_state(state_dir)
+        if state is None:
+            raise typer.BadParameter(f"no --database-url, no --cluster, and no cluster runs from {state_dir}")
+        cluster = Path(str(state["cluster_file"]))
+    spec = _spec(cluster)
+    missing = [r.name for r in spec.regions if not r.database_url]
+    if missing:
+        raise typer.BadParameter(f"the cluster file has no database_url for {', '.join(missing)}")
+    return {r.name: str(r.database_url) for r in spec.regions}, spec
+
+
+def _spec(cluster: Path | None) -> ClusterSpec:
+    try:
+        return load_cluster_file(cluster) if cluster else default_cluster()
+    except ClusterFileError as error:
+        typer.secho(f"error: {error}", err=True, fg="red")
+        raise typer.Exit(1) from None
+
+
+def _print_started(local: LocalCluster) -> None:
+    table = Table(title=f"Ridgeline cluster {local.spec.name} is serving")
+    for column in ("region", "node", "address", "pid", "log"):
+        table.add_column(column)
+    for run in local.nodes.values():
+        table.add_row(run.region, run.node_id, run.address, str(run.process.pid), str(run.log_path))
+    _console.print(table)
+    databases = Table(title="Region databases")
+    databases.add_column("region")
+    databases.add_column("url")
+    for region in local.spec.regions:
+        databases.add_row(region.name, region.database_url or "")
+    _console.print(databases)
+    if local.spec.gateway_url:
+        _console.print(f"Payment gateway: {local.spec.gateway_url}   Prefect API: {local.spec.prefect_api_url}")
+    if local.coordinator is not None:
+        _console.print(f"Trek coordinator: {local.coordinator.address} (ridgeline trek plan|show|list)")
+    _console.print(
+        f"Cluster file: {local.cluster_file}\n"
+        "Try: ridgeline status · ridgeline basecamps · ridgeline book hoernli hoernli-dorm --from … --to … --customer you\n"
+        "Ctrl-C here, or `ridgeline down` elsewhere, stops everything."
+    )
+
+
+def _health(address: str, timeout: float) -> str:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        except grpc.RpcError as error:
+            return f"[red]{error.code().name.lower()}[/]"
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status).lower()
+    return f"[green]{name}[/]" if reply.status == health_pb2.HealthCheckResponse.SERVING else f"[yellow]{name}[/]"
+
+
+def _print_region(info: cpb.ClusterInfo, timeout: float) -> None:
+    members = Table(title=f"{info.region}: nodes (answered by {info.node_id})")
+    for column in ("node", "address", "heartbeat age", "health", "basecamps held", "rpcs", "errors", "hold p99", "db retries", "metrics"):
+        members.add_column(column)
+    held: dict[str, list[str]] = {}
+    for owner in info.owners:
+        if owner.node_id:
+            held.setdefault(owner.node_id, []).append(owner.basecamp_id)
+    for member in info.members:
+        figures = scrape(member.metrics_address, timeout) if member.metrics_address else None
+        numbers = (
+            [str(figures.rpcs), str(figures.errors), _bound(figures.hold_p99_seconds), str(figures.db_retries)]
+            if figures
+            else ["", "", "", ""]
+        )
+        members.add_row(
+            member.node_id,
+            member.address,
+            f"{member.heartbeat_age_seconds:.1f} s",
+            _health(member.address, timeout),
+            str(len(held.get(member.node_id, []))),
+            *numbers,
+            member.metrics_address,
+        )
+    _console.print(members)
+    proposal = propose_owners([m.node_id for m in info.members], [o.basecamp_id for o in info.owners])
+    owners = Table(title=f"{info.region}: ownership")
+    for column in ("basecamp", "ring proposes", "lease holder", "epoch", "lease left"):
+        owners.add_column(column)
+    for owner in info.owners:
+        holder = owner.node_id or "[red]none (failover)[/]"
+        if owner.node_id and owner.node_id != proposal.get(owner.basecamp_id):
+            holder = f"[yellow]{owner.node_id} (moving)[/]"
+        left = f"{owner.lease_remaining_seconds:.1f} s" if owner.node_id else ""
+        owners.add_row(owner.basecamp_id, proposal.get(owner.basecamp_id, ""), holder, str(owner.epoch or ""), left)
+    _console.print(owners)

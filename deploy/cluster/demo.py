@@ -1,0 +1,115 @@
+"""``ridgeline demo``: one regional node on an embedded PostgreSQL, with the sample catalog.
+
+The database lives in ``--data-dir`` and is reused on the next run, so bookings made in
+one demo are still there in the next. Beside the node: the stand-in payment gateway (its
+own process and database), a lean Prefect server (unless ``PREFECT_API_URL`` points at
+one) and the node's settlement loop, so the tour's booking is paid and confirmed by the
+settle flow. Ctrl-C drains the node and stops everything.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from rich.console import Console
+
+from ridgeline.deploy.cli import render
+from ridgeline.deploy.payment_gateway.process import GatewayProcess
+from ridgeline.deploy.run.node_settlement import NodeSettlement, SettlementConfig
+from ridgeline.deploy.run.postgres import PostgresServer
+from ridgeline.deploy.run.prefect_server import PrefectServer
+from ridgeline.deploy.run.region import prepare_region_database
+from ridgeline.regional.booking.catalog import load_catalog
+from ridgeline.regional.config import NodeConfig
+from ridgeline.regional.node import RegionalNode
+from ridgeline.routing.client import BookingClient
+
+_console = Console(stderr=False)
+
+
+def run_demo(*, data_dir: Path, region: str, listen: str, tour: bool, serve: bool) -> None:
+    """Starts the database and the node, optionally books something, then serves or exits."""
+    catalog = load_catalog()
+    if not catalog.in_region(region):
+        raise SystemExit(f"region {region!r} has no basecamps; choose one of {', '.join(catalog.regions)}")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    database = PostgresServer(data_dir / "postgres")
+    database.start()
+    node: RegionalNode | None = None
+    gateway: GatewayProcess | None = None
+    prefect: PrefectServer | None = None
+    settler: NodeSettlement | None = None
+    try:
+        url = database.create_database(f"ridgeline_{region.replace('-', '_')}")
+        config = NodeConfig(region=region, node_id=f"{region}-demo", database_url=url, listen_address=listen)
+        basecamps = prepare_region_database(url, region, catalog, advance_booking_days=config.advance_booking_days)
+        try:
+            node = RegionalNode(config)
+        except OSError as error:
+            raise SystemExit(f"ridgeline demo: {error} (choose another with --listen)") from None
+        node.start()
+        gateway = GatewayProcess(database.create_database("ridgeline_gateway"))
+        if not os.environ.get("PREFECT_API_URL"):
+            prefect = PrefectServer(database)
+            os.environ["PREFECT_API_URL"] = prefect.start()
+        settler = NodeSettlement(
+            SettlementConfig(gateway.url, data_dir / "outbox"), node_id=config.node_id, database_url=url, fence=node.keeper.ownership.fence
+        )
+        settler.start()
+        _console.print(
+            f"[bold green]Ridgeline demo[/]: region [bold]{region}[/] ({basecamps} basecamps) "
+            f"on PostgreSQL ({database.engine_used}, port {database.port}, data in {data_dir})"
+        )
+        _console.print(f"node {config.node_id} listening on [bold]{node.address}[/]")
+        _console.print(f"payment gateway {gateway.url}, Prefect API {os.environ['PREFECT_API_URL']}, mail spool {data_dir / 'outbox'}")
+        if tour:
+            _tour(node.address)
+        if serve:
+            _console.print(
+                "\nTry, in another terminal:\n"
+                f"  ridgeline basecamps --target {node.address}\n"
+                f"  ridgeline availability argentiere --target {node.address}\n"
+                f"  ridgeline book argentiere argentiere-dorm --from <date> --to <date> --party 2 --customer you --wait --target {node.address}\n"
+                f"  ridgeline bookings --stuck 10m --target {node.address}\n"
+                f"  ridgeline bookings --target {node.address}\n"
+                "Ctrl-C stops the node and the database."
+            )
+            _wait_for_signal()
+    finally:
+        if settler is not None:
+            settler.stop()
+        if node is not None:
+            node.stop()
+        if prefect is not None:
+            prefect.stop()
+        if gateway is not None:
+            gateway.stop()
+        database.stop()
+
+
+def _tour(target: str) -> None:
+    """Books a stay at the region's first basecamp and shows each step."""
+    with BookingClient(target, timeout_seconds=30) as client:
+        camp = client.list_basecamps().basecamps[0]
+        resource = camp.resources[0]
+        first = datetime.now(timezone.utc).date() + timedelta(days=14)
+        last = first + timedelta(days=2)
+        _console.rule(f"Availability at {camp.name}")
+        render.availability(client.availability(camp.basecamp_id, first, last, resource.resource_id))
+        customer = f"demo-{uuid.uuid4().hex[:6]}"
+        booked = client.book(camp.basecamp_id, resource.resource_id, first, last, 2, customer, wait=True)
+        _console.rule("Confirmed: booked (2 units, 2 nights), charged and confirmed by the settle flow")
+        render.booking(booked)
+        render.availability(client.availability(camp.basecamp_id, first, last, resource.resource_id))
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    stop.wait()

@@ -1,0 +1,449 @@
+"""``ridgeline up``: a whole cluster on this machine, started, watched and stopped as one.
+
+For every region without a database URL it starts a PostgreSQL (system binaries or the
+embedded wheel, kept in the state directory so bookings survive ``down``/``up``), then
+migrates each region database and loads the catalog. Unless the cluster file names them,
+it also starts the stand-in payment gateway and a lean Prefect server (each on its own
+database of a "services" PostgreSQL; PREFECT_API_URL wins over a local Prefect), so the
+nodes run settlement. Then it starts every node as its own
+``ridgeline node --cluster FILE --node-id ID`` process (as on separate machines),
+waits for each READY line and for the region's leases to settle, and prints where
+everything listens. ``state.json`` in the state directory lets ``ridgeline down``,
+``ridgeline status`` and ``ridgeline chaos run`` (see :meth:`LocalCluster.attach`) find the
+cluster from another terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Protocol
+
+from ridgeline.deploy.cluster.cluster_file import ClusterSpec, render_cluster_file
+from ridgeline.deploy.drills.fault_control import FaultControlServer, FaultPath, RemoteFaultPath
+from ridgeline.deploy.drills.fault_proxy import FaultProxy
+from ridgeline.deploy.run.postgres import PostgresServer, free_loopback_port
+from ridgeline.deploy.run.prefect_server import PrefectServer
+from ridgeline.deploy.run.processes import AdoptedProcess, ProcessHandle, alive, command_line
+from ridgeline.deploy.run.region import prepare_region_database
+from ridgeline.regional.booking.catalog import load_catalog
+from ridgeline.regional.config import NodeConfig
+from ridgeline.routing.router import ClusterClient, ClusterUnreachable
+
+#: RIDGELINE_STATE_DIR moves it, e.g. to run two clusters side by side.
+DEFAULT_STATE_DIR = Path(os.environ.get("RIDGELINE_STATE_DIR", Path.home() / ".ridgeline" / "cluster"))
+STATE_FILE = "state.json"
+
+Progress = Callable[[str], None]
+
+
+class ClusterStartError(RuntimeError):
+    """A part of the cluster did not come up; the message names it and where its log is."""
+
+
+class Stoppable(Protocol):
+    def stop(self, timeout_seconds: float = ...) -> object: ...
+
+
+@dataclass
+class NodeRun:
+    node_id: str
+    region: str
+    address: str
+    process: ProcessHandle
+    log_path: Path
+
+
+def read_state(state_dir: Path) -> dict[str, object] | None:
+    """What a running ``ridgeline up`` recorded, or None when none runs from ``state_dir``."""
+    try:
+        return json.loads((state_dir / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def state_coordinator(state_dir: Path = DEFAULT_STATE_DIR) -> str | None:
+    """The coordinator address of the cluster ``ridgeline up`` runs, if it runs one."""
+    state = read_state(state_dir)
+    if not state or not alive(int(state.get("up_pid", 0))):  # type: ignore[arg-type]
+        return None
+    return state.get("coordinator") or None  # type: ignore[return-value]
+
+
+def state_seeds(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
+    """Node addresses of the cluster ``ridgeline up`` runs, for clients that were given none."""
+    state = read_state(state_dir)
+    if not state or not alive(int(state.get("up_pid", 0))):  # type: ignore[arg-type]
+        return []
+    return [str(node["address"]) for node in state.get("nodes", {}).values()]  # type: ignore[union-attr]
+
+
+class LocalCluster:
+    def __init__(self, spec: ClusterSpec, state_dir: Path, *, progress: Progress = lambda _: None, settlement: bool = True) -> None:
+        self.spec = spec
+        self.state_dir = state_dir
+        self._progress = progress
+        self._settlement = settlement
+        self._services: list[Stoppable] = []
+        self.databases: dict[str, PostgresServer] = {}
+        self.nodes: dict[str, NodeRun] = {}
+        self.cluster_file = state_dir / "cluster.toml"
+        self._up_pid = os.getpid()
+        self.coordinator: NodeRun | None = None
+        #: The payment gateway `ridgeline up` started (None: the cluster file names one).
+        self._gateway_pid: int | None = None
+        #: The Prefect server `ridgeline up` started (None: PREFECT_API_URL or the file names one).
+        self.prefect: PrefectServer | None = None
+        #: node_id -> the path the coordinator reaches that node through (drills cut it): a
+        #: fault proxy here, or, attached, the same proxy through up's control endpoint.
+        self.coordinator_paths: dict[str, FaultPath] = {}
+        #: Serves coordinator_paths to other processes (None: attached, or no coordinator).
+        self._fault_control: FaultControlServer | None = None
+        self._fault_control_url: str | None = None
+        #: node address -> the proxy address the coordinator dials (also when attached).
+        self._via: dict[str, str] = {}
+
+    @classmethod
+    def attach(cls, state_dir: Path) -> LocalCluster:
+        """The cluster a running ``ridgeline up`` serves from ``state_dir``, to inject faults into.
+
+        Nodes, the coordinator and the Prefect server are driven by pid; one restarted from
+        here is recorded in state.json, so that ``ridgeline down`` stops it too. The
+        coordinator's fault proxies are switched through up's control endpoint. Never call
+        stop() on an attached cluster.
+        """
+        from ridgeline.deploy.cluster.cluster_file import load_cluster_file
+
+        state = read_state(state_dir)
+        if not state or not alive(int(state.get("up_pid", 0))):  # type: ignore[arg-type]
+            raise ClusterStartError(f"no `ridgeline up` runs from {state_dir}")
+        cluster = cls(load_cluster_file(Path(str(state["cluster_file"]))), state_dir)
+        cluster._up_pid = int(state["up_pid"])  # type: ignore[arg-type]
+        for node_id, node in state["nodes"].items():  # type: ignore[union-attr]
+            cluster.nodes[node_id] = NodeRun(node_id, node["region"], node["address"], AdoptedProcess(int(node["pid"])), Path(node["log"]))
+        for region, database in state["databases"].items():  # type: ignore[union-attr]
+            if database.get("local"):
+                cluster.databases[region] = PostgresServer(state_dir / "postgres" / region)
+        cluster._gateway_pid = state["services"].get("gateway_pid")  # type: ignore[union-attr]
+        if state["services"].get("local"):  # type: ignore[union-attr]
+            cluster.databases["services"] = PostgresServer(state_dir / "postgres" / "services")
+        prefect = state.get("prefect")
+        if prefect:
+            cluster.prefect = PrefectServer(
+                cluster.databases["services"], database_name=prefect["database"], port=int(prefect["port"]), home=Path(prefect["home"])  # type: ignore[index]
+            )
+            cluster.prefect.adopt(int(prefect["pid"]))  # type: ignore[index]
+        cluster._via = dict(state.get("coordinator_via") or {})  # type: ignore[arg-type]
+        cluster._fault_control_url = state.get("fault_control")  # type: ignore[assignment]
+        if cluster._fault_control_url:
+            cluster.coordinator_paths = {node_id: RemoteFaultPath(cluster._fault_control_url, node_id) for node_id in cluster.nodes}
+        if state.get("coordinator_pid"):
+            cluster.coordinator = NodeRun(
+                "coordinator", "", str(state["coordinator"]), AdoptedProcess(int(state["coordinator_pid"])), state_dir / "logs" / "coordinator.log"  # type: ignore[arg-type]
+            )
+        cluster._settlement = False  # attached: the gateway and Prefect belong to ridgeline up
+        return cluster
+
+    def start(self, *, settle_timeout_seconds: float = 60.0) -> None:
+        """Brings every part up, or stops what it started and raises ClusterStartError."""
+        existing = read_state(self.state_dir)
+        if existing and alive(int(existing.get("up_pid", 0))):  # type: ignore[arg-type]
+            raise ClusterStartError(f"a cluster already runs from {self.state_dir} (pid {existing['up_pid']}); `ridgeline down` first")
+        (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_databases()
+            if self._settlement:
+                self._start_services()
+                if self.spec.coordinator_listen and not self.spec.coordinator_metrics:
+                    # A known port, written to the cluster file, so `ridgeline status` finds it.
+                    self.spec = replace(self.spec, coordinator_metrics=f"127.0.0.1:{free_loopback_port()}")
+            self.cluster_file.write_text(render_cluster_file(self.spec), encoding="utf-8")
+            self._start_nodes()
+            self._write_state()
+            self._wait_for_ownership(settle_timeout_seconds)
+            if self._settlement and self.spec.coordinator_listen:
+                self._start_coordinator()
+                self._write_state()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stops the coordinator, drains every node (SIGTERM, then SIGKILL after 15 s), then
+        stops the gateway, Prefect and the databases."""
+        self._adopt_restarted_processes()
+        runs = list(self.nodes.values()) + ([self.coordinator] if self.coordinator else [])
+        for run in runs:
+            if run.process.poll() is None:
+                run.process.terminate()
+        for run in runs:
+            try:
+                run.process.wait(15)
+            except subprocess.TimeoutExpired:
+                run.process.kill()
+                run.process.wait(5)
+        for service in reversed(self._services):
+            service.stop()
+        if self._fault_control is not None:
+            self._fault_control.close()
+        with ThreadPoolExecutor(max(len(self.databases), 1)) as pool:
+            list(pool.map(PostgresServer.stop, self.databases.values()))
+        (self.state_dir / STATE_FILE).unlink(missing_ok=True)
+
+    def _adopt_restarted_processes(self) -> None:
+        """Nodes, the coordinator and the Prefect server a drill restarted from another process
+        are in state.json, not among our children."""
+        state = read_state(self.state_dir) or {}
+        prefect_pid = int((state.get("prefect") or {}).get("pid") or 0)  # type: ignore[union-attr]
+        if self.prefect is not None and prefect_pid and prefect_pid != self.prefect.pid and alive(prefect_pid):
+            self.prefect.adopt(prefect_pid)
+        coordinator_pid = int(state.get("coordinator_pid") or 0)  # type: ignore[arg-type]
+        if self.coordinator is not None and coordinator_pid and coordinator_pid != self.coordinator.process.pid and alive(coordinator_pid):
+            self.coordinator = NodeRun("coordinator", "", self.coordinator.address, AdoptedProcess(coordinator_pid), self.coordinator.log_path)
+        for node_id, node in state.get("nodes", {}).items():  # type: ignore[union-attr]
+            run = self.nodes.get(node_id)
+            if run is not None and run.process.pid != int(node["pid"]) and alive(int(node["pid"])):
+                self.nodes[node_id] = NodeRun(node_id, run.region, run.address, AdoptedProcess(int(node["pid"])), run.log_path)
+
+    def kill_node(self, node_id: str) -> None:
+        """SIGKILL one node, like a machine dying (drills and benchmarks)."""
+        run = self.nodes[node_id]
+        run.process.kill()
+        run.process.wait(10)
+
+    def restart_node(self, node_id: str) -> NodeRun:
+        """Starts a node again that exited or was killed; returns once it serves."""
+        old = self.nodes[node_id]
+        if old.process.poll() is None:
+            raise ClusterStartError(f"node {node_id} is still running (pid {old.process.pid})")
+        run = self._start_node(node_id, old.region, old.address)
+        self._write_state()
+        return run
+
+    def restart_coordinator(self) -> None:
+        """Starts the trek coordinator again after it exited or was killed (it re-drives its treks)."""
+        if self.coordinator is None or self.coordinator.process.poll() is None:
+            raise ClusterStartError("the coordinator is not configured, or still running")
+        self._start_coordinator()
+        self._write_state()
+
+    def restart_prefect(self) -> None:
+        """Starts the Prefect server again after it was stopped: same port and database, so the
+        nodes keep their API URL and settlement catches up."""
+        if self.prefect is None:
+            raise ClusterStartError("this cluster did not start its Prefect server (PREFECT_API_URL or the cluster file names it): there is none here to restart")
+        self.prefect.start()
+        self._write_state()
+
+    def exited_nodes(self) -> dict[str, int]:
+        """node_id -> exit status of the nodes that are no longer running (negative: signal)."""
+        return {node_id: run.process.returncode for node_id, run in self.nodes.items() if run.process.poll() is not None}
+
+    def _start_databases(self) -> None:
+        catalog = load_catalog()
+        urls: dict[str, str] = {}
+
+        def start(region: str) -> None:
+            server = PostgresServer(self.state_dir / "postgres" / region)
+            server.start()
+            self.databases[region] = server
+            urls[region] = server.create_database(f"ridgeline_{region.replace('-', '_')}")
+
+        local = [r.name for r in self.spec.regions if r.database_url is None]
+        if local:
+            self._progress(f"starting PostgreSQL for {', '.join(local)}")
+            with ThreadPoolExecutor(len(local)) as pool:
+                list(pool.map(start, local))
+        self.spec = self.spec.with_database_urls(urls)
+
+        def prepare(region: str) -> None:
+            url = next(r.database_url for r in self.spec.regions if r.name == region)
+            assert url is not None
+            prepare_region_database(url, region, catalog, advance_booking_days=NodeConfig.advance_booking_days)
+
+        self._progress("migrating region databases and loading the catalog")
+        with ThreadPoolExecutor(len(self.spec.regions)) as pool:
+            list(pool.map(prepare, [r.name for r in self.spec.regions]))
+
+    def _start_services(self) -> None:
+        """The payment gateway and the Prefect server, unless the cluster file names them."""
+        from ridgeline.deploy.payment_gateway.process import GatewayProcess
+
+        prefect_url = os.environ.get("PREFECT_API_URL") or self.spec.prefect_api_url
+        if self.spec.gateway_url and prefect_url:
+            self.spec = replace(self.spec, prefect_api_url=prefect_url)
+            return
+        services = PostgresServer(self.state_dir / "postgres" / "services")
+        services.start()
+        self.databases["services"] = services
+        gateway_url = self.spec.gateway_url
+        if self.spec.coordinator_listen and not self.spec.coordinator_database_url:
+            self.spec = replace(self.spec, coordinator_database_url=services.create_database("ridgeline_coordinator"))
+        if not gateway_url:
+            self._progress("starting the payment gateway")
+            gateway = GatewayProcess(services.create_database("ridgeline_gateway"), seed=None)
+            self._services.append(gateway)
+            self._gateway_pid = gateway.pid
+            gateway_url = gateway.url
+        if not prefect_url:
+            self._progress("starting the Prefect server (lean, on PostgreSQL)")
+            self.prefect = PrefectServer(services, home=self.state_dir / "prefect")
+            prefect_url = self.prefect.start()
+            self._services.append(self.prefect)
+        self.spec = replace(self.spec, gateway_url=gateway_url, prefect_api_url=prefect_url)
+
+    def _start_coordinator(self) -> None:
+        """The global trek coordinator, as its own process reading the cluster file."""
+        self._progress("starting the trek coordinator")
+        log_path = self.state_dir / "logs" / "coordinator.log"
+        command = [sys.executable, "-m", "ridgeline.deploy.cli", "coordinator", "--cluster", str(self.cluster_file)]
+        # A process attached to the cluster reuses up's proxies, recorded in state.json.
+        if not self._via:
+            self._open_coordinator_paths()
+        for node_address, proxy_address in self._via.items():
+            command += ["--via", f"{node_address}={proxy_address}"]
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
+        self.coordinator = NodeRun("coordinator", "", str(self.spec.coordinator_listen), process, log_path)
+        _await_ready(process, f"the coordinator exited before serving; see {log_path}")
+
+    def _open_coordinator_paths(self) -> None:
+        """A fault proxy per node for the coordinator to dial, so a drill can cut a region off
+        from the coordinator alone (nodes and desks unaffected). The proxies live in this
+        process and die with it; the control endpoint lets a drill in another process switch them."""
+        proxies = {run.node_id: FaultProxy(*_host_port(run.address)) for run in self.nodes.values()}
+        self._fault_control = FaultControlServer(proxies)
+        self._fault_control_url = self._fault_control.url
+        self.coordinator_paths = dict(proxies)
+        self._via = {self.nodes[node_id].address: proxy.address for node_id, proxy in proxies.items()}
+
+    def _start_nodes(self) -> None:
+        specs = [(region, node) for region in self.spec.regions for node in region.nodes]
+        self._progress(f"starting {len(specs)} nodes")
+        with ThreadPoolExecutor(len(specs)) as pool:
+            # Consume every result (each start registers its node), then raise the first failure.
+            outcomes = [pool.submit(self._start_node, node.node_id, region.name, node.address) for region, node in specs]
+            for outcome in outcomes:
+                outcome.exception()
+            for outcome in outcomes:
+                outcome.result()
+
+    def _start_node(self, node_id: str, region: str, address: str) -> NodeRun:
+        log_path = self.state_dir / "logs" / f"{node_id}.log"
+        command = [
+            sys.executable, "-m", "ridgeline.deploy.cli", "node", "--cluster", str(self.cluster_file), "--node-id", node_id,
+            "--outbox-dir", str(self.state_dir / "outbox" / region),
+        ]
+        # The cluster's own Prefect API, whatever this process's environment says.
+        env = {**os.environ, **({"PREFECT_API_URL": self.spec.prefect_api_url} if self.spec.prefect_api_url else {})}
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True, env=env)
+        run = self.nodes[node_id] = NodeRun(node_id, region, address, process, log_path)  # stop() must see it
+        _await_ready(process, f"node {node_id} exited before serving; see {log_path}")
+        return run
+
+    def _wait_for_ownership(self, timeout_seconds: float) -> None:
+        """Waits until every basecamp of every region has an owner (the ring has settled)."""
+        self._progress("waiting for every basecamp to have an owner")
+        deadline = time.monotonic() + timeout_seconds
+        with ClusterClient([run.address for run in self.nodes.values()], timeout_seconds=5) as client:
+            while True:
+                try:
+                    infos = client.cluster_info()
+                    if len(infos) == len(self.spec.regions) and all(o.address for info in infos for o in info.owners):
+                        return
+                except ClusterUnreachable:
+                    pass
+                if time.monotonic() > deadline:
+                    raise ClusterStartError(f"basecamps still without an owner after {timeout_seconds:.0f} s; see {self.state_dir / 'logs'}")
+                time.sleep(0.25)
+
+    def _write_state(self) -> None:
+        state = {
+            "up_pid": self._up_pid,
+            "cluster": self.spec.name,
+            "cluster_file": str(self.cluster_file),
+            "coordinator": self.coordinator.address if self.coordinator else None,
+            "coordinator_pid": self.coordinator.process.pid if self.coordinator else None,
+            "coordinator_via": self._via,
+            "fault_control": self._fault_control_url,
+            "nodes": {
+                run.node_id: {"region": run.region, "address": run.address, "pid": run.process.pid, "log": str(run.log_path)}
+                for run in self.nodes.values()
+            },
+            "databases": {
+                r.name: {"url": r.database_url, "local": r.name in self.databases} for r in self.spec.regions
+            },
+            "services": {
+                "local": "services" in self.databases,
+                "gateway_url": self.spec.gateway_url,
+                "gateway_pid": self._gateway_pid,
+                "prefect_api_url": self.spec.prefect_api_url,
+            },
+            "prefect": (
+                {"pid": self.prefect.pid, "port": self.prefect.port, "database": self.prefect.database_name, "home": str(self.prefect.home)}
+                if self.prefect
+                else None
+            ),
+        }
+        # Written aside and renamed: a process killed mid-write must not leave a torn state.json,
+        # which would hide the cluster from `ridgeline down`.
+        written = self.state_dir / f"{STATE_FILE}.{os.getpid()}"
+        written.write_text(json.dumps(state, indent=2), encoding="utf-8")
+        os.replace(written, self.state_dir / STATE_FILE)
+
+
+def _await_ready(process: subprocess.Popen[str], failure: str) -> None:
+    """Waits for the child's READY line, then keeps draining its stdout so it never blocks."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("READY "):
+            threading.Thread(target=lambda: process.stdout and process.stdout.read(), daemon=True).start()
+            return
+    process.wait()
+    raise ClusterStartError(f"{failure} (exit status {process.returncode})")
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, port = address.rsplit(":", 1)
+    return host, int(port)
+
+
+def bring_down(state_dir: Path, *, timeout_seconds: float = 60.0) -> str:
+    """Stops the cluster that ``ridgeline up`` runs from ``state_dir``; says what it did."""
+    state = read_state(state_dir)
+    if state is None:
+        return f"no cluster runs from {state_dir}"
+    up_pid = int(state.get("up_pid", 0))  # type: ignore[arg-type]
+    if alive(up_pid):
+        os.kill(up_pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_seconds
+        while alive(up_pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not alive(up_pid):
+            return f"stopped cluster {state.get('cluster')} (ridgeline up, pid {up_pid})"
+    # `ridgeline up` is gone (killed): stop what it left behind ourselves.
+    # Each pid with what its command line says, lest a reused pid be someone else's.
+    pids = [(int(node["pid"]), "ridgeline") for node in state.get("nodes", {}).values()]  # type: ignore[union-attr]
+    pids += [(int(state["coordinator_pid"]), "ridgeline")] if state.get("coordinator_pid") else []  # type: ignore[arg-type]
+    pids += [(int(state["services"]["gateway_pid"]), "ridgeline")] if state.get("services", {}).get("gateway_pid") else []  # type: ignore[index, union-attr]
+    pids += [(int(state["prefect"]["pid"]), "prefect")] if state.get("prefect") else []  # type: ignore[index]
+    for pid, marker in pids:
+        if alive(pid) and marker in command_line(pid):
+            os.kill(pid, signal.SIGTERM)
+    for region, database in state.get("databases", {}).items():  # type: ignore[union-attr]
+        if database.get("local"):
+            PostgresServer(state_dir / "postgres" / region).stop()
+    if state.get("services", {}).get("local"):  # type: ignore[union-attr]
+        PostgresServer(state_dir / "postgres" / "services").stop()
+    (state_dir / STATE_FILE).unlink(missing_ok=True)
+    return f"stopped the parts of cluster {state.get('cluster')} that ridgeline up (pid {up_pid}) left behind"

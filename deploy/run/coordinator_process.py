@@ -1,0 +1,111 @@
+"""Wires and runs the global coordinator process (deploy/ is the composition root).
+
+The coordinator imports only routing and proto; here it is given what it may not import:
+the decision log's engine and retry helper (``regional.db``), the payment adapter
+(``flows.payments``) behind the coordinator's :class:`Payments` shape, and the routing
+client (``RoutedParticipants``) that finds each leg's owner from seed nodes.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+from prometheus_client import start_http_server
+from sqlalchemy import Connection, Engine
+
+from ridgeline.flows import payments as gateway
+from ridgeline.global_coordinator import schema
+from ridgeline.global_coordinator.errors import StoreUnavailable
+from ridgeline.global_coordinator.participants import RoutedParticipants
+from ridgeline.global_coordinator.payments import LedgerCharge, PaymentRefused, PaymentUnknown
+from ridgeline.global_coordinator.protocol import CoordinatorConfig
+from ridgeline.global_coordinator.server import CoordinatorServer
+from ridgeline.regional.errors import BookingError
+from ridgeline.regional.storage.db import make_engine, run_transaction
+
+_log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class GatewayPayments:
+    """The coordinator's Payments over the flows' gateway adapter (retries, breaker, keys)."""
+
+    def __init__(self, base_url: str) -> None:
+        self._gateway = gateway.PaymentGateway(base_url, timeout_seconds=2.0, attempts_max=3, backoff_cap_seconds=0.2)
+
+    def charge(self, idempotency_key: str, amount_cents: int, currency: str, reference: str) -> str:
+        try:
+            return self._gateway.charge(idempotency_key, amount_cents, currency, reference).charge_id
+        except gateway.PaymentDeclined as error:
+            raise PaymentRefused(str(error)) from error
+        except gateway.PaymentError as error:  # unavailable, or a conflict we cannot judge here
+            raise PaymentUnknown(str(error)) from error
+
+    def refund(self, idempotency_key: str, charge_id: str, amount_cents: int) -> None:
+        try:
+            self._gateway.refund(idempotency_key, charge_id, amount_cents)
+        except gateway.PaymentError as error:
+            raise PaymentUnknown(str(error)) from error
+
+    def charges_for(self, reference: str) -> list[LedgerCharge]:
+        try:
+            return [
+                LedgerCharge(c.charge_id, c.status == "succeeded", c.amount_cents, c.refunded_cents, c.currency)
+                for c in self._gateway.list_charges(reference=reference)
+            ]
+        except gateway.PaymentError as error:
+            raise PaymentUnknown(str(error)) from error
+
+    def close(self) -> None:
+        self._gateway.close()
+
+
+def transactor(engine: Engine) -> Callable[[Callable[[Connection], T]], T]:
+    """``run_transaction`` on the log's engine, its failures as the coordinator's StoreUnavailable."""
+
+    def transact(work: Callable[[Connection], T]) -> T:
+        try:
+            return run_transaction(engine, work)
+        except BookingError as error:
+            raise StoreUnavailable(f"decision log: {error}") from error
+
+    return transact
+
+
+def serve_until_signalled(
+    database_url: str,
+    listen: str,
+    seeds: list[str],
+    gateway_url: str,
+    config: CoordinatorConfig,
+    *,
+    workers: int = 32,
+    metrics_listen: str = "127.0.0.1:0",
+    dial: dict[str, str] | None = None,
+) -> None:
+    """Migrates the log, serves TrekService, prints ``READY coordinator host:port``, blocks until a signal."""
+    # One INFO line per gateway request costs more than the request's own CPU here.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    engine = make_engine(database_url, pool_size=workers + config.drive_workers, application_name="ridgeline-coordinator")
+    schema.migrate(engine)
+    payments = GatewayPayments(gateway_url)
+    metrics_host, metrics_port = metrics_listen.rsplit(":", 1)
+    metrics, _ = start_http_server(int(metrics_port), addr=metrics_host)
+    server = CoordinatorServer(config, listen, transactor(engine), RoutedParticipants(seeds, dial=dial), payments, workers=workers)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    server.start()
+    _log.info("coordinator metrics on http://%s:%d/metrics", metrics_host, metrics.server_port)
+    print(f"READY coordinator {server.address}", flush=True)
+    try:
+        stop.wait()
+    finally:
+        server.stop()
+        metrics.shutdown()
+        payments.close()
+        engine.dispose()

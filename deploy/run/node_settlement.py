@@ -1,0 +1,91 @@
+"""Wires settlement into a node process: engine, gateway adapter, mail spool, Prefect, loop.
+
+The loop settles the basecamps whose leases the node holds (``fence``: the node's lease
+keeper's view), so a basecamp's settlements move with its ownership.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ridgeline.flows import prefect_settings as prefect_runtime
+from ridgeline.flows import runtime
+from ridgeline.flows.circuit_breaker import CircuitBreaker
+from ridgeline.flows.loop import LoopPolicy, SettlementLoop
+from ridgeline.flows.outbox import SpoolSink
+from ridgeline.flows.payments import PaymentGateway
+from ridgeline.flows.runtime import SettlementRuntime, SettlePolicy
+from ridgeline.regional.storage.db import make_engine
+from ridgeline.routing.leases import Fence
+
+
+@dataclass(frozen=True)
+class SettlementConfig:
+    gateway_url: str
+    outbox_dir: Path
+    #: One gateway call: per-attempt timeout and attempts (the adapter retries with the same key).
+    payment_timeout_seconds: float = 2.0
+    payment_attempts_max: int = 3
+    breaker_failures_max: int = 5
+    breaker_cooldown_seconds: float = 2.0
+    settle: SettlePolicy = field(default_factory=SettlePolicy)
+    loop: LoopPolicy = field(default_factory=LoopPolicy)
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class NodeSettlement:
+    """The settlement half of a node process; start after the node, stop before it."""
+
+    def __init__(
+        self,
+        config: SettlementConfig,
+        *,
+        node_id: str,
+        database_url: str,
+        fence: Callable[[], Fence],
+    ) -> None:
+        prefect_runtime.install()
+        policy = config.settle
+        pool = policy.concurrency_max * config.loop.runs_in_flight_max + 2
+        self._engine = make_engine(database_url, pool_size=pool, application_name=f"ridgeline-{node_id}-settle")
+        self._gateway = PaymentGateway(
+            config.gateway_url,
+            timeout_seconds=config.payment_timeout_seconds,
+            attempts_max=config.payment_attempts_max,
+            backoff_base_seconds=0.05,
+            backoff_cap_seconds=0.5,
+            breaker=CircuitBreaker(failure_threshold=config.breaker_failures_max, cooldown_seconds=config.breaker_cooldown_seconds),
+        )
+        self.runtime = SettlementRuntime(self._engine, self._gateway, SpoolSink(config.outbox_dir), utc_now, policy, fence)
+        self._name = f"node:{node_id}"
+        runtime.register(self._name, self.runtime)
+        self.loop = SettlementLoop(self._name, self.runtime, config.loop)
+
+    def start(self) -> None:
+        self.loop.start()
+
+    def stop(self) -> None:
+        self.loop.stop()
+        runtime.unregister(self._name)
+        self._gateway.close()
+        self._engine.dispose()
+
+
+def settlement_config(
+    gateway_url: str, outbox_dir: Path, *, payment_timeout: float, payment_attempts: int, charge_passes: int, claim_seconds: float
+) -> SettlementConfig:
+    """The node command's settlement options as a config; the rest keep their defaults."""
+    return SettlementConfig(
+        gateway_url=gateway_url,
+        outbox_dir=outbox_dir,
+        payment_timeout_seconds=payment_timeout,
+        payment_attempts_max=payment_attempts,
+        settle=SettlePolicy(charge_passes_max=charge_passes, refund_grace_seconds=payment_timeout * payment_attempts),
+        loop=LoopPolicy(claim_seconds=claim_seconds),
+    )

@@ -1,0 +1,125 @@
+"""Starts a lean Prefect server backed by PostgreSQL (ARCHITECTURE.md §4).
+
+``prefect server start`` in its own process, on a database of a :class:`PostgresServer`
+(SQLite answers 503 under load here and the client then backs off for seconds), with
+every background service off (``--no-services``: scheduler, triggers, task-run recorder,
+late runs…), no UI, no analytics. Settlement only creates flow runs and reports their
+states, which the API itself stores. Start costs 4–5 s, so tests start one per session.
+
+A server another process started (``ridgeline up``'s, seen from an attached drill) is
+adopted by pid: stop() stops it and start() brings it back on the same port and database.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+
+from ridgeline.deploy.run.postgres import PostgresServer, free_loopback_port
+from ridgeline.deploy.run.processes import AdoptedProcess, ProcessHandle, stop_process
+
+#: Prefect migrates its database on first start; allow for that on a slow machine.
+STARTUP_TIMEOUT_SECONDS = 90.0
+
+
+class PrefectServer:
+    """One ``prefect server start`` process; :attr:`api_url` once :meth:`start` returned."""
+
+    def __init__(self, database: PostgresServer, *, database_name: str = "prefect", port: int = 0, home: Path | None = None) -> None:
+        """``home`` holds its settings and log; by default a temporary directory, removed by stop()."""
+        self._database = database
+        self.database_name = database_name
+        self._port = port
+        self._process: ProcessHandle | None = None
+        self._owns_home = home is None
+        self.home = home or Path(tempfile.mkdtemp(prefix="ridgeline-prefect-"))
+        self.api_url = ""
+
+    @property
+    def port(self) -> int:
+        """Its port (0 before the first start): every restart comes back on it."""
+        return self._port
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def adopt(self, pid: int) -> None:
+        """Takes over the server running as ``pid`` on this port and database, started by another
+        process (a drill restarted it, or this is that drill attached to ``ridgeline up``)."""
+        if self._process is not None:
+            self._process.poll()  # reaps our own exited child, if it was one
+        self._process = AdoptedProcess(pid)
+        self.api_url = _api_url(self._port)
+
+    def start(self, timeout_seconds: float = STARTUP_TIMEOUT_SECONDS) -> str:
+        """Starts the server and waits until its API answers; returns the API URL."""
+        self._database.create_database(self.database_name)
+        # A restart (a drill) comes back on the same port, so clients need no new URL.
+        port = self._port = self._port or free_loopback_port()
+        self.home.mkdir(parents=True, exist_ok=True)
+        connection_url = (
+            f"postgresql+asyncpg://ridgeline@127.0.0.1:{self._database.port}/{quote(self.database_name, safe='')}"
+        )
+        environment = {
+            **os.environ,
+            "PREFECT_HOME": str(self.home),
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": connection_url,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_UI_ENABLED": "false",
+            "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "false",
+            "PREFECT_LOGGING_TO_API_ENABLED": "false",
+            "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+        }
+        environment.pop("PREFECT_API_URL", None)
+        with (self.home / "server.log").open("ab") as log:
+            process = self._process = subprocess.Popen(
+                [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-services", "--no-ui", "--analytics-off"],
+                env=environment,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.api_url = _api_url(port)
+        deadline = time.monotonic() + timeout_seconds
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise OSError(f"prefect server exited with {process.returncode}: {self.log_tail()}")
+            try:
+                if httpx.get(f"{self.api_url}/health", timeout=1.0).status_code == 200:
+                    return self.api_url
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise OSError(f"prefect server did not answer within {timeout_seconds:.0f} s: {self.log_tail()}")
+
+    def stop(self, timeout_seconds: float = 15.0) -> None:
+        """Stops the server and removes a temporary home (the PostgreSQL database stays)."""
+        if self._process is not None:
+            stop_process(self._process, timeout_seconds)
+        if self._owns_home:
+            shutil.rmtree(self.home, ignore_errors=True)
+
+    def log_tail(self, max_bytes: int = 2000) -> str:
+        path = self.home / "server.log"
+        return path.read_bytes()[-max_bytes:].decode(errors="replace") if path.exists() else ""
+
+    def __enter__(self) -> PrefectServer:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def _api_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}/api"

@@ -1,0 +1,95 @@
+"""Turns lapsed holds into ``expired`` bookings and gives their units back.
+
+Invariant 3 (holds end). Two callers: the sweep, which walks every lapsed hold of the
+region in bounded batches, and a hold that found a night full, which first reclaims the
+lapsed holds on its own resource and nights. Readers never wait for either: queries
+treat a hold whose ``expires_at`` has passed as free already.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, text
+
+from ridgeline.regional.booking.model import Nights
+
+# One statement: pick due holds (skipping rows another expirer has locked), move them
+# to 'expired', append their history, and return their units night by night. The counts
+# come back so the caller can assert that every night of every expired hold was returned.
+_EXPIRE_TEMPLATE = """
+WITH due AS (
+    SELECT booking_id FROM bookings
+    WHERE state = 'held' AND expires_at <= :now {scope}
+      -- A prepared trek leg waits for its coordinator's decision instead (legs.py).
+      AND NOT EXISTS (SELECT 1 FROM trek_legs AS t WHERE t.booking_id = bookings.booking_id AND t.state = 'prepared')
+    ORDER BY expires_at
+    LIMIT :batch_max
+    FOR UPDATE SKIP LOCKED
+), expired AS (
+    UPDATE bookings AS b
+    SET state = 'expired', version = b.version + 1, updated_at = :now
+    FROM due
+    WHERE b.booking_id = due.booking_id AND b.state = 'held'
+    RETURNING b.booking_id, b.resource_id, b.first_night, b.end_night, b.party_size, b.version
+), history AS (
+    INSERT INTO booking_history (booking_id, version, from_state, to_state, at, reason)
+    SELECT booking_id, version, 'held', 'expired', :now, 'hold TTL elapsed' FROM expired
+    RETURNING 1
+), released AS (
+    SELECT e.resource_id, CAST(n AS DATE) AS night, SUM(e.party_size) AS units
+    FROM expired AS e
+    CROSS JOIN LATERAL generate_series(
+        CAST(e.first_night AS TIMESTAMP),
+        CAST(e.end_night AS TIMESTAMP) - INTERVAL '1 day',
+        INTERVAL '1 day'
+    ) AS n
+    GROUP BY e.resource_id, CAST(n AS DATE)
+), returned AS (
+    UPDATE inventory AS i
+    SET held = i.held - r.units
+    FROM released AS r
+    WHERE i.resource_id = r.resource_id AND i.night = r.night
+    RETURNING 1
+)
+SELECT
+    (SELECT count(*) FROM expired) AS expired,
+    (SELECT count(*) FROM history) AS histories,
+    (SELECT count(*) FROM released) AS nights_due,
+    (SELECT count(*) FROM returned) AS nights_returned
+"""
+
+_EXPIRE_ALL = text(_EXPIRE_TEMPLATE.format(scope=""))
+_EXPIRE_OVERLAPPING = text(
+    _EXPIRE_TEMPLATE.format(scope="AND resource_id = :resource_id AND first_night < :end AND end_night > :start")
+)
+
+
+@dataclass(frozen=True)
+class ExpiryResult:
+    expired: int
+    nights_returned: int
+
+
+def expire_lapsed_holds(conn: Connection, *, now: datetime, batch_max: int) -> ExpiryResult:
+    """Expires up to ``batch_max`` lapsed holds of the region, oldest first."""
+    row = conn.execute(_EXPIRE_ALL, {"now": now, "batch_max": batch_max}).one()
+    return _checked(row)
+
+
+def reclaim_for(conn: Connection, *, resource_id: str, nights: Nights, now: datetime, batch_max: int = 500) -> ExpiryResult:
+    """Expires the lapsed holds that overlap ``nights`` of one resource."""
+    row = conn.execute(
+        _EXPIRE_OVERLAPPING,
+        {"now": now, "batch_max": batch_max, "resource_id": resource_id, "start": nights.start, "end": nights.end},
+    ).one()
+    return _checked(row)
+
+
+def _checked(row) -> ExpiryResult:  # noqa: ANN001 - a SQLAlchemy Row
+    # Every expired booking has its history row and gives back every one of its nights;
+    # anything else means inventory and bookings disagree, and the transaction must not commit.
+    assert row.histories == row.expired, f"history rows {row.histories} != expired bookings {row.expired}"
+    assert row.nights_returned == row.nights_due, f"returned {row.nights_returned} of {row.nights_due} inventory nights"
+    return ExpiryResult(expired=row.expired, nights_returned=row.nights_returned)

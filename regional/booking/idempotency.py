@@ -1,0 +1,160 @@
+"""Idempotency records: the first result of a keyed request, returned to every repeat.
+
+Invariant 7. A record is written in the same transaction as the effect it describes,
+so a crash can never leave an effect without its record or a record without its effect.
+Writers do not read the record first: a repeat surfaces as a unique violation on the
+record's primary key, its transaction rolls back whole, and :func:`answer_from_record`
+answers the stored first result. (Reading first costs a round trip and, under
+SERIALIZABLE on PostgreSQL, predicate locks on the index that made concurrent writers
+of other keys fail with 40001: measured, 341 failures for 128 racing sold-out holds.)
+Definitive refusals (sold out, illegal transition…) are recorded too: the first result
+of a request is its answer, even when the answer was no. Transient failures (contention,
+an unreachable database) are not recorded, so a retry with the same key can succeed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, text
+
+from ridgeline.regional import errors
+from ridgeline.regional.booking.model import Booking
+from ridgeline.regional.storage.db import run_transaction
+
+#: The refusals worth remembering, by the name stored in the record.
+_RECORDED_ERRORS: dict[str, type[errors.BookingError]] = {
+    cls.__name__: cls
+    for cls in (
+        errors.SoldOut,
+        errors.NightsNotOpen,
+        errors.NotFound,
+        errors.IllegalTransition,
+        errors.HoldExpired,
+    )
+}
+
+#: The constraint whose violation means "a concurrent request with this key won".
+KEY_CONSTRAINT = "idempotency_records_pkey"
+
+_LOOKUP = text(
+    """
+    SELECT operation, request_fingerprint, result, error_kind, error_message
+    FROM idempotency_records WHERE idempotency_key = :key
+    """
+)
+
+_INSERT = text(
+    """
+    INSERT INTO idempotency_records
+        (idempotency_key, operation, request_fingerprint, result, error_kind, error_message, created_at)
+    VALUES (:key, :operation, :fingerprint, CAST(:result AS JSONB), :error_kind, :error_message, :now)
+    """
+)
+
+
+def fingerprint(operation: str, fields: dict[str, Any]) -> str:
+    """A stable digest of what a request asks for, to spot a key reused for another request."""
+    canonical = json.dumps({"operation": operation, **fields}, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def replay(conn: Connection, key: str, operation: str, request_fingerprint: str) -> Booking | None:
+    """The first result for ``key``: a booking, a raised recorded refusal, or None if new."""
+    row = conn.execute(_LOOKUP, {"key": key}).one_or_none()
+    if row is None:
+        return None
+    if row.operation != operation or row.request_fingerprint != request_fingerprint:
+        raise errors.IdempotencyKeyReused(
+            f"idempotency key {key!r} was already used for a different {row.operation} request; "
+            "use a new key for a new request"
+        )
+    if row.error_kind is not None:
+        raise _RECORDED_ERRORS[row.error_kind](row.error_message)
+    return Booking.from_json(row.result)
+
+
+def answer_from_record(
+    engine: Engine,
+    key: str,
+    operation: str,
+    request_fingerprint: str,
+    *,
+    deadline: float | None,
+) -> Booking:
+    """After a key conflict: the committed first result, or its recorded refusal raised."""
+
+    def read(conn: Connection) -> Booking:
+        prior = replay(conn, key, operation, request_fingerprint)
+        assert prior is not None, "a key conflict implies a committed record"
+        return prior
+
+    return run_transaction(engine, read, deadline=deadline)
+
+
+def insert_params(
+    key: str,
+    operation: str,
+    request_fingerprint: str,
+    now: datetime,
+    *,
+    result: Booking | None = None,
+    error: errors.BookingError | None = None,
+) -> dict[str, Any]:
+    """Bind parameters for a record (also used by the hold's combined insert)."""
+    assert (result is None) != (error is None), "a record holds exactly one outcome"
+    return {
+        "key": key,
+        "operation": operation,
+        "fingerprint": request_fingerprint,
+        "result": json.dumps(result.to_json()) if result is not None else None,
+        "error_kind": type(error).__name__ if error is not None else None,
+        "error_message": str(error) if error is not None else None,
+        "now": now,
+    }
+
+
+def record(
+    conn: Connection,
+    key: str,
+    operation: str,
+    request_fingerprint: str,
+    now: datetime,
+    *,
+    result: Booking | None = None,
+    error: errors.BookingError | None = None,
+) -> None:
+    """Stores the outcome of a keyed request in the caller's transaction."""
+    if error is not None and type(error).__name__ not in _RECORDED_ERRORS:
+        return
+    conn.execute(_INSERT, insert_params(key, operation, request_fingerprint, now, result=result, error=error))
+
+
+_FORGET = text(
+    """
+    DELETE FROM idempotency_records
+    WHERE idempotency_key IN (
+        SELECT idempotency_key FROM idempotency_records
+        WHERE created_at < :cutoff ORDER BY created_at LIMIT :batch_max
+    )
+    """
+)
+
+
+def forget_older_than(conn: Connection, cutoff: datetime, *, batch_max: int) -> int:
+    """Deletes up to ``batch_max`` records created before ``cutoff``; returns how many.
+
+    Keys are remembered for a retention window (a week by default, Stripe keeps 24 h),
+    long enough for any client retry; without this the table grows with every request.
+    """
+    return conn.execute(_FORGET, {"cutoff": cutoff, "batch_max": batch_max}).rowcount
+
+
+def is_key_conflict(error: BaseException) -> bool:
+    """True when ``error`` is the unique violation of a concurrent request with the same key."""
+    orig = getattr(error, "orig", None)
+    diag = getattr(orig, "diag", None)
+    return getattr(orig, "sqlstate", None) == "23505" and getattr(diag, "constraint_name", None) == KEY_CONSTRAINT

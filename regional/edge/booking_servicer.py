@@ -1,0 +1,180 @@
+"""BookingService: each method unpacks the request, calls one domain function, packs the reply."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+import grpc
+from sqlalchemy import Connection, Engine
+
+from ridgeline.regional.booking import holds, ownership, queries, transitions
+from ridgeline.regional.booking.catalog import CatalogView
+from ridgeline.regional.booking.model import Booking
+from ridgeline.regional.config import NodeConfig
+from ridgeline.regional.edge import convert, validation
+from ridgeline.regional.edge.status_codes import guarded
+from ridgeline.regional.errors import DeadlineExceeded, NotFound
+from ridgeline.regional.settlement import rows as settlements
+from ridgeline.regional.storage.db import run_transaction
+from ridgeline.routing.keeper import Ownership
+from ridgeline.v1 import booking_pb2 as pb
+from ridgeline.v1 import booking_pb2_grpc as pb_grpc
+
+Clock = Callable[[], datetime]
+#: Places a validated hold with the lease epoch, before the deadline (group commit, or the single path).
+HoldPlacer = Callable[[holds.HoldRequest, int, "float | None"], Booking]
+#: Book with wait answers this long before the caller's deadline, so the answer arrives in time.
+_WAIT_MARGIN_SECONDS = 0.2
+#: How long Book waits for settlement when the caller set no deadline.
+_WAIT_MAX_SECONDS = 30.0
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class BookingServicer(pb_grpc.BookingServiceServicer):
+    """Reads are served by any node of the region; writes only by the basecamp's lease holder.
+
+    A write for a basecamp this node does not hold is refused before any SQL with the
+    owner as a hint (the client caches it and goes there directly next time). Forwarding
+    was rejected: it doubles the hops and CPU of every misrouted call, hides ownership
+    from clients that could cache it, and can loop while a basecamp moves.
+    """
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        engine: Engine,
+        catalog: CatalogView,
+        place: HoldPlacer,
+        owned: Ownership,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._config = config
+        self._engine = engine
+        self._catalog = catalog
+        self._place = place
+        self._owned = owned
+        self._clock = clock
+
+    @guarded
+    def ListBasecamps(self, request: pb.ListBasecampsRequest, context: grpc.ServicerContext) -> pb.ListBasecampsResponse:
+        return pb.ListBasecampsResponse(basecamps=[convert.basecamp_pb(b) for b in self._catalog.basecamps()])
+
+    @guarded
+    def GetAvailability(self, request: pb.GetAvailabilityRequest, context: grpc.ServicerContext) -> pb.GetAvailabilityResponse:
+        query = validation.availability_query(request, self._catalog, self._config)
+        resource_ids, now = [r.resource_id for r in query.resources], self._clock()
+        nights = run_transaction(self._engine, lambda conn: queries.availability(conn, resource_ids, query.nights, now))
+        return pb.GetAvailabilityResponse(
+            basecamp_id=query.basecamp.basecamp_id,
+            resources=[
+                pb.ResourceAvailability(resource=convert.resource_pb(r), nights=[convert.night_pb(n) for n in nights[r.resource_id]])
+                for r in query.resources
+            ],
+        )
+
+    @guarded
+    def PlaceHold(self, request: pb.PlaceHoldRequest, context: grpc.ServicerContext) -> pb.Booking:
+        now = self._clock()
+        hold = validation.hold_request(request, self._catalog, self._config, now)
+        return convert.booking_pb(self._place(hold, self._epoch_for(hold.basecamp_id), _deadline(context)))
+
+    @guarded
+    def Book(self, request: pb.BookRequest, context: grpc.ServicerContext) -> pb.Booking:
+        now = self._clock()
+        hold = validation.hold_request(request, self._catalog, self._config, now)
+        deadline = _deadline(context)
+        booking = holds.place_hold(self._engine, hold, epoch=self._epoch_for(hold.basecamp_id), now=now, deadline=deadline)
+        if not request.wait:  # the first result, as every repeat of this key answers it
+            return convert.booking_pb(booking, settlements.awaiting(booking))
+        until = deadline - _WAIT_MARGIN_SECONDS if deadline is not None else time.monotonic() + _WAIT_MAX_SECONDS
+        settlements.wait_until_settled(self._engine, booking.booking_id, deadline=until)
+        return self._booking_reply(booking.booking_id)
+
+    @guarded
+    def ConfirmBooking(self, request: pb.ConfirmBookingRequest, context: grpc.ServicerContext) -> pb.Booking:
+        return self._move(transitions.CONFIRM, request.idempotency_key, request.booking_id, "", context)
+
+    @guarded
+    def ReleaseHold(self, request: pb.ReleaseHoldRequest, context: grpc.ServicerContext) -> pb.Booking:
+        return self._move(transitions.RELEASE, request.idempotency_key, request.booking_id, request.reason, context)
+
+    @guarded
+    def CancelBooking(self, request: pb.CancelBookingRequest, context: grpc.ServicerContext) -> pb.Booking:
+        return self._move(transitions.CANCEL, request.idempotency_key, request.booking_id, request.reason, context, also=settlements.refund_cancelled)
+
+    @guarded
+    def GetBooking(self, request: pb.GetBookingRequest, context: grpc.ServicerContext) -> pb.Booking:
+        return self._booking_reply(validation.booking_id(request.booking_id))
+
+    @guarded
+    def ListBookings(self, request: pb.ListBookingsRequest, context: grpc.ServicerContext) -> pb.ListBookingsResponse:
+        where, page_size, token = validation.booking_filter(request, self._catalog, self._config)
+        now = self._clock()
+
+        def read(conn: Connection) -> tuple[list[Booking], str, dict[str, settlements.Settlement]]:
+            page, next_token = queries.list_bookings(conn, where, page_size=page_size, page_token=token, now=now)
+            return page, next_token, settlements.get(conn, [b.booking_id for b in page])
+
+        page, next_token, payments = run_transaction(self._engine, read)
+        replies = [convert.booking_pb(b, payments.get(b.booking_id)) for b in page]
+        return pb.ListBookingsResponse(bookings=replies, next_page_token=next_token)
+
+    def _epoch_for(self, basecamp_id: str) -> int:
+        """The lease epoch to write with, or NotOwner (with the owner) before any write."""
+        epoch = self._owned.epoch_of(basecamp_id)
+        if epoch is None:
+            raise run_transaction(self._engine, lambda conn: ownership.not_owner(conn, basecamp_id))
+        return epoch
+
+    def _booking_reply(self, booking_id: str) -> pb.Booking:
+        """The booking as stored now, with its payment when it has one (one snapshot, retried
+        whole if SERIALIZABLE cancels it against concurrent settlement writes)."""
+
+        def read(conn: Connection) -> pb.Booking:
+            booking = queries.get_booking(conn, booking_id)
+            if booking is None:
+                raise NotFound(f"no booking {booking_id}")
+            return convert.booking_pb(booking, settlements.get(conn, [booking_id]).get(booking_id))
+
+        return run_transaction(self._engine, read)
+
+    def _move(
+        self,
+        move: transitions.Move,
+        key: str,
+        booking_id: str,
+        reason: str,
+        context: grpc.ServicerContext,
+        also: Callable[[Connection, Booking], None] | None = None,
+    ) -> pb.Booking:
+        booking = transitions.apply_move(
+            self._engine,
+            move,
+            booking_id=validation.booking_id(booking_id),
+            idempotency_key=validation.idempotency_key(key),
+            reason=validation.reason(reason),
+            fence=self._owned.fence(),
+            now=self._clock(),
+            deadline=_deadline(context),
+            also=also,
+        )
+        return convert.booking_pb(booking)
+
+
+def _deadline(context: grpc.ServicerContext) -> float | None:
+    """The caller's deadline as a monotonic instant; refuses work that is already late."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        return None
+    if remaining <= 0:
+        raise DeadlineExceeded("the call's deadline had passed before work started")
+    return time.monotonic() + remaining
+
+
+#: Public name for the other servicers of a node (TrekLegService).
+deadline_of = _deadline

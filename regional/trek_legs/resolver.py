@@ -1,0 +1,101 @@
+"""Resolves prepared trek legs whose trek outlived its decision deadline, by asking the coordinator.
+
+ARCHITECTURE.md §5: a participant never guesses. A prepared leg keeps its units (the
+sweep skips it) until the coordinator says COMMIT or ABORT; the coordinator answers
+ABORT for a trek it does not know or that is still undecided past its deadline (presumed
+abort), and PENDING otherwise. An unreachable coordinator leaves the leg prepared until
+the next pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime
+
+import grpc
+from sqlalchemy import Engine
+
+from ridgeline.regional.errors import BookingError
+from ridgeline.regional.periodic import Periodic
+from ridgeline.regional.storage.db import run_transaction
+from ridgeline.regional.trek_legs import participant as legs
+from ridgeline.routing.keeper import Ownership
+from ridgeline.routing.leases import Fence
+from ridgeline.v1 import trek_pb2 as tpb
+from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
+
+_log = logging.getLogger(__name__)
+
+#: How long one question to the coordinator may take.
+ASK_TIMEOUT_SECONDS = 2.0
+
+
+def resolve_in_doubt(engine: Engine, *, fence: Fence, now: datetime, batch_max: int, ask: Callable[[str, str], int]) -> int:
+    """Asks about every prepared leg past its deadline of the basecamps ``fence`` holds (one
+    batch) and applies the answers, under those leases; returns how many were resolved."""
+    doubtful = run_transaction(engine, lambda conn: legs.in_doubt(conn, basecamps=list(fence), now=now, batch_max=batch_max))
+    resolved = 0
+    for key, target in doubtful:
+        try:
+            decision = ask(target, key.trek_id)
+        except grpc.RpcError as error:
+            _log.warning("trek %s leg %d in doubt; coordinator %s did not answer: %s", key.trek_id, key.leg_index, target, error.code())
+            continue
+        apply = {tpb.DECISION_COMMIT: legs.commit, tpb.DECISION_ABORT: legs.abort}.get(decision)
+        if apply is None:  # still pending: ask again next pass
+            continue
+        try:
+            apply(engine, key, fence=fence, now=now)
+        except BookingError as error:  # one leg's trouble must not stall the others
+            _log.warning("trek %s leg %d: applying the coordinator's decision failed: %s", key.trek_id, key.leg_index, error)
+            continue
+        resolved += 1
+    return resolved
+
+
+class CoordinatorAsker:
+    """GetDecision over one channel per coordinator address (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._stubs: dict[str, tpb_grpc.TrekServiceStub] = {}
+        self._channels: list[grpc.Channel] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, target: str, trek_id: str) -> int:
+        with self._lock:
+            if target not in self._stubs:
+                channel = grpc.insecure_channel(target)
+                self._channels.append(channel)
+                self._stubs[target] = tpb_grpc.TrekServiceStub(channel)
+            stub = self._stubs[target]
+        return stub.GetDecision(tpb.GetDecisionRequest(trek_id=trek_id), timeout=ASK_TIMEOUT_SECONDS).decision
+
+    def close(self) -> None:
+        for channel in self._channels:
+            channel.close()
+
+
+class LegResolver:
+    """A node's thread that resolves in-doubt legs every ``interval_seconds``."""
+
+    def __init__(self, engine: Engine, clock: Callable[[], datetime], owned: Ownership, *, interval_seconds: float, batch_max: int) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._owned = owned
+        self._batch_max = batch_max
+        self._ask = CoordinatorAsker()
+        self._periodic = Periodic("leg-resolver", interval_seconds, self._pass)
+
+    def start(self) -> None:
+        self._periodic.start()
+
+    def stop(self, timeout_seconds: float = 5.0) -> None:
+        self._periodic.stop(timeout_seconds)
+        self._ask.close()
+
+    def _pass(self) -> None:
+        resolved = resolve_in_doubt(self._engine, fence=dict(self._owned.fence()), now=self._clock(), batch_max=self._batch_max, ask=self._ask)
+        if resolved:
+            _log.info("resolved %d in-doubt trek leg(s) with the coordinator", resolved)
