@@ -15,6 +15,7 @@ from ridgeline.global_coordinator.participants import Participants
 from ridgeline.global_coordinator.payments import Payments
 from ridgeline.global_coordinator.protocol import Coordinator, CoordinatorConfig
 from ridgeline.global_coordinator.servicer import TrekServicer
+from ridgeline.request_decoding import DecodeGuard
 from ridgeline.v1 import trek_pb2 as tpb
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 
@@ -27,7 +28,11 @@ class CoordinatorServer:
     """Binds ``listen`` first, so participants are told the address actually served."""
 
     def __init__(self, config: CoordinatorConfig, listen: str, transact: Transact, participants: Participants, payments: Payments, *, workers: int = 32) -> None:
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="trek-rpc"), maximum_concurrent_rpcs=workers * 8)
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="trek-rpc"),
+            interceptors=[DecodeGuard()],
+            maximum_concurrent_rpcs=workers * 8,
+        )
         try:
             port = self._server.add_insecure_port(listen)
         except RuntimeError as error:

@@ -29,6 +29,7 @@ from ridgeline.regional.metrics import MetricsInterceptor
 from ridgeline.regional.storage import migrate
 from ridgeline.regional.storage.db import make_engine, run_transaction
 from ridgeline.regional.trek_legs.resolver import LegResolver
+from ridgeline.request_decoding import DecodeGuard
 from ridgeline.routing.keeper import LeaseKeeper, LeaseSettings
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import booking_pb2_grpc as pb_grpc
@@ -58,7 +59,7 @@ class RegionalNode:
         self._health = health.HealthServicer()
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc"),
-            interceptors=[MetricsInterceptor()],
+            interceptors=[MetricsInterceptor(), DecodeGuard()],  # metrics outermost: they count the refusals too
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
         self._committer: HoldGroupCommitter | None = None

@@ -205,3 +205,14 @@ def test_a_prepared_leg_past_its_ttl_asks_the_coordinator_and_is_never_guessed(c
         time.sleep(0.2)
     assert states == {orphan: ("aborted", "released"), unreachable: ("prepared", "held")}
     cluster.assert_inventories()
+
+
+@pytest.mark.parametrize("method", [m.name for m in tpb.DESCRIPTOR.services_by_name["TrekService"].methods])
+def test_undecodable_bytes_on_the_coordinator_are_invalid_argument(cluster, coordinator, method: str) -> None:
+    # grpcio's default answer would be INTERNAL, the code kept for Ridgeline's own bugs.
+    with grpc.insecure_channel(cluster.target) as channel:
+        call = channel.unary_unary(f"/ridgeline.v1.TrekService/{method}", request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpc.RpcError) as raised:
+            call(b"\xff\xff\xff", timeout=10)
+    assert raised.value.code() == Code.INVALID_ARGUMENT, (method, raised.value.details())
+    assert method in raised.value.details()
