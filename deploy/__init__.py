@@ -1,4 +1,9 @@
-"""The composition root: node processes, the local quick start, the operator CLI.
+"""The composition root: wires the other rooms into processes, a local cluster, drills, benchmarks and the CLI.
 
-Nothing imports deploy; deploy wires the other rooms together.
+Nothing outside deploy imports it except the tests. Its rooms: ``cli`` (the ``ridgeline``
+command line), ``run`` (the processes it starts), ``cluster`` (cluster files, the local
+cluster, status, the demo), ``drills`` (load, chaos, audit, fault proxies), ``bench``
+(benchmark engines) and ``payment_gateway`` (the stand-in provider).
 """
+
+__all__ = ["bench", "cli", "cluster", "drills", "payment_gateway", "run"]

@@ -14,7 +14,6 @@ processes and three PostgreSQL servers share them, so expect it near or below 1)
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import statistics
@@ -25,20 +24,15 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Annotated
 
 import grpc
-import typer
 from rich.console import Console
-from rich.table import Table
 
-from ridgeline.deploy.cli import bench_app
 from ridgeline.deploy.cluster.cluster_file import ClusterSpec, NodeSpec, RegionSpec, with_free_ports
 from ridgeline.deploy.cluster.local_cluster import LocalCluster
 from ridgeline.routing.ring import propose_owners
 from ridgeline.routing.router import ClusterClient, ClusterUnreachable
 
-_console = Console()
 _err = Console(stderr=True)
 
 
@@ -67,45 +61,56 @@ class FailoverResult:
         return max(self.samples_seconds)
 
 
-@bench_app.command("cluster")
-def cluster(
-    seconds: Annotated[float, typer.Option("--seconds", help="Length of each throughput phase.")] = 10.0,
-    threads: Annotated[int, typer.Option("--threads", help="Desk threads placing holds.")] = 16,
-    failovers: Annotated[int, typer.Option("--failovers", help="Failover samples (SIGKILL of an owner).")] = 5,
-    lease_ttl: Annotated[float, typer.Option("--lease-ttl", help="Lease TTL of the cluster, seconds.")] = 5.0,
-    heartbeat: Annotated[float, typer.Option("--heartbeat-interval", help="Heartbeat of the cluster, seconds.")] = 1.0,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results to this JSON file.")] = None,
-) -> None:
-    """Failover time (median, max) and holds/s through the routing client: 3 regions x 2 nodes vs one node."""
-    if seconds <= 0 or threads <= 0 or failovers < 0:
-        raise typer.BadParameter("--seconds and --threads must be positive, --failovers not negative")
+@dataclass(frozen=True)
+class ClusterBenchReport:
+    """One run: the baseline's and the cluster's throughput, then the failover samples."""
+
+    #: When the run started (UTC, ISO 8601).
+    date: str
+    threads: int
+    seconds: float
+    #: The baseline (one node) first, then 3 regions x 2 nodes.
+    throughput: tuple[ThroughputResult, ThroughputResult]
+    failover: FailoverResult
+
+    @property
+    def ratio(self) -> float | None:
+        """The cluster's holds/s over the baseline's; None when the baseline placed none."""
+        baseline, full = self.throughput
+        return full.holds_per_second / baseline.holds_per_second if baseline.holds_per_second else None
+
+    def to_json(self) -> dict[str, object]:
+        failover = self.failover
+        return {
+            "date": self.date,
+            "threads": self.threads,
+            "seconds": self.seconds,
+            "throughput": [asdict(r) for r in self.throughput],
+            "ratio": self.ratio,
+            "failover": {**asdict(failover), "median": failover.median if failover.samples_seconds else None,
+                         "max": failover.worst if failover.samples_seconds else None},
+        }
+
+
+def run_cluster_benchmark(*, seconds: float, threads: int, failovers: int, lease_ttl: float, heartbeat: float) -> ClusterBenchReport:
+    """The baseline on a one-node cluster, then throughput and ``failovers`` samples on
+    3 regions x 2 nodes; both clusters are throwaway and removed at the end."""
     started = datetime.now(timezone.utc)
     root = Path(tempfile.mkdtemp(prefix="ridgeline-bench-cluster-"))
     try:
         single = _spec("single", {"eu-alps": 1}, lease_ttl, heartbeat)
         full = _spec("3x2", {"eu-alps": 2, "na-rockies": 2, "sa-andes": 2}, lease_ttl, heartbeat)
-        results = [_throughput(single, root / "single", seconds, threads, "1 region x 1 node (baseline)")]
+        baseline = _throughput(single, root / "single", seconds, threads, "1 region x 1 node (baseline)")
         local = LocalCluster(full, root / "full", progress=lambda step: _err.print(f"[dim]{step}…[/]"), settlement=False)
         local.start()
         try:
-            results.append(_drive_throughput(local, seconds, threads, "3 regions x 2 nodes"))
+            spread = _drive_throughput(local, seconds, threads, "3 regions x 2 nodes")
             failover = _failovers(local, failovers, lease_ttl, heartbeat)
         finally:
             local.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    _print(results, failover)
-    if json_path is not None:
-        report = {
-            "date": started.isoformat(timespec="seconds"),
-            "threads": threads,
-            "seconds": seconds,
-            "throughput": [asdict(r) for r in results],
-            "ratio": results[1].holds_per_second / results[0].holds_per_second if results[0].holds_per_second else None,
-            "failover": {**asdict(failover), "median": failover.median if failover.samples_seconds else None,
-                         "max": failover.worst if failover.samples_seconds else None},
-        }
-        json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return ClusterBenchReport(started.isoformat(timespec="seconds"), threads, seconds, (baseline, spread), failover)
 
 
 def _spec(name: str, nodes_per_region: dict[str, int], lease_ttl: float, heartbeat: float) -> ClusterSpec:
@@ -246,22 +251,3 @@ def _percentile(ordered: list[float], fraction: float) -> float:
     if not ordered:
         return float("nan")
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-def _print(results: list[ThroughputResult], failover: FailoverResult) -> None:
-    table = Table(title="Holds through the routing client")
-    for column in ("cluster", "nodes", "holds/s", "p50 ms", "p99 ms", "errors"):
-        table.add_column(column)
-    for r in results:
-        table.add_row(r.label, str(r.nodes), f"{r.holds_per_second:.0f}", f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}", ", ".join(f"{k} {v}" for k, v in r.errors.items()) or "none")
-    _console.print(table)
-    if results[0].holds_per_second:
-        _console.print(f"ratio 3x2 / one node: [bold]{results[1].holds_per_second / results[0].holds_per_second:.2f}[/]")
-    if failover.samples_seconds:
-        _console.print(
-            f"failover (SIGKILL → first successful hold on a moved basecamp), {len(failover.samples_seconds)} runs: "
-            f"median [bold]{failover.median:.2f} s[/], max [bold]{failover.worst:.2f} s[/] "
-            f"(lease TTL {failover.lease_ttl_seconds:g} s + heartbeat {failover.heartbeat_interval_seconds:g} s = "
-            f"{failover.lease_ttl_seconds + failover.heartbeat_interval_seconds:g} s bound); samples "
-            + ", ".join(f"{s:.2f}" for s in failover.samples_seconds)
-        )

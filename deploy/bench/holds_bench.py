@@ -15,13 +15,13 @@ so that it does not share a GIL with the client threads here. It does share the 
 so every phase also reports where the CPU went (this process, the node, PostgreSQL) and
 how much other processes used meanwhile, read from /proc (Linux only).
 
-cli.py imports this module for every command, so the database side (psycopg,
-SQLAlchemy, Alembic: about half a second) is imported inside the functions that use it.
+The CLI (deploy/cli/bench.py) imports this module for every command, so the database
+side (psycopg, SQLAlchemy, Alembic: about half a second) is imported inside the functions
+that use it.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -37,19 +37,16 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import grpc
-import typer
 from rich.console import Console
-from rich.table import Table
 
-from ridgeline.deploy.cli import bench_app
 from ridgeline.deploy.run.processes import stop_process
 from ridgeline.regional.config import NodeConfig
 from ridgeline.routing.client import BookingClient
@@ -169,27 +166,6 @@ class BenchReport:
             "median_ratio": self.median_ratio,
             "goal_ratio": GOAL_RATIO,
         }
-
-
-@bench_app.command("holds")
-def holds(
-    seconds: Annotated[float, typer.Option("--seconds", help="Length of each timed phase.")] = 10.0,
-    threads: Annotated[int, typer.Option("--threads", help="Client threads in each phase (each with its own connection or channel).")] = 16,
-    workers: Annotated[int, typer.Option("--workers", help="The node's gRPC workers and pool size.")] = 16,
-    hot: Annotated[bool, typer.Option("--hot/--spread", help="All holds on one resource and night, or spread over 8 resources x 300 nights.")] = False,
-    repeat: Annotated[int, typer.Option("--repeat", help="gRPC phases; with more than one, each sits between two ceiling phases.")] = 1,
-    round_max: Annotated[int, typer.Option("--round-max", help="The node's group-commit round size (1: one statement per hold).")] = NodeConfig.hold_round_max,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results to this JSON file.")] = None,
-) -> None:
-    """Holds/s and p50/p99 through gRPC against one node, beside the raw SQL ceiling of the same run."""
-    if seconds <= 0 or threads <= 0 or workers <= 0 or repeat <= 0 or round_max <= 0:
-        raise typer.BadParameter("--seconds, --threads, --workers, --repeat and --round-max must be positive")
-    report = run_holds_benchmark(
-        BenchSettings(seconds=seconds, threads=threads, workers=workers, hot=hot, repeat=repeat, round_max=round_max)
-    )
-    _print_report(report)
-    if json_path is not None:
-        json_path.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
 
 
 def run_holds_benchmark(settings: BenchSettings) -> BenchReport:
@@ -650,62 +626,3 @@ def _machine(admin_dsn: str) -> dict[str, object]:
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "postgresql": row[0] if row else "unknown",
     }
-
-
-def _print_report(report: BenchReport) -> None:
-    settings = report.settings
-    console = Console()
-    speed = Table(title=f"holds, {settings.workload}: {settings.threads} threads, {settings.seconds:g} s a phase, node workers {settings.workers}, hold rounds of up to {settings.round_max}")
-    for heading in ("phase", "holds", "holds/s", "p50 ms", "p99 ms", "retries/errors", "rollbacks"):
-        speed.add_column(heading, justify="left" if heading == "phase" else "right")
-    cpu = Table(title="CPU per hold (µs), and other load on the machine")
-    for heading in ("phase", "bench", "node", "postgres", "sum", "other cores"):
-        cpu.add_column(heading, justify="left" if heading == "phase" else "right")
-    for phase in report.phases:
-        speed.add_row(
-            phase.phase,
-            str(phase.ops),
-            f"{phase.ops_per_second:,.0f}",
-            _number(phase.p50_ms, 2),
-            _number(phase.p99_ms, 2),
-            f"{phase.retries if phase.phase == 'ceiling' else '-'}/{sum(phase.errors.values())}",
-            str(phase.rollbacks),
-        )
-        spent = phase.cpu_us_per_hold
-        known = [v for v in spent.values() if v is not None]
-        cpu.add_row(
-            phase.phase,
-            *(_number(spent[k], 0) for k in ("bench", "node", "postgres")),
-            _number(sum(known) if known else None, 0),
-            f"{phase.other_cores:.2f}",
-        )
-    if settings.repeat > 1:
-        for kind in ("ceiling", "grpc"):
-            same = [p for p in report.phases if p.phase == kind]
-            speed.add_row(
-                kind,
-                "median",
-                f"{statistics.median(p.ops_per_second for p in same):,.0f}",
-                _number(_median_of(p.p50_ms for p in same), 2),
-                _number(_median_of(p.p99_ms for p in same), 2),
-                end_section=kind == "ceiling",
-            )
-    console.print(speed)
-    for number, phase in enumerate(report.phases, start=1):
-        if phase.errors:
-            print(f"errors in {phase.phase} phase {number}: " + ", ".join(f"{kind} {count}" for kind, count in sorted(phase.errors.items())))
-    console.print(cpu)
-    if settings.repeat > 1:
-        print("ratios grpc/ceiling: " + ", ".join(f"{r:.2f}" for r in report.ratios))
-    verdict = "meets the goal" if report.median_ratio >= GOAL_RATIO else "BELOW the goal"
-    label = "median ratio" if settings.repeat > 1 else "ratio"
-    print(f"{label} grpc/ceiling = {report.median_ratio:.2f} (goal >= {GOAL_RATIO:.2f}): {verdict}")
-
-
-def _median_of(values: Iterable[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
-
-
-def _number(value: float | None, digits: int) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"

@@ -18,7 +18,6 @@ from the first creation to the last confirm. Goal: batched ≥ 20× baseline.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import random
@@ -31,13 +30,10 @@ import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
-import typer
 from rich.console import Console
-from rich.table import Table
 
-from ridgeline.deploy.cli import bench_app
 from ridgeline.deploy.run.processes import stop_process
 
 if TYPE_CHECKING:
@@ -58,23 +54,6 @@ class SettlePhase:
     p50_ms: float
     p99_ms: float
     flow_runs: int
-
-
-@bench_app.command("settle")
-def settle(
-    bookings: Annotated[int, typer.Option("--bookings", help="Bookings in the batched phase.")] = 600,
-    baseline_bookings: Annotated[int, typer.Option("--baseline-bookings", help="Bookings in the baseline phase (one flow run each).")] = 80,
-    threads: Annotated[int, typer.Option("--threads", help="Client threads booking (and, in the baseline, running flows).")] = 8,
-    latency_ms: Annotated[int, typer.Option("--latency-ms", help="Gateway latency per call.")] = 50,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results to this JSON file.")] = None,
-) -> None:
-    """Confirmed bookings/s and p50/p99 time to confirmed: batched settle flows against one flow run per booking."""
-    if min(bookings, baseline_bookings, threads) <= 0 or latency_ms < 0:
-        raise typer.BadParameter("--bookings, --baseline-bookings and --threads must be positive")
-    report = run_settle_benchmark(bookings=bookings, baseline_bookings=baseline_bookings, threads=threads, latency_ms=latency_ms)
-    _print(report)
-    if json_path is not None:
-        json_path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
 
 
 def run_settle_benchmark(*, bookings: int, baseline_bookings: int, threads: int, latency_ms: int) -> dict[str, object]:
@@ -253,19 +232,3 @@ def _settle_runs() -> int:
     reply = httpx.post(f"{api}/flow_runs/count", json={"flows": {"name": {"any_": ["settle"]}}}, timeout=10)
     reply.raise_for_status()
     return int(reply.json())
-
-
-def _print(report: dict[str, object]) -> None:
-    settings = report["settings"]
-    assert isinstance(settings, dict)
-    table = Table(title=f"settlement, gateway latency {settings['latency_ms']} ms, {settings['threads']} client threads")
-    for heading in ("phase", "bookings", "confirmed", "seconds", "confirmed/s", "p50 ms", "p99 ms", "flow runs"):
-        table.add_column(heading, justify="left" if heading == "phase" else "right")
-    phases = report["phases"]
-    assert isinstance(phases, list)
-    for p in phases:
-        table.add_row(p["phase"], str(p["bookings"]), str(p["confirmed"]), f"{p['seconds']:.1f}", f"{p['confirmed_per_second']:,.1f}", f"{p['p50_ms']:,.0f}", f"{p['p99_ms']:,.0f}", str(p["flow_runs"]))
-    Console().print(table)
-    ratio = report["ratio"]
-    verdict = "meets the goal" if isinstance(ratio, float) and ratio >= GOAL_RATIO else "BELOW the goal"
-    print(f"ratio batched/baseline = {ratio:.1f} (goal >= {GOAL_RATIO:.0f}): {verdict}" if isinstance(ratio, float) else "no baseline rate")

@@ -14,12 +14,12 @@ Two phases of ``--seconds`` each, with the same number of client threads:
 - **singles** (the baseline of the same run): each thread loops PlaceHold + ConfirmBooking
   on one region's node, the desk booking a trek leg stands beside.
 
-cli.py imports this module for every command, so the heavy imports are inside functions.
+The CLI (deploy/cli/bench.py) imports this module for every command, so the heavy
+imports are inside functions.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import statistics
@@ -34,12 +34,9 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Annotated
 
 import grpc
-import typer
 
-from ridgeline.deploy.cli import bench_app
 from ridgeline.routing.client import BookingClient, night_range
 from ridgeline.v1 import trek_pb2 as tpb
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
@@ -67,19 +64,24 @@ class PhaseReport:
     settled_p99_ms: float | None = None
 
 
-@bench_app.command("treks")
-def treks(
-    seconds: Annotated[float, typer.Option("--seconds", help="Length of each phase.")] = 5.0,
-    threads: Annotated[int, typer.Option("--threads", help="Client threads in each phase.")] = 16,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results here.")] = None,
-) -> None:
-    """3-leg treks across 3 regions: treks/s and p50/p99 to decision and to settled, beside single bookings."""
+@dataclass(frozen=True)
+class TreksReport:
+    """One run: the treks phase, then the singles phase, and what it ran on."""
+
+    #: When the run ended (UTC, ISO 8601).
+    date: str
+    machine: dict[str, object]
+    phases: tuple[PhaseReport, PhaseReport]
+
+    def to_json(self) -> dict[str, object]:
+        return {"date": self.date, "machine": self.machine, "phases": [asdict(r) for r in self.phases]}
+
+
+def run_treks_benchmark(*, seconds: float, threads: int) -> TreksReport:
+    """Both phases of ``seconds`` with ``threads`` clients on a throwaway cluster, removed at the end."""
     with _cluster() as (coordinator, nodes):
-        reports = [_trek_phase(coordinator, threads, seconds), _single_phase(nodes, threads, seconds)]
-    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": _machine(), "phases": [asdict(r) for r in reports]}
-    _print(reports)
-    if json_path is not None:
-        json_path.write_text(json.dumps(result, indent=2))
+        phases = (_trek_phase(coordinator, threads, seconds), _single_phase(nodes, threads, seconds))
+    return TreksReport(datetime.now(timezone.utc).isoformat(timespec="seconds"), _machine(), phases)
 
 
 @contextmanager
@@ -260,26 +262,3 @@ def _machine() -> dict[str, object]:
     import platform
 
     return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
-
-
-def _print(reports: list[PhaseReport]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="Treks (3 legs, 3 regions) beside single-region bookings, same run")
-    for column in ("phase", "threads", "done/s", "refused", "call p50/p99 ms", "decision p50/p99 ms", "settled p50/p99 ms"):
-        table.add_column(column, justify="left" if column == "phase" else "right")
-
-    def pair(a: float | None, b: float | None) -> str:
-        return "-" if a is None else f"{a:.1f} / {b:.1f}"
-
-    for r in reports:
-        table.add_row(r.phase, str(r.threads), f"{r.per_second:.1f}", str(r.refused), pair(r.call_p50_ms, r.call_p99_ms), pair(r.decision_p50_ms, r.decision_p99_ms), pair(r.settled_p50_ms, r.settled_p99_ms))
-    console = Console()
-    console.print(table)
-    trek = reports[0]
-    verdict = (trek.decision_p50_ms or float("inf")) <= GOAL_DECISION_P50_MS and trek.per_second >= GOAL_TREKS_PER_SECOND
-    console.print(
-        f"goals: decision p50 ≤ {GOAL_DECISION_P50_MS:g} ms and ≥ {GOAL_TREKS_PER_SECOND:g} treks/s → "
-        f"{'met' if verdict else 'NOT met'} ({trek.decision_p50_ms} ms, {trek.per_second:.1f} treks/s)"
-    )

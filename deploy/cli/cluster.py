@@ -15,7 +15,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 
-from ridgeline.deploy.cli import Json, Target, Timeout, app, render, seeds_for
+from ridgeline.deploy.cli import render
+from ridgeline.deploy.cli.options import Json, Target, Timeout, configure_logging, seeds_for
 from ridgeline.deploy.cluster.cluster_file import ClusterFileError, ClusterSpec, default_cluster, load_cluster_file
 from ridgeline.deploy.cluster.local_cluster import DEFAULT_STATE_DIR, ClusterStartError, LocalCluster, bring_down, read_state
 from ridgeline.deploy.cluster.scrape import scrape, scrape_coordinator, scrape_gateway
@@ -27,20 +28,21 @@ from ridgeline.v1 import cluster_pb2 as cpb
 
 _console = Console()
 
+#: Top-level commands; ``ridgeline.deploy.cli`` merges them into ``ridgeline``.
+commands = typer.Typer()
+
 ClusterFile = Annotated[Path | None, typer.Option("--cluster", help="Cluster file (default: 3 regions x 2 nodes on loopback, local databases).")]
 StateDir = Annotated[Path, typer.Option("--state-dir", help="Where the local databases, logs and state.json live.")]
 
 
-@app.command()
+@commands.command()
 def up(
     cluster: ClusterFile = None,
     state_dir: StateDir = DEFAULT_STATE_DIR,
     settlement: Annotated[bool, typer.Option("--settlement/--no-settlement", help="Start the payment gateway and Prefect (unless the cluster file names them) and settle Book.")] = True,
 ) -> None:
     """Start a whole cluster here, wait until it serves, print where, and run until Ctrl-C or `ridgeline down`."""
-    from ridgeline.deploy.cli import _configure_logging
-
-    _configure_logging()
+    configure_logging()
     logging.getLogger("alembic").setLevel(logging.WARNING)
     spec = _spec(cluster)
     local = LocalCluster(spec, state_dir.expanduser(), progress=lambda step: _console.print(f"[dim]{step}…[/]"), settlement=settlement)
@@ -67,13 +69,13 @@ def up(
         _console.print("stopped")
 
 
-@app.command()
+@commands.command()
 def down(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
     """Stop the cluster `ridgeline up` runs (nodes drain, then the local databases stop)."""
     _console.print(bring_down(state_dir.expanduser()))
 
 
-@app.command()
+@commands.command()
 def status(
     target: Target = "",
     cluster: Annotated[Path | None, typer.Option("--cluster", help="Cluster file naming the coordinator and gateway to summarise (default: the running `ridgeline up`'s).")] = None,
@@ -142,7 +144,7 @@ def _bound(seconds: float | None) -> str:
     return f"≤ {seconds * 1000:g} ms" if seconds is not None else "-"
 
 
-@app.command()
+@commands.command()
 def audit(
     cluster: ClusterFile = None,
     database_url: Annotated[

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ridgeline.deploy.cli import Json, Target, app, seeds_for
+from ridgeline.deploy.cli.options import Json, Target, seeds_for
 from ridgeline.deploy.cluster.cluster_file import default_cluster, with_free_ports
 from ridgeline.deploy.cluster.local_cluster import DEFAULT_STATE_DIR, ClusterStartError, LocalCluster, state_coordinator
 from ridgeline.deploy.drills.audit import print_report
@@ -27,8 +27,11 @@ from ridgeline.routing.router import ClusterUnreachable
 
 _console = Console()
 
+#: Top-level commands; ``ridgeline.deploy.cli`` merges them into ``ridgeline``.
+commands = typer.Typer()
 
-@app.command()
+
+@commands.command()
 def load(
     duration: Annotated[float, typer.Option("--duration", help="Seconds to run.")] = 30.0,
     concurrency: Annotated[int, typer.Option("--concurrency", help="Desk threads, each with its own routing client.")] = 8,
@@ -85,8 +88,8 @@ def print_load_report(report: LoadReport, console: Console) -> None:
     console.print(table)
 
 
+#: ``ridgeline chaos``; ``ridgeline.deploy.cli`` adds it under that name.
 chaos_app = typer.Typer(no_args_is_help=True, help="Chaos drills: load, a fault on a timeline, recovery, and an audit.")
-app.add_typer(chaos_app, name="chaos")
 
 
 @chaos_app.command("list")

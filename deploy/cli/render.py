@@ -68,7 +68,8 @@ def availability(reply: pb.GetAvailabilityResponse) -> None:
     console.print(table)
 
 
-def _stay(nights: pb.NightRange) -> str:
+def stay(nights: pb.NightRange) -> str:
+    """A night range as its first night and its length, e.g. ``2026-12-20 +2 nights``."""
     start = date(nights.start.year, nights.start.month, nights.start.day)
     end = date(nights.end.year, nights.end.month, nights.end.day)
     count = (end - start).days
@@ -93,7 +94,7 @@ def bookings(items: Iterable[pb.Booking], title: str = "Bookings") -> None:
     for column in ("booking", "state", "payment", "resource", "stay", "party", "total"):
         table.add_column(column, no_wrap=column in {"booking", "stay"})
     for b in items:
-        table.add_row(b.booking_id, state_name(b.state), payment_name(b), b.resource_id, _stay(b.nights), str(b.party_size), money(b.total_price_cents, b.currency))
+        table.add_row(b.booking_id, state_name(b.state), payment_name(b), b.resource_id, stay(b.nights), str(b.party_size), money(b.total_price_cents, b.currency))
     console.print(table)
 
 

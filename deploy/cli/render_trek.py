@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from rich.table import Table
 
-from ridgeline.deploy.cli.render import _stay, console, money
+from ridgeline.deploy.cli.render import console, money, stay
 from ridgeline.v1 import trek_pb2 as tpb
 
 
@@ -48,7 +48,7 @@ def trek(item: tpb.Trek) -> None:
             str(leg.leg_index),
             leg.leg.resource_id,
             str(leg.leg.party_size),
-            _stay(leg.leg.nights),
+            stay(leg.leg.nights),
             tpb.LegState.Name(leg.state).removeprefix("LEG_STATE_").lower(),
             money(leg.price_cents, leg.currency) if leg.currency else "",
         )

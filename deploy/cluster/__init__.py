@@ -1,1 +1,6 @@
-"""TODO."""
+"""A whole cluster on one machine: the cluster file, ``ridgeline up``'s local cluster, status scraping and the demo.
+
+``examples/`` holds cluster files to start from.
+"""
+
+__all__ = ["cluster_file", "demo", "local_cluster", "scrape"]

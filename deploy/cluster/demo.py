@@ -12,13 +12,11 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import uuid
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
 
-from ridgeline.deploy.cli import render
 from ridgeline.deploy.payment_gateway.process import GatewayProcess
 from ridgeline.deploy.run.node_settlement import NodeSettlement, SettlementConfig
 from ridgeline.deploy.run.postgres import PostgresServer
@@ -27,13 +25,16 @@ from ridgeline.deploy.run.region import prepare_region_database
 from ridgeline.regional.booking.catalog import load_catalog
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.node import RegionalNode
-from ridgeline.routing.client import BookingClient
 
 _console = Console(stderr=False)
 
 
-def run_demo(*, data_dir: Path, region: str, listen: str, tour: bool, serve: bool) -> None:
-    """Starts the database and the node, optionally books something, then serves or exits."""
+def run_demo(*, data_dir: Path, region: str, listen: str, tour: Callable[[str], None] | None, serve: bool) -> None:
+    """Starts the database and the node, runs ``tour`` (if any) with the node's address, then serves or exits.
+
+    The tour is the CLI's: it shows each reply with the CLI's tables, and nothing in
+    deploy/cluster imports the CLI (the CLI imports this room).
+    """
     catalog = load_catalog()
     if not catalog.in_region(region):
         raise SystemExit(f"region {region!r} has no basecamps; choose one of {', '.join(catalog.regions)}")
@@ -67,8 +68,8 @@ def run_demo(*, data_dir: Path, region: str, listen: str, tour: bool, serve: boo
         )
         _console.print(f"node {config.node_id} listening on [bold]{node.address}[/]")
         _console.print(f"payment gateway {gateway.url}, Prefect API {os.environ['PREFECT_API_URL']}, mail spool {data_dir / 'outbox'}")
-        if tour:
-            _tour(node.address)
+        if tour is not None:
+            tour(node.address)
         if serve:
             _console.print(
                 "\nTry, in another terminal:\n"
@@ -90,22 +91,6 @@ def run_demo(*, data_dir: Path, region: str, listen: str, tour: bool, serve: boo
         if gateway is not None:
             gateway.stop()
         database.stop()
-
-
-def _tour(target: str) -> None:
-    """Books a stay at the region's first basecamp and shows each step."""
-    with BookingClient(target, timeout_seconds=30) as client:
-        camp = client.list_basecamps().basecamps[0]
-        resource = camp.resources[0]
-        first = datetime.now(timezone.utc).date() + timedelta(days=14)
-        last = first + timedelta(days=2)
-        _console.rule(f"Availability at {camp.name}")
-        render.availability(client.availability(camp.basecamp_id, first, last, resource.resource_id))
-        customer = f"demo-{uuid.uuid4().hex[:6]}"
-        booked = client.book(camp.basecamp_id, resource.resource_id, first, last, 2, customer, wait=True)
-        _console.rule("Confirmed: booked (2 units, 2 nights), charged and confirmed by the settle flow")
-        render.booking(booked)
-        render.availability(client.availability(camp.basecamp_id, first, last, resource.resource_id))
 
 
 def _wait_for_signal() -> None:

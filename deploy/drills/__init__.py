@@ -1,1 +1,3 @@
-"""TODO."""
+"""What SREs run against a cluster: the load generator, chaos drills, the invariant audit, and fault proxies with their remote control."""
+
+__all__ = ["audit", "chaos", "fault_control", "fault_proxy", "load"]

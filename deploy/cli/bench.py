@@ -1,0 +1,92 @@
+"""``ridgeline bench holds|settle|treks|cluster``: each benchmark's options, its engine, its tables.
+
+The engines in deploy/bench run and measure; these commands check the options, print
+the report (render_bench) and write it as JSON when asked.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ridgeline.deploy.bench import cluster_bench, holds_bench, settlement_bench, treks_bench
+from ridgeline.deploy.cli import render_bench
+from ridgeline.regional.config import NodeConfig
+
+#: ``ridgeline bench``; ``ridgeline.deploy.cli`` adds it under that name.
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print ratios against a baseline of the same run.")
+
+JsonFile = Annotated[Path | None, typer.Option("--json", help="Also write the results to this JSON file.")]
+
+
+@bench_app.command("holds")
+def holds(
+    seconds: Annotated[float, typer.Option("--seconds", help="Length of each timed phase.")] = 10.0,
+    threads: Annotated[int, typer.Option("--threads", help="Client threads in each phase (each with its own connection or channel).")] = 16,
+    workers: Annotated[int, typer.Option("--workers", help="The node's gRPC workers and pool size.")] = 16,
+    hot: Annotated[bool, typer.Option("--hot/--spread", help="All holds on one resource and night, or spread over 8 resources x 300 nights.")] = False,
+    repeat: Annotated[int, typer.Option("--repeat", help="gRPC phases; with more than one, each sits between two ceiling phases.")] = 1,
+    round_max: Annotated[int, typer.Option("--round-max", help="The node's group-commit round size (1: one statement per hold).")] = NodeConfig.hold_round_max,
+    json_path: JsonFile = None,
+) -> None:
+    """Holds/s and p50/p99 through gRPC against one node, beside the raw SQL ceiling of the same run."""
+    if seconds <= 0 or threads <= 0 or workers <= 0 or repeat <= 0 or round_max <= 0:
+        raise typer.BadParameter("--seconds, --threads, --workers, --repeat and --round-max must be positive")
+    settings = holds_bench.BenchSettings(seconds=seconds, threads=threads, workers=workers, hot=hot, repeat=repeat, round_max=round_max)
+    report = holds_bench.run_holds_benchmark(settings)
+    render_bench.holds(report)
+    _write_json(json_path, report.to_json())
+
+
+@bench_app.command("settle")
+def settle(
+    bookings: Annotated[int, typer.Option("--bookings", help="Bookings in the batched phase.")] = 600,
+    baseline_bookings: Annotated[int, typer.Option("--baseline-bookings", help="Bookings in the baseline phase (one flow run each).")] = 80,
+    threads: Annotated[int, typer.Option("--threads", help="Client threads booking (and, in the baseline, running flows).")] = 8,
+    latency_ms: Annotated[int, typer.Option("--latency-ms", help="Gateway latency per call.")] = 50,
+    json_path: JsonFile = None,
+) -> None:
+    """Confirmed bookings/s and p50/p99 time to confirmed: batched settle flows against one flow run per booking."""
+    if min(bookings, baseline_bookings, threads) <= 0 or latency_ms < 0:
+        raise typer.BadParameter("--bookings, --baseline-bookings and --threads must be positive")
+    report = settlement_bench.run_settle_benchmark(bookings=bookings, baseline_bookings=baseline_bookings, threads=threads, latency_ms=latency_ms)
+    render_bench.settle(report)
+    _write_json(json_path, report)
+
+
+@bench_app.command("treks")
+def treks(
+    seconds: Annotated[float, typer.Option("--seconds", help="Length of each phase.")] = 5.0,
+    threads: Annotated[int, typer.Option("--threads", help="Client threads in each phase.")] = 16,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results here.")] = None,
+) -> None:
+    """3-leg treks across 3 regions: treks/s and p50/p99 to decision and to settled, beside single bookings."""
+    report = treks_bench.run_treks_benchmark(seconds=seconds, threads=threads)
+    render_bench.treks(report)
+    _write_json(json_path, report.to_json())
+
+
+@bench_app.command("cluster")
+def cluster(
+    seconds: Annotated[float, typer.Option("--seconds", help="Length of each throughput phase.")] = 10.0,
+    threads: Annotated[int, typer.Option("--threads", help="Desk threads placing holds.")] = 16,
+    failovers: Annotated[int, typer.Option("--failovers", help="Failover samples (SIGKILL of an owner).")] = 5,
+    lease_ttl: Annotated[float, typer.Option("--lease-ttl", help="Lease TTL of the cluster, seconds.")] = 5.0,
+    heartbeat: Annotated[float, typer.Option("--heartbeat-interval", help="Heartbeat of the cluster, seconds.")] = 1.0,
+    json_path: JsonFile = None,
+) -> None:
+    """Failover time (median, max) and holds/s through the routing client: 3 regions x 2 nodes vs one node."""
+    if seconds <= 0 or threads <= 0 or failovers < 0:
+        raise typer.BadParameter("--seconds and --threads must be positive, --failovers not negative")
+    report = cluster_bench.run_cluster_benchmark(seconds=seconds, threads=threads, failovers=failovers, lease_ttl=lease_ttl, heartbeat=heartbeat)
+    render_bench.cluster(report)
+    _write_json(json_path, report.to_json())
+
+
+def _write_json(path: Path | None, report: dict[str, object]) -> None:
+    """``--json PATH``: the report as indented JSON (dates and other non-JSON values as text)."""
+    if path is not None:
+        path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")

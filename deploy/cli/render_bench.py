@@ -1,0 +1,134 @@
+"""How ``ridgeline bench …`` shows a run: rich tables and one verdict line per goal.
+
+The engines in deploy/bench measure and return their reports; only this module prints them.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable
+
+from rich.table import Table
+
+from ridgeline.deploy.bench import holds_bench, settlement_bench, treks_bench
+from ridgeline.deploy.bench.cluster_bench import ClusterBenchReport
+from ridgeline.deploy.bench.holds_bench import BenchReport
+from ridgeline.deploy.bench.treks_bench import TreksReport
+from ridgeline.deploy.cli.render import console
+
+
+def holds(report: BenchReport) -> None:
+    """Speed and CPU per phase, the medians when repeated, and the verdict against the goal."""
+    settings = report.settings
+    speed = Table(title=f"holds, {settings.workload}: {settings.threads} threads, {settings.seconds:g} s a phase, node workers {settings.workers}, hold rounds of up to {settings.round_max}")
+    for heading in ("phase", "holds", "holds/s", "p50 ms", "p99 ms", "retries/errors", "rollbacks"):
+        speed.add_column(heading, justify="left" if heading == "phase" else "right")
+    cpu = Table(title="CPU per hold (µs), and other load on the machine")
+    for heading in ("phase", "bench", "node", "postgres", "sum", "other cores"):
+        cpu.add_column(heading, justify="left" if heading == "phase" else "right")
+    for phase in report.phases:
+        speed.add_row(
+            phase.phase,
+            str(phase.ops),
+            f"{phase.ops_per_second:,.0f}",
+            _number(phase.p50_ms, 2),
+            _number(phase.p99_ms, 2),
+            f"{phase.retries if phase.phase == 'ceiling' else '-'}/{sum(phase.errors.values())}",
+            str(phase.rollbacks),
+        )
+        spent = phase.cpu_us_per_hold
+        known = [v for v in spent.values() if v is not None]
+        cpu.add_row(
+            phase.phase,
+            *(_number(spent[k], 0) for k in ("bench", "node", "postgres")),
+            _number(sum(known) if known else None, 0),
+            f"{phase.other_cores:.2f}",
+        )
+    if settings.repeat > 1:
+        for kind in ("ceiling", "grpc"):
+            same = [p for p in report.phases if p.phase == kind]
+            speed.add_row(
+                kind,
+                "median",
+                f"{statistics.median(p.ops_per_second for p in same):,.0f}",
+                _number(_median_of(p.p50_ms for p in same), 2),
+                _number(_median_of(p.p99_ms for p in same), 2),
+                end_section=kind == "ceiling",
+            )
+    console.print(speed)
+    for number, phase in enumerate(report.phases, start=1):
+        if phase.errors:
+            print(f"errors in {phase.phase} phase {number}: " + ", ".join(f"{kind} {count}" for kind, count in sorted(phase.errors.items())))
+    console.print(cpu)
+    if settings.repeat > 1:
+        print("ratios grpc/ceiling: " + ", ".join(f"{r:.2f}" for r in report.ratios))
+    verdict = "meets the goal" if report.median_ratio >= holds_bench.GOAL_RATIO else "BELOW the goal"
+    label = "median ratio" if settings.repeat > 1 else "ratio"
+    print(f"{label} grpc/ceiling = {report.median_ratio:.2f} (goal >= {holds_bench.GOAL_RATIO:.2f}): {verdict}")
+
+
+def _median_of(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def _number(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def settle(report: dict[str, object]) -> None:
+    """Both phases side by side and the batched/baseline verdict."""
+    settings = report["settings"]
+    assert isinstance(settings, dict)
+    table = Table(title=f"settlement, gateway latency {settings['latency_ms']} ms, {settings['threads']} client threads")
+    for heading in ("phase", "bookings", "confirmed", "seconds", "confirmed/s", "p50 ms", "p99 ms", "flow runs"):
+        table.add_column(heading, justify="left" if heading == "phase" else "right")
+    phases = report["phases"]
+    assert isinstance(phases, list)
+    for p in phases:
+        table.add_row(p["phase"], str(p["bookings"]), str(p["confirmed"]), f"{p['seconds']:.1f}", f"{p['confirmed_per_second']:,.1f}", f"{p['p50_ms']:,.0f}", f"{p['p99_ms']:,.0f}", str(p["flow_runs"]))
+    console.print(table)
+    ratio = report["ratio"]
+    verdict = "meets the goal" if isinstance(ratio, float) and ratio >= settlement_bench.GOAL_RATIO else "BELOW the goal"
+    print(f"ratio batched/baseline = {ratio:.1f} (goal >= {settlement_bench.GOAL_RATIO:.0f}): {verdict}" if isinstance(ratio, float) else "no baseline rate")
+
+
+def treks(report: TreksReport) -> None:
+    """Both phases in one table, then the treks phase against the goals."""
+    table = Table(title="Treks (3 legs, 3 regions) beside single-region bookings, same run")
+    for column in ("phase", "threads", "done/s", "refused", "call p50/p99 ms", "decision p50/p99 ms", "settled p50/p99 ms"):
+        table.add_column(column, justify="left" if column == "phase" else "right")
+
+    def pair(a: float | None, b: float | None) -> str:
+        return "-" if a is None else f"{a:.1f} / {b:.1f}"
+
+    for r in report.phases:
+        table.add_row(r.phase, str(r.threads), f"{r.per_second:.1f}", str(r.refused), pair(r.call_p50_ms, r.call_p99_ms), pair(r.decision_p50_ms, r.decision_p99_ms), pair(r.settled_p50_ms, r.settled_p99_ms))
+    console.print(table)
+    trek = report.phases[0]
+    verdict = (trek.decision_p50_ms or float("inf")) <= treks_bench.GOAL_DECISION_P50_MS and trek.per_second >= treks_bench.GOAL_TREKS_PER_SECOND
+    console.print(
+        f"goals: decision p50 ≤ {treks_bench.GOAL_DECISION_P50_MS:g} ms and ≥ {treks_bench.GOAL_TREKS_PER_SECOND:g} treks/s → "
+        f"{'met' if verdict else 'NOT met'} ({trek.decision_p50_ms} ms, {trek.per_second:.1f} treks/s)"
+    )
+
+
+def cluster(report: ClusterBenchReport) -> None:
+    """Throughput of both clusters, their ratio, and the failover samples against the lease bound."""
+    failover = report.failover
+    table = Table(title="Holds through the routing client")
+    for column in ("cluster", "nodes", "holds/s", "p50 ms", "p99 ms", "errors"):
+        table.add_column(column)
+    for r in report.throughput:
+        table.add_row(r.label, str(r.nodes), f"{r.holds_per_second:.0f}", f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}", ", ".join(f"{k} {v}" for k, v in r.errors.items()) or "none")
+    console.print(table)
+    if report.ratio is not None:
+        console.print(f"ratio 3x2 / one node: [bold]{report.ratio:.2f}[/]")
+    if failover.samples_seconds:
+        console.print(
+            f"failover (SIGKILL → first successful hold on a moved basecamp), {len(failover.samples_seconds)} runs: "
+            f"median [bold]{failover.median:.2f} s[/], max [bold]{failover.worst:.2f} s[/] "
+            f"(lease TTL {failover.lease_ttl_seconds:g} s + heartbeat {failover.heartbeat_interval_seconds:g} s = "
+            f"{failover.lease_ttl_seconds + failover.heartbeat_interval_seconds:g} s bound); samples "
+            + ", ".join(f"{s:.2f}" for s in failover.samples_seconds)
+        )
