@@ -37,7 +37,7 @@ from datetime import date, datetime
 
 from sqlalchemy import Connection, Engine, text
 
-from ridgeline.regional.booking import holds
+from ridgeline.regional.booking import history, holds, idempotency
 from ridgeline.regional.booking.model import Booking
 from ridgeline.regional.errors import DeadlineExceeded, NodeUnavailable
 from ridgeline.regional.metrics import HOLD_ROUND_SIZE
@@ -45,6 +45,19 @@ from ridgeline.regional.storage.db import run_transaction
 from ridgeline.routing.leases import fence_sql
 
 _log = logging.getLogger(__name__)
+
+# The round's first history rows and records: one per request whose booking was written.
+_ROUND_HISTORY = history.hold_placed_sql(
+    booking_id="b.booking_id",
+    lease_epoch="CAST(r.epoch AS BIGINT)",
+    source="FROM booking AS b JOIN req AS r ON r.booking_id = b.booking_id",
+)
+_ROUND_RECORDS = idempotency.record_insert_sql(
+    key="r.idempotency_key",
+    fingerprint="r.fingerprint",
+    result="r.result",
+    source="FROM req AS r JOIN history AS h ON h.booking_id = r.booking_id",
+)
 
 _PLACE_ROUND = text(
     f"""
@@ -113,15 +126,10 @@ _PLACE_ROUND = text(
         FROM req AS r JOIN reserved AS s ON s.booking_id = r.booking_id
         RETURNING booking_id
     ), history AS (
-        INSERT INTO booking_history (booking_id, version, from_state, to_state, at, reason, lease_epoch)
-        SELECT b.booking_id, 1, NULL, 'held', :now, 'hold placed', CAST(r.epoch AS BIGINT)
-        FROM booking AS b JOIN req AS r ON r.booking_id = b.booking_id
+        {_ROUND_HISTORY}
         RETURNING booking_id
     ), record AS (
-        INSERT INTO idempotency_records
-            (idempotency_key, operation, request_fingerprint, result, error_kind, error_message, created_at)
-        SELECT r.idempotency_key, :operation, r.fingerprint, r.result, NULL, NULL, :now
-        FROM req AS r JOIN history AS h ON h.booking_id = r.booking_id
+        {_ROUND_RECORDS}
         RETURNING idempotency_key
     )
     SELECT idempotency_key FROM record

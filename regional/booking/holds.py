@@ -32,7 +32,7 @@ from sqlalchemy import Connection, Engine, TextClause, text
 from sqlalchemy.exc import IntegrityError
 
 from ridgeline.regional import errors
-from ridgeline.regional.booking import expiry, idempotency, ownership
+from ridgeline.regional.booking import expiry, history, idempotency, ownership
 from ridgeline.regional.booking.model import Booking, BookingState, Nights, Transition
 from ridgeline.regional.storage.db import run_transaction
 from ridgeline.routing.leases import fence_sql
@@ -60,14 +60,10 @@ _PLACE_HOLD_TEMPLATE = """
         FROM taken
         RETURNING booking_id
     ), history AS (
-        INSERT INTO booking_history (booking_id, version, from_state, to_state, at, reason, lease_epoch)
-        SELECT booking_id, 1, NULL, 'held', :now, 'hold placed', :epoch FROM booking
+        {history}
         RETURNING 1
     ){settlement}
-    INSERT INTO idempotency_records
-        (idempotency_key, operation, request_fingerprint, result, error_kind, error_message, created_at)
-    SELECT :key, :operation, :fingerprint, CAST(:result AS JSONB), NULL, NULL, :now
-    FROM history
+    {record}
     """
 
 # A Book also writes the booking's settlement row in the same statement, so a booking
@@ -80,9 +76,13 @@ _SETTLEMENT_CTE = """, settlement AS (
         RETURNING 1
     )"""
 
-_FENCE = fence_sql(":basecamp_id", ":epoch")
-_PLACE_HOLD = text(_PLACE_HOLD_TEMPLATE.format(fence=_FENCE, settlement=""))
-_BOOK = text(_PLACE_HOLD_TEMPLATE.format(fence=_FENCE, settlement=_SETTLEMENT_CTE))
+_HOLD_ROWS = {
+    "fence": fence_sql(":basecamp_id", ":epoch"),
+    "history": history.hold_placed_sql(source="FROM booking", lease_epoch=":epoch"),
+    "record": idempotency.record_insert_sql(source="FROM history"),
+}
+_PLACE_HOLD = text(_PLACE_HOLD_TEMPLATE.format(settlement="", **_HOLD_ROWS))
+_BOOK = text(_PLACE_HOLD_TEMPLATE.format(settlement=_SETTLEMENT_CTE, **_HOLD_ROWS))
 
 _NIGHT_FREE = text(
     """
@@ -260,7 +260,7 @@ def new_booking(request: HoldRequest, now: datetime) -> Booking:
         created_at=now,
         updated_at=now,
         expires_at=now + timedelta(seconds=request.ttl_seconds),
-        history=(Transition(1, None, BookingState.HELD, now, "hold placed"),),
+        history=(Transition(1, None, BookingState.HELD, now, history.HOLD_PLACED_REASON),),
     )
 
 
