@@ -23,7 +23,7 @@ _EXPIRE_TEMPLATE = """
 WITH due AS (
     SELECT booking_id FROM bookings
     WHERE state = 'held' AND expires_at <= :now {scope}
-      -- A prepared trek leg waits for its coordinator's decision instead (legs.py).
+      -- A prepared trek leg waits for its coordinator's decision instead (trek_legs/participant.py).
       AND NOT EXISTS (SELECT 1 FROM trek_legs AS t WHERE t.booking_id = bookings.booking_id AND t.state = 'prepared')
     ORDER BY expires_at
     LIMIT :batch_max

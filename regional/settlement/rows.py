@@ -1,6 +1,6 @@
 """The durable side of settlement: a booking's payment state, its steps, and the outbox.
 
-A Book places a hold and its ``settlements`` row in one statement (holds.py). From then
+A Book places a hold and its ``settlements`` row in one statement (booking/holds.py). From then
 on the row is the truth about the payment, never a workflow engine's history: each step
 below is one transaction guarded by the row's state, so a settlement flow killed at any
 line leaves either the state before the step or the state after it, and a re-run of the
