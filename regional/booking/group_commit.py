@@ -46,7 +46,11 @@ from ridgeline.routing.leases import fence_sql
 
 _log = logging.getLogger(__name__)
 
-# The round's first history rows and records: one per request whose booking was written.
+# The round's bookings (those whose every night was taken), their first history rows and
+# their records.
+_ROUND_BOOKINGS = holds.booking_insert_sql(
+    columns_from="r.", reserved_nights="s.nights", source="FROM req AS r JOIN reserved AS s ON s.booking_id = r.booking_id"
+)
 _ROUND_HISTORY = history.hold_placed_sql(
     booking_id="b.booking_id",
     lease_epoch="CAST(r.epoch AS BIGINT)",
@@ -118,12 +122,7 @@ _PLACE_ROUND = text(
         JOIN taken AS t ON t.resource_id = w.resource_id AND t.night = w.night
         GROUP BY w.booking_id
     ), booking AS (
-        INSERT INTO bookings (booking_id, basecamp_id, resource_id, first_night, end_night, party_size,
-                              customer_id, state, version, total_price_cents, currency,
-                              created_at, updated_at, expires_at, reserved_nights)
-        SELECT r.booking_id, r.basecamp_id, r.resource_id, r.first_night, r.end_night, r.units,
-               r.customer_id, 'held', 1, r.total_price_cents, r.currency, :now, :now, r.expires_at, s.nights
-        FROM req AS r JOIN reserved AS s ON s.booking_id = r.booking_id
+        {_ROUND_BOOKINGS}
         RETURNING booking_id
     ), history AS (
         {_ROUND_HISTORY}

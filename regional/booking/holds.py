@@ -44,20 +44,37 @@ BOOK_OPERATION = "Book"
 #: The CHECK that fails when some night of the stay could not be taken.
 _SHORT_CONSTRAINT = "bookings_reserved_every_night"
 
+
+
+def booking_insert_sql(*, columns_from: str, reserved_nights: str, source: str) -> str:
+    """The INSERT of the bookings holds create (held, version 1, stamped ``:now``), for the
+    single hold and a group-commit round alike.
+
+    ``columns_from`` prefixes the name of every value the request gives (``:`` for the
+    single hold's bind parameters, ``r.`` for a round's request rows). ``reserved_nights``
+    counts the nights actually taken: the table's CHECK that it covers the whole stay is
+    what makes a hold with one short night fail whole.
+    """
+    assert columns_from in (":", "r."), f"values come from bind parameters or a round's request rows, not {columns_from!r}"
+    c = columns_from
+    return (
+        "INSERT INTO bookings (booking_id, basecamp_id, resource_id, first_night, end_night, party_size,"
+        " customer_id, state, version, total_price_cents, currency, created_at, updated_at, expires_at, reserved_nights)"
+        f" SELECT {c}booking_id, {c}basecamp_id, {c}resource_id, {c}first_night, {c}end_night, {c}units,"
+        f" {c}customer_id, '{BookingState.HELD.value}', 1, {c}total_price_cents, {c}currency, :now, :now, {c}expires_at,"
+        f" {reserved_nights} {source}"
+    )
+
+
 _PLACE_HOLD_TEMPLATE = """
     WITH taken AS (
         UPDATE inventory SET held = held + :units
-        WHERE resource_id = :resource_id AND night >= :start AND night < :end
+        WHERE resource_id = :resource_id AND night >= :first_night AND night < :end_night
           AND held + booked + :units <= capacity
           AND {fence}
         RETURNING night
     ), booking AS (
-        INSERT INTO bookings (booking_id, basecamp_id, resource_id, first_night, end_night, party_size,
-                              customer_id, state, version, total_price_cents, currency,
-                              created_at, updated_at, expires_at, reserved_nights)
-        SELECT :booking_id, :basecamp_id, :resource_id, :start, :end, :units,
-               :customer_id, 'held', 1, :total_price_cents, :currency, :now, :now, :expires_at, count(*)
-        FROM taken
+        {booking}
         RETURNING booking_id
     ), history AS (
         {history}
@@ -78,6 +95,7 @@ _SETTLEMENT_CTE = """, settlement AS (
 
 _HOLD_ROWS = {
     "fence": fence_sql(":basecamp_id", ":epoch"),
+    "booking": booking_insert_sql(columns_from=":", reserved_nights="count(*)", source="FROM taken"),
     "history": history.hold_placed_sql(source="FROM booking", lease_epoch=":epoch"),
     "record": idempotency.record_insert_sql(source="FROM history"),
 }
@@ -271,8 +289,8 @@ def _params(request: HoldRequest, booking: Booking, fingerprint: str) -> dict[st
         "booking_id": booking.booking_id,
         "basecamp_id": booking.basecamp_id,
         "resource_id": booking.resource_id,
-        "start": booking.nights.start,
-        "end": booking.nights.end,
+        "first_night": booking.nights.start,
+        "end_night": booking.nights.end,
         "units": booking.party_size,
         "customer_id": booking.customer_id,
         "total_price_cents": booking.total_price_cents,
