@@ -137,26 +137,20 @@ class _Stay:
         )
 
 
-def _stay(
-    catalog: CatalogView,
-    config: NodeConfig,
-    now: datetime,
-    *,
-    basecamp_id: str,
-    resource_id: str,
-    nights: pb.NightRange,
-    party_size: int,
-    customer_id: str,
-) -> _Stay:
-    camp = basecamp(catalog, basecamp_id)
-    unit = resource(catalog, camp, resource_id)
-    stay = bookable_nights(nights, camp, config, now)
-    if party_size <= 0:
-        raise InvalidRequest(f"party_size must be at least 1; got {party_size}")
-    if party_size > unit.capacity:
-        raise InvalidRequest(f"party_size {party_size} exceeds the capacity {unit.capacity} of {unit.resource_id}")
+#: The messages that ask for a stay: each has basecamp_id, resource_id, nights and party_size.
+_StayMessage = pb.PlaceHoldRequest | pb.BookRequest | tpb.TrekLeg
+
+
+def _stay(asked: _StayMessage, customer_id: str, catalog: CatalogView, config: NodeConfig, now: datetime) -> _Stay:
+    camp = basecamp(catalog, asked.basecamp_id)
+    unit = resource(catalog, camp, asked.resource_id)
+    stay = bookable_nights(asked.nights, camp, config, now)
+    if asked.party_size <= 0:
+        raise InvalidRequest(f"party_size must be at least 1; got {asked.party_size}")
+    if asked.party_size > unit.capacity:
+        raise InvalidRequest(f"party_size {asked.party_size} exceeds the capacity {unit.capacity} of {unit.resource_id}")
     customer = _text(customer_id, "customer_id", length_max=CUSTOMER_LENGTH_MAX)
-    return _Stay(unit, stay, party_size, customer)
+    return _Stay(unit, stay, asked.party_size, customer)
 
 
 def _hold_ttl_seconds(value: int, *, low: int, high: int) -> int:
@@ -167,16 +161,7 @@ def _hold_ttl_seconds(value: int, *, low: int, high: int) -> int:
 
 def hold_request(request: pb.PlaceHoldRequest | pb.BookRequest, catalog: CatalogView, config: NodeConfig, now: datetime) -> HoldRequest:
     key = idempotency_key(request.idempotency_key)
-    stay = _stay(
-        catalog,
-        config,
-        now,
-        basecamp_id=request.basecamp_id,
-        resource_id=request.resource_id,
-        nights=request.nights,
-        party_size=request.party_size,
-        customer_id=request.customer_id,
-    )
+    stay = _stay(request, request.customer_id, catalog, config, now)
     ttl = _hold_ttl_seconds(
         request.hold_ttl_seconds or config.hold_ttl_default_seconds, low=config.hold_ttl_min_seconds, high=config.hold_ttl_max_seconds
     )
@@ -205,16 +190,7 @@ def leg_prepare(request: tpb.PrepareLegRequest, catalog: CatalogView, config: No
     """The leg's stay is checked like a hold's; its key and TTL come from the trek."""
     key = leg_key(request)
     ttl = _hold_ttl_seconds(request.hold_ttl_seconds, low=LEG_TTL_MIN_SECONDS, high=LEG_TTL_MAX_SECONDS)
-    stay = _stay(
-        catalog,
-        config,
-        now,
-        basecamp_id=request.leg.basecamp_id,
-        resource_id=request.leg.resource_id,
-        nights=request.leg.nights,
-        party_size=request.leg.party_size,
-        customer_id=request.customer_id,
-    )
+    stay = _stay(request.leg, request.customer_id, catalog, config, now)
     target = request.coordinator_target
     if not target or len(target) > TARGET_LENGTH_MAX or not target.isprintable() or ":" not in target:
         raise InvalidRequest(f"coordinator_target must be host:port (at most {TARGET_LENGTH_MAX} characters)")
