@@ -1,7 +1,12 @@
-"""The regional orchestrator: books a region's basecamps against the region's own database.
+"""The regional orchestrator: one region's nodes book its basecamps against the region's own database.
 
-Public surface for the other rooms: :mod:`.node` (run a node), :mod:`.db` (engines and
-the whole-transaction retry helper), :mod:`.migrate` (schema versions), :mod:`.catalog`
-(load the basecamp catalog) and the domain operations in :mod:`.holds`,
-:mod:`.transitions`, :mod:`.expiry` and :mod:`.queries`.
+Rooms: :mod:`.edge` (the gRPC servicers, validation, conversion, status mapping),
+:mod:`.booking` (the booking domain: holds, moves, expiry, idempotency, ownership,
+catalog), :mod:`.trek_legs` (the participant side of a trek), :mod:`.settlement` (the
+payment rows settlement flows step through) and :mod:`.storage` (engines and retry,
+migrations, audit SQL). Beside them, what every room of a node shares: :mod:`.node`
+(composes one node), :mod:`.config`, :mod:`.errors`, and the node-internal
+:mod:`.metrics` and :mod:`.periodic` (not for other rooms).
 """
+
+__all__ = ["booking", "config", "edge", "errors", "node", "settlement", "storage", "trek_legs"]

@@ -1,6 +1,6 @@
 """Domain errors of the regional orchestrator.
 
-Each error names the situation, not the transport; :mod:`.status` maps them to gRPC
+Each error names the situation, not the transport; :mod:`.edge.status_codes` maps them to gRPC
 status codes at the edge (ARCHITECTURE.md §6), so a client always gets a readable
 message and never a traceback.
 """

@@ -13,6 +13,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, text
 
+from ridgeline.regional.booking import history
 from ridgeline.regional.booking.model import Nights
 
 # One statement: pick due holds (skipping rows another expirer has locked), move them
@@ -22,7 +23,7 @@ _EXPIRE_TEMPLATE = """
 WITH due AS (
     SELECT booking_id FROM bookings
     WHERE state = 'held' AND expires_at <= :now {scope}
-      -- A prepared trek leg waits for its coordinator's decision instead (legs.py).
+      -- A prepared trek leg waits for its coordinator's decision instead (trek_legs/participant.py).
       AND NOT EXISTS (SELECT 1 FROM trek_legs AS t WHERE t.booking_id = bookings.booking_id AND t.state = 'prepared')
     ORDER BY expires_at
     LIMIT :batch_max
@@ -34,8 +35,7 @@ WITH due AS (
     WHERE b.booking_id = due.booking_id AND b.state = 'held'
     RETURNING b.booking_id, b.resource_id, b.first_night, b.end_night, b.party_size, b.version
 ), history AS (
-    INSERT INTO booking_history (booking_id, version, from_state, to_state, at, reason)
-    SELECT booking_id, version, 'held', 'expired', :now, 'hold TTL elapsed' FROM expired
+    {history}
     RETURNING 1
 ), released AS (
     SELECT e.resource_id, CAST(n AS DATE) AS night, SUM(e.party_size) AS units
@@ -60,9 +60,11 @@ SELECT
     (SELECT count(*) FROM returned) AS nights_returned
 """
 
-_EXPIRE_ALL = text(_EXPIRE_TEMPLATE.format(scope=""))
+# Expiry needs no lease (a lapsed hold's units are nobody's), so its history row has no epoch.
+_EXPIRED_HISTORY = history.insert_sql(source="FROM expired", from_state="'held'", to_state="'expired'", reason="'hold TTL elapsed'")
+_EXPIRE_ALL = text(_EXPIRE_TEMPLATE.format(scope="", history=_EXPIRED_HISTORY))
 _EXPIRE_OVERLAPPING = text(
-    _EXPIRE_TEMPLATE.format(scope="AND resource_id = :resource_id AND first_night < :end AND end_night > :start")
+    _EXPIRE_TEMPLATE.format(scope="AND resource_id = :resource_id AND first_night < :end AND end_night > :start", history=_EXPIRED_HISTORY)
 )
 
 

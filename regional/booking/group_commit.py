@@ -37,7 +37,7 @@ from datetime import date, datetime
 
 from sqlalchemy import Connection, Engine, text
 
-from ridgeline.regional.booking import holds
+from ridgeline.regional.booking import history, holds, idempotency
 from ridgeline.regional.booking.model import Booking
 from ridgeline.regional.errors import DeadlineExceeded, NodeUnavailable
 from ridgeline.regional.metrics import HOLD_ROUND_SIZE
@@ -45,6 +45,23 @@ from ridgeline.regional.storage.db import run_transaction
 from ridgeline.routing.leases import fence_sql
 
 _log = logging.getLogger(__name__)
+
+# The round's bookings (those whose every night was taken), their first history rows and
+# their records.
+_ROUND_BOOKINGS = holds.booking_insert_sql(
+    columns_from="r.", reserved_nights="s.nights", source="FROM req AS r JOIN reserved AS s ON s.booking_id = r.booking_id"
+)
+_ROUND_HISTORY = history.hold_placed_sql(
+    booking_id="b.booking_id",
+    lease_epoch="CAST(r.epoch AS BIGINT)",
+    source="FROM booking AS b JOIN req AS r ON r.booking_id = b.booking_id",
+)
+_ROUND_RECORDS = idempotency.record_insert_sql(
+    key="r.idempotency_key",
+    fingerprint="r.fingerprint",
+    result="r.result",
+    source="FROM req AS r JOIN history AS h ON h.booking_id = r.booking_id",
+)
 
 _PLACE_ROUND = text(
     f"""
@@ -105,23 +122,13 @@ _PLACE_ROUND = text(
         JOIN taken AS t ON t.resource_id = w.resource_id AND t.night = w.night
         GROUP BY w.booking_id
     ), booking AS (
-        INSERT INTO bookings (booking_id, basecamp_id, resource_id, first_night, end_night, party_size,
-                              customer_id, state, version, total_price_cents, currency,
-                              created_at, updated_at, expires_at, reserved_nights)
-        SELECT r.booking_id, r.basecamp_id, r.resource_id, r.first_night, r.end_night, r.units,
-               r.customer_id, 'held', 1, r.total_price_cents, r.currency, :now, :now, r.expires_at, s.nights
-        FROM req AS r JOIN reserved AS s ON s.booking_id = r.booking_id
+        {_ROUND_BOOKINGS}
         RETURNING booking_id
     ), history AS (
-        INSERT INTO booking_history (booking_id, version, from_state, to_state, at, reason, lease_epoch)
-        SELECT b.booking_id, 1, NULL, 'held', :now, 'hold placed', CAST(r.epoch AS BIGINT)
-        FROM booking AS b JOIN req AS r ON r.booking_id = b.booking_id
+        {_ROUND_HISTORY}
         RETURNING booking_id
     ), record AS (
-        INSERT INTO idempotency_records
-            (idempotency_key, operation, request_fingerprint, result, error_kind, error_message, created_at)
-        SELECT r.idempotency_key, :operation, r.fingerprint, r.result, NULL, NULL, :now
-        FROM req AS r JOIN history AS h ON h.booking_id = r.booking_id
+        {_ROUND_RECORDS}
         RETURNING idempotency_key
     )
     SELECT idempotency_key FROM record

@@ -32,7 +32,7 @@ from sqlalchemy import Connection, Engine, TextClause, text
 from sqlalchemy.exc import IntegrityError
 
 from ridgeline.regional import errors
-from ridgeline.regional.booking import expiry, idempotency, ownership
+from ridgeline.regional.booking import expiry, history, idempotency, ownership
 from ridgeline.regional.booking.model import Booking, BookingState, Nights, Transition
 from ridgeline.regional.storage.db import run_transaction
 from ridgeline.routing.leases import fence_sql
@@ -44,30 +44,43 @@ BOOK_OPERATION = "Book"
 #: The CHECK that fails when some night of the stay could not be taken.
 _SHORT_CONSTRAINT = "bookings_reserved_every_night"
 
+
+
+def booking_insert_sql(*, columns_from: str, reserved_nights: str, source: str) -> str:
+    """The INSERT of the bookings holds create (held, version 1, stamped ``:now``), for the
+    single hold and a group-commit round alike.
+
+    ``columns_from`` prefixes the name of every value the request gives (``:`` for the
+    single hold's bind parameters, ``r.`` for a round's request rows). ``reserved_nights``
+    counts the nights actually taken: the table's CHECK that it covers the whole stay is
+    what makes a hold with one short night fail whole.
+    """
+    assert columns_from in (":", "r."), f"values come from bind parameters or a round's request rows, not {columns_from!r}"
+    c = columns_from
+    return (
+        "INSERT INTO bookings (booking_id, basecamp_id, resource_id, first_night, end_night, party_size,"
+        " customer_id, state, version, total_price_cents, currency, created_at, updated_at, expires_at, reserved_nights)"
+        f" SELECT {c}booking_id, {c}basecamp_id, {c}resource_id, {c}first_night, {c}end_night, {c}units,"
+        f" {c}customer_id, '{BookingState.HELD.value}', 1, {c}total_price_cents, {c}currency, :now, :now, {c}expires_at,"
+        f" {reserved_nights} {source}"
+    )
+
+
 _PLACE_HOLD_TEMPLATE = """
     WITH taken AS (
         UPDATE inventory SET held = held + :units
-        WHERE resource_id = :resource_id AND night >= :start AND night < :end
+        WHERE resource_id = :resource_id AND night >= :first_night AND night < :end_night
           AND held + booked + :units <= capacity
           AND {fence}
         RETURNING night
     ), booking AS (
-        INSERT INTO bookings (booking_id, basecamp_id, resource_id, first_night, end_night, party_size,
-                              customer_id, state, version, total_price_cents, currency,
-                              created_at, updated_at, expires_at, reserved_nights)
-        SELECT :booking_id, :basecamp_id, :resource_id, :start, :end, :units,
-               :customer_id, 'held', 1, :total_price_cents, :currency, :now, :now, :expires_at, count(*)
-        FROM taken
+        {booking}
         RETURNING booking_id
     ), history AS (
-        INSERT INTO booking_history (booking_id, version, from_state, to_state, at, reason, lease_epoch)
-        SELECT booking_id, 1, NULL, 'held', :now, 'hold placed', :epoch FROM booking
+        {history}
         RETURNING 1
     ){settlement}
-    INSERT INTO idempotency_records
-        (idempotency_key, operation, request_fingerprint, result, error_kind, error_message, created_at)
-    SELECT :key, :operation, :fingerprint, CAST(:result AS JSONB), NULL, NULL, :now
-    FROM history
+    {record}
     """
 
 # A Book also writes the booking's settlement row in the same statement, so a booking
@@ -80,9 +93,14 @@ _SETTLEMENT_CTE = """, settlement AS (
         RETURNING 1
     )"""
 
-_FENCE = fence_sql(":basecamp_id", ":epoch")
-_PLACE_HOLD = text(_PLACE_HOLD_TEMPLATE.format(fence=_FENCE, settlement=""))
-_BOOK = text(_PLACE_HOLD_TEMPLATE.format(fence=_FENCE, settlement=_SETTLEMENT_CTE))
+_HOLD_ROWS = {
+    "fence": fence_sql(":basecamp_id", ":epoch"),
+    "booking": booking_insert_sql(columns_from=":", reserved_nights="count(*)", source="FROM taken"),
+    "history": history.hold_placed_sql(source="FROM booking", lease_epoch=":epoch"),
+    "record": idempotency.record_insert_sql(source="FROM history"),
+}
+_PLACE_HOLD = text(_PLACE_HOLD_TEMPLATE.format(settlement="", **_HOLD_ROWS))
+_BOOK = text(_PLACE_HOLD_TEMPLATE.format(settlement=_SETTLEMENT_CTE, **_HOLD_ROWS))
 
 _NIGHT_FREE = text(
     """
@@ -260,7 +278,7 @@ def new_booking(request: HoldRequest, now: datetime) -> Booking:
         created_at=now,
         updated_at=now,
         expires_at=now + timedelta(seconds=request.ttl_seconds),
-        history=(Transition(1, None, BookingState.HELD, now, "hold placed"),),
+        history=(Transition(1, None, BookingState.HELD, now, history.HOLD_PLACED_REASON),),
     )
 
 
@@ -271,8 +289,8 @@ def _params(request: HoldRequest, booking: Booking, fingerprint: str) -> dict[st
         "booking_id": booking.booking_id,
         "basecamp_id": booking.basecamp_id,
         "resource_id": booking.resource_id,
-        "start": booking.nights.start,
-        "end": booking.nights.end,
+        "first_night": booking.nights.start,
+        "end_night": booking.nights.end,
         "units": booking.party_size,
         "customer_id": booking.customer_id,
         "total_price_cents": booking.total_price_cents,

@@ -40,6 +40,32 @@ _RECORDED_ERRORS: dict[str, type[errors.BookingError]] = {
 #: The constraint whose violation means "a concurrent request with this key won".
 KEY_CONSTRAINT = "idempotency_records_pkey"
 
+
+def record_insert_sql(
+    *,
+    key: str = ":key",
+    fingerprint: str = ":fingerprint",
+    result: str = "CAST(:result AS JSONB)",
+    error_kind: str = "NULL",
+    error_message: str = "NULL",
+    source: str = "",
+) -> str:
+    """The INSERT of idempotency records, composed here for every statement that writes one.
+
+    Each argument is the SQL expression of its column; the defaults are the bind names of
+    :func:`insert_params` and a record of a result (no refusal). ``source`` is a FROM
+    clause: one record per row it yields, so a statement that just wrote bookings (the
+    hold, a group-commit round) records them in the same statement, with no round trip.
+    Without it the statement inserts the one record bound by :func:`insert_params`.
+    """
+    assert key and fingerprint and result, "every record has a key, a fingerprint and a result expression"
+    return (
+        "INSERT INTO idempotency_records"
+        " (idempotency_key, operation, request_fingerprint, result, error_kind, error_message, created_at)"
+        f" SELECT {key}, :operation, {fingerprint}, {result}, {error_kind}, {error_message}, :now {source}"
+    )
+
+
 _LOOKUP = text(
     """
     SELECT operation, request_fingerprint, result, error_kind, error_message
@@ -47,13 +73,8 @@ _LOOKUP = text(
     """
 )
 
-_INSERT = text(
-    """
-    INSERT INTO idempotency_records
-        (idempotency_key, operation, request_fingerprint, result, error_kind, error_message, created_at)
-    VALUES (:key, :operation, :fingerprint, CAST(:result AS JSONB), :error_kind, :error_message, :now)
-    """
-)
+#: A record of either outcome, bound by :func:`insert_params`.
+_INSERT = text(record_insert_sql(error_kind=":error_kind", error_message=":error_message"))
 
 
 def fingerprint(operation: str, fields: dict[str, Any]) -> str:

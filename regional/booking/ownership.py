@@ -16,6 +16,17 @@ from ridgeline.regional import errors
 from ridgeline.routing import leases
 
 
+def fence_epoch_sql(basecamp_column: str) -> str:
+    """The epoch a statement bound with ``:fence`` (``leases.fence_json``) holds for ``basecamp_column``."""
+    return f"CAST(CAST(:fence AS JSONB) ->> {basecamp_column} AS BIGINT)"
+
+
+def fenced_sql(basecamp_column: str) -> str:
+    """``leases.fence_sql`` for a statement that writes rows of several basecamps, each under
+    the epoch its writer holds it with (the ``:fence`` document)."""
+    return leases.fence_sql(basecamp_column, fence_epoch_sql(basecamp_column))
+
+
 def not_owner(conn: Connection, basecamp_id: str) -> errors.NotOwner:
     """The refusal for a write to ``basecamp_id`` by a node that does not hold its lease."""
     found = leases.leases(conn, None, basecamp_id)

@@ -22,10 +22,10 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import IntegrityError
 
 from ridgeline.regional import errors
-from ridgeline.regional.booking import idempotency, ownership, queries
+from ridgeline.regional.booking import history, idempotency, ownership, queries
 from ridgeline.regional.booking.model import LEGAL_TRANSITIONS, Booking, BookingState
 from ridgeline.regional.storage.db import run_transaction
-from ridgeline.routing.leases import Fence, fence_json, fence_sql
+from ridgeline.routing.leases import Fence, fence_json
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,11 @@ CANCEL = Move("CancelBooking", BookingState.CONFIRMED, BookingState.CANCELLED, 0
 COMMIT_LEG = Move("CommitLeg", BookingState.HELD, BookingState.CONFIRMED, -1, +1, requires_live_hold=False)
 ABORT_LEG = Move("AbortLeg", BookingState.HELD, BookingState.RELEASED, -1, 0, requires_live_hold=False)
 
+# The move's history row carries the epoch the writer holds the booking's basecamp with.
+_MOVE_HISTORY = history.insert_sql(
+    source="FROM moved", from_state=":source", to_state=":target", reason=":reason", lease_epoch=ownership.fence_epoch_sql("basecamp_id")
+)
+
 _MOVE = text(
     f"""
     WITH moved AS (
@@ -58,13 +63,10 @@ _MOVE = text(
         SET state = :target, version = version + 1, updated_at = :now
         WHERE booking_id = :booking_id AND state = :source
           AND (NOT :requires_live_hold OR expires_at > :now)
-          AND {fence_sql("bookings.basecamp_id", "CAST(CAST(:fence AS JSONB) ->> bookings.basecamp_id AS BIGINT)")}
+          AND {ownership.fenced_sql("bookings.basecamp_id")}
         RETURNING booking_id, basecamp_id, resource_id, first_night, end_night, party_size, version
     ), history AS (
-        INSERT INTO booking_history (booking_id, version, from_state, to_state, at, reason, lease_epoch)
-        SELECT booking_id, version, :source, :target, :now, :reason,
-               CAST(CAST(:fence AS JSONB) ->> basecamp_id AS BIGINT)
-        FROM moved
+        {_MOVE_HISTORY}
         RETURNING 1
     ), units AS (
         UPDATE inventory AS i

@@ -81,13 +81,13 @@ class BookingServicer(pb_grpc.BookingServiceServicer):
     def PlaceHold(self, request: pb.PlaceHoldRequest, context: grpc.ServicerContext) -> pb.Booking:
         now = self._clock()
         hold = validation.hold_request(request, self._catalog, self._config, now)
-        return convert.booking_pb(self._place(hold, self._epoch_for(hold.basecamp_id), _deadline(context)))
+        return convert.booking_pb(self._place(hold, self._epoch_for(hold.basecamp_id), deadline_of(context)))
 
     @guarded
     def Book(self, request: pb.BookRequest, context: grpc.ServicerContext) -> pb.Booking:
         now = self._clock()
         hold = validation.hold_request(request, self._catalog, self._config, now)
-        deadline = _deadline(context)
+        deadline = deadline_of(context)
         booking = holds.place_hold(self._engine, hold, epoch=self._epoch_for(hold.basecamp_id), now=now, deadline=deadline)
         if not request.wait:  # the first result, as every repeat of this key answers it
             return convert.booking_pb(booking, settlements.awaiting(booking))
@@ -160,13 +160,13 @@ class BookingServicer(pb_grpc.BookingServiceServicer):
             reason=validation.reason(reason),
             fence=self._owned.fence(),
             now=self._clock(),
-            deadline=_deadline(context),
+            deadline=deadline_of(context),
             also=also,
         )
         return convert.booking_pb(booking)
 
 
-def _deadline(context: grpc.ServicerContext) -> float | None:
+def deadline_of(context: grpc.ServicerContext) -> float | None:
     """The caller's deadline as a monotonic instant; refuses work that is already late."""
     remaining = context.time_remaining()
     if remaining is None:
@@ -174,7 +174,3 @@ def _deadline(context: grpc.ServicerContext) -> float | None:
     if remaining <= 0:
         raise DeadlineExceeded("the call's deadline had passed before work started")
     return time.monotonic() + remaining
-
-
-#: Public name for the other servicers of a node (TrekLegService).
-deadline_of = _deadline

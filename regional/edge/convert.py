@@ -9,7 +9,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from ridgeline.regional.booking.catalog import Basecamp, Resource
 from ridgeline.regional.booking.model import Booking, BookingState, NightAvailability, Nights, ResourceKind
 from ridgeline.regional.settlement.rows import Settlement, SettlementState
+from ridgeline.regional.trek_legs.participant import Leg, LegState
 from ridgeline.v1 import booking_pb2 as pb
+from ridgeline.v1 import trek_pb2 as tpb
 
 _STATE_TO_PB = {
     BookingState.HELD: pb.BOOKING_STATE_HELD,
@@ -26,6 +28,13 @@ _PAYMENT_TO_PB = {
     SettlementState.REFUNDING: pb.PAYMENT_STATE_REFUNDING,
     SettlementState.REFUNDED: pb.PAYMENT_STATE_REFUNDED,
     SettlementState.RELEASED: pb.PAYMENT_STATE_RELEASED,
+}
+
+_LEG_STATE_TO_PB = {
+    LegState.PREPARED: tpb.LEG_STATE_PREPARED,
+    LegState.COMMITTED: tpb.LEG_STATE_COMMITTED,
+    LegState.ABORTED: tpb.LEG_STATE_ABORTED,
+    LegState.CANCELLED: tpb.LEG_STATE_CANCELLED,
 }
 
 _KIND_TO_PB = {
@@ -120,3 +129,10 @@ def booking_pb(booking: Booking, settlement: Settlement | None = None) -> pb.Boo
     if settlement is not None:
         message.payment.CopyFrom(payment_pb(settlement))
     return message
+
+
+def leg_pb(leg: Leg) -> tpb.TrekLegReply:
+    reply = tpb.TrekLegReply(trek_id=leg.key.trek_id, leg_index=leg.key.leg_index, state=_LEG_STATE_TO_PB[leg.state])
+    if leg.booking is not None:
+        reply.booking.CopyFrom(booking_pb(leg.booking))
+    return reply

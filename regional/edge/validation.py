@@ -18,7 +18,9 @@ from ridgeline.regional.booking.queries import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX,
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.edge.convert import STATE_FROM_PB
 from ridgeline.regional.errors import InvalidRequest, NotFound
+from ridgeline.regional.trek_legs import participant as legs
 from ridgeline.v1 import booking_pb2 as pb
+from ridgeline.v1 import trek_pb2 as tpb
 
 ID_LENGTH_MAX = 64
 KEY_LENGTH_MAX = 128
@@ -27,6 +29,12 @@ REASON_LENGTH_MAX = 500
 PAGE_TOKEN_LENGTH_MAX = 256
 #: The "stuck" filter looks back at most this far (a booking's stay is within a year).
 STUCK_SECONDS_MAX = 400 * 24 * 3600
+#: A leg's hold lasts at least this long (the coordinator's prepare deadline fits in it)
+#: and at most a day: past that, a planner is better served by a fresh trek.
+LEG_TTL_MIN_SECONDS = 10
+LEG_TTL_MAX_SECONDS = 24 * 3600
+LEG_INDEX_MAX = 63
+TARGET_LENGTH_MAX = 255
 
 
 def _text(value: str, field: str, *, length_max: int, required: bool = True) -> str:
@@ -104,33 +112,89 @@ def resource(catalog: CatalogView, camp: Basecamp, resource_id: str) -> Resource
     return found
 
 
+@dataclass(frozen=True)
+class _Stay:
+    """What a hold and a trek leg both ask for, checked against the catalog."""
+
+    resource: Resource
+    nights: Nights
+    party_size: int
+    customer_id: str
+
+    def hold(self, key: str, ttl_seconds: int, *, settle: bool) -> HoldRequest:
+        """The hold of this stay; prices come from the catalog, not from the caller."""
+        return HoldRequest(
+            idempotency_key=key,
+            basecamp_id=self.resource.basecamp_id,
+            resource_id=self.resource.resource_id,
+            nights=self.nights,
+            party_size=self.party_size,
+            customer_id=self.customer_id,
+            ttl_seconds=ttl_seconds,
+            unit_price_cents=self.resource.unit_price_cents,
+            currency=self.resource.currency,
+            settle=settle,
+        )
+
+
+#: The messages that ask for a stay: each has basecamp_id, resource_id, nights and party_size.
+_StayMessage = pb.PlaceHoldRequest | pb.BookRequest | tpb.TrekLeg
+
+
+def _stay(asked: _StayMessage, customer_id: str, catalog: CatalogView, config: NodeConfig, now: datetime) -> _Stay:
+    camp = basecamp(catalog, asked.basecamp_id)
+    unit = resource(catalog, camp, asked.resource_id)
+    stay = bookable_nights(asked.nights, camp, config, now)
+    if asked.party_size <= 0:
+        raise InvalidRequest(f"party_size must be at least 1; got {asked.party_size}")
+    if asked.party_size > unit.capacity:
+        raise InvalidRequest(f"party_size {asked.party_size} exceeds the capacity {unit.capacity} of {unit.resource_id}")
+    customer = _text(customer_id, "customer_id", length_max=CUSTOMER_LENGTH_MAX)
+    return _Stay(unit, stay, asked.party_size, customer)
+
+
+def _hold_ttl_seconds(value: int, *, low: int, high: int) -> int:
+    if not low <= value <= high:
+        raise InvalidRequest(f"hold_ttl_seconds must be between {low} and {high}; got {value}")
+    return value
+
+
 def hold_request(request: pb.PlaceHoldRequest | pb.BookRequest, catalog: CatalogView, config: NodeConfig, now: datetime) -> HoldRequest:
     key = idempotency_key(request.idempotency_key)
-    camp = basecamp(catalog, request.basecamp_id)
-    unit = resource(catalog, camp, request.resource_id)
-    stay = bookable_nights(request.nights, camp, config, now)
-    if request.party_size <= 0:
-        raise InvalidRequest(f"party_size must be at least 1; got {request.party_size}")
-    if request.party_size > unit.capacity:
-        raise InvalidRequest(f"party_size {request.party_size} exceeds the capacity {unit.capacity} of {unit.resource_id}")
-    customer = _text(request.customer_id, "customer_id", length_max=CUSTOMER_LENGTH_MAX)
-    ttl = request.hold_ttl_seconds or config.hold_ttl_default_seconds
-    if not config.hold_ttl_min_seconds <= ttl <= config.hold_ttl_max_seconds:
-        raise InvalidRequest(
-            f"hold_ttl_seconds must be between {config.hold_ttl_min_seconds} and {config.hold_ttl_max_seconds}; got {ttl}"
-        )
-    return HoldRequest(
-        idempotency_key=key,
-        basecamp_id=camp.basecamp_id,
-        resource_id=unit.resource_id,
-        nights=stay,
-        party_size=request.party_size,
-        customer_id=customer,
-        ttl_seconds=ttl,
-        unit_price_cents=unit.unit_price_cents,
-        currency=unit.currency,
-        settle=isinstance(request, pb.BookRequest),
+    stay = _stay(request, request.customer_id, catalog, config, now)
+    ttl = _hold_ttl_seconds(
+        request.hold_ttl_seconds or config.hold_ttl_default_seconds, low=config.hold_ttl_min_seconds, high=config.hold_ttl_max_seconds
     )
+    return stay.hold(key, ttl, settle=isinstance(request, pb.BookRequest))
+
+
+def leg_key(request: tpb.PrepareLegRequest | tpb.LegRef) -> legs.LegKey:
+    """The (trek, leg) a coordinator's call is about."""
+    if not request.trek_id or len(request.trek_id) > ID_LENGTH_MAX or not request.trek_id.isprintable():
+        raise InvalidRequest(f"trek_id must be 1 to {ID_LENGTH_MAX} printable characters")
+    if not 0 <= request.leg_index <= LEG_INDEX_MAX:
+        raise InvalidRequest(f"leg_index must be between 0 and {LEG_INDEX_MAX}; got {request.leg_index}")
+    return legs.LegKey(request.trek_id, request.leg_index)
+
+
+@dataclass(frozen=True)
+class LegPrepare:
+    """A validated PrepareLeg: the leg, the hold it places, and whom to ask when in doubt."""
+
+    key: legs.LegKey
+    hold: HoldRequest
+    coordinator_target: str
+
+
+def leg_prepare(request: tpb.PrepareLegRequest, catalog: CatalogView, config: NodeConfig, now: datetime) -> LegPrepare:
+    """The leg's stay is checked like a hold's; its key and TTL come from the trek."""
+    key = leg_key(request)
+    ttl = _hold_ttl_seconds(request.hold_ttl_seconds, low=LEG_TTL_MIN_SECONDS, high=LEG_TTL_MAX_SECONDS)
+    stay = _stay(request.leg, request.customer_id, catalog, config, now)
+    target = request.coordinator_target
+    if not target or len(target) > TARGET_LENGTH_MAX or not target.isprintable() or ":" not in target:
+        raise InvalidRequest(f"coordinator_target must be host:port (at most {TARGET_LENGTH_MAX} characters)")
+    return LegPrepare(key, stay.hold(legs.hold_key(key), ttl, settle=False), target)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The durable side of settlement: a booking's payment state, its steps, and the outbox.
 
-A Book places a hold and its ``settlements`` row in one statement (holds.py). From then
+A Book places a hold and its ``settlements`` row in one statement (booking/holds.py). From then
 on the row is the truth about the payment, never a workflow engine's history: each step
 below is one transaction guarded by the row's state, so a settlement flow killed at any
 line leaves either the state before the step or the state after it, and a re-run of the
@@ -32,10 +32,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, text
 
 from ridgeline.regional import errors
-from ridgeline.regional.booking import transitions
+from ridgeline.regional.booking import ownership, transitions
 from ridgeline.regional.booking.model import Booking, BookingState
 from ridgeline.regional.storage.db import run_transaction
-from ridgeline.routing.leases import Fence, fence_json, fence_sql
+from ridgeline.routing.leases import Fence, fence_json
 
 
 class SettlementState(enum.StrEnum):
@@ -107,7 +107,7 @@ _CLAIM = text(
         SELECT booking_id FROM settlements
         WHERE state IN ('awaiting_payment', 'refunding') AND next_attempt_at <= :now
           AND basecamp_id = ANY(:basecamps)
-          AND {fence_sql("settlements.basecamp_id", "CAST(CAST(:fence AS JSONB) ->> settlements.basecamp_id AS BIGINT)")}
+          AND {ownership.fenced_sql("settlements.basecamp_id")}
         ORDER BY next_attempt_at
         LIMIT :batch_max
         FOR UPDATE SKIP LOCKED

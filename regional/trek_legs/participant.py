@@ -20,7 +20,6 @@ race on the fence's primary key and row, under SERIALIZABLE, so exactly one wins
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -250,6 +249,6 @@ def _run(engine: Engine, work: Callable[[Connection], Leg | errors.BookingError]
     return outcome
 
 
-def leg_hold(hold: holds.HoldRequest, key: LegKey, ttl_seconds: int) -> holds.HoldRequest:
-    """The hold a leg places: keyed by the leg, lasting until the trek's decision deadline."""
-    return dataclasses.replace(hold, idempotency_key=f"trek-leg:{key.trek_id}:{key.leg_index}", ttl_seconds=ttl_seconds)
+def hold_key(key: LegKey) -> str:
+    """The idempotency key of the hold a leg places: one hold per leg, ever."""
+    return f"trek-leg:{key.trek_id}:{key.leg_index}"
