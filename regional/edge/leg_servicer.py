@@ -8,10 +8,11 @@ from sqlalchemy import Engine
 from ridgeline.regional.booking.catalog import CatalogView
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.edge import convert, validation
-from ridgeline.regional.edge.booking_servicer import Clock, deadline_of
+from ridgeline.regional.edge.booking_servicer import deadline_of
 from ridgeline.regional.edge.status_codes import guarded
 from ridgeline.regional.errors import InvalidRequest
 from ridgeline.regional.trek_legs import participant as legs
+from ridgeline.routing.clock import Clock
 from ridgeline.routing.keeper import Ownership
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import trek_pb2 as tpb
