@@ -29,10 +29,9 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import grpc
 from prometheus_client import Gauge, Histogram
@@ -45,6 +44,7 @@ from ridgeline.global_coordinator.group_commit import GroupCommit
 from ridgeline.global_coordinator.participants import Participants
 from ridgeline.global_coordinator.payments import PaymentRefused, Payments, PaymentUnknown
 from ridgeline.routing.client import night_range
+from ridgeline.routing.clock import Clock, utc_now
 from ridgeline.routing.retry import RetryPolicy
 from ridgeline.v1 import trek_pb2 as tpb
 
@@ -58,7 +58,6 @@ DECISION_SECONDS = Histogram(
 )
 UNFINISHED = Gauge("ridgeline_treks_unfinished", "Treks without a final state at the last redrive pass (in doubt or being driven).")
 
-Clock = Callable[[], datetime]
 
 #: Leg calls that may succeed when repeated (the node restarts, sheds load, loses a race).
 _RETRYABLE = frozenset(
@@ -71,10 +70,6 @@ _LEG_RETRY = RetryPolicy(attempts_max=1_000_000, backoff_base_seconds=0.02, back
 REDRIVE_BATCH_MAX = 200
 #: How often a waiting PlanTrek with a repeated key re-reads the trek.
 _WAIT_POLL_SECONDS = 0.02
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from ridgeline.regional.booking.group_commit import HoldGroupCommitter
 from ridgeline.regional.booking.holds import place_hold
 from ridgeline.regional.booking.sweeper import Sweeper
 from ridgeline.regional.config import NodeConfig
-from ridgeline.regional.edge.booking_servicer import BookingServicer, Clock, HoldPlacer, utc_now
+from ridgeline.regional.edge.booking_servicer import BookingServicer, HoldPlacer
 from ridgeline.regional.edge.cluster_servicer import ClusterServicer
 from ridgeline.regional.edge.leg_servicer import TrekLegServicer
 from ridgeline.regional.metrics import MetricsInterceptor
@@ -30,6 +30,7 @@ from ridgeline.regional.storage import migrate
 from ridgeline.regional.storage.db import make_engine, run_transaction
 from ridgeline.regional.trek_legs.resolver import LegResolver
 from ridgeline.request_decoding import DecodeGuard
+from ridgeline.routing.clock import Clock, utc_now
 from ridgeline.routing.keeper import LeaseKeeper, LeaseSettings
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import booking_pb2_grpc as pb_grpc

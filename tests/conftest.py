@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +23,7 @@ from gateway_process import Gateway, gateway_process
 from sqlalchemy import Engine
 
 from ridgeline.deploy.run.postgres import PostgresServer, PostgresSettings
+from ridgeline.deploy.run.processes import ReadyChild, ridgeline_command, spawn_ready
 from ridgeline.deploy.run.region import prepare_region_database
 from ridgeline.regional.booking.catalog import load_catalog
 from ridgeline.regional.config import NodeConfig
@@ -115,42 +112,15 @@ def alps_client(alps_node: RegionalNode) -> Iterator[BookingClient]:
         yield client
 
 
-class NodeProcess:
-    """A regional node in its own process (``ridgeline node``), for crash tests."""
-
-    _READY = re.compile(r"^READY (\S+) (\S+) (\S+)$")
-
-    def __init__(self, db: RegionDatabase, *extra: str, env: dict[str, str] | None = None) -> None:
-        command = [sys.executable, "-m", "ridgeline.deploy.cli", "node", "--region", db.region, "--database-url", db.url, *extra]
-        environment = {**os.environ, **env} if env else None
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=environment)
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            match = self._READY.match(line.strip())
-            if match:
-                self.address = match.group(3)
-                return
-        raise RuntimeError(f"node process exited with {self.process.wait()} before READY")
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
 @pytest.fixture
-def node_process() -> Iterator[Callable[..., NodeProcess]]:
-    started: list[NodeProcess] = []
+def node_process() -> Iterator[Callable[..., ReadyChild]]:
+    """Starts regional nodes in their own processes (``ridgeline node``), for crash tests; ``env``
+    adds to this process's environment. Stops them afterwards."""
+    started: list[ReadyChild] = []
 
-    def start(db: RegionDatabase, *extra: str, env: dict[str, str] | None = None) -> NodeProcess:
-        started.append(NodeProcess(db, *extra, env=env))
+    def start(db: RegionDatabase, *extra: str, env: dict[str, str] | None = None) -> ReadyChild:
+        command = ridgeline_command("node", "--region", db.region, "--database-url", db.url, *extra)
+        started.append(spawn_ready(command, what=f"node for {db.region}", env={**os.environ, **env} if env else None, stop_timeout_seconds=10))
         return started[-1]
 
     yield start

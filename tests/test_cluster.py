@@ -15,10 +15,11 @@ from datetime import timedelta
 
 import grpc
 import pytest
-
-from conftest import NodeProcess, RegionDatabase
+from conftest import RegionDatabase
 from drive import night, outcome, owner_address
 from invariants import assert_inventory_matches_bookings, bookings_by_id, query
+
+from ridgeline.deploy.run.processes import ReadyChild
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.node import RegionalNode
 from ridgeline.routing.client import BookingClient, night_range
@@ -60,7 +61,7 @@ def _settled(url: str, node_ids: tuple[str, ...]) -> bool:
 
 
 @pytest.fixture
-def two_node_processes(alps_db: RegionDatabase, node_process: Callable[..., NodeProcess]) -> dict[str, NodeProcess]:
+def two_node_processes(alps_db: RegionDatabase, node_process: Callable[..., ReadyChild]) -> dict[str, ReadyChild]:
     with ThreadPoolExecutor(2) as pool:
         started = list(pool.map(lambda node_id: node_process(alps_db, "--node-id", node_id, *LEASE_FLAGS), NODE_IDS))
     nodes = dict(zip(NODE_IDS, started, strict=True))
@@ -164,7 +165,7 @@ def test_the_client_finds_the_new_owner_after_a_move_without_the_caller_doing_an
 
 @pytest.mark.slow
 def test_killed_owner_s_basecamps_are_writable_again_within_ttl_plus_heartbeat_and_nothing_acknowledged_is_lost(
-    alps_db: RegionDatabase, two_node_processes: dict[str, NodeProcess]
+    alps_db: RegionDatabase, two_node_processes: dict[str, ReadyChild]
 ) -> None:
     victim_id = "eu-alps-1"
     victim_camps = [b for b, owner in propose_owners(NODE_IDS, ALPS).items() if owner == victim_id]
@@ -212,7 +213,7 @@ def test_killed_owner_s_basecamps_are_writable_again_within_ttl_plus_heartbeat_a
 
 
 @pytest.mark.slow
-def test_a_paused_owner_cannot_write_after_its_lease_lapsed(alps_db: RegionDatabase, two_node_processes: dict[str, NodeProcess]) -> None:
+def test_a_paused_owner_cannot_write_after_its_lease_lapsed(alps_db: RegionDatabase, two_node_processes: dict[str, ReadyChild]) -> None:
     paused_id = propose_owners(NODE_IDS, ALPS)["argentiere"]
     paused = two_node_processes[paused_id]
     survivor_id = next(n for n in NODE_IDS if n != paused_id)

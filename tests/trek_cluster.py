@@ -10,8 +10,6 @@ fixed port for the whole module, so a restarted coordinator is found where the n
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -26,6 +24,7 @@ import psycopg
 from invariants import assert_inventory_matches_bookings, query
 
 from ridgeline.deploy.run.postgres import PostgresServer
+from ridgeline.deploy.run.processes import ReadyChild, free_port, spawn_ready
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.node import RegionalNode
 from ridgeline.routing.client import night_range
@@ -41,42 +40,9 @@ FINAL = {tpb.TREK_STATE_COMMITTED, tpb.TREK_STATE_ABORTED, tpb.TREK_STATE_CANCEL
 COORDINATOR_FLAGS = ("--prepare-timeout", "5", "--decision-grace", "8", "--redrive-interval", "0.3")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Spawned:
+def spawn(args: list[str], env: dict[str, str] | None = None) -> ReadyChild:
     """A ``ridgeline`` process that prints ``READY <what> <address>`` once it serves."""
-
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
-        self.process = subprocess.Popen([RIDGELINE, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            if line.startswith("READY "):
-                self.address = line.split()[-1]
-                return
-        raise RuntimeError(f"{args[0]} exited with {self.process.wait()} before READY")
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(10)
-        self._close()
-
-    def _close(self) -> None:
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._close()
+    return spawn_ready([RIDGELINE, *args], what=args[0], env=env)
 
 
 @dataclass
@@ -88,13 +54,13 @@ class TrekCluster:
     coordinator_db_url: str
     coordinator_port: int
     node_args: dict[str, list[str]] = field(default_factory=dict)
-    node_processes: dict[str, Spawned] = field(default_factory=dict)
-    coordinator: Spawned | None = None
-    _started: list[Spawned] = field(default_factory=list)
+    node_processes: dict[str, ReadyChild] = field(default_factory=dict)
+    coordinator: ReadyChild | None = None
+    _started: list[ReadyChild] = field(default_factory=list)
 
-    def start_node(self, region: str) -> Spawned:
+    def start_node(self, region: str) -> ReadyChild:
         """A ``ridgeline node`` process for ``region`` on its fixed address (a restart is found there)."""
-        node = Spawned(self.node_args[region])
+        node = spawn(self.node_args[region])
         self.node_processes[region] = node
         self._started.append(node)
         return node
@@ -103,7 +69,7 @@ class TrekCluster:
     def target(self) -> str:
         return f"127.0.0.1:{self.coordinator_port}"
 
-    def start_coordinator(self, crash_at: str = "") -> Spawned:
+    def start_coordinator(self, crash_at: str = "") -> ReadyChild:
         """A coordinator process on the module's port; ``crash_at`` arms its SIGKILL hook."""
         env = dict(os.environ)
         env.pop("RIDGELINE_COORDINATOR_CRASH_AT", None)
@@ -112,7 +78,7 @@ class TrekCluster:
         args = ["coordinator", "--database-url", self.coordinator_db_url, "--gateway-url", self.gateway_url, "--listen", self.target, *COORDINATOR_FLAGS]
         for region, target in self.region_targets.items():
             args += ["--region-target", f"{region}={target}"]
-        self.coordinator = Spawned(args, env)
+        self.coordinator = spawn(args, env)
         self._started.append(self.coordinator)
         return self.coordinator
 
@@ -219,7 +185,7 @@ def running_cluster(
         node_args[region] = ["node", "--region", region, "--database-url", dbs[region].url, "--listen", targets[region], "--sweep-interval", "0.5"]
     coordinator_db = region_servers["eu-alps"].create_database(f"coordinator_{uuid.uuid4().hex[:10]}")
     gateway_db = f"gateway_{uuid.uuid4().hex[:10]}"
-    gateway = Spawned(["gateway", "--database-url", region_servers["sa-andes"].create_database(gateway_db), "--seed", "11"])
+    gateway = spawn(["gateway", "--database-url", region_servers["sa-andes"].create_database(gateway_db), "--seed", "11"])
     cluster = TrekCluster(
         region_urls={r: db.url for r, db in dbs.items()},
         region_targets=targets,

@@ -25,20 +25,16 @@ from __future__ import annotations
 import math
 import os
 import platform
-import queue
 import random
-import re
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -47,7 +43,7 @@ from typing import TYPE_CHECKING, Protocol
 import grpc
 from rich.console import Console
 
-from ridgeline.deploy.run.processes import stop_process
+from ridgeline.deploy.run.processes import child_pids, cpu_seconds, machine_busy_seconds, ridgeline_command, spawn_ready
 from ridgeline.regional.config import NodeConfig
 from ridgeline.routing.client import BookingClient
 
@@ -74,8 +70,6 @@ _NODE_STOP_TIMEOUT_SECONDS = 15.0
 _WORKERS_READY_TIMEOUT_SECONDS = 60.0
 _CALL_TIMEOUT_SECONDS = 30.0
 _BACKENDS_GONE_TIMEOUT_SECONDS = 15.0
-_LOG_TAIL_BYTES = 2_000
-_READY = re.compile(r"^READY (\S+) (\S+) (\S+)$")
 
 # The ceiling as ARCHITECTURE.md §3 defines it: the node's conditional UPDATE and a
 # booking INSERT in one explicit transaction (BEGIN, UPDATE, INSERT, COMMIT).
@@ -494,14 +488,11 @@ def _percentile_ms(sorted_seconds: list[float], fraction: float) -> float | None
 
 
 def _cpu(pids: _Pids) -> _Cpu:
-    with open("/proc/stat", encoding="ascii") as stat:
-        jiffies = [int(v) for v in stat.readline().split()[1:9]]
-    idle = jiffies[3] + jiffies[4]  # idle + iowait
     return _Cpu(
-        bench=_cpu_seconds(_proc_stat(os.getpid())),
-        node=_cpu_seconds(_proc_stat(pids.node)) if pids.node is not None else 0.0,
+        bench=cpu_seconds(os.getpid()),
+        node=cpu_seconds(pids.node) if pids.node is not None else 0.0,
         postgres=_postgres_cpu_seconds(pids.postmaster),
-        machine=(sum(jiffies) - idle) / os.sysconf("SC_CLK_TCK"),
+        machine=machine_busy_seconds(),
     )
 
 
@@ -511,29 +502,11 @@ def _postgres_cpu_seconds(postmaster: int) -> float:
     A backend that exits mid-phase (a client disconnecting) is not lost: once the
     postmaster reaps it, its CPU time moves into the postmaster's cutime/cstime.
     """
-    own = _proc_stat(postmaster)
-    total = _cpu_seconds(own) + (int(own[13]) + int(own[14])) / os.sysconf("SC_CLK_TCK")
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = _proc_stat(int(entry))
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # exited while we looked
-        if fields[1] == str(postmaster):
-            total += _cpu_seconds(fields)
+    total = cpu_seconds(postmaster, reaped_children=True)
+    for backend in child_pids(postmaster):
+        with suppress(OSError):  # exited while we looked
+            total += cpu_seconds(backend)
     return total
-
-
-def _proc_stat(pid: int) -> list[str]:
-    """/proc/PID/stat after the command name (which may hold spaces): state is [0], ppid [1]."""
-    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-        return stat.read().rsplit(")", 1)[1].split()
-
-
-def _cpu_seconds(fields: list[str]) -> float:
-    """utime + stime, all threads of the process (fields 14 and 15 of proc(5))."""
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _postmaster_pid(data_dir: Path) -> int:
@@ -568,50 +541,15 @@ def _node_process(database_url: str, settings: BenchSettings, log_path: Path) ->
     It gets its own session, so that Ctrl-C reaches only this process and the shutdown
     stays in order: clients, then the node, then the database.
     """
-    command = [
-        sys.executable, "-m", "ridgeline.deploy.cli", "node",
-        "--region", _REGION, "--database-url", database_url, "--workers", str(settings.workers),
+    command = ridgeline_command(
+        "node", "--region", _REGION, "--database-url", database_url, "--workers", str(settings.workers),
         "--hold-round-max", str(settings.round_max),
-    ]  # fmt: skip
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
-        try:
-            try:
-                address = _await_ready(process)
-            except RuntimeError as error:
-                raise RuntimeError(f"{error}; node log ends with:\n{_tail(log_path)}") from None
-            yield process.pid, address
-        finally:
-            stop_process(process, _NODE_STOP_TIMEOUT_SECONDS)
-
-
-def _await_ready(process: subprocess.Popen[str]) -> str:
-    """The address from the node's READY line, read on a thread so that a hang times out."""
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def read() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=read, name="node-stdout", daemon=True).start()
-    deadline = time.monotonic() + _NODE_READY_TIMEOUT_SECONDS
-    while True:
-        try:
-            line = lines.get(timeout=max(deadline - time.monotonic(), 0.001))
-        except queue.Empty:
-            raise RuntimeError(f"node printed no READY line within {_NODE_READY_TIMEOUT_SECONDS:g} s") from None
-        if line is None:
-            raise RuntimeError(f"node exited with {process.wait()} before READY")
-        match = _READY.match(line.strip())
-        if match:
-            return match.group(3)
-
-
-def _tail(path: Path) -> str:
-    data = path.read_bytes()
-    return data[-_LOG_TAIL_BYTES:].decode("utf-8", errors="replace")
+    )  # fmt: skip
+    with spawn_ready(
+        command, what="node", log_path=log_path, new_session=True,
+        timeout_seconds=_NODE_READY_TIMEOUT_SECONDS, stop_timeout_seconds=_NODE_STOP_TIMEOUT_SECONDS,
+    ) as node:  # fmt: skip
+        yield node.pid, node.address
 
 
 def _machine(admin_dsn: str) -> dict[str, object]:

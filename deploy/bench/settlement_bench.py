@@ -23,7 +23,6 @@ import platform
 import random
 import shutil
 import statistics
-import sys
 import tempfile
 import threading
 import uuid
@@ -34,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from ridgeline.deploy.run.processes import stop_process
+from ridgeline.deploy.run.processes import ReadyChild, ridgeline_command, spawn_ready
 
 if TYPE_CHECKING:
     from ridgeline.deploy.run.postgres import PostgresServer
@@ -112,8 +111,8 @@ def _phase(phase: str, server: PostgresServer, root: Path, gateway_url: str, cou
     settle_in_node = phase == "batched"
     args = ["--gateway-url", gateway_url, "--outbox-dir", str(root / f"spool-{phase}")] if settle_in_node else []
     Console(stderr=True).print(f"[dim]{phase}: {count} bookings from {threads} threads[/]")
-    with _NodeProcess(url, root / f"node-{phase}.log", args) as address:
-        flow_runs = _book_all(address, url, gateway_url, root, count, threads, settle_each=not settle_in_node)
+    with _node_process(url, root / f"node-{phase}.log", args) as node:
+        flow_runs = _book_all(node.address, url, gateway_url, root, count, threads, settle_each=not settle_in_node)
         confirmed = _wait_confirmed(server.libpq_dsn(name), count)
     seconds = max(c for _, c in confirmed) - min(s for s, _ in confirmed)
     latencies = sorted((c - s) * 1000 for s, c in confirmed)
@@ -129,24 +128,10 @@ def _phase(phase: str, server: PostgresServer, root: Path, gateway_url: str, cou
     )
 
 
-class _NodeProcess:
-    """``ridgeline node`` as production starts it, in its own process."""
-
-    def __init__(self, database_url: str, log: Path, extra: list[str]) -> None:
-        import subprocess
-
-        command = [sys.executable, "-m", "ridgeline.deploy.cli", "node", "--region", _REGION, "--database-url", database_url, "--workers", "16", *extra]
-        self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
-
-    def __enter__(self) -> str:
-        assert self._process.stdout is not None
-        for line in self._process.stdout:
-            if line.startswith("READY "):
-                return line.split()[3]
-        raise RuntimeError(f"node exited with {self._process.wait()} before READY")
-
-    def __exit__(self, *_: object) -> None:
-        stop_process(self._process, 30)
+def _node_process(database_url: str, log: Path, extra: list[str]) -> ReadyChild:
+    """``ridgeline node`` as production starts it, in its own process; stopped on leaving ``with``."""
+    command = ridgeline_command("node", "--region", _REGION, "--database-url", database_url, "--workers", "16", *extra)
+    return spawn_ready(command, what="node", log_path=log, stop_timeout_seconds=30)
 
 
 def _book_all(address: str, url: str, gateway_url: str, root: Path, count: int, threads: int, *, settle_each: bool) -> int:

@@ -23,8 +23,6 @@ from __future__ import annotations
 import random
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -37,6 +35,7 @@ from pathlib import Path
 
 import grpc
 
+from ridgeline.deploy.run.processes import ridgeline_command, spawn_ready
 from ridgeline.routing.client import BookingClient, night_range
 from ridgeline.v1 import trek_pb2 as tpb
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
@@ -45,7 +44,6 @@ GOAL_DECISION_P50_MS = 50.0
 GOAL_TREKS_PER_SECOND = 100.0
 #: One resource with room per region: a trek takes one unit of each for one night.
 LEGS = (("eu-alps", "hoernli", "hoernli-dorm"), ("na-rockies", "bow-hut", "bow-bunk"), ("sa-andes", "plaza-de-mulas", "mulas-dome"))
-_READY_TIMEOUT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -115,39 +113,8 @@ def _cluster() -> Iterator[tuple[str, dict[str, str]]]:
 @contextmanager
 def _serve(args: list[str], log_path: Path) -> Iterator[str]:
     """A ``ridgeline`` process; yields the address from its READY line, SIGTERMs it afterwards."""
-    command = [sys.executable, "-m", "ridgeline.deploy.cli", *args]
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
-        try:
-            yield _ready_address(process, args[0])
-        finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-            if process.stdout is not None:
-                process.stdout.close()
-
-
-def _ready_address(process: subprocess.Popen[str], what: str) -> str:
-    found: list[str] = []
-
-    def read() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if line.startswith("READY "):
-                found.append(line.split()[-1])
-                return
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(_READY_TIMEOUT_SECONDS)
-    if not found:
-        raise RuntimeError(f"{what} printed no READY line (exit status {process.poll()})")
-    return found[0]
+    with spawn_ready(ridgeline_command(*args), what=args[0], log_path=log_path, new_session=True, stop_timeout_seconds=20) as child:
+        yield child.address
 
 
 def _loop(threads: int, seconds: float, open_worker: Callable[[int], Callable[[random.Random], bool]]) -> tuple[list[float], int, int]:

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ridgeline.deploy.run.processes import free_port
 from ridgeline.regional.config import NodeConfig
 
 #: The built-in local cluster: 3 regions x 2 nodes on loopback ports 26061-26066 (below
@@ -120,12 +121,10 @@ def default_cluster(nodes_per_region: int = 2, first_port: int = DEFAULT_FIRST_P
 
 def with_free_ports(spec: ClusterSpec, **settings: float) -> ClusterSpec:
     """``spec`` with every node on a free loopback port (throwaway clusters: drills, benchmarks)."""
-    from ridgeline.deploy.run.postgres import free_loopback_port
-
     regions = tuple(
-        replace(r, nodes=tuple(replace(n, listen=f"127.0.0.1:{free_loopback_port()}", advertise=None) for n in r.nodes)) for r in spec.regions
+        replace(r, nodes=tuple(replace(n, listen=f"127.0.0.1:{free_port()}", advertise=None) for n in r.nodes)) for r in spec.regions
     )
-    coordinator = f"127.0.0.1:{free_loopback_port()}" if spec.coordinator_listen else None
+    coordinator = f"127.0.0.1:{free_port()}" if spec.coordinator_listen else None
     return replace(spec, regions=regions, coordinator_listen=coordinator, **settings)  # type: ignore[arg-type]
 
 

@@ -19,8 +19,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,9 +29,9 @@ from typing import Protocol
 from ridgeline.deploy.cluster.cluster_file import ClusterSpec, render_cluster_file
 from ridgeline.deploy.drills.fault_control import FaultControlServer, FaultPath, RemoteFaultPath
 from ridgeline.deploy.drills.fault_proxy import FaultProxy
-from ridgeline.deploy.run.postgres import PostgresServer, free_loopback_port
+from ridgeline.deploy.run.postgres import PostgresServer
 from ridgeline.deploy.run.prefect_server import PrefectServer
-from ridgeline.deploy.run.processes import AdoptedProcess, ProcessHandle, alive, command_line
+from ridgeline.deploy.run.processes import AdoptedProcess, NotReady, ProcessHandle, ReadyChild, alive, command_line, free_port, ridgeline_command, spawn_ready
 from ridgeline.deploy.run.region import prepare_region_database
 from ridgeline.regional.booking.catalog import load_catalog
 from ridgeline.regional.config import NodeConfig
@@ -165,7 +163,7 @@ class LocalCluster:
                 self._start_services()
                 if self.spec.coordinator_listen and not self.spec.coordinator_metrics:
                     # A known port, written to the cluster file, so `ridgeline status` finds it.
-                    self.spec = replace(self.spec, coordinator_metrics=f"127.0.0.1:{free_loopback_port()}")
+                    self.spec = replace(self.spec, coordinator_metrics=f"127.0.0.1:{free_port()}")
             self.cluster_file.write_text(render_cluster_file(self.spec), encoding="utf-8")
             self._start_nodes()
             self._write_state()
@@ -305,16 +303,14 @@ class LocalCluster:
         """The global trek coordinator, as its own process reading the cluster file."""
         self._progress("starting the trek coordinator")
         log_path = self.state_dir / "logs" / "coordinator.log"
-        command = [sys.executable, "-m", "ridgeline.deploy.cli", "coordinator", "--cluster", str(self.cluster_file)]
+        command = ridgeline_command("coordinator", "--cluster", str(self.cluster_file))
         # A process attached to the cluster reuses up's proxies, recorded in state.json.
         if not self._via:
             self._open_coordinator_paths()
         for node_address, proxy_address in self._via.items():
             command += ["--via", f"{node_address}={proxy_address}"]
-        with log_path.open("ab") as log:
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
-        self.coordinator = NodeRun("coordinator", "", str(self.spec.coordinator_listen), process, log_path)
-        _await_ready(process, f"the coordinator exited before serving; see {log_path}")
+        child = _spawn_part(command, "the coordinator", log_path)
+        self.coordinator = NodeRun("coordinator", "", str(self.spec.coordinator_listen), child.process, log_path)
 
     def _open_coordinator_paths(self) -> None:
         """A fault proxy per node for the coordinator to dial, so a drill can cut a region off
@@ -339,16 +335,14 @@ class LocalCluster:
 
     def _start_node(self, node_id: str, region: str, address: str) -> NodeRun:
         log_path = self.state_dir / "logs" / f"{node_id}.log"
-        command = [
-            sys.executable, "-m", "ridgeline.deploy.cli", "node", "--cluster", str(self.cluster_file), "--node-id", node_id,
+        command = ridgeline_command(
+            "node", "--cluster", str(self.cluster_file), "--node-id", node_id,
             "--outbox-dir", str(self.state_dir / "outbox" / region),
-        ]
+        )
         # The cluster's own Prefect API, whatever this process's environment says.
         env = {**os.environ, **({"PREFECT_API_URL": self.spec.prefect_api_url} if self.spec.prefect_api_url else {})}
-        with log_path.open("ab") as log:
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True, env=env)
-        run = self.nodes[node_id] = NodeRun(node_id, region, address, process, log_path)  # stop() must see it
-        _await_ready(process, f"node {node_id} exited before serving; see {log_path}")
+        child = _spawn_part(command, f"node {node_id}", log_path, env)
+        run = self.nodes[node_id] = NodeRun(node_id, region, address, child.process, log_path)
         return run
 
     def _wait_for_ownership(self, timeout_seconds: float) -> None:
@@ -402,15 +396,13 @@ class LocalCluster:
         os.replace(written, self.state_dir / STATE_FILE)
 
 
-def _await_ready(process: subprocess.Popen[str], failure: str) -> None:
-    """Waits for the child's READY line, then keeps draining its stdout so it never blocks."""
-    assert process.stdout is not None
-    for line in process.stdout:
-        if line.startswith("READY "):
-            threading.Thread(target=lambda: process.stdout and process.stdout.read(), daemon=True).start()
-            return
-    process.wait()
-    raise ClusterStartError(f"{failure} (exit status {process.returncode})")
+def _spawn_part(command: list[str], what: str, log_path: Path, env: dict[str, str] | None = None) -> ReadyChild:
+    """A part of the cluster in its own session (Ctrl-C reaches up alone, which stops the parts in
+    order), serving once this returns; a part that does not come up is stopped and reported."""
+    try:
+        return spawn_ready(command, what=what, log_path=log_path, env=env, new_session=True)
+    except NotReady as error:
+        raise ClusterStartError(str(error)) from error
 
 
 def _host_port(address: str) -> tuple[str, int]:

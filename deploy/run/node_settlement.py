@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from ridgeline.flows import prefect_settings as prefect_runtime
@@ -19,6 +18,7 @@ from ridgeline.flows.outbox import SpoolSink
 from ridgeline.flows.payments import PaymentGateway
 from ridgeline.flows.runtime import SettlementRuntime, SettlePolicy
 from ridgeline.regional.storage.db import make_engine
+from ridgeline.routing.clock import utc_now
 from ridgeline.routing.leases import Fence
 
 
@@ -33,10 +33,6 @@ class SettlementConfig:
     breaker_cooldown_seconds: float = 2.0
     settle: SettlePolicy = field(default_factory=SettlePolicy)
     loop: LoopPolicy = field(default_factory=LoopPolicy)
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class NodeSettlement:

@@ -56,7 +56,9 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-__all__ = ["PostgresError", "PostgresServer", "PostgresSettings", "free_loopback_port"]
+from ridgeline.deploy.run.processes import alive, child_pids, command_name, free_port
+
+__all__ = ["PostgresError", "PostgresServer", "PostgresSettings"]
 
 _log = logging.getLogger(__name__)
 
@@ -118,17 +120,6 @@ class PostgresSettings:
         if not self.durable:
             gucs.update(fsync="off", synchronous_commit="off", full_page_writes="off")
         return gucs
-
-
-def free_loopback_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago.
-
-    Another process can take it before the server binds it; start() retries with a new
-    port when that happens, so callers need not reserve anything.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((_HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 class PostgresServer:
@@ -421,7 +412,7 @@ class PostgresServer:
             else:
                 if attempt == 0 and recorded is not None:
                     _log.warning("%s: recorded port %d is taken; choosing another", self._data_dir, recorded)
-                port = free_loopback_port()
+                port = free_port()
             self._write_owned(_CONF_FILE, self._conf_text(port), run_as)
             log_offset = _file_size(self._data_dir / _LOG_FILE)
             result = _run(
@@ -766,21 +757,11 @@ def _read_lock_file(path: Path) -> _PostmasterInfo | None:
 
 def _is_postmaster(pid: int) -> bool:
     """Alive, not a zombie, and a postgres process (PIDs get reused after a crash)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not alive(pid):
         return False
-    except PermissionError:
-        pass  # exists, owned by another user
-    proc = Path("/proc") / str(pid)
     if not Path("/proc/self").exists():
         return True  # no procfs (macOS): existence is all we can check
-    try:
-        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        name = (proc / "comm").read_text().strip()
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X") and name in ("postgres", "postmaster")
+    return command_name(pid) in ("postgres", "postmaster")
 
 
 def _wait_gone(pid: int, deadline: float) -> bool:
@@ -811,22 +792,10 @@ def _kill_cluster(postmaster: int, deadline: float) -> bool:
     (macOS) only the postmaster is killed and its children exit on their own.
     """
     _signal_quietly(postmaster, signal.SIGSTOP)
-    victims = [*_child_pids(postmaster), postmaster]
+    victims = [*child_pids(postmaster), postmaster]
     for pid in victims:
         _signal_quietly(pid, signal.SIGKILL)
     return all(_wait_gone(pid, deadline) for pid in victims)
-
-
-def _child_pids(parent: int) -> list[int]:
-    children = []
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat_file.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # exited meanwhile
-        if len(fields) > 1 and fields[1] == str(parent):
-            children.append(int(stat_file.parent.name))
-    return children
 
 
 @contextlib.contextmanager

@@ -23,8 +23,8 @@ from urllib.parse import quote
 
 import httpx
 
-from ridgeline.deploy.run.postgres import PostgresServer, free_loopback_port
-from ridgeline.deploy.run.processes import AdoptedProcess, ProcessHandle, stop_process
+from ridgeline.deploy.run.postgres import PostgresServer
+from ridgeline.deploy.run.processes import AdoptedProcess, ProcessHandle, free_port, stop
 
 #: Prefect migrates its database on first start; allow for that on a slow machine.
 STARTUP_TIMEOUT_SECONDS = 90.0
@@ -64,7 +64,7 @@ class PrefectServer:
         """Starts the server and waits until its API answers; returns the API URL."""
         self._database.create_database(self.database_name)
         # A restart (a drill) comes back on the same port, so clients need no new URL.
-        port = self._port = self._port or free_loopback_port()
+        port = self._port = self._port or free_port()
         self.home.mkdir(parents=True, exist_ok=True)
         connection_url = (
             f"postgresql+asyncpg://ridgeline@127.0.0.1:{self._database.port}/{quote(self.database_name, safe='')}"
@@ -105,7 +105,7 @@ class PrefectServer:
     def stop(self, timeout_seconds: float = 15.0) -> None:
         """Stops the server and removes a temporary home (the PostgreSQL database stays)."""
         if self._process is not None:
-            stop_process(self._process, timeout_seconds)
+            stop(self._process, timeout_seconds)
         if self._owns_home:
             shutil.rmtree(self.home, ignore_errors=True)
 

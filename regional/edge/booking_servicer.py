@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 
 import grpc
 from sqlalchemy import Connection, Engine
@@ -18,21 +17,17 @@ from ridgeline.regional.edge.status_codes import guarded
 from ridgeline.regional.errors import DeadlineExceeded, NotFound
 from ridgeline.regional.settlement import rows as settlements
 from ridgeline.regional.storage.db import run_transaction
+from ridgeline.routing.clock import Clock, utc_now
 from ridgeline.routing.keeper import Ownership
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import booking_pb2_grpc as pb_grpc
 
-Clock = Callable[[], datetime]
 #: Places a validated hold with the lease epoch, before the deadline (group commit, or the single path).
 HoldPlacer = Callable[[holds.HoldRequest, int, "float | None"], Booking]
 #: Book with wait answers this long before the caller's deadline, so the answer arrives in time.
 _WAIT_MARGIN_SECONDS = 0.2
 #: How long Book waits for settlement when the caller set no deadline.
 _WAIT_MAX_SECONDS = 30.0
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class BookingServicer(pb_grpc.BookingServiceServicer):

@@ -8,9 +8,10 @@ from sqlalchemy import Engine
 from ridgeline.regional.booking.catalog import CatalogView
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.edge import convert, validation
-from ridgeline.regional.edge.booking_servicer import Clock, deadline_of
+from ridgeline.regional.edge.booking_servicer import deadline_of
 from ridgeline.regional.edge.status_codes import guarded
 from ridgeline.regional.trek_legs import participant as legs
+from ridgeline.routing.clock import Clock
 from ridgeline.routing.keeper import Ownership
 from ridgeline.v1 import trek_pb2 as tpb
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
