@@ -18,9 +18,8 @@ from ridgeline.regional.booking import holds
 from ridgeline.regional.booking.model import Booking, Nights
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.storage.db import run_transaction
-from ridgeline.routing import leases
+from ridgeline.routing import ClusterClient, leases
 from ridgeline.routing.client import BookingClient
-from ridgeline.routing.router import ClusterClient
 
 T = TypeVar("T")
 Reply = TypeVar("Reply")

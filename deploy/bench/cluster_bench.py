@@ -35,8 +35,8 @@ from rich.table import Table
 from ridgeline.deploy.cli import bench_app
 from ridgeline.deploy.cluster.cluster_file import ClusterSpec, NodeSpec, RegionSpec, with_free_ports
 from ridgeline.deploy.cluster.local_cluster import LocalCluster
+from ridgeline.routing import ClusterClient, ClusterUnreachable
 from ridgeline.routing.ring import propose_owners
-from ridgeline.routing.router import ClusterClient, ClusterUnreachable
 
 _console = Console()
 _err = Console(stderr=True)

@@ -40,7 +40,7 @@ import grpc
 import typer
 
 from ridgeline.deploy.cli import bench_app
-from ridgeline.routing.client import BookingClient, night_range
+from ridgeline.routing import BookingClient, night_range
 from ridgeline.v1 import trek_pb2 as tpb
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 

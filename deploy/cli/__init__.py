@@ -23,7 +23,7 @@ from google.protobuf.message import Message
 
 from ridgeline.deploy.cli import render
 from ridgeline.regional.config import NodeConfig
-from ridgeline.routing.router import ClusterClient, ClusterUnreachable, UnknownBasecamp
+from ridgeline.routing import ClusterClient, ClusterUnreachable, UnknownBasecamp
 from ridgeline.v1 import booking_pb2 as pb
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ import grpc
 import typer
 
 from ridgeline.deploy.cli import Json, Timeout, _configure_logging, _parse_day, app, render, render_trek
-from ridgeline.routing.client import night_range
+from ridgeline.routing import night_range
 from ridgeline.v1 import trek_pb2 as tpb
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 
