@@ -143,9 +143,3 @@ def owner_address(client: ClusterClient, basecamp_id: str) -> str:
             if owner.basecamp_id == basecamp_id:
                 return owner.address
     raise LookupError(f"no region lists {basecamp_id}")
-
-
-def borrowed_fence(engine: Engine, basecamp_ids: Iterable[str]) -> dict[str, int]:
-    """The epochs of the valid leases now: for test code that writes on behalf of a serving node."""
-    ids = list(basecamp_ids)
-    return run_transaction(engine, lambda conn: leases.valid_epochs(conn, ids))
