@@ -6,14 +6,14 @@ built from :mod:`.requests` (every BookingService request, with its idempotency 
 :mod:`.route` (where a call goes) and :mod:`.discovery` (the cluster's view from
 ClusterInfo, and its errors). Ownership itself: :mod:`.ring` proposes an owner by
 consistent hashing, :mod:`.leases` grants it with a fencing epoch in the region database,
-and :mod:`.keeper` keeps a node's membership and leases. :mod:`.retry` is the one
-backoff policy every room's retry loop uses.
+and :mod:`.keeper` keeps a node's membership and leases (not imported here: importing it
+registers the node's lease metrics in the process). :mod:`.retry` is the one backoff
+policy every room's retry loop uses.
 """
 
 from ridgeline.routing import leases
 from ridgeline.routing.client import BookingClient, ClusterClient, DeskClient
 from ridgeline.routing.discovery import ClusterUnreachable, UnknownBasecamp, owner_hint
-from ridgeline.routing.keeper import LeaseKeeper, LeaseSettings, NodeIdInUse, Ownership
 from ridgeline.routing.leases import Fence, fence_json, fence_sql
 from ridgeline.routing.requests import book_request, hold_request, new_idempotency_key, night_range
 from ridgeline.routing.retry import RetryPolicy
@@ -25,10 +25,6 @@ __all__ = [
     "ClusterUnreachable",
     "DeskClient",
     "Fence",
-    "LeaseKeeper",
-    "LeaseSettings",
-    "NodeIdInUse",
-    "Ownership",
     "RetryPolicy",
     "UnknownBasecamp",
     "book_request",
