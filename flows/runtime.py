@@ -1,22 +1,28 @@
 """What a settlement flow run works with, looked up by name inside the run.
 
 Flow parameters travel to the Prefect API as JSON, so an engine or an HTTP client cannot
-be one. The process that triggers flow runs (the node's settlement loop, a benchmark,
-a test) registers its runtime under a name once and passes the name; a flow run looks
-it up in the same process.
+be one. The process that triggers flow runs (the node's settlement loop, the CLI's flow
+commands, a benchmark, a test) builds its runtime once with
+:func:`build_settlement_runtime`, which registers it under a name, and passes the name;
+a flow run looks it up in the same process. :func:`close_settlement_runtime` ends it.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path
 
 from sqlalchemy import Engine
 
+from ridgeline.flows import prefect_settings
 from ridgeline.flows.outbox import SpoolSink
 from ridgeline.flows.payments import PaymentGateway
+from ridgeline.regional.storage.db import make_engine, run_transaction
+from ridgeline.routing import leases
 from ridgeline.routing.leases import Fence
 
 
@@ -76,3 +82,53 @@ def lookup(name: str) -> SettlementRuntime:
     if found is None:
         raise LookupError(f"no settlement runtime {name!r} in this process")
     return found
+
+
+def build_settlement_runtime(
+    name: str,
+    database_url: str,
+    gateway: PaymentGateway,
+    outbox_dir: Path,
+    *,
+    policy: SettlePolicy = SettlePolicy(),
+    fence: Callable[[], Fence] | None = None,
+    borrowed_basecamps: Sequence[str] = (),
+    pool_size: int = 4,
+    application_name: str = "ridgeline-settle",
+) -> SettlementRuntime:
+    """The runtime for this process's settlement flow runs, registered under ``name``.
+
+    It owns a new engine on ``database_url`` (``pool_size`` connections: one per booking
+    settled at once, per flow run in flight) and ``gateway``; both are closed by
+    :func:`close_settlement_runtime`. Prefect's lean client settings are installed first
+    (:func:`.prefect_settings.install`; ``PREFECT_API_URL`` must be set), since every
+    process that builds a runtime runs flows. Which bookings it may move (invariant 6):
+
+    * ``fence``: the leases the process holds itself (a node: its lease keeper's view);
+    * ``borrowed_basecamps``: settling for a serving node from outside it (a benchmark's
+      baseline, a test): the valid leases of these basecamps, read at every use;
+    * neither: no lease, so nothing moves (the sweep and reconcile commands).
+    """
+    assert fence is None or not borrowed_basecamps, "a runtime holds its own leases or borrows a node's, not both"
+    assert pool_size >= 1, "a runtime needs at least one connection"
+    prefect_settings.install()
+    engine = make_engine(database_url, pool_size=pool_size, application_name=application_name)
+    if borrowed_basecamps:
+        fence = partial(borrowed_fence, engine, list(borrowed_basecamps))
+    runtime = SettlementRuntime(engine, gateway, SpoolSink(outbox_dir), partial(datetime.now, timezone.utc), policy, fence or dict)
+    register(name, runtime)
+    return runtime
+
+
+def close_settlement_runtime(name: str) -> None:
+    """Unregisters the runtime and closes what it owns: the gateway adapter and the engine."""
+    with _lock:
+        runtime = _runtimes.pop(name)
+    runtime.gateway.close()
+    runtime.engine.dispose()
+
+
+def borrowed_fence(engine: Engine, basecamp_ids: Sequence[str]) -> Fence:
+    """The epochs of the basecamps' valid leases now: for code that settles on behalf of a
+    serving node from outside it, never for a node, which writes under its own leases."""
+    return run_transaction(engine, lambda conn: leases.valid_epochs(conn, basecamp_ids))

@@ -8,7 +8,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from ridgeline.global_coordinator.decision_log import Decision, LegRecord, LegState, TrekRecord
 from ridgeline.global_coordinator.validation import STATE_FROM_PB
-from ridgeline.routing.client import night_range
+from ridgeline.routing import night_range
 from ridgeline.v1 import trek_pb2 as tpb
 
 _TREK_STATE_PB = {state: number for number, state in STATE_FROM_PB.items()}

@@ -16,7 +16,7 @@ from typing import Protocol
 import grpc
 
 from ridgeline.global_coordinator.errors import ParticipantsUnreachable
-from ridgeline.routing.router import ClusterClient, ClusterUnreachable, UnknownBasecamp
+from ridgeline.routing import ClusterClient, ClusterUnreachable, UnknownBasecamp
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 
 

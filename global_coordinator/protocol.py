@@ -43,7 +43,7 @@ from ridgeline.global_coordinator.errors import InvalidTrek, ParticipantsUnreach
 from ridgeline.global_coordinator.group_commit import GroupCommit
 from ridgeline.global_coordinator.participants import Participants
 from ridgeline.global_coordinator.payments import PaymentRefused, Payments, PaymentUnknown
-from ridgeline.routing.client import night_range
+from ridgeline.routing import night_range
 from ridgeline.routing.clock import Clock, utc_now
 from ridgeline.routing.retry import RetryPolicy
 from ridgeline.v1 import trek_pb2 as tpb

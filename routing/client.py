@@ -1,105 +1,61 @@
-"""A BookingService client that honours deadlines and retries what is safe to retry.
+"""The desk API: BookingService calls written once, sent to one node or routed by owner.
 
-Every mutating call carries an idempotency key, generated here when the caller gives
-none and reused on every retry of that call, so a retry after a lost reply never causes
-a second effect (invariant 7). UNAVAILABLE and ABORTED are retried with capped, jittered
-exponential backoff, never past the call's deadline.
+:class:`BookingClient` talks to one node (a test, a benchmark, a demo that knows its
+node). :class:`ClusterClient` talks to the whole cluster from any seed addresses, and
+each call goes to the node that serves it (:mod:`.route`, :mod:`.discovery`). Both
+honour a deadline per call and retry only what is safe to retry; the requests come from
+:mod:`.requests`, so a retry resends the same idempotency key (invariant 7).
 """
 
 from __future__ import annotations
 
-import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Mapping, Sequence
 from datetime import date
-from typing import TypeVar
 
 import grpc
 
+from ridgeline.routing import requests
+from ridgeline.routing.discovery import ClusterView
 from ridgeline.routing.retry import RetryPolicy
+from ridgeline.routing.route import DirectRoute, OwnerRoute, Route
 from ridgeline.v1 import booking_pb2 as pb
-from ridgeline.v1 import booking_pb2_grpc as pb_grpc
-
-Response = TypeVar("Response")
-
-RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED})
+from ridgeline.v1 import cluster_pb2 as cpb
 
 
-def new_idempotency_key() -> str:
-    return str(uuid.uuid4())
+class DeskClient:
+    """The BookingService calls of a desk, over a :class:`.route.Route`."""
 
-
-def night_range(start: date, end: date) -> pb.NightRange:
-    return pb.NightRange(
-        start=pb.Date(year=start.year, month=start.month, day=start.day),
-        end=pb.Date(year=end.year, month=end.month, day=end.day),
-    )
-
-
-def hold_request(
-    basecamp_id: str, resource_id: str, start: date, end: date, party_size: int, customer_id: str,
-    *, hold_ttl_seconds: int = 0, idempotency_key: str | None = None,
-) -> pb.PlaceHoldRequest:
-    """A PlaceHold request with a fresh idempotency key unless one is given."""
-    return pb.PlaceHoldRequest(**_stay(basecamp_id, resource_id, start, end, party_size, customer_id, hold_ttl_seconds, idempotency_key))
-
-
-def book_request(
-    basecamp_id: str, resource_id: str, start: date, end: date, party_size: int, customer_id: str,
-    *, hold_ttl_seconds: int = 0, wait: bool = False, idempotency_key: str | None = None,
-) -> pb.BookRequest:
-    """A Book request (a hold that settlement charges and confirms)."""
-    return pb.BookRequest(**_stay(basecamp_id, resource_id, start, end, party_size, customer_id, hold_ttl_seconds, idempotency_key), wait=wait)
-
-
-def _stay(
-    basecamp_id: str, resource_id: str, start: date, end: date, party_size: int, customer_id: str, hold_ttl_seconds: int, key: str | None
-) -> dict[str, object]:
-    """The fields PlaceHold and Book share."""
-    return {
-        "idempotency_key": key or new_idempotency_key(),
-        "basecamp_id": basecamp_id,
-        "resource_id": resource_id,
-        "nights": night_range(start, end),
-        "party_size": party_size,
-        "customer_id": customer_id,
-        "hold_ttl_seconds": hold_ttl_seconds,
-    }
-
-
-class BookingClient:
-    """One node's BookingService over one channel."""
-
-    def __init__(
-        self,
-        target: str,
-        *,
-        timeout_seconds: float = 10.0,
-        attempts_max: int = 5,
-        backoff_base_seconds: float = 0.05,
-        backoff_cap_seconds: float = 1.0,
-    ) -> None:
-        self.target = target
-        self._channel = grpc.insecure_channel(target)
-        self._stub = pb_grpc.BookingServiceStub(self._channel)
-        self._timeout_seconds = timeout_seconds
-        self._retry = RetryPolicy(attempts_max, backoff_base_seconds, backoff_cap_seconds)
+    def __init__(self, route: Route) -> None:
+        self._route = route
 
     def close(self) -> None:
-        self._channel.close()
+        self._route.close()
 
-    def __enter__(self) -> BookingClient:
+    def __enter__(self) -> DeskClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def list_basecamps(self) -> pb.ListBasecampsResponse:
-        return self._call(self._stub.ListBasecamps, pb.ListBasecampsRequest())
+    # ------------------------------------------------------------------ reads
+
+    def list_basecamps(self, region: str | None = None) -> pb.ListBasecampsResponse:
+        """Every basecamp the client reaches (routed: the cluster's, or one region's), region by region."""
+        replies = self._route.read_each_region(lambda stub: stub.ListBasecamps, pb.ListBasecampsRequest(), region)
+        return pb.ListBasecampsResponse(basecamps=[basecamp for reply in replies for basecamp in reply.basecamps])
 
     def availability(self, basecamp_id: str, start: date, end: date, resource_id: str = "") -> pb.GetAvailabilityResponse:
-        request = pb.GetAvailabilityRequest(basecamp_id=basecamp_id, resource_id=resource_id, nights=night_range(start, end))
-        return self._call(self._stub.GetAvailability, request)
+        request = requests.availability_request(basecamp_id, start, end, resource_id)
+        return self._route.read(lambda stub: stub.GetAvailability, request, basecamp_id=basecamp_id)
+
+    def get_booking(self, booking_id: str) -> pb.Booking:
+        return self._route.get_booking(booking_id)
+
+    def list_bookings(self, request: pb.ListBookingsRequest, region: str | None = None) -> pb.ListBookingsResponse:
+        """Bookings of the request's basecamp's region, or (routed) of ``region``."""
+        return self._route.read(lambda stub: stub.ListBookings, request, basecamp_id=request.basecamp_id or None, region=region)
+
+    # ------------------------------------------------------------------ writes
 
     def place_hold(
         self,
@@ -113,10 +69,10 @@ class BookingClient:
         hold_ttl_seconds: int = 0,
         idempotency_key: str | None = None,
     ) -> pb.Booking:
-        request = hold_request(
+        request = requests.hold_request(
             basecamp_id, resource_id, start, end, party_size, customer_id, hold_ttl_seconds=hold_ttl_seconds, idempotency_key=idempotency_key
         )
-        return self._call(self._stub.PlaceHold, request)
+        return self._route.write(lambda stub: stub.PlaceHold, request, basecamp_id)
 
     def book(
         self,
@@ -132,40 +88,93 @@ class BookingClient:
         idempotency_key: str | None = None,
     ) -> pb.Booking:
         """A hold that settlement charges and confirms; ``wait`` returns once it is settled."""
-        request = book_request(
+        request = requests.book_request(
             basecamp_id, resource_id, start, end, party_size, customer_id,
             hold_ttl_seconds=hold_ttl_seconds, wait=wait, idempotency_key=idempotency_key,
         )
-        return self._call(self._stub.Book, request)
+        return self._route.write(lambda stub: stub.Book, request, basecamp_id)
 
     def confirm(self, booking_id: str, *, idempotency_key: str | None = None) -> pb.Booking:
-        request = pb.ConfirmBookingRequest(idempotency_key=idempotency_key or new_idempotency_key(), booking_id=booking_id)
-        return self._call(self._stub.ConfirmBooking, request)
+        request = requests.confirm_request(booking_id, idempotency_key=idempotency_key)
+        return self._route.write_booking(lambda stub: stub.ConfirmBooking, request, booking_id)
 
     def release(self, booking_id: str, *, reason: str = "", idempotency_key: str | None = None) -> pb.Booking:
-        request = pb.ReleaseHoldRequest(idempotency_key=idempotency_key or new_idempotency_key(), booking_id=booking_id, reason=reason)
-        return self._call(self._stub.ReleaseHold, request)
+        request = requests.release_request(booking_id, reason=reason, idempotency_key=idempotency_key)
+        return self._route.write_booking(lambda stub: stub.ReleaseHold, request, booking_id)
 
     def cancel(self, booking_id: str, *, reason: str = "", idempotency_key: str | None = None) -> pb.Booking:
-        request = pb.CancelBookingRequest(idempotency_key=idempotency_key or new_idempotency_key(), booking_id=booking_id, reason=reason)
-        return self._call(self._stub.CancelBooking, request)
+        request = requests.cancel_request(booking_id, reason=reason, idempotency_key=idempotency_key)
+        return self._route.write_booking(lambda stub: stub.CancelBooking, request, booking_id)
 
-    def get_booking(self, booking_id: str) -> pb.Booking:
-        return self._call(self._stub.GetBooking, pb.GetBookingRequest(booking_id=booking_id))
 
-    def list_bookings(self, request: pb.ListBookingsRequest) -> pb.ListBookingsResponse:
-        return self._call(self._stub.ListBookings, request)
+class BookingClient(DeskClient):
+    """One node's BookingService over one channel; each try gets all the time left."""
 
-    def _call(self, method: Callable[..., Response], request: object) -> Response:
-        deadline = time.monotonic() + self._timeout_seconds
-        for attempt in range(1, self._retry.attempts_max + 1):
-            remaining = deadline - time.monotonic()
-            try:
-                return method(request, timeout=max(remaining, 0.001))
-            except grpc.RpcError as error:
-                pause = self._retry.backoff_seconds(attempt)
-                retryable = error.code() in RETRYABLE_CODES and attempt < self._retry.attempts_max
-                if not retryable or time.monotonic() + pause >= deadline:
-                    raise
-                time.sleep(pause)
-        raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout_seconds: float = 10.0,
+        attempts_max: int = 5,
+        backoff_base_seconds: float = 0.05,
+        backoff_cap_seconds: float = 1.0,
+    ) -> None:
+        self.target = target
+        retry = RetryPolicy(attempts_max, backoff_base_seconds, backoff_cap_seconds)
+        super().__init__(DirectRoute(target, timeout_seconds=timeout_seconds, retry=retry))
+
+    def __enter__(self) -> BookingClient:
+        return self
+
+
+class ClusterClient(DeskClient):
+    """BookingService and ClusterService of a whole cluster, routed per basecamp."""
+
+    def __init__(
+        self,
+        seeds: Sequence[str],
+        *,
+        timeout_seconds: float = 10.0,
+        attempts_max: int = 8,
+        backoff_base_seconds: float = 0.05,
+        backoff_cap_seconds: float = 1.0,
+        hops_max: int = 4,
+        dial: Mapping[str, str] | None = None,
+    ) -> None:
+        """``dial`` maps a node address to the address to connect to instead (a proxy on the
+        path, e.g. a drill's fault proxy); the cluster's view keeps the nodes' own addresses."""
+        self._view = ClusterView(seeds, timeout_seconds=timeout_seconds, dial=dial)
+        retry = RetryPolicy(attempts_max, backoff_base_seconds, backoff_cap_seconds)
+        super().__init__(OwnerRoute(self._view, timeout_seconds=timeout_seconds, retry=retry, hops_max=hops_max))
+
+    def __enter__(self) -> ClusterClient:
+        return self
+
+    # ------------------------------------------------------------------ the cluster view
+
+    def cluster_info(self) -> list[cpb.ClusterInfo]:
+        """A fresh ClusterInfo from one node of every region reachable from the seeds."""
+        return self._view.cluster_info()
+
+    def regions(self) -> list[str]:
+        return self._view.regions()
+
+    def region_of(self, basecamp_id: str) -> str:
+        """The basecamp's region (raises UnknownBasecamp, or ClusterUnreachable when a region did not answer)."""
+        return self._view.region_of(basecamp_id)
+
+    # ------------------------------------------------------------------ for callers with their own stubs
+
+    def owner_address(self, basecamp_id: str) -> str:
+        """Where a write for ``basecamp_id`` goes now: its owner, else any live node of its region
+        (which answers with the owner, or UNAVAILABLE while the basecamp is between owners)."""
+        return self._view.owner(self.region_of(basecamp_id), basecamp_id)
+
+    def redirected(self, error: grpc.RpcError, basecamp_id: str) -> bool:
+        """Learns from a refused call to ``owner_address``: True when the error named the owner
+        (call again at once), False after UNAVAILABLE dropped the address (back off)."""
+        return self._view.redirected(error, basecamp_id)
+
+    def channel(self, address: str) -> grpc.Channel:
+        """The client's channel to ``address`` (shared, closed with the client)."""
+        return self._view.channel(address)

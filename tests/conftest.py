@@ -133,10 +133,10 @@ def prefect_api(region_servers: dict[str, PostgresServer]) -> Iterator[str]:
     """One lean Prefect server for the session (4-10 s to start), on a database of sa-andes's
     cluster; this process and every node process it starts report flow runs to it."""
     from ridgeline.deploy.run.prefect_server import PrefectServer
-    from ridgeline.flows import prefect_settings as prefect_runtime
+    from ridgeline.flows import prefect_settings
 
     with PrefectServer(region_servers["sa-andes"], database_name="prefect") as server:
-        prefect_runtime.install(server.api_url)
+        prefect_settings.install(server.api_url)
         yield server.api_url
 
 

@@ -18,9 +18,8 @@ from ridgeline.regional.booking import holds
 from ridgeline.regional.booking.model import Booking, Nights
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.storage.db import run_transaction
-from ridgeline.routing import leases
+from ridgeline.routing import ClusterClient, leases
 from ridgeline.routing.client import BookingClient
-from ridgeline.routing.router import ClusterClient
 
 T = TypeVar("T")
 Reply = TypeVar("Reply")
@@ -144,9 +143,3 @@ def owner_address(client: ClusterClient, basecamp_id: str) -> str:
             if owner.basecamp_id == basecamp_id:
                 return owner.address
     raise LookupError(f"no region lists {basecamp_id}")
-
-
-def borrowed_fence(engine: Engine, basecamp_ids: Iterable[str]) -> dict[str, int]:
-    """The epochs of the valid leases now: for test code that writes on behalf of a serving node."""
-    ids = list(basecamp_ids)
-    return run_transaction(engine, lambda conn: leases.valid_epochs(conn, ids))

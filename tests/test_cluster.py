@@ -22,10 +22,9 @@ from invariants import assert_inventory_matches_bookings, bookings_by_id, query
 from ridgeline.deploy.run.processes import ReadyChild
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.node import RegionalNode
-from ridgeline.routing.client import BookingClient, night_range
+from ridgeline.routing import BookingClient, ClusterClient, night_range, owner_hint
 from ridgeline.routing.keeper import NodeIdInUse
 from ridgeline.routing.ring import propose_owners
-from ridgeline.routing.router import ClusterClient, owner_hint
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import booking_pb2_grpc as pb_grpc
 from ridgeline.v1 import trek_pb2 as tpb

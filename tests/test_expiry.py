@@ -21,9 +21,9 @@ from invariants import assert_history_consistent, assert_inventory_matches_booki
 from ridgeline.regional.booking.sweeper import sweep_once
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.node import RegionalNode
+from ridgeline.routing import ClusterClient
 from ridgeline.routing.client import BookingClient
 from ridgeline.routing.clock import utc_now
-from ridgeline.routing.router import ClusterClient
 from ridgeline.v1 import booking_pb2 as pb
 
 BASECAMP = "argentiere"

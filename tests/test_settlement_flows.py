@@ -12,13 +12,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import grpc
 import httpx
 import pytest
-from drive import borrowed_fence, night, place_lapsed_hold
+from drive import night, place_lapsed_hold
 from gateway_process import Gateway
 from invariants import assert_history_consistent, assert_inventory_matches_bookings, query
 from settlement_checks import assert_money_balances, assert_one_message_each, settlement_states, standing_cents, wait_until_settled
@@ -26,13 +25,11 @@ from settlement_checks import assert_money_balances, assert_one_message_each, se
 from ridgeline.flows import runtime
 from ridgeline.flows.circuit_breaker import BreakerState, CircuitBreaker
 from ridgeline.flows.loop import LoopPolicy, SettlementLoop
-from ridgeline.flows.outbox import SpoolSink
 from ridgeline.flows.payments import PaymentGateway
 from ridgeline.flows.reconcile import reconcile
-from ridgeline.flows.runtime import SettlementRuntime, SettlePolicy
+from ridgeline.flows.runtime import SettlementRuntime, SettlePolicy, build_settlement_runtime, close_settlement_runtime
 from ridgeline.flows.settle import settle_batch
 from ridgeline.flows.sweep import sweep
-from ridgeline.regional.storage.db import make_engine
 from ridgeline.routing.client import BookingClient
 from ridgeline.v1 import booking_pb2 as pb
 
@@ -57,22 +54,18 @@ class Settling:
 def settling(alps_db, prefect_api: str, payment_gateway: Gateway, tmp_path: Path) -> Iterator[Settling]:
     """A settlement runtime on the test's database, with short bounds so that failures end fast."""
     payment_gateway.faults()
-    engine = make_engine(alps_db.url, pool_size=40)
     breaker = CircuitBreaker(failure_threshold=3, cooldown_seconds=0.5)
     gateway = PaymentGateway(payment_gateway.url, timeout_seconds=0.5, attempts_max=2, backoff_base_seconds=0.01, backoff_cap_seconds=0.05, breaker=breaker)
     policy = SettlePolicy(charge_passes_max=2, retry_delay_base_seconds=0.2, refund_grace_seconds=1.0)
-    # The runtime settles for the test's node from outside it: it writes under the node's leases.
-    rt = SettlementRuntime(engine, gateway, SpoolSink(tmp_path / "spool"), lambda: datetime.now(timezone.utc), policy, lambda: borrowed_fence(engine, BASECAMPS))
     name = f"test-{uuid.uuid4().hex[:8]}"
-    runtime.register(name, rt)
+    # The runtime settles for the test's node from outside it: it writes under the node's leases.
+    rt = build_settlement_runtime(name, alps_db.url, gateway, tmp_path / "spool", policy=policy, borrowed_basecamps=BASECAMPS, pool_size=40)
     settling = Settling(name, rt, breaker, alps_db.url, tmp_path / "spool", None)
     yield settling
     if settling.loop is not None:
         settling.loop.stop()
-    runtime.unregister(name)
+    close_settlement_runtime(name)
     payment_gateway.faults()
-    gateway.close()
-    engine.dispose()
 
 
 def _book(client: BookingClient, count: int, *, days_ahead: int = 30, wait: bool = False) -> list[pb.Booking]:

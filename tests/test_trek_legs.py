@@ -20,7 +20,7 @@ from ridgeline.regional.booking.sweeper import sweep_once
 from ridgeline.regional.storage.db import make_engine
 from ridgeline.regional.trek_legs import participant as legs
 from ridgeline.regional.trek_legs.resolver import resolve_in_doubt
-from ridgeline.routing.client import night_range
+from ridgeline.routing import night_range
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import trek_pb2 as tpb
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc

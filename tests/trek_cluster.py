@@ -27,7 +27,7 @@ from ridgeline.deploy.run.postgres import PostgresServer
 from ridgeline.deploy.run.processes import ReadyChild, free_port, spawn_ready
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.node import RegionalNode
-from ridgeline.routing.client import night_range
+from ridgeline.routing import night_range
 from ridgeline.v1 import trek_pb2 as tpb
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 

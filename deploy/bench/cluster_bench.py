@@ -30,8 +30,8 @@ from rich.console import Console
 
 from ridgeline.deploy.cluster.cluster_file import ClusterSpec, NodeSpec, RegionSpec, with_free_ports
 from ridgeline.deploy.cluster.local_cluster import LocalCluster
+from ridgeline.routing import ClusterClient, ClusterUnreachable
 from ridgeline.routing.ring import propose_owners
-from ridgeline.routing.router import ClusterClient, ClusterUnreachable
 
 _err = Console(stderr=True)
 

@@ -63,7 +63,7 @@ def run_settle_benchmark(*, bookings: int, baseline_bookings: int, threads: int,
     from ridgeline.deploy.run.postgres import PostgresServer, PostgresSettings
     from ridgeline.deploy.run.prefect_server import PrefectServer
     from ridgeline.deploy.run.region import prepare_region_database
-    from ridgeline.flows import prefect_settings as prefect_runtime
+    from ridgeline.flows import prefect_settings
     from ridgeline.regional.booking.catalog import load_catalog
 
     started = datetime.now(timezone.utc)
@@ -78,7 +78,7 @@ def run_settle_benchmark(*, bookings: int, baseline_bookings: int, threads: int,
         gateway = GatewayProcess(server.create_database("bench_gateway"))
         httpx.put(f"{gateway.url}/admin/faults", json={"latency_ms": latency_ms}, timeout=10).raise_for_status()
         prefect = PrefectServer(server)
-        prefect_runtime.install(prefect.start())
+        prefect_settings.install(prefect.start())
         phases = [
             _phase("batched", server, root, gateway.url, bookings, threads),
             _phase("baseline", server, root, gateway.url, baseline_bookings, threads),
@@ -137,13 +137,9 @@ def _node_process(database_url: str, log: Path, extra: list[str]) -> ReadyChild:
 def _book_all(address: str, url: str, gateway_url: str, root: Path, count: int, threads: int, *, settle_each: bool) -> int:
     """Books ``count`` one-night stays on distinct (resource, night) pairs; in the baseline each
     thread then runs one settle flow run for its booking. Returns the flow runs started here."""
-    from ridgeline.flows import runtime
-    from ridgeline.flows.outbox import SpoolSink
     from ridgeline.flows.payments import PaymentGateway
-    from ridgeline.flows.runtime import SettlementRuntime, SettlePolicy
+    from ridgeline.flows.runtime import build_settlement_runtime, close_settlement_runtime
     from ridgeline.flows.settle import settle_batch
-    from ridgeline.regional.storage.db import make_engine
-    from ridgeline.routing import leases
     from ridgeline.routing.client import BookingClient
 
     with BookingClient(address) as client:
@@ -152,19 +148,10 @@ def _book_all(address: str, url: str, gateway_url: str, root: Path, count: int, 
     slots = [(c.basecamp_id, r.resource_id, today + timedelta(days=d)) for c in camps for r in c.resources for d in range(3, 360)]
     chosen = random.Random(7).sample(slots, count)
     basecamps = [c.basecamp_id for c in camps]
-    engine = make_engine(url, pool_size=threads + 2) if settle_each else None
     name = f"bench-{uuid.uuid4().hex[:8]}"
-    if engine is not None:
+    if settle_each:
         # The baseline settles for the node from outside it: it writes under the node's leases.
-        def fence() -> dict[str, int]:
-            assert engine is not None
-            with engine.connect() as conn:
-                return leases.valid_epochs(conn, basecamps)
-
-        rt = SettlementRuntime(
-            engine, PaymentGateway(gateway_url), SpoolSink(root / "spool-baseline"), lambda: datetime.now(timezone.utc), SettlePolicy(), fence
-        )
-        runtime.register(name, rt)
+        build_settlement_runtime(name, url, PaymentGateway(gateway_url), root / "spool-baseline", borrowed_basecamps=basecamps, pool_size=threads + 2)
     lock = threading.Lock()
     runs = 0
 
@@ -173,7 +160,7 @@ def _book_all(address: str, url: str, gateway_url: str, root: Path, count: int, 
         with BookingClient(address, timeout_seconds=30) as client:
             for camp, resource, night in chosen[index::threads]:
                 booked = client.book(camp, resource, night, night + timedelta(days=1), 1, f"bench-{index}")
-                if engine is not None:
+                if settle_each:
                     settle_batch(name, [booked.booking_id], basecamps)
                     with lock:
                         runs += 1
@@ -183,9 +170,8 @@ def _book_all(address: str, url: str, gateway_url: str, root: Path, count: int, 
         thread.start()
     for thread in pool:
         thread.join()
-    if engine is not None:
-        runtime.unregister(name)
-        engine.dispose()
+    if settle_each:
+        close_settlement_runtime(name)
     return runs
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import grpc
 
 from ridgeline.deploy.run.processes import ridgeline_command, spawn_ready
-from ridgeline.routing.client import BookingClient, night_range
+from ridgeline.routing import BookingClient, night_range
 from ridgeline.v1 import trek_pb2 as tpb
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 

@@ -22,8 +22,8 @@ from ridgeline.deploy.cluster.local_cluster import DEFAULT_STATE_DIR, ClusterSta
 from ridgeline.deploy.cluster.scrape import scrape, scrape_coordinator, scrape_gateway
 from ridgeline.deploy.drills.audit import DEFAULT_HOLD_GRACE_SECONDS, DEFAULT_MONEY_GRACE_SECONDS, print_report, run_audit
 from ridgeline.deploy.run.processes import alive
+from ridgeline.routing import ClusterClient, ClusterUnreachable
 from ridgeline.routing.ring import propose_owners
-from ridgeline.routing.router import ClusterClient, ClusterUnreachable
 from ridgeline.v1 import cluster_pb2 as cpb
 
 _console = Console()

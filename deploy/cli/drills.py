@@ -23,7 +23,7 @@ from ridgeline.deploy.cluster.local_cluster import DEFAULT_STATE_DIR, ClusterSta
 from ridgeline.deploy.drills.audit import print_report
 from ridgeline.deploy.drills.chaos import DrillRun
 from ridgeline.deploy.drills.load import OPERATIONS, LoadGenerator, LoadReport, LoadSettings, parse_mix
-from ridgeline.routing.router import ClusterUnreachable
+from ridgeline.routing import ClusterUnreachable
 
 _console = Console()
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated
 
@@ -53,21 +52,13 @@ def reconcile_now(
 @contextmanager
 def _runtime(database_url: str, gateway_url: str) -> Iterator[str]:
     """A settlement runtime registered under a name for one command, torn down after it."""
-    from ridgeline.flows import prefect_settings as prefect_runtime
-    from ridgeline.flows import runtime
-    from ridgeline.flows.outbox import SpoolSink
     from ridgeline.flows.payments import PaymentGateway
-    from ridgeline.regional.storage.db import make_engine
+    from ridgeline.flows.runtime import build_settlement_runtime, close_settlement_runtime
 
-    prefect_runtime.install()
-    engine = make_engine(database_url, pool_size=4, application_name="ridgeline-flows-cli")
-    gateway = PaymentGateway(gateway_url)
-    spool = SpoolSink(Path(tempfile.mkdtemp(prefix="ridgeline-cli-spool-")))
-    # Sweep and reconcile move no booking: the runtime holds no lease (an empty fence).
-    runtime.register("cli", runtime.SettlementRuntime(engine, gateway, spool, lambda: datetime.now(timezone.utc), runtime.SettlePolicy(), dict))
+    # Sweep and reconcile move no booking: the runtime holds no lease (no fence).
+    spool = Path(tempfile.mkdtemp(prefix="ridgeline-cli-spool-"))
+    build_settlement_runtime("cli", database_url, PaymentGateway(gateway_url), spool, application_name="ridgeline-flows-cli")
     try:
         yield "cli"
     finally:
-        runtime.unregister("cli")
-        gateway.close()
-        engine.dispose()
+        close_settlement_runtime("cli")

@@ -17,7 +17,7 @@ import typer
 from google.protobuf.message import Message
 
 from ridgeline.deploy.cli import render
-from ridgeline.routing.router import ClusterClient, ClusterUnreachable, UnknownBasecamp
+from ridgeline.routing import ClusterClient, ClusterUnreachable, UnknownBasecamp
 from ridgeline.v1 import booking_pb2 as pb
 
 #: The demo node's address: where desk commands go when no cluster runs and no --target is given.

@@ -16,7 +16,7 @@ import typer
 
 from ridgeline.deploy.cli import render, render_trek
 from ridgeline.deploy.cli.options import Json, Timeout, parse_day
-from ridgeline.routing.client import night_range
+from ridgeline.routing import night_range
 from ridgeline.v1 import trek_pb2 as tpb
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 

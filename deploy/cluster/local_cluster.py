@@ -35,7 +35,7 @@ from ridgeline.deploy.run.processes import AdoptedProcess, NotReady, ProcessHand
 from ridgeline.deploy.run.region import prepare_region_database
 from ridgeline.regional.booking.catalog import load_catalog
 from ridgeline.regional.config import NodeConfig
-from ridgeline.routing.router import ClusterClient, ClusterUnreachable
+from ridgeline.routing import ClusterClient, ClusterUnreachable
 
 #: RIDGELINE_STATE_DIR moves it, e.g. to run two clusters side by side.
 DEFAULT_STATE_DIR = Path(os.environ.get("RIDGELINE_STATE_DIR", Path.home() / ".ridgeline" / "cluster"))

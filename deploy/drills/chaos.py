@@ -33,8 +33,7 @@ from ridgeline.deploy.cluster.local_cluster import LocalCluster
 from ridgeline.deploy.drills.audit import AuditReport, check_acknowledged, run_audit
 from ridgeline.deploy.drills.load import LoadGenerator, LoadReport, LoadSettings
 from ridgeline.deploy.run.postgres import PostgresServer
-from ridgeline.routing.client import night_range
-from ridgeline.routing.router import ClusterClient, ClusterUnreachable, UnknownBasecamp
+from ridgeline.routing import ClusterClient, ClusterUnreachable, UnknownBasecamp, night_range
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import trek_pb2 as tpb
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc

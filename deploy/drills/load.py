@@ -26,8 +26,7 @@ from datetime import date, timedelta
 
 import grpc
 
-from ridgeline.routing.client import night_range
-from ridgeline.routing.router import ClusterClient
+from ridgeline.routing import ClusterClient, night_range
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import trek_pb2 as tpb
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc

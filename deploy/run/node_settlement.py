@@ -10,15 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ridgeline.flows import prefect_settings as prefect_runtime
-from ridgeline.flows import runtime
 from ridgeline.flows.circuit_breaker import CircuitBreaker
 from ridgeline.flows.loop import LoopPolicy, SettlementLoop
-from ridgeline.flows.outbox import SpoolSink
 from ridgeline.flows.payments import PaymentGateway
-from ridgeline.flows.runtime import SettlementRuntime, SettlePolicy
-from ridgeline.regional.storage.db import make_engine
-from ridgeline.routing.clock import utc_now
+from ridgeline.flows.runtime import SettlePolicy, build_settlement_runtime, close_settlement_runtime
 from ridgeline.routing.leases import Fence
 
 
@@ -46,11 +41,8 @@ class NodeSettlement:
         database_url: str,
         fence: Callable[[], Fence],
     ) -> None:
-        prefect_runtime.install()
         policy = config.settle
-        pool = policy.concurrency_max * config.loop.runs_in_flight_max + 2
-        self._engine = make_engine(database_url, pool_size=pool, application_name=f"ridgeline-{node_id}-settle")
-        self._gateway = PaymentGateway(
+        gateway = PaymentGateway(
             config.gateway_url,
             timeout_seconds=config.payment_timeout_seconds,
             attempts_max=config.payment_attempts_max,
@@ -58,9 +50,11 @@ class NodeSettlement:
             backoff_cap_seconds=0.5,
             breaker=CircuitBreaker(failure_threshold=config.breaker_failures_max, cooldown_seconds=config.breaker_cooldown_seconds),
         )
-        self.runtime = SettlementRuntime(self._engine, self._gateway, SpoolSink(config.outbox_dir), utc_now, policy, fence)
         self._name = f"node:{node_id}"
-        runtime.register(self._name, self.runtime)
+        self.runtime = build_settlement_runtime(
+            self._name, database_url, gateway, config.outbox_dir, policy=policy, fence=fence,
+            pool_size=policy.concurrency_max * config.loop.runs_in_flight_max + 2, application_name=f"ridgeline-{node_id}-settle",
+        )
         self.loop = SettlementLoop(self._name, self.runtime, config.loop)
 
     def start(self) -> None:
@@ -68,9 +62,7 @@ class NodeSettlement:
 
     def stop(self) -> None:
         self.loop.stop()
-        runtime.unregister(self._name)
-        self._gateway.close()
-        self._engine.dispose()
+        close_settlement_runtime(self._name)
 
 
 def settlement_config(
