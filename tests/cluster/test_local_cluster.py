@@ -20,7 +20,7 @@ from ridgeline.deploy.cluster.cluster_file import ClusterFileError, default_clus
 from ridgeline.deploy.cluster.local_cluster import bring_down
 from ridgeline.deploy.run.processes import alive, command_line, free_port
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "deploy" / "cluster" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "cluster" / "examples"
 
 
 def test_the_default_cluster_is_three_regions_of_two_nodes_and_needs_no_file() -> None:
