@@ -6,7 +6,7 @@ from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from ridgeline.global_coordinator.decision_log import Decision, LegRecord, LegState, TrekRecord
+from ridgeline.global_coordinator.decision_log import Decision, LegRecord, LegState, TrekRecord, TrekState
 from ridgeline.global_coordinator.validation import STATE_FROM_PB
 from ridgeline.routing import night_range
 from ridgeline.v1 import trek_pb2 as tpb
@@ -29,6 +29,13 @@ def trek_pb(trek: TrekRecord) -> tpb.Trek:
         decided_at=_timestamp(trek.decided_at),
         settled_at=_timestamp(trek.settled_at),
         updated_at=_timestamp(trek.updated_at),
+    )
+
+
+def decision_pb(trek_id: str, decision: Decision | None, state: TrekState | None) -> tpb.GetDecisionResponse:
+    """GetDecision's answer; no state (UNSPECIFIED) for a trek the log never recorded."""
+    return tpb.GetDecisionResponse(
+        trek_id=trek_id, decision=DECISION_PB[decision], state=tpb.TREK_STATE_UNSPECIFIED if state is None else _TREK_STATE_PB[state]
     )
 
 

@@ -204,16 +204,23 @@ class Coordinator:
             self._drivers.submit(self._drive_claimed, trek_id, None)
         return self.get(trek_id)
 
-    def decision_for(self, trek_id: str) -> Decision | None:
-        """GetDecision: the standing decision, ABORT for an unknown or overdue trek, None while preparing in time."""
+    def decision_for(self, trek_id: str) -> tuple[Decision | None, TrekState | None]:
+        """GetDecision: the standing decision and the trek's state in the log.
+
+        ABORT (and no state) for a trek never recorded; an overdue trek is decided ABORT
+        first; None while it prepares in time. Participants check CommitLeg (COMMIT) and
+        CancelLeg (cancelling or cancelled) against this answer."""
         trek = self._transact(lambda conn: log.load(conn, trek_id))
         if trek is None:
-            return Decision.ABORT
+            return Decision.ABORT, None
         if trek.decision is not None:
-            return trek.decision
+            return trek.decision, trek.state
         if self._clock() < trek.prepare_deadline:
-            return None
-        return self._write(lambda conn: log.decide(conn, trek_id, Decision.ABORT, "undecided past its prepare deadline", self._clock()))
+            return None, trek.state
+        self._write(lambda conn: log.decide(conn, trek_id, Decision.ABORT, "undecided past its prepare deadline", self._clock()))
+        decided = self.get(trek_id)  # the decision that stands, and the state it moved the trek to
+        assert decided.decision is not None, f"trek {trek_id} has no decision right after one was written"
+        return decided.decision, decided.state
 
     # -- driving -----------------------------------------------------------------------
 

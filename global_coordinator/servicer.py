@@ -11,7 +11,7 @@ from typing import TypeVar
 import grpc
 
 from ridgeline.global_coordinator import validation
-from ridgeline.global_coordinator.convert import DECISION_PB, trek_pb
+from ridgeline.global_coordinator.convert import decision_pb, trek_pb
 from ridgeline.global_coordinator.errors import InvalidTrek, ParticipantsUnreachable, StoreUnavailable, TrekError, TrekNotFound, TrekStateConflict
 from ridgeline.global_coordinator.participants import Participants
 from ridgeline.global_coordinator.protocol import Coordinator
@@ -88,4 +88,4 @@ class TrekServicer(tpb_grpc.TrekServiceServicer):
     @_guarded
     def GetDecision(self, request: tpb.GetDecisionRequest, context: grpc.ServicerContext) -> tpb.GetDecisionResponse:
         trek_id = validation.trek_id(request.trek_id)
-        return tpb.GetDecisionResponse(trek_id=trek_id, decision=DECISION_PB[self._coordinator.decision_for(trek_id)])
+        return decision_pb(trek_id, *self._coordinator.decision_for(trek_id))

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+#: Most trek coordinators one node knows: the node holds one channel to each.
+COORDINATOR_TARGETS_MAX = 8
+
 
 @dataclass(frozen=True)
 class NodeConfig:
@@ -20,6 +23,11 @@ class NodeConfig:
     #: Every region's seed node addresses (from the cluster file), answered by ClusterInfo
     #: so that a client that reaches one node can find the whole cluster.
     cluster_seeds: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: The trek coordinators of this node's cluster (host:port; the cluster file's
+    #: ``[coordinator] listen``, or ``--coordinator``). A PrepareLeg must name one of them,
+    #: and only they are asked about a leg's decision: a caller never picks whom the node
+    #: dials. Empty: the node takes no trek legs.
+    coordinator_targets: tuple[str, ...] = ()
     #: A basecamp lease lasts this long unless renewed: the longest a dead owner blocks it.
     lease_ttl_seconds: float = 5.0
     #: Membership heartbeat and lease renewal period.
@@ -52,3 +60,5 @@ class NodeConfig:
         assert self.advance_booking_days > 0 and self.stay_nights_max > 0 and self.hold_round_max >= 1
         assert self.idempotency_retention_seconds > self.hold_ttl_max_seconds
         assert 0 < self.heartbeat_interval_seconds * 2 <= self.lease_ttl_seconds
+        assert isinstance(self.coordinator_targets, tuple) and len(self.coordinator_targets) <= COORDINATOR_TARGETS_MAX
+        assert all(":" in target for target in self.coordinator_targets), self.coordinator_targets

@@ -32,6 +32,25 @@ class HoldExpired(IllegalTransition):
     """The hold lapsed before the confirmation arrived."""
 
 
+class ForeignCoordinator(BookingError):
+    """A PrepareLeg named a trek coordinator this node's cluster does not know.
+
+    FAILED_PRECONDITION, not INVALID_ARGUMENT: the address is well formed, and a node whose
+    cluster file names it would take the leg. What refuses it is this node's configuration
+    (state, in ARCHITECTURE.md §6's terms), and no retry of the same call will help, which
+    the coordinator reads as a no vote at once. Nothing is written.
+    """
+
+
+class DecisionRefused(IllegalTransition):
+    """The coordinator's log does not allow the leg move asked for (a CommitLeg of a trek not
+    decided commit, a CancelLeg of a trek not being cancelled); nothing is written."""
+
+
+class CoordinatorUnavailable(BookingError):
+    """The trek coordinator could not be asked for its decision; retryable, nothing was written."""
+
+
 class NightsNotOpen(BookingError):
     """Inventory for some requested nights has not been opened for sale."""
 

@@ -28,6 +28,7 @@ from ridgeline.regional.edge.leg_servicer import TrekLegServicer
 from ridgeline.regional.metrics import MetricsInterceptor
 from ridgeline.regional.storage import migrate
 from ridgeline.regional.storage.db import make_engine, run_transaction
+from ridgeline.regional.trek_legs.coordinators import KnownCoordinators
 from ridgeline.regional.trek_legs.resolver import LegResolver
 from ridgeline.request_decoding import DecodeGuard
 from ridgeline.routing.clock import Clock, utc_now
@@ -89,7 +90,9 @@ class RegionalNode:
         )
         servicer = BookingServicer(config, self._engine, self._catalog, self._hold_placer(clock), self.keeper.ownership, clock)
         pb_grpc.add_BookingServiceServicer_to_server(servicer, self._server)
-        legs = TrekLegServicer(config, self._engine, self._catalog, self.keeper.ownership, clock)
+        # The cluster's trek coordinators: the only ones a leg may name, and the only ones asked.
+        self._coordinators = KnownCoordinators(config.coordinator_targets)
+        legs = TrekLegServicer(config, self._engine, self._catalog, self.keeper.ownership, self._coordinators, clock)
         tpb_grpc.add_TrekLegServiceServicer_to_server(legs, self._server)
         cluster = ClusterServicer(
             self._engine, self._catalog, region=config.region, node_id=config.node_id, address=self.address, seeds=config.cluster_seeds
@@ -108,7 +111,12 @@ class RegionalNode:
         )
         # Prepared trek legs are not swept; they are resolved with their coordinator.
         self._resolver = LegResolver(
-            self._engine, clock, self.keeper.ownership, interval_seconds=config.sweep_interval_seconds, batch_max=config.sweep_batch_max
+            self._engine,
+            clock,
+            self.keeper.ownership,
+            self._coordinators,
+            interval_seconds=config.sweep_interval_seconds,
+            batch_max=config.sweep_batch_max,
         )
 
     def _hold_placer(self, clock: Clock) -> HoldPlacer:
@@ -161,6 +169,7 @@ class RegionalNode:
         self.keeper.stop(release=True)
         self._sweeper.stop()
         self._resolver.stop()
+        self._coordinators.close()
         if self._metrics is not None:
             self._metrics.shutdown()
             self._metrics.server_close()

@@ -53,6 +53,8 @@ class TrekCluster:
     gateway_dsn: str
     coordinator_db_url: str
     coordinator_port: int
+    #: A coordinator address the nodes know but nothing serves.
+    silent_coordinator_port: int
     node_args: dict[str, list[str]] = field(default_factory=dict)
     node_processes: dict[str, ReadyChild] = field(default_factory=dict)
     coordinator: ReadyChild | None = None
@@ -173,8 +175,14 @@ def running_cluster(
     """Fresh region databases, one node per region (in this process, or a process for
     ``node_process_regions``), a gateway process and an empty coordinator database."""
     dbs = {region: fresh_database(region) for region in REGIONS}
+    coordinator_port, silent_port = free_port(), free_port()
+    # The nodes know the module's coordinator, and one more that never answers (a leg naming
+    # it shows what a participant does while its coordinator is unreachable).
+    coordinators = (f"127.0.0.1:{coordinator_port}", f"127.0.0.1:{silent_port}")
     in_process = {
-        region: RegionalNode(NodeConfig(region=region, node_id=f"trek-{region}", database_url=db.url, sweep_interval_seconds=0.5))
+        region: RegionalNode(
+            NodeConfig(region=region, node_id=f"trek-{region}", database_url=db.url, sweep_interval_seconds=0.5, coordinator_targets=coordinators)
+        )
         for region, db in dbs.items()
         if region not in node_process_regions
     }
@@ -183,6 +191,7 @@ def running_cluster(
     for region in node_process_regions:
         targets[region] = f"127.0.0.1:{free_port()}"
         node_args[region] = ["node", "--region", region, "--database-url", dbs[region].url, "--listen", targets[region], "--sweep-interval", "0.5"]
+        node_args[region] += [arg for target in coordinators for arg in ("--coordinator", target)]
     coordinator_db = region_servers["eu-alps"].create_database(f"coordinator_{uuid.uuid4().hex[:10]}")
     gateway_db = f"gateway_{uuid.uuid4().hex[:10]}"
     gateway = spawn(["gateway", "--database-url", region_servers["sa-andes"].create_database(gateway_db), "--seed", "11"])
@@ -192,7 +201,8 @@ def running_cluster(
         gateway_url=gateway.address,
         gateway_dsn=region_servers["sa-andes"].libpq_dsn(gateway_db),
         coordinator_db_url=coordinator_db,
-        coordinator_port=free_port(),
+        coordinator_port=coordinator_port,
+        silent_coordinator_port=silent_port,
         node_args=node_args,
     )
     for node in in_process.values():

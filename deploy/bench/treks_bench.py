@@ -35,7 +35,7 @@ from pathlib import Path
 
 import grpc
 
-from ridgeline.deploy.run.processes import ridgeline_command, spawn_ready
+from ridgeline.deploy.run.processes import free_port, ridgeline_command, spawn_ready
 from ridgeline.routing import BookingClient, night_range
 from ridgeline.v1 import trek_pb2 as tpb
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
@@ -98,14 +98,20 @@ def _cluster() -> Iterator[tuple[str, dict[str, str]]]:
         stack.callback(server.stop)
         catalog = load_catalog()
         nodes = {}
+        # A fixed address the nodes know before the coordinator starts: they take legs only from it.
+        coordinator_listen = f"127.0.0.1:{free_port()}"
         for region, _, _ in LEGS:
             url = server.create_database(region.replace("-", "_"))
             prepare_region_database(url, region, catalog, advance_booking_days=NodeConfig.advance_booking_days)
-            nodes[region] = stack.enter_context(_serve(["node", "--region", region, "--database-url", url], root / f"{region}.log"))
+            node_args = ["node", "--region", region, "--database-url", url, "--coordinator", coordinator_listen]
+            nodes[region] = stack.enter_context(_serve(node_args, root / f"{region}.log"))
         gateway = stack.enter_context(_serve(["gateway", "--database-url", server.create_database("gateway")], root / "gateway.log"))
         targets = [arg for region, address in nodes.items() for arg in ("--region-target", f"{region}={address}")]
         coordinator = stack.enter_context(
-            _serve(["coordinator", "--database-url", server.create_database("coordinator"), "--gateway-url", gateway, *targets], root / "coordinator.log")
+            _serve(
+                ["coordinator", "--database-url", server.create_database("coordinator"), "--gateway-url", gateway, "--listen", coordinator_listen, *targets],
+                root / "coordinator.log",
+            )
         )
         yield coordinator, nodes
 

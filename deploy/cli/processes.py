@@ -21,7 +21,7 @@ import typer
 
 from ridgeline.deploy.cli import render
 from ridgeline.deploy.cli.options import DEFAULT_TARGET, configure_logging
-from ridgeline.regional.config import NodeConfig
+from ridgeline.regional.config import COORDINATOR_TARGETS_MAX, NodeConfig
 from ridgeline.routing.client import BookingClient
 
 if TYPE_CHECKING:
@@ -53,6 +53,10 @@ def node(
     payment_attempts: Annotated[int, typer.Option("--payment-attempts", help="Attempts per gateway call (same key).")] = 3,
     charge_passes: Annotated[int, typer.Option("--charge-passes", help="Settlement passes with an unknown payment outcome before the hold is released.")] = 3,
     claim_seconds: Annotated[float, typer.Option("--settle-claim", help="Seconds before a claimed settlement whose run died is due again.")] = 30.0,
+    coordinators: Annotated[
+        list[str] | None,
+        typer.Option("--coordinator", help="host:port of the cluster's trek coordinator, the only one whose legs this node prepares (repeatable; with --cluster: its [coordinator] listen)."),
+    ] = None,
 ) -> None:
     """Run one regional node until SIGTERM/SIGINT (prints a READY line once serving)."""
     from ridgeline.deploy.run.region import prepare_region_database
@@ -60,6 +64,8 @@ def node(
 
     configure_logging()
     if cluster is not None:
+        if coordinators:
+            raise typer.BadParameter("with --cluster, the cluster file's [coordinator] listen names the coordinator; drop --coordinator")
         config, spec_gateway = _cluster_node_config(cluster, node_id, workers=workers, hold_ttl=hold_ttl, sweep_interval=sweep_interval, hold_round_max=hold_round_max)
         settlement = _settlement(config.region, gateway_url or spec_gateway, outbox_dir, payment_timeout, payment_attempts, charge_passes, claim_seconds)
         _serve(config, settlement)
@@ -80,11 +86,23 @@ def node(
         heartbeat_interval_seconds=heartbeat_interval,
         advertise_address=advertise or None,
         metrics_listen_address=None if metrics_listen == "off" else metrics_listen,
+        coordinator_targets=_coordinator_targets(coordinators or []),
     )
     if prepare:
         prepare_region_database(database_url, region, load_catalog(), advance_booking_days=config.advance_booking_days)
     settlement = _settlement(region, gateway_url, outbox_dir, payment_timeout, payment_attempts, charge_passes, claim_seconds)
     _serve(config, settlement)
+
+
+def _coordinator_targets(targets: list[str]) -> tuple[str, ...]:
+    """``--coordinator`` values, checked: the node dials these and no other."""
+    for target in targets:
+        host, sep, port = target.rpartition(":")
+        if not (sep and host and port.isdigit()):
+            raise typer.BadParameter(f"--coordinator must be host:port, not {target!r}")
+    if len(set(targets)) > COORDINATOR_TARGETS_MAX:
+        raise typer.BadParameter(f"at most {COORDINATOR_TARGETS_MAX} --coordinator addresses")
+    return tuple(dict.fromkeys(targets))
 
 
 def _settlement(

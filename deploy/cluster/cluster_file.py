@@ -97,6 +97,7 @@ class ClusterSpec:
             advertise_address=node.advertise,
             **({"metrics_listen_address": node.metrics} if node.metrics else {}),
             cluster_seeds=self.seeds(),
+            coordinator_targets=(self.coordinator_listen,) if self.coordinator_listen else (),
             lease_ttl_seconds=self.lease_ttl_seconds,
             heartbeat_interval_seconds=self.heartbeat_interval_seconds,
             **overrides,  # type: ignore[arg-type]

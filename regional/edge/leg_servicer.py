@@ -1,4 +1,8 @@
-"""TrekLegService: the coordinator's calls on this region's legs; thin, like BookingServicer."""
+"""TrekLegService: the coordinator's calls on this region's legs; thin, like BookingServicer.
+
+CommitLeg and CancelLeg go through :mod:`..trek_legs.checked_moves`: they move a leg only
+as the coordinator's log allows.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.edge import convert, validation
 from ridgeline.regional.edge.booking_servicer import deadline_of
 from ridgeline.regional.edge.status_codes import guarded
+from ridgeline.regional.trek_legs import checked_moves
 from ridgeline.regional.trek_legs import participant as legs
+from ridgeline.regional.trek_legs.coordinators import KnownCoordinators
 from ridgeline.routing.clock import Clock
 from ridgeline.routing.keeper import Ownership
 from ridgeline.v1 import trek_pb2 as tpb
@@ -18,9 +24,11 @@ from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 
 
 class TrekLegServicer(tpb_grpc.TrekLegServiceServicer):
-    def __init__(self, config: NodeConfig, engine: Engine, catalog: CatalogView, owned: Ownership, clock: Clock) -> None:
-        """``owned``: the node's leases; a leg is prepared, committed or aborted only under its basecamp's."""
+    def __init__(self, config: NodeConfig, engine: Engine, catalog: CatalogView, owned: Ownership, coordinators: KnownCoordinators, clock: Clock) -> None:
+        """``owned``: the node's leases; a leg is prepared, committed or aborted only under its basecamp's.
+        ``coordinators``: the cluster's, asked before a commit or a cancel (the node closes them)."""
         self._config = config
+        self._coordinators = coordinators
         self._engine = engine
         self._catalog = catalog
         self._owned = owned
@@ -44,7 +52,10 @@ class TrekLegServicer(tpb_grpc.TrekLegServiceServicer):
     @guarded
     def CommitLeg(self, request: tpb.LegRef, context: grpc.ServicerContext) -> tpb.TrekLegReply:
         key = validation.leg_key(request)
-        return convert.leg_pb(legs.commit(self._engine, key, fence=self._owned.fence(), now=self._clock(), deadline=deadline_of(context)))
+        leg = checked_moves.commit(
+            self._engine, key, coordinators=self._coordinators, fence=self._owned.fence(), now=self._clock(), deadline=deadline_of(context)
+        )
+        return convert.leg_pb(leg)
 
     @guarded
     def AbortLeg(self, request: tpb.LegRef, context: grpc.ServicerContext) -> tpb.TrekLegReply:
@@ -54,4 +65,7 @@ class TrekLegServicer(tpb_grpc.TrekLegServiceServicer):
     @guarded
     def CancelLeg(self, request: tpb.LegRef, context: grpc.ServicerContext) -> tpb.TrekLegReply:
         key = validation.leg_key(request)
-        return convert.leg_pb(legs.cancel(self._engine, key, fence=self._owned.fence(), now=self._clock(), deadline=deadline_of(context)))
+        leg = checked_moves.cancel(
+            self._engine, key, coordinators=self._coordinators, fence=self._owned.fence(), now=self._clock(), deadline=deadline_of(context)
+        )
+        return convert.leg_pb(leg)

@@ -34,12 +34,14 @@ _CODES: tuple[tuple[type[errors.BookingError], grpc.StatusCode], ...] = (
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.IllegalTransition, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.NightsNotOpen, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.ForeignCoordinator, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.NotOwner, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.SoldOut, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.Contention, grpc.StatusCode.ABORTED),
     (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
     (errors.DatabaseUnavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.NodeUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (errors.CoordinatorUnavailable, grpc.StatusCode.UNAVAILABLE),
 )
 
 

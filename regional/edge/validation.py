@@ -17,7 +17,7 @@ from ridgeline.regional.booking.model import BookingState, Nights
 from ridgeline.regional.booking.queries import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, BookingFilter
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.edge.convert import STATE_FROM_PB
-from ridgeline.regional.errors import InvalidRequest, NotFound
+from ridgeline.regional.errors import ForeignCoordinator, InvalidRequest, NotFound
 from ridgeline.regional.trek_legs import participant as legs
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import trek_pb2 as tpb
@@ -169,12 +169,16 @@ def hold_request(request: pb.PlaceHoldRequest | pb.BookRequest, catalog: Catalog
 
 
 def leg_key(request: tpb.PrepareLegRequest | tpb.LegRef) -> legs.LegKey:
-    """The (trek, leg) a coordinator's call is about."""
-    if not request.trek_id or len(request.trek_id) > ID_LENGTH_MAX or not request.trek_id.isprintable():
-        raise InvalidRequest(f"trek_id must be 1 to {ID_LENGTH_MAX} printable characters")
+    """The (trek, leg) a coordinator's call is about; a trek id is the coordinator's UUID,
+    as the coordinator itself checks it, so no fence is ever written for an id it cannot read."""
+    _text(request.trek_id, "trek_id", length_max=ID_LENGTH_MAX)
+    try:
+        trek_id = str(uuid.UUID(request.trek_id))
+    except ValueError as error:
+        raise InvalidRequest(f"trek_id {request.trek_id!r} is not a trek id (a UUID)") from error
     if not 0 <= request.leg_index <= LEG_INDEX_MAX:
         raise InvalidRequest(f"leg_index must be between 0 and {LEG_INDEX_MAX}; got {request.leg_index}")
-    return legs.LegKey(request.trek_id, request.leg_index)
+    return legs.LegKey(trek_id, request.leg_index)
 
 
 @dataclass(frozen=True)
@@ -194,6 +198,9 @@ def leg_prepare(request: tpb.PrepareLegRequest, catalog: CatalogView, config: No
     target = request.coordinator_target
     if not target or len(target) > TARGET_LENGTH_MAX or not target.isprintable() or ":" not in target:
         raise InvalidRequest(f"coordinator_target must be host:port (at most {TARGET_LENGTH_MAX} characters)")
+    if target not in config.coordinator_targets:
+        known = ", ".join(config.coordinator_targets) or "none"
+        raise ForeignCoordinator(f"coordinator_target {target} is not a coordinator of this cluster (known: {known}); the leg is not prepared")
     return LegPrepare(key, stay.hold(legs.hold_key(key), ttl, settle=False), target)
 
 

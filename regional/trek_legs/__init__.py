@@ -1,3 +1,4 @@
-"""The participant side of a cross-region trek: each leg's fence and hold, and resolving legs left in doubt."""
+"""The participant side of a cross-region trek: each leg's fence and hold, the coordinators it
+answers to, its commits and cancels checked against their log, and resolving legs left in doubt."""
 
-__all__ = ["participant", "resolver"]
+__all__ = ["checked_moves", "coordinators", "participant", "resolver"]

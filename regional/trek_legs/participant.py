@@ -75,7 +75,7 @@ _MOVE_FENCE = text(
 
 _READ_FENCE = text(
     """
-    SELECT state, CAST(booking_id AS TEXT) AS booking_id FROM trek_legs
+    SELECT state, CAST(booking_id AS TEXT) AS booking_id, coordinator_target FROM trek_legs
     WHERE trek_id = :trek_id AND leg_index = :leg_index
     """
 )
@@ -164,6 +164,25 @@ def abort(engine: Engine, key: LegKey, *, fence: Fence, now: datetime, deadline:
         return found
 
     return _run(engine, work, deadline)
+
+
+def read(engine: Engine, key: LegKey, *, deadline: float | None = None) -> tuple[Leg, str]:
+    """The leg as its fence has it, and the coordinator the fence names; NotFound without a fence.
+
+    Read before CommitLeg and CancelLeg ask the coordinator (outside any transaction), so a
+    leg already moved answers as it is without asking."""
+
+    def work(conn: Connection) -> tuple[Leg, str] | errors.BookingError:
+        row = conn.execute(_READ_FENCE, {"trek_id": key.trek_id, "leg_index": key.leg_index}).first()
+        if row is None:
+            return errors.NotFound(f"trek {key.trek_id} has no leg {key.leg_index} here")
+        booking = queries.get_booking(conn, row.booking_id) if row.booking_id else None
+        return Leg(key, LegState(row.state), booking), row.coordinator_target
+
+    found = run_transaction(engine, work, deadline=deadline)
+    if isinstance(found, errors.BookingError):
+        raise found
+    return found
 
 
 def in_doubt(conn: Connection, *, basecamps: Collection[str], now: datetime, batch_max: int) -> list[tuple[LegKey, str]]:

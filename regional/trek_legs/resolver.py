@@ -3,45 +3,46 @@
 ARCHITECTURE.md §5: a participant never guesses. A prepared leg keeps its units (the
 sweep skips it) until the coordinator says COMMIT or ABORT; the coordinator answers
 ABORT for a trek it does not know or that is still undecided past its deadline (presumed
-abort), and PENDING otherwise. An unreachable coordinator leaves the leg prepared until
-the next pass.
+abort), and PENDING otherwise; a trek id it cannot read or a trek it says does not exist
+(INVALID_ARGUMENT, NOT_FOUND) is ABORT too (:mod:`.coordinators`), so a leg prepared for
+no trek ends within its TTL. Only the coordinators the node knows are asked. An
+unreachable coordinator leaves the leg prepared until the next pass.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from datetime import datetime
 
 import grpc
 from sqlalchemy import Engine
 
-from ridgeline.regional.errors import BookingError
+from ridgeline.regional.errors import BookingError, CoordinatorUnavailable
 from ridgeline.regional.periodic import Periodic
 from ridgeline.regional.storage.db import run_transaction
 from ridgeline.regional.trek_legs import participant as legs
+from ridgeline.regional.trek_legs.coordinators import KnownCoordinators
 from ridgeline.routing.keeper import Ownership
 from ridgeline.routing.leases import Fence
 from ridgeline.v1 import trek_pb2 as tpb
-from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 
 _log = logging.getLogger(__name__)
 
-#: How long one question to the coordinator may take.
-ASK_TIMEOUT_SECONDS = 2.0
-
 
 def resolve_in_doubt(engine: Engine, *, fence: Fence, now: datetime, batch_max: int, ask: Callable[[str, str], int]) -> int:
-    """Asks about every prepared leg past its deadline of the basecamps ``fence`` holds (one
+    """Asks (``ask(coordinator_target, trek_id)``: a ``KnownCoordinators``) about every prepared leg past its deadline of the basecamps ``fence`` holds (one
     batch) and applies the answers, under those leases; returns how many were resolved."""
     doubtful = run_transaction(engine, lambda conn: legs.in_doubt(conn, basecamps=list(fence), now=now, batch_max=batch_max))
     resolved = 0
     for key, target in doubtful:
         try:
             decision = ask(target, key.trek_id)
-        except grpc.RpcError as error:
+        except grpc.RpcError as error:  # no answer (an answer of "no such trek" came back as ABORT)
             _log.warning("trek %s leg %d in doubt; coordinator %s did not answer: %s", key.trek_id, key.leg_index, target, error.code())
+            continue
+        except CoordinatorUnavailable as error:
+            _log.warning("trek %s leg %d in doubt: %s", key.trek_id, key.leg_index, error)
             continue
         apply = {tpb.DECISION_COMMIT: legs.commit, tpb.DECISION_ABORT: legs.abort}.get(decision)
         if apply is None:  # still pending: ask again next pass
@@ -55,37 +56,18 @@ def resolve_in_doubt(engine: Engine, *, fence: Fence, now: datetime, batch_max: 
     return resolved
 
 
-class CoordinatorAsker:
-    """GetDecision over one channel per coordinator address (thread-safe)."""
-
-    def __init__(self) -> None:
-        self._stubs: dict[str, tpb_grpc.TrekServiceStub] = {}
-        self._channels: list[grpc.Channel] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, target: str, trek_id: str) -> int:
-        with self._lock:
-            if target not in self._stubs:
-                channel = grpc.insecure_channel(target)
-                self._channels.append(channel)
-                self._stubs[target] = tpb_grpc.TrekServiceStub(channel)
-            stub = self._stubs[target]
-        return stub.GetDecision(tpb.GetDecisionRequest(trek_id=trek_id), timeout=ASK_TIMEOUT_SECONDS).decision
-
-    def close(self) -> None:
-        for channel in self._channels:
-            channel.close()
-
-
 class LegResolver:
     """A node's thread that resolves in-doubt legs every ``interval_seconds``."""
 
-    def __init__(self, engine: Engine, clock: Callable[[], datetime], owned: Ownership, *, interval_seconds: float, batch_max: int) -> None:
+    def __init__(
+        self, engine: Engine, clock: Callable[[], datetime], owned: Ownership, coordinators: KnownCoordinators, *, interval_seconds: float, batch_max: int
+    ) -> None:
+        """``coordinators``: the node's, shared with its TrekLegService (the node closes them)."""
         self._engine = engine
         self._clock = clock
         self._owned = owned
         self._batch_max = batch_max
-        self._ask = CoordinatorAsker()
+        self._ask = coordinators
         self._periodic = Periodic("leg-resolver", interval_seconds, self._pass)
 
     def start(self) -> None:
@@ -93,7 +75,6 @@ class LegResolver:
 
     def stop(self, timeout_seconds: float = 5.0) -> None:
         self._periodic.stop(timeout_seconds)
-        self._ask.close()
 
     def _pass(self) -> None:
         resolved = resolve_in_doubt(self._engine, fence=dict(self._owned.fence()), now=self._clock(), batch_max=self._batch_max, ask=self._ask)

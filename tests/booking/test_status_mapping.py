@@ -22,6 +22,9 @@ EXPECTED = {
     errors.DatabaseUnavailable: grpc.StatusCode.UNAVAILABLE,
     errors.NodeUnavailable: grpc.StatusCode.UNAVAILABLE,
     errors.NotOwner: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ForeignCoordinator: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.DecisionRefused: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.CoordinatorUnavailable: grpc.StatusCode.UNAVAILABLE,
 }
 
 

@@ -9,6 +9,7 @@ import collections
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -33,6 +34,8 @@ from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 LEASE_TTL = 2.0
 HEARTBEAT = 0.5
 LEASE_FLAGS = ("--lease-ttl", str(LEASE_TTL), "--heartbeat-interval", str(HEARTBEAT))
+#: The trek coordinator the in-process nodes know (nothing serves it: these tests only prepare).
+COORDINATOR = "127.0.0.1:1"
 #: The ring splits eu-alps 2/2 between these ids (hoernli and gouter on -1).
 NODE_IDS = ("eu-alps-1", "eu-alps-2")
 ALPS = ("argentiere", "hoernli", "gouter", "capanna-margherita")
@@ -70,8 +73,11 @@ def two_node_processes(alps_db: RegionDatabase, node_process: Callable[..., Read
 
 def _in_process_node(db: RegionDatabase, node_id: str) -> RegionalNode:
     node = RegionalNode(
-        NodeConfig(region=db.region, node_id=node_id, database_url=db.url, workers=4, lease_ttl_seconds=LEASE_TTL, heartbeat_interval_seconds=HEARTBEAT)
-    )
+        NodeConfig(
+            region=db.region, node_id=node_id, database_url=db.url, workers=4, lease_ttl_seconds=LEASE_TTL, heartbeat_interval_seconds=HEARTBEAT,
+            coordinator_targets=(COORDINATOR,),
+        )
+    )  # fmt: skip
     node.start()
     return node
 
@@ -254,16 +260,17 @@ def test_a_trek_leg_is_prepared_only_by_its_basecamp_s_owner(alps_db: RegionData
     assert _wait(lambda: _settled(alps_db.url, NODE_IDS), 10)
     owner_id = propose_owners(NODE_IDS, ALPS)["argentiere"]
     other = nodes[next(n for n in NODE_IDS if n != owner_id)]
+    trek_id = str(uuid.uuid4())
     request = tpb.PrepareLegRequest(
-        trek_id="trek-fenced", leg_index=0,
+        trek_id=trek_id, leg_index=0,
         leg=tpb.TrekLeg(basecamp_id="argentiere", resource_id="argentiere-dorm", nights=night_range(night(20), night(22)), party_size=1),
-        customer_id="planner", hold_ttl_seconds=60, coordinator_target="127.0.0.1:1",
+        customer_id="planner", hold_ttl_seconds=60, coordinator_target=COORDINATOR,
     )
     with pytest.raises(grpc.RpcError) as refused:
         tpb_grpc.TrekLegServiceStub(grpc.insecure_channel(other.address)).PrepareLeg(request, timeout=10)
     assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
     hint = owner_hint(refused.value)
     assert hint is not None and hint.node_id == owner_id
-    assert not query(alps_db.url, "SELECT 1 FROM trek_legs WHERE trek_id = 'trek-fenced'"), "a non-owner wrote the leg's fence row"
+    assert not query(alps_db.url, "SELECT 1 FROM trek_legs WHERE trek_id = %(t)s", {"t": trek_id}), "a non-owner wrote the leg's fence row"
     prepared = tpb_grpc.TrekLegServiceStub(grpc.insecure_channel(hint.address)).PrepareLeg(request, timeout=10)
     assert prepared.state == tpb.LEG_STATE_PREPARED

@@ -14,8 +14,10 @@ from concurrent import futures
 
 import grpc
 import httpx
+import psycopg
 import pytest
 from drive import night
+from invariants import libpq_url, query, snapshot
 from trek_cluster import TrekCluster, leg, plan_request, running_cluster
 
 from ridgeline.deploy.run.postgres import PostgresServer
@@ -188,7 +190,7 @@ def test_a_prepared_leg_past_its_ttl_asks_the_coordinator_and_is_never_guessed(c
     orphan, unreachable = str(uuid.uuid4()), str(uuid.uuid4())
     with grpc.insecure_channel(cluster.region_targets["eu-alps"]) as channel:
         legs = tpb_grpc.TrekLegServiceStub(channel)
-        for trek_id, target in ((orphan, cluster.target), (unreachable, f"127.0.0.1:{free_port()}")):
+        for trek_id, target in ((orphan, cluster.target), (unreachable, f"127.0.0.1:{cluster.silent_coordinator_port}")):
             legs.PrepareLeg(
                 tpb.PrepareLegRequest(
                     trek_id=trek_id, leg_index=0, leg=leg("gouter", "gouter-dorm", night(100)), customer_id="ghost",
@@ -217,3 +219,115 @@ def test_undecodable_bytes_on_the_coordinator_are_invalid_argument(cluster, coor
             call(b"\xff\xff\xff", timeout=10)
     assert raised.value.code() == Code.INVALID_ARGUMENT, (method, raised.value.details())
     assert method in raised.value.details()
+
+
+# -- legs that cannot lie (issue 11, item 10) -------------------------------------------
+# Plain calls to a node's TrekLegService must not be able to do what only the coordinator's
+# log may decide: confirm a leg of a trek that was never committed, or cancel a leg of a
+# trek whose charge stands. Each test below failed before the node checked with its
+# coordinator.
+
+
+def _leg_stub(cluster: TrekCluster, region: str = "eu-alps"):
+    from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
+
+    channel = grpc.insecure_channel(cluster.region_targets[region])
+    return channel, tpb_grpc.TrekLegServiceStub(channel)
+
+
+def _prepare(trek_id: str, target: str, *, days_ahead: int, ttl: int = 60) -> tpb.PrepareLegRequest:
+    return tpb.PrepareLegRequest(
+        trek_id=trek_id, leg_index=0, leg=leg("gouter", "gouter-dorm", night(days_ahead)), customer_id="ghost",
+        hold_ttl_seconds=ttl, coordinator_target=target,
+    )  # fmt: skip
+
+
+def _fences(cluster: TrekCluster, trek_id: str, region: str = "eu-alps") -> list:
+    return query(
+        cluster.region_urls[region],
+        "SELECT t.state, b.state AS booking FROM trek_legs t LEFT JOIN bookings b USING (booking_id) WHERE t.trek_id = %(t)s",
+        {"t": trek_id},
+    )
+
+
+def test_a_leg_of_a_made_up_trek_is_never_committed(cluster, coordinator) -> None:
+    """PrepareLeg + CommitLeg with a trek id the coordinator never recorded: the commit is
+    refused (the log presumes abort), so no confirmed booking exists without a trek."""
+    made_up = str(uuid.uuid4())
+    channel, legs = _leg_stub(cluster)
+    with channel:
+        assert legs.PrepareLeg(_prepare(made_up, cluster.target, days_ahead=110), timeout=10).state == tpb.LEG_STATE_PREPARED
+        with pytest.raises(grpc.RpcError) as refused:
+            legs.CommitLeg(tpb.LegRef(trek_id=made_up, leg_index=0), timeout=10)
+    assert refused.value.code() is Code.FAILED_PRECONDITION, refused.value.details()
+    assert made_up in refused.value.details()
+    assert [(r.state, r.booking) for r in _fences(cluster, made_up)] in ([("prepared", "held")], [("aborted", "released")])
+    cluster.assert_inventories()
+
+
+def test_a_prepare_naming_a_coordinator_the_cluster_does_not_know_is_refused_and_writes_nothing(cluster, coordinator) -> None:
+    foreign = f"127.0.0.1:{free_port()}"
+    trek_id = str(uuid.uuid4())
+    channel, legs = _leg_stub(cluster)
+    with channel:
+        with pytest.raises(grpc.RpcError) as refused:
+            legs.PrepareLeg(_prepare(trek_id, foreign, days_ahead=112), timeout=10)
+    assert refused.value.code() is Code.FAILED_PRECONDITION, refused.value.details()
+    assert foreign in refused.value.details()
+    assert _fences(cluster, trek_id) == []
+    cluster.assert_inventories()
+
+
+def test_a_prepare_with_a_trek_id_that_is_no_uuid_is_refused_and_writes_nothing(cluster, coordinator) -> None:
+    before = snapshot(cluster.region_urls["eu-alps"])
+    channel, legs = _leg_stub(cluster)
+    with channel:
+        for bad in ("not-a-trek", "trek-fenced", str(uuid.uuid4())[:-1]):
+            with pytest.raises(grpc.RpcError) as refused:
+                legs.PrepareLeg(_prepare(bad, cluster.target, days_ahead=114), timeout=10)
+            assert refused.value.code() is Code.INVALID_ARGUMENT, (bad, refused.value.details())
+            assert _fences(cluster, bad) == []
+    assert snapshot(cluster.region_urls["eu-alps"]) == before
+
+
+def test_cancel_leg_of_a_committed_trek_is_refused_while_the_coordinator_shows_it_committed(cluster, stub) -> None:
+    """Invariant 4 through the API: a committed trek keeps its legs while its charge stands;
+    only the coordinator's own CancelTrek (which moves the log to cancelling first) cancels them."""
+    from ridgeline.deploy.drills.audit import run_audit
+
+    trek = stub.PlanTrek(plan_request(str(uuid.uuid4()), three_regions(120)), timeout=20)
+    assert trek.state == tpb.TREK_STATE_COMMITTED, (trek.reason, [l.detail for l in trek.legs])
+    for status in trek.legs:
+        channel, legs = _leg_stub(cluster, status.region)
+        with channel:
+            with pytest.raises(grpc.RpcError) as refused:
+                legs.CancelLeg(tpb.LegRef(trek_id=trek.trek_id, leg_index=status.leg_index), timeout=10)
+        assert refused.value.code() is Code.FAILED_PRECONDITION, (status.region, refused.value.details())
+        assert [(r.state, r.booking) for r in _fences(cluster, trek.trek_id, status.region)] == [("committed", "confirmed")]
+    still = stub.GetTrek(tpb.GetTrekRequest(trek_id=trek.trek_id), timeout=10)
+    assert still.state == tpb.TREK_STATE_COMMITTED and still.charges and all(c.refunded_cents == 0 for c in still.charges)
+    cluster.assert_atomic_and_paid(still)
+    report = run_audit(cluster.region_urls, coordinator_url=cluster.coordinator_db_url, gateway_url=cluster.gateway_url, money_grace_seconds=0)
+    assert report.passed and {"4 money balances", "5 treks are atomic"} <= {c.invariant for c in report.checks}, [c for c in report.checks if not c.passed]
+    # The coordinator's own cancel still goes through: its log says cancelling first.
+    stub.CancelTrek(tpb.CancelTrekRequest(trek_id=trek.trek_id, reason="change of plans"), timeout=10)
+    final = cluster.wait_final(trek.trek_id)
+    assert final.state == tpb.TREK_STATE_CANCELLED and [l.state for l in final.legs] == [tpb.LEG_STATE_CANCELLED] * 3
+    cluster.assert_atomic_and_paid(final)
+
+
+def test_a_prepared_leg_whose_trek_id_the_coordinator_cannot_read_is_aborted_within_its_ttl(cluster, coordinator) -> None:
+    """A fence left with a malformed trek id (written before ids were checked): the
+    coordinator answers INVALID_ARGUMENT, which the node takes as presumed abort."""
+    trek_id = str(uuid.uuid4())
+    channel, legs = _leg_stub(cluster)
+    with channel:
+        legs.PrepareLeg(_prepare(trek_id, cluster.target, days_ahead=116), timeout=10)
+    legacy = f"legacy-{trek_id[:8]}"
+    with psycopg.connect(libpq_url(cluster.region_urls["eu-alps"]), autocommit=True) as conn:
+        conn.execute("UPDATE trek_legs SET trek_id = %s, decision_deadline = now() WHERE trek_id = %s", (legacy, trek_id))
+    until = time.monotonic() + 15
+    while _fences(cluster, legacy) == [("prepared", "held")] and time.monotonic() < until:
+        time.sleep(0.2)
+    assert [(r.state, r.booking) for r in _fences(cluster, legacy)] == [("aborted", "released")]
+    cluster.assert_inventories()

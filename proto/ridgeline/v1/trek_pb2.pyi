@@ -177,12 +177,14 @@ class GetDecisionRequest(_message.Message):
     def __init__(self, trek_id: _Optional[str] = ...) -> None: ...
 
 class GetDecisionResponse(_message.Message):
-    __slots__ = ("trek_id", "decision")
+    __slots__ = ("trek_id", "decision", "state")
     TREK_ID_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
     trek_id: str
     decision: Decision
-    def __init__(self, trek_id: _Optional[str] = ..., decision: _Optional[_Union[Decision, str]] = ...) -> None: ...
+    state: TrekState
+    def __init__(self, trek_id: _Optional[str] = ..., decision: _Optional[_Union[Decision, str]] = ..., state: _Optional[_Union[TrekState, str]] = ...) -> None: ...
 
 class PrepareLegRequest(_message.Message):
     __slots__ = ("trek_id", "leg_index", "leg", "customer_id", "hold_ttl_seconds", "coordinator_target")

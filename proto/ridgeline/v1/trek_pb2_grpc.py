@@ -92,8 +92,9 @@ class TrekServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetDecision(self, request, context):
-        """For participants in doubt about a prepared leg. A trek the coordinator does not know,
-        or one still undecided past its prepare deadline, is decided ABORT (presumed abort).
+        """For participants in doubt about a prepared leg, and before a participant commits or
+        cancels one. A trek the coordinator does not know, or one still undecided past its
+        prepare deadline, is decided ABORT (presumed abort).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -317,7 +318,9 @@ class TrekLegServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CommitLeg(self, request, context):
-        """Confirm: the prepared hold becomes a confirmed booking, even past its TTL. Idempotent.
+        """Confirm: the prepared hold becomes a confirmed booking, even past its TTL, once the
+        coordinator's log says COMMIT (FAILED_PRECONDITION otherwise, UNAVAILABLE when the
+        coordinator cannot be asked). Idempotent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -332,7 +335,8 @@ class TrekLegServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelLeg(self, request, context):
-        """Compensation after a commit: the confirmed booking is cancelled. Idempotent.
+        """Compensation after a commit: the confirmed booking is cancelled, once the coordinator's
+        log shows the trek cancelling (FAILED_PRECONDITION otherwise). Idempotent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
