@@ -17,6 +17,7 @@ import grpc
 
 from ridgeline.global_coordinator.errors import ParticipantsUnreachable
 from ridgeline.routing import ClusterClient, ClusterUnreachable, UnknownBasecamp
+from ridgeline.trust.credentials import Transport
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 
 
@@ -38,9 +39,9 @@ class Participants(Protocol):
 class RoutedParticipants:
     """Participants found through the routing client, from any seed nodes of the cluster."""
 
-    def __init__(self, seeds: Sequence[str], *, timeout_seconds: float = 5.0, dial: Mapping[str, str] | None = None) -> None:
+    def __init__(self, seeds: Sequence[str], *, transport: Transport, timeout_seconds: float = 5.0, dial: Mapping[str, str] | None = None) -> None:
         """``dial``: node address -> address to connect to instead (a fault proxy, for drills)."""
-        self._client = ClusterClient(seeds, timeout_seconds=timeout_seconds, dial=dial)
+        self._client = ClusterClient(seeds, transport=transport, timeout_seconds=timeout_seconds, dial=dial)
         self._stubs: dict[str, tpb_grpc.TrekLegServiceStub] = {}
         self._lock = threading.Lock()
 

@@ -16,6 +16,8 @@ from ridgeline.global_coordinator.payments import Payments
 from ridgeline.global_coordinator.protocol import Coordinator, CoordinatorConfig
 from ridgeline.global_coordinator.servicer import TrekServicer
 from ridgeline.request_decoding import DecodeGuard
+from ridgeline.trust.credentials import Transport
+from ridgeline.trust.server_auth import Authenticator
 from ridgeline.v1 import trek_pb2 as tpb
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 
@@ -27,14 +29,16 @@ TREK_SERVICE = tpb.DESCRIPTOR.services_by_name["TrekService"].full_name
 class CoordinatorServer:
     """Binds ``listen`` first, so participants are told the address actually served."""
 
-    def __init__(self, config: CoordinatorConfig, listen: str, transact: Transact, participants: Participants, payments: Payments, *, workers: int = 32) -> None:
+    def __init__(
+        self, config: CoordinatorConfig, listen: str, transact: Transact, participants: Participants, payments: Payments, *, transport: Transport, workers: int = 32
+    ) -> None:
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="trek-rpc"),
-            interceptors=[DecodeGuard()],
+            interceptors=[*([Authenticator(transport.ca_pem)] if transport.secure else []), DecodeGuard()],
             maximum_concurrent_rpcs=workers * 8,
         )
         try:
-            port = self._server.add_insecure_port(listen)
+            port = transport.bind(self._server, listen)
         except RuntimeError as error:
             raise OSError(f"cannot listen on {listen}: is another process using it?") from error
         if port == 0:

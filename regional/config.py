@@ -28,6 +28,11 @@ class NodeConfig:
     #: and only they are asked about a leg's decision: a caller never picks whom the node
     #: dials. Empty: the node takes no trek legs.
     coordinator_targets: tuple[str, ...] = ()
+    #: The certificates directory (``ridgeline cert``, CockroachDB's layout) the node serves
+    #: and dials with: mutual TLS on every port, callers identified by their certificate.
+    certs_dir: str | None = None
+    #: Plaintext and no authentication. Never the default: an explicit, logged choice.
+    insecure: bool = False
     #: A basecamp lease lasts this long unless renewed: the longest a dead owner blocks it.
     lease_ttl_seconds: float = 5.0
     #: Membership heartbeat and lease renewal period.
@@ -62,3 +67,4 @@ class NodeConfig:
         assert 0 < self.heartbeat_interval_seconds * 2 <= self.lease_ttl_seconds
         assert isinstance(self.coordinator_targets, tuple) and len(self.coordinator_targets) <= COORDINATOR_TARGETS_MAX
         assert all(":" in target for target in self.coordinator_targets), self.coordinator_targets
+        assert not (self.insecure and self.certs_dir), "a node is either insecure or serves with certificates, not both"

@@ -33,6 +33,8 @@ from ridgeline.regional.trek_legs.resolver import LegResolver
 from ridgeline.request_decoding import DecodeGuard
 from ridgeline.routing.clock import Clock, utc_now
 from ridgeline.routing.keeper import LeaseKeeper, LeaseSettings
+from ridgeline.trust.credentials import Transport
+from ridgeline.trust.server_auth import Authenticator
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import booking_pb2_grpc as pb_grpc
 from ridgeline.v1 import cluster_pb2 as cpb
@@ -59,9 +61,14 @@ class RegionalNode:
         _require_schema_at_head(self._engine)
         self._catalog = CatalogView(self._engine, config.region)
         self._health = health.HealthServicer()
+        #: Mutual TLS for every port and every call the node makes (ARCHITECTURE.md §7).
+        self.transport = Transport.serving(config.certs_dir, insecure=config.insecure, what=f"node {config.node_id}")
+        # Metrics outermost (they count refusals too); identity before decoding, so an
+        # unidentified caller learns nothing about what its bytes would have done.
+        authenticate = [Authenticator(self.transport.ca_pem)] if self.transport.secure else []
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc"),
-            interceptors=[MetricsInterceptor(), DecodeGuard()],  # metrics outermost: they count the refusals too
+            interceptors=[MetricsInterceptor(), *authenticate, DecodeGuard()],
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
         self._committer: HoldGroupCommitter | None = None
@@ -74,7 +81,7 @@ class RegionalNode:
             )
             self._committer = HoldGroupCommitter(round_engine, self._engine, clock, round_max=config.hold_round_max)
         try:
-            self.port = self._server.add_insecure_port(config.listen_address)
+            self.port = self.transport.bind(self._server, config.listen_address)
         except RuntimeError as error:  # grpc raises RuntimeError("Failed to bind …")
             raise OSError(f"cannot listen on {config.listen_address}: is another process using it?") from error
         if self.port == 0:
@@ -91,7 +98,7 @@ class RegionalNode:
         servicer = BookingServicer(config, self._engine, self._catalog, self._hold_placer(clock), self.keeper.ownership, clock)
         pb_grpc.add_BookingServiceServicer_to_server(servicer, self._server)
         # The cluster's trek coordinators: the only ones a leg may name, and the only ones asked.
-        self._coordinators = KnownCoordinators(config.coordinator_targets)
+        self._coordinators = KnownCoordinators(config.coordinator_targets, self.transport)
         legs = TrekLegServicer(config, self._engine, self._catalog, self.keeper.ownership, self._coordinators, clock)
         tpb_grpc.add_TrekLegServiceServicer_to_server(legs, self._server)
         cluster = ClusterServicer(

@@ -18,6 +18,7 @@ from ridgeline.routing import requests
 from ridgeline.routing.discovery import ClusterView
 from ridgeline.routing.retry import RetryPolicy
 from ridgeline.routing.route import DirectRoute, OwnerRoute, Route
+from ridgeline.trust.credentials import Transport
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import cluster_pb2 as cpb
 
@@ -114,6 +115,7 @@ class BookingClient(DeskClient):
         self,
         target: str,
         *,
+        transport: Transport,
         timeout_seconds: float = 10.0,
         attempts_max: int = 5,
         backoff_base_seconds: float = 0.05,
@@ -121,7 +123,7 @@ class BookingClient(DeskClient):
     ) -> None:
         self.target = target
         retry = RetryPolicy(attempts_max, backoff_base_seconds, backoff_cap_seconds)
-        super().__init__(DirectRoute(target, timeout_seconds=timeout_seconds, retry=retry))
+        super().__init__(DirectRoute(target, transport=transport, timeout_seconds=timeout_seconds, retry=retry))
 
     def __enter__(self) -> BookingClient:
         return self
@@ -134,6 +136,7 @@ class ClusterClient(DeskClient):
         self,
         seeds: Sequence[str],
         *,
+        transport: Transport,
         timeout_seconds: float = 10.0,
         attempts_max: int = 8,
         backoff_base_seconds: float = 0.05,
@@ -143,7 +146,7 @@ class ClusterClient(DeskClient):
     ) -> None:
         """``dial`` maps a node address to the address to connect to instead (a proxy on the
         path, e.g. a drill's fault proxy); the cluster's view keeps the nodes' own addresses."""
-        self._view = ClusterView(seeds, timeout_seconds=timeout_seconds, dial=dial)
+        self._view = ClusterView(seeds, transport=transport, timeout_seconds=timeout_seconds, dial=dial)
         retry = RetryPolicy(attempts_max, backoff_base_seconds, backoff_cap_seconds)
         super().__init__(OwnerRoute(self._view, timeout_seconds=timeout_seconds, retry=retry, hops_max=hops_max))
 

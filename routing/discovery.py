@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_status import rpc_status
 
+from ridgeline.trust.credentials import Transport
 from ridgeline.v1 import booking_pb2_grpc as pb_grpc
 from ridgeline.v1 import cluster_pb2 as cpb
 from ridgeline.v1 import cluster_pb2_grpc as cpb_grpc
@@ -58,12 +59,13 @@ class _Region:
 class ClusterView:
     """The cached view of a whole cluster, and the channels to its nodes."""
 
-    def __init__(self, seeds: Sequence[str], *, timeout_seconds: float, dial: Mapping[str, str] | None = None) -> None:
+    def __init__(self, seeds: Sequence[str], *, transport: Transport, timeout_seconds: float, dial: Mapping[str, str] | None = None) -> None:
         """``dial`` maps a node address to the address to connect to instead (a proxy on the
         path, e.g. a drill's fault proxy); the view keeps the nodes' own addresses."""
         if not seeds:
             raise ValueError("a cluster client needs at least one seed address")
         self._seeds = list(dict.fromkeys(seeds))
+        self._transport = transport
         self._timeout_seconds = timeout_seconds
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
@@ -232,7 +234,10 @@ class ClusterView:
         with self._lock:
             channel = self._channels.get(address)
             if channel is None:
-                channel = self._channels[address] = grpc.insecure_channel(self._dial.get(address, address))
+                dialled = self._dial.get(address, address)
+                # Through a proxy the certificate to check is still the node's own.
+                options = [("grpc.ssl_target_name_override", address.rsplit(":", 1)[0])] if dialled != address else []
+                channel = self._channels[address] = self._transport.channel(dialled, options)
             return channel
 
     def booking_stub(self, address: str) -> pb_grpc.BookingServiceStub:

@@ -24,6 +24,7 @@ import grpc
 
 from ridgeline.routing.discovery import ClusterView, owner_hint
 from ridgeline.routing.retry import RetryPolicy
+from ridgeline.trust.credentials import Transport
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import booking_pb2_grpc as pb_grpc
 
@@ -61,9 +62,9 @@ class Route(Protocol):
 class DirectRoute:
     """Every call to one node, whatever it is addressed to."""
 
-    def __init__(self, target: str, *, timeout_seconds: float, retry: RetryPolicy) -> None:
+    def __init__(self, target: str, *, transport: Transport, timeout_seconds: float, retry: RetryPolicy) -> None:
         self.target = target
-        self._channel = grpc.insecure_channel(target)
+        self._channel = transport.channel(target)
         self._stub = pb_grpc.BookingServiceStub(self._channel)
         self._timeout_seconds = timeout_seconds
         self._retry = retry

@@ -22,7 +22,7 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ridgeline.trust.certs import CertsDir
+from ridgeline.trust.certs import CertificateError, CertsDir
 
 __all__ = ["Transport", "INSECURE_WARNING"]
 
@@ -57,6 +57,21 @@ class Transport:
         key_files = (certs.node_cert, certs.node_key) if principal is None else (certs.client_cert(principal), certs.client_key(principal))
         certs.require(certs.ca_cert, *key_files)
         return cls(certs, principal, token)
+
+    @classmethod
+    def serving(cls, certs_dir: Path | str | None, *, insecure: bool, what: str) -> Transport:
+        """A serving process's transport: its node pair from ``certs_dir``, or plaintext when
+        ``insecure`` was asked for (logged loudly). Neither is an error that says what to do."""
+        if insecure:
+            transport = cls.insecure()
+            transport.warn_if_insecure(what)
+            return transport
+        if certs_dir is None:
+            raise CertificateError(
+                f"{what} needs a certificates directory (--certs-dir, or RIDGELINE_CERTS_DIR; "
+                "`ridgeline cert create-ca` and `ridgeline cert create-node` make one), or an explicit --insecure"
+            )
+        return cls.from_dir(certs_dir)
 
     @property
     def secure(self) -> bool:

@@ -8,11 +8,32 @@ its ``*_app``, added under their name. Shared options live in ``options``.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-from ridgeline.deploy.cli import bench, cluster, desk, drills, flows, processes, trek
+from ridgeline.deploy.cli import bench, cluster, desk, drills, flows, options, processes, trek
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Ridgeline: safe bookings for alpine basecamps.")
+
+
+@app.callback()
+def _security(
+    certs_dir: Annotated[
+        Path | None,
+        typer.Option("--certs-dir", envvar="RIDGELINE_CERTS_DIR", help="Certificates directory (default: the running `ridgeline up`'s, else the demo's)."),
+    ] = None,
+    principal: Annotated[
+        str | None,
+        typer.Option("--principal", envvar="RIDGELINE_PRINCIPAL", help="Client pair to present (client.PRINCIPAL.crt; default: the role the command acts in)."),
+    ] = None,
+    token: Annotated[str | None, typer.Option("--token", envvar="RIDGELINE_TOKEN", help="Bearer token (`ridgeline token create`) naming the caller.")] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="No TLS and no authentication, for this command and what it starts. Logged loudly.")] = False,
+) -> None:
+    """Ridgeline: safe bookings for alpine basecamps. Every port speaks mutual TLS unless --insecure."""
+    options.use_security(options.Security(certs_dir, principal, token, insecure))
+
 app.add_typer(desk.commands)
 app.add_typer(processes.commands)
 app.add_typer(cluster.commands)

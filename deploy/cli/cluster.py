@@ -15,8 +15,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 
-from ridgeline.deploy.cli import render
-from ridgeline.deploy.cli.options import Json, Target, Timeout, configure_logging, seeds_for
+from ridgeline.deploy.cli import options, render
+from ridgeline.deploy.cli.options import Json, Target, Timeout, client_transport, configure_logging, seeds_for
 from ridgeline.deploy.cluster.cluster_file import ClusterFileError, ClusterSpec, default_cluster, load_cluster_file
 from ridgeline.deploy.cluster.local_cluster import DEFAULT_STATE_DIR, ClusterStartError, LocalCluster, bring_down, read_state
 from ridgeline.deploy.cluster.scrape import scrape, scrape_coordinator, scrape_gateway
@@ -24,6 +24,7 @@ from ridgeline.deploy.drills.audit import DEFAULT_HOLD_GRACE_SECONDS, DEFAULT_MO
 from ridgeline.deploy.run.processes import alive
 from ridgeline.routing import ClusterClient, ClusterUnreachable
 from ridgeline.routing.ring import propose_owners
+from ridgeline.trust.credentials import Transport
 from ridgeline.v1 import cluster_pb2 as cpb
 
 _console = Console()
@@ -45,7 +46,9 @@ def up(
     configure_logging()
     logging.getLogger("alembic").setLevel(logging.WARNING)
     spec = _spec(cluster)
-    local = LocalCluster(spec, state_dir.expanduser(), progress=lambda step: _console.print(f"[dim]{step}…[/]"), settlement=settlement)
+    local = LocalCluster(
+        spec, state_dir.expanduser(), progress=lambda step: _console.print(f"[dim]{step}…[/]"), settlement=settlement, insecure=options.SECURITY.insecure
+    )
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -85,7 +88,8 @@ def status(
 ) -> None:
     """Regions, nodes with their health, the ring's proposal and who holds each basecamp's
     lease; then the trek coordinator and the payment gateway, when a cluster file names them."""
-    with ClusterClient(seeds_for(target), timeout_seconds=timeout) as client:
+    transport = client_transport("sre")
+    with ClusterClient(seeds_for(target), transport=transport, timeout_seconds=timeout) as client:
         try:
             infos = client.cluster_info()
         except ClusterUnreachable as error:
@@ -95,10 +99,10 @@ def status(
         render.as_json(infos)
         return
     for info in infos:
-        _print_region(info, timeout)
+        _print_region(info, timeout, transport)
     spec = _spec(cluster) if cluster else _running_spec(state_dir.expanduser()) if not target else None
     if spec is not None:
-        _print_services(spec, timeout)
+        _print_services(spec, timeout, transport)
 
 
 def _running_spec(state_dir: Path) -> ClusterSpec | None:
@@ -109,7 +113,7 @@ def _running_spec(state_dir: Path) -> ClusterSpec | None:
     return _spec(Path(str(state["cluster_file"])))
 
 
-def _print_services(spec: ClusterSpec, timeout: float) -> None:
+def _print_services(spec: ClusterSpec, timeout: float, transport: Transport) -> None:
     """The coordinator's and the gateway's health and figures from their /metrics."""
     table = Table(title="services")
     for column in ("service", "address", "health", "figures since start", "metrics"):
@@ -122,7 +126,7 @@ def _print_services(spec: ClusterSpec, timeout: float) -> None:
             if figures
             else ""
         )
-        table.add_row("trek coordinator", spec.coordinator_listen, _health(spec.coordinator_listen, timeout), summary, spec.coordinator_metrics or "")
+        table.add_row("trek coordinator", spec.coordinator_listen, _health(spec.coordinator_listen, timeout, transport), summary, spec.coordinator_metrics or "")
     if spec.gateway_url:
         figures = scrape_gateway(spec.gateway_url, timeout)
         health = _gateway_health(spec.gateway_url, timeout) if figures is None or not figures.outage else "[yellow]outage injected[/]"
@@ -222,8 +226,8 @@ def _print_started(local: LocalCluster) -> None:
     )
 
 
-def _health(address: str, timeout: float) -> str:
-    with grpc.insecure_channel(address) as channel:
+def _health(address: str, timeout: float, transport: Transport) -> str:
+    with transport.channel(address) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
         except grpc.RpcError as error:
@@ -232,7 +236,7 @@ def _health(address: str, timeout: float) -> str:
     return f"[green]{name}[/]" if reply.status == health_pb2.HealthCheckResponse.SERVING else f"[yellow]{name}[/]"
 
 
-def _print_region(info: cpb.ClusterInfo, timeout: float) -> None:
+def _print_region(info: cpb.ClusterInfo, timeout: float, transport: Transport) -> None:
     members = Table(title=f"{info.region}: nodes (answered by {info.node_id})")
     for column in ("node", "address", "heartbeat age", "health", "basecamps held", "rpcs", "errors", "hold p99", "db retries", "metrics"):
         members.add_column(column)
@@ -251,7 +255,7 @@ def _print_region(info: cpb.ClusterInfo, timeout: float) -> None:
             member.node_id,
             member.address,
             f"{member.heartbeat_age_seconds:.1f} s",
-            _health(member.address, timeout),
+            _health(member.address, timeout, transport),
             str(len(held.get(member.node_id, []))),
             *numbers,
             member.metrics_address,

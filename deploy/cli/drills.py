@@ -17,7 +17,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ridgeline.deploy.cli.options import Json, Target, seeds_for
+from ridgeline.deploy.cli import options
+from ridgeline.deploy.cli.options import Json, Target, client_transport, seeds_for
 from ridgeline.deploy.cluster.cluster_file import default_cluster, with_free_ports
 from ridgeline.deploy.cluster.local_cluster import DEFAULT_STATE_DIR, ClusterStartError, LocalCluster, state_coordinator
 from ridgeline.deploy.drills.audit import print_report
@@ -47,8 +48,8 @@ def load(
     """Drive desks against the cluster; print throughput, latency percentiles and errors per operation."""
     try:
         settings = LoadSettings(
-            seeds=seeds_for(target), duration_seconds=duration, concurrency=concurrency, rate=rate or None,
-            mix=parse_mix(mix), hot_fraction=hot, seed=seed, coordinator=coordinator or state_coordinator(),
+            seeds=seeds_for(target), transport=client_transport("desk"), duration_seconds=duration, concurrency=concurrency, rate=rate or None,
+            mix=parse_mix(mix), hot_fraction=hot, seed=seed, coordinator=coordinator or state_coordinator(), planner=client_transport("planner"),
         )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
@@ -151,7 +152,7 @@ def _cluster_for_drill(fresh: bool, state_dir: Path) -> Iterator[LocalCluster]:
         return
     root = Path(tempfile.mkdtemp(prefix="ridgeline-drill-"))
     spec = with_free_ports(default_cluster(), lease_ttl_seconds=2.0, heartbeat_interval_seconds=0.5)  # with gateway, Prefect and coordinator
-    cluster = LocalCluster(spec, root, progress=lambda step: _console.print(f"[dim]{step}…[/]"))
+    cluster = LocalCluster(spec, root, progress=lambda step: _console.print(f"[dim]{step}…[/]"), insecure=options.SECURITY.insecure)
     try:
         cluster.start()
         yield cluster

@@ -9,7 +9,9 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import grpc
@@ -18,6 +20,8 @@ from google.protobuf.message import Message
 
 from ridgeline.deploy.cli import render
 from ridgeline.routing import ClusterClient, ClusterUnreachable, UnknownBasecamp
+from ridgeline.trust.certs import CertificateError
+from ridgeline.trust.credentials import Transport
 from ridgeline.v1 import booking_pb2 as pb
 
 #: The demo node's address: where desk commands go when no cluster runs and no --target is given.
@@ -63,10 +67,82 @@ def seeds_for(target: str) -> list[str]:
     return given or state_seeds() or [DEFAULT_TARGET]
 
 
+#: Where ``ridgeline demo`` keeps its certificates (its data directory's ``certs/``).
+DEMO_CERTS_DIR = Path.home() / ".ridgeline" / "demo" / "certs"
+
+
+@dataclass(frozen=True)
+class Security:
+    """The global ``--certs-dir``, ``--principal``, ``--token`` and ``--insecure`` of one command."""
+
+    certs_dir: Path | None = None
+    principal: str | None = None
+    token: str | None = None
+    insecure: bool = False
+
+
+#: Set once per command by the app's callback, before the command runs.
+SECURITY = Security()
+
+
+def use_security(security: Security) -> None:
+    global SECURITY
+    SECURITY = security
+
+
+def certs_dir() -> Path | None:
+    """The certificates directory a command uses: ``--certs-dir`` (or RIDGELINE_CERTS_DIR),
+    else the running ``ridgeline up``'s, else its default one or the demo's when they exist."""
+    from ridgeline.deploy.cluster.local_cluster import DEFAULT_STATE_DIR, state_certs_dir
+
+    if SECURITY.certs_dir is not None:
+        return SECURITY.certs_dir
+    for candidate in (state_certs_dir(), DEFAULT_STATE_DIR / "certs", DEMO_CERTS_DIR):
+        if candidate is not None and (candidate / "ca.crt").is_file():
+            return candidate
+    return None
+
+
+def client_transport(default_principal: str) -> Transport:
+    """How a command calls the cluster: mutual TLS as ``--principal`` (else ``default_principal``,
+    the role the command acts in), or plaintext with ``--insecure``. Ends the command with
+    what to do next when no certificate fits."""
+    if SECURITY.insecure:
+        transport = Transport.insecure()
+        transport.warn_if_insecure("this command")
+        return transport
+    found = certs_dir()
+    if found is None:
+        _fail(
+            "no certificates found: `ridgeline up` and `ridgeline demo` make them on first start; "
+            "otherwise pass --certs-dir DIR (or RIDGELINE_CERTS_DIR), or --insecure for a cluster started with it"
+        )
+    principal = SECURITY.principal or default_principal
+    try:
+        return Transport.from_dir(found, principal=principal, token=SECURITY.token)
+    except CertificateError as error:
+        _fail(f"{error}; --principal picks another client pair in {found}")
+    raise AssertionError("unreachable: _fail exits")
+
+
+def serving_certs() -> tuple[str | None, bool]:
+    """What a serving command (``node``, ``coordinator``) passes on: its certificates
+    directory, and whether it was asked to run ``--insecure``."""
+    if SECURITY.insecure:
+        return None, True
+    found = certs_dir()
+    return (str(found) if found is not None else None), False
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", err=True, fg="red")
+    raise typer.Exit(2)
+
+
 @contextmanager
-def cluster_client(target: str, timeout: float) -> Iterator[ClusterClient]:
+def cluster_client(target: str, timeout: float, *, principal: str = "desk") -> Iterator[ClusterClient]:
     """A routing client whose failures end the command with the status and message, no traceback."""
-    client = ClusterClient(seeds_for(target), timeout_seconds=timeout)
+    client = ClusterClient(seeds_for(target), transport=client_transport(principal), timeout_seconds=timeout)
     try:
         yield client
     except grpc.RpcError as error:

@@ -9,6 +9,7 @@ loads this module too.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -19,10 +20,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ridgeline.deploy.cli import render
+from ridgeline.deploy.cli import options, render
 from ridgeline.deploy.cli.options import DEFAULT_TARGET, configure_logging
 from ridgeline.regional.config import COORDINATOR_TARGETS_MAX, NodeConfig
 from ridgeline.routing.client import BookingClient
+from ridgeline.trust.credentials import Transport
 
 if TYPE_CHECKING:
     from ridgeline.deploy.run.node_settlement import SettlementConfig
@@ -123,10 +125,13 @@ def _serve(config: NodeConfig, settlement: SettlementConfig | None) -> None:
     from ridgeline.deploy.run.node_process import serve_until_signalled
     from ridgeline.regional.node import SchemaMismatch
     from ridgeline.routing.keeper import NodeIdInUse
+    from ridgeline.trust.certs import CertificateError
 
+    certs_dir, insecure = options.serving_certs()
+    config = dataclasses.replace(config, certs_dir=certs_dir, insecure=insecure)
     try:
         serve_until_signalled(config, settlement=settlement)
-    except (OSError, SchemaMismatch, NodeIdInUse) as error:
+    except (OSError, SchemaMismatch, NodeIdInUse, CertificateError) as error:
         typer.secho(f"error: {error}", err=True, fg="red")
         raise typer.Exit(1) from None
 
@@ -185,12 +190,12 @@ def demo(
     from ridgeline.deploy.cluster.demo import run_demo
 
     configure_logging()
-    run_demo(data_dir=data_dir, region=region, listen=listen, tour=_tour if tour else None, serve=serve)
+    run_demo(data_dir=data_dir, region=region, listen=listen, tour=_tour if tour else None, serve=serve, insecure=options.SECURITY.insecure)
 
 
-def _tour(address: str) -> None:
-    """Books a stay at the region's first basecamp and shows each step."""
-    with BookingClient(address, timeout_seconds=30) as client:
+def _tour(address: str, transport: Transport) -> None:
+    """Books a stay at the region's first basecamp, as the local desk, and shows each step."""
+    with BookingClient(address, transport=transport, timeout_seconds=30) as client:
         camp = client.list_basecamps().basecamps[0]
         resource = camp.resources[0]
         first = datetime.now(timezone.utc).date() + timedelta(days=14)
@@ -243,6 +248,7 @@ def coordinator(
 
     from ridgeline.deploy.run.coordinator_process import serve_until_signalled
     from ridgeline.global_coordinator.protocol import CoordinatorConfig
+    from ridgeline.trust.certs import CertificateError
 
     targets: dict[str, str] = {}
     for spec in region_targets or []:
@@ -271,9 +277,11 @@ def coordinator(
     config = CoordinatorConfig(
         advertise_target="", prepare_timeout_seconds=prepare_timeout, decision_grace_seconds=decision_grace, redrive_interval_seconds=redrive_interval
     )
+    certs_dir, insecure = options.serving_certs()
     try:
-        serve_until_signalled(database_url, listen, seeds, gateway_url, config, metrics_listen=metrics_listen, dial=_pairs(via or [], "--via"))
-    except (OSError, OperationalError) as error:
+        transport = Transport.serving(certs_dir, insecure=insecure, what="the trek coordinator")
+        serve_until_signalled(database_url, listen, seeds, gateway_url, config, transport=transport, metrics_listen=metrics_listen, dial=_pairs(via or [], "--via"))
+    except (OSError, OperationalError, CertificateError) as error:
         typer.secho(f"error: {error}", err=True, fg="red")
         raise typer.Exit(1) from None
 

@@ -15,7 +15,7 @@ import grpc
 import typer
 
 from ridgeline.deploy.cli import render, render_trek
-from ridgeline.deploy.cli.options import Json, Timeout, parse_day
+from ridgeline.deploy.cli.options import Json, Timeout, client_transport, parse_day
 from ridgeline.routing import night_range
 from ridgeline.v1 import trek_pb2 as tpb
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
@@ -35,7 +35,7 @@ Coordinator = Annotated[
 def _stub(target: str) -> Iterator[tpb_grpc.TrekServiceStub]:
     from ridgeline.deploy.cluster.local_cluster import state_coordinator
 
-    channel = grpc.insecure_channel(target or state_coordinator() or DEFAULT_COORDINATOR)
+    channel = client_transport("planner").channel(target or state_coordinator() or DEFAULT_COORDINATOR)
     try:
         yield tpb_grpc.TrekServiceStub(channel)
     except grpc.RpcError as error:

@@ -25,12 +25,19 @@ from ridgeline.deploy.run.region import prepare_region_database
 from ridgeline.regional.booking.catalog import load_catalog
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.node import RegionalNode
+from ridgeline.trust.certs import CertsDir, ensure_local
+from ridgeline.trust.credentials import Transport
 
 _console = Console(stderr=False)
 
 
-def run_demo(*, data_dir: Path, region: str, listen: str, tour: Callable[[str], None] | None, serve: bool) -> None:
-    """Starts the database and the node, runs ``tour`` (if any) with the node's address, then serves or exits.
+def run_demo(*, data_dir: Path, region: str, listen: str, tour: Callable[[str, Transport], None] | None, serve: bool, insecure: bool = False) -> None:
+    """Starts the database and the node, runs ``tour`` (if any) with the node's address and
+    the local desk's transport, then serves or exits.
+
+    Security is the default: the demo makes its own CA and certificates in
+    ``data_dir/certs`` on first start (``ridgeline`` commands find them there); ``insecure``
+    is the explicit, logged opt-out.
 
     The tour is the CLI's: it shows each reply with the CLI's tables, and nothing in
     deploy/cluster imports the CLI (the CLI imports this room).
@@ -38,7 +45,11 @@ def run_demo(*, data_dir: Path, region: str, listen: str, tour: Callable[[str], 
     catalog = load_catalog()
     if not catalog.in_region(region):
         raise SystemExit(f"region {region!r} has no basecamps; choose one of {', '.join(catalog.regions)}")
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    certs = CertsDir(data_dir / "certs")
+    if not insecure and ensure_local(certs):
+        _console.print(f"made a local CA and certificates in {certs.path}")
+    desk = Transport.insecure() if insecure else Transport.from_dir(certs.path, principal="desk")
     database = PostgresServer(data_dir / "postgres")
     database.start()
     node: RegionalNode | None = None
@@ -47,7 +58,10 @@ def run_demo(*, data_dir: Path, region: str, listen: str, tour: Callable[[str], 
     settler: NodeSettlement | None = None
     try:
         url = database.create_database(f"ridgeline_{region.replace('-', '_')}")
-        config = NodeConfig(region=region, node_id=f"{region}-demo", database_url=url, listen_address=listen)
+        config = NodeConfig(
+            region=region, node_id=f"{region}-demo", database_url=url, listen_address=listen,
+            certs_dir=None if insecure else str(certs.path), insecure=insecure,
+        )
         basecamps = prepare_region_database(url, region, catalog, advance_booking_days=config.advance_booking_days)
         try:
             node = RegionalNode(config)
@@ -69,15 +83,16 @@ def run_demo(*, data_dir: Path, region: str, listen: str, tour: Callable[[str], 
         _console.print(f"node {config.node_id} listening on [bold]{node.address}[/]")
         _console.print(f"payment gateway {gateway.url}, Prefect API {os.environ['PREFECT_API_URL']}, mail spool {data_dir / 'outbox'}")
         if tour is not None:
-            tour(node.address)
+            tour(node.address, desk)
         if serve:
+            # The CLI finds the demo's certificates by itself when --data-dir is the default one.
+            cli = "ridgeline --insecure" if insecure else f"ridgeline --certs-dir {certs.path}"
             _console.print(
                 "\nTry, in another terminal:\n"
-                f"  ridgeline basecamps --target {node.address}\n"
-                f"  ridgeline availability argentiere --target {node.address}\n"
-                f"  ridgeline book argentiere argentiere-dorm --from <date> --to <date> --party 2 --customer you --wait --target {node.address}\n"
-                f"  ridgeline bookings --stuck 10m --target {node.address}\n"
-                f"  ridgeline bookings --target {node.address}\n"
+                f"  {cli} basecamps --target {node.address}\n"
+                f"  {cli} availability argentiere --target {node.address}\n"
+                f"  {cli} book argentiere argentiere-dorm --from <date> --to <date> --party 2 --customer you --wait --target {node.address}\n"
+                f"  {cli} bookings --stuck 10m --target {node.address}\n"
                 "Ctrl-C stops the node and the database."
             )
             _wait_for_signal()

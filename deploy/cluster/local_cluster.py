@@ -36,6 +36,8 @@ from ridgeline.deploy.run.region import prepare_region_database
 from ridgeline.regional.booking.catalog import load_catalog
 from ridgeline.regional.config import NodeConfig
 from ridgeline.routing import ClusterClient, ClusterUnreachable
+from ridgeline.trust.certs import CertsDir, ensure_local
+from ridgeline.trust.credentials import Transport
 
 #: RIDGELINE_STATE_DIR moves it, e.g. to run two clusters side by side.
 DEFAULT_STATE_DIR = Path(os.environ.get("RIDGELINE_STATE_DIR", Path.home() / ".ridgeline" / "cluster"))
@@ -77,6 +79,14 @@ def state_coordinator(state_dir: Path = DEFAULT_STATE_DIR) -> str | None:
     return state.get("coordinator") or None  # type: ignore[return-value]
 
 
+def state_certs_dir(state_dir: Path = DEFAULT_STATE_DIR) -> Path | None:
+    """The certificates directory of the cluster ``ridgeline up`` runs (None: none runs, or insecure)."""
+    state = read_state(state_dir)
+    if not state or not alive(int(state.get("up_pid", 0))) or not state.get("certs_dir"):  # type: ignore[arg-type]
+        return None
+    return Path(str(state["certs_dir"]))
+
+
 def state_seeds(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
     """Node addresses of the cluster ``ridgeline up`` runs, for clients that were given none."""
     state = read_state(state_dir)
@@ -86,9 +96,13 @@ def state_seeds(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
 
 
 class LocalCluster:
-    def __init__(self, spec: ClusterSpec, state_dir: Path, *, progress: Progress = lambda _: None, settlement: bool = True) -> None:
+    def __init__(self, spec: ClusterSpec, state_dir: Path, *, progress: Progress = lambda _: None, settlement: bool = True, insecure: bool = False) -> None:
         self.spec = spec
         self.state_dir = state_dir
+        #: Every part speaks mutual TLS with the certificates here (made on first start),
+        #: unless the operator chose ``--insecure``.
+        self.certs = CertsDir(state_dir / "certs")
+        self.insecure = insecure
         self._progress = progress
         self._settlement = settlement
         self._services: list[Stoppable] = []
@@ -124,7 +138,7 @@ class LocalCluster:
         state = read_state(state_dir)
         if not state or not alive(int(state.get("up_pid", 0))):  # type: ignore[arg-type]
             raise ClusterStartError(f"no `ridgeline up` runs from {state_dir}")
-        cluster = cls(load_cluster_file(Path(str(state["cluster_file"]))), state_dir)
+        cluster = cls(load_cluster_file(Path(str(state["cluster_file"]))), state_dir, insecure=bool(state.get("insecure")))
         cluster._up_pid = int(state["up_pid"])  # type: ignore[arg-type]
         for node_id, node in state["nodes"].items():  # type: ignore[union-attr]
             cluster.nodes[node_id] = NodeRun(node_id, node["region"], node["address"], AdoptedProcess(int(node["pid"])), Path(node["log"]))
@@ -157,6 +171,8 @@ class LocalCluster:
         if existing and alive(int(existing.get("up_pid", 0))):  # type: ignore[arg-type]
             raise ClusterStartError(f"a cluster already runs from {self.state_dir} (pid {existing['up_pid']}); `ridgeline down` first")
         (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+        if not self.insecure and ensure_local(self.certs):
+            self._progress(f"made a local CA and certificates in {self.certs.path}")
         try:
             self._start_databases()
             if self._settlement:
@@ -303,7 +319,7 @@ class LocalCluster:
         """The global trek coordinator, as its own process reading the cluster file."""
         self._progress("starting the trek coordinator")
         log_path = self.state_dir / "logs" / "coordinator.log"
-        command = ridgeline_command("coordinator", "--cluster", str(self.cluster_file))
+        command = self._command("coordinator", "--cluster", str(self.cluster_file))
         # A process attached to the cluster reuses up's proxies, recorded in state.json.
         if not self._via:
             self._open_coordinator_paths()
@@ -335,7 +351,7 @@ class LocalCluster:
 
     def _start_node(self, node_id: str, region: str, address: str) -> NodeRun:
         log_path = self.state_dir / "logs" / f"{node_id}.log"
-        command = ridgeline_command(
+        command = self._command(
             "node", "--cluster", str(self.cluster_file), "--node-id", node_id,
             "--outbox-dir", str(self.state_dir / "outbox" / region),
         )
@@ -349,7 +365,7 @@ class LocalCluster:
         """Waits until every basecamp of every region has an owner (the ring has settled)."""
         self._progress("waiting for every basecamp to have an owner")
         deadline = time.monotonic() + timeout_seconds
-        with ClusterClient([run.address for run in self.nodes.values()], timeout_seconds=5) as client:
+        with ClusterClient([run.address for run in self.nodes.values()], transport=self.transport, timeout_seconds=5) as client:
             while True:
                 try:
                     infos = client.cluster_info()
@@ -361,9 +377,25 @@ class LocalCluster:
                     raise ClusterStartError(f"basecamps still without an owner after {timeout_seconds:.0f} s; see {self.state_dir / 'logs'}")
                 time.sleep(0.25)
 
+    @property
+    def transport(self) -> Transport:
+        """How this process reaches the cluster's parts: with the node pair, as they reach each other."""
+        return Transport.insecure() if self.insecure else Transport.from_dir(self.certs.path)
+
+    def client_transport(self, principal: str) -> Transport:
+        """How a drill or a test acts on the cluster as one of the local clients (sre, desk, planner)."""
+        return Transport.insecure() if self.insecure else Transport.from_dir(self.certs.path, principal=principal)
+
+    def _command(self, *args: str) -> list[str]:
+        """A ``ridgeline`` child command with the cluster's security: its certificates, or --insecure."""
+        security = ["--insecure"] if self.insecure else ["--certs-dir", str(self.certs.path)]
+        return ridgeline_command(*security, *args)
+
     def _write_state(self) -> None:
         state = {
             "up_pid": self._up_pid,
+            "certs_dir": None if self.insecure else str(self.certs.path),
+            "insecure": self.insecure,
             "cluster": self.spec.name,
             "cluster_file": str(self.cluster_file),
             "coordinator": self.coordinator.address if self.coordinator else None,

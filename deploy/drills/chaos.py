@@ -34,6 +34,7 @@ from ridgeline.deploy.drills.audit import AuditReport, check_acknowledged, run_a
 from ridgeline.deploy.drills.load import LoadGenerator, LoadReport, LoadSettings
 from ridgeline.deploy.run.postgres import PostgresServer
 from ridgeline.routing import ClusterClient, ClusterUnreachable, UnknownBasecamp, night_range
+from ridgeline.trust.credentials import Transport
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import trek_pb2 as tpb
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
@@ -214,7 +215,7 @@ class _SettlementFault(Fault):
 
     def probe(self, client: ClusterClient, cluster: LocalCluster, basecamp: str, resource: str, night: date) -> str:
         # Settling takes a flow run and a gateway call: wait for it longer than a hold probe's deadline.
-        with ClusterClient([r.address for r in cluster.nodes.values()], timeout_seconds=_SETTLE_PROBE_SECONDS) as patient:
+        with ClusterClient([r.address for r in cluster.nodes.values()], transport=cluster.client_transport("desk"), timeout_seconds=_SETTLE_PROBE_SECONDS) as patient:
             booking = patient.book(basecamp, resource, night, night + timedelta(days=1), 1, "drill-probe", hold_ttl_seconds=60, wait=True)
         if booking.state != pb.BOOKING_STATE_CONFIRMED:
             raise _NotYet(f"booking {booking.booking_id[:8]} not settled yet")
@@ -289,7 +290,7 @@ class KillCoordinator(Fault):
 
     def probe(self, client: ClusterClient, cluster: LocalCluster, basecamp: str, resource: str, night: date) -> str:
         assert cluster.coordinator is not None
-        with grpc.insecure_channel(cluster.coordinator.address) as channel:
+        with cluster.client_transport("planner").channel(cluster.coordinator.address) as channel:
             camps = client.list_basecamps().basecamps
             # The first and the last region: a cut drill cuts the last one.
             regions = list(dict.fromkeys([cluster.spec.regions[0].name, cluster.spec.regions[-1].name]))
@@ -408,7 +409,8 @@ def run_drill(
     mix = fault.mix if coordinator or "trek" not in fault.mix else {k: v for k, v in fault.mix.items() if k != "trek"}
     generator = LoadGenerator(
         LoadSettings(
-            seeds=seeds, duration_seconds=total, concurrency=concurrency, rate=rate, call_timeout_seconds=5.0, mix=mix, coordinator=coordinator
+            seeds=seeds, transport=cluster.client_transport("desk"), duration_seconds=total, concurrency=concurrency, rate=rate,
+            call_timeout_seconds=5.0, mix=mix, coordinator=coordinator, planner=cluster.client_transport("planner"),
         )
     )
     stop = threading.Event()
@@ -422,7 +424,7 @@ def run_drill(
         injected = time.monotonic()
         affected = fault.inject(cluster, run)
         run.recovery_bound_seconds = fault.recovery_bound(cluster, times)
-        probes = _Probes(seeds, affected, run, lambda client, camp, resource, night: fault.probe(client, cluster, camp, resource, night))
+        probes = _Probes(seeds, cluster.client_transport("desk"), affected, run, lambda client, camp, resource, night: fault.probe(client, cluster, camp, resource, night))
         if fault.recovers_from_injection:
             probes.start(injected)
         time.sleep(times.fault)
@@ -454,8 +456,8 @@ def run_drill(
 class _Probes:
     """One probe thread per affected basecamp: the fault's probe every 100 ms until one works."""
 
-    def __init__(self, seeds: list[str], basecamps: list[str], run: DrillRun, probe: Callable[[ClusterClient, str, str, date], str]) -> None:
-        self._seeds, self._basecamps, self._run, self._try = seeds, basecamps, run, probe
+    def __init__(self, seeds: list[str], transport: Transport, basecamps: list[str], run: DrillRun, probe: Callable[[ClusterClient, str, str, date], str]) -> None:
+        self._seeds, self._transport, self._basecamps, self._run, self._try = seeds, transport, basecamps, run, probe
         self._recovered: dict[str, float] = {}
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
@@ -475,7 +477,7 @@ class _Probes:
 
     def _probe(self, basecamp: str, since: float) -> None:
         rng = random.Random(basecamp)
-        with ClusterClient(self._seeds, timeout_seconds=1.0, attempts_max=2) as client:
+        with ClusterClient(self._seeds, transport=self._transport, timeout_seconds=1.0, attempts_max=2) as client:
             resource = None
             while not self._stop.is_set():
                 night = date.today() + timedelta(days=300 + rng.randrange(50))
@@ -494,7 +496,7 @@ class _Probes:
 
 def _busiest_node(cluster: LocalCluster) -> tuple[str, list[str]]:
     """The live node holding the most leases in a region with more than one node, and its basecamps."""
-    with ClusterClient([r.address for r in cluster.nodes.values()], timeout_seconds=5) as client:
+    with ClusterClient([r.address for r in cluster.nodes.values()], transport=cluster.client_transport("sre"), timeout_seconds=5) as client:
         infos = client.cluster_info()
     held: dict[str, list[str]] = {}
     for info in infos:
@@ -510,7 +512,7 @@ def _busiest_node(cluster: LocalCluster) -> tuple[str, list[str]]:
 
 
 def _basecamps_of(cluster: LocalCluster, region: str) -> list[str]:
-    with ClusterClient([r.address for r in cluster.nodes.values()], timeout_seconds=5) as client:
+    with ClusterClient([r.address for r in cluster.nodes.values()], transport=cluster.client_transport("sre"), timeout_seconds=5) as client:
         return sorted(b.basecamp_id for b in client.list_basecamps(region).basecamps)
 
 

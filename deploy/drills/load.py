@@ -27,6 +27,7 @@ from datetime import date, timedelta
 import grpc
 
 from ridgeline.routing import ClusterClient, night_range
+from ridgeline.trust.credentials import Transport
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import trek_pb2 as tpb
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
@@ -37,6 +38,8 @@ OPERATIONS = ("hold", "book", "release", "cancel", "pay", "trek")
 @dataclass(frozen=True)
 class LoadSettings:
     seeds: Sequence[str]
+    #: How the desks call the cluster (a desk's client pair, or insecure).
+    transport: Transport
     duration_seconds: float = 30.0
     concurrency: int = 8
     #: Operations per second over all desks; None: as fast as the cluster answers.
@@ -51,6 +54,8 @@ class LoadSettings:
     seed: int = 0
     #: The trek coordinator, needed when the mix has treks.
     coordinator: str | None = None
+    #: How treks are planned (a planner's pair; None: ``transport``).
+    planner: Transport | None = None
 
     def __post_init__(self) -> None:
         if unknown := set(self.mix) - set(OPERATIONS):
@@ -125,7 +130,7 @@ class LoadGenerator:
 
     def run(self, stop: threading.Event | None = None, progress: Callable[[float, int, int], None] | None = None) -> LoadReport:
         stop = stop or threading.Event()
-        with ClusterClient(self.settings.seeds, timeout_seconds=self.settings.call_timeout_seconds) as client:
+        with ClusterClient(self.settings.seeds, transport=self.settings.transport, timeout_seconds=self.settings.call_timeout_seconds) as client:
             products = [(b.region, b.basecamp_id, r.resource_id) for b in client.list_basecamps().basecamps for r in b.resources]
         if not products:
             raise RuntimeError("the cluster lists no basecamps")
@@ -151,8 +156,8 @@ class LoadGenerator:
         held: list[str] = []
         confirmed: list[str] = []
         next_at = time.monotonic()
-        treks = _TrekDesk(settings.coordinator, settings.call_timeout_seconds) if settings.coordinator else None
-        with ClusterClient(settings.seeds, timeout_seconds=settings.call_timeout_seconds) as client:
+        treks = _TrekDesk(settings.coordinator, settings.call_timeout_seconds, settings.planner or settings.transport) if settings.coordinator else None
+        with ClusterClient(settings.seeds, transport=settings.transport, timeout_seconds=settings.call_timeout_seconds) as client:
             while not stop.is_set() and time.monotonic() < deadline:
                 if interval:
                     next_at += interval
@@ -223,8 +228,8 @@ class LoadGenerator:
 class _TrekDesk:
     """A planner: two-leg treks over two regions through the coordinator (one channel)."""
 
-    def __init__(self, coordinator: str, timeout_seconds: float) -> None:
-        self._channel = grpc.insecure_channel(coordinator)
+    def __init__(self, coordinator: str, timeout_seconds: float, transport: Transport) -> None:
+        self._channel = transport.channel(coordinator)
         self._stub = tpb_grpc.TrekServiceStub(self._channel)
         self._timeout = timeout_seconds
 

@@ -26,6 +26,7 @@ from ridgeline.global_coordinator.protocol import CoordinatorConfig
 from ridgeline.global_coordinator.server import CoordinatorServer
 from ridgeline.regional.errors import BookingError
 from ridgeline.regional.storage.db import make_engine, run_transaction
+from ridgeline.trust.credentials import Transport
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -83,6 +84,7 @@ def serve_until_signalled(
     gateway_url: str,
     config: CoordinatorConfig,
     *,
+    transport: Transport,
     workers: int = 32,
     metrics_listen: str = "127.0.0.1:0",
     dial: dict[str, str] | None = None,
@@ -95,7 +97,8 @@ def serve_until_signalled(
     payments = GatewayPayments(gateway_url)
     metrics_host, metrics_port = metrics_listen.rsplit(":", 1)
     metrics, _ = start_http_server(int(metrics_port), addr=metrics_host)
-    server = CoordinatorServer(config, listen, transactor(engine), RoutedParticipants(seeds, dial=dial), payments, workers=workers)
+    participants = RoutedParticipants(seeds, transport=transport, dial=dial)
+    server = CoordinatorServer(config, listen, transactor(engine), participants, payments, transport=transport, workers=workers)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

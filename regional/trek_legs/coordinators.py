@@ -22,6 +22,7 @@ import grpc
 
 from ridgeline.regional.config import COORDINATOR_TARGETS_MAX
 from ridgeline.regional.errors import CoordinatorUnavailable
+from ridgeline.trust.credentials import Transport
 from ridgeline.v1 import trek_pb2 as tpb
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 
@@ -52,8 +53,9 @@ _NO_SUCH_TREK_ANSWER = Answer(tpb.DECISION_ABORT, tpb.TREK_STATE_UNSPECIFIED)
 class KnownCoordinators:
     """GetDecision over one channel per known coordinator (thread-safe)."""
 
-    def __init__(self, targets: Sequence[str]) -> None:
+    def __init__(self, targets: Sequence[str], transport: Transport) -> None:
         self.targets = tuple(dict.fromkeys(targets))
+        self._transport = transport  # the node's own pair: GetDecision answers only the node role
         assert len(self.targets) <= COORDINATOR_TARGETS_MAX, f"{len(self.targets)} coordinators; at most {COORDINATOR_TARGETS_MAX}"
         self._stubs: dict[str, tpb_grpc.TrekServiceStub] = {}
         self._channels: list[grpc.Channel] = []
@@ -93,7 +95,7 @@ class KnownCoordinators:
         chosen = target if target in self.targets else self.targets[0]
         with self._lock:
             if chosen not in self._stubs:
-                channel = grpc.insecure_channel(chosen)
+                channel = self._transport.channel(chosen)
                 self._channels.append(channel)
                 self._stubs[chosen] = tpb_grpc.TrekServiceStub(channel)
             assert len(self._stubs) <= len(self.targets), "a channel to a coordinator the node does not know"
