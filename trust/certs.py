@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ridgeline.trust.identity import PRINCIPAL_PATTERN, SCOPE_URI_PREFIX, Identity, Role
+from ridgeline.trust.identity import PRINCIPAL_PATTERN, SCOPE_MAX, SCOPE_URI_PREFIX, Identity, Role
 
 __all__ = ["CertsDir", "CertificateError", "create_ca", "create_node", "create_client", "ensure_local", "identity_of", "LOCAL_CLIENTS", "LOCAL_NODE_NAME"]
 
@@ -164,6 +164,8 @@ def _identity(cert: x509.Certificate) -> Identity:
     except x509.ExtensionNotFound:
         return Identity(principal, role)
     scope = frozenset(uri[len(SCOPE_URI_PREFIX) :] for uri in sans.get_values_for_type(x509.UniformResourceIdentifier) if uri.startswith(SCOPE_URI_PREFIX))
+    if len(scope) > SCOPE_MAX:
+        raise CertificateError(f"the certificate names {len(scope)} scope entries, more than {SCOPE_MAX}")
     return Identity(principal, role, scope)
 
 
