@@ -26,7 +26,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ridgeline.trust.identity import PRINCIPAL_PATTERN, SCOPE_MAX, SCOPE_URI_PREFIX, Identity, Role
 
-__all__ = ["CertsDir", "CertificateError", "create_ca", "create_node", "create_client", "ensure_local", "identity_of", "LOCAL_CLIENTS", "LOCAL_NODE_NAME"]
+__all__ = ["CertsDir", "CertificateError", "create_ca", "create_node", "create_client", "ensure_local", "identity_of", "pair_matches", "LOCAL_CLIENTS", "LOCAL_NODE_NAME"]
 
 CA_LIFETIME_DAYS = 3650
 LEAF_LIFETIME_DAYS = 365
@@ -145,6 +145,17 @@ def identity_of(cert_pem: bytes) -> Identity:
     """The identity a certificate names; CertificateError when it names none Ridgeline knows."""
     cert = x509.load_pem_x509_certificate(cert_pem)
     return _identity(cert)
+
+
+def pair_matches(cert_pem: bytes, key_pem: bytes) -> bool:
+    """Whether the key is the certificate's: a renewal writes the two files one after the other."""
+    try:
+        cert_public = x509.load_pem_x509_certificate(cert_pem).public_key()
+        key_public = serialization.load_pem_private_key(key_pem, password=None).public_key()
+    except (ValueError, TypeError):
+        return False
+    encoding, public_format = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return cert_public.public_bytes(encoding, public_format) == key_public.public_bytes(encoding, public_format)
 
 
 def _identity(cert: x509.Certificate) -> Identity:

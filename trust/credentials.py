@@ -19,10 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from ridgeline.trust.certs import CertsDir
+from ridgeline.trust.certs import CertsDir, pair_matches
 
 __all__ = ["Transport", "INSECURE_WARNING"]
 
@@ -133,20 +131,10 @@ class _ServerPair:
                 cert, key, ca = (path.read_bytes() for path in self._files())
             except OSError:
                 return None
-            if not _pair_matches(cert, key):
+            if not pair_matches(cert, key):
                 return None  # caught between the key's rename and the certificate's: next handshake
             configuration = grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
             self._stamp = stamp
         _log.info("serving the renewed certificate %s", self._certs.node_cert)
         return configuration
 
-
-def _pair_matches(cert_pem: bytes, key_pem: bytes) -> bool:
-    """Whether the key is the certificate's: a renewal writes the two files one after the other."""
-    try:
-        cert_public = x509.load_pem_x509_certificate(cert_pem).public_key()
-        key_public = serialization.load_pem_private_key(key_pem, password=None).public_key()
-    except ValueError:
-        return False
-    encoding, public_format = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    return cert_public.public_bytes(encoding, public_format) == key_public.public_bytes(encoding, public_format)
