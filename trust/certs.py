@@ -26,7 +26,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ridgeline.trust.identity import PRINCIPAL_PATTERN, SCOPE_MAX, SCOPE_URI_PREFIX, Identity, Role
 
-__all__ = ["CertsDir", "CertificateError", "create_ca", "create_node", "create_client", "ensure_local", "identity_of", "pair_matches", "LOCAL_CLIENTS", "LOCAL_NODE_NAME"]
+__all__ = ["CertsDir", "CertificateError", "create_ca", "create_node", "create_client", "ensure_local", "identity_of", "pair_matches", "HOSTS_MAX", "LOCAL_CLIENTS", "LOCAL_NODE_NAME"]
 
 CA_LIFETIME_DAYS = 3650
 LEAF_LIFETIME_DAYS = 365
@@ -35,7 +35,8 @@ LOCAL_CLIENTS: tuple[tuple[Role, str], ...] = ((Role.SRE, "sre"), (Role.DESK, "d
 #: The name in the one node certificate every local process presents.
 LOCAL_NODE_NAME = "local-node"
 _LOCAL_HOSTS = ("localhost", "127.0.0.1")
-_HOSTS_MAX = 32
+#: The most host names and addresses one node certificate serves.
+HOSTS_MAX = 32
 
 
 class CertificateError(Exception):
@@ -108,7 +109,7 @@ def create_ca(certs: CertsDir, *, lifetime_days: int = CA_LIFETIME_DAYS, overwri
 def create_node(certs: CertsDir, name: str, hosts: Iterable[str], *, lifetime_days: int = LEAF_LIFETIME_DAYS) -> Path:
     """``node.crt``/``node.key``: presented as server (for ``hosts``) and as client (role node)."""
     hosts = list(dict.fromkeys(hosts))
-    assert 1 <= len(hosts) <= _HOSTS_MAX, f"a node certificate names 1 to {_HOSTS_MAX} hosts, not {len(hosts)}"
+    assert 1 <= len(hosts) <= HOSTS_MAX, f"a node certificate names 1 to {HOSTS_MAX} hosts, not {len(hosts)}"
     sans: list[x509.GeneralName] = []
     for host in hosts:
         try:

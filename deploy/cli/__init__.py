@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import typer
 
-from ridgeline.deploy.cli import bench, cluster, desk, drills, flows, processes, trek
+from ridgeline.deploy.cli import bench, certs, cluster, desk, drills, flows, processes, trek
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Ridgeline: safe bookings for alpine basecamps.")
 app.add_typer(desk.commands)
 app.add_typer(processes.commands)
 app.add_typer(cluster.commands)
 app.add_typer(drills.commands)
+app.add_typer(certs.commands)
 app.add_typer(bench.bench_app, name="bench")
 app.add_typer(drills.chaos_app, name="chaos")
 app.add_typer(flows.flows_app, name="flows")
