@@ -44,6 +44,8 @@ CERTS_DIR_ENV = "RIDGELINE_CERTS_DIR"
 CertsDirOption = Annotated[
     Path | None, typer.Option("--certs-dir", envvar=CERTS_DIR_ENV, help="The certificates directory (default: the `ridgeline up` cluster's, <state dir>/certs).")
 ]
+RoleArgument = Annotated[Role, typer.Argument(help="The caller's role.")]
+PrincipalArgument = Annotated[str, typer.Argument(help="Who the caller is, e.g. alice or agency-summit.")]
 ScopeOption = Annotated[list[str] | None, typer.Option("--scope", help="A basecamp id or region the identity is limited to (repeat for more; desk and agency only).")]
 _SCOPED_ROLES = frozenset({Role.DESK, Role.AGENCY})
 _HOST = re.compile(r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
@@ -87,6 +89,12 @@ def _require_ca(certs: CertsDir) -> None:
 def _check_principal(principal: str, what: str) -> None:
     if not PRINCIPAL_PATTERN.match(principal):
         _fail(f"{what} {principal!r} is not a plain name: letters, digits, '.', '_' or '-', at most 63, starting with a letter or digit")
+
+
+def _checked_identity(role: Role, principal: str, scope: list[str]) -> list[str]:
+    """The scope entries of an identity to sign, once its principal and scope are known to be valid."""
+    _check_principal(principal, "PRINCIPAL")
+    return _check_scope(role, scope)
 
 
 def _check_scope(role: Role, scope: list[str]) -> list[str]:
@@ -134,15 +142,14 @@ def create_node(
 
 @cert_app.command("create-client")
 def create_client(
-    role: Annotated[Role, typer.Argument(help="The caller's role.")],
-    principal: Annotated[str, typer.Argument(help="Who the caller is, e.g. alice or agency-summit.")],
+    role: RoleArgument,
+    principal: PrincipalArgument,
     scope: ScopeOption = None,
     certs_dir: CertsDirOption = None,
 ) -> None:
     """Create (or renew) client.<principal>.crt/.key for a caller with ROLE."""
     certs = _certs(certs_dir)
-    _check_principal(principal, "PRINCIPAL")
-    entries = _check_scope(role, scope or [])
+    entries = _checked_identity(role, principal, scope or [])
     _require_ca(certs)
     with _failures_end_the_command():
         typer.echo(trust_certs.create_client(certs, role, principal, scope=entries))
@@ -263,16 +270,15 @@ def _is_host(host: str) -> bool:
 
 @token_app.command("create")
 def create_token(
-    role: Annotated[Role, typer.Argument(help="The caller's role.")],
-    principal: Annotated[str, typer.Argument(help="Who the caller is.")],
+    role: RoleArgument,
+    principal: PrincipalArgument,
     ttl: Annotated[str, typer.Option("--ttl", help="How long the token lives: 30m, 1h, 7d (at most 30d).")],
     scope: ScopeOption = None,
     certs_dir: CertsDirOption = None,
 ) -> None:
     """Print a signed bearer token (and nothing else, so `$(ridgeline token create …)` works)."""
     certs = _certs(certs_dir)
-    _check_principal(principal, "PRINCIPAL")
-    entries = _check_scope(role, scope or [])
+    entries = _checked_identity(role, principal, scope or [])
     ttl_seconds = parse_duration_seconds(ttl, "--ttl")
     if not 1 <= ttl_seconds <= tokens.TTL_MAX_SECONDS:
         _fail(f"--ttl must be 1s to {tokens.TTL_MAX_SECONDS // 86400}d, not {ttl}: longer-lived callers get a certificate")
