@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ridgeline.trust.identity import PRINCIPAL_PATTERN, SCOPE_URI_PREFIX, Identity, Role
+from ridgeline.trust.identity import PRINCIPAL_PATTERN, SCOPE_MAX, SCOPE_URI_PREFIX, Identity, Role
 
-__all__ = ["CertsDir", "CertificateError", "create_ca", "create_node", "create_client", "ensure_local", "identity_of", "LOCAL_CLIENTS", "LOCAL_NODE_NAME"]
+__all__ = ["CertsDir", "CertificateError", "create_ca", "create_node", "create_client", "ensure_local", "identity_of", "pair_matches", "HOSTS_MAX", "LOCAL_CLIENTS", "LOCAL_NODE_NAME"]
 
 CA_LIFETIME_DAYS = 3650
 LEAF_LIFETIME_DAYS = 365
@@ -35,7 +35,8 @@ LOCAL_CLIENTS: tuple[tuple[Role, str], ...] = ((Role.SRE, "sre"), (Role.DESK, "d
 #: The name in the one node certificate every local process presents.
 LOCAL_NODE_NAME = "local-node"
 _LOCAL_HOSTS = ("localhost", "127.0.0.1")
-_HOSTS_MAX = 32
+#: The most host names and addresses one node certificate serves.
+HOSTS_MAX = 32
 
 
 class CertificateError(Exception):
@@ -108,7 +109,7 @@ def create_ca(certs: CertsDir, *, lifetime_days: int = CA_LIFETIME_DAYS, overwri
 def create_node(certs: CertsDir, name: str, hosts: Iterable[str], *, lifetime_days: int = LEAF_LIFETIME_DAYS) -> Path:
     """``node.crt``/``node.key``: presented as server (for ``hosts``) and as client (role node)."""
     hosts = list(dict.fromkeys(hosts))
-    assert 1 <= len(hosts) <= _HOSTS_MAX, f"a node certificate names 1 to {_HOSTS_MAX} hosts, not {len(hosts)}"
+    assert 1 <= len(hosts) <= HOSTS_MAX, f"a node certificate names 1 to {HOSTS_MAX} hosts, not {len(hosts)}"
     sans: list[x509.GeneralName] = []
     for host in hosts:
         try:
@@ -147,6 +148,17 @@ def identity_of(cert_pem: bytes) -> Identity:
     return _identity(cert)
 
 
+def pair_matches(cert_pem: bytes, key_pem: bytes) -> bool:
+    """Whether the key is the certificate's: a renewal writes the two files one after the other."""
+    try:
+        cert_public = x509.load_pem_x509_certificate(cert_pem).public_key()
+        key_public = serialization.load_pem_private_key(key_pem, password=None).public_key()
+    except (ValueError, TypeError):
+        return False
+    encoding, public_format = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return cert_public.public_bytes(encoding, public_format) == key_public.public_bytes(encoding, public_format)
+
+
 def _identity(cert: x509.Certificate) -> Identity:
     cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     ou = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
@@ -164,6 +176,8 @@ def _identity(cert: x509.Certificate) -> Identity:
     except x509.ExtensionNotFound:
         return Identity(principal, role)
     scope = frozenset(uri[len(SCOPE_URI_PREFIX) :] for uri in sans.get_values_for_type(x509.UniformResourceIdentifier) if uri.startswith(SCOPE_URI_PREFIX))
+    if len(scope) > SCOPE_MAX:
+        raise CertificateError(f"the certificate names {len(scope)} scope entries, more than {SCOPE_MAX}")
     return Identity(principal, role, scope)
 
 

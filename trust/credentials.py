@@ -14,15 +14,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from ridgeline.trust.certs import CertificateError, CertsDir
+from ridgeline.trust.certs import CertificateError, CertsDir, pair_matches
 
 __all__ = ["Transport", "INSECURE_WARNING"]
 
@@ -32,6 +31,9 @@ INSECURE_WARNING = (
     "RUNNING WITHOUT TLS OR AUTHENTICATION (--insecure): every port answers anyone who reaches it, "
     "and nothing records who acted. Use this only on a machine you alone can reach."
 )
+#: How long a reader waits for a renewal between its two renames: 50 x 20 ms.
+_PAIR_READ_ATTEMPTS_MAX = 50
+_PAIR_READ_PAUSE_SECONDS = 0.02
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,9 @@ class Transport:
     def channel_credentials(self) -> grpc.ChannelCredentials:
         assert self.certs is not None, "an insecure transport has no credentials"
         certs = self.certs
-        cert, key = (certs.node_cert, certs.node_key) if self.principal is None else (certs.client_cert(self.principal), certs.client_key(self.principal))
-        tls = grpc.ssl_channel_credentials(certs.ca_cert.read_bytes(), key.read_bytes(), cert.read_bytes())
+        cert_path, key_path = (certs.node_cert, certs.node_key) if self.principal is None else (certs.client_cert(self.principal), certs.client_key(self.principal))
+        cert, key = _read_pair(cert_path, key_path)
+        tls = grpc.ssl_channel_credentials(certs.ca_cert.read_bytes(), key, cert)
         if self.token is None:
             return tls
         return grpc.composite_channel_credentials(tls, grpc.access_token_call_credentials(self.token))
@@ -132,8 +135,8 @@ class _ServerPair:
         return tuple((s.st_mtime_ns, s.st_ino) for s in map(os.stat, self._files()))
 
     def configuration(self) -> grpc.ServerCertificateConfiguration:
-        cert, key, ca = (path.read_bytes() for path in self._files())
-        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+        cert, key = _read_pair(self._certs.node_cert, self._certs.node_key)
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=self._certs.ca_cert.read_bytes())
 
     def fetch_if_changed(self) -> grpc.ServerCertificateConfiguration | None:
         """grpcio asks before each handshake; None keeps the configuration it has."""
@@ -148,7 +151,7 @@ class _ServerPair:
                 cert, key, ca = (path.read_bytes() for path in self._files())
             except OSError:
                 return None
-            if not _pair_matches(cert, key):
+            if not pair_matches(cert, key):
                 return None  # caught between the key's rename and the certificate's: next handshake
             configuration = grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
             self._stamp = stamp
@@ -156,12 +159,17 @@ class _ServerPair:
         return configuration
 
 
-def _pair_matches(cert_pem: bytes, key_pem: bytes) -> bool:
-    """Whether the key is the certificate's: a renewal writes the two files one after the other."""
-    try:
-        cert_public = x509.load_pem_x509_certificate(cert_pem).public_key()
-        key_public = serialization.load_pem_private_key(key_pem, password=None).public_key()
-    except ValueError:
-        return False
-    encoding, public_format = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    return cert_public.public_bytes(encoding, public_format) == key_public.public_bytes(encoding, public_format)
+def _read_pair(cert_path: Path, key_path: Path) -> tuple[bytes, bytes]:
+    """A certificate and its key, re-read until they match (a bounded wait).
+
+    A renewal renames the new key in before the new certificate; a channel or server
+    built from the two files in between would fail every handshake ("Failed to create
+    security handshaker"), so a reader waits out the renewal instead. A pair that never
+    matches is a renewal that did not finish.
+    """
+    for _ in range(_PAIR_READ_ATTEMPTS_MAX):
+        cert, key = cert_path.read_bytes(), key_path.read_bytes()
+        if pair_matches(cert, key):
+            return cert, key
+        time.sleep(_PAIR_READ_PAUSE_SECONDS)
+    raise CertificateError(f"{key_path} is not the key of {cert_path}: a renewal did not finish; renew again with `ridgeline cert create-node` or `create-client`")

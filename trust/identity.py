@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-__all__ = ["Identity", "Role", "current", "acting_as", "PRINCIPAL_PATTERN", "SCOPE_URI_PREFIX"]
+__all__ = ["Identity", "Role", "current", "acting_as", "PRINCIPAL_PATTERN", "SCOPE_URI_PREFIX", "SCOPE_MAX"]
 
 
 class Role(enum.StrEnum):
@@ -33,7 +33,8 @@ class Role(enum.StrEnum):
 PRINCIPAL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 #: A scope entry in a certificate's SAN: ``ridgeline:scope:argentiere`` or ``ridgeline:scope:eu-alps``.
 SCOPE_URI_PREFIX = "ridgeline:scope:"
-_SCOPE_MAX = 64
+#: The most basecamps and regions one identity is scoped to.
+SCOPE_MAX = 64
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class Identity:
     def __post_init__(self) -> None:
         assert PRINCIPAL_PATTERN.match(self.principal), f"principal {self.principal!r} is not a plain name"
         assert isinstance(self.role, Role), f"role {self.role!r} is not a Role"
-        assert len(self.scope) <= _SCOPE_MAX, f"a scope of {len(self.scope)} entries is more than {_SCOPE_MAX}"
+        assert len(self.scope) <= SCOPE_MAX, f"a scope of {len(self.scope)} entries is more than {SCOPE_MAX}"
 
     @property
     def actor(self) -> str:

@@ -18,7 +18,7 @@ import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ridgeline.trust.identity import Identity, Role
+from ridgeline.trust.identity import PRINCIPAL_PATTERN, SCOPE_MAX, Identity, Role
 
 __all__ = ["TokenError", "issue", "verify", "TTL_MAX_SECONDS", "METADATA_KEY"]
 
@@ -70,10 +70,15 @@ def verify(ca_cert_pem: bytes, token: str) -> Identity:
         raise TokenError("the bearer token has expired: create a new one with `ridgeline token create`") from None
     except jwt.InvalidTokenError as error:
         raise TokenError(f"the bearer token is not valid here ({error})") from None
-    try:
-        role = Role(claims.get("role", ""))
-        scope = claims.get("scope", [])
-        assert isinstance(scope, list) and all(isinstance(s, str) for s in scope)
-        return Identity(str(claims["sub"]), role, frozenset(scope))
-    except (ValueError, AssertionError):
-        raise TokenError("the bearer token names no identity Ridgeline knows") from None
+    # Checked here, not by Identity's asserts: those vanish under `python -O`, and claims are input.
+    principal, role_name, scope = claims.get("sub"), claims.get("role"), claims.get("scope", [])
+    if (
+        role_name not in {role.value for role in Role}
+        or not isinstance(principal, str)
+        or not PRINCIPAL_PATTERN.match(principal)
+        or not isinstance(scope, list)
+        or len(scope) > SCOPE_MAX
+        or not all(isinstance(entry, str) for entry in scope)
+    ):
+        raise TokenError("the bearer token names no identity Ridgeline knows")
+    return Identity(principal, Role(role_name), frozenset(scope))

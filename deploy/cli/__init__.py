@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from ridgeline.deploy.cli import bench, cluster, desk, drills, flows, options, processes, trek
+from ridgeline.deploy.cli import bench, certs, cluster, desk, drills, flows, options, processes, trek
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Ridgeline: safe bookings for alpine basecamps.")
 
@@ -34,10 +34,12 @@ def _security(
     """Ridgeline: safe bookings for alpine basecamps. Every port speaks mutual TLS unless --insecure."""
     options.use_security(options.Security(certs_dir, principal, token, insecure))
 
+
 app.add_typer(desk.commands)
 app.add_typer(processes.commands)
 app.add_typer(cluster.commands)
 app.add_typer(drills.commands)
+app.add_typer(certs.commands)
 app.add_typer(bench.bench_app, name="bench")
 app.add_typer(drills.chaos_app, name="chaos")
 app.add_typer(flows.flows_app, name="flows")
