@@ -10,6 +10,10 @@ Throughput: the same desk threads place holds through the routing client, first 
 cluster of one region with one node (the baseline), then on 3 regions x 2 nodes, in the
 same run; the ratio is what the cluster adds on this machine (2 cores here: six node
 processes and three PostgreSQL servers share them, so expect it near or below 1).
+
+Both clusters speak mutual TLS with the certificates LocalCluster makes in their state
+directory; each desk thread is a desk of its own (deploy/bench/security.py), the ring
+is read as the local ``sre``. ``ridgeline --insecure bench cluster`` runs them in plaintext.
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ from pathlib import Path
 import grpc
 from rich.console import Console
 
+from ridgeline.deploy.bench.security import BenchSecurity
 from ridgeline.deploy.cluster.cluster_file import ClusterSpec, NodeSpec, RegionSpec, with_free_ports
 from ridgeline.deploy.cluster.local_cluster import LocalCluster
 from ridgeline.routing import ClusterClient, ClusterUnreachable
 from ridgeline.routing.ring import propose_owners
+from ridgeline.trust.credentials import Transport
 
 _err = Console(stderr=True)
 
@@ -92,16 +98,16 @@ class ClusterBenchReport:
         }
 
 
-def run_cluster_benchmark(*, seconds: float, threads: int, failovers: int, lease_ttl: float, heartbeat: float) -> ClusterBenchReport:
+def run_cluster_benchmark(*, seconds: float, threads: int, failovers: int, lease_ttl: float, heartbeat: float, secure: bool = True) -> ClusterBenchReport:
     """The baseline on a one-node cluster, then throughput and ``failovers`` samples on
-    3 regions x 2 nodes; both clusters are throwaway and removed at the end."""
+    3 regions x 2 nodes (mTLS unless not ``secure``); both clusters are throwaway and removed at the end."""
     started = datetime.now(timezone.utc)
     root = Path(tempfile.mkdtemp(prefix="ridgeline-bench-cluster-"))
     try:
         single = _spec("single", {"eu-alps": 1}, lease_ttl, heartbeat)
         full = _spec("3x2", {"eu-alps": 2, "na-rockies": 2, "sa-andes": 2}, lease_ttl, heartbeat)
-        baseline = _throughput(single, root / "single", seconds, threads, "1 region x 1 node (baseline)")
-        local = LocalCluster(full, root / "full", progress=lambda step: _err.print(f"[dim]{step}…[/]"), settlement=False)
+        baseline = _throughput(single, root / "single", seconds, threads, "1 region x 1 node (baseline)", secure=secure)
+        local = LocalCluster(full, root / "full", progress=lambda step: _err.print(f"[dim]{step}…[/]"), settlement=False, insecure=not secure)
         local.start()
         try:
             spread = _drive_throughput(local, seconds, threads, "3 regions x 2 nodes")
@@ -122,8 +128,8 @@ def _spec(name: str, nodes_per_region: dict[str, int], lease_ttl: float, heartbe
     return with_free_ports(spec, lease_ttl_seconds=lease_ttl, heartbeat_interval_seconds=heartbeat)
 
 
-def _throughput(spec: ClusterSpec, state_dir: Path, seconds: float, threads: int, label: str) -> ThroughputResult:
-    local = LocalCluster(spec, state_dir, progress=lambda step: _err.print(f"[dim]{step}…[/]"), settlement=False)
+def _throughput(spec: ClusterSpec, state_dir: Path, seconds: float, threads: int, label: str, *, secure: bool) -> ThroughputResult:
+    local = LocalCluster(spec, state_dir, progress=lambda step: _err.print(f"[dim]{step}…[/]"), settlement=False, insecure=not secure)
     local.start()
     try:
         return _drive_throughput(local, seconds, threads, label)
@@ -133,8 +139,9 @@ def _throughput(spec: ClusterSpec, state_dir: Path, seconds: float, threads: int
 
 def _drive_throughput(local: LocalCluster, seconds: float, threads: int, label: str) -> ThroughputResult:
     seeds = [run.address for run in local.nodes.values()]
-    with ClusterClient(seeds) as client:
+    with ClusterClient(seeds, transport=local.client_transport("desk")) as client:
         camps = [(b.basecamp_id, b.resources[0].resource_id) for b in client.list_basecamps().basecamps]
+    desks = BenchSecurity(None if local.insecure else local.certs).desks(threads)
     _err.print(f"[dim]{label}: {threads} desks, {seconds:g} s over {len(camps)} basecamps[/]")
     latencies: list[float] = []
     errors: Counter[str] = Counter()
@@ -146,7 +153,7 @@ def _drive_throughput(local: LocalCluster, seconds: float, threads: int, label: 
         rng = random.Random(index)
         mine: list[float] = []
         failed: Counter[str] = Counter()
-        with ClusterClient(seeds) as desk_client:
+        with ClusterClient(seeds, transport=desks[index]) as desk_client:
             while not stop.is_set():
                 basecamp, resource = rng.choice(camps)
                 night = first_night + timedelta(days=rng.randrange(300))
@@ -184,7 +191,7 @@ def _failovers(local: LocalCluster, samples: int, lease_ttl: float, heartbeat: f
     region = local.spec.regions[0]
     node_ids = [n.node_id for n in region.nodes]
     seeds = [run.address for run in local.nodes.values() if run.region == region.name]
-    with ClusterClient(seeds) as client:
+    with ClusterClient(seeds, transport=local.client_transport("desk")) as client:
         camps = {b.basecamp_id: b.resources[0].resource_id for b in client.list_basecamps(region.name).basecamps}
     owners = propose_owners(node_ids, camps)
     basecamp = sorted(camps)[0]
@@ -194,7 +201,7 @@ def _failovers(local: LocalCluster, samples: int, lease_ttl: float, heartbeat: f
         _err.print(f"[dim]failover {sample + 1}/{samples}: SIGKILL {victim}, owner of {basecamp}[/]")
         results.append(_one_failover(local, seeds, basecamp, camps[basecamp], victim, sample))
         local.restart_node(victim)
-        _wait_settled(seeds, region.name, owners, timeout=lease_ttl * 4 + 10)
+        _wait_settled(seeds, local.client_transport("sre"), region.name, owners, timeout=lease_ttl * 4 + 10)
     return FailoverResult(results, lease_ttl, heartbeat)
 
 
@@ -205,7 +212,7 @@ def _one_failover(local: LocalCluster, seeds: list[str], basecamp: str, resource
 
     def desk(index: int) -> None:
         rng = random.Random(sample * 100 + index)
-        with ClusterClient(seeds, timeout_seconds=2) as client:
+        with ClusterClient(seeds, transport=local.client_transport("desk"), timeout_seconds=2) as client:
             while not stop.is_set():
                 night = date.today() + timedelta(days=2 + rng.randrange(300))
                 try:
@@ -232,9 +239,9 @@ def _one_failover(local: LocalCluster, seeds: list[str], basecamp: str, resource
     return min(after) - killed
 
 
-def _wait_settled(seeds: list[str], region: str, owners: dict[str, str], *, timeout: float) -> None:
+def _wait_settled(seeds: list[str], transport: Transport, region: str, owners: dict[str, str], *, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    with ClusterClient(seeds, timeout_seconds=2) as client:
+    with ClusterClient(seeds, transport=transport, timeout_seconds=2) as client:
         while time.monotonic() < deadline:
             try:
                 info = next(i for i in client.cluster_info() if i.region == region)

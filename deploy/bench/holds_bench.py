@@ -8,6 +8,14 @@ from one day to the next: the ceiling is measured in the same run and the verdic
 ratio. ``--repeat`` brackets every gRPC phase between two ceiling phases, so that drift
 during the run shows up instead of skewing the ratio.
 
+The node serves as production does: mutual TLS with certificates made for the run, every
+call identified, authorized and charged to its desk's fair share (each client thread is
+a desk of its own, deploy/bench/security.py). ``--insecure-baseline`` prices that: each
+round runs a second gRPC phase against a plaintext node, the two in alternating order
+from round to round, and the verdict is mTLS holds/s over plaintext holds/s of the same
+round (goal: mTLS and authorization cost at most 10%, so ≥ 0.90). Channels, and with
+them TLS sessions, live for the whole phase; the warm-up hold opens them untimed.
+
 Everything is throwaway: a PostgreSQL server in a temporary directory (removed even on
 Ctrl-C), a catalog whose capacity never runs out (every hold takes the fast path), and
 a node started exactly as production starts it (``python -m ridgeline.deploy.cli node``)
@@ -43,15 +51,21 @@ from typing import TYPE_CHECKING, Protocol
 import grpc
 from rich.console import Console
 
-from ridgeline.deploy.run.processes import child_pids, cpu_seconds, machine_busy_seconds, ridgeline_command, spawn_ready
+from ridgeline.deploy.bench.security import BenchSecurity
+from ridgeline.deploy.run.processes import child_pids, cpu_seconds, machine_busy_seconds, spawn_ready
 from ridgeline.regional.config import NodeConfig
 from ridgeline.routing.client import BookingClient
+from ridgeline.trust.credentials import Transport
 
 if TYPE_CHECKING:
     from ridgeline.regional.booking.catalog import Catalog
 
 #: The issue's goal: gRPC holds/s at least this fraction of the ceiling's.
 GOAL_RATIO = 0.60
+#: Issue 11's goal: mTLS and authorization cost at most 10% of the plaintext holds/s.
+GOAL_MTLS_RATIO = 0.90
+#: The phases: the raw SQL ceiling, gRPC as configured (mTLS unless --insecure), plaintext gRPC.
+CEILING, GRPC, PLAINTEXT = "ceiling", "grpc", "grpc-plaintext"
 
 _REGION = "bench"
 _BASECAMP = "bench-camp"
@@ -102,6 +116,14 @@ class BenchSettings:
     repeat: int = 1
     #: The node's group-commit round size; 1 places every hold with its own statement.
     round_max: int = NodeConfig.hold_round_max
+    #: The gRPC phases over mutual TLS with authorization (production), or plaintext (--insecure).
+    secure: bool = True
+    #: Also a plaintext gRPC phase in every round, to price mTLS and authorization.
+    insecure_baseline: bool = False
+
+    def __post_init__(self) -> None:
+        assert self.seconds > 0 and self.threads > 0 and self.workers > 0 and self.repeat > 0 and self.round_max > 0, self
+        assert self.secure or not self.insecure_baseline, "an insecure baseline needs secure gRPC phases to compare with"
 
     @property
     def workload(self) -> str:
@@ -144,10 +166,21 @@ class BenchReport:
     phases: tuple[PhaseResult, ...]
     #: gRPC holds/s over the ceiling beside it, one per gRPC phase.
     ratios: tuple[float, ...]
+    #: mTLS holds/s over plaintext holds/s of the same round (``insecure_baseline`` only).
+    mtls_ratios: tuple[float, ...] = ()
 
     @property
     def median_ratio(self) -> float:
         return statistics.median(self.ratios)
+
+    @property
+    def median_mtls_ratio(self) -> float | None:
+        return statistics.median(self.mtls_ratios) if self.mtls_ratios else None
+
+    def median_ops_per_second(self, phase: str) -> float | None:
+        """Median holds/s of the phases of one kind (None when the run had none)."""
+        rates = [p.ops_per_second for p in self.phases if p.phase == phase]
+        return statistics.median(rates) if rates else None
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -159,6 +192,11 @@ class BenchReport:
             "ratios": list(self.ratios),
             "median_ratio": self.median_ratio,
             "goal_ratio": GOAL_RATIO,
+            "grpc_transport": "mTLS" if self.settings.secure else "plaintext",
+            "median_holds_per_second": {kind: self.median_ops_per_second(kind) for kind in (CEILING, GRPC, PLAINTEXT) if self.median_ops_per_second(kind) is not None},
+            "mtls_ratios": list(self.mtls_ratios),
+            "median_mtls_ratio": self.median_mtls_ratio,
+            "mtls_goal_ratio": GOAL_MTLS_RATIO,
         }
 
 
@@ -187,16 +225,21 @@ def run_holds_benchmark(settings: BenchSettings) -> BenchReport:
         admin_dsn, bench_dsn = server.libpq_dsn(), server.libpq_dsn(_DATABASE)
         machine = _machine(admin_dsn)
         postmaster = _postmaster_pid(server.data_dir)
+        configured = BenchSecurity.made_in(root) if settings.secure else BenchSecurity.plaintext()
+        security = {GRPC: configured, PLAINTEXT: BenchSecurity.plaintext()}
+        desks = {phase: way.desks(settings.threads) for phase, way in security.items()}
         phases: list[PhaseResult] = []
-        for phase in _schedule(settings.repeat):
-            _err.print(f"[dim]{phase} phase {len(phases) + 1}: {settings.threads} threads, {settings.seconds:g} s, {settings.workload}[/]")
+        for phase in _schedule(settings.repeat, insecure_baseline=settings.insecure_baseline):
+            over = f", {security[phase].label}" if phase != CEILING else ""
+            _err.print(f"[dim]{phase} phase {len(phases) + 1}: {settings.threads} threads, {settings.seconds:g} s, {settings.workload}{over}[/]")
             before = _rollbacks_settled(admin_dsn)
-            if phase == "ceiling":
-                drive = _drive(lambda: _SqlWorker(bench_dsn), workload, settings, pids=_Pids(None, postmaster))
+            if phase == CEILING:
+                drive = _drive(lambda _: _SqlWorker(bench_dsn), workload, settings, pids=_Pids(None, postmaster))
             else:
-                with _node_process(url, settings, root / "node.log") as (pid, address):
+                with _node_process(url, settings, security[phase], root / "node.log") as (pid, address):
                     _err.print(f"[dim]node pid {pid} serving on {address}[/]")
-                    drive = _drive(lambda: _GrpcWorker(address), workload, settings, pids=_Pids(pid, postmaster))
+                    phase_desks = desks[phase]
+                    drive = _drive(lambda index: _GrpcWorker(address, phase_desks[index]), workload, settings, pids=_Pids(pid, postmaster))
             phases.append(drive.result(phase, rollbacks=_rollbacks_settled(admin_dsn) - before))
         return BenchReport(
             settings=settings,
@@ -204,28 +247,50 @@ def run_holds_benchmark(settings: BenchSettings) -> BenchReport:
             machine=machine,
             phases=tuple(phases),
             ratios=_ratios(phases),
+            mtls_ratios=_mtls_ratios(phases),
         )
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _schedule(repeat: int) -> list[str]:
-    """ceiling, grpc for one run; ceiling, grpc, ceiling, … ceiling to bracket several."""
-    order = ["ceiling", "grpc"] * repeat
-    return order + ["ceiling"] if repeat > 1 else order
+def _schedule(repeat: int, *, insecure_baseline: bool) -> list[str]:
+    """ceiling, grpc for one run; ceiling, grpc, ceiling, … ceiling to bracket several.
+
+    With the insecure baseline each round has both gRPC phases, mTLS first in odd rounds
+    and plaintext first in even ones, so that neither always runs on a warmer database.
+    """
+    order: list[str] = []
+    for round_number in range(repeat):
+        grpc_phases = [GRPC, PLAINTEXT] if insecure_baseline else [GRPC]
+        order += [CEILING, *(grpc_phases if round_number % 2 == 0 else grpc_phases[::-1])]
+    order = order + [CEILING] if repeat > 1 else order
+    assert order.count(GRPC) == repeat and order.count(PLAINTEXT) == (repeat if insecure_baseline else 0)
+    return order
 
 
 def _ratios(phases: list[PhaseResult]) -> tuple[float, ...]:
-    """Each gRPC phase over the mean of the ceiling phases right before and after it."""
+    """Each gRPC phase over the mean of the nearest ceiling phases before and after it."""
     ratios = []
     for index, phase in enumerate(phases):
-        if phase.phase != "grpc":
+        if phase.phase != GRPC:
             continue
-        around = [p.ops_per_second for p in phases[max(index - 1, 0) : index + 2] if p.phase == "ceiling"]
+        before = next((p for p in reversed(phases[:index]) if p.phase == CEILING), None)
+        after = next((p for p in phases[index + 1 :] if p.phase == CEILING), None)
+        around = [p.ops_per_second for p in (before, after) if p is not None]
         ceiling = statistics.mean(around) if around else 0.0
         ratios.append(phase.ops_per_second / ceiling if ceiling > 0 else 0.0)
     return tuple(ratios)
+
+
+def _mtls_ratios(phases: list[PhaseResult]) -> tuple[float, ...]:
+    """Each round's mTLS holds/s over its plaintext holds/s (rounds pair up in schedule order)."""
+    secure = [p for p in phases if p.phase == GRPC]
+    plaintext = [p for p in phases if p.phase == PLAINTEXT]
+    if not plaintext:
+        return ()
+    assert len(secure) == len(plaintext), "every round has one phase of each"
+    return tuple(s.ops_per_second / p.ops_per_second if p.ops_per_second > 0 else 0.0 for s, p in zip(secure, plaintext, strict=True))
 
 
 def _bench_catalog() -> Catalog:
@@ -337,10 +402,10 @@ class _SqlWorker:
 
 
 class _GrpcWorker:
-    """One BookingClient (its own channel) placing holds through the node."""
+    """One desk's BookingClient (its own channel, TLS session included) placing holds through the node."""
 
-    def __init__(self, address: str) -> None:
-        self._client = BookingClient(address, timeout_seconds=_CALL_TIMEOUT_SECONDS)
+    def __init__(self, address: str, transport: Transport) -> None:
+        self._client = BookingClient(address, transport=transport, timeout_seconds=_CALL_TIMEOUT_SECONDS)
 
     def hold(self, resource_id: str, night: date) -> int:
         end = night + timedelta(days=1)
@@ -394,7 +459,7 @@ class _Drive:
         errors: Counter[str] = sum((t.errors for t in self.tallies), Counter())
         ops = len(latencies)
         spent = self.cpu_after - self.cpu_before
-        ours = {"bench": spent.bench, "node": spent.node if phase == "grpc" else None, "postgres": spent.postgres}
+        ours = {"bench": spent.bench, "node": spent.node if phase != CEILING else None, "postgres": spent.postgres}
         return PhaseResult(
             phase=phase,
             ops=ops,
@@ -409,8 +474,8 @@ class _Drive:
         )
 
 
-def _drive(open_worker: Callable[[], _HoldWorker], workload: _Workload, settings: BenchSettings, *, pids: _Pids) -> _Drive:
-    """Runs ``settings.threads`` workers for ``settings.seconds`` after one untimed warm-up hold each.
+def _drive(open_worker: Callable[[int], _HoldWorker], workload: _Workload, settings: BenchSettings, *, pids: _Pids) -> _Drive:
+    """Runs ``settings.threads`` workers (``open_worker(thread index)``) for ``settings.seconds`` after one untimed warm-up hold each.
 
     The warm-up opens connections, channels and plan caches before the clock starts, so
     both phases are timed in their steady state. Only holds that finish inside the window
@@ -424,7 +489,7 @@ def _drive(open_worker: Callable[[], _HoldWorker], workload: _Workload, settings
     def run(index: int) -> None:
         tally, rng = tallies[index], random.Random(index)
         try:
-            worker = open_worker()
+            worker = open_worker(index)
         except BaseException as error:  # noqa: BLE001 - reported by the main thread
             failures.append(error)
             start.abort()
@@ -535,13 +600,13 @@ def _rollbacks_settled(admin_dsn: str) -> int:
 
 
 @contextmanager
-def _node_process(database_url: str, settings: BenchSettings, log_path: Path) -> Iterator[tuple[int, str]]:
-    """The node as production runs it; yields its pid and address, stops it on the way out.
+def _node_process(database_url: str, settings: BenchSettings, security: BenchSecurity, log_path: Path) -> Iterator[tuple[int, str]]:
+    """The node as production runs it (with ``security``); yields its pid and address, stops it on the way out.
 
     It gets its own session, so that Ctrl-C reaches only this process and the shutdown
     stays in order: clients, then the node, then the database.
     """
-    command = ridgeline_command(
+    command = security.command(
         "node", "--region", _REGION, "--database-url", database_url, "--workers", str(settings.workers),
         "--hold-round-max", str(settings.round_max),
     )  # fmt: skip

@@ -14,6 +14,10 @@ default, a realistic provider), and fresh copies of the same region database:
 Time to confirmed is the booking's confirm time minus its creation time, both written by
 the database transaction that made them; throughput is bookings confirmed over the span
 from the first creation to the last confirm. Goal: batched ≥ 20× baseline.
+
+Both nodes serve mutual TLS with certificates made for the run; each booking thread is a
+desk of its own (deploy/bench/security.py). ``ridgeline --insecure bench settle`` runs
+them in plaintext.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from ridgeline.deploy.run.processes import ReadyChild, ridgeline_command, spawn_ready
+from ridgeline.deploy.bench.security import BenchSecurity
+from ridgeline.deploy.run.processes import ReadyChild, spawn_ready
 
 if TYPE_CHECKING:
     from ridgeline.deploy.run.postgres import PostgresServer
@@ -55,8 +60,9 @@ class SettlePhase:
     flow_runs: int
 
 
-def run_settle_benchmark(*, bookings: int, baseline_bookings: int, threads: int, latency_ms: int) -> dict[str, object]:
-    """Both phases on throwaway servers (PostgreSQL, Prefect, gateway), removed at the end."""
+def run_settle_benchmark(*, bookings: int, baseline_bookings: int, threads: int, latency_ms: int, secure: bool = True) -> dict[str, object]:
+    """Both phases on throwaway servers (PostgreSQL, Prefect, gateway; nodes over mTLS unless
+    not ``secure``), removed at the end."""
     import httpx
 
     from ridgeline.deploy.payment_gateway.process import GatewayProcess
@@ -72,6 +78,7 @@ def run_settle_benchmark(*, bookings: int, baseline_bookings: int, threads: int,
     gateway: GatewayProcess | None = None
     prefect: PrefectServer | None = None
     try:
+        security = BenchSecurity.made_in(root) if secure else BenchSecurity.plaintext()
         server.start()
         template = server.create_database("bench_template")
         prepare_region_database(template, _REGION, load_catalog(), advance_booking_days=365)
@@ -80,14 +87,14 @@ def run_settle_benchmark(*, bookings: int, baseline_bookings: int, threads: int,
         prefect = PrefectServer(server)
         prefect_settings.install(prefect.start())
         phases = [
-            _phase("batched", server, root, gateway.url, bookings, threads),
-            _phase("baseline", server, root, gateway.url, baseline_bookings, threads),
+            _phase("batched", server, security, root, gateway.url, bookings, threads),
+            _phase("baseline", server, security, root, gateway.url, baseline_bookings, threads),
         ]
         batched, baseline = phases
         return {
             "date": started.isoformat(timespec="seconds"),
             "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count()},
-            "settings": {"bookings": bookings, "baseline_bookings": baseline_bookings, "threads": threads, "latency_ms": latency_ms},
+            "settings": {"bookings": bookings, "baseline_bookings": baseline_bookings, "threads": threads, "latency_ms": latency_ms, "transport": security.label},
             "phases": [asdict(p) for p in phases],
             "ratio": batched.confirmed_per_second / baseline.confirmed_per_second if baseline.confirmed_per_second else None,
         }
@@ -100,7 +107,7 @@ def run_settle_benchmark(*, bookings: int, baseline_bookings: int, threads: int,
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _phase(phase: str, server: PostgresServer, root: Path, gateway_url: str, count: int, threads: int) -> SettlePhase:
+def _phase(phase: str, server: PostgresServer, security: BenchSecurity, root: Path, gateway_url: str, count: int, threads: int) -> SettlePhase:
     """One phase on a fresh copy of the region database."""
     import psycopg
 
@@ -111,8 +118,8 @@ def _phase(phase: str, server: PostgresServer, root: Path, gateway_url: str, cou
     settle_in_node = phase == "batched"
     args = ["--gateway-url", gateway_url, "--outbox-dir", str(root / f"spool-{phase}")] if settle_in_node else []
     Console(stderr=True).print(f"[dim]{phase}: {count} bookings from {threads} threads[/]")
-    with _node_process(url, root / f"node-{phase}.log", args) as node:
-        flow_runs = _book_all(node.address, url, gateway_url, root, count, threads, settle_each=not settle_in_node)
+    with _node_process(url, security, root / f"node-{phase}.log", args) as node:
+        flow_runs = _book_all(node.address, security, url, gateway_url, root, count, threads, settle_each=not settle_in_node)
         confirmed = _wait_confirmed(server.libpq_dsn(name), count)
     seconds = max(c for _, c in confirmed) - min(s for s, _ in confirmed)
     latencies = sorted((c - s) * 1000 for s, c in confirmed)
@@ -128,13 +135,13 @@ def _phase(phase: str, server: PostgresServer, root: Path, gateway_url: str, cou
     )
 
 
-def _node_process(database_url: str, log: Path, extra: list[str]) -> ReadyChild:
-    """``ridgeline node`` as production starts it, in its own process; stopped on leaving ``with``."""
-    command = ridgeline_command("node", "--region", _REGION, "--database-url", database_url, "--workers", "16", *extra)
+def _node_process(database_url: str, security: BenchSecurity, log: Path, extra: list[str]) -> ReadyChild:
+    """``ridgeline node`` as production starts it (with ``security``), in its own process; stopped on leaving ``with``."""
+    command = security.command("node", "--region", _REGION, "--database-url", database_url, "--workers", "16", *extra)
     return spawn_ready(command, what="node", log_path=log, stop_timeout_seconds=30)
 
 
-def _book_all(address: str, url: str, gateway_url: str, root: Path, count: int, threads: int, *, settle_each: bool) -> int:
+def _book_all(address: str, security: BenchSecurity, url: str, gateway_url: str, root: Path, count: int, threads: int, *, settle_each: bool) -> int:
     """Books ``count`` one-night stays on distinct (resource, night) pairs; in the baseline each
     thread then runs one settle flow run for its booking. Returns the flow runs started here."""
     from ridgeline.flows.payments import PaymentGateway
@@ -142,7 +149,7 @@ def _book_all(address: str, url: str, gateway_url: str, root: Path, count: int, 
     from ridgeline.flows.settle import settle_batch
     from ridgeline.routing.client import BookingClient
 
-    with BookingClient(address) as client:
+    with BookingClient(address, transport=security.client("desk")) as client:
         camps = client.list_basecamps().basecamps
     today = datetime.now(timezone.utc).date()
     slots = [(c.basecamp_id, r.resource_id, today + timedelta(days=d)) for c in camps for r in c.resources for d in range(3, 360)]
@@ -154,10 +161,11 @@ def _book_all(address: str, url: str, gateway_url: str, root: Path, count: int, 
         build_settlement_runtime(name, url, PaymentGateway(gateway_url), root / "spool-baseline", borrowed_basecamps=basecamps, pool_size=threads + 2)
     lock = threading.Lock()
     runs = 0
+    desks = security.desks(threads)
 
     def worker(index: int) -> None:
         nonlocal runs
-        with BookingClient(address, timeout_seconds=30) as client:
+        with BookingClient(address, transport=desks[index], timeout_seconds=30) as client:
             for camp, resource, night in chosen[index::threads]:
                 booked = client.book(camp, resource, night, night + timedelta(days=1), 1, f"bench-{index}")
                 if settle_each:

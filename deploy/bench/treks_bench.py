@@ -14,6 +14,12 @@ Two phases of ``--seconds`` each, with the same number of client threads:
 - **singles** (the baseline of the same run): each thread loops PlaceHold + ConfirmBooking
   on one region's node, the desk booking a trek leg stands beside.
 
+Every process speaks mutual TLS with certificates made for the run; the client plans as
+the local ``planner`` (one channel for every thread) and books as one desk per thread
+(deploy/bench/security.py). ``--insecure-baseline`` then starts the same processes again
+in plaintext, on fresh databases of the same server, and runs both phases there too: the
+cost of mTLS and authorization is treks/s (and singles/s) of the two, same run.
+
 The CLI (deploy/cli/bench.py) imports this module for every command, so the heavy
 imports are inside functions.
 """
@@ -32,23 +38,33 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
+from rich.console import Console
 
-from ridgeline.deploy.run.processes import free_port, ridgeline_command, spawn_ready
+from ridgeline.deploy.bench.security import BenchSecurity
+from ridgeline.deploy.run.processes import free_port, spawn_ready
 from ridgeline.routing import BookingClient, night_range
 from ridgeline.v1 import trek_pb2 as tpb
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
+
+if TYPE_CHECKING:
+    from ridgeline.deploy.run.postgres import PostgresServer
 
 GOAL_DECISION_P50_MS = 50.0
 GOAL_TREKS_PER_SECOND = 100.0
 #: One resource with room per region: a trek takes one unit of each for one night.
 LEGS = (("eu-alps", "hoernli", "hoernli-dorm"), ("na-rockies", "bow-hut", "bow-bunk"), ("sa-andes", "plaza-de-mulas", "mulas-dome"))
 
+_err = Console(stderr=True)
+
 
 @dataclass(frozen=True)
 class PhaseReport:
     phase: str
+    #: "mTLS" or "plaintext": how every process of the phase spoke.
+    transport: str
     threads: int
     seconds: float
     done: int
@@ -64,62 +80,81 @@ class PhaseReport:
 
 @dataclass(frozen=True)
 class TreksReport:
-    """One run: the treks phase, then the singles phase, and what it ran on."""
+    """One run: the treks phase, then the singles phase (mTLS unless --insecure), then with
+    ``--insecure-baseline`` the same two in plaintext; and what it ran on."""
 
     #: When the run ended (UTC, ISO 8601).
     date: str
     machine: dict[str, object]
-    phases: tuple[PhaseReport, PhaseReport]
+    phases: tuple[PhaseReport, ...]
+
+    def __post_init__(self) -> None:
+        assert len(self.phases) in (2, 4) and [p.phase for p in self.phases[:2]] == ["treks", "singles"], self.phases
+
+    @property
+    def mtls_ratios(self) -> dict[str, float]:
+        """Per phase, mTLS per second over plaintext per second (empty without the baseline)."""
+        if len(self.phases) == 2:
+            return {}
+        secure, plaintext = self.phases[:2], self.phases[2:]
+        return {s.phase: s.per_second / p.per_second if p.per_second else 0.0 for s, p in zip(secure, plaintext, strict=True)}
 
     def to_json(self) -> dict[str, object]:
-        return {"date": self.date, "machine": self.machine, "phases": [asdict(r) for r in self.phases]}
+        return {"date": self.date, "machine": self.machine, "phases": [asdict(r) for r in self.phases], "mtls_ratios": self.mtls_ratios}
 
 
-def run_treks_benchmark(*, seconds: float, threads: int) -> TreksReport:
-    """Both phases of ``seconds`` with ``threads`` clients on a throwaway cluster, removed at the end."""
-    with _cluster() as (coordinator, nodes):
-        phases = (_trek_phase(coordinator, threads, seconds), _single_phase(nodes, threads, seconds))
-    return TreksReport(datetime.now(timezone.utc).isoformat(timespec="seconds"), _machine(), phases)
-
-
-@contextmanager
-def _cluster() -> Iterator[tuple[str, dict[str, str]]]:
-    """Yields the coordinator's address and each region's node address; removes everything after."""
+def run_treks_benchmark(*, seconds: float, threads: int, secure: bool = True, insecure_baseline: bool = False) -> TreksReport:
+    """Both phases of ``seconds`` with ``threads`` clients on a throwaway cluster (mTLS unless
+    not ``secure``), then again in plaintext with ``insecure_baseline``; removed at the end."""
     from ridgeline.deploy.run.postgres import PostgresServer, PostgresSettings
-    from ridgeline.deploy.run.region import prepare_region_database
-    from ridgeline.regional.booking.catalog import load_catalog
-    from ridgeline.regional.config import NodeConfig
 
+    assert seconds > 0 and threads > 0, (seconds, threads)
+    assert secure or not insecure_baseline, "an insecure baseline needs a secure run to compare with"
     root = Path(tempfile.mkdtemp(prefix="ridgeline-bench-treks-"))
     server = PostgresServer(root / "pg", settings=PostgresSettings(durable=False))
+    phases: list[PhaseReport] = []
     with ExitStack() as stack:
         stack.callback(shutil.rmtree, root, ignore_errors=True)
         server.start()
         stack.callback(server.stop)
+        runs = [BenchSecurity.made_in(root) if secure else BenchSecurity.plaintext()] + ([BenchSecurity.plaintext()] if insecure_baseline else [])
+        for number, security in enumerate(runs, start=1):
+            with _cluster(server, security, root / f"run-{number}") as (coordinator, nodes):
+                phases += [_trek_phase(coordinator, security, threads, seconds), _single_phase(nodes, security, threads, seconds)]
+    return TreksReport(datetime.now(timezone.utc).isoformat(timespec="seconds"), _machine(), tuple(phases))
+
+
+@contextmanager
+def _cluster(server: PostgresServer, security: BenchSecurity, logs: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """Yields the coordinator's address and each region's node address, on fresh databases of
+    ``server`` (named after ``logs``, one directory per cluster); stops the processes after."""
+    from ridgeline.deploy.run.region import prepare_region_database
+    from ridgeline.regional.booking.catalog import load_catalog
+    from ridgeline.regional.config import NodeConfig
+
+    logs.mkdir(parents=True)
+    prefix = logs.name.replace("-", "_")
+    with ExitStack() as stack:
         catalog = load_catalog()
         nodes = {}
         # A fixed address the nodes know before the coordinator starts: they take legs only from it.
         coordinator_listen = f"127.0.0.1:{free_port()}"
         for region, _, _ in LEGS:
-            url = server.create_database(region.replace("-", "_"))
+            url = server.create_database(f"{prefix}_{region.replace('-', '_')}")
             prepare_region_database(url, region, catalog, advance_booking_days=NodeConfig.advance_booking_days)
             node_args = ["node", "--region", region, "--database-url", url, "--coordinator", coordinator_listen]
-            nodes[region] = stack.enter_context(_serve(node_args, root / f"{region}.log"))
-        gateway = stack.enter_context(_serve(["gateway", "--database-url", server.create_database("gateway")], root / "gateway.log"))
+            nodes[region] = stack.enter_context(_serve(security, node_args, logs / f"{region}.log"))
+        gateway = stack.enter_context(_serve(security, ["gateway", "--database-url", server.create_database(f"{prefix}_gateway")], logs / "gateway.log"))
         targets = [arg for region, address in nodes.items() for arg in ("--region-target", f"{region}={address}")]
-        coordinator = stack.enter_context(
-            _serve(
-                ["coordinator", "--database-url", server.create_database("coordinator"), "--gateway-url", gateway, "--listen", coordinator_listen, *targets],
-                root / "coordinator.log",
-            )
-        )
+        coordinator_args = ["coordinator", "--database-url", server.create_database(f"{prefix}_coordinator"), "--gateway-url", gateway, "--listen", coordinator_listen]
+        coordinator = stack.enter_context(_serve(security, [*coordinator_args, *targets], logs / "coordinator.log"))
         yield coordinator, nodes
 
 
 @contextmanager
-def _serve(args: list[str], log_path: Path) -> Iterator[str]:
-    """A ``ridgeline`` process; yields the address from its READY line, SIGTERMs it afterwards."""
-    with spawn_ready(ridgeline_command(*args), what=args[0], log_path=log_path, new_session=True, stop_timeout_seconds=20) as child:
+def _serve(security: BenchSecurity, args: list[str], log_path: Path) -> Iterator[str]:
+    """A ``ridgeline`` process with the run's security; yields the address from its READY line, SIGTERMs it afterwards."""
+    with spawn_ready(security.command(*args), what=args[0], log_path=log_path, new_session=True, stop_timeout_seconds=20) as child:
         yield child.address
 
 
@@ -163,8 +198,10 @@ def _night(rng: random.Random) -> date:
     return datetime.now(timezone.utc).date() + timedelta(days=rng.randint(3, 360))
 
 
-def _trek_phase(coordinator: str, threads: int, seconds: float) -> PhaseReport:
-    channel = grpc.insecure_channel(coordinator)
+def _trek_phase(coordinator: str, security: BenchSecurity, threads: int, seconds: float) -> PhaseReport:
+    """Every thread plans through one planner channel (its TLS session open for the whole phase)."""
+    _err.print(f"[dim]treks phase, {security.label}: {threads} threads, {seconds:g} s[/]")
+    channel = security.client("planner").channel(coordinator)
     stub = tpb_grpc.TrekServiceStub(channel)
     trek_ids: list[str] = []
 
@@ -191,16 +228,19 @@ def _trek_phase(coordinator: str, threads: int, seconds: float) -> PhaseReport:
             settled.append((trek.settled_at.ToDatetime() - created).total_seconds())
     channel.close()
     return PhaseReport(
-        "treks", threads, seconds, done, refused, done / seconds, *_p50_p99(latencies), *_p50_p99(decided), *_p50_p99(settled)
+        "treks", security.label, threads, seconds, done, refused, done / seconds, *_p50_p99(latencies), *_p50_p99(decided), *_p50_p99(settled)
     )
 
 
-def _single_phase(nodes: dict[str, str], threads: int, seconds: float) -> PhaseReport:
+def _single_phase(nodes: dict[str, str], security: BenchSecurity, threads: int, seconds: float) -> PhaseReport:
+    """Each thread a desk of its own with its own channel to one region's node."""
+    _err.print(f"[dim]singles phase, {security.label}: {threads} threads, {seconds:g} s[/]")
     clients: list[BookingClient] = []
+    desks = security.desks(threads)
 
     def open_worker(index: int) -> Callable[[random.Random], bool]:
         region, camp, resource = LEGS[index % len(LEGS)]
-        client = BookingClient(nodes[region], timeout_seconds=30)
+        client = BookingClient(nodes[region], transport=desks[index], timeout_seconds=30)
         clients.append(client)
 
         def book(rng: random.Random) -> bool:
@@ -219,7 +259,7 @@ def _single_phase(nodes: dict[str, str], threads: int, seconds: float) -> PhaseR
     latencies, done, refused = _loop(threads, seconds, open_worker)
     for client in clients:
         client.close()
-    return PhaseReport("singles", threads, seconds, done, refused, done / seconds, *_p50_p99(latencies))
+    return PhaseReport("singles", security.label, threads, seconds, done, refused, done / seconds, *_p50_p99(latencies))
 
 
 def _p50_p99(seconds: list[float]) -> tuple[float | None, float | None]:

@@ -1,7 +1,11 @@
 """``ridgeline bench holds|settle|treks|cluster``: each benchmark's options, its engine, its tables.
 
 The engines in deploy/bench run and measure; these commands check the options, print
-the report (render_bench) and write it as JSON when asked.
+the report (render_bench) and write it as JSON when asked. Every benchmark speaks mutual
+TLS with certificates it makes for the run (the global ``--certs-dir`` is not used);
+``ridgeline --insecure bench …`` runs it in plaintext, and ``--insecure-baseline`` (holds,
+treks) measures both in the same run. A separate flag, because the global ``--insecure``
+means "everything this command starts runs insecure", not "compare".
 """
 
 from __future__ import annotations
@@ -13,13 +17,17 @@ from typing import Annotated
 import typer
 
 from ridgeline.deploy.bench import cluster_bench, holds_bench, settlement_bench, treks_bench
-from ridgeline.deploy.cli import render_bench
+from ridgeline.deploy.cli import options, render_bench
 from ridgeline.regional.config import NodeConfig
 
 #: ``ridgeline bench``; ``ridgeline.deploy.cli`` adds it under that name.
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print ratios against a baseline of the same run.")
 
 JsonFile = Annotated[Path | None, typer.Option("--json", help="Also write the results to this JSON file.")]
+InsecureBaseline = Annotated[
+    bool,
+    typer.Option("--insecure-baseline", help="Also run plaintext phases (no TLS, no authorization) beside the mTLS ones, and print the cost of mTLS."),
+]
 
 
 @bench_app.command("holds")
@@ -30,12 +38,16 @@ def holds(
     hot: Annotated[bool, typer.Option("--hot/--spread", help="All holds on one resource and night, or spread over 8 resources x 300 nights.")] = False,
     repeat: Annotated[int, typer.Option("--repeat", help="gRPC phases; with more than one, each sits between two ceiling phases.")] = 1,
     round_max: Annotated[int, typer.Option("--round-max", help="The node's group-commit round size (1: one statement per hold).")] = NodeConfig.hold_round_max,
+    insecure_baseline: InsecureBaseline = False,
     json_path: JsonFile = None,
 ) -> None:
-    """Holds/s and p50/p99 through gRPC against one node, beside the raw SQL ceiling of the same run."""
+    """Holds/s and p50/p99 through gRPC (mTLS) against one node, beside the raw SQL ceiling of the same run."""
     if seconds <= 0 or threads <= 0 or workers <= 0 or repeat <= 0 or round_max <= 0:
         raise typer.BadParameter("--seconds, --threads, --workers, --repeat and --round-max must be positive")
-    settings = holds_bench.BenchSettings(seconds=seconds, threads=threads, workers=workers, hot=hot, repeat=repeat, round_max=round_max)
+    settings = holds_bench.BenchSettings(
+        seconds=seconds, threads=threads, workers=workers, hot=hot, repeat=repeat, round_max=round_max,
+        secure=_secure(insecure_baseline), insecure_baseline=insecure_baseline,
+    )  # fmt: skip
     report = holds_bench.run_holds_benchmark(settings)
     render_bench.holds(report)
     _write_json(json_path, report.to_json())
@@ -52,7 +64,9 @@ def settle(
     """Confirmed bookings/s and p50/p99 time to confirmed: batched settle flows against one flow run per booking."""
     if min(bookings, baseline_bookings, threads) <= 0 or latency_ms < 0:
         raise typer.BadParameter("--bookings, --baseline-bookings and --threads must be positive")
-    report = settlement_bench.run_settle_benchmark(bookings=bookings, baseline_bookings=baseline_bookings, threads=threads, latency_ms=latency_ms)
+    report = settlement_bench.run_settle_benchmark(
+        bookings=bookings, baseline_bookings=baseline_bookings, threads=threads, latency_ms=latency_ms, secure=_secure(insecure_baseline=False)
+    )
     render_bench.settle(report)
     _write_json(json_path, report)
 
@@ -61,10 +75,13 @@ def settle(
 def treks(
     seconds: Annotated[float, typer.Option("--seconds", help="Length of each phase.")] = 5.0,
     threads: Annotated[int, typer.Option("--threads", help="Client threads in each phase.")] = 16,
+    insecure_baseline: InsecureBaseline = False,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results here.")] = None,
 ) -> None:
-    """3-leg treks across 3 regions: treks/s and p50/p99 to decision and to settled, beside single bookings."""
-    report = treks_bench.run_treks_benchmark(seconds=seconds, threads=threads)
+    """3-leg treks across 3 regions (mTLS): treks/s and p50/p99 to decision and to settled, beside single bookings."""
+    if seconds <= 0 or threads <= 0:
+        raise typer.BadParameter("--seconds and --threads must be positive")
+    report = treks_bench.run_treks_benchmark(seconds=seconds, threads=threads, secure=_secure(insecure_baseline), insecure_baseline=insecure_baseline)
     render_bench.treks(report)
     _write_json(json_path, report.to_json())
 
@@ -81,9 +98,21 @@ def cluster(
     """Failover time (median, max) and holds/s through the routing client: 3 regions x 2 nodes vs one node."""
     if seconds <= 0 or threads <= 0 or failovers < 0:
         raise typer.BadParameter("--seconds and --threads must be positive, --failovers not negative")
-    report = cluster_bench.run_cluster_benchmark(seconds=seconds, threads=threads, failovers=failovers, lease_ttl=lease_ttl, heartbeat=heartbeat)
+    report = cluster_bench.run_cluster_benchmark(
+        seconds=seconds, threads=threads, failovers=failovers, lease_ttl=lease_ttl, heartbeat=heartbeat, secure=_secure(insecure_baseline=False)
+    )
     render_bench.cluster(report)
     _write_json(json_path, report.to_json())
+
+
+def _secure(insecure_baseline: bool) -> bool:
+    """Whether the benchmark's processes speak mTLS: yes, unless the global ``--insecure``
+    (which leaves nothing secure for ``--insecure-baseline`` to compare with)."""
+    if not options.SECURITY.insecure:
+        return True
+    if insecure_baseline:
+        raise typer.BadParameter("--insecure-baseline compares mTLS with plaintext; the global --insecure leaves no mTLS to compare")
+    return False
 
 
 def _write_json(path: Path | None, report: dict[str, object]) -> None:

@@ -20,7 +20,11 @@ from ridgeline.deploy.cli.render import console
 def holds(report: BenchReport) -> None:
     """Speed and CPU per phase, the medians when repeated, and the verdict against the goal."""
     settings = report.settings
-    speed = Table(title=f"holds, {settings.workload}: {settings.threads} threads, {settings.seconds:g} s a phase, node workers {settings.workers}, hold rounds of up to {settings.round_max}")
+    transport = "mTLS" if settings.secure else "plaintext (--insecure)"
+    speed = Table(
+        title=f"holds, {settings.workload}: {settings.threads} threads, {settings.seconds:g} s a phase, node workers {settings.workers}, "
+        f"hold rounds of up to {settings.round_max}; grpc over {transport}"
+    )
     for heading in ("phase", "holds", "holds/s", "p50 ms", "p99 ms", "retries/errors", "rollbacks"):
         speed.add_column(heading, justify="left" if heading == "phase" else "right")
     cpu = Table(title="CPU per hold (µs), and other load on the machine")
@@ -33,7 +37,7 @@ def holds(report: BenchReport) -> None:
             f"{phase.ops_per_second:,.0f}",
             _number(phase.p50_ms, 2),
             _number(phase.p99_ms, 2),
-            f"{phase.retries if phase.phase == 'ceiling' else '-'}/{sum(phase.errors.values())}",
+            f"{phase.retries if phase.phase == holds_bench.CEILING else '-'}/{sum(phase.errors.values())}",
             str(phase.rollbacks),
         )
         spent = phase.cpu_us_per_hold
@@ -45,7 +49,8 @@ def holds(report: BenchReport) -> None:
             f"{phase.other_cores:.2f}",
         )
     if settings.repeat > 1:
-        for kind in ("ceiling", "grpc"):
+        kinds = [k for k in (holds_bench.CEILING, holds_bench.GRPC, holds_bench.PLAINTEXT) if any(p.phase == k for p in report.phases)]
+        for kind in kinds:
             same = [p for p in report.phases if p.phase == kind]
             speed.add_row(
                 kind,
@@ -53,7 +58,7 @@ def holds(report: BenchReport) -> None:
                 f"{statistics.median(p.ops_per_second for p in same):,.0f}",
                 _number(_median_of(p.p50_ms for p in same), 2),
                 _number(_median_of(p.p99_ms for p in same), 2),
-                end_section=kind == "ceiling",
+                end_section=kind == kinds[0],
             )
     console.print(speed)
     for number, phase in enumerate(report.phases, start=1):
@@ -65,6 +70,19 @@ def holds(report: BenchReport) -> None:
     verdict = "meets the goal" if report.median_ratio >= holds_bench.GOAL_RATIO else "BELOW the goal"
     label = "median ratio" if settings.repeat > 1 else "ratio"
     print(f"{label} grpc/ceiling = {report.median_ratio:.2f} (goal >= {holds_bench.GOAL_RATIO:.2f}): {verdict}")
+    if report.median_mtls_ratio is not None:
+        _mtls_verdict(report.median_mtls_ratio, report.mtls_ratios, report.median_ops_per_second(holds_bench.GRPC), report.median_ops_per_second(holds_bench.PLAINTEXT), "holds/s")
+
+
+def _mtls_verdict(ratio: float, ratios: Iterable[float], secure: float | None, plaintext: float | None, unit: str) -> None:
+    """mTLS beside plaintext of the same run, and issue 11's goal: a cost of at most 10%."""
+    each = list(ratios)
+    spread = f" (each round: {', '.join(f'{r:.2f}' for r in each)})" if len(each) > 1 else ""
+    verdict = "meets the goal" if ratio >= holds_bench.GOAL_MTLS_RATIO else "BELOW the goal"
+    print(
+        f"mTLS {_number(secure, 1)} {unit}, plaintext {_number(plaintext, 1)} {unit}: ratio mTLS/plaintext = {ratio:.2f}{spread}, "
+        f"cost {1 - ratio:.0%} (goal: cost <= {1 - holds_bench.GOAL_MTLS_RATIO:.0%}): {verdict}"
+    )
 
 
 def _median_of(values: Iterable[float | None]) -> float | None:
@@ -94,23 +112,29 @@ def settle(report: dict[str, object]) -> None:
 
 
 def treks(report: TreksReport) -> None:
-    """Both phases in one table, then the treks phase against the goals."""
+    """Every phase in one table, the treks phase against the goals, then mTLS beside plaintext."""
     table = Table(title="Treks (3 legs, 3 regions) beside single-region bookings, same run")
-    for column in ("phase", "threads", "done/s", "refused", "call p50/p99 ms", "decision p50/p99 ms", "settled p50/p99 ms"):
+    for column in ("phase", "transport", "threads", "done/s", "refused", "call p50/p99 ms", "decision p50/p99 ms", "settled p50/p99 ms"):
         table.add_column(column, justify="left" if column == "phase" else "right")
 
     def pair(a: float | None, b: float | None) -> str:
         return "-" if a is None else f"{a:.1f} / {b:.1f}"
 
     for r in report.phases:
-        table.add_row(r.phase, str(r.threads), f"{r.per_second:.1f}", str(r.refused), pair(r.call_p50_ms, r.call_p99_ms), pair(r.decision_p50_ms, r.decision_p99_ms), pair(r.settled_p50_ms, r.settled_p99_ms))
+        table.add_row(r.phase, r.transport, str(r.threads), f"{r.per_second:.1f}", str(r.refused), pair(r.call_p50_ms, r.call_p99_ms), pair(r.decision_p50_ms, r.decision_p99_ms), pair(r.settled_p50_ms, r.settled_p99_ms))
     console.print(table)
     trek = report.phases[0]
     verdict = (trek.decision_p50_ms or float("inf")) <= treks_bench.GOAL_DECISION_P50_MS and trek.per_second >= treks_bench.GOAL_TREKS_PER_SECOND
     console.print(
         f"goals: decision p50 ≤ {treks_bench.GOAL_DECISION_P50_MS:g} ms and ≥ {treks_bench.GOAL_TREKS_PER_SECOND:g} treks/s → "
-        f"{'met' if verdict else 'NOT met'} ({trek.decision_p50_ms} ms, {trek.per_second:.1f} treks/s)"
+        f"{'met' if verdict else 'NOT met'} ({trek.decision_p50_ms} ms, {trek.per_second:.1f} treks/s, {trek.transport})"
     )
+    ratios = report.mtls_ratios
+    if ratios:
+        secure, plaintext = report.phases[:2], report.phases[2:]
+        for (kind, unit), mine, theirs in zip((("treks", "treks/s"), ("singles", "singles/s")), secure, plaintext, strict=True):
+            print(f"{kind}: ", end="")
+            _mtls_verdict(ratios[kind], [ratios[kind]], mine.per_second, theirs.per_second, unit)
 
 
 def cluster(report: ClusterBenchReport) -> None:
