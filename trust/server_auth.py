@@ -52,19 +52,22 @@ class Authenticator(grpc.ServerInterceptor):
         self._ca_pem = ca_pem  # read per token check: a rotated CA file is picked up too
         self._fair_share = fair_share if fair_share is not None else FairShare()
         self._identities: dict[bytes, Identity] = {}
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
     def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None], details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(details)
         route = details.method
+        wrapped = self._handlers.get(route)
+        if wrapped is not None:
+            return wrapped
+        handler = continuation(details)
         if handler is None:
             return None
-        metadata = details.invocation_metadata
 
         def admit(context: grpc.ServicerContext) -> Identity | None:
             try:
-                return self._admit(route, metadata, context)
+                return self._admit(route, context.invocation_metadata(), context)
             except _Refused as refusal:
                 REFUSALS.labels(refusal.role, refusal.code.name).inc()
                 if refusal.retry_after_seconds > 0:
@@ -72,7 +75,10 @@ class Authenticator(grpc.ServerInterceptor):
                 context.abort(refusal.code, str(refusal))
             raise AssertionError("unreachable: abort raises")
 
-        return _wrap(handler, admit)
+        # One wrapped handler per method, built on its first call: the hold path pays for
+        # the checks, not for new closures on every call (the handler below is per method).
+        wrapped = self._handlers[route] = _wrap(handler, admit)
+        return wrapped
 
     def _admit(self, route: str, metadata: Any, context: grpc.ServicerContext) -> Identity | None:
         identity = self._identify(metadata, context)
