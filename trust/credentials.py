@@ -1,4 +1,4 @@
-"""TLS for every gRPC hop: what a server presents and demands, and what a client presents.
+"""TLS for every hop: what a server presents and demands, and what a client presents.
 
 A :class:`Transport` is built once per process from its certificates directory (or is
 explicitly insecure). Servers require a client certificate signed by the cluster CA
@@ -7,22 +7,28 @@ hold a certificate too; health probes use any client pair). Servers re-read
 ``node.crt``/``node.key``/``ca.crt`` when they change on disk, at the next handshake, so a
 renewed certificate is served without a restart; calls on open connections continue.
 Clients keep one channel per target for the life of the process (sessions stay warm).
+The HTTP surfaces (the stand-in gateway, the fault-control endpoint) and their clients
+take the same files as :mod:`ssl` contexts (:meth:`Transport.server_ssl_context`,
+:meth:`Transport.http_client`): this is the one place that knows which files a process presents.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import ssl
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ridgeline.trust.certs import CertsDir
+from ridgeline.trust.tokens import METADATA_KEY
 
 __all__ = ["Transport", "INSECURE_WARNING"]
 
@@ -77,12 +83,39 @@ class Transport:
 
     def channel_credentials(self) -> grpc.ChannelCredentials:
         assert self.certs is not None, "an insecure transport has no credentials"
-        certs = self.certs
-        cert, key = (certs.node_cert, certs.node_key) if self.principal is None else (certs.client_cert(self.principal), certs.client_key(self.principal))
-        tls = grpc.ssl_channel_credentials(certs.ca_cert.read_bytes(), key.read_bytes(), cert.read_bytes())
+        cert, key = self._pair()
+        tls = grpc.ssl_channel_credentials(self.certs.ca_cert.read_bytes(), key.read_bytes(), cert.read_bytes())
         if self.token is None:
             return tls
         return grpc.composite_channel_credentials(tls, grpc.access_token_call_credentials(self.token))
+
+    def http_client(self, base_url: str, *, timeout_seconds: float) -> httpx.Client:
+        """An HTTP client for ``base_url``: mutual TLS with this process's pair (and its
+        bearer token), or plain HTTP when insecure. A secure process refuses an ``http://``
+        URL rather than send its calls in the clear."""
+        assert timeout_seconds > 0, f"an HTTP timeout of {timeout_seconds} s"
+        if self.certs is None:
+            return httpx.Client(base_url=base_url, timeout=timeout_seconds)
+        if not base_url.startswith("https://"):
+            raise ValueError(f"{base_url} is not an https:// URL, and this process speaks TLS (certificates in {self.certs.path}); run with --insecure to use plain HTTP")
+        headers = {METADATA_KEY: f"Bearer {self.token}"} if self.token is not None else {}
+        return httpx.Client(base_url=base_url, timeout=timeout_seconds, verify=self.client_ssl_context(), headers=headers)
+
+    def client_ssl_context(self) -> ssl.SSLContext:
+        """The client half of mutual TLS over HTTP: trusts only the cluster CA, presents this process's pair."""
+        assert self.certs is not None, "an insecure transport has no credentials"
+        cert, key = self._pair()
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.certs.ca_cert))
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(cert, key)
+        assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname, "a client verifies the server it calls"
+        return context
+
+    def _pair(self) -> tuple[Path, Path]:
+        """The certificate and key this process presents: the node pair, or its principal's client pair."""
+        assert self.certs is not None, "an insecure transport has no credentials"
+        certs = self.certs
+        return (certs.node_cert, certs.node_key) if self.principal is None else (certs.client_cert(self.principal), certs.client_key(self.principal))
 
     # ------------------------------------------------------------------ servers
 
@@ -96,6 +129,24 @@ class Transport:
         assert self.certs is not None, "an insecure transport has no credentials"
         pair = _ServerPair(self.certs)
         return grpc.dynamic_ssl_server_credentials(pair.configuration(), pair.fetch_if_changed, require_client_authentication=True)
+
+    def server_ssl_context(self) -> ssl.SSLContext:
+        """The server half of mutual TLS over HTTP: presents the node pair, and completes a
+        handshake only with a client certificate the cluster CA signed (like the gRPC ports)."""
+        assert self.certs is not None, "an insecure transport has no credentials"
+        certs = self.certs
+        certs.require(certs.ca_cert, certs.node_cert, certs.node_key)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(certs.node_cert, certs.node_key)
+        context.load_verify_locations(cafile=str(certs.ca_cert))
+        context.verify_mode = ssl.CERT_REQUIRED
+        return context
+
+    @property
+    def http_scheme(self) -> str:
+        """The scheme of the URLs this process's HTTP surfaces serve."""
+        return "https" if self.secure else "http"
 
     def ca_pem(self) -> bytes:
         assert self.certs is not None, "an insecure transport trusts no CA"
