@@ -65,6 +65,7 @@ def run_settle_benchmark(*, bookings: int, baseline_bookings: int, threads: int,
     from ridgeline.deploy.run.region import prepare_region_database
     from ridgeline.flows import prefect_settings
     from ridgeline.regional.booking.catalog import load_catalog
+    from ridgeline.trust.credentials import Transport
 
     started = datetime.now(timezone.utc)
     root = Path(tempfile.mkdtemp(prefix="ridgeline-bench-settle-"))
@@ -75,7 +76,8 @@ def run_settle_benchmark(*, bookings: int, baseline_bookings: int, threads: int,
         server.start()
         template = server.create_database("bench_template")
         prepare_region_database(template, _REGION, load_catalog(), advance_booking_days=365)
-        gateway = GatewayProcess(server.create_database("bench_gateway"))
+        # Plain HTTP, like the bench's node process (its settlement dials the gateway insecurely for now).
+        gateway = GatewayProcess(server.create_database("bench_gateway"), Transport.insecure())
         httpx.put(f"{gateway.url}/admin/faults", json={"latency_ms": latency_ms}, timeout=10).raise_for_status()
         prefect = PrefectServer(server)
         prefect_settings.install(prefect.start())
@@ -141,6 +143,7 @@ def _book_all(address: str, url: str, gateway_url: str, root: Path, count: int, 
     from ridgeline.flows.runtime import build_settlement_runtime, close_settlement_runtime
     from ridgeline.flows.settle import settle_batch
     from ridgeline.routing.client import BookingClient
+    from ridgeline.trust.credentials import Transport
 
     with BookingClient(address) as client:
         camps = client.list_basecamps().basecamps
@@ -151,7 +154,7 @@ def _book_all(address: str, url: str, gateway_url: str, root: Path, count: int, 
     name = f"bench-{uuid.uuid4().hex[:8]}"
     if settle_each:
         # The baseline settles for the node from outside it: it writes under the node's leases.
-        build_settlement_runtime(name, url, PaymentGateway(gateway_url), root / "spool-baseline", borrowed_basecamps=basecamps, pool_size=threads + 2)
+        build_settlement_runtime(name, url, PaymentGateway(gateway_url, Transport.insecure()), root / "spool-baseline", borrowed_basecamps=basecamps, pool_size=threads + 2)
     lock = threading.Lock()
     runs = 0
 

@@ -24,6 +24,7 @@ from ridgeline.deploy.drills.audit import DEFAULT_HOLD_GRACE_SECONDS, DEFAULT_MO
 from ridgeline.deploy.run.processes import alive
 from ridgeline.routing import ClusterClient, ClusterUnreachable
 from ridgeline.routing.ring import propose_owners
+from ridgeline.trust.credentials import Transport
 from ridgeline.v1 import cluster_pb2 as cpb
 
 _console = Console()
@@ -124,18 +125,20 @@ def _print_services(spec: ClusterSpec, timeout: float) -> None:
         )
         table.add_row("trek coordinator", spec.coordinator_listen, _health(spec.coordinator_listen, timeout), summary, spec.coordinator_metrics or "")
     if spec.gateway_url:
-        figures = scrape_gateway(spec.gateway_url, timeout)
-        health = _gateway_health(spec.gateway_url, timeout) if figures is None or not figures.outage else "[yellow]outage injected[/]"
+        transport = Transport.insecure()  # until status finds the cluster's certificates (issue 11)
+        figures = scrape_gateway(spec.gateway_url, transport, timeout)
+        health = _gateway_health(spec.gateway_url, transport, timeout) if figures is None or not figures.outage else "[yellow]outage injected[/]"
         summary = f"{figures.requests} payment calls, {figures.unavailable} answered 5xx, p99 {_bound(figures.p99_seconds)}" if figures else ""
         table.add_row("payment gateway", spec.gateway_url, health, summary, f"{spec.gateway_url}/metrics")
     if table.row_count:
         _console.print(table)
 
 
-def _gateway_health(url: str, timeout: float) -> str:
+def _gateway_health(url: str, transport: Transport, timeout: float) -> str:
     try:
-        answer = httpx.get(f"{url.rstrip('/')}/healthz", timeout=timeout)
-    except httpx.HTTPError:
+        with transport.http_client(url, timeout_seconds=timeout) as http:
+            answer = http.get("/healthz")
+    except (httpx.HTTPError, ValueError):
         return "[red]unreachable[/]"
     return "[green]serving[/]" if answer.status_code == 200 else f"[red]not serving ({answer.status_code})[/]"
 
@@ -163,6 +166,7 @@ def audit(
         urls,
         hold_grace_seconds=hold_grace,
         gateway_url=gateway_url or (spec.gateway_url if spec else None),
+        gateway_transport=Transport.insecure(),  # until audit finds the cluster's sre pair (issue 11)
         coordinator_url=coordinator_database_url or (spec.coordinator_database_url if spec else None),
         money_grace_seconds=money_grace,
     )

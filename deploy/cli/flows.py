@@ -54,10 +54,11 @@ def _runtime(database_url: str, gateway_url: str) -> Iterator[str]:
     """A settlement runtime registered under a name for one command, torn down after it."""
     from ridgeline.flows.payments import PaymentGateway
     from ridgeline.flows.runtime import build_settlement_runtime, close_settlement_runtime
+    from ridgeline.trust.credentials import Transport
 
     # Sweep and reconcile move no booking: the runtime holds no lease (no fence).
     spool = Path(tempfile.mkdtemp(prefix="ridgeline-cli-spool-"))
-    build_settlement_runtime("cli", database_url, PaymentGateway(gateway_url), spool, application_name="ridgeline-flows-cli")
+    build_settlement_runtime("cli", database_url, PaymentGateway(gateway_url, Transport.insecure()), spool, application_name="ridgeline-flows-cli")
     try:
         yield "cli"
     finally:

@@ -112,9 +112,10 @@ def _settlement(
     if not gateway_url:
         return None
     from ridgeline.deploy.run.node_settlement import settlement_config
+    from ridgeline.trust.credentials import Transport
 
     return settlement_config(
-        gateway_url, outbox_dir or Path.home() / ".ridgeline" / "outbox" / region,
+        gateway_url, Transport.insecure(), outbox_dir or Path.home() / ".ridgeline" / "outbox" / region,
         payment_timeout=payment_timeout, payment_attempts=payment_attempts, charge_passes=charge_passes, claim_seconds=claim_seconds,
     )
 
@@ -159,16 +160,28 @@ def gateway(
     database_url: Annotated[str, typer.Option("--database-url", envvar="RIDGELINE_GATEWAY_DATABASE_URL", help="cockroachdb+psycopg:// URL of the gateway's own database.")],
     listen: Annotated[str, typer.Option("--listen", help="host:port to serve HTTP on (port 0: any free port).")] = "127.0.0.1:0",
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for injected faults, for reproducible drills.")] = None,
+    certs_dir: Annotated[Path | None, typer.Option("--certs-dir", help="Certificates directory: serve HTTPS with its node pair, callers need a client certificate (default: ~/.ridgeline/cluster/certs).")] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Serve plain HTTP and answer anyone (loudly logged; never the default).")] = False,
 ) -> None:
     """Run the local stand-in payment gateway until SIGTERM/SIGINT (prints a READY line once serving)."""
     from sqlalchemy.exc import OperationalError
 
     from ridgeline.deploy.payment_gateway.server import serve_until_signalled
+    from ridgeline.trust.certs import CertificateError
+    from ridgeline.trust.credentials import Transport
 
     configure_logging()
+    if insecure and certs_dir is not None:
+        raise typer.BadParameter("--insecure serves plain HTTP: drop --certs-dir, or drop --insecure")
     try:
-        serve_until_signalled(database_url, listen, seed=seed)
-    except (OSError, OperationalError) as error:
+        if insecure:
+            transport = Transport.insecure()
+        else:
+            from ridgeline.deploy.cluster.local_cluster import DEFAULT_STATE_DIR
+
+            transport = Transport.from_dir(certs_dir or DEFAULT_STATE_DIR / "certs")
+        serve_until_signalled(database_url, listen, transport, seed=seed)
+    except (OSError, OperationalError, CertificateError) as error:
         typer.secho(f"error: {error}", err=True, fg="red")
         raise typer.Exit(1) from None
 
@@ -271,8 +284,12 @@ def coordinator(
     config = CoordinatorConfig(
         advertise_target="", prepare_timeout_seconds=prepare_timeout, decision_grace_seconds=decision_grace, redrive_interval_seconds=redrive_interval
     )
+    from ridgeline.trust.credentials import Transport
+
     try:
-        serve_until_signalled(database_url, listen, seeds, gateway_url, config, metrics_listen=metrics_listen, dial=_pairs(via or [], "--via"))
+        serve_until_signalled(
+            database_url, listen, seeds, gateway_url, config, transport=Transport.insecure(), metrics_listen=metrics_listen, dial=_pairs(via or [], "--via")
+        )
     except (OSError, OperationalError) as error:
         typer.secho(f"error: {error}", err=True, fg="red")
         raise typer.Exit(1) from None

@@ -25,6 +25,7 @@ from ridgeline.deploy.run.region import prepare_region_database
 from ridgeline.regional.booking.catalog import load_catalog
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.node import RegionalNode
+from ridgeline.trust.credentials import Transport
 
 _console = Console(stderr=False)
 
@@ -54,12 +55,13 @@ def run_demo(*, data_dir: Path, region: str, listen: str, tour: Callable[[str], 
         except OSError as error:
             raise SystemExit(f"ridgeline demo: {error} (choose another with --listen)") from None
         node.start()
-        gateway = GatewayProcess(database.create_database("ridgeline_gateway"))
+        transport = Transport.insecure()  # until the demo makes its certificates (issue 11)
+        gateway = GatewayProcess(database.create_database("ridgeline_gateway"), transport)
         if not os.environ.get("PREFECT_API_URL"):
             prefect = PrefectServer(database)
             os.environ["PREFECT_API_URL"] = prefect.start()
         settler = NodeSettlement(
-            SettlementConfig(gateway.url, data_dir / "outbox"), node_id=config.node_id, database_url=url, fence=node.keeper.ownership.fence
+            SettlementConfig(gateway.url, transport, data_dir / "outbox"), node_id=config.node_id, database_url=url, fence=node.keeper.ownership.fence
         )
         settler.start()
         _console.print(
