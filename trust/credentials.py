@@ -132,16 +132,11 @@ class Transport:
 
     def server_ssl_context(self) -> ssl.SSLContext:
         """The server half of mutual TLS over HTTP: presents the node pair, and completes a
-        handshake only with a client certificate the cluster CA signed (like the gRPC ports)."""
+        handshake only with a client certificate the cluster CA signed (like the gRPC ports).
+        Renewed files are served from the next handshake on (:class:`_RenewingServerContext`)."""
         assert self.certs is not None, "an insecure transport has no credentials"
-        certs = self.certs
-        certs.require(certs.ca_cert, certs.node_cert, certs.node_key)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(certs.node_cert, certs.node_key)
-        context.load_verify_locations(cafile=str(certs.ca_cert))
-        context.verify_mode = ssl.CERT_REQUIRED
-        return context
+        self.certs.require(self.certs.ca_cert, self.certs.node_cert, self.certs.node_key)
+        return _RenewingServerContext(self.certs).context
 
     @property
     def http_scheme(self) -> str:
@@ -165,7 +160,7 @@ class _ServerPair:
         return self._certs.node_cert, self._certs.node_key, self._certs.ca_cert
 
     def _read_stamp(self) -> tuple[tuple[int, int], ...]:
-        return tuple((s.st_mtime_ns, s.st_ino) for s in map(os.stat, self._files()))
+        return _stamp(self._files())
 
     def configuration(self) -> grpc.ServerCertificateConfiguration:
         cert, key, ca = (path.read_bytes() for path in self._files())
@@ -190,6 +185,57 @@ class _ServerPair:
             self._stamp = stamp
         _log.info("serving the renewed certificate %s", self._certs.node_cert)
         return configuration
+
+
+class _RenewingServerContext:
+    """An HTTP server's TLS context that serves renewed files from the next handshake on.
+
+    ``sni_callback`` runs on every ClientHello (with a server name or without) before the
+    server's certificate is chosen, and may hand that connection another context: a new
+    one, built when the files' stamp changed. A pair caught mid-renewal (the key renamed,
+    the certificate not yet) fails to load, and the next handshake tries again; the last
+    good context serves meanwhile. Open connections keep the context they began with.
+    """
+
+    def __init__(self, certs: CertsDir) -> None:
+        self._certs = certs
+        self._files = (certs.node_cert, certs.node_key, certs.ca_cert)
+        self._lock = threading.Lock()
+        self._stamp = _stamp(self._files)
+        self.context = _http_server_context(certs)
+        self.context.sni_callback = self._choose
+        self._current = self.context
+
+    def _choose(self, connection: ssl.SSLObject, _server_name: str | None, _context: ssl.SSLContext) -> None:
+        current = self._renewed()
+        if current is not self.context:
+            connection.context = current
+
+    def _renewed(self) -> ssl.SSLContext:
+        with self._lock:
+            try:
+                stamp = _stamp(self._files)
+                if stamp != self._stamp:
+                    self._current = _http_server_context(self._certs)
+                    self._stamp = stamp
+                    _log.info("serving the renewed certificate %s over HTTPS", self._certs.node_cert)
+            except (OSError, ssl.SSLError):
+                pass  # a file mid-replacement: keep serving the pair we have
+            return self._current
+
+
+def _http_server_context(certs: CertsDir) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certs.node_cert, certs.node_key)
+    context.load_verify_locations(cafile=str(certs.ca_cert))
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def _stamp(files: Sequence[Path]) -> tuple[tuple[int, int], ...]:
+    """What changes when a file is replaced (renamed into place: a new inode) or rewritten."""
+    return tuple((s.st_mtime_ns, s.st_ino) for s in map(os.stat, files))
 
 
 def _pair_matches(cert_pem: bytes, key_pem: bytes) -> bool:

@@ -5,7 +5,8 @@ SIGINT: uvicorn re-raises a captured signal after shutdown, which would end the 
 with a signal status instead of exit code 0.
 
 Over TLS it presents the node pair of its certificates directory and completes a
-handshake only with a client certificate the cluster CA signed (``Transport``);
+handshake only with a client certificate the cluster CA signed (``Transport``; a renewed
+pair is served from the next handshake on);
 ``peer_certificate.py`` hands that certificate to the app, which authorizes every request.
 """
 

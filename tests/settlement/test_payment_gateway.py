@@ -8,6 +8,7 @@ own tables and its ``/v1`` request counter are the evidence.
 
 from __future__ import annotations
 
+import socket
 import ssl
 import threading
 import time
@@ -36,7 +37,7 @@ from ridgeline.flows.payments import (
     PaymentUnavailable,
 )
 from ridgeline.trust import policy, tokens
-from ridgeline.trust.certs import LOCAL_NODE_NAME, CertsDir, create_client, ensure_local
+from ridgeline.trust.certs import LOCAL_NODE_NAME, CertsDir, create_client, create_node, ensure_local
 from ridgeline.trust.credentials import Transport
 from ridgeline.trust.identity import Role
 
@@ -554,3 +555,45 @@ def test_refusals_are_counted_by_role_and_status_and_the_adapter_does_not_retry_
     assert grew == {("desk", "403"): 1, ("none", "401"): 1}, "one refusal each: a 403 is definitive, never retried"
     roles = {role.value for role in Role} | {"none"}
     assert all(labels[0] in roles for name, labels in after if name == "ridgeline_gateway_refusals_total"), "roles in the labels, never principals"
+
+
+def _served_certificate(gateway: Gateway) -> bytes:
+    """The certificate a new connection to the gateway is shown (DER)."""
+    assert gateway.certs is not None
+    host, port = gateway.url.removeprefix("https://").rsplit(":", 1)
+    context = gateway.transport().client_ssl_context()
+    with socket.create_connection((host, int(port)), timeout=5) as raw, context.wrap_socket(raw, server_hostname=host) as tls:
+        served = tls.getpeercert(binary_form=True)
+    assert served is not None
+    return served
+
+
+def test_a_renewed_node_certificate_is_served_without_a_restart_and_no_call_fails(
+    gateway: Gateway, adapter: Callable[..., PaymentGateway]
+) -> None:
+    assert gateway.certs is not None
+    before = _served_certificate(gateway)
+    assert before == ssl.PEM_cert_to_DER_cert(gateway.certs.node_cert.read_text())
+    stop, failures, calls = threading.Event(), [], [0]
+
+    def pay() -> None:
+        pay = adapter(attempts_max=1)
+        while not stop.is_set():
+            try:
+                pay.charge(_key(), 100, "EUR", "booking-rotation")
+                calls[0] += 1
+            except Exception as error:  # noqa: BLE001 - the test counts every failure
+                failures.append(error)
+
+    payers = [threading.Thread(target=pay) for _ in range(4)]
+    for payer in payers:
+        payer.start()
+    time.sleep(0.3)
+    create_node(gateway.certs, LOCAL_NODE_NAME, ("localhost", "127.0.0.1"))
+    time.sleep(0.5)
+    after = _served_certificate(gateway)
+    stop.set()
+    for payer in payers:
+        payer.join()
+    assert after != before and after == ssl.PEM_cert_to_DER_cert(gateway.certs.node_cert.read_text()), "new handshakes see the renewed pair"
+    assert failures == [] and calls[0] > 0, f"{len(failures)} of {calls[0] + len(failures)} calls failed: {failures[:3]}"
