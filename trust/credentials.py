@@ -83,8 +83,9 @@ class Transport:
 
     def channel_credentials(self) -> grpc.ChannelCredentials:
         assert self.certs is not None, "an insecure transport has no credentials"
-        cert, key = self._pair()
-        tls = grpc.ssl_channel_credentials(self.certs.ca_cert.read_bytes(), key.read_bytes(), cert.read_bytes())
+        certs = self.certs
+        cert, key = (certs.node_cert, certs.node_key) if self.principal is None else (certs.client_cert(self.principal), certs.client_key(self.principal))
+        tls = grpc.ssl_channel_credentials(certs.ca_cert.read_bytes(), key.read_bytes(), cert.read_bytes())
         if self.token is None:
             return tls
         return grpc.composite_channel_credentials(tls, grpc.access_token_call_credentials(self.token))
@@ -160,7 +161,7 @@ class _ServerPair:
         return self._certs.node_cert, self._certs.node_key, self._certs.ca_cert
 
     def _read_stamp(self) -> tuple[tuple[int, int], ...]:
-        return _stamp(self._files())
+        return tuple((s.st_mtime_ns, s.st_ino) for s in map(os.stat, self._files()))
 
     def configuration(self) -> grpc.ServerCertificateConfiguration:
         cert, key, ca = (path.read_bytes() for path in self._files())

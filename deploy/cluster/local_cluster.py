@@ -110,9 +110,6 @@ class LocalCluster:
         self._fault_control_url: str | None = None
         #: node address -> the proxy address the coordinator dials (also when attached).
         self._via: dict[str, str] = {}
-        #: How this process reaches the cluster's HTTP surfaces (gateway, fault control); drills
-        #: need an sre pair. Insecure until `ridgeline up` passes the certificates it made.
-        self.transport: Transport = Transport.insecure()
 
     @classmethod
     def attach(cls, state_dir: Path) -> LocalCluster:
@@ -147,7 +144,7 @@ class LocalCluster:
         cluster._via = dict(state.get("coordinator_via") or {})  # type: ignore[arg-type]
         cluster._fault_control_url = state.get("fault_control")  # type: ignore[assignment]
         if cluster._fault_control_url:
-            cluster.coordinator_paths = {node_id: RemoteFaultPath(cluster._fault_control_url, node_id, cluster.transport) for node_id in cluster.nodes}
+            cluster.coordinator_paths = {node_id: RemoteFaultPath(cluster._fault_control_url, node_id, cluster.client_transport("sre")) for node_id in cluster.nodes}
         if state.get("coordinator_pid"):
             cluster.coordinator = NodeRun(
                 "coordinator", "", str(state["coordinator"]), AdoptedProcess(int(state["coordinator_pid"])), state_dir / "logs" / "coordinator.log"  # type: ignore[arg-type]
@@ -364,6 +361,17 @@ class LocalCluster:
                 if time.monotonic() > deadline:
                     raise ClusterStartError(f"basecamps still without an owner after {timeout_seconds:.0f} s; see {self.state_dir / 'logs'}")
                 time.sleep(0.25)
+
+    @property
+    def transport(self) -> Transport:
+        """How this process's parts serve and reach each other: insecure until `ridgeline up`
+        makes its certificates (issue 11)."""
+        return Transport.insecure()
+
+    def client_transport(self, principal: str) -> Transport:
+        """How a drill or a test acts on the cluster as one of the local clients (sre, desk, planner)."""
+        assert principal, "a client pair is named by its principal"
+        return Transport.insecure()
 
     def _write_state(self) -> None:
         state = {

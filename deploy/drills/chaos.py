@@ -355,7 +355,7 @@ def _gateway_faults(cluster: LocalCluster, faults: dict[str, object]) -> None:
     """Sets the gateway's faults as the cluster's operator (``PUT /admin/faults`` admits only ``sre``)."""
     if not cluster.spec.gateway_url:
         raise RuntimeError("this cluster runs no payment gateway")
-    with cluster.transport.http_client(cluster.spec.gateway_url, timeout_seconds=10) as http:
+    with cluster.client_transport("sre").http_client(cluster.spec.gateway_url, timeout_seconds=10) as http:
         reply = http.put("/admin/faults", json=faults)
     if reply.status_code != 200:
         raise RuntimeError(f"the gateway refused faults {faults}: {reply.status_code} {reply.text}")
@@ -447,7 +447,7 @@ def run_drill(
     urls = {r.name: str(r.database_url) for r in cluster.spec.regions}
     # Settlements and treks still in flight are not at rest yet: the audit leaves them out.
     audit = run_audit(
-        urls, gateway_url=cluster.spec.gateway_url, gateway_transport=cluster.transport, coordinator_url=cluster.spec.coordinator_database_url, money_grace_seconds=0
+        urls, gateway_url=cluster.spec.gateway_url, gateway_transport=cluster.client_transport("sre"), coordinator_url=cluster.spec.coordinator_database_url, money_grace_seconds=0
     )
     if run.load is not None:
         audit.checks.append(check_acknowledged(urls, run.load.acknowledged))
