@@ -4,10 +4,10 @@ uvicorn serves in a worker thread so that this module, not uvicorn, owns SIGTERM
 SIGINT: uvicorn re-raises a captured signal after shutdown, which would end the process
 with a signal status instead of exit code 0.
 
-Over TLS it presents the node pair of its certificates directory and completes a
-handshake only with a client certificate the cluster CA signed (``Transport``; a renewed
-pair is served from the next handshake on);
-``peer_certificate.py`` hands that certificate to the app, which authorizes every request.
+Over TLS it presents the node pair of its certificates directory (a renewed pair from
+the next handshake on) and completes a handshake only with a client certificate the
+cluster CA signed (``Transport``); ``peer_certificate.py`` hands that certificate to the
+app, which authorizes every request.
 """
 
 from __future__ import annotations
