@@ -8,6 +8,10 @@ attempts; a decline (402) is definitive and never retried. A circuit breaker mak
 fail fast while the gateway is down. Callers see four outcomes besides success:
 :class:`PaymentDeclined`, :class:`PaymentConflict`, :class:`ChargeNotFound` and
 :class:`PaymentUnavailable` (unknown outcome: retry later with the same key).
+
+Calls go over mutual TLS with the caller's pair (``Transport.http_client``): nodes and
+the coordinator present the node pair, the audit an ``sre`` pair; a refusal by the
+gateway's authorization (401, 403) is a :class:`PaymentForbidden`, definitive, never retried.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import httpx
 
 from ridgeline.flows.circuit_breaker import CircuitBreaker
 from ridgeline.routing.retry import RetryPolicy
+from ridgeline.trust.credentials import Transport
 
 #: Charges per ledger page when iterating (the gateway caps a page at 500).
 LIST_PAGE_SIZE = 200
@@ -45,6 +50,10 @@ class PaymentConflict(PaymentError):
 
 class ChargeNotFound(PaymentError):
     """The gateway knows no such charge."""
+
+
+class PaymentForbidden(PaymentError):
+    """401/403: the gateway does not know this caller, or its role may not make this call; a retry cannot help."""
 
 
 class PaymentUnavailable(PaymentError):
@@ -81,6 +90,7 @@ class PaymentGateway:
     def __init__(
         self,
         base_url: str,
+        transport: Transport,
         *,
         timeout_seconds: float = 5.0,
         attempts_max: int = 4,
@@ -90,7 +100,7 @@ class PaymentGateway:
     ) -> None:
         self.retry = RetryPolicy(attempts_max, backoff_base_seconds, backoff_cap_seconds)
         self.breaker = breaker if breaker is not None else CircuitBreaker()
-        self._http = httpx.Client(base_url=base_url, timeout=timeout_seconds)
+        self._http = transport.http_client(base_url, timeout_seconds=timeout_seconds)
 
     def close(self) -> None:
         self._http.close()
@@ -168,7 +178,9 @@ def _answer(method: str, path: str, response: httpx.Response) -> dict[str, Any]:
     raise error_type(message, code)
 
 
-_ERRORS_BY_STATUS: dict[int, type[PaymentError]] = {402: PaymentDeclined, 404: ChargeNotFound, 409: PaymentConflict}
+_ERRORS_BY_STATUS: dict[int, type[PaymentError]] = {
+    401: PaymentForbidden, 402: PaymentDeclined, 403: PaymentForbidden, 404: ChargeNotFound, 409: PaymentConflict
+}
 
 
 def _charge(data: dict[str, Any]) -> Charge:

@@ -143,5 +143,6 @@ def prefect_api(region_servers: dict[str, PostgresServer]) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def payment_gateway(region_servers: dict[str, PostgresServer]) -> Iterator[Gateway]:
     """The stand-in payment gateway process, shared by the settlement tests (faults reset per test)."""
-    with gateway_process(region_servers["sa-andes"]) as started:
+    # Plain HTTP while the node processes settling through it dial it without certificates.
+    with gateway_process(region_servers["sa-andes"], insecure=True) as started:
         yield started

@@ -1,15 +1,21 @@
 """The stand-in payment gateway as a real process on its own database, for tests.
 
-Faults are switched at run time through ``PUT /admin/faults``; the gateway's own tables
+It serves over mutual TLS by default, with a CA and pairs of its own (``ensure_local``:
+the node pair it serves with, and the local ``sre``, ``desk`` and ``planner`` clients);
+``insecure=True`` serves plain HTTP, for the nodes that still dial it that way. Faults are
+switched at run time through ``PUT /admin/faults`` (as ``sre``); the gateway's own tables
 and its ``/v1`` request counter are the evidence tests read.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,19 +23,30 @@ import psycopg
 
 from ridgeline.deploy.payment_gateway.process import GatewayProcess
 from ridgeline.deploy.run.postgres import PostgresServer
+from ridgeline.trust.certs import CertsDir, ensure_local
+from ridgeline.trust.credentials import Transport
 
 
 @dataclass
 class Gateway:
     url: str
     dsn: str
+    #: An ``sre`` client (plain HTTP when the gateway is insecure): faults, stats, metrics.
     admin: httpx.Client
+    #: The certificates directory the gateway serves from (None: insecure).
+    certs: CertsDir | None
+
+    def transport(self, principal: str | None = None) -> Transport:
+        """A caller's transport: the node pair by default (what nodes and the coordinator pay with), else ``principal``'s client pair."""
+        if self.certs is None:
+            return Transport.insecure()
+        return Transport.from_dir(self.certs.path, principal=principal)
 
     def faults(self, **settings: Any) -> None:
         self.admin.put("/admin/faults", json=settings).raise_for_status()
 
     def v1_requests(self) -> int:
-        return self.admin.get("/admin/stats").json()["v1_requests_total"]
+        return self.admin.get("/admin/stats").raise_for_status().json()["v1_requests_total"]
 
     def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.dsn) as conn:
@@ -37,12 +54,19 @@ class Gateway:
 
 
 @contextmanager
-def gateway_process(server: PostgresServer) -> Iterator[Gateway]:
+def gateway_process(server: PostgresServer, *, insecure: bool = False) -> Iterator[Gateway]:
     """Starts ``ridgeline gateway`` on a new database of ``server``; stops it with SIGTERM."""
     name = f"gateway_{uuid.uuid4().hex[:12]}"
-    process = GatewayProcess(server.create_database(name))
+    certs = None if insecure else CertsDir(Path(tempfile.mkdtemp(prefix="ridgeline-gateway-certs-")))
+    if certs is not None:
+        ensure_local(certs)
+    serving = Transport.insecure() if certs is None else Transport.from_dir(certs.path)
+    process = GatewayProcess(server.create_database(name), serving)
     try:
-        with httpx.Client(base_url=process.url, timeout=10) as admin:
-            yield Gateway(process.url, server.libpq_dsn(name), admin)
+        sre = serving if certs is None else Transport.from_dir(certs.path, principal="sre")
+        with sre.http_client(process.url, timeout_seconds=10) as admin:
+            yield Gateway(process.url, server.libpq_dsn(name), admin, certs)
     finally:
         assert process.stop() == 0, "the gateway exits cleanly on SIGTERM"
+        if certs is not None:
+            shutil.rmtree(certs.path, ignore_errors=True)

@@ -1,8 +1,8 @@
 """Who may call what: certificates, caller identities, the one authorization table, TLS credentials.
 
 Every room that serves or calls gRPC (routing's clients, regional nodes, the trek
-coordinator, deploy's processes and HTTP surfaces) asks this room; it imports only the
-contracts. ARCHITECTURE.md §7 says why the trust boundary is built this way.
+coordinator, deploy's processes) or HTTP (the gateway, fault control: ``http_auth``)
+asks this room; it imports only the contracts. ARCHITECTURE.md §7 says why the trust boundary is built this way.
 """
 
-__all__ = ["certs", "credentials", "identity", "policy", "server_auth", "tokens"]
+__all__ = ["certs", "credentials", "http_auth", "identity", "policy", "server_auth", "tokens"]

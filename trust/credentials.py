@@ -1,4 +1,4 @@
-"""TLS for every gRPC hop: what a server presents and demands, and what a client presents.
+"""TLS for every hop: what a server presents and demands, and what a client presents.
 
 A :class:`Transport` is built once per process from its certificates directory (or is
 explicitly insecure). Servers require a client certificate signed by the cluster CA
@@ -7,12 +7,16 @@ hold a certificate too; health probes use any client pair). Servers re-read
 ``node.crt``/``node.key``/``ca.crt`` when they change on disk, at the next handshake, so a
 renewed certificate is served without a restart; calls on open connections continue.
 Clients keep one channel per target for the life of the process (sessions stay warm).
+The HTTP surfaces (the stand-in gateway, the fault-control endpoint) and their clients
+take the same files as :mod:`ssl` contexts (:meth:`Transport.server_ssl_context`,
+:meth:`Transport.http_client`): this is the one place that knows which files a process presents.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import ssl
 import threading
 import time
 from collections.abc import Sequence
@@ -20,8 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import httpx
 
 from ridgeline.trust.certs import CertificateError, CertsDir, pair_matches
+from ridgeline.trust.tokens import METADATA_KEY
 
 __all__ = ["Transport", "INSECURE_WARNING"]
 
@@ -102,6 +108,34 @@ class Transport:
             return tls
         return grpc.composite_channel_credentials(tls, grpc.access_token_call_credentials(self.token))
 
+    def http_client(self, base_url: str, *, timeout_seconds: float) -> httpx.Client:
+        """An HTTP client for ``base_url``: mutual TLS with this process's pair (and its
+        bearer token), or plain HTTP when insecure. A secure process refuses an ``http://``
+        URL rather than send its calls in the clear."""
+        assert timeout_seconds > 0, f"an HTTP timeout of {timeout_seconds} s"
+        if self.certs is None:
+            return httpx.Client(base_url=base_url, timeout=timeout_seconds)
+        if not base_url.startswith("https://"):
+            raise ValueError(f"{base_url} is not an https:// URL, and this process speaks TLS (certificates in {self.certs.path}); run with --insecure to use plain HTTP")
+        headers = {METADATA_KEY: f"Bearer {self.token}"} if self.token is not None else {}
+        return httpx.Client(base_url=base_url, timeout=timeout_seconds, verify=self.client_ssl_context(), headers=headers)
+
+    def client_ssl_context(self) -> ssl.SSLContext:
+        """The client half of mutual TLS over HTTP: trusts only the cluster CA, presents this process's pair."""
+        assert self.certs is not None, "an insecure transport has no credentials"
+        cert, key = self._pair()
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.certs.ca_cert))
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(cert, key)
+        assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname, "a client verifies the server it calls"
+        return context
+
+    def _pair(self) -> tuple[Path, Path]:
+        """The certificate and key this process presents: the node pair, or its principal's client pair."""
+        assert self.certs is not None, "an insecure transport has no credentials"
+        certs = self.certs
+        return (certs.node_cert, certs.node_key) if self.principal is None else (certs.client_cert(self.principal), certs.client_key(self.principal))
+
     # ------------------------------------------------------------------ servers
 
     def bind(self, server: grpc.Server, address: str) -> int:
@@ -114,6 +148,19 @@ class Transport:
         assert self.certs is not None, "an insecure transport has no credentials"
         pair = _ServerPair(self.certs)
         return grpc.dynamic_ssl_server_credentials(pair.configuration(), pair.fetch_if_changed, require_client_authentication=True)
+
+    def server_ssl_context(self) -> ssl.SSLContext:
+        """The server half of mutual TLS over HTTP: presents the node pair, and completes a
+        handshake only with a client certificate the cluster CA signed (like the gRPC ports).
+        Renewed files are served from the next handshake on (:class:`_RenewingServerContext`)."""
+        assert self.certs is not None, "an insecure transport has no credentials"
+        self.certs.require(self.certs.ca_cert, self.certs.node_cert, self.certs.node_key)
+        return _RenewingServerContext(self.certs).context
+
+    @property
+    def http_scheme(self) -> str:
+        """The scheme of the URLs this process's HTTP surfaces serve."""
+        return "https" if self.secure else "http"
 
     def ca_pem(self) -> bytes:
         assert self.certs is not None, "an insecure transport trusts no CA"
@@ -132,7 +179,7 @@ class _ServerPair:
         return self._certs.node_cert, self._certs.node_key, self._certs.ca_cert
 
     def _read_stamp(self) -> tuple[tuple[int, int], ...]:
-        return tuple((s.st_mtime_ns, s.st_ino) for s in map(os.stat, self._files()))
+        return _stamp(self._files())
 
     def configuration(self) -> grpc.ServerCertificateConfiguration:
         cert, key = _read_pair(self._certs.node_cert, self._certs.node_key)
@@ -173,3 +220,54 @@ def _read_pair(cert_path: Path, key_path: Path) -> tuple[bytes, bytes]:
             return cert, key
         time.sleep(_PAIR_READ_PAUSE_SECONDS)
     raise CertificateError(f"{key_path} is not the key of {cert_path}: a renewal did not finish; renew again with `ridgeline cert create-node` or `create-client`")
+
+
+class _RenewingServerContext:
+    """An HTTP server's TLS context that serves renewed files from the next handshake on.
+
+    ``sni_callback`` runs on every ClientHello (with a server name or without) before the
+    server's certificate is chosen, and may hand that connection another context: a new
+    one, built when the files' stamp changed. A pair caught mid-renewal (the key renamed,
+    the certificate not yet) fails to load, and the next handshake tries again; the last
+    good context serves meanwhile. Open connections keep the context they began with.
+    """
+
+    def __init__(self, certs: CertsDir) -> None:
+        self._certs = certs
+        self._files = (certs.node_cert, certs.node_key, certs.ca_cert)
+        self._lock = threading.Lock()
+        self._stamp = _stamp(self._files)
+        self.context = _http_server_context(certs)
+        self.context.sni_callback = self._choose
+        self._current = self.context
+
+    def _choose(self, connection: ssl.SSLObject, _server_name: str | None, _context: ssl.SSLContext) -> None:
+        current = self._renewed()
+        if current is not self.context:
+            connection.context = current
+
+    def _renewed(self) -> ssl.SSLContext:
+        with self._lock:
+            try:
+                stamp = _stamp(self._files)
+                if stamp != self._stamp:
+                    self._current = _http_server_context(self._certs)
+                    self._stamp = stamp
+                    _log.info("serving the renewed certificate %s over HTTPS", self._certs.node_cert)
+            except (OSError, ssl.SSLError):
+                pass  # a file mid-replacement: keep serving the pair we have
+            return self._current
+
+
+def _http_server_context(certs: CertsDir) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certs.node_cert, certs.node_key)
+    context.load_verify_locations(cafile=str(certs.ca_cert))
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def _stamp(files: Sequence[Path]) -> tuple[tuple[int, int], ...]:
+    """What changes when a file is replaced (renamed into place: a new inode) or rewritten."""
+    return tuple((s.st_mtime_ns, s.st_ino) for s in map(os.stat, files))

@@ -60,6 +60,10 @@ class BenchSecurity:
         flags = ["--certs-dir", str(self.certs.path)] if self.certs is not None else ["--insecure"]
         return ridgeline_command(*flags, *args)
 
+    def node(self) -> Transport:
+        """The node pair: how the gateway serves and how settlement pays."""
+        return Transport.insecure() if self.certs is None else Transport.from_dir(self.certs.path)
+
     def client(self, principal: str) -> Transport:
         """How this process calls as one of the local clients (``desk``, ``planner``, ``sre``)."""
         if self.certs is None:

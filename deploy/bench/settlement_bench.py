@@ -63,7 +63,6 @@ class SettlePhase:
 def run_settle_benchmark(*, bookings: int, baseline_bookings: int, threads: int, latency_ms: int, secure: bool = True) -> dict[str, object]:
     """Both phases on throwaway servers (PostgreSQL, Prefect, gateway; nodes over mTLS unless
     not ``secure``), removed at the end."""
-    import httpx
 
     from ridgeline.deploy.payment_gateway.process import GatewayProcess
     from ridgeline.deploy.run.postgres import PostgresServer, PostgresSettings
@@ -82,8 +81,9 @@ def run_settle_benchmark(*, bookings: int, baseline_bookings: int, threads: int,
         server.start()
         template = server.create_database("bench_template")
         prepare_region_database(template, _REGION, load_catalog(), advance_booking_days=365)
-        gateway = GatewayProcess(server.create_database("bench_gateway"))
-        httpx.put(f"{gateway.url}/admin/faults", json={"latency_ms": latency_ms}, timeout=10).raise_for_status()
+        gateway = GatewayProcess(server.create_database("bench_gateway"), security.node())
+        with security.client("sre").http_client(gateway.url, timeout_seconds=10) as admin:
+            admin.put("/admin/faults", json={"latency_ms": latency_ms}).raise_for_status()
         prefect = PrefectServer(server)
         prefect_settings.install(prefect.start())
         phases = [
@@ -158,7 +158,7 @@ def _book_all(address: str, security: BenchSecurity, url: str, gateway_url: str,
     name = f"bench-{uuid.uuid4().hex[:8]}"
     if settle_each:
         # The baseline settles for the node from outside it: it writes under the node's leases.
-        build_settlement_runtime(name, url, PaymentGateway(gateway_url), root / "spool-baseline", borrowed_basecamps=basecamps, pool_size=threads + 2)
+        build_settlement_runtime(name, url, PaymentGateway(gateway_url, security.node()), root / "spool-baseline", borrowed_basecamps=basecamps, pool_size=threads + 2)
     lock = threading.Lock()
     runs = 0
     desks = security.desks(threads)

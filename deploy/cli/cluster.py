@@ -128,18 +128,19 @@ def _print_services(spec: ClusterSpec, timeout: float, transport: Transport) -> 
         )
         table.add_row("trek coordinator", spec.coordinator_listen, _health(spec.coordinator_listen, timeout, transport), summary, spec.coordinator_metrics or "")
     if spec.gateway_url:
-        figures = scrape_gateway(spec.gateway_url, timeout)
-        health = _gateway_health(spec.gateway_url, timeout) if figures is None or not figures.outage else "[yellow]outage injected[/]"
+        figures = scrape_gateway(spec.gateway_url, transport, timeout)
+        health = _gateway_health(spec.gateway_url, transport, timeout) if figures is None or not figures.outage else "[yellow]outage injected[/]"
         summary = f"{figures.requests} payment calls, {figures.unavailable} answered 5xx, p99 {_bound(figures.p99_seconds)}" if figures else ""
         table.add_row("payment gateway", spec.gateway_url, health, summary, f"{spec.gateway_url}/metrics")
     if table.row_count:
         _console.print(table)
 
 
-def _gateway_health(url: str, timeout: float) -> str:
+def _gateway_health(url: str, transport: Transport, timeout: float) -> str:
     try:
-        answer = httpx.get(f"{url.rstrip('/')}/healthz", timeout=timeout)
-    except httpx.HTTPError:
+        with transport.http_client(url, timeout_seconds=timeout) as http:
+            answer = http.get("/healthz")
+    except (httpx.HTTPError, ValueError):
         return "[red]unreachable[/]"
     return "[green]serving[/]" if answer.status_code == 200 else f"[red]not serving ({answer.status_code})[/]"
 
@@ -167,6 +168,7 @@ def audit(
         urls,
         hold_grace_seconds=hold_grace,
         gateway_url=gateway_url or (spec.gateway_url if spec else None),
+        gateway_transport=client_transport("sre"),  # the ledger is read as sre
         coordinator_url=coordinator_database_url or (spec.coordinator_database_url if spec else None),
         money_grace_seconds=money_grace,
     )

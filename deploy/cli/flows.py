@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from ridgeline.deploy.cli import options
 from ridgeline.deploy.cli.options import parse_duration_seconds
 
 #: ``ridgeline flows``; ``ridgeline.deploy.cli`` adds it under that name.
@@ -54,10 +55,19 @@ def _runtime(database_url: str, gateway_url: str) -> Iterator[str]:
     """A settlement runtime registered under a name for one command, torn down after it."""
     from ridgeline.flows.payments import PaymentGateway
     from ridgeline.flows.runtime import build_settlement_runtime, close_settlement_runtime
+    from ridgeline.trust.certs import CertificateError
+    from ridgeline.trust.credentials import Transport
 
-    # Sweep and reconcile move no booking: the runtime holds no lease (no fence).
+    # Sweep and reconcile move no booking: the runtime holds no lease (no fence). It pays
+    # and refunds as the nodes do, with the node pair of the global --certs-dir.
+    certs_dir, insecure = options.serving_certs()
+    try:
+        transport = Transport.serving(certs_dir, insecure=insecure, what="this flow run")
+    except CertificateError as error:
+        typer.secho(f"error: {error}", err=True, fg="red")
+        raise typer.Exit(1) from None
     spool = Path(tempfile.mkdtemp(prefix="ridgeline-cli-spool-"))
-    build_settlement_runtime("cli", database_url, PaymentGateway(gateway_url), spool, application_name="ridgeline-flows-cli")
+    build_settlement_runtime("cli", database_url, PaymentGateway(gateway_url, transport), spool, application_name="ridgeline-flows-cli")
     try:
         yield "cli"
     finally:

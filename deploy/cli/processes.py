@@ -115,8 +115,9 @@ def _settlement(
         return None
     from ridgeline.deploy.run.node_settlement import settlement_config
 
+    # The node pays as itself: the gateway admits the node role to charge and refund.
     return settlement_config(
-        gateway_url, outbox_dir or Path.home() / ".ridgeline" / "outbox" / region,
+        gateway_url, _node_transport("the node's settlement"), outbox_dir or Path.home() / ".ridgeline" / "outbox" / region,
         payment_timeout=payment_timeout, payment_attempts=payment_attempts, charge_passes=charge_passes, claim_seconds=claim_seconds,
     )
 
@@ -169,11 +170,16 @@ def gateway(
     from sqlalchemy.exc import OperationalError
 
     from ridgeline.deploy.payment_gateway.server import serve_until_signalled
+    from ridgeline.trust.certs import CertificateError
 
     configure_logging()
     try:
-        serve_until_signalled(database_url, listen, seed=seed)
-    except (OSError, OperationalError) as error:
+        # HTTPS with the node pair of the global --certs-dir, callers need a client
+        # certificate; plain HTTP only with the global --insecure.
+        certs_dir, insecure = options.serving_certs()
+        transport = Transport.serving(certs_dir, insecure=insecure, what="the payment gateway")
+        serve_until_signalled(database_url, listen, transport, seed=seed)
+    except (OSError, OperationalError, CertificateError) as error:
         typer.secho(f"error: {error}", err=True, fg="red")
         raise typer.Exit(1) from None
 
@@ -282,6 +288,18 @@ def coordinator(
         transport = Transport.serving(certs_dir, insecure=insecure, what="the trek coordinator")
         serve_until_signalled(database_url, listen, seeds, gateway_url, config, transport=transport, metrics_listen=metrics_listen, dial=_pairs(via or [], "--via"))
     except (OSError, OperationalError, CertificateError) as error:
+        typer.secho(f"error: {error}", err=True, fg="red")
+        raise typer.Exit(1) from None
+
+
+def _node_transport(what: str) -> Transport:
+    """The node pair of the global --certs-dir (or insecure), ending the command when there is none."""
+    from ridgeline.trust.certs import CertificateError
+
+    certs_dir, insecure = options.serving_certs()
+    try:
+        return Transport.serving(certs_dir, insecure=insecure, what=what)
+    except CertificateError as error:
         typer.secho(f"error: {error}", err=True, fg="red")
         raise typer.Exit(1) from None
 

@@ -68,12 +68,13 @@ def run_demo(*, data_dir: Path, region: str, listen: str, tour: Callable[[str, T
         except OSError as error:
             raise SystemExit(f"ridgeline demo: {error} (choose another with --listen)") from None
         node.start()
-        gateway = GatewayProcess(database.create_database("ridgeline_gateway"))
+        transport = node.transport  # the node's pair: the gateway admits nodes to pay
+        gateway = GatewayProcess(database.create_database("ridgeline_gateway"), transport)
         if not os.environ.get("PREFECT_API_URL"):
             prefect = PrefectServer(database)
             os.environ["PREFECT_API_URL"] = prefect.start()
         settler = NodeSettlement(
-            SettlementConfig(gateway.url, data_dir / "outbox"), node_id=config.node_id, database_url=url, fence=node.keeper.ownership.fence
+            SettlementConfig(gateway.url, transport, data_dir / "outbox"), node_id=config.node_id, database_url=url, fence=node.keeper.ownership.fence
         )
         settler.start()
         _console.print(

@@ -157,7 +157,7 @@ class LocalCluster:
         cluster._via = dict(state.get("coordinator_via") or {})  # type: ignore[arg-type]
         cluster._fault_control_url = state.get("fault_control")  # type: ignore[assignment]
         if cluster._fault_control_url:
-            cluster.coordinator_paths = {node_id: RemoteFaultPath(cluster._fault_control_url, node_id) for node_id in cluster.nodes}
+            cluster.coordinator_paths = {node_id: RemoteFaultPath(cluster._fault_control_url, node_id, cluster.client_transport("sre")) for node_id in cluster.nodes}
         if state.get("coordinator_pid"):
             cluster.coordinator = NodeRun(
                 "coordinator", "", str(state["coordinator"]), AdoptedProcess(int(state["coordinator_pid"])), state_dir / "logs" / "coordinator.log"  # type: ignore[arg-type]
@@ -304,7 +304,7 @@ class LocalCluster:
             self.spec = replace(self.spec, coordinator_database_url=services.create_database("ridgeline_coordinator"))
         if not gateway_url:
             self._progress("starting the payment gateway")
-            gateway = GatewayProcess(services.create_database("ridgeline_gateway"), seed=None)
+            gateway = GatewayProcess(services.create_database("ridgeline_gateway"), self.transport, seed=None)
             self._services.append(gateway)
             self._gateway_pid = gateway.pid
             gateway_url = gateway.url
@@ -333,7 +333,7 @@ class LocalCluster:
         from the coordinator alone (nodes and desks unaffected). The proxies live in this
         process and die with it; the control endpoint lets a drill in another process switch them."""
         proxies = {run.node_id: FaultProxy(*_host_port(run.address)) for run in self.nodes.values()}
-        self._fault_control = FaultControlServer(proxies)
+        self._fault_control = FaultControlServer(proxies, self.transport)
         self._fault_control_url = self._fault_control.url
         self.coordinator_paths = dict(proxies)
         self._via = {self.nodes[node_id].address: proxy.address for node_id, proxy in proxies.items()}

@@ -1,7 +1,8 @@
 """Reading Prometheus endpoints for ``ridgeline status``: a few numbers per process.
 
 Nodes announce their endpoint in ClusterInfo; the coordinator's is in the cluster file
-(``[coordinator] metrics``); the stand-in gateway serves ``/metrics`` on its API port.
+(``[coordinator] metrics``); the stand-in gateway serves ``/metrics`` on its API port,
+over mutual TLS like the rest of its API (any identity may read it: no role needed).
 A process whose endpoint does not answer gives None: status shows it blank, not an error.
 """
 
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+
+from ridgeline.trust.credentials import Transport
 
 
 @dataclass(frozen=True)
@@ -80,10 +83,12 @@ def scrape_coordinator(metrics_address: str, timeout_seconds: float = 2.0) -> Co
     return CoordinatorFigures(decided.get("commit", 0), decided.get("abort", 0), _quantile(buckets, 0.99), unfinished)
 
 
-def scrape_gateway(gateway_url: str, timeout_seconds: float = 2.0) -> GatewayFigures | None:
+def scrape_gateway(gateway_url: str, transport: Transport, timeout_seconds: float = 2.0) -> GatewayFigures | None:
     """The gateway's payment requests since it started and whether an outage is injected, or None."""
-    samples = _samples(f"{gateway_url.rstrip('/')}/metrics", timeout_seconds)
-    if samples is None:
+    try:
+        with transport.http_client(gateway_url, timeout_seconds=timeout_seconds) as http:
+            samples = _parse(http.get("/metrics").raise_for_status().text)
+    except (httpx.HTTPError, ValueError):
         return None
     requests = unavailable = 0
     buckets: dict[float, float] = {}
@@ -103,10 +108,14 @@ def scrape_gateway(gateway_url: str, timeout_seconds: float = 2.0) -> GatewayFig
 def _samples(url: str, timeout_seconds: float) -> list[Sample] | None:
     """Every sample at ``url``; None when nothing answers there, or not in Prometheus's format."""
     try:
-        text = httpx.get(url, timeout=timeout_seconds).text
-        return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+        return _parse(httpx.get(url, timeout=timeout_seconds).text)
     except (httpx.HTTPError, ValueError):
         return None
+
+
+def _parse(text: str) -> list[Sample]:
+    """Every sample of a Prometheus exposition; ValueError when it is none."""
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
 
 
 def _add_bucket(buckets: dict[float, float], sample: Sample) -> None:

@@ -25,6 +25,7 @@ from ridgeline.flows.payments import Charge, PaymentGateway
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.storage.audit_sql import Check, audit_region
 from ridgeline.regional.storage.db import make_engine, run_transaction
+from ridgeline.trust.credentials import Transport
 
 T = TypeVar("T")
 
@@ -64,11 +65,14 @@ def run_audit(
     *,
     hold_grace_seconds: float = DEFAULT_HOLD_GRACE_SECONDS,
     gateway_url: str | None = None,
+    gateway_transport: Transport | None = None,
     coordinator_url: str | None = None,
     money_grace_seconds: float = DEFAULT_MONEY_GRACE_SECONDS,
 ) -> AuditReport:
-    """Audits every region database (in parallel), and the money when a gateway is given;
-    a database or gateway that cannot be read fails its check."""
+    """Audits every region database (in parallel), and the money when a gateway is given
+    (read with ``gateway_transport``: an ``sre`` pair); a database or gateway that cannot
+    be read fails its check."""
+    assert not gateway_url or gateway_transport is not None, "reading the gateway's ledger takes a transport (an sre pair, or insecure)"
 
     def one(region: str) -> list[Check]:
         engine = make_engine(region_urls[region], pool_size=1, application_name="ridgeline-audit")
@@ -93,7 +97,8 @@ def run_audit(
             checks.append(Check("5 treks are atomic", "the coordinator's log can be read", "coordinator", [f"{type(error).__name__}: {error}"], 1))
     if gateway_url:
         try:
-            checks.append(check_money(region_urls, gateway_url, grace_seconds=money_grace_seconds, trek_cents=trek_cents))
+            assert gateway_transport is not None
+            checks.append(check_money(region_urls, gateway_url, gateway_transport, grace_seconds=money_grace_seconds, trek_cents=trek_cents))
         except Exception as error:  # noqa: BLE001 - an unreadable ledger is a verdict, not a crash
             checks.append(Check("4 money balances", "the gateway's ledger can be read", f"gateway {gateway_url}", [f"{type(error).__name__}: {error}"], 1))
     return AuditReport(checks)
@@ -193,7 +198,7 @@ def check_treks(
 
 
 def check_money(
-    region_urls: Mapping[str, str], gateway_url: str, *, grace_seconds: float, trek_cents: Mapping[str, int | None] | None = None
+    region_urls: Mapping[str, str], gateway_url: str, transport: Transport, *, grace_seconds: float, trek_cents: Mapping[str, int | None] | None = None
 ) -> Check:
     """Invariant 4 against the payment gateway's own ledger (read through its API, as a
     provider's would be): a confirmed, paid booking has exactly its price standing; any
@@ -208,7 +213,7 @@ def check_money(
     bookings: dict[str, Any] = {}
     for url in region_urls.values():
         bookings.update(_read(url, lambda conn: {r.booking_id: r for r in conn.execute(_PAID_BOOKINGS)}))
-    with PaymentGateway(gateway_url, timeout_seconds=10) as gateway:
+    with PaymentGateway(gateway_url, transport, timeout_seconds=10) as gateway:
         charges = list(gateway.list_charges())
     standing: dict[str, int] = {}
     count: dict[str, int] = {}

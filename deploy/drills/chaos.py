@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 
 import grpc
-import httpx
 
 from ridgeline.deploy.cluster.local_cluster import LocalCluster
 from ridgeline.deploy.drills.audit import AuditReport, check_acknowledged, run_audit
@@ -354,9 +353,13 @@ class _NotYet(Exception):
 
 
 def _gateway_faults(cluster: LocalCluster, faults: dict[str, object]) -> None:
+    """Sets the gateway's faults as the cluster's operator (``PUT /admin/faults`` admits only ``sre``)."""
     if not cluster.spec.gateway_url:
         raise RuntimeError("this cluster runs no payment gateway")
-    httpx.put(f"{cluster.spec.gateway_url}/admin/faults", json=faults, timeout=10).raise_for_status()
+    with cluster.client_transport("sre").http_client(cluster.spec.gateway_url, timeout_seconds=10) as http:
+        reply = http.put("/admin/faults", json=faults)
+    if reply.status_code != 200:
+        raise RuntimeError(f"the gateway refused faults {faults}: {reply.status_code} {reply.text}")
 
 
 DRILLS: dict[str, Callable[[], Fault]] = {
@@ -445,7 +448,9 @@ def run_drill(
     progress("audit")
     urls = {r.name: str(r.database_url) for r in cluster.spec.regions}
     # Settlements and treks still in flight are not at rest yet: the audit leaves them out.
-    audit = run_audit(urls, gateway_url=cluster.spec.gateway_url, coordinator_url=cluster.spec.coordinator_database_url, money_grace_seconds=0)
+    audit = run_audit(
+        urls, gateway_url=cluster.spec.gateway_url, gateway_transport=cluster.client_transport("sre"), coordinator_url=cluster.spec.coordinator_database_url, money_grace_seconds=0
+    )
     if run.load is not None:
         audit.checks.append(check_acknowledged(urls, run.load.acknowledged))
     run.audit = audit

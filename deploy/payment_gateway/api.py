@@ -1,6 +1,11 @@
 """The gateway's HTTP/JSON API: ``/v1`` for payments, ``/admin`` for drills, ``/metrics``
 and ``/healthz`` for operators.
 
+Over TLS every request is authorized first (``authorization.py``: the one table's
+``gateway …`` rows): nodes and the coordinator pay, SREs read the ledger and set faults,
+``/metrics`` and ``/healthz`` answer any client the handshake admitted. An insecure
+gateway (``--insecure``) answers anyone.
+
 Every ``/v1`` request first draws its faults (``faults.py``): it may be delayed, refused
 with 503 before any work, or done and committed and then answered 503 (a lost reply,
 the ambiguous failure a payer must survive by retrying with the same key). Errors are
@@ -19,10 +24,12 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from ridgeline.deploy.payment_gateway.authorization import AuthorizeRequests
 from ridgeline.deploy.payment_gateway.faults import FaultInjector, FaultPlan, FaultSettings, sleep_for
 from ridgeline.deploy.payment_gateway.ledger import PAGE_SIZE_MAX, Ledger, LedgerError
 from ridgeline.deploy.payment_gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from ridgeline.regional.errors import Contention, DatabaseUnavailable
+from ridgeline.trust.credentials import Transport
 
 #: Largest single charge, cents: far above any stay, far below BIGINT.
 AMOUNT_MAX_CENTS = 10**12
@@ -46,13 +53,17 @@ def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": code, "message": message, **extra})
 
 
-def create_app(ledger: Ledger, faults: FaultInjector) -> FastAPI:
-    """The app over one ledger and one fault injector (both owned by the caller)."""
-    app = FastAPI(title="Ridgeline payment gateway (local stand-in)")
+def create_app(ledger: Ledger, faults: FaultInjector, transport: Transport) -> FastAPI:
+    """The app over one ledger and one fault injector (both owned by the caller), its
+    requests authorized with ``transport``'s CA unless the transport is insecure."""
+    # No interactive docs: routes outside the authorization table would be refused anyway.
+    app = FastAPI(title="Ridgeline payment gateway (local stand-in)", docs_url=None, redoc_url=None, openapi_url=None)
     counter_lock = threading.Lock()
     v1_requests_total = 0
 
     metrics = GatewayMetrics()
+    if transport.secure:
+        app.add_middleware(AuthorizeRequests, routes=app.router.routes, ca_pem=transport.ca_pem, metrics=metrics)
 
     def guarded(operation: str, work: Callable[[FaultPlan], JSONResponse]) -> JSONResponse:
         started = time.monotonic()

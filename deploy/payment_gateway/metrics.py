@@ -2,7 +2,8 @@
 
 A drill that makes the provider slow, flaky or down should be visible from the provider's
 side too: how many payment calls arrived, how each was answered, how long it took, which
-faults were injected, and the fault settings in force. The metrics live in the app's own
+faults were injected, the fault settings in force, and the requests refused before they
+ran (by role and status, never by principal: bounded labels). The metrics live in the app's own
 registry, so two gateways in one test process never share counters.
 """
 
@@ -33,6 +34,12 @@ class GatewayMetrics:
         self._faults = Counter(
             "ridgeline_gateway_injected_faults", "Faults injected into requests, by kind (fail_before, lost_reply, delay).", ["kind"], registry=self.registry
         )
+        self._refusals = Counter(
+            "ridgeline_gateway_refusals",
+            "Requests refused before they ran, by the caller's role ('none' when unidentified) and HTTP status (401, 403).",
+            ["role", "status"],
+            registry=self.registry,
+        )
         self._latency = Gauge("ridgeline_gateway_fault_latency_seconds", "Injected fixed delay per request.", registry=self.registry)
         self._error_rate = Gauge("ridgeline_gateway_fault_error_rate", "Share of requests refused with 503 before any work.", registry=self.registry)
         self._lost_reply_rate = Gauge("ridgeline_gateway_fault_lost_reply_rate", "Share of requests done, then answered 503.", registry=self.registry)
@@ -42,6 +49,9 @@ class GatewayMetrics:
     def observe(self, operation: str, status: int, seconds: float) -> None:
         self._requests.labels(operation, str(status)).inc()
         self._seconds.labels(operation).observe(seconds)
+
+    def refused(self, role: str, status: int) -> None:
+        self._refusals.labels(role, str(status)).inc()
 
     def drawn(self, plan: FaultPlan) -> None:
         # A decline is drawn for every request but only bites a new charge: it shows as a 402.

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 from ridgeline.deploy.run.processes import ridgeline_command, spawn_ready
+from ridgeline.trust.credentials import Transport
 
 
 class GatewayProcess:
-    """The stand-in gateway on its own database; :attr:`url` once started."""
+    """The stand-in gateway on its own database; :attr:`url` once started.
 
-    def __init__(self, database_url: str, *, seed: int | None = 7) -> None:
-        args = ["gateway", "--database-url", database_url]
+    ``transport`` is how it serves: over TLS with the node pair of its certificates
+    directory (the URL is ``https://``), or, insecure, plain HTTP.
+    """
+
+    def __init__(self, database_url: str, transport: Transport, *, seed: int | None = 7) -> None:
+        assert transport.principal is None, "the gateway serves with the node pair, not a client's"
+        # The security options are the CLI's global ones: before the subcommand.
+        args = ["--certs-dir", str(transport.certs.path)] if transport.certs is not None else ["--insecure"]
+        args += ["gateway", "--database-url", database_url]
         if seed is not None:
             args += ["--seed", str(seed)]
         self._child = spawn_ready(ridgeline_command(*args), what="the payment gateway")
         self.url: str = self._child.address
+        assert self.url.startswith(f"{transport.http_scheme}://"), f"the gateway serves {self.url}, not {transport.http_scheme}"
 
     @property
     def pid(self) -> int:

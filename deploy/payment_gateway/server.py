@@ -3,6 +3,11 @@
 uvicorn serves in a worker thread so that this module, not uvicorn, owns SIGTERM and
 SIGINT: uvicorn re-raises a captured signal after shutdown, which would end the process
 with a signal status instead of exit code 0.
+
+Over TLS it presents the node pair of its certificates directory (a renewed pair from
+the next handshake on) and completes a handshake only with a client certificate the
+cluster CA signed (``Transport``); ``peer_certificate.py`` hands that certificate to the
+app, which authorizes every request.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import uvicorn
 from ridgeline.deploy.payment_gateway.api import create_app
 from ridgeline.deploy.payment_gateway.faults import FaultInjector
 from ridgeline.deploy.payment_gateway.ledger import Ledger
+from ridgeline.deploy.payment_gateway.peer_certificate import PeerCertificateProtocol
+from ridgeline.trust.credentials import Transport
 
 #: How long the server may take to start listening before we give up.
 STARTUP_TIMEOUT_SECONDS = 30.0
@@ -24,8 +31,10 @@ STARTUP_TIMEOUT_SECONDS = 30.0
 SHUTDOWN_GRACE_SECONDS = 10
 
 
-def serve_until_signalled(database_url: str, listen: str, *, seed: int | None = None) -> None:
-    """Prints ``READY gateway http://host:port`` once requests are served, then blocks until a signal."""
+def serve_until_signalled(database_url: str, listen: str, transport: Transport, *, seed: int | None = None) -> None:
+    """Prints ``READY gateway https://host:port`` (``http://`` when insecure) once requests are
+    served, then blocks until a signal."""
+    transport.warn_if_insecure("the payment gateway")
     host, _, port = listen.rpartition(":")
     ledger = Ledger(database_url)
     ledger.create_schema()
@@ -37,9 +46,11 @@ def serve_until_signalled(database_url: str, listen: str, *, seed: int | None = 
     sock.bind((host, int(port)))
     bound_host, bound_port = sock.getsockname()[:2]
     config = uvicorn.Config(
-        create_app(ledger, FaultInjector(seed)),
+        create_app(ledger, FaultInjector(seed), transport),
         log_level="warning",
         timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+        http=PeerCertificateProtocol,
+        ssl_context_factory=(lambda *_: transport.server_ssl_context()) if transport.secure else None,
     )
     server = uvicorn.Server(config)
     stop = threading.Event()
@@ -54,7 +65,7 @@ def serve_until_signalled(database_url: str, listen: str, *, seed: int | None = 
                 raise OSError(f"gateway HTTP server did not start on {listen}")
             time.sleep(0.01)
         # Parents (tests, the local cluster) wait for this line to learn the bound port.
-        print(f"READY gateway http://{bound_host}:{bound_port}", flush=True)
+        print(f"READY gateway {transport.http_scheme}://{bound_host}:{bound_port}", flush=True)
         stop.wait()
     finally:
         server.should_exit = True

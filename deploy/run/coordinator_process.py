@@ -35,8 +35,8 @@ T = TypeVar("T")
 class GatewayPayments:
     """The coordinator's Payments over the flows' gateway adapter (retries, breaker, keys)."""
 
-    def __init__(self, base_url: str) -> None:
-        self._gateway = gateway.PaymentGateway(base_url, timeout_seconds=2.0, attempts_max=3, backoff_cap_seconds=0.2)
+    def __init__(self, base_url: str, transport: Transport) -> None:
+        self._gateway = gateway.PaymentGateway(base_url, transport, timeout_seconds=2.0, attempts_max=3, backoff_cap_seconds=0.2)
 
     def charge(self, idempotency_key: str, amount_cents: int, currency: str, reference: str) -> str:
         try:
@@ -89,12 +89,14 @@ def serve_until_signalled(
     metrics_listen: str = "127.0.0.1:0",
     dial: dict[str, str] | None = None,
 ) -> None:
-    """Migrates the log, serves TrekService, prints ``READY coordinator host:port``, blocks until a signal."""
+    """Migrates the log, serves TrekService, prints ``READY coordinator host:port``, blocks until a signal.
+
+    ``transport`` is how it reaches the payment gateway (the node pair over mutual TLS)."""
     # One INFO line per gateway request costs more than the request's own CPU here.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     engine = make_engine(database_url, pool_size=workers + config.drive_workers, application_name="ridgeline-coordinator")
     schema.migrate(engine)
-    payments = GatewayPayments(gateway_url)
+    payments = GatewayPayments(gateway_url, transport)
     metrics_host, metrics_port = metrics_listen.rsplit(":", 1)
     metrics, _ = start_http_server(int(metrics_port), addr=metrics_host)
     participants = RoutedParticipants(seeds, transport=transport, dial=dial)

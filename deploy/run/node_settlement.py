@@ -15,11 +15,14 @@ from ridgeline.flows.loop import LoopPolicy, SettlementLoop
 from ridgeline.flows.payments import PaymentGateway
 from ridgeline.flows.runtime import SettlePolicy, build_settlement_runtime, close_settlement_runtime
 from ridgeline.routing.leases import Fence
+from ridgeline.trust.credentials import Transport
 
 
 @dataclass(frozen=True)
 class SettlementConfig:
     gateway_url: str
+    #: How the node reaches the gateway: its node pair over mutual TLS (or insecure).
+    transport: Transport
     outbox_dir: Path
     #: One gateway call: per-attempt timeout and attempts (the adapter retries with the same key).
     payment_timeout_seconds: float = 2.0
@@ -44,6 +47,7 @@ class NodeSettlement:
         policy = config.settle
         gateway = PaymentGateway(
             config.gateway_url,
+            config.transport,
             timeout_seconds=config.payment_timeout_seconds,
             attempts_max=config.payment_attempts_max,
             backoff_base_seconds=0.05,
@@ -66,11 +70,19 @@ class NodeSettlement:
 
 
 def settlement_config(
-    gateway_url: str, outbox_dir: Path, *, payment_timeout: float, payment_attempts: int, charge_passes: int, claim_seconds: float
+    gateway_url: str,
+    transport: Transport,
+    outbox_dir: Path,
+    *,
+    payment_timeout: float,
+    payment_attempts: int,
+    charge_passes: int,
+    claim_seconds: float,
 ) -> SettlementConfig:
     """The node command's settlement options as a config; the rest keep their defaults."""
     return SettlementConfig(
         gateway_url=gateway_url,
+        transport=transport,
         outbox_dir=outbox_dir,
         payment_timeout_seconds=payment_timeout,
         payment_attempts_max=payment_attempts,

@@ -113,9 +113,9 @@ def test_the_cli_prints_the_verdicts_as_json_and_exits_non_zero_on_a_violation(a
 def test_an_orphan_charge_is_named_under_invariant_4(alps_db, payment_gateway) -> None:
     payment_gateway.faults()
     orphan = str(uuid.uuid4())  # a reference no booking and no trek has
-    with PaymentGateway(payment_gateway.url) as gateway:
+    with PaymentGateway(payment_gateway.url, payment_gateway.transport()) as gateway:
         gateway.charge(f"orphan:{orphan}", 1234, "EUR", reference=orphan)
-    report = run_audit({"eu-alps": alps_db.url}, gateway_url=payment_gateway.url, money_grace_seconds=0)
+    report = run_audit({"eu-alps": alps_db.url}, gateway_url=payment_gateway.url, gateway_transport=payment_gateway.transport("sre"), money_grace_seconds=0)
     money = next(c for c in report.checks if c.invariant == "4 money balances")
     assert not money.passed and any(orphan in line and "1234 cents stand" in line for line in money.offenders), money
 

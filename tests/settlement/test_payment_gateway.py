@@ -1,17 +1,21 @@
 """The stand-in payment gateway and the adapter settlement uses to call it.
 
-A real gateway process (``ridgeline gateway``) on its own PostgreSQL database, real HTTP
-on loopback. Faults are switched at run time through ``PUT /admin/faults``; the gateway's
+A real gateway process (``ridgeline gateway``) on its own PostgreSQL database, real HTTPS
+with mutual TLS on loopback (its own CA); who may call which route is the authorization
+table's ``gateway …`` rows, tested as a matrix at the end. Faults are switched at run time through ``PUT /admin/faults``; the gateway's
 own tables and its ``/v1`` request counter are the evidence.
 """
 
 from __future__ import annotations
 
+import socket
+import ssl
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,6 +36,10 @@ from ridgeline.flows.payments import (
     PaymentGateway,
     PaymentUnavailable,
 )
+from ridgeline.trust import policy, tokens
+from ridgeline.trust.certs import LOCAL_NODE_NAME, CertsDir, create_client, create_node, ensure_local
+from ridgeline.trust.credentials import Transport
+from ridgeline.trust.identity import Role
 
 THREADS = 16
 
@@ -54,7 +62,7 @@ def adapter(gateway: Gateway) -> Iterator[Callable[..., PaymentGateway]]:
     def make(**overrides: Any) -> PaymentGateway:
         options: dict[str, Any] = {"timeout_seconds": 5.0, "attempts_max": 3, "backoff_base_seconds": 0.01, "backoff_cap_seconds": 0.05}
         options.update(overrides)
-        made.append(PaymentGateway(gateway.url, **options))
+        made.append(PaymentGateway(gateway.url, gateway.transport(), **options))
         return made[-1]
 
     yield make
@@ -302,13 +310,13 @@ def test_metrics_show_each_answer_and_the_faults_in_force(gateway: Gateway, adap
     assert grew("ridgeline_gateway_injected_faults_total", "fail_before") == 2
     assert grew("ridgeline_gateway_request_seconds_count", "charge") == 3
     assert after[("ridgeline_gateway_fault_outage", ())] == 0
-    health = httpx.get(f"{gateway.url}/healthz", timeout=5)
+    health = gateway.admin.get("/healthz")
     assert (health.status_code, health.json()) == (200, {"status": "serving"})
 
 
 def _samples(gateway: Gateway) -> dict[tuple[str, tuple[str, ...]], float]:
     """Every sample of the gateway's /metrics: (name, label values in order) -> value."""
-    text = httpx.get(f"{gateway.url}/metrics", timeout=5).text
+    text = gateway.admin.get("/metrics").text
     return {
         (sample.name, tuple(sample.labels.values())): sample.value
         for family in text_string_to_metric_families(text)
@@ -424,3 +432,168 @@ def test_breaker_half_open_admits_one_trial_among_racing_threads() -> None:
 
     with ThreadPoolExecutor(THREADS) as pool:
         assert sum(pool.map(try_call, range(THREADS))) == 1
+
+
+# -- trust (issue 11): mutual TLS and the table's gateway rows ---------------------------
+
+#: (principal of the client pair, or None for the node pair; the role its certificate names)
+CALLERS = [(None, Role.NODE), ("sre", Role.SRE), ("desk", Role.DESK), ("planner", Role.PLANNER), ("agency-a", Role.AGENCY)]
+GATEWAY_ROUTES = sorted(route for route in policy.TABLE if route.startswith("gateway "))
+
+
+@pytest.fixture(scope="module")
+def callers(gateway: Gateway) -> Iterator[dict[Role, httpx.Client]]:
+    """One client per role, each presenting its own pair from the gateway's certificates directory."""
+    assert gateway.certs is not None, "these tests need the gateway over TLS"
+    create_client(gateway.certs, Role.AGENCY, "agency-a")
+    clients = {role: gateway.transport(principal).http_client(gateway.url, timeout_seconds=10) for principal, role in CALLERS}
+    yield clients
+    for client in clients.values():
+        client.close()
+
+
+def _charges_with_key(gateway: Gateway, key: str) -> int:
+    return gateway.sql("SELECT count(*) FROM gateway_charges WHERE idempotency_key = %s", key)[0][0]
+
+
+def _call(route: str, client: httpx.Client, gateway: Gateway, adapter: Callable[..., PaymentGateway]) -> tuple[httpx.Response, Callable[[], bool]]:
+    """Makes the request ``route`` names with ``client``; returns the answer and whether it wrote anything."""
+    _, method, template = route.split(" ")
+    key = _key()
+    if template == "/v1/charges" and method == "POST":
+        reply = client.post(template, json={"idempotency_key": key, "amount_cents": 100, "currency": "EUR", "reference": "booking-matrix"})
+        return reply, lambda: _charges_with_key(gateway, key) == 1
+    if template == "/v1/refunds":
+        charge = adapter().charge(_key(), 100, "EUR", "booking-matrix")
+        reply = client.post(template, json={"idempotency_key": key, "charge_id": charge.charge_id, "amount_cents": 40})
+        return reply, lambda: gateway.sql("SELECT refunded_cents FROM gateway_charges WHERE charge_id = %s", charge.charge_id) == [(40,)]
+    if template == "/v1/charges/{charge_id}":
+        charge = adapter().charge(_key(), 100, "EUR", "booking-matrix")
+        return client.get(f"/v1/charges/{charge.charge_id}"), lambda: False
+    if template == "/admin/faults" and method == "PUT":
+        reply = client.put(template, json={"decline_rate": 1.0})
+        return reply, lambda: gateway.admin.get(template).json()["decline_rate"] == 1.0
+    assert method == "GET", f"no request written for {route}: add one"
+    return client.get(template), lambda: False
+
+
+@pytest.mark.parametrize(("principal", "role"), CALLERS, ids=[role.value for _, role in CALLERS])
+@pytest.mark.parametrize("route", GATEWAY_ROUTES)
+def test_each_role_gets_exactly_what_the_table_says_and_a_refusal_writes_nothing(
+    gateway: Gateway, callers: dict[Role, httpx.Client], adapter: Callable[..., PaymentGateway], route: str, principal: str | None, role: Role
+) -> None:
+    rule = policy.TABLE[route]
+    allowed = rule.public or role in rule.roles
+    charges_before = gateway.sql("SELECT count(*), COALESCE(SUM(refunded_cents), 0) FROM gateway_charges")[0]
+    reply, wrote = _call(route, callers[role], gateway, adapter)
+    if allowed:
+        assert reply.status_code == 200, (route, role, reply.text)
+        return
+    assert reply.status_code == 403, (route, role, reply.text)
+    assert reply.json() == {"error": "permission_denied", "message": f"{role.value}:{principal or LOCAL_NODE_NAME} may not call {route}: it needs the role {', '.join(sorted(r.value for r in rule.roles))}"}
+    assert not wrote(), f"{role.value} was refused {route} but it wrote"
+    charges_after = gateway.sql("SELECT count(*), COALESCE(SUM(refunded_cents), 0) FROM gateway_charges")[0]
+    assert charges_after[1] == charges_before[1], "a refused call refunded nothing"
+
+
+def test_every_gateway_route_is_in_the_table_and_nothing_else_answers(gateway: Gateway, callers: dict[Role, httpx.Client]) -> None:
+    """The matrix covers the app's routes: a route added without a row is refused to everyone."""
+    assert {route.split(" ", 1)[1] for route in GATEWAY_ROUTES} == {
+        "POST /v1/charges", "POST /v1/refunds", "GET /v1/charges/{charge_id}", "GET /v1/charges",
+        "GET /admin/faults", "PUT /admin/faults", "GET /admin/stats", "GET /metrics", "GET /healthz",
+    }
+    for method, path in (("GET", "/docs"), ("GET", "/openapi.json"), ("DELETE", "/v1/charges"), ("GET", "/v2/anything")):
+        reply = callers[Role.SRE].request(method, path)
+        assert (reply.status_code, reply.json()["error"]) == (403, "permission_denied"), (method, path)
+
+
+def test_plaintext_certificateless_and_foreign_clients_are_refused_and_charge_nothing(gateway: Gateway, tmp_path: Path) -> None:
+    assert gateway.url.startswith("https://") and gateway.certs is not None
+    key = _key()
+    body = {"idempotency_key": key, "amount_cents": 100, "currency": "EUR", "reference": "booking-intruder"}
+    with pytest.raises(httpx.TransportError):
+        httpx.post(gateway.url.replace("https://", "http://") + "/v1/charges", json=body, timeout=5)
+    with pytest.raises(httpx.TransportError):  # the handshake wants a client certificate
+        httpx.post(f"{gateway.url}/v1/charges", json=body, verify=ssl.create_default_context(cafile=gateway.certs.ca_cert), timeout=5)
+    foreign = CertsDir(tmp_path / "foreign")
+    ensure_local(foreign)
+    with pytest.raises(httpx.TransportError), Transport.from_dir(foreign.path).http_client(gateway.url, timeout_seconds=5) as intruder:
+        intruder.post("/v1/charges", json=body)
+    with pytest.raises(ValueError, match="not an https:// URL"):
+        gateway.transport().http_client(gateway.url.replace("https://", "http://"), timeout_seconds=5)
+    assert _charges_with_key(gateway, key) == 0
+
+
+def test_bearer_tokens_name_the_caller_and_bad_ones_are_refused_with_401(gateway: Gateway, callers: dict[Role, httpx.Client]) -> None:
+    assert gateway.certs is not None
+    ca_key = gateway.certs.ca_key.read_bytes()
+    desk = callers[Role.DESK]
+    expired = tokens.issue(ca_key, Role.NODE, "settler", ttl_seconds=60, now=time.time() - 3600)
+    key = _key()
+    body = {"idempotency_key": key, "amount_cents": 100, "currency": "EUR", "reference": "booking-token"}
+    for header, reason in ((f"Bearer {expired}", "expired"), ("Bearer not-a-token", "not valid"), ("Basic c3JlOnNyZQ==", "Bearer")):
+        reply = desk.post("/v1/charges", json=body, headers={"Authorization": header})
+        assert (reply.status_code, reply.json()["error"]) == (401, "unauthenticated") and reason in reply.json()["message"], reply.text
+    assert _charges_with_key(gateway, key) == 0
+    node_token = tokens.issue(ca_key, Role.NODE, "settler", ttl_seconds=60)
+    reply = desk.post("/v1/charges", json=body, headers={"Authorization": f"Bearer {node_token}"})
+    assert reply.status_code == 200, "the token's node role, not the desk's pair"
+    assert _charges_with_key(gateway, key) == 1
+
+
+def test_refusals_are_counted_by_role_and_status_and_the_adapter_does_not_retry_them(
+    gateway: Gateway, callers: dict[Role, httpx.Client]
+) -> None:
+    assert gateway.certs is not None
+    before = _samples(gateway)
+    pay = PaymentGateway(gateway.url, gateway.transport("desk"), attempts_max=3, backoff_base_seconds=0.01, backoff_cap_seconds=0.01)
+    with pay, pytest.raises(payments.PaymentForbidden, match="403"):
+        pay.charge(_key(), 100, "EUR", "booking-desk")
+    callers[Role.DESK].post("/v1/charges", json={}, headers={"Authorization": "Bearer junk"})
+    after = _samples(gateway)
+    grew = {labels: after.get(("ridgeline_gateway_refusals_total", labels), 0) - before.get(("ridgeline_gateway_refusals_total", labels), 0) for labels in (("desk", "403"), ("none", "401"))}
+    assert grew == {("desk", "403"): 1, ("none", "401"): 1}, "one refusal each: a 403 is definitive, never retried"
+    roles = {role.value for role in Role} | {"none"}
+    assert all(labels[0] in roles for name, labels in after if name == "ridgeline_gateway_refusals_total"), "roles in the labels, never principals"
+
+
+def _served_certificate(gateway: Gateway) -> bytes:
+    """The certificate a new connection to the gateway is shown (DER)."""
+    assert gateway.certs is not None
+    host, port = gateway.url.removeprefix("https://").rsplit(":", 1)
+    context = gateway.transport().client_ssl_context()
+    with socket.create_connection((host, int(port)), timeout=5) as raw, context.wrap_socket(raw, server_hostname=host) as tls:
+        served = tls.getpeercert(binary_form=True)
+    assert served is not None
+    return served
+
+
+def test_a_renewed_node_certificate_is_served_without_a_restart_and_no_call_fails(
+    gateway: Gateway, adapter: Callable[..., PaymentGateway]
+) -> None:
+    assert gateway.certs is not None
+    before = _served_certificate(gateway)
+    assert before == ssl.PEM_cert_to_DER_cert(gateway.certs.node_cert.read_text())
+    stop, failures, calls = threading.Event(), [], [0]
+
+    def pay() -> None:
+        pay = adapter(attempts_max=1)
+        while not stop.is_set():
+            try:
+                pay.charge(_key(), 100, "EUR", "booking-rotation")
+                calls[0] += 1
+            except Exception as error:  # noqa: BLE001 - the test counts every failure
+                failures.append(error)
+
+    payers = [threading.Thread(target=pay) for _ in range(4)]
+    for payer in payers:
+        payer.start()
+    time.sleep(0.3)
+    create_node(gateway.certs, LOCAL_NODE_NAME, ("localhost", "127.0.0.1"))
+    time.sleep(0.5)
+    after = _served_certificate(gateway)
+    stop.set()
+    for payer in payers:
+        payer.join()
+    assert after != before and after == ssl.PEM_cert_to_DER_cert(gateway.certs.node_cert.read_text()), "new handshakes see the renewed pair"
+    assert failures == [] and calls[0] > 0, f"{len(failures)} of {calls[0] + len(failures)} calls failed: {failures[:3]}"

@@ -55,7 +55,7 @@ def settling(alps_db, prefect_api: str, payment_gateway: Gateway, tmp_path: Path
     """A settlement runtime on the test's database, with short bounds so that failures end fast."""
     payment_gateway.faults()
     breaker = CircuitBreaker(failure_threshold=3, cooldown_seconds=0.5)
-    gateway = PaymentGateway(payment_gateway.url, timeout_seconds=0.5, attempts_max=2, backoff_base_seconds=0.01, backoff_cap_seconds=0.05, breaker=breaker)
+    gateway = PaymentGateway(payment_gateway.url, payment_gateway.transport(), timeout_seconds=0.5, attempts_max=2, backoff_base_seconds=0.01, backoff_cap_seconds=0.05, breaker=breaker)
     policy = SettlePolicy(charge_passes_max=2, retry_delay_base_seconds=0.2, refund_grace_seconds=1.0)
     name = f"test-{uuid.uuid4().hex[:8]}"
     # The runtime settles for the test's node from outside it: it writes under the node's leases.

@@ -22,6 +22,7 @@ from trek_cluster import TrekCluster, leg, plan_request, running_cluster
 
 from ridgeline.deploy.run.postgres import PostgresServer
 from ridgeline.deploy.run.processes import ReadyChild, free_port
+from ridgeline.trust.credentials import Transport
 from ridgeline.v1 import trek_pb2 as tpb
 
 Code = grpc.StatusCode
@@ -307,7 +308,9 @@ def test_cancel_leg_of_a_committed_trek_is_refused_while_the_coordinator_shows_i
     still = stub.GetTrek(tpb.GetTrekRequest(trek_id=trek.trek_id), timeout=10)
     assert still.state == tpb.TREK_STATE_COMMITTED and still.charges and all(c.refunded_cents == 0 for c in still.charges)
     cluster.assert_atomic_and_paid(still)
-    report = run_audit(cluster.region_urls, coordinator_url=cluster.coordinator_db_url, gateway_url=cluster.gateway_url, money_grace_seconds=0)
+    report = run_audit(
+        cluster.region_urls, coordinator_url=cluster.coordinator_db_url, gateway_url=cluster.gateway_url, gateway_transport=Transport.insecure(), money_grace_seconds=0
+    )
     assert report.passed and {"4 money balances", "5 treks are atomic"} <= {c.invariant for c in report.checks}, [c for c in report.checks if not c.passed]
     # The coordinator's own cancel still goes through: its log says cancelling first.
     stub.CancelTrek(tpb.CancelTrekRequest(trek_id=trek.trek_id, reason="change of plans"), timeout=10)
