@@ -5,4 +5,4 @@ coordinator, deploy's processes and HTTP surfaces) asks this room; it imports on
 contracts. ARCHITECTURE.md §7 says why the trust boundary is built this way.
 """
 
-__all__ = ["certs", "credentials", "identity", "policy", "server_auth", "tokens"]
+__all__ = ["certs", "credentials", "identity", "policy", "private_files", "server_auth", "tokens"]

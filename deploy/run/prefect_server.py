@@ -19,7 +19,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 import httpx
 
@@ -66,9 +65,8 @@ class PrefectServer:
         # A restart (a drill) comes back on the same port, so clients need no new URL.
         port = self._port = self._port or free_port()
         self.home.mkdir(parents=True, exist_ok=True)
-        connection_url = (
-            f"postgresql+asyncpg://ridgeline@127.0.0.1:{self._database.port}/{quote(self.database_name, safe='')}"
-        )
+        # As the application role, its password through the passfile the URL names (asyncpg reads it too).
+        connection_url = self._database.url(self.database_name, scheme="postgresql+asyncpg")
         environment = {
             **os.environ,
             "PREFECT_HOME": str(self.home),

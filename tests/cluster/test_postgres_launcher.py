@@ -35,7 +35,8 @@ def postmaster_pid(server: PostgresServer) -> int:
 
 
 def show(server: PostgresServer, setting: str) -> str:
-    with psycopg.connect(server.libpq_dsn(), connect_timeout=5) as conn:
+    # As the superuser: some settings (data_directory) are not the application role's to read.
+    with psycopg.connect(server.admin_dsn(), connect_timeout=5) as conn:
         row = conn.execute(f"SHOW {setting}").fetchone()
     assert row is not None
     return str(row[0])
@@ -76,7 +77,7 @@ def test_two_servers_at_once_on_different_ports(make_server: Callable[..., Postg
         assert show(server, "fsync") == "off"  # durable=False
         assert Path(show(server, "data_directory")) == server.data_dir
         assert server.engine_used == ("system" if launcher._system_binaries() else "embedded")
-        assert server.libpq_dsn() == f"host=127.0.0.1 port={server.port} user=ridgeline dbname=postgres"
+        assert server.libpq_dsn() == f"host=127.0.0.1 port={server.port} user=ridgeline dbname=postgres passfile={server.passfile}"
 
 
 def test_durable_is_the_default(make_server: Callable[..., PostgresServer]) -> None:
@@ -92,7 +93,7 @@ def test_create_database_url_works_with_sqlalchemy(make_server: Callable[..., Po
     server.start()
 
     url = server.create_database("holds_eu")
-    assert url == f"cockroachdb+psycopg://ridgeline@127.0.0.1:{server.port}/holds_eu"
+    assert url == f"cockroachdb+psycopg://ridgeline@127.0.0.1:{server.port}/holds_eu?passfile={server.passfile}"
     assert url == server.url("holds_eu")
     assert server.create_database("holds_eu") == url  # already exists: no error
 
@@ -148,7 +149,7 @@ def test_restart_reuses_recorded_port_and_keeps_data(make_server: Callable[..., 
     server = make_server("persistent", settings=PostgresSettings())
     server.start()
     port = server.port
-    with psycopg.connect(server.libpq_dsn()) as conn:
+    with psycopg.connect(server.admin_dsn()) as conn:
         conn.execute("CREATE TABLE basecamp (id int PRIMARY KEY, name text)")
         conn.execute("INSERT INTO basecamp VALUES (1, 'Gorak Shep')")
     server.stop()
@@ -158,7 +159,7 @@ def test_restart_reuses_recorded_port_and_keeps_data(make_server: Callable[..., 
     assert again.port == port  # known from the port file before start
     again.start()
     assert again.port == port
-    with psycopg.connect(again.libpq_dsn()) as conn:
+    with psycopg.connect(again.admin_dsn()) as conn:
         assert conn.execute("SELECT name FROM basecamp WHERE id = 1").fetchone() == ("Gorak Shep",)
 
 
@@ -216,7 +217,7 @@ def test_explicit_port_in_use_fails_with_log_tail(make_server: Callable[..., Pos
 def test_kill_then_start_recovers_committed_data(make_server: Callable[..., PostgresServer]) -> None:
     server = make_server("crash", settings=PostgresSettings(durable=True))
     server.start()
-    with psycopg.connect(server.libpq_dsn()) as conn:
+    with psycopg.connect(server.admin_dsn()) as conn:
         conn.execute("CREATE TABLE hold (id int PRIMARY KEY)")
         conn.execute("INSERT INTO hold SELECT generate_series(1, 100)")
     pid = postmaster_pid(server)
@@ -233,7 +234,7 @@ def test_kill_then_start_recovers_committed_data(make_server: Callable[..., Post
     server.kill()  # idempotent
 
     server.start()
-    with psycopg.connect(server.libpq_dsn()) as conn:
+    with psycopg.connect(server.admin_dsn()) as conn:
         assert conn.execute("SELECT count(*) FROM hold").fetchone() == (100,)
     assert "not properly shut down" in (server.data_dir / "server.log").read_text()
 
