@@ -25,6 +25,7 @@ from ridgeline.deploy.run.region import prepare_region_database
 from ridgeline.regional.booking.catalog import load_catalog
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.node import RegionalNode
+from ridgeline.trust.private_files import private_dir
 
 _console = Console(stderr=False)
 
@@ -38,7 +39,7 @@ def run_demo(*, data_dir: Path, region: str, listen: str, tour: Callable[[str], 
     catalog = load_catalog()
     if not catalog.in_region(region):
         raise SystemExit(f"region {region!r} has no basecamps; choose one of {', '.join(catalog.regions)}")
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     database = PostgresServer(data_dir / "postgres")
     database.start()
     node: RegionalNode | None = None

@@ -24,6 +24,7 @@ import httpx
 
 from ridgeline.deploy.run.postgres import PostgresServer
 from ridgeline.deploy.run.processes import AdoptedProcess, ProcessHandle, free_port, stop
+from ridgeline.trust.private_files import CHILD_UMASK, open_private_append, private_dir
 
 #: Prefect migrates its database on first start; allow for that on a slow machine.
 STARTUP_TIMEOUT_SECONDS = 90.0
@@ -64,7 +65,7 @@ class PrefectServer:
         self._database.create_database(self.database_name)
         # A restart (a drill) comes back on the same port, so clients need no new URL.
         port = self._port = self._port or free_port()
-        self.home.mkdir(parents=True, exist_ok=True)
+        private_dir(self.home)
         # As the application role, its password through the passfile the URL names (asyncpg reads it too).
         connection_url = self._database.url(self.database_name, scheme="postgresql+asyncpg")
         environment = {
@@ -78,13 +79,14 @@ class PrefectServer:
             "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
         }
         environment.pop("PREFECT_API_URL", None)
-        with (self.home / "server.log").open("ab") as log:
+        with open_private_append(self.home / "server.log") as log:
             process = self._process = subprocess.Popen(
                 [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-services", "--no-ui", "--analytics-off"],
                 env=environment,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                umask=CHILD_UMASK,  # its home holds its settings and its database URL's passfile path
             )
         self.api_url = _api_url(port)
         deadline = time.monotonic() + timeout_seconds
