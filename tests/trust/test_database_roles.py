@@ -163,3 +163,56 @@ def test_a_node_reaches_a_tls_database_with_verify_full(make_server: Callable[..
     certs.create_ca(other)
     with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):
         psycopg.connect(make_conninfo(server.libpq_dsn(), sslrootcert=str(other.ca_cert)), connect_timeout=5)
+
+
+@pytest.mark.slow
+def test_the_prefect_server_reaches_a_tls_database_as_the_application_role(make_server: Callable[..., PostgresServer], database_certs: certs.CertsDir) -> None:
+    """asyncpg takes no sslmode: the URL's TLS parameters become Prefect's TLS settings, and the check stays verify-full."""
+    from ridgeline.deploy.run.prefect_server import PrefectServer
+
+    tls = ServerTls(cert_file=database_certs.node_cert, key_file=database_certs.node_key, ca_file=database_certs.ca_cert)
+    server = make_server("prefect-tls", settings=PostgresSettings(durable=False, tls=tls))
+    server.start()
+    with PrefectServer(server, database_name="prefect_tls"):
+        with psycopg.connect(server.admin_dsn()) as admin:
+            sessions = admin.execute(
+                "SELECT a.usename, s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.datname = 'prefect_tls'"
+            ).fetchall()
+        with psycopg.connect(server.admin_dsn("prefect_tls")) as admin:
+            owner = admin.execute("SELECT tableowner FROM pg_tables WHERE schemaname = 'public' AND tablename = 'flow_run'").fetchall()
+    assert sessions and set(sessions) == {(APP_ROLE, True)}, sessions
+    assert owner == [(APP_ROLE,)], "Prefect's migrations ran as the application role"
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "cluster" / "examples"
+
+
+def test_the_multi_machine_examples_tls_parameters_reach_psycopg_unchanged() -> None:
+    """sslmode=verify-full, the CA and the passfile of the example's URLs arrive at libpq as written,
+    through the engine every node, the coordinator, the gateway's ledger and the audit build."""
+    from ridgeline.deploy.cluster.cluster_file import load_cluster_file
+    from ridgeline.regional.storage.db import make_engine
+
+    spec = load_cluster_file(EXAMPLES / "cluster.multi-machine.toml")
+    urls = [region.database_url for region in spec.regions] + [spec.coordinator_database_url]
+    assert urls and all(urls)
+    for url in urls:
+        engine = make_engine(url, pool_size=1)
+        try:
+            _, kwargs = engine.dialect.create_connect_args(engine.url)
+        finally:
+            engine.dispose()
+        written = dict(part.split("=", 1) for part in urlsplit(url).query.split("&"))
+        assert written["sslmode"] == "verify-full"
+        assert {name: kwargs[name] for name in written} == written, kwargs
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["cockroachdb+psycopg://ridgeline:s3cret@db:26257/ridgeline", "cockroachdb+psycopg://ridgeline@db:26257/ridgeline?sslmode=verify-full&password=s3cret"],
+)
+def test_a_cluster_file_with_a_database_password_is_refused(url: str) -> None:
+    from ridgeline.deploy.cluster.cluster_file import ClusterFileError, parse_cluster
+
+    with pytest.raises(ClusterFileError, match="carries a password"):
+        parse_cluster({"regions": [{"name": "eu-alps", "database_url": url, "nodes": [{"id": "a", "listen": "127.0.0.1:1"}]}]})
