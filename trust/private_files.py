@@ -4,7 +4,7 @@ State, the rendered cluster file, logs, the mail spool, database passwords and k
 each created with their final mode (``mkdir(mode=)``, ``os.open`` with a mode,
 ``mkstemp``), never written first and narrowed after, so no other user can open one in
 between. Child processes get :data:`CHILD_UMASK`, so whatever they create (a node's
-spool, Prefect's home, PostgreSQL's log) is private too. ARCHITECTURE.md §7.
+spool, Prefect's home, PostgreSQL's log) is private too. README, "Secrets and data at rest", says what lives where.
 """
 
 from __future__ import annotations

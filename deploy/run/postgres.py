@@ -24,7 +24,7 @@ check.
 server process runs as the unprivileged system user ``ridgeline-pg`` (created when
 missing); otherwise as the current user. POSIX only.
 
-Least privilege (ARCHITECTURE.md §7): every connection, the launcher's own included,
+Least privilege (ARCHITECTURE.md §3): every connection, the launcher's own included,
 authenticates with a password (``scram-sha-256``, in ``pg_hba.conf``, rewritten on every
 start); there is no ``trust`` rule, not even for the Unix socket. initdb sets the
 bootstrap superuser's password (``--pwfile``), so the cluster is never open, and the
