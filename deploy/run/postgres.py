@@ -520,7 +520,7 @@ class PostgresServer:
             )
         for name in leftovers:  # only our own files from an earlier failed attempt
             (self._data_dir / name).unlink()
-        with _password_file(admin_password, run_as) as pwfile:
+        with _password_file(admin_password, run_as, self._data_dir.parent) as pwfile:
             command = [
                 str(binaries.bin_dir / "initdb"),
                 "-D",
@@ -997,9 +997,13 @@ def _scram_verifier(password: str) -> str:
 
 
 @contextlib.contextmanager
-def _password_file(password: str, run_as: _RunAs | None) -> Iterator[str]:
-    """initdb's --pwfile: the superuser's password, readable by the server user alone, removed after."""
-    fd, path = tempfile.mkstemp(prefix="ridgeline-pwfile-")  # 0600
+def _password_file(password: str, run_as: _RunAs | None, directory: Path) -> Iterator[str]:
+    """initdb's --pwfile: the superuser's password, readable by the server user alone, removed after.
+
+    Beside the data directory, which the server user can already reach (a private TMPDIR
+    might not be), and never inside it: initdb wants it empty.
+    """
+    fd, path = tempfile.mkstemp(prefix=".ridgeline-pwfile-", dir=directory)  # 0600
     try:
         with os.fdopen(fd, "w", encoding="ascii") as handle:
             handle.write(password + "\n")
