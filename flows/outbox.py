@@ -16,12 +16,12 @@ import uuid
 from pathlib import Path
 
 from ridgeline.regional.settlement.rows import OutboxMessage
+from ridgeline.trust.private_files import FILE_MODE, private_dir
 
 
 class SpoolSink:
     def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = private_dir(directory)  # guests' names and stays: 0700, each message 0600
 
     def deliver(self, message: OutboxMessage) -> bool:
         """Places the message in the spool; False when it was there already."""
@@ -30,7 +30,7 @@ class SpoolSink:
             return False
         body = {"message_id": message.message_id, "kind": message.kind, "booking_id": message.booking_id, "payload": message.payload}
         partial = self.directory / f".{uuid.uuid4().hex}.partial"
-        with partial.open("w") as handle:
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE), "w") as handle:
             json.dump(body, handle, sort_keys=True)
             handle.flush()
             os.fsync(handle.fileno())

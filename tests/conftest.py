@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 import pytest
 from gateway_process import Gateway, gateway_process
 from sqlalchemy import Engine
@@ -78,9 +77,8 @@ def fresh_database(region_servers: dict[str, PostgresServer]) -> Callable[[str],
     def make(region: str = "eu-alps") -> RegionDatabase:
         server = region_servers[region]
         name = f"t{os.getpid()}_{next(_database_numbers)}"
-        with psycopg.connect(server.libpq_dsn(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE {TEMPLATE}')
-        return RegionDatabase(region, server.url(name), server.libpq_dsn(name))
+        url = server.create_database(name, template=TEMPLATE)  # owned by the application role, as the template
+        return RegionDatabase(region, url, server.libpq_dsn(name))
 
     return make
 

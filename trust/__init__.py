@@ -5,4 +5,4 @@ coordinator, deploy's processes) or HTTP (the gateway, fault control: ``http_aut
 asks this room; it imports only the contracts. ARCHITECTURE.md §7 says why the trust boundary is built this way.
 """
 
-__all__ = ["certs", "credentials", "http_auth", "identity", "policy", "server_auth", "tokens"]
+__all__ = ["certs", "credentials", "http_auth", "identity", "policy", "private_files", "server_auth", "tokens"]

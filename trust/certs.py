@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ridgeline.trust.identity import PRINCIPAL_PATTERN, SCOPE_MAX, SCOPE_URI_PREFIX, Identity, Role
+from ridgeline.trust.private_files import private_dir, write_private
 
 __all__ = ["CertsDir", "CertificateError", "create_ca", "create_node", "create_client", "ensure_local", "identity_of", "pair_matches", "HOSTS_MAX", "LOCAL_CLIENTS", "LOCAL_NODE_NAME"]
 
@@ -230,25 +229,10 @@ def _load_ca(certs: CertsDir) -> tuple[x509.Certificate, ec.EllipticCurvePrivate
 def _write_pair(certs: CertsDir, cert_path: Path, cert: x509.Certificate, key_path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     """Key first, certificate second, each renamed into place: a reader never sees a new
     certificate beside an old key (rotation reads the pair whenever the certificate changes)."""
-    certs.path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(certs.path, 0o700)
+    private_dir(certs.path)
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    _write_atomically(key_path, key_pem, 0o600)
-    _write_atomically(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
-
-
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_private(key_path, key_pem)
+    write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
 
 
 def _now() -> datetime.datetime:

@@ -222,7 +222,7 @@ def run_holds_benchmark(settings: BenchSettings) -> BenchReport:
             resource_ids=tuple(r.resource_id for r in catalog.basecamps[0].resources),
             first_night=started.date() + timedelta(days=1),
         )
-        admin_dsn, bench_dsn = server.libpq_dsn(), server.libpq_dsn(_DATABASE)
+        admin_dsn, bench_dsn = server.admin_dsn(), server.libpq_dsn(_DATABASE)
         machine = _machine(admin_dsn)
         postmaster = _postmaster_pid(server.data_dir)
         configured = BenchSecurity.made_in(root) if settings.secure else BenchSecurity.plaintext()

@@ -109,12 +109,8 @@ def run_settle_benchmark(*, bookings: int, baseline_bookings: int, threads: int,
 
 def _phase(phase: str, server: PostgresServer, security: BenchSecurity, root: Path, gateway_url: str, count: int, threads: int) -> SettlePhase:
     """One phase on a fresh copy of the region database."""
-    import psycopg
-
     name = f"bench_{phase}"
-    with psycopg.connect(server.libpq_dsn(), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE bench_template')
-    url = server.url(name)
+    url = server.create_database(name, template="bench_template")
     settle_in_node = phase == "batched"
     args = ["--gateway-url", gateway_url, "--outbox-dir", str(root / f"spool-{phase}")] if settle_in_node else []
     Console(stderr=True).print(f"[dim]{phase}: {count} bookings from {threads} threads[/]")

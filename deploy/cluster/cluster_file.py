@@ -16,6 +16,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 from ridgeline.deploy.run.processes import free_port
 from ridgeline.regional.config import NodeConfig
@@ -233,6 +234,14 @@ def _with_environment(spec: ClusterSpec) -> ClusterSpec:
 def _optional_database_url(value: object, where: str) -> str | None:
     if value is not None and not (isinstance(value, str) and value.startswith(("cockroachdb+psycopg://", "postgresql"))):
         raise ClusterFileError(f"{where}: database_url must be a cockroachdb+psycopg:// URL")
+    if value is not None:
+        parts = urlsplit(value)
+        if parts.password is not None or "password" in parse_qs(parts.query):
+            # The file is copied to every machine and read by every process: no secret belongs in it.
+            raise ClusterFileError(
+                f"{where}: database_url carries a password; name a libpq passfile instead (passfile=/path, mode 0600) "
+                "or a client certificate (sslcert=…&sslkey=…), or set the URL in RIDGELINE_DATABASE_URL_<REGION>"
+            )
     return value
 
 

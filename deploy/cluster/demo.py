@@ -27,6 +27,7 @@ from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.node import RegionalNode
 from ridgeline.trust.certs import CertsDir, ensure_local
 from ridgeline.trust.credentials import Transport
+from ridgeline.trust.private_files import private_dir
 
 _console = Console(stderr=False)
 
@@ -45,7 +46,7 @@ def run_demo(*, data_dir: Path, region: str, listen: str, tour: Callable[[str, T
     catalog = load_catalog()
     if not catalog.in_region(region):
         raise SystemExit(f"region {region!r} has no basecamps; choose one of {', '.join(catalog.regions)}")
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(data_dir)
     certs = CertsDir(data_dir / "certs")
     if not insecure and ensure_local(certs):
         _console.print(f"made a local CA and certificates in {certs.path}")

@@ -38,6 +38,7 @@ from ridgeline.regional.config import NodeConfig
 from ridgeline.routing import ClusterClient, ClusterUnreachable
 from ridgeline.trust.certs import CertsDir, ensure_local
 from ridgeline.trust.credentials import Transport
+from ridgeline.trust.private_files import private_dir, write_private
 
 #: RIDGELINE_STATE_DIR moves it, e.g. to run two clusters side by side.
 DEFAULT_STATE_DIR = Path(os.environ.get("RIDGELINE_STATE_DIR", Path.home() / ".ridgeline" / "cluster"))
@@ -170,7 +171,8 @@ class LocalCluster:
         existing = read_state(self.state_dir)
         if existing and alive(int(existing.get("up_pid", 0))):  # type: ignore[arg-type]
             raise ClusterStartError(f"a cluster already runs from {self.state_dir} (pid {existing['up_pid']}); `ridgeline down` first")
-        (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+        private_dir(self.state_dir)  # state, cluster file, logs, spool, certificates, database secrets
+        private_dir(self.state_dir / "logs")
         if not self.insecure and ensure_local(self.certs):
             self._progress(f"made a local CA and certificates in {self.certs.path}")
         try:
@@ -180,7 +182,7 @@ class LocalCluster:
                 if self.spec.coordinator_listen and not self.spec.coordinator_metrics:
                     # A known port, written to the cluster file, so `ridgeline status` finds it.
                     self.spec = replace(self.spec, coordinator_metrics=f"127.0.0.1:{free_port()}")
-            self.cluster_file.write_text(render_cluster_file(self.spec), encoding="utf-8")
+            write_private(self.cluster_file, render_cluster_file(self.spec))
             self._start_nodes()
             self._write_state()
             self._wait_for_ownership(settle_timeout_seconds)
@@ -421,11 +423,9 @@ class LocalCluster:
                 else None
             ),
         }
-        # Written aside and renamed: a process killed mid-write must not leave a torn state.json,
-        # which would hide the cluster from `ridgeline down`.
-        written = self.state_dir / f"{STATE_FILE}.{os.getpid()}"
-        written.write_text(json.dumps(state, indent=2), encoding="utf-8")
-        os.replace(written, self.state_dir / STATE_FILE)
+        # Written aside (0600) and renamed: a process killed mid-write must not leave a torn
+        # state.json, which would hide the cluster from `ridgeline down`.
+        write_private(self.state_dir / STATE_FILE, json.dumps(state, indent=2))
 
 
 def _spawn_part(command: list[str], what: str, log_path: Path, env: dict[str, str] | None = None) -> ReadyChild:

@@ -23,19 +23,36 @@ check.
 ``initdb`` and ``postgres`` refuse to run as root, and CI runs as root: as root every
 server process runs as the unprivileged system user ``ridgeline-pg`` (created when
 missing); otherwise as the current user. POSIX only.
+
+Least privilege (ARCHITECTURE.md §3): every connection, the launcher's own included,
+authenticates with a password (``scram-sha-256``, in ``pg_hba.conf``, rewritten on every
+start); there is no ``trust`` rule, not even for the Unix socket. initdb sets the
+bootstrap superuser's password (``--pwfile``), so the cluster is never open, and the
+launcher needs no peer or trust rule of its own: a peer rule would depend on the socket
+directory (dropped when the path is too long) and on mapping root to the server user.
+The bootstrap superuser ``ridgeline_admin`` is the launcher's alone (roles, databases);
+Ridgeline's processes connect as ``ridgeline``, created at first start, which owns each
+database it is given (and so the tables its migrations create) and is no superuser.
+The two passwords are generated once per data directory and kept beside it, in
+``<data dir>.secrets/`` (0700), as libpq passfiles (0600) that URLs name with
+``passfile=``: a URL carries the path, never the password.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import fcntl
 import functools
+import hashlib
+import hmac
 import logging
 import math
 import os
 import pwd
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -57,13 +74,25 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from ridgeline.deploy.run.processes import alive, child_pids, command_name, free_port
+from ridgeline.trust.private_files import CHILD_UMASK, private_dir, write_private
 
-__all__ = ["PostgresError", "PostgresServer", "PostgresSettings"]
+__all__ = ["APP_ROLE", "PostgresError", "PostgresServer", "PostgresSettings", "ServerTls"]
 
 _log = logging.getLogger(__name__)
 
 _HOST = "127.0.0.1"
-_SUPERUSER = "ridgeline"
+#: The bootstrap superuser: the launcher's own (roles, databases), never a Ridgeline process's.
+_SUPERUSER = "ridgeline_admin"
+#: The role Ridgeline's processes connect as: owns its databases and their tables, no superuser.
+APP_ROLE = "ridgeline"
+_APP_PASSFILE = "pgpass"
+_ADMIN_PASSFILE = "admin.pgpass"
+#: 32 random bytes, URL-safe base64: no ':' or '\\' to escape in a passfile line.
+_PASSWORD_BYTES = 32
+_SCRAM_ITERATIONS = 4096
+_HBA_FILE = "pg_hba.conf"
+_TLS_CERT_FILE = "server.crt"
+_TLS_KEY_FILE = "server.key"
 _RUN_AS_USER = "ridgeline-pg"
 _LOG_FILE = "server.log"
 _CONF_FILE = "ridgeline.conf"
@@ -90,13 +119,24 @@ class PostgresError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class ServerTls:
+    """A certificate for the server (e.g. ``ridgeline.trust.certs.create_node`` for 127.0.0.1)
+    and the CA its clients verify it with. With it the server accepts TCP over TLS only, and
+    every URL the launcher hands out asks ``sslmode=verify-full`` with that CA."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+
+@dataclass(frozen=True)
 class PostgresSettings:
     """Server settings applied on every start (rewritten into ``ridgeline.conf``).
 
-    Always set, not configurable: ``listen_addresses = '127.0.0.1'`` (trust
-    authentication is only safe on loopback) and ``default_transaction_isolation =
-    'serializable'`` (CockroachDB only offers serializable; testing under anything
-    weaker would hide the retries production needs).
+    Always set, not configurable: ``listen_addresses = '127.0.0.1'`` (a local cluster
+    is for this machine only) and ``default_transaction_isolation = 'serializable'``
+    (CockroachDB only offers serializable; testing under anything weaker would hide the
+    retries production needs).
     """
 
     #: Tests run one server per region plus connection pools per service; 200 leaves room.
@@ -106,6 +146,8 @@ class PostgresSettings:
     #: (kill()) can then lose the last few commits, because commits return before their
     #: WAL is written; a crash drill that checks committed data must keep this True.
     durable: bool = True
+    #: None: plain TCP (loopback); set: TLS only, the certificate copied into the data directory.
+    tls: ServerTls | None = None
 
     def _gucs(self, *, port: int, socket_dir: str) -> dict[str, str | int]:
         gucs: dict[str, str | int] = {
@@ -114,12 +156,25 @@ class PostgresSettings:
             "unix_socket_directories": socket_dir,
             "max_connections": self.max_connections,
             "default_transaction_isolation": "serializable",
+            "password_encryption": "scram-sha-256",
             # English, so the launcher can recognise "Address already in use".
             "lc_messages": "C",
         }
         if not self.durable:
             gucs.update(fsync="off", synchronous_commit="off", full_page_writes="off")
+        if self.tls is not None:
+            gucs.update(ssl="on", ssl_cert_file=_TLS_CERT_FILE, ssl_key_file=_TLS_KEY_FILE, ssl_min_protocol_version="TLSv1.2")
         return gucs
+
+    def _hba_text(self) -> str:
+        """Password authentication for every connection; over TCP with TLS only when TLS is on."""
+        host = "host" if self.tls is None else "hostssl"
+        return (
+            "# Written by ridgeline.deploy.run.postgres on every start; edits are overwritten.\n"
+            "# TYPE  DATABASE  USER  ADDRESS       METHOD\n"
+            "local   all       all                 scram-sha-256\n"
+            f"{host:<7} all       all   {_HOST}/32  scram-sha-256\n"
+        )
 
 
 class PostgresServer:
@@ -182,19 +237,45 @@ class PostgresServer:
         return self._resolve_binaries().engine
 
     @property
+    def secrets_dir(self) -> Path:
+        """``<data dir>.secrets/`` (0700): the passfiles, beside PGDATA and never inside it."""
+        return self._data_dir.parent / f"{self._data_dir.name}.secrets"
+
+    @property
+    def passfile(self) -> Path:
+        """The libpq passfile with the password of :data:`APP_ROLE` (0600, made by start())."""
+        return self.secrets_dir / _APP_PASSFILE
+
+    @property
     def running(self) -> bool:
         """Whether a postmaster is alive for this data directory (ours or adopted)."""
         return self._live_postmaster_pid() is not None
 
     # ------------------------------------------------------------------ URLs
 
-    def url(self, database: str = "postgres") -> str:
-        """SQLAlchemy URL in the production scheme: the CockroachDB dialect over psycopg 3."""
-        return f"cockroachdb+psycopg://{_SUPERUSER}@{_HOST}:{self.port}/{quote(database, safe='')}"
+    def url(self, database: str = "postgres", *, scheme: str = "cockroachdb+psycopg") -> str:
+        """SQLAlchemy URL as :data:`APP_ROLE`, by default in the production scheme (the CockroachDB
+        dialect over psycopg 3); the password is reached through ``passfile=``, never written here."""
+        query = {"passfile": str(self.passfile), **self._tls_parameters()}
+        encoded = "&".join(f"{name}={quote(value, safe='/')}" for name, value in query.items())
+        return f"{scheme}://{APP_ROLE}@{_HOST}:{self.port}/{quote(database, safe='')}?{encoded}"
 
     def libpq_dsn(self, database: str = "postgres") -> str:
-        """Plain libpq key/value DSN for psycopg.connect() and psql."""
-        return make_conninfo(host=_HOST, port=str(self.port), user=_SUPERUSER, dbname=database)
+        """Plain libpq key/value DSN as :data:`APP_ROLE`, for psycopg.connect() and psql."""
+        return make_conninfo(host=_HOST, port=str(self.port), user=APP_ROLE, dbname=database, passfile=str(self.passfile), **self._tls_parameters())
+
+    def admin_dsn(self, database: str = "postgres") -> str:
+        """libpq DSN as the bootstrap superuser: for the launcher, and for tests that must act
+        above the application role (copying a template database, reading server settings)."""
+        return self._admin_dsn_at(self.port, database)
+
+    def _admin_dsn_at(self, port: int, database: str = "postgres") -> str:
+        passfile = str(self.secrets_dir / _ADMIN_PASSFILE)
+        return make_conninfo(host=_HOST, port=str(port), user=_SUPERUSER, dbname=database, passfile=passfile, **self._tls_parameters())
+
+    def _tls_parameters(self) -> dict[str, str]:
+        tls = self._settings.tls
+        return {} if tls is None else {"sslmode": "verify-full", "sslrootcert": str(tls.ca_file)}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -214,7 +295,9 @@ class PostgresServer:
             run_as = _run_as()
             self._prepare_data_dir(run_as)
             with _dir_lock(self._data_dir, deadline):
+                passwords = self._ensure_passwords()
                 if self._adopt_running(deadline):
+                    self._ensure_app_role(passwords.app)
                     return
                 self._remove_stale_lock_files()
                 binaries = self._resolve_binaries()
@@ -222,9 +305,12 @@ class PostgresServer:
                     _ensure_traversable(binaries.bin_dir, run_as)
                 began = time.monotonic()
                 if not (self._data_dir / "PG_VERSION").exists():
-                    self._initdb(binaries, run_as, deadline)
+                    self._initdb(binaries, run_as, deadline, passwords.admin)
                 initialised = time.monotonic()
+                self._write_owned(_HBA_FILE, self._settings._hba_text(), run_as)
+                self._install_tls(run_as)
                 self._start_with_port_retries(binaries, run_as, deadline)
+                self._ensure_app_role(passwords.app)
                 done = time.monotonic()
                 self._timings = {"initdb": initialised - began, "start": done - initialised}
                 _log.info(
@@ -271,17 +357,22 @@ class PostgresServer:
                 raise PostgresError(f"postgres processes of {self._data_dir} survived SIGKILL")
             self._pid = None
 
-    def create_database(self, name: str) -> str:
-        """CREATE DATABASE ``name`` unless it exists; return its SQLAlchemy URL.
+    def create_database(self, name: str, *, template: str | None = None) -> str:
+        """CREATE DATABASE ``name`` owned by :data:`APP_ROLE` (a copy of ``template`` if given)
+        unless it exists; return its SQLAlchemy URL.
 
-        One database per service or test keeps their schemas apart on one server.
+        One database per service or test keeps their schemas apart on one server. The
+        application role owns it, so its migrations own the tables they create.
         """
-        with psycopg.connect(self.libpq_dsn(), autocommit=True, connect_timeout=10) as conn:
+        statement = sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(APP_ROLE))
+        if template is not None:
+            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+        with psycopg.connect(self.admin_dsn(), autocommit=True, connect_timeout=10) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
             if exists is None:
                 # DuplicateDatabase: created concurrently by someone else, same outcome.
                 with contextlib.suppress(psycopg.errors.DuplicateDatabase):
-                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+                    conn.execute(statement)
         return self.url(name)
 
     def __enter__(self) -> PostgresServer:
@@ -316,8 +407,10 @@ class PostgresServer:
     def _prepare_data_dir(self, run_as: _RunAs | None) -> None:
         """Create the directory, hand it to the server user and make it reachable."""
         parent_created = not self._data_dir.parent.exists()
+        if parent_created:
+            private_dir(self._data_dir.parent)
         try:
-            self._data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._data_dir.mkdir(mode=0o700, exist_ok=True)
         except FileExistsError:
             raise PostgresError(f"{self._data_dir} exists and is not a directory") from None
         if run_as is not None:
@@ -327,6 +420,52 @@ class PostgresServer:
             _ensure_traversable(self._data_dir.parent, run_as)
         # postgres refuses a data directory readable by group or others.
         os.chmod(self._data_dir, 0o700)
+
+    def _ensure_passwords(self) -> _Passwords:
+        """The two roles' passwords, generated into the secrets directory on the first start.
+
+        A cluster initialised without them is one an earlier Ridgeline made under ``trust``:
+        its superuser has no password to keep, so the launcher refuses it rather than open it.
+        """
+        admin_file, app_file = self.secrets_dir / _ADMIN_PASSFILE, self.secrets_dir / _APP_PASSFILE
+        if not admin_file.exists():
+            if (self._data_dir / "PG_VERSION").exists():
+                raise PostgresError(
+                    f"{self._data_dir} was initialised by an older Ridgeline under trust authentication and "
+                    f"{admin_file} is missing; remove {self._data_dir} (its bookings are lost) to start afresh with passwords"
+                )
+            private_dir(self.secrets_dir)
+            for path, role in ((app_file, APP_ROLE), (admin_file, _SUPERUSER)):  # the admin file last: it marks completion
+                write_private(path, _passfile_line(role, secrets.token_urlsafe(_PASSWORD_BYTES)))
+        passwords = _Passwords(admin=_read_passfile(admin_file, _SUPERUSER), app=_read_passfile(app_file, APP_ROLE))
+        assert passwords.admin != passwords.app, "each role has its own password"
+        return passwords
+
+    def _ensure_app_role(self, password: str) -> None:
+        """CREATE ROLE ridgeline (login, no superuser, no CREATEDB/CREATEROLE) unless it exists.
+
+        The password travels as a SCRAM verifier, so it is never in a statement the server
+        could log.
+        """
+        with psycopg.connect(self.admin_dsn(), autocommit=True, connect_timeout=10) as conn:
+            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,)).fetchone() is None:
+                with contextlib.suppress(psycopg.errors.DuplicateObject):  # a racing start created it
+                    conn.execute(
+                        sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD {}").format(
+                            sql.Identifier(APP_ROLE), sql.Literal(_scram_verifier(password))
+                        )
+                    )
+            row = conn.execute("SELECT rolsuper OR rolcreaterole OR rolbypassrls FROM pg_roles WHERE rolname = %s", (APP_ROLE,)).fetchone()
+        assert row is not None and row[0] is False, f"{APP_ROLE} must hold no administrative attribute"
+
+    def _install_tls(self, run_as: _RunAs | None) -> None:
+        """Copies the server's certificate and key into PGDATA, owned by the server user (postgres
+        refuses a key another user could read)."""
+        tls = self._settings.tls
+        if tls is None:
+            return
+        self._write_owned(_TLS_CERT_FILE, Path(tls.cert_file).read_text(encoding="ascii"), run_as)
+        self._write_owned(_TLS_KEY_FILE, Path(tls.key_file).read_text(encoding="ascii"), run_as)
 
     def _adopt_running(self, deadline: float) -> bool:
         """Reuse a postmaster already running on this data directory (the demo's case)."""
@@ -371,7 +510,7 @@ class PostgresServer:
                 path.unlink(missing_ok=True)
                 _log.info("%s: removed stale %s (PID %d is gone)", self._data_dir, path.name, info.pid)
 
-    def _initdb(self, binaries: _Binaries, run_as: _RunAs | None, deadline: float) -> None:
+    def _initdb(self, binaries: _Binaries, run_as: _RunAs | None, deadline: float, admin_password: str) -> None:
         leftovers = set(os.listdir(self._data_dir))
         foreign = sorted(leftovers - _OWN_FILES)
         if foreign:
@@ -381,19 +520,21 @@ class PostgresServer:
             )
         for name in leftovers:  # only our own files from an earlier failed attempt
             (self._data_dir / name).unlink()
-        command = [
-            str(binaries.bin_dir / "initdb"),
-            "-D",
-            str(self._data_dir),
-            "--username",
-            _SUPERUSER,
-            "--auth=trust",  # loopback only: listen_addresses is 127.0.0.1
-            "--encoding=UTF8",
-            "--locale=C",  # does not depend on which locales the machine generated
-        ]
-        if not self._settings.durable:
-            command.append("--no-sync")
-        result = _run(command, run_as, deadline)
+        with _password_file(admin_password, run_as, self._data_dir.parent) as pwfile:
+            command = [
+                str(binaries.bin_dir / "initdb"),
+                "-D",
+                str(self._data_dir),
+                "--username",
+                _SUPERUSER,
+                f"--pwfile={pwfile}",
+                "--auth=scram-sha-256",  # never trust, not even for the first connection
+                "--encoding=UTF8",
+                "--locale=C",  # does not depend on which locales the machine generated
+            ]
+            if not self._settings.durable:
+                command.append("--no-sync")
+            result = _run(command, run_as, deadline)
         if result.returncode != 0:
             raise PostgresError(f"initdb failed for {self._data_dir} (exit {result.returncode}):\n{result.output}")
         with open(self._data_dir / "postgresql.conf", "a", encoding="utf-8") as conf:
@@ -468,11 +609,10 @@ class PostgresServer:
         return "\n".join(lines) + "\n"
 
     def _write_owned(self, name: str, text: str, run_as: _RunAs | None) -> None:
-        path = self._data_dir / name
-        path.write_text(text, encoding="utf-8")
+        """A file in PGDATA for the server user alone: 0600 from its creation, then handed over."""
+        path = write_private(self._data_dir / name, text)
         if run_as is not None:
             os.chown(path, run_as.uid, run_as.gid)
-        os.chmod(path, 0o600)
 
     def _wait_until_ready(self, port: int, pid: int, deadline: float) -> None:
         """Connect over TCP until it works; pg_ctl -w only reads postmaster.pid.
@@ -480,7 +620,7 @@ class PostgresServer:
         Also proves the port is served by *this* data directory, not by another server
         that won a port race.
         """
-        dsn = make_conninfo(host=_HOST, port=str(port), user=_SUPERUSER, dbname="postgres")
+        dsn = self._admin_dsn_at(port)
         last_error: Exception | None = None
         while True:
             connect_timeout = max(2, min(5, math.ceil(deadline - time.monotonic())))
@@ -718,6 +858,7 @@ def _run(command: list[str], run_as: _RunAs | None, deadline: float, *, grace_se
                 env=env,
                 timeout=timeout,
                 check=False,
+                umask=CHILD_UMASK,  # server.log and whatever initdb writes: for the server user alone
                 user=None if run_as is None else run_as.uid,
                 group=None if run_as is None else run_as.gid,
                 extra_groups=None if run_as is None else [],  # drop root's supplementary groups
@@ -817,6 +958,60 @@ def _dir_lock(data_dir: Path, deadline: float) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+# ---------------------------------------------------------------------- passwords
+
+
+@dataclass(frozen=True)
+class _Passwords:
+    admin: str
+    app: str
+
+
+def _passfile_line(role: str, password: str) -> str:
+    """One libpq passfile entry: any port (the port may move between starts), any database."""
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", password), "a generated password needs no passfile escaping"
+    return f"{_HOST}:*:*:{role}:{password}\n"
+
+
+def _read_passfile(path: Path, role: str) -> str:
+    try:
+        host, port, database, user, password = path.read_text(encoding="ascii").strip().split(":")
+    except (OSError, ValueError) as error:
+        raise PostgresError(f"{path} is not a passfile Ridgeline wrote ({error})") from None
+    if (host, port, database, user) != (_HOST, "*", "*", role) or not password:
+        raise PostgresError(f"{path} names another server or role than {role}@{_HOST}")
+    return password
+
+
+def _scram_verifier(password: str) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores (RFC 7677), computed here so that CREATE ROLE
+    never carries the password itself."""
+    salt = os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, _SCRAM_ITERATIONS)
+    stored_key = hashlib.sha256(hmac.digest(salted, b"Client Key", "sha256")).digest()
+    server_key = hmac.digest(salted, b"Server Key", "sha256")
+    salt_text, stored_text, server_text = (base64.b64encode(raw).decode("ascii") for raw in (salt, stored_key, server_key))
+    return f"SCRAM-SHA-256${_SCRAM_ITERATIONS}:{salt_text}${stored_text}:{server_text}"
+
+
+@contextlib.contextmanager
+def _password_file(password: str, run_as: _RunAs | None, directory: Path) -> Iterator[str]:
+    """initdb's --pwfile: the superuser's password, readable by the server user alone, removed after.
+
+    Beside the data directory, which the server user can already reach (a private TMPDIR
+    might not be), and never inside it: initdb wants it empty.
+    """
+    fd, path = tempfile.mkstemp(prefix=".ridgeline-pwfile-", dir=directory)  # 0600
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(password + "\n")
+        if run_as is not None:
+            os.chown(path, run_as.uid, run_as.gid)
+        yield path
+    finally:
+        Path(path).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------- small helpers

@@ -19,12 +19,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
 from ridgeline.deploy.run.postgres import PostgresServer
 from ridgeline.deploy.run.processes import AdoptedProcess, ProcessHandle, free_port, stop
+from ridgeline.trust.private_files import CHILD_UMASK, open_private_append, private_dir
 
 #: Prefect migrates its database on first start; allow for that on a slow machine.
 STARTUP_TIMEOUT_SECONDS = 90.0
@@ -65,10 +66,9 @@ class PrefectServer:
         self._database.create_database(self.database_name)
         # A restart (a drill) comes back on the same port, so clients need no new URL.
         port = self._port = self._port or free_port()
-        self.home.mkdir(parents=True, exist_ok=True)
-        connection_url = (
-            f"postgresql+asyncpg://ridgeline@127.0.0.1:{self._database.port}/{quote(self.database_name, safe='')}"
-        )
+        private_dir(self.home)
+        # As the application role, its password through the passfile the URL names (asyncpg reads it too).
+        connection_url, tls_environment = asyncpg_connection(self._database.url(self.database_name, scheme="postgresql+asyncpg"))
         environment = {
             **os.environ,
             "PREFECT_HOME": str(self.home),
@@ -78,15 +78,17 @@ class PrefectServer:
             "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "false",
             "PREFECT_LOGGING_TO_API_ENABLED": "false",
             "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+            **tls_environment,
         }
         environment.pop("PREFECT_API_URL", None)
-        with (self.home / "server.log").open("ab") as log:
+        with open_private_append(self.home / "server.log") as log:
             process = self._process = subprocess.Popen(
                 [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-services", "--no-ui", "--analytics-off"],
                 env=environment,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                umask=CHILD_UMASK,  # its home holds its settings and its database URL's passfile path
             )
         self.api_url = _api_url(port)
         deadline = time.monotonic() + timeout_seconds
@@ -119,6 +121,31 @@ class PrefectServer:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def asyncpg_connection(url: str) -> tuple[str, dict[str, str]]:
+    """The Prefect server's database URL without libpq's TLS parameters, and the Prefect settings
+    that carry them instead.
+
+    SQLAlchemy hands every query parameter to ``asyncpg.connect`` as a keyword, and asyncpg
+    takes ``passfile`` but neither ``sslmode`` nor ``sslrootcert``; Prefect's own TLS settings
+    build the same check (the CA, the host name) into its SSL context. Only ``verify-full``
+    with a root certificate, the mode the launcher asks, is translated: anything weaker
+    would be silently stronger or weaker than the URL says.
+    """
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    mode, root = query.pop("sslmode", None), query.pop("sslrootcert", None)
+    if mode is None and root is None:
+        return url, {}
+    if mode != "verify-full" or not root:
+        raise ValueError(f"the Prefect server's database takes sslmode=verify-full with sslrootcert only, not sslmode={mode!r}")
+    environment = {
+        "PREFECT_SERVER_DATABASE_SQLALCHEMY_CONNECT_ARGS_TLS_ENABLED": "true",
+        "PREFECT_SERVER_DATABASE_SQLALCHEMY_CONNECT_ARGS_TLS_CA_FILE": root,
+        "PREFECT_SERVER_DATABASE_SQLALCHEMY_CONNECT_ARGS_TLS_CHECK_HOSTNAME": "true",
+    }
+    return urlunsplit(parts._replace(query=urlencode(query, safe="/"))), environment
 
 
 def _api_url(port: int) -> str:

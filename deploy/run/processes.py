@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from ridgeline.trust.private_files import CHILD_UMASK, open_private_append
+
 #: How long a child may take from exec to its READY line (imports, migrations, binding).
 READY_TIMEOUT_SECONDS = 60.0
 #: How long a child may drain after SIGTERM before it gets SIGKILL.
@@ -101,18 +103,19 @@ def spawn_ready(
 ) -> ReadyChild:
     """Starts ``command`` and returns once it printed its READY line; raises :class:`NotReady` otherwise.
 
-    ``what`` names the child in errors. Its stderr is appended to ``log_path`` (discarded
-    when None). ``env`` is its whole environment (None: this process's). ``new_session``
+    ``what`` names the child in errors. Its stderr is appended to ``log_path`` (0600;
+    discarded when None), and it runs under :data:`CHILD_UMASK`. ``env`` is its whole environment (None: this process's). ``new_session``
     keeps a Ctrl-C at the terminal from reaching it, so that its parent stops it in order.
     A child that stays silent past ``timeout_seconds`` is stopped before the error is raised;
     so is one that is interrupted meanwhile (Ctrl-C here): no failure leaves it running.
     """
     assert command, "a command to run"
     assert timeout_seconds > 0 and stop_timeout_seconds > 0, "bounded waits"
-    with open(log_path, "ab") if log_path is not None else contextlib.nullcontext(subprocess.DEVNULL) as stderr:
+    with open_private_append(log_path) if log_path is not None else contextlib.nullcontext(subprocess.DEVNULL) as stderr:
         process = subprocess.Popen(
-            list(command), stdout=subprocess.PIPE, stderr=stderr, text=True, errors="replace", env=env, start_new_session=new_session
-        )
+            list(command), stdout=subprocess.PIPE, stderr=stderr, text=True, errors="replace", env=env, start_new_session=new_session,
+            umask=CHILD_UMASK,  # what the child writes (spool, logs, state) is its owner's alone
+        )  # fmt: skip
     found: queue.Queue[tuple[str, ...] | None] = queue.Queue()
     threading.Thread(target=_read_stdout, args=(process, found), name=f"{what} stdout", daemon=True).start()
     try:

