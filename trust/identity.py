@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-__all__ = ["Identity", "Role", "current", "acting_as", "PRINCIPAL_PATTERN", "SCOPE_URI_PREFIX"]
+__all__ = ["Identity", "Role", "current", "acting_as", "actor_of", "node_actor", "ANONYMOUS_ACTOR", "PRINCIPAL_PATTERN", "SCOPE_URI_PREFIX"]
 
 
 class Role(enum.StrEnum):
@@ -34,6 +34,9 @@ PRINCIPAL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 #: A scope entry in a certificate's SAN: ``ridgeline:scope:argentiere`` or ``ridgeline:scope:eu-alps``.
 SCOPE_URI_PREFIX = "ridgeline:scope:"
 _SCOPE_MAX = 64
+#: The actor the record names beside a change made through a server that runs without
+#: authentication (``--insecure``): the record still says that nobody was identified.
+ANONYMOUS_ACTOR = "anonymous"
 
 
 @dataclass(frozen=True)
@@ -75,3 +78,14 @@ def acting_as(identity: Identity | None) -> Iterator[None]:
         yield
     finally:
         _CURRENT.reset(token)
+
+
+def actor_of(identity: Identity | None) -> str:
+    """How the record names the caller of a change: its ``role:principal``, or ANONYMOUS_ACTOR."""
+    return ANONYMOUS_ACTOR if identity is None else identity.actor
+
+
+def node_actor(node_id: str) -> str:
+    """How the record names what a Ridgeline process does by itself (settlement, sweeps,
+    recovery, a coordinator's decisions): ``node:<node id>``."""
+    return Identity(node_id, Role.NODE).actor
