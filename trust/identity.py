@@ -87,5 +87,8 @@ def actor_of(identity: Identity | None) -> str:
 
 def node_actor(node_id: str) -> str:
     """How the record names what a Ridgeline process does by itself (settlement, sweeps,
-    recovery, a coordinator's decisions): ``node:<node id>``."""
-    return Identity(node_id, Role.NODE).actor
+    recovery, a coordinator's decisions): ``node:<node id>``. Node ids come from the
+    cluster file, not a certificate, so only what would make the record ambiguous is
+    refused (nothing empty, no spaces, no ``/``, which separates a caller's key space)."""
+    assert node_id and node_id.isprintable() and not any(c.isspace() or c == "/" for c in node_id), f"node id {node_id!r}"
+    return f"{Role.NODE.value}:{node_id}"
