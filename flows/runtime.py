@@ -24,6 +24,7 @@ from ridgeline.flows.payments import PaymentGateway
 from ridgeline.regional.storage.db import make_engine, run_transaction
 from ridgeline.routing import leases
 from ridgeline.routing.leases import Fence
+from ridgeline.trust.identity import node_actor
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,9 @@ class SettlementRuntime:
     #: The basecamp leases the process holds now (basecamp_id -> epoch): settlement claims
     #: and moves only those bookings, and every move carries the epoch (invariant 6).
     fence: Callable[[], Fence]
+    #: Who the record names beside what these runs change (``node:<id>``): settlement acts
+    #: by itself, on no caller's behalf.
+    actor: str
 
 
 _lock = threading.Lock()
@@ -95,6 +99,7 @@ def build_settlement_runtime(
     borrowed_basecamps: Sequence[str] = (),
     pool_size: int = 4,
     application_name: str = "ridgeline-settle",
+    actor: str | None = None,
 ) -> SettlementRuntime:
     """The runtime for this process's settlement flow runs, registered under ``name``.
 
@@ -108,6 +113,9 @@ def build_settlement_runtime(
     * ``borrowed_basecamps``: settling for a serving node from outside it (a benchmark's
       baseline, a test): the valid leases of these basecamps, read at every use;
     * neither: no lease, so nothing moves (the sweep and reconcile commands).
+
+    ``actor``: how the record names the changes its runs make; a node passes its own
+    (``node:<node id>``), any other process is named after ``application_name``.
     """
     assert fence is None or not borrowed_basecamps, "a runtime holds its own leases or borrows a node's, not both"
     assert pool_size >= 1, "a runtime needs at least one connection"
@@ -115,7 +123,8 @@ def build_settlement_runtime(
     engine = make_engine(database_url, pool_size=pool_size, application_name=application_name)
     if borrowed_basecamps:
         fence = partial(borrowed_fence, engine, list(borrowed_basecamps))
-    runtime = SettlementRuntime(engine, gateway, SpoolSink(outbox_dir), partial(datetime.now, timezone.utc), policy, fence or dict)
+    actor = actor or node_actor(application_name)
+    runtime = SettlementRuntime(engine, gateway, SpoolSink(outbox_dir), partial(datetime.now, timezone.utc), policy, fence or dict, actor)
     register(name, runtime)
     return runtime
 

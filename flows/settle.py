@@ -108,7 +108,7 @@ def _first_step(rt: SettlementRuntime, s: Settlement) -> Outcome | Charged:
         charge = rt.gateway.charge(settlements.charge_key(s.booking_id), s.amount_cents, s.currency, reference=s.booking_id)
     except PaymentDeclined as error:
         settlements.release_unpaid(
-            rt.engine, s, SettlementState.RELEASED, f"payment declined ({error.code or 'declined'})", fence=rt.fence(), now=rt.clock()
+            rt.engine, s, SettlementState.RELEASED, f"payment declined ({error.code or 'declined'})", actor=rt.actor, fence=rt.fence(), now=rt.clock()
         )
         return Outcome.RELEASED
     except PaymentUnavailable as error:
@@ -122,7 +122,7 @@ def _first_step(rt: SettlementRuntime, s: Settlement) -> Outcome | Charged:
 def _confirm(rt: SettlementRuntime, s: Settlement, charge_id: str) -> Outcome:
     crash_point(AFTER_CHARGE)
     try:
-        settlements.confirm_paid(rt.engine, s, charge_id, fence=rt.fence(), now=rt.clock())
+        settlements.confirm_paid(rt.engine, s, charge_id, actor=rt.actor, fence=rt.fence(), now=rt.clock())
     except IllegalTransition as error:  # the hold lapsed or was released while the charge was out
         settlements.refunding(rt.engine, s, charge_id, f"charged but not confirmable: {error}", now=rt.clock(), grace_seconds=0)
         return refund(rt, s)
@@ -134,7 +134,7 @@ def _give_up(rt: SettlementRuntime, s: Settlement, reason: str) -> Outcome:
     """Releases the hold (if it still stands) and leaves the refund step to make sure
     nothing stays charged, after the grace a charge still in flight needs to land."""
     settlements.release_unpaid(
-        rt.engine, s, SettlementState.REFUNDING, reason, fence=rt.fence(), now=rt.clock(), grace_seconds=rt.policy.refund_grace_seconds
+        rt.engine, s, SettlementState.REFUNDING, reason, actor=rt.actor, fence=rt.fence(), now=rt.clock(), grace_seconds=rt.policy.refund_grace_seconds
     )
     return Outcome.RELEASED
 

@@ -18,4 +18,4 @@ from ridgeline.regional.booking.sweeper import sweep_once
 def sweep(runtime: str, batch_max: int = 500) -> int:
     """Expires every lapsed hold of the region; returns how many."""
     rt = runtimes.lookup(runtime)
-    return sweep_once(rt.engine, now=rt.clock(), batch_max=batch_max)
+    return sweep_once(rt.engine, now=rt.clock(), batch_max=batch_max, actor=rt.actor)

@@ -29,6 +29,9 @@ def trek_pb(trek: TrekRecord) -> tpb.Trek:
         decided_at=_timestamp(trek.decided_at),
         settled_at=_timestamp(trek.settled_at),
         updated_at=_timestamp(trek.updated_at),
+        planned_by=trek.planned_by,
+        decided_by=trek.decided_by or "",
+        cancelled_by=trek.cancelled_by or "",
     )
 
 

@@ -105,6 +105,12 @@ class TrekRecord:
     decided_at: datetime | None
     settled_at: datetime | None
     updated_at: datetime
+    #: Who planned it (the PlanTrek caller's actor, ``ridgeline.trust.identity.actor_of``).
+    planned_by: str
+    #: Who decided: ``node:<coordinator>``, or the planner whose CancelTrek aborted it; None while undecided.
+    decided_by: str | None = None
+    #: Who asked CancelTrek, if anyone did.
+    cancelled_by: str | None = None
 
     @property
     def final(self) -> bool:
@@ -127,8 +133,11 @@ class PrepareOutcome:
 _TEXT_MAX = 500
 
 
-def planned(*, trek_id: str, customer_id: str, legs: Sequence[LegPlan], now: datetime, prepare_deadline: datetime) -> TrekRecord:
-    """A new trek as :func:`new_trek` records it: preparing, every leg pending."""
+def planned(
+    *, trek_id: str, customer_id: str, legs: Sequence[LegPlan], now: datetime, prepare_deadline: datetime, planned_by: str
+) -> TrekRecord:
+    """A new trek as :func:`new_trek` records it: preparing, every leg pending, planned by ``planned_by``."""
+    assert planned_by, "a trek names who planned it"
     return TrekRecord(
         trek_id=trek_id,
         customer_id=customer_id,
@@ -142,6 +151,7 @@ def planned(*, trek_id: str, customer_id: str, legs: Sequence[LegPlan], now: dat
         decided_at=None,
         settled_at=None,
         updated_at=now,
+        planned_by=planned_by,
     )
 
 
@@ -150,15 +160,15 @@ def new_trek(conn: Connection, trek: TrekRecord, *, key: str, fingerprint: str) 
     inserted = conn.execute(
         text(
             """
-            INSERT INTO treks (trek_id, idempotency_key, request_fingerprint, customer_id, state, created_at, prepare_deadline, updated_at)
-            VALUES (:trek_id, :key, :fingerprint, :customer_id, :state, :created_at, :deadline, :created_at)
+            INSERT INTO treks (trek_id, idempotency_key, request_fingerprint, customer_id, state, created_at, prepare_deadline, updated_at, planned_by)
+            VALUES (:trek_id, :key, :fingerprint, :customer_id, :state, :created_at, :deadline, :created_at, :planned_by)
             ON CONFLICT (idempotency_key) DO NOTHING
             RETURNING 1
             """
         ),
         {
             "trek_id": trek.trek_id, "key": key, "fingerprint": fingerprint, "customer_id": trek.customer_id,
-            "state": trek.state.value, "created_at": trek.created_at, "deadline": trek.prepare_deadline,
+            "state": trek.state.value, "created_at": trek.created_at, "deadline": trek.prepare_deadline, "planned_by": trek.planned_by,
         },
     ).first()
     if inserted is None:
@@ -196,7 +206,7 @@ def load(conn: Connection, trek_id: str) -> TrekRecord | None:
         text(
             """
             SELECT CAST(t.trek_id AS TEXT) AS trek_id, t.customer_id, t.state, t.reason, d.decision, t.created_at,
-                   t.prepare_deadline, t.decided_at, t.settled_at, t.updated_at
+                   t.prepare_deadline, t.decided_at, t.settled_at, t.updated_at, t.planned_by, t.cancelled_by, d.decided_by
             FROM treks AS t LEFT JOIN trek_decisions AS d ON d.trek_id = t.trek_id
             WHERE t.trek_id = :trek_id
             """
@@ -220,6 +230,9 @@ def load(conn: Connection, trek_id: str) -> TrekRecord | None:
         decided_at=row.decided_at,
         settled_at=row.settled_at,
         updated_at=row.updated_at,
+        planned_by=row.planned_by,
+        decided_by=row.decided_by,
+        cancelled_by=row.cancelled_by,
     )
 
 
@@ -236,8 +249,10 @@ def record_decision(
     decision: Decision,
     reason: str,
     now: datetime,
+    actor: str,
 ) -> TrekRecord:
-    """Stores what each participant answered and the charges made, then decides; returns the trek as it stands.
+    """Stores what each participant answered and the charges made, then decides (as ``actor``,
+    the coordinator's ``node:<id>``); returns the trek as it stands.
 
     ``trek`` is the fresh trek its planner drives (every leg pending, no charge). When this
     decision is the first, the result is what these writes made of ``trek``, without a
@@ -269,7 +284,7 @@ def record_decision(
     )
     record_charges(conn, trek.trek_id, charges)
     reason = reason[:_TEXT_MAX]
-    if not _insert_decision(conn, trek.trek_id, decision, reason, now):
+    if not _insert_decision(conn, trek.trek_id, decision, reason, now, actor):
         standing = load(conn, trek.trek_id)
         assert standing is not None and standing.decision is not None, "a decision row has its trek"
         return standing
@@ -282,6 +297,7 @@ def record_decision(
         charges=tuple(sorted(charges, key=lambda c: c.currency)),
         decided_at=now,
         updated_at=now,
+        decided_by=actor,
     )
 
 
@@ -324,24 +340,25 @@ def record_refund(conn: Connection, trek_id: str, charge_id: str, refunded_cents
 _DECIDED_STATE = {Decision.COMMIT: TrekState.COMMITTING, Decision.ABORT: TrekState.ABORTING}
 
 
-def decide(conn: Connection, trek_id: str, decision: Decision, reason: str, now: datetime) -> Decision:
-    """Writes ``decision`` unless one stands already; returns the one that stands."""
-    if _insert_decision(conn, trek_id, decision, reason[:_TEXT_MAX], now):
+def decide(conn: Connection, trek_id: str, decision: Decision, reason: str, now: datetime, actor: str) -> Decision:
+    """Writes ``decision`` by ``actor`` unless one stands already; returns the one that stands."""
+    if _insert_decision(conn, trek_id, decision, reason[:_TEXT_MAX], now, actor):
         return decision
     standing = conn.execute(text("SELECT decision FROM trek_decisions WHERE trek_id = :trek_id"), {"trek_id": trek_id}).scalar_one()
     return Decision(standing)
 
 
-def _insert_decision(conn: Connection, trek_id: str, decision: Decision, reason: str, now: datetime) -> bool:
-    """Writes the decision and moves the trek to driving it; False when a decision stood already."""
+def _insert_decision(conn: Connection, trek_id: str, decision: Decision, reason: str, now: datetime, actor: str) -> bool:
+    """Writes the decision, naming who took it, and moves the trek to driving it; False when a decision stood already."""
+    assert actor, "a decision names who took it"
     won = conn.execute(
         text(
             """
-            INSERT INTO trek_decisions (trek_id, decision, reason, decided_at) VALUES (:trek_id, :decision, :reason, :now)
+            INSERT INTO trek_decisions (trek_id, decision, reason, decided_at, decided_by) VALUES (:trek_id, :decision, :reason, :now, :actor)
             ON CONFLICT (trek_id) DO NOTHING RETURNING 1
             """
         ),
-        {"trek_id": trek_id, "decision": decision.value, "reason": reason, "now": now},
+        {"trek_id": trek_id, "decision": decision.value, "reason": reason, "now": now, "actor": actor},
     ).first()
     if won is None:
         return False
@@ -355,6 +372,12 @@ def _insert_decision(conn: Connection, trek_id: str, decision: Decision, reason:
         {"trek_id": trek_id, "state": _DECIDED_STATE[decision].value, "reason": reason, "now": now},
     )
     return True
+
+
+def cancel_asked(conn: Connection, trek_id: str, actor: str) -> None:
+    """Records who asked to cancel the trek; the first to ask stays on the record."""
+    assert actor, "a cancel names who asked for it"
+    conn.execute(text("UPDATE treks SET cancelled_by = :actor WHERE trek_id = :trek_id AND cancelled_by IS NULL"), {"trek_id": trek_id, "actor": actor})
 
 
 def set_legs(conn: Connection, trek_id: str, indexes: Sequence[int], state: LegState) -> None:

@@ -46,6 +46,7 @@ from ridgeline.global_coordinator.payments import PaymentRefused, Payments, Paym
 from ridgeline.routing import night_range
 from ridgeline.routing.clock import Clock, utc_now
 from ridgeline.routing.retry import RetryPolicy
+from ridgeline.trust.identity import node_actor
 from ridgeline.v1 import trek_pb2 as tpb
 
 _log = logging.getLogger(__name__)
@@ -87,6 +88,13 @@ class CoordinatorConfig:
     leg_call_timeout_seconds: float = 2.0
     drive_workers: int = 32
     call_workers: int = 64
+    #: The name the decision log gives this coordinator beside what it decides by itself
+    #: (``node:<node_id>``): a commit or abort, presumed or not.
+    node_id: str = "coordinator"
+
+    @property
+    def actor(self) -> str:
+        return node_actor(self.node_id)
 
     @property
     def leg_ttl_seconds(self) -> int:
@@ -137,8 +145,8 @@ class Coordinator:
 
     # -- planner calls -----------------------------------------------------------------
 
-    def plan(self, request: TrekRequest, *, wait_seconds: float | None) -> TrekRecord:
-        """Records the trek (once per key) and drives it; with ``wait_seconds``, until it is final."""
+    def plan(self, request: TrekRequest, *, wait_seconds: float | None, actor: str) -> TrekRecord:
+        """Records the trek (once per key) as planned by ``actor`` and drives it; with ``wait_seconds``, until it is final."""
         now = self._clock()
         fingerprint = request.fingerprint()
         # Claimed before it is visible, so the redriver never takes a trek its planner drives.
@@ -148,6 +156,7 @@ class Coordinator:
             legs=request.legs,
             now=now,
             prepare_deadline=now + timedelta(seconds=self.config.prepare_timeout_seconds),
+            planned_by=actor,
         )
         self._claim(new.trek_id)
         try:
@@ -188,18 +197,29 @@ class Coordinator:
 
         return self._transact(read)
 
-    def cancel(self, trek_id: str, reason: str) -> TrekRecord:
-        """Aborts an undecided trek, compensates a committed one; a trek already ending answers as it is."""
+    def cancel(self, trek_id: str, reason: str, *, actor: str) -> TrekRecord:
+        """Aborts an undecided trek (the decision is ``actor``'s), compensates a committed one;
+        a trek already ending answers as it is. The log names ``actor`` as who cancelled it."""
         trek = self.get(trek_id)
         why = reason or "cancelled by the planner"
+
+        def abort(conn) -> Decision:  # noqa: ANN001 - a Connection
+            decision = log.decide(conn, trek_id, Decision.ABORT, why, self._clock(), actor)
+            if decision is Decision.ABORT:
+                log.cancel_asked(conn, trek_id, actor)
+            return decision
+
+        def compensate(conn) -> None:  # noqa: ANN001 - a Connection
+            if log.move(conn, trek_id, [TrekState.COMMITTED], TrekState.CANCELLING, self._clock(), why):
+                log.cancel_asked(conn, trek_id, actor)
+
         if trek.decision is None:
-            decision = self._write(lambda conn: log.decide(conn, trek_id, Decision.ABORT, why, self._clock()))
-            if decision is Decision.COMMIT:
+            if self._write(abort) is Decision.COMMIT:
                 raise TrekStateConflict(f"trek {trek_id} was just decided commit; cancel it again once it is committed")
         elif trek.state is TrekState.COMMITTING:
             raise TrekStateConflict(f"trek {trek_id} is committing; cancel it again once it is committed")
         elif trek.state is TrekState.COMMITTED:
-            self._write(lambda conn: log.move(conn, trek_id, [TrekState.COMMITTED], TrekState.CANCELLING, self._clock(), why))
+            self._write(compensate)
         if self._claim(trek_id):
             self._drivers.submit(self._drive_claimed, trek_id, None)
         return self.get(trek_id)
@@ -217,7 +237,7 @@ class Coordinator:
             return trek.decision, trek.state
         if self._clock() < trek.prepare_deadline:
             return None, trek.state
-        self._write(lambda conn: log.decide(conn, trek_id, Decision.ABORT, "undecided past its prepare deadline", self._clock()))
+        self._write(lambda conn: log.decide(conn, trek_id, Decision.ABORT, "undecided past its prepare deadline", self._clock(), self.config.actor))
         decided = self.get(trek_id)  # the decision that stands, and the state it moved the trek to
         assert decided.decision is not None, f"trek {trek_id} has no decision right after one was written"
         return decided.decision, decided.state
@@ -258,7 +278,7 @@ class Coordinator:
                 trek = self._prepare_and_decide(trek)
             else:
                 reason = "no decision when the coordinator took the trek over (presumed abort)"
-                self._write(lambda conn: log.decide(conn, trek.trek_id, Decision.ABORT, reason, self._clock()))
+                self._write(lambda conn: log.decide(conn, trek.trek_id, Decision.ABORT, reason, self._clock(), self.config.actor))
                 trek = self.get(trek.trek_id)
             crash.point("decided")
         if trek.state is TrekState.COMMITTING:
@@ -289,7 +309,7 @@ class Coordinator:
         crash.point("charged")
         decision = Decision.ABORT if reason else Decision.COMMIT
         why = reason or "every leg prepared and the trek is paid"
-        decided = self._write(lambda conn: log.record_decision(conn, trek, outcomes, charges, decision, why, self._clock()))
+        decided = self._write(lambda conn: log.record_decision(conn, trek, outcomes, charges, decision, why, self._clock(), self.config.actor))
         DECISION_SECONDS.labels(decision.value).observe(max((self._clock() - trek.created_at).total_seconds(), 0.0))
         return decided
 

@@ -4,6 +4,12 @@ A short ordered list of versions applied in order and recorded in ``coordinator_
 instead of a second Alembic environment: the log has four tables and no catalog. Each
 version's DDL is plain SQL that PostgreSQL and CockroachDB both accept.
 
+Version 2 (issue 11, the actor on the record): ``treks.planned_by`` and
+``treks.cancelled_by`` name the planner who planned and who cancelled a trek,
+``trek_decisions.decided_by`` who decided (``node:<coordinator>``, or the planner whose
+CancelTrek aborted it). Rows from before it say ``unrecorded``; later rows written
+outside the coordinator's code (a hand repair) default to '' and name nobody.
+
 Tables: ``treks`` (one row per planned trek, keyed by the planner's idempotency key too),
 ``trek_legs`` (what each leg asked and what its participant answered), ``trek_decisions``
 (at most one row per trek: its primary key makes the first decision final; no row means
@@ -77,6 +83,16 @@ VERSIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 PRIMARY KEY (trek_id, currency)
             )
             """,
+        ),
+    ),
+    (
+        2,
+        (
+            "ALTER TABLE treks ADD COLUMN planned_by TEXT NOT NULL DEFAULT 'unrecorded'",
+            "ALTER TABLE treks ALTER COLUMN planned_by SET DEFAULT ''",
+            "ALTER TABLE treks ADD COLUMN cancelled_by TEXT",
+            "ALTER TABLE trek_decisions ADD COLUMN decided_by TEXT NOT NULL DEFAULT 'unrecorded'",
+            "ALTER TABLE trek_decisions ALTER COLUMN decided_by SET DEFAULT ''",
         ),
     ),
 )

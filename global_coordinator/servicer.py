@@ -1,4 +1,8 @@
-"""TrekService: unpack, call the coordinator, pack; every failure becomes a status, never a traceback."""
+"""TrekService: unpack, call the coordinator, pack; every failure becomes a status, never a traceback.
+
+PlanTrek and CancelTrek name their caller in the decision log (``ridgeline.trust.identity``:
+``planner:<principal>``, or ``anonymous`` through an ``--insecure`` coordinator).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from ridgeline.global_coordinator.convert import decision_pb, trek_pb
 from ridgeline.global_coordinator.errors import InvalidTrek, ParticipantsUnreachable, StoreUnavailable, TrekError, TrekNotFound, TrekStateConflict
 from ridgeline.global_coordinator.participants import Participants
 from ridgeline.global_coordinator.protocol import Coordinator
+from ridgeline.trust.identity import actor_of, current
 from ridgeline.v1 import trek_pb2 as tpb
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 
@@ -68,7 +73,7 @@ class TrekServicer(tpb_grpc.TrekServiceServicer):
         if request.wait:
             remaining = context.time_remaining()
             wait = WAIT_MAX_SECONDS if remaining is None else max(0.0, min(WAIT_MAX_SECONDS, remaining - WAIT_MARGIN_SECONDS))
-        return trek_pb(self._coordinator.plan(trek, wait_seconds=wait))
+        return trek_pb(self._coordinator.plan(trek, wait_seconds=wait, actor=actor_of(current())))
 
     @_guarded
     def GetTrek(self, request: tpb.GetTrekRequest, context: grpc.ServicerContext) -> tpb.Trek:
@@ -77,7 +82,7 @@ class TrekServicer(tpb_grpc.TrekServiceServicer):
     @_guarded
     def CancelTrek(self, request: tpb.CancelTrekRequest, context: grpc.ServicerContext) -> tpb.Trek:
         reason = validation.text(request.reason, "reason", required=False)
-        return trek_pb(self._coordinator.cancel(validation.trek_id(request.trek_id), reason))
+        return trek_pb(self._coordinator.cancel(validation.trek_id(request.trek_id), reason, actor=actor_of(current())))
 
     @_guarded
     def ListTreks(self, request: tpb.ListTreksRequest, context: grpc.ServicerContext) -> tpb.ListTreksResponse:

@@ -24,6 +24,17 @@ class NotFound(BookingError):
     """Unknown basecamp, resource or booking."""
 
 
+class NotVisible(NotFound):
+    """A booking the caller may not see (another agency's, outside a desk's scope): answered
+    exactly like one that does not exist, so the answer does not reveal that it exists, and
+    never recorded under the caller's key (the refusal leaves no trace)."""
+
+
+class PermissionDenied(BookingError):
+    """A valid identity asked for something its scope does not cover (a scoped desk booking
+    outside its basecamps); refused before any write."""
+
+
 class IllegalTransition(BookingError):
     """The booking's state does not allow the requested change."""
 

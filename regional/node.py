@@ -34,6 +34,7 @@ from ridgeline.request_decoding import DecodeGuard
 from ridgeline.routing.clock import Clock, utc_now
 from ridgeline.routing.keeper import LeaseKeeper, LeaseSettings
 from ridgeline.trust.credentials import Transport
+from ridgeline.trust.identity import node_actor
 from ridgeline.trust.server_auth import Authenticator
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import booking_pb2_grpc as pb_grpc
@@ -115,6 +116,7 @@ class RegionalNode:
             interval_seconds=config.sweep_interval_seconds,
             batch_max=config.sweep_batch_max,
             key_retention_seconds=config.idempotency_retention_seconds,
+            actor=node_actor(config.node_id),
         )
         # Prepared trek legs are not swept; they are resolved with their coordinator.
         self._resolver = LegResolver(
@@ -124,6 +126,7 @@ class RegionalNode:
             self._coordinators,
             interval_seconds=config.sweep_interval_seconds,
             batch_max=config.sweep_batch_max,
+            actor=node_actor(config.node_id),
         )
 
     def _hold_placer(self, clock: Clock) -> HoldPlacer:

@@ -107,6 +107,8 @@ def place_hold_directly(
         ttl_seconds=ttl_seconds,
         unit_price_cents=100,
         currency="EUR",
+        actor="desk:direct",
+        node_actor="node:direct",
     )
     return holds.place_hold(engine, request, epoch=writer_epoch(engine, basecamp_id), now=placed_at)
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-__all__ = ["Identity", "Role", "current", "acting_as", "PRINCIPAL_PATTERN", "SCOPE_URI_PREFIX", "SCOPE_MAX"]
+__all__ = ["Identity", "Role", "current", "acting_as", "actor_of", "node_actor", "ANONYMOUS_ACTOR", "PRINCIPAL_PATTERN", "SCOPE_URI_PREFIX", "SCOPE_MAX"]
 
 
 class Role(enum.StrEnum):
@@ -35,6 +35,9 @@ PRINCIPAL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 SCOPE_URI_PREFIX = "ridgeline:scope:"
 #: The most basecamps and regions one identity is scoped to.
 SCOPE_MAX = 64
+#: The actor the record names beside a change made through a server that runs without
+#: authentication (``--insecure``): the record still says that nobody was identified.
+ANONYMOUS_ACTOR = "anonymous"
 
 
 @dataclass(frozen=True)
@@ -76,3 +79,17 @@ def acting_as(identity: Identity | None) -> Iterator[None]:
         yield
     finally:
         _CURRENT.reset(token)
+
+
+def actor_of(identity: Identity | None) -> str:
+    """How the record names the caller of a change: its ``role:principal``, or ANONYMOUS_ACTOR."""
+    return ANONYMOUS_ACTOR if identity is None else identity.actor
+
+
+def node_actor(node_id: str) -> str:
+    """How the record names what a Ridgeline process does by itself (settlement, sweeps,
+    recovery, a coordinator's decisions): ``node:<node id>``. Node ids come from the
+    cluster file, not a certificate, so only what would make the record ambiguous is
+    refused (nothing empty, no spaces, no ``/``, which separates a caller's key space)."""
+    assert node_id and node_id.isprintable() and not any(c.isspace() or c == "/" for c in node_id), f"node id {node_id!r}"
+    return f"{Role.NODE.value}:{node_id}"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ridgeline.trust.identity import Identity, Role
 
-__all__ = ["Rule", "TABLE", "Unauthenticated", "PermissionDenied", "authorize", "rule_for", "may_touch", "owner_filter", "grpc_route", "http_route"]
+__all__ = ["Rule", "TABLE", "Unauthenticated", "PermissionDenied", "authorize", "rule_for", "may_touch", "owner_filter", "scope_filter", "grpc_route", "http_route"]
 
 
 class Unauthenticated(Exception):
@@ -147,3 +147,15 @@ def may_touch(identity: Identity | None, *, basecamp_id: str, region: str, creat
 def owner_filter(identity: Identity | None) -> str | None:
     """The actor whose bookings a listing is restricted to (an agency's own), else None."""
     return identity.actor if identity is not None and identity.role is Role.AGENCY else None
+
+
+def scope_filter(identity: Identity | None, region: str) -> frozenset[str] | None:
+    """The basecamps of ``region`` a scoped caller reaches (its scope's entries), else None (all of them).
+
+    The SQL form of :func:`may_touch`'s scope half: a listing or a change restricted to
+    ``basecamp_id = ANY(scope)``; None for SREs, nodes, unscoped callers and a scope that
+    names the whole region.
+    """
+    if identity is None or identity.role in (Role.SRE, Role.NODE) or not identity.scope or region in identity.scope:
+        return None
+    return identity.scope

@@ -110,6 +110,7 @@ def booking(item: pb.Booking) -> None:
         ("nights", f"{day(item.nights.start)} → {day(item.nights.end)} (check-out)"),
         ("party", str(item.party_size)),
         ("customer", item.customer_id),
+        ("created by", item.created_by),
         ("total", money(item.total_price_cents, item.currency)),
         ("hold expires", _expires(item)),
         ("payment", payment_name(item)),
@@ -119,14 +120,15 @@ def booking(item: pb.Booking) -> None:
         fields.add_row(name, value)
     console.print(fields)
     history = Table(title="History")
-    for column in ("version", "from", "to", "at", "reason"):
-        history.add_column(column)
+    for column in ("version", "from", "to", "at", "by", "reason"):
+        history.add_column(column, no_wrap=column == "by")
     for t in item.history:
         history.add_row(
             str(t.version),
             state_name(t.from_state) if t.from_state else "",
             state_name(t.to_state),
             t.at.ToDatetime().isoformat(timespec="seconds"),
+            t.actor,
             t.reason,
         )
     console.print(history)

@@ -30,8 +30,11 @@ def trek(item: tpb.Trek) -> None:
         ("decision", tpb.Decision.Name(item.decision).removeprefix("DECISION_").lower()),
         ("reason", item.reason),
         ("customer", item.customer_id),
+        ("planned by", item.planned_by),
         ("created", item.created_at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S UTC")),
         ("decided", _millis_after(item, "decided_at")),
+        ("decided by", item.decided_by),
+        ("cancelled by", item.cancelled_by),
         ("settled", _millis_after(item, "settled_at")),
     ):
         fields.add_row(name, value)

@@ -16,6 +16,7 @@ from ridgeline.flows.payments import PaymentGateway
 from ridgeline.flows.runtime import SettlePolicy, build_settlement_runtime, close_settlement_runtime
 from ridgeline.routing.leases import Fence
 from ridgeline.trust.credentials import Transport
+from ridgeline.trust.identity import node_actor
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class NodeSettlement:
         self.runtime = build_settlement_runtime(
             self._name, database_url, gateway, config.outbox_dir, policy=policy, fence=fence,
             pool_size=policy.concurrency_max * config.loop.runs_in_flight_max + 2, application_name=f"ridgeline-{node_id}-settle",
+            actor=node_actor(node_id),
         )
         self.loop = SettlementLoop(self._name, self.runtime, config.loop)
 

@@ -61,7 +61,10 @@ SELECT
 """
 
 # Expiry needs no lease (a lapsed hold's units are nobody's), so its history row has no epoch.
-_EXPIRED_HISTORY = history.insert_sql(source="FROM expired", from_state="'held'", to_state="'expired'", reason="'hold TTL elapsed'")
+# Its actor is the node that expires the hold (``node:<id>``): the TTL ran out on its watch.
+_EXPIRED_HISTORY = history.insert_sql(
+    source="FROM expired", from_state="'held'", to_state="'expired'", reason="'hold TTL elapsed'", actor=":actor"
+)
 _EXPIRE_ALL = text(_EXPIRE_TEMPLATE.format(scope="", history=_EXPIRED_HISTORY))
 _EXPIRE_OVERLAPPING = text(
     _EXPIRE_TEMPLATE.format(scope="AND resource_id = :resource_id AND first_night < :end AND end_night > :start", history=_EXPIRED_HISTORY)
@@ -74,17 +77,20 @@ class ExpiryResult:
     nights_returned: int
 
 
-def expire_lapsed_holds(conn: Connection, *, now: datetime, batch_max: int) -> ExpiryResult:
-    """Expires up to ``batch_max`` lapsed holds of the region, oldest first."""
-    row = conn.execute(_EXPIRE_ALL, {"now": now, "batch_max": batch_max}).one()
+def expire_lapsed_holds(conn: Connection, *, now: datetime, batch_max: int, actor: str) -> ExpiryResult:
+    """Expires up to ``batch_max`` lapsed holds of the region, oldest first, as ``actor`` (the node)."""
+    assert actor.startswith("node:"), f"a node expires holds, not {actor!r}"
+    row = conn.execute(_EXPIRE_ALL, {"now": now, "batch_max": batch_max, "actor": actor}).one()
     return _checked(row)
 
 
-def reclaim_for(conn: Connection, *, resource_id: str, nights: Nights, now: datetime, batch_max: int = 500) -> ExpiryResult:
-    """Expires the lapsed holds that overlap ``nights`` of one resource."""
+def reclaim_for(conn: Connection, *, resource_id: str, nights: Nights, now: datetime, actor: str, batch_max: int = 500) -> ExpiryResult:
+    """Expires the lapsed holds that overlap ``nights`` of one resource, as ``actor`` (the
+    node serving the hold that needs their units, never that hold's caller)."""
+    assert actor.startswith("node:"), f"a node expires holds, not {actor!r}"
     row = conn.execute(
         _EXPIRE_OVERLAPPING,
-        {"now": now, "batch_max": batch_max, "resource_id": resource_id, "start": nights.start, "end": nights.end},
+        {"now": now, "batch_max": batch_max, "resource_id": resource_id, "start": nights.start, "end": nights.end, "actor": actor},
     ).one()
     return _checked(row)
 

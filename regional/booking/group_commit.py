@@ -53,6 +53,7 @@ _ROUND_BOOKINGS = holds.booking_insert_sql(
 )
 _ROUND_HISTORY = history.hold_placed_sql(
     booking_id="b.booking_id",
+    actor="b.created_by",
     lease_epoch="CAST(r.epoch AS BIGINT)",
     source="FROM booking AS b JOIN req AS r ON r.booking_id = b.booking_id",
 )
@@ -78,6 +79,7 @@ _PLACE_ROUND = text(
                e->>'currency' AS currency,
                CAST(e->>'expires_at' AS TIMESTAMPTZ) AS expires_at,
                e->>'fingerprint' AS fingerprint,
+               e->>'actor' AS actor,
                e->>'epoch' AS epoch,
                e->'result' AS result,
                x.position
@@ -123,7 +125,7 @@ _PLACE_ROUND = text(
         GROUP BY w.booking_id
     ), booking AS (
         {_ROUND_BOOKINGS}
-        RETURNING booking_id
+        RETURNING booking_id, created_by
     ), history AS (
         {_ROUND_HISTORY}
         RETURNING booking_id
@@ -271,6 +273,7 @@ def _execute(conn: Connection, members: list[_Pending], bookings: list[Booking],
             "currency": b.currency,
             "expires_at": b.expires_at.isoformat(),
             "fingerprint": m.request.fingerprint(),
+            "actor": b.created_by,
             "result": b.to_json(),
         }
         for m, b in zip(members, bookings, strict=True)

@@ -11,8 +11,9 @@ answers NotOwner instead of sold out.
 
 The fast path is ONE statement run as its own implicit transaction: it takes the units
 on every night of the stay with the conditional UPDATE (ARCHITECTURE.md §3), inserts
-the booking recording how many nights were taken, its first history row and its
-idempotency record. The bookings table CHECKs that the nights taken are all the nights
+the booking recording how many nights were taken and who placed it (``created_by``), its
+first history row naming the same actor, and its idempotency record (one more bind
+parameter, no round trip). The bookings table CHECKs that the nights taken are all the nights
 of the stay, so when any night is short (or not on sale) the insert fails and with it
 the whole statement: nothing is half-taken, and there is no BEGIN/COMMIT round trip.
 
@@ -59,10 +60,10 @@ def booking_insert_sql(*, columns_from: str, reserved_nights: str, source: str) 
     c = columns_from
     return (
         "INSERT INTO bookings (booking_id, basecamp_id, resource_id, first_night, end_night, party_size,"
-        " customer_id, state, version, total_price_cents, currency, created_at, updated_at, expires_at, reserved_nights)"
+        " customer_id, state, version, total_price_cents, currency, created_at, updated_at, expires_at, reserved_nights, created_by)"
         f" SELECT {c}booking_id, {c}basecamp_id, {c}resource_id, {c}first_night, {c}end_night, {c}units,"
         f" {c}customer_id, '{BookingState.HELD.value}', 1, {c}total_price_cents, {c}currency, :now, :now, {c}expires_at,"
-        f" {reserved_nights} {source}"
+        f" {reserved_nights}, {c}actor {source}"
     )
 
 
@@ -75,7 +76,7 @@ _PLACE_HOLD_TEMPLATE = """
         RETURNING night
     ), booking AS (
         {booking}
-        RETURNING booking_id
+        RETURNING booking_id, created_by
     ), history AS (
         {history}
         RETURNING 1
@@ -96,7 +97,7 @@ _SETTLEMENT_CTE = """, settlement AS (
 _HOLD_ROWS = {
     "fence": fence_sql(":basecamp_id", ":epoch"),
     "booking": booking_insert_sql(columns_from=":", reserved_nights="count(*)", source="FROM taken"),
-    "history": history.hold_placed_sql(source="FROM booking", lease_epoch=":epoch"),
+    "history": history.hold_placed_sql(source="FROM booking", lease_epoch=":epoch", actor="created_by"),
     "record": idempotency.record_insert_sql(source="FROM history"),
 }
 _PLACE_HOLD = text(_PLACE_HOLD_TEMPLATE.format(settlement="", **_HOLD_ROWS))
@@ -124,12 +125,19 @@ class HoldRequest:
     ttl_seconds: int
     unit_price_cents: int
     currency: str
+    #: Who places it (``access.Caller.actor``): the booking's ``created_by`` and its first history row.
+    actor: str
+    #: The node placing it (``node:<id>``): it names the expiry of the lapsed holds it reclaims.
+    node_actor: str
     #: True for Book: the hold comes with a settlement row and is charged, then confirmed.
     settle: bool = False
 
     @property
     def operation(self) -> str:
         return BOOK_OPERATION if self.settle else OPERATION
+
+    def __post_init__(self) -> None:
+        assert self.actor and self.node_actor.startswith("node:"), f"a hold names who places it ({self.actor!r}) and on which node ({self.node_actor!r})"
 
     def fingerprint(self) -> str:
         return idempotency.fingerprint(
@@ -214,7 +222,7 @@ def hold_within(
     statement = _BOOK if request.settle else _PLACE_HOLD
     if not reclaim_first and _attempt(conn, statement, params):
         return booking
-    expiry.reclaim_for(conn, resource_id=request.resource_id, nights=request.nights, now=now)
+    expiry.reclaim_for(conn, resource_id=request.resource_id, nights=request.nights, now=now, actor=request.node_actor)
     # Try in this transaction's snapshot, so that a refusal below is diagnosed from the
     # very state that refused it.
     if _attempt(conn, statement, params):
@@ -278,7 +286,8 @@ def new_booking(request: HoldRequest, now: datetime) -> Booking:
         created_at=now,
         updated_at=now,
         expires_at=now + timedelta(seconds=request.ttl_seconds),
-        history=(Transition(1, None, BookingState.HELD, now, history.HOLD_PLACED_REASON),),
+        created_by=request.actor,
+        history=(Transition(1, None, BookingState.HELD, now, history.HOLD_PLACED_REASON, request.actor),),
     )
 
 
@@ -296,4 +305,5 @@ def _params(request: HoldRequest, booking: Booking, fingerprint: str) -> dict[st
         "total_price_cents": booking.total_price_cents,
         "currency": booking.currency,
         "expires_at": booking.expires_at,
+        "actor": booking.created_by,
     }

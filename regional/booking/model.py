@@ -61,6 +61,12 @@ class Transition:
     to_state: BookingState
     at: datetime
     reason: str
+    #: Who caused it: ``role:principal``, ``node:<id>``, or ``anonymous`` (ridgeline.trust.identity).
+    actor: str
+
+
+#: The actor of records made before actors were recorded (migration r0005 says the same).
+UNRECORDED_ACTOR = "unrecorded"
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,8 @@ class Booking:
     created_at: datetime
     updated_at: datetime
     expires_at: datetime
+    #: The actor that placed the hold (an agency sees only the bookings it created).
+    created_by: str
     history: tuple[Transition, ...] = field(default=())
 
     def to_json(self) -> dict[str, Any]:
@@ -99,6 +107,7 @@ class Booking:
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
             "expires_at": self.expires_at.isoformat(),
+            "created_by": self.created_by,
             "history": [
                 {
                     "version": t.version,
@@ -106,6 +115,7 @@ class Booking:
                     "to_state": t.to_state.value,
                     "at": t.at.isoformat(),
                     "reason": t.reason,
+                    "actor": t.actor,
                 }
                 for t in self.history
             ],
@@ -127,6 +137,7 @@ class Booking:
             created_at=datetime.fromisoformat(data["created_at"]),
             updated_at=datetime.fromisoformat(data["updated_at"]),
             expires_at=datetime.fromisoformat(data["expires_at"]),
+            created_by=data.get("created_by", UNRECORDED_ACTOR),
             history=tuple(
                 Transition(
                     version=t["version"],
@@ -134,6 +145,7 @@ class Booking:
                     to_state=BookingState(t["to_state"]),
                     at=datetime.fromisoformat(t["at"]),
                     reason=t["reason"],
+                    actor=t.get("actor", UNRECORDED_ACTOR),
                 )
                 for t in data["history"]
             ),

@@ -17,18 +17,19 @@ from typing import Any
 from sqlalchemy import Connection, Row, text
 
 from ridgeline.regional import errors
+from ridgeline.regional.booking.access import Caller
 from ridgeline.regional.booking.model import Booking, BookingState, NightAvailability, Nights, Transition
 
 _BOOKING_COLUMNS = """
     booking_id, basecamp_id, resource_id, first_night, end_night, party_size, customer_id,
-    state, version, total_price_cents, currency, created_at, updated_at, expires_at
+    state, version, total_price_cents, currency, created_at, updated_at, expires_at, created_by
 """
 
 _GET = text(f"SELECT {_BOOKING_COLUMNS} FROM bookings WHERE booking_id = :booking_id")
 
 _HISTORY = text(
     """
-    SELECT booking_id, version, from_state, to_state, at, reason FROM booking_history
+    SELECT booking_id, version, from_state, to_state, at, reason, actor FROM booking_history
     WHERE booking_id = ANY(:booking_ids) ORDER BY booking_id, version
     """
 )
@@ -74,11 +75,21 @@ class BookingFilter:
 
 
 def list_bookings(
-    conn: Connection, where: BookingFilter, *, page_size: int, page_token: str, now: datetime | None = None
+    conn: Connection, where: BookingFilter, *, caller: Caller, page_size: int, page_token: str, now: datetime | None = None
 ) -> tuple[list[Booking], str]:
-    """One page of bookings, newest first; returns the page and the next page's token."""
+    """One page of the bookings ``caller`` reaches, newest first; returns the page and the next page's token.
+
+    The caller's reach is part of the WHERE clause (an agency's own bookings, a scoped
+    desk's basecamps), so every page is full and a token never leads past another's rows.
+    """
     clauses = ["TRUE"]
     params: dict[str, object] = {"limit": page_size + 1}
+    if caller.own_only is not None:
+        clauses.append("created_by = :created_by")
+        params["created_by"] = caller.own_only
+    if caller.basecamps is not None:
+        clauses.append("basecamp_id = ANY(:reach)")
+        params["reach"] = sorted(caller.basecamps)
     if where.stuck_seconds:
         assert now is not None, "the stuck filter is relative to now"
         clauses.append(
@@ -126,7 +137,7 @@ def _with_history(conn: Connection, rows: Sequence[Row[Any]]) -> list[Booking]:
     history: dict[str, list[Transition]] = {}
     for h in conn.execute(_HISTORY, {"booking_ids": [row.booking_id for row in rows]}):
         history.setdefault(str(h.booking_id), []).append(
-            Transition(h.version, BookingState(h.from_state) if h.from_state else None, BookingState(h.to_state), h.at, h.reason)
+            Transition(h.version, BookingState(h.from_state) if h.from_state else None, BookingState(h.to_state), h.at, h.reason, h.actor)
         )
     return [_booking(row, tuple(history.get(str(row.booking_id), ()))) for row in rows]
 
@@ -146,6 +157,7 @@ def _booking(row: Row[Any], history: tuple[Transition, ...]) -> Booking:
         created_at=row.created_at,
         updated_at=row.updated_at,
         expires_at=row.expires_at,
+        created_by=row.created_by,
         history=history,
     )
 

@@ -26,9 +26,9 @@ _log = logging.getLogger(__name__)
 SWEEP_BATCHES_MAX = 20
 
 
-def sweep_once(engine: Engine, *, now: datetime, batch_max: int) -> int:
-    """Expires every lapsed hold (up to SWEEP_BATCHES_MAX batches); returns how many."""
-    return _in_batches(engine, lambda conn: expire_lapsed_holds(conn, now=now, batch_max=batch_max).expired, batch_max)
+def sweep_once(engine: Engine, *, now: datetime, batch_max: int, actor: str) -> int:
+    """Expires every lapsed hold (up to SWEEP_BATCHES_MAX batches) as ``actor`` (``node:<id>``); returns how many."""
+    return _in_batches(engine, lambda conn: expire_lapsed_holds(conn, now=now, batch_max=batch_max, actor=actor).expired, batch_max)
 
 
 def forget_old_keys(engine: Engine, *, cutoff: datetime, batch_max: int) -> int:
@@ -56,8 +56,11 @@ class Sweeper:
         interval_seconds: float,
         batch_max: int,
         key_retention_seconds: int,
+        actor: str,
     ) -> None:
+        """``actor``: the node's own (``node:<id>``), named on every expiry it writes."""
         self._engine = engine
+        self._actor = actor
         self._clock = clock
         self._batch_max = batch_max
         self._key_retention = timedelta(seconds=key_retention_seconds)
@@ -71,7 +74,7 @@ class Sweeper:
 
     def _pass(self) -> None:
         now = self._clock()
-        expired = sweep_once(self._engine, now=now, batch_max=self._batch_max)
+        expired = sweep_once(self._engine, now=now, batch_max=self._batch_max, actor=self._actor)
         forgotten = forget_old_keys(self._engine, cutoff=now - self._key_retention, batch_max=self._batch_max)
         HOLDS_SWEPT.inc(expired)
         if expired or forgotten:

@@ -10,6 +10,12 @@ A repeated idempotency key is detected by the record's primary key (see idempote
 Moves are fenced (invariant 6): the caller passes the epochs of the leases it holds, and
 the statement moves nothing unless the booking's basecamp lease still carries the
 caller's epoch; the refusal then says who owns it (NotOwner, never recorded).
+
+Every move names its caller (:class:`.access.Caller`): its actor goes on the history row,
+and a caller restricted by trust.policy (an agency, a scoped desk) moves only bookings it
+reaches. That check reads the booking in the move's transaction, before the move, so no
+race can slip a foreign booking past it; a booking out of reach is answered exactly like
+one that does not exist (NotVisible), and nothing is written, not even the key's record.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ridgeline.regional import errors
 from ridgeline.regional.booking import history, idempotency, ownership, queries
+from ridgeline.regional.booking.access import Caller
 from ridgeline.regional.booking.model import LEGAL_TRANSITIONS, Booking, BookingState
 from ridgeline.regional.storage.db import run_transaction
 from ridgeline.routing.leases import Fence, fence_json
@@ -53,8 +60,10 @@ ABORT_LEG = Move("AbortLeg", BookingState.HELD, BookingState.RELEASED, -1, 0, re
 
 # The move's history row carries the epoch the writer holds the booking's basecamp with.
 _MOVE_HISTORY = history.insert_sql(
-    source="FROM moved", from_state=":source", to_state=":target", reason=":reason", lease_epoch=ownership.fence_epoch_sql("basecamp_id")
+    source="FROM moved", from_state=":source", to_state=":target", reason=":reason", actor=":actor", lease_epoch=ownership.fence_epoch_sql("basecamp_id")
 )
+
+_REACH = text("SELECT basecamp_id, created_by FROM bookings WHERE booking_id = :booking_id")
 
 _MOVE = text(
     f"""
@@ -90,12 +99,13 @@ def apply_move(
     booking_id: str,
     idempotency_key: str,
     reason: str,
+    caller: Caller,
     fence: Fence,
     now: datetime,
     deadline: float | None = None,
     also: Callable[[Connection, Booking], None] | None = None,
 ) -> Booking:
-    """Moves a booking along ``move`` or raises NotFound / NotOwner / IllegalTransition / HoldExpired.
+    """Moves a booking along ``move`` for ``caller`` or raises NotFound / NotOwner / IllegalTransition / HoldExpired.
 
     ``fence`` holds the epochs of the basecamp leases the caller holds (basecamp_id -> epoch).
     ``also`` runs in the move's transaction once the booking is at the target state (moved
@@ -106,9 +116,9 @@ def apply_move(
     fingerprint = idempotency.fingerprint(move.operation, {"booking_id": booking_id, "reason": reason})
 
     def work(conn: Connection) -> Booking | errors.BookingError:
-        outcome = _move_once(conn, move, booking_id, reason or _default_reason(move), fence, now)
-        if isinstance(outcome, errors.NotOwner):
-            return outcome  # not recorded: the same key must work at the owner
+        outcome = _move_once(conn, move, booking_id, reason or _default_reason(move), caller, fence, now)
+        if isinstance(outcome, (errors.NotOwner, errors.NotVisible)):
+            return outcome  # not recorded: the same key must work at the owner; a hidden booking leaves no trace
         if isinstance(outcome, Booking):
             if also is not None:
                 also(conn, outcome)
@@ -131,15 +141,34 @@ def apply_move(
 
 
 def move_within(
-    conn: Connection, move: Move, *, booking_id: str, reason: str, fence: Fence, now: datetime
+    conn: Connection, move: Move, *, booking_id: str, reason: str, caller: Caller, fence: Fence, now: datetime
 ) -> Booking | errors.BookingError:
     """Moves a booking inside the caller's transaction (a trek leg moves it beside its fence row)."""
-    return _move_once(conn, move, booking_id, reason, fence, now)
+    return _move_once(conn, move, booking_id, reason, caller, fence, now)
+
+
+def out_of_reach(conn: Connection, booking_id: str, caller: Caller) -> errors.NotVisible | None:
+    """NotVisible when ``caller`` may not see the booking (or it does not exist), read in the
+    caller's transaction; None when the caller reaches it, or reaches every booking."""
+    if not caller.restricted:
+        return None
+    row = conn.execute(_REACH, {"booking_id": booking_id}).one_or_none()
+    if row is not None and caller.reaches(basecamp_id=row.basecamp_id, created_by=row.created_by):
+        return None
+    return errors.NotVisible(not_found_message(booking_id))
+
+
+def not_found_message(booking_id: str) -> str:
+    """The one answer about a booking the caller cannot see, whether it exists or not."""
+    return f"no booking {booking_id}"
 
 
 def _move_once(
-    conn: Connection, move: Move, booking_id: str, reason: str, fence: Fence, now: datetime
+    conn: Connection, move: Move, booking_id: str, reason: str, caller: Caller, fence: Fence, now: datetime
 ) -> Booking | errors.BookingError:
+    hidden = out_of_reach(conn, booking_id, caller)
+    if hidden is not None:
+        return hidden
     row = conn.execute(
         _MOVE,
         {
@@ -150,6 +179,7 @@ def _move_once(
             "held_delta": move.held_delta,
             "booked_delta": move.booked_delta,
             "reason": reason,
+            "actor": caller.actor,
             "fence": fence_json(fence),
             "now": now,
         },
@@ -168,7 +198,7 @@ def _refusal(conn: Connection, move: Move, booking_id: str, fence: Fence, now: d
     """Why a move did not happen; a booking already at the target is answered as it is."""
     booking = queries.get_booking(conn, booking_id)
     if booking is None:
-        return errors.NotFound(f"no booking {booking_id}")
+        return errors.NotFound(not_found_message(booking_id))
     fenced = ownership.refusal_if_fenced(conn, booking.basecamp_id, fence.get(booking.basecamp_id))
     if fenced is not None:
         return fenced

@@ -1,4 +1,15 @@
-"""BookingService: each method unpacks the request, calls one domain function, packs the reply."""
+"""BookingService: each method unpacks the request, calls one domain function, packs the reply.
+
+Every method serves its caller (:func:`_caller`: the call's identity, from
+``ridgeline.trust.identity.current()``, as the booking domain's :class:`~..booking.access.Caller`):
+its actor goes on the record of every change, and the scoped rules of ``ridgeline.trust.policy``
+decide which bookings it reaches. A scoped desk booking outside its basecamps is
+PERMISSION_DENIED before any write (the basecamp is public, the refusal reveals nothing).
+A booking out of a caller's reach (another agency's, outside a desk's scope) is NOT_FOUND
+with the message of a booking that does not exist, for reads and changes alike: an
+agency must not learn, by probing ids, that another agency's booking exists. Nothing is
+written for it, and the check runs in the transaction of the change it guards.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +20,7 @@ import grpc
 from sqlalchemy import Connection, Engine
 
 from ridgeline.regional.booking import holds, ownership, queries, transitions
+from ridgeline.regional.booking.access import Caller, caller_of
 from ridgeline.regional.booking.catalog import CatalogView
 from ridgeline.regional.booking.model import Booking
 from ridgeline.regional.config import NodeConfig
@@ -19,6 +31,7 @@ from ridgeline.regional.settlement import rows as settlements
 from ridgeline.regional.storage.db import run_transaction
 from ridgeline.routing.clock import Clock, utc_now
 from ridgeline.routing.keeper import Ownership
+from ridgeline.trust import identity
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import booking_pb2_grpc as pb_grpc
 
@@ -75,20 +88,21 @@ class BookingServicer(pb_grpc.BookingServiceServicer):
     @guarded
     def PlaceHold(self, request: pb.PlaceHoldRequest, context: grpc.ServicerContext) -> pb.Booking:
         now = self._clock()
-        hold = validation.hold_request(request, self._catalog, self._config, now)
+        hold = validation.hold_request(request, self._catalog, self._config, now, self._caller())
         return convert.booking_pb(self._place(hold, self._epoch_for(hold.basecamp_id), deadline_of(context)))
 
     @guarded
     def Book(self, request: pb.BookRequest, context: grpc.ServicerContext) -> pb.Booking:
         now = self._clock()
-        hold = validation.hold_request(request, self._catalog, self._config, now)
+        caller = self._caller()
+        hold = validation.hold_request(request, self._catalog, self._config, now, caller)
         deadline = deadline_of(context)
         booking = holds.place_hold(self._engine, hold, epoch=self._epoch_for(hold.basecamp_id), now=now, deadline=deadline)
         if not request.wait:  # the first result, as every repeat of this key answers it
             return convert.booking_pb(booking, settlements.awaiting(booking))
         until = deadline - _WAIT_MARGIN_SECONDS if deadline is not None else time.monotonic() + _WAIT_MAX_SECONDS
         settlements.wait_until_settled(self._engine, booking.booking_id, deadline=until)
-        return self._booking_reply(booking.booking_id)
+        return self._booking_reply(booking.booking_id, caller)
 
     @guarded
     def ConfirmBooking(self, request: pb.ConfirmBookingRequest, context: grpc.ServicerContext) -> pb.Booking:
@@ -104,20 +118,24 @@ class BookingServicer(pb_grpc.BookingServiceServicer):
 
     @guarded
     def GetBooking(self, request: pb.GetBookingRequest, context: grpc.ServicerContext) -> pb.Booking:
-        return self._booking_reply(validation.booking_id(request.booking_id))
+        return self._booking_reply(validation.booking_id(request.booking_id), self._caller())
 
     @guarded
     def ListBookings(self, request: pb.ListBookingsRequest, context: grpc.ServicerContext) -> pb.ListBookingsResponse:
         where, page_size, token = validation.booking_filter(request, self._catalog, self._config)
-        now = self._clock()
+        now, caller = self._clock(), self._caller()
 
         def read(conn: Connection) -> tuple[list[Booking], str, dict[str, settlements.Settlement]]:
-            page, next_token = queries.list_bookings(conn, where, page_size=page_size, page_token=token, now=now)
+            page, next_token = queries.list_bookings(conn, where, caller=caller, page_size=page_size, page_token=token, now=now)
             return page, next_token, settlements.get(conn, [b.booking_id for b in page])
 
         page, next_token, payments = run_transaction(self._engine, read)
         replies = [convert.booking_pb(b, payments.get(b.booking_id)) for b in page]
         return pb.ListBookingsResponse(bookings=replies, next_page_token=next_token)
+
+    def _caller(self) -> Caller:
+        """Who this call is for (an ``--insecure`` server's caller is anonymous, and unrestricted)."""
+        return caller_of(identity.current(), self._config.region)
 
     def _epoch_for(self, basecamp_id: str) -> int:
         """The lease epoch to write with, or NotOwner (with the owner) before any write."""
@@ -126,14 +144,15 @@ class BookingServicer(pb_grpc.BookingServiceServicer):
             raise run_transaction(self._engine, lambda conn: ownership.not_owner(conn, basecamp_id))
         return epoch
 
-    def _booking_reply(self, booking_id: str) -> pb.Booking:
+    def _booking_reply(self, booking_id: str, caller: Caller) -> pb.Booking:
         """The booking as stored now, with its payment when it has one (one snapshot, retried
-        whole if SERIALIZABLE cancels it against concurrent settlement writes)."""
+        whole if SERIALIZABLE cancels it against concurrent settlement writes); NOT_FOUND,
+        worded as for a booking that does not exist, when ``caller`` does not reach it."""
 
         def read(conn: Connection) -> pb.Booking:
             booking = queries.get_booking(conn, booking_id)
-            if booking is None:
-                raise NotFound(f"no booking {booking_id}")
+            if booking is None or not caller.reaches(basecamp_id=booking.basecamp_id, created_by=booking.created_by):
+                raise NotFound(transitions.not_found_message(booking_id))
             return convert.booking_pb(booking, settlements.get(conn, [booking_id]).get(booking_id))
 
         return run_transaction(self._engine, read)
@@ -147,12 +166,14 @@ class BookingServicer(pb_grpc.BookingServiceServicer):
         context: grpc.ServicerContext,
         also: Callable[[Connection, Booking], None] | None = None,
     ) -> pb.Booking:
+        caller = self._caller()
         booking = transitions.apply_move(
             self._engine,
             move,
             booking_id=validation.booking_id(booking_id),
-            idempotency_key=validation.idempotency_key(key),
+            idempotency_key=caller.own_key(validation.idempotency_key(key)),
             reason=validation.reason(reason),
+            caller=caller,
             fence=self._owned.fence(),
             now=self._clock(),
             deadline=deadline_of(context),

@@ -113,6 +113,7 @@ def booking_pb(booking: Booking, settlement: Settlement | None = None) -> pb.Boo
         updated_at=timestamp_pb(booking.updated_at),
         total_price_cents=booking.total_price_cents,
         currency=booking.currency,
+        created_by=booking.created_by,
         history=[
             pb.BookingTransition(
                 version=t.version,
@@ -120,6 +121,7 @@ def booking_pb(booking: Booking, settlement: Settlement | None = None) -> pb.Boo
                 to_state=_STATE_TO_PB[t.to_state],
                 at=timestamp_pb(t.at),
                 reason=t.reason,
+                actor=t.actor,
             )
             for t in booking.history
         ],

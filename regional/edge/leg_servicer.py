@@ -1,7 +1,9 @@
 """TrekLegService: the coordinator's calls on this region's legs; thin, like BookingServicer.
 
 CommitLeg and CancelLeg go through :mod:`..trek_legs.checked_moves`: they move a leg only
-as the coordinator's log allows.
+as the coordinator's log allows. The caller (the coordinator's node identity,
+``node:<principal>``; ``anonymous`` on an ``--insecure`` server) is the actor the leg's
+booking history names; the reason names the trek.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ridgeline.regional.trek_legs import participant as legs
 from ridgeline.regional.trek_legs.coordinators import KnownCoordinators
 from ridgeline.routing.clock import Clock
 from ridgeline.routing.keeper import Ownership
+from ridgeline.trust.identity import actor_of, current
 from ridgeline.v1 import trek_pb2 as tpb
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 
@@ -37,7 +40,7 @@ class TrekLegServicer(tpb_grpc.TrekLegServiceServicer):
     @guarded
     def PrepareLeg(self, request: tpb.PrepareLegRequest, context: grpc.ServicerContext) -> tpb.TrekLegReply:
         now = self._clock()
-        asked = validation.leg_prepare(request, self._catalog, self._config, now)
+        asked = validation.leg_prepare(request, self._catalog, self._config, now, actor_of(current()))
         leg = legs.prepare(
             self._engine,
             asked.key,
@@ -53,19 +56,22 @@ class TrekLegServicer(tpb_grpc.TrekLegServiceServicer):
     def CommitLeg(self, request: tpb.LegRef, context: grpc.ServicerContext) -> tpb.TrekLegReply:
         key = validation.leg_key(request)
         leg = checked_moves.commit(
-            self._engine, key, coordinators=self._coordinators, fence=self._owned.fence(), now=self._clock(), deadline=deadline_of(context)
-        )
+            self._engine, key, actor=actor_of(current()), coordinators=self._coordinators, fence=self._owned.fence(), now=self._clock(),
+            deadline=deadline_of(context),
+        )  # fmt: skip
         return convert.leg_pb(leg)
 
     @guarded
     def AbortLeg(self, request: tpb.LegRef, context: grpc.ServicerContext) -> tpb.TrekLegReply:
         key = validation.leg_key(request)
-        return convert.leg_pb(legs.abort(self._engine, key, fence=self._owned.fence(), now=self._clock(), deadline=deadline_of(context)))
+        aborted = legs.abort(self._engine, key, actor=actor_of(current()), fence=self._owned.fence(), now=self._clock(), deadline=deadline_of(context))
+        return convert.leg_pb(aborted)
 
     @guarded
     def CancelLeg(self, request: tpb.LegRef, context: grpc.ServicerContext) -> tpb.TrekLegReply:
         key = validation.leg_key(request)
         leg = checked_moves.cancel(
-            self._engine, key, coordinators=self._coordinators, fence=self._owned.fence(), now=self._clock(), deadline=deadline_of(context)
-        )
+            self._engine, key, actor=actor_of(current()), coordinators=self._coordinators, fence=self._owned.fence(), now=self._clock(),
+            deadline=deadline_of(context),
+        )  # fmt: skip
         return convert.leg_pb(leg)

@@ -32,6 +32,7 @@ Response = TypeVar("Response")
 _CODES: tuple[tuple[type[errors.BookingError], grpc.StatusCode], ...] = (
     (errors.InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (errors.IllegalTransition, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.NightsNotOpen, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ForeignCoordinator, grpc.StatusCode.FAILED_PRECONDITION),

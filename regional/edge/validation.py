@@ -11,14 +11,16 @@ import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from ridgeline.regional.booking.access import Caller
 from ridgeline.regional.booking.catalog import Basecamp, CatalogView, Resource
 from ridgeline.regional.booking.holds import HoldRequest
 from ridgeline.regional.booking.model import BookingState, Nights
 from ridgeline.regional.booking.queries import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, BookingFilter
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.edge.convert import STATE_FROM_PB
-from ridgeline.regional.errors import ForeignCoordinator, InvalidRequest, NotFound
+from ridgeline.regional.errors import ForeignCoordinator, InvalidRequest, NotFound, PermissionDenied
 from ridgeline.regional.trek_legs import participant as legs
+from ridgeline.trust.identity import node_actor
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import trek_pb2 as tpb
 
@@ -121,8 +123,8 @@ class _Stay:
     party_size: int
     customer_id: str
 
-    def hold(self, key: str, ttl_seconds: int, *, settle: bool) -> HoldRequest:
-        """The hold of this stay; prices come from the catalog, not from the caller."""
+    def hold(self, key: str, ttl_seconds: int, *, settle: bool, actor: str, node_id: str) -> HoldRequest:
+        """The hold of this stay, placed by ``actor`` on node ``node_id``; prices come from the catalog, not from the caller."""
         return HoldRequest(
             idempotency_key=key,
             basecamp_id=self.resource.basecamp_id,
@@ -133,6 +135,8 @@ class _Stay:
             ttl_seconds=ttl_seconds,
             unit_price_cents=self.resource.unit_price_cents,
             currency=self.resource.currency,
+            actor=actor,
+            node_actor=node_actor(node_id),
             settle=settle,
         )
 
@@ -159,13 +163,20 @@ def _hold_ttl_seconds(value: int, *, low: int, high: int) -> int:
     return value
 
 
-def hold_request(request: pb.PlaceHoldRequest | pb.BookRequest, catalog: CatalogView, config: NodeConfig, now: datetime) -> HoldRequest:
+def hold_request(
+    request: pb.PlaceHoldRequest | pb.BookRequest, catalog: CatalogView, config: NodeConfig, now: datetime, caller: Caller
+) -> HoldRequest:
+    """The hold ``caller`` asks for, under its own key; PermissionDenied outside its scope
+    (a scoped desk or agency at a basecamp it does not serve), before anything is written."""
     key = idempotency_key(request.idempotency_key)
     stay = _stay(request, request.customer_id, catalog, config, now)
+    basecamp_id = stay.resource.basecamp_id
+    if not caller.may_book(basecamp_id):
+        raise PermissionDenied(f"{caller.actor} may not book at {basecamp_id}: its scope is {', '.join(sorted(caller.basecamps or ()))}")
     ttl = _hold_ttl_seconds(
         request.hold_ttl_seconds or config.hold_ttl_default_seconds, low=config.hold_ttl_min_seconds, high=config.hold_ttl_max_seconds
     )
-    return stay.hold(key, ttl, settle=isinstance(request, pb.BookRequest))
+    return stay.hold(caller.own_key(key), ttl, settle=isinstance(request, pb.BookRequest), actor=caller.actor, node_id=config.node_id)
 
 
 def leg_key(request: tpb.PrepareLegRequest | tpb.LegRef) -> legs.LegKey:
@@ -190,8 +201,9 @@ class LegPrepare:
     coordinator_target: str
 
 
-def leg_prepare(request: tpb.PrepareLegRequest, catalog: CatalogView, config: NodeConfig, now: datetime) -> LegPrepare:
-    """The leg's stay is checked like a hold's; its key and TTL come from the trek."""
+def leg_prepare(request: tpb.PrepareLegRequest, catalog: CatalogView, config: NodeConfig, now: datetime, actor: str) -> LegPrepare:
+    """The leg's stay is checked like a hold's; its key and TTL come from the trek, and
+    ``actor`` (the coordinator's node identity) places its hold."""
     key = leg_key(request)
     ttl = _hold_ttl_seconds(request.hold_ttl_seconds, low=LEG_TTL_MIN_SECONDS, high=LEG_TTL_MAX_SECONDS)
     stay = _stay(request.leg, request.customer_id, catalog, config, now)
@@ -201,7 +213,7 @@ def leg_prepare(request: tpb.PrepareLegRequest, catalog: CatalogView, config: No
     if target not in config.coordinator_targets:
         known = ", ".join(config.coordinator_targets) or "none"
         raise ForeignCoordinator(f"coordinator_target {target} is not a coordinator of this cluster (known: {known}); the leg is not prepared")
-    return LegPrepare(key, stay.hold(legs.hold_key(key), ttl, settle=False), target)
+    return LegPrepare(key, stay.hold(legs.hold_key(key), ttl, settle=False, actor=actor, node_id=config.node_id), target)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from sqlalchemy import Connection, Engine, text
 
 from ridgeline.regional import errors
 from ridgeline.regional.booking import ownership, transitions
+from ridgeline.regional.booking.access import Caller
 from ridgeline.regional.booking.model import Booking, BookingState
 from ridgeline.regional.storage.db import run_transaction
 from ridgeline.routing.leases import Fence, fence_json
@@ -221,9 +222,10 @@ def retry_later(engine: Engine, settlement: Settlement, error: str, *, now: date
     run_transaction(engine, lambda conn: conn.execute(_RETRY_LATER, params))
 
 
-def confirm_paid(engine: Engine, settlement: Settlement, charge_id: str, *, fence: Fence, now: datetime) -> Booking:
+def confirm_paid(engine: Engine, settlement: Settlement, charge_id: str, *, actor: str, fence: Fence, now: datetime) -> Booking:
     """Confirms the booking, marks the settlement confirmed and enqueues the guest's message:
-    one transaction. Raises HoldExpired / IllegalTransition when the hold is gone."""
+    one transaction. Raises HoldExpired / IllegalTransition when the hold is gone. ``actor``:
+    the settling node's (``node:<id>``), named on the confirm's history row."""
 
     def paid(conn: Connection, booking: Booking) -> None:
         _move(conn, settlement.booking_id, SettlementState.CONFIRMED, {SettlementState.AWAITING_PAYMENT}, now=now, attempted=1, charge_id=charge_id or None)
@@ -256,6 +258,7 @@ def confirm_paid(engine: Engine, settlement: Settlement, charge_id: str, *, fenc
         booking_id=settlement.booking_id,
         idempotency_key=f"settle:confirm:{settlement.booking_id}",
         reason="paid",
+        caller=Caller(actor),
         fence=fence,
         now=now,
         also=paid,
@@ -263,7 +266,15 @@ def confirm_paid(engine: Engine, settlement: Settlement, charge_id: str, *, fenc
 
 
 def release_unpaid(
-    engine: Engine, settlement: Settlement, target: SettlementState, reason: str, *, fence: Fence, now: datetime, grace_seconds: float = 0.0
+    engine: Engine,
+    settlement: Settlement,
+    target: SettlementState,
+    reason: str,
+    *,
+    actor: str,
+    fence: Fence,
+    now: datetime,
+    grace_seconds: float = 0.0,
 ) -> None:
     """Releases the hold if it still stands and moves the settlement to ``target`` with it.
 
@@ -284,6 +295,7 @@ def release_unpaid(
             booking_id=settlement.booking_id,
             idempotency_key=f"settle:release:{settlement.booking_id}",
             reason=error,
+            caller=Caller(actor),
             fence=fence,
             now=now,
             also=moved,

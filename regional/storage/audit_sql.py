@@ -132,6 +132,20 @@ _STALE_WRITES = text(
 )
 
 
+# Every change names who made it (issue 11: the actor on the record), so the history can
+# answer "who cancelled this": a history row or a booking that names nobody was written
+# outside Ridgeline's code paths. (Rows from before actors were recorded say 'unrecorded'.)
+_NAMELESS = text(
+    """
+    SELECT CAST(booking_id AS TEXT) AS booking_id, version, to_state FROM booking_history WHERE actor = ''
+    UNION ALL
+    SELECT CAST(booking_id AS TEXT), 0, 'created' FROM bookings WHERE created_by = ''
+    ORDER BY 1, 2
+    LIMIT 1000
+    """
+)
+
+
 @dataclass(frozen=True)
 class Check:
     """One check of one invariant in one place, with its verdict and offenders."""
@@ -162,6 +176,7 @@ def audit_region(engine: Engine, region: str, *, hold_grace_seconds: float, key_
             Check("1 no overbooking", "inventory counters equal live bookings, within capacity", where, *_rows(conn, _INVENTORY, {}, _night)),
             Check("2 nothing acknowledged is lost", "every acknowledged hold's booking exists", where, *_rows(conn, _LOST_BOOKINGS, {}, _lost)),
             Check("2 nothing acknowledged is lost", "every booking's history explains its state", where, *_rows(conn, _HISTORY, {}, _history)),
+            Check("2 nothing acknowledged is lost", "every change names who made it", where, *_rows(conn, _NAMELESS, {}, _nameless)),
             Check("3 holds end", f"no hold live {hold_grace_seconds:g} s past its expiry", where,
                   *_rows(conn, _LEAKED_HOLDS, {"grace": hold_grace_seconds}, _leaked)),
             Check("6 one writer per basecamp", "no change written under an older lease epoch than an earlier one", where,
@@ -193,6 +208,12 @@ def _lost(r) -> str:  # noqa: ANN001
 
 def _history(r) -> str:  # noqa: ANN001
     return f"booking {r.booking_id} is {r.state} v{r.version}, history {list(r.moves)}"
+
+
+def _nameless(r) -> str:  # noqa: ANN001
+    if r.version == 0:
+        return f"booking {r.booking_id} does not name who created it"
+    return f"booking {r.booking_id} v{r.version} ({r.to_state}) does not name who made the change"
 
 
 def _leaked(r) -> str:  # noqa: ANN001

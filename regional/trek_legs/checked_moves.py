@@ -35,19 +35,23 @@ from ridgeline.v1 import trek_pb2 as tpb
 _CANCELLING = frozenset({tpb.TREK_STATE_CANCELLING, tpb.TREK_STATE_CANCELLED})
 
 
-def commit(engine: Engine, key: legs.LegKey, *, coordinators: KnownCoordinators, fence: Fence, now: datetime, deadline: float | None = None) -> legs.Leg:
+def commit(
+    engine: Engine, key: legs.LegKey, *, actor: str, coordinators: KnownCoordinators, fence: Fence, now: datetime, deadline: float | None = None
+) -> legs.Leg:
     """CommitLeg: prepared → committed, once the coordinator's log says COMMIT."""
     return _checked(
         engine, key, legs.LegState.PREPARED, legs.LegState.COMMITTED, legs.commit,
-        lambda answer: answer.decision == tpb.DECISION_COMMIT, "commit", coordinators, fence, now, deadline,
+        lambda answer: answer.decision == tpb.DECISION_COMMIT, "commit", actor, coordinators, fence, now, deadline,
     )  # fmt: skip
 
 
-def cancel(engine: Engine, key: legs.LegKey, *, coordinators: KnownCoordinators, fence: Fence, now: datetime, deadline: float | None = None) -> legs.Leg:
+def cancel(
+    engine: Engine, key: legs.LegKey, *, actor: str, coordinators: KnownCoordinators, fence: Fence, now: datetime, deadline: float | None = None
+) -> legs.Leg:
     """CancelLeg: committed → cancelled, once the coordinator's log shows the trek cancelling."""
     return _checked(
         engine, key, legs.LegState.COMMITTED, legs.LegState.CANCELLED, legs.cancel,
-        lambda answer: answer.state in _CANCELLING, "cancel", coordinators, fence, now, deadline,
+        lambda answer: answer.state in _CANCELLING, "cancel", actor, coordinators, fence, now, deadline,
     )  # fmt: skip
 
 
@@ -59,6 +63,7 @@ def _checked(
     move: Callable[..., legs.Leg],
     allowed: Callable[[Answer], bool],
     operation: str,
+    actor: str,
     coordinators: KnownCoordinators,
     fence: Fence,
     now: datetime,
@@ -73,7 +78,7 @@ def _checked(
     answer = _ask(coordinators, coordinator, key.trek_id, deadline)
     if not allowed(answer):
         raise errors.DecisionRefused(f"{where}: {operation} refused, the coordinator's log says {answer.describe()}; the leg stays {source.value}")
-    moved = move(engine, key, fence=fence, now=now, deadline=deadline)
+    moved = move(engine, key, actor=actor, fence=fence, now=now, deadline=deadline)
     assert moved.state is target, f"{where}: {operation} answered {moved.state}"
     return moved
 

@@ -16,6 +16,10 @@ the booking change it guards:
 
 Every function is idempotent: repeating it answers the leg as it is. Concurrent callers
 race on the fence's primary key and row, under SERIALIZABLE, so exactly one wins.
+
+Each names its ``actor`` on the booking's history: the coordinator's node identity for
+its calls (``node:<principal>``; the reason names the trek), the node's own for the
+in-doubt resolver. The prepared hold's actor travels in its HoldRequest.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from sqlalchemy import Connection, Engine, text
 
 from ridgeline.regional import errors
 from ridgeline.regional.booking import holds, ownership, queries, transitions
+from ridgeline.regional.booking.access import Caller
 from ridgeline.regional.booking.model import Booking
 from ridgeline.regional.storage.db import run_transaction
 from ridgeline.routing.leases import Fence
@@ -134,17 +139,17 @@ def prepare(
     return _run(engine, work, deadline)
 
 
-def commit(engine: Engine, key: LegKey, *, fence: Fence, now: datetime, deadline: float | None = None) -> Leg:
+def commit(engine: Engine, key: LegKey, *, actor: str, fence: Fence, now: datetime, deadline: float | None = None) -> Leg:
     """Confirm: prepared → committed with the hold confirmed; a committed leg answers as it is."""
-    return _move(engine, key, LegState.PREPARED, LegState.COMMITTED, transitions.COMMIT_LEG, fence, now, deadline)
+    return _move(engine, key, LegState.PREPARED, LegState.COMMITTED, transitions.COMMIT_LEG, Caller(actor), fence, now, deadline)
 
 
-def cancel(engine: Engine, key: LegKey, *, fence: Fence, now: datetime, deadline: float | None = None) -> Leg:
+def cancel(engine: Engine, key: LegKey, *, actor: str, fence: Fence, now: datetime, deadline: float | None = None) -> Leg:
     """Compensation after a commit: committed → cancelled with the booking cancelled."""
-    return _move(engine, key, LegState.COMMITTED, LegState.CANCELLED, transitions.CANCEL, fence, now, deadline)
+    return _move(engine, key, LegState.COMMITTED, LegState.CANCELLED, transitions.CANCEL, Caller(actor), fence, now, deadline)
 
 
-def abort(engine: Engine, key: LegKey, *, fence: Fence, now: datetime, deadline: float | None = None) -> Leg:
+def abort(engine: Engine, key: LegKey, *, actor: str, fence: Fence, now: datetime, deadline: float | None = None) -> Leg:
     """Cancel before the decision: releases a prepared hold, or fences a leg never prepared.
 
     The empty abort's fence row names no basecamp (no hold exists to own), so it is not
@@ -152,7 +157,7 @@ def abort(engine: Engine, key: LegKey, *, fence: Fence, now: datetime, deadline:
     """
 
     def work(conn: Connection) -> Leg | errors.BookingError:
-        moved = _move_within(conn, key, LegState.PREPARED, LegState.ABORTED, transitions.ABORT_LEG, fence, now)
+        moved = _move_within(conn, key, LegState.PREPARED, LegState.ABORTED, transitions.ABORT_LEG, Caller(actor), fence, now)
         if moved is not None:
             return moved
         fenced = conn.execute(_INSERT_FENCE, _fence_params(key, LegState.ABORTED, None, "", now, now)).first()
@@ -197,12 +202,13 @@ def _move(
     source: LegState,
     target: LegState,
     move: transitions.Move,
+    caller: Caller,
     fence: Fence,
     now: datetime,
     deadline: float | None,
 ) -> Leg:
     def work(conn: Connection) -> Leg | errors.BookingError:
-        moved = _move_within(conn, key, source, target, move, fence, now)
+        moved = _move_within(conn, key, source, target, move, caller, fence, now)
         if moved is not None:
             return moved
         found = _as_found(conn, key, refuse_aborted=True)
@@ -216,7 +222,7 @@ def _move(
 
 
 def _move_within(
-    conn: Connection, key: LegKey, source: LegState, target: LegState, move: transitions.Move, fence: Fence, now: datetime
+    conn: Connection, key: LegKey, source: LegState, target: LegState, move: transitions.Move, caller: Caller, fence: Fence, now: datetime
 ) -> Leg | None:
     """Moves the fence and its booking together; None when the fence was not at ``source``.
 
@@ -228,7 +234,7 @@ def _move_within(
     if row is None:
         return None
     reason = f"trek {key.trek_id} leg {key.leg_index}: {move.operation}"
-    booking = transitions.move_within(conn, move, booking_id=row.booking_id, reason=reason, fence=fence, now=now)
+    booking = transitions.move_within(conn, move, booking_id=row.booking_id, reason=reason, caller=caller, fence=fence, now=now)
     if isinstance(booking, errors.NotOwner):
         raise booking
     # The fence and the booking move together or not at all: anything else is a bug.

@@ -30,9 +30,10 @@ from ridgeline.v1 import trek_pb2 as tpb
 _log = logging.getLogger(__name__)
 
 
-def resolve_in_doubt(engine: Engine, *, fence: Fence, now: datetime, batch_max: int, ask: Callable[[str, str], int]) -> int:
+def resolve_in_doubt(engine: Engine, *, fence: Fence, now: datetime, batch_max: int, ask: Callable[[str, str], int], actor: str) -> int:
     """Asks (``ask(coordinator_target, trek_id)``: a ``KnownCoordinators``) about every prepared leg past its deadline of the basecamps ``fence`` holds (one
-    batch) and applies the answers, under those leases; returns how many were resolved."""
+    batch) and applies the answers, under those leases, as ``actor`` (the node's own,
+    ``node:<id>``: it acts by itself); returns how many were resolved."""
     doubtful = run_transaction(engine, lambda conn: legs.in_doubt(conn, basecamps=list(fence), now=now, batch_max=batch_max))
     resolved = 0
     for key, target in doubtful:
@@ -48,7 +49,7 @@ def resolve_in_doubt(engine: Engine, *, fence: Fence, now: datetime, batch_max: 
         if apply is None:  # still pending: ask again next pass
             continue
         try:
-            apply(engine, key, fence=fence, now=now)
+            apply(engine, key, actor=actor, fence=fence, now=now)
         except BookingError as error:  # one leg's trouble must not stall the others
             _log.warning("trek %s leg %d: applying the coordinator's decision failed: %s", key.trek_id, key.leg_index, error)
             continue
@@ -60,9 +61,19 @@ class LegResolver:
     """A node's thread that resolves in-doubt legs every ``interval_seconds``."""
 
     def __init__(
-        self, engine: Engine, clock: Callable[[], datetime], owned: Ownership, coordinators: KnownCoordinators, *, interval_seconds: float, batch_max: int
+        self,
+        engine: Engine,
+        clock: Callable[[], datetime],
+        owned: Ownership,
+        coordinators: KnownCoordinators,
+        *,
+        interval_seconds: float,
+        batch_max: int,
+        actor: str,
     ) -> None:
-        """``coordinators``: the node's, shared with its TrekLegService (the node closes them)."""
+        """``coordinators``: the node's, shared with its TrekLegService (the node closes them).
+        ``actor``: the node's own (``node:<id>``), named on the legs it resolves."""
+        self._actor = actor
         self._engine = engine
         self._clock = clock
         self._owned = owned
@@ -77,6 +88,8 @@ class LegResolver:
         self._periodic.stop(timeout_seconds)
 
     def _pass(self) -> None:
-        resolved = resolve_in_doubt(self._engine, fence=dict(self._owned.fence()), now=self._clock(), batch_max=self._batch_max, ask=self._ask)
+        resolved = resolve_in_doubt(
+            self._engine, fence=dict(self._owned.fence()), now=self._clock(), batch_max=self._batch_max, ask=self._ask, actor=self._actor
+        )
         if resolved:
             _log.info("resolved %d in-doubt trek leg(s) with the coordinator", resolved)

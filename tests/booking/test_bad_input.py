@@ -16,9 +16,9 @@ from datetime import date
 
 import grpc
 import pytest
-
 from drive import night, outcome, place_lapsed_hold
 from invariants import assert_history_consistent, assert_inventory_matches_bookings, bookings_by_id, snapshot
+
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.node import RegionalNode
 from ridgeline.routing.client import BookingClient

@@ -97,7 +97,7 @@ def test_invariant_3_sweep_expires_every_lapsed_hold_and_returns_its_units(alps_
     ]
 
     # Small batches, so that the sweep has to loop to reach them all.
-    expired = sweep_once(alps_engine, now=utc_now(), batch_max=2)
+    expired = sweep_once(alps_engine, now=utc_now(), batch_max=2, actor="node:test-sweeper")
 
     assert expired == len(lapsed)
     rows = bookings_by_id(alps_db.url)
@@ -106,7 +106,7 @@ def test_invariant_3_sweep_expires_every_lapsed_hold_and_returns_its_units(alps_
     tallies = assert_inventory_matches_bookings(alps_db.url)
     assert sum(t.held for t in tallies) == 1 + 2 * 3
     assert_history_consistent(alps_db.url)
-    assert sweep_once(alps_engine, now=utc_now(), batch_max=2) == 0
+    assert sweep_once(alps_engine, now=utc_now(), batch_max=2, actor="node:test-sweeper") == 0
 
 
 def _wait_for_state(url: str, booking_id: str, state: str, bound_seconds: float) -> bool:

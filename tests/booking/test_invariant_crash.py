@@ -16,9 +16,9 @@ from datetime import timedelta
 
 import grpc
 import pytest
-
 from drive import night, outcome, race
 from invariants import assert_history_consistent, assert_inventory_matches_bookings, bookings_by_id
+
 from ridgeline.routing.client import BookingClient
 from ridgeline.v1 import booking_pb2 as pb
 

@@ -12,7 +12,6 @@ from datetime import timedelta
 import grpc
 import psycopg
 import pytest
-
 from drive import night, outcome, race
 from invariants import (
     assert_history_consistent,
@@ -22,6 +21,7 @@ from invariants import (
     libpq_url,
     snapshot,
 )
+
 from ridgeline.routing.client import BookingClient
 from ridgeline.v1 import booking_pb2 as pb
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 import grpc
-
 from drive import Outcome, night, outcome, race
 from invariants import (
     assert_history_consistent,
@@ -24,6 +23,7 @@ from invariants import (
     inventory_problems,
     night_tallies,
 )
+
 from ridgeline.routing.client import BookingClient
 
 BASECAMP = "argentiere"

@@ -40,6 +40,7 @@ from sqlalchemy import Engine, text
 
 from ridgeline.regional import errors
 from ridgeline.regional.booking import expiry, holds, queries, sweeper, transitions
+from ridgeline.regional.booking.access import Caller
 from ridgeline.regional.booking.model import LEGAL_TRANSITIONS, BookingState, Nights
 from ridgeline.regional.storage.db import run_transaction
 
@@ -285,6 +286,8 @@ class BookingMachine(RuleBasedStateMachine):
             ttl_seconds=ask.ttl_seconds,
             unit_price_cents=product.unit_price_cents,
             currency=product.currency,
+            actor="desk:model",
+            node_actor="node:model",
         )
         epoch = self.world.fence[product.basecamp_id]
         return _outcome_of(lambda: holds.place_hold(self.world.engine, request, epoch=epoch, now=self.now))
@@ -297,6 +300,7 @@ class BookingMachine(RuleBasedStateMachine):
                 booking_id=ask.booking_id,
                 idempotency_key=key,
                 reason=ask.reason,
+                caller=Caller("desk:model"),
                 fence=self.world.fence,
                 now=self.now,
             )
@@ -436,11 +440,11 @@ class BookingMachine(RuleBasedStateMachine):
     def sweep(self, batch_max: int, whole_sweep: bool) -> None:
         """Either the node's sweep pass (batches until done) or a single expiry batch."""
         if whole_sweep:
-            expired = sweeper.sweep_once(self.world.engine, now=self.now, batch_max=batch_max)
+            expired = sweeper.sweep_once(self.world.engine, now=self.now, batch_max=batch_max, actor="node:model")
             self._expect_expired(expired, limit=batch_max * sweeper.SWEEP_BATCHES_MAX)
         else:
             result = run_transaction(
-                self.world.engine, lambda conn: expiry.expire_lapsed_holds(conn, now=self.now, batch_max=batch_max)
+                self.world.engine, lambda conn: expiry.expire_lapsed_holds(conn, now=self.now, batch_max=batch_max, actor="node:model")
             )
             self._expect_expired(result.expired, limit=batch_max)
 

@@ -13,6 +13,8 @@ EXPECTED = {
     errors.InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
     errors.IdempotencyKeyReused: grpc.StatusCode.INVALID_ARGUMENT,
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.NotVisible: grpc.StatusCode.NOT_FOUND,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     errors.IllegalTransition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.HoldExpired: grpc.StatusCode.FAILED_PRECONDITION,
     errors.NightsNotOpen: grpc.StatusCode.FAILED_PRECONDITION,

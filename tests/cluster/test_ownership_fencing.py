@@ -17,6 +17,7 @@ from sqlalchemy import Engine, text
 
 from ridgeline.regional import errors
 from ridgeline.regional.booking import holds, transitions
+from ridgeline.regional.booking.access import Caller
 from ridgeline.regional.booking.group_commit import HoldGroupCommitter
 from ridgeline.regional.booking.model import Nights
 from ridgeline.regional.storage.db import make_engine, run_transaction
@@ -41,6 +42,8 @@ def _hold(first: int, *, customer: str = "fenced-guest", key: str | None = None)
         ttl_seconds=900,
         unit_price_cents=6500,
         currency="EUR",
+        actor="desk:fenced",
+        node_actor="node:fenced",
     )
 
 
@@ -60,7 +63,7 @@ def test_invariant_6_every_write_path_refuses_a_stale_epoch(alps_engine: Engine,
     confirmed = holds.place_hold(alps_engine, _hold(21), epoch=old_epoch, now=_now())
     transitions.apply_move(
         alps_engine, transitions.CONFIRM, booking_id=confirmed.booking_id, idempotency_key=str(uuid.uuid4()),
-        reason="", fence={BASECAMP: old_epoch}, now=_now(),
+        reason="", caller=Caller("desk:fenced"), fence={BASECAMP: old_epoch}, now=_now(),
     )
     new_epoch = _take_over(alps_engine, "new-owner")
     assert new_epoch == old_epoch + 1
@@ -80,7 +83,7 @@ def test_invariant_6_every_write_path_refuses_a_stale_epoch(alps_engine: Engine,
         committer.stop()
     for move, booking_id in ((transitions.CONFIRM, held.booking_id), (transitions.RELEASE, held.booking_id), (transitions.CANCEL, confirmed.booking_id)):
         with pytest.raises(errors.NotOwner):
-            transitions.apply_move(alps_engine, move, booking_id=booking_id, idempotency_key=str(uuid.uuid4()), reason="", fence=stale, now=_now())
+            transitions.apply_move(alps_engine, move, booking_id=booking_id, idempotency_key=str(uuid.uuid4()), reason="", caller=Caller("desk:fenced"), fence=stale, now=_now())
 
     assert snapshot(alps_db.url) == before, "a stale writer changed something"
     # The refusal is about where, not what: it is not recorded, so the same key works at the owner.

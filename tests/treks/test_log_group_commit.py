@@ -50,7 +50,7 @@ class CountingTransact:
 def _trek(n: int) -> log.TrekRecord:
     now = datetime.now(timezone.utc)
     legs = [log.LegPlan("eu-alps", "argentiere", "argentiere-dorm", date(2027, 1, 1 + n % 20), date(2027, 1, 2 + n % 20), 1)]
-    return log.planned(trek_id=str(uuid.uuid4()), customer_id=f"c{n}", legs=legs, now=now, prepare_deadline=now + timedelta(seconds=5))
+    return log.planned(trek_id=str(uuid.uuid4()), customer_id=f"c{n}", legs=legs, now=now, prepare_deadline=now + timedelta(seconds=5), planned_by="planner:test")
 
 
 def _serialization_retries() -> float:
@@ -70,7 +70,7 @@ def test_concurrent_treks_are_recorded_decided_and_settled_in_shared_transaction
         outcome = log.PrepareOutcome(0, True, str(uuid.uuid4()), 4200, "EUR")
         charge = log.ChargeRecord("EUR", 4200, f"ch_{n}", 0)
         now = datetime.now(timezone.utc)
-        decided = writes(lambda conn: log.record_decision(conn, trek, [outcome], [charge], log.Decision.COMMIT, "paid", now))
+        decided = writes(lambda conn: log.record_decision(conn, trek, [outcome], [charge], log.Decision.COMMIT, "paid", now, "node:coordinator"))
         assert decided.state is log.TrekState.COMMITTING
         assert writes(lambda conn: log.move(conn, trek.trek_id, [log.TrekState.COMMITTING], log.TrekState.COMMITTED, now))
         return decided

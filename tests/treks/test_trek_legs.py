@@ -180,7 +180,7 @@ def test_a_prepared_leg_past_its_ttl_is_not_swept_but_resolved_by_the_coordinato
     later = datetime.now(timezone.utc) + timedelta(seconds=60)
     engine = make_engine(alps_db.url, pool_size=2)
     try:
-        assert sweep_once(engine, now=later, batch_max=100) == 0, "the sweep expired a prepared leg"
+        assert sweep_once(engine, now=later, batch_max=100, actor="node:test-sweeper") == 0, "the sweep expired a prepared leg"
         answers = {commit_trek: tpb.DECISION_COMMIT, abort_trek: tpb.DECISION_ABORT, pending_trek: tpb.DECISION_PENDING}
         asked: list[str] = []
 
@@ -189,7 +189,7 @@ def test_a_prepared_leg_past_its_ttl_is_not_swept_but_resolved_by_the_coordinato
             return answers[trek_id]
 
         fence = dict(alps_node.keeper.ownership.fence())  # resolved under the node's leases, as its resolver does
-        assert resolve_in_doubt(engine, fence=fence, now=later, batch_max=100, ask=ask) == 2
+        assert resolve_in_doubt(engine, fence=fence, now=later, batch_max=100, ask=ask, actor="node:test-resolver") == 2
         assert sorted(asked) == sorted(answers)
         states = {r.trek_id: (r.state, r.booking_state) for r in query(
             alps_db.url, "SELECT t.trek_id, t.state, b.state AS booking_state FROM trek_legs t JOIN bookings b USING (booking_id)")}
@@ -302,7 +302,7 @@ def test_a_prepared_leg_whose_coordinator_says_there_is_no_such_trek_is_aborted(
     engine = make_engine(alps_db.url, pool_size=2)
     asker = KnownCoordinators((COORDINATOR,))
     try:
-        assert resolve_in_doubt(engine, fence=dict(alps_node.keeper.ownership.fence()), now=later, batch_max=100, ask=asker) == 1
+        assert resolve_in_doubt(engine, fence=dict(alps_node.keeper.ownership.fence()), now=later, batch_max=100, ask=asker, actor="node:test-resolver") == 1
     finally:
         asker.close()
         engine.dispose()

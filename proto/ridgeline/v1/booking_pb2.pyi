@@ -222,21 +222,23 @@ class GetBookingRequest(_message.Message):
     def __init__(self, booking_id: _Optional[str] = ...) -> None: ...
 
 class BookingTransition(_message.Message):
-    __slots__ = ("version", "from_state", "to_state", "at", "reason")
+    __slots__ = ("version", "from_state", "to_state", "at", "reason", "actor")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     FROM_STATE_FIELD_NUMBER: _ClassVar[int]
     TO_STATE_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
     version: int
     from_state: BookingState
     to_state: BookingState
     at: _timestamp_pb2.Timestamp
     reason: str
-    def __init__(self, version: _Optional[int] = ..., from_state: _Optional[_Union[BookingState, str]] = ..., to_state: _Optional[_Union[BookingState, str]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+    actor: str
+    def __init__(self, version: _Optional[int] = ..., from_state: _Optional[_Union[BookingState, str]] = ..., to_state: _Optional[_Union[BookingState, str]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
 
 class Booking(_message.Message):
-    __slots__ = ("booking_id", "basecamp_id", "resource_id", "nights", "party_size", "customer_id", "state", "created_at", "updated_at", "expires_at", "total_price_cents", "currency", "history", "payment")
+    __slots__ = ("booking_id", "basecamp_id", "resource_id", "nights", "party_size", "customer_id", "state", "created_at", "updated_at", "expires_at", "total_price_cents", "currency", "history", "payment", "created_by")
     BOOKING_ID_FIELD_NUMBER: _ClassVar[int]
     BASECAMP_ID_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -251,6 +253,7 @@ class Booking(_message.Message):
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
     booking_id: str
     basecamp_id: str
     resource_id: str
@@ -265,7 +268,8 @@ class Booking(_message.Message):
     currency: str
     history: _containers.RepeatedCompositeFieldContainer[BookingTransition]
     payment: Payment
-    def __init__(self, booking_id: _Optional[str] = ..., basecamp_id: _Optional[str] = ..., resource_id: _Optional[str] = ..., nights: _Optional[_Union[NightRange, _Mapping]] = ..., party_size: _Optional[int] = ..., customer_id: _Optional[str] = ..., state: _Optional[_Union[BookingState, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., total_price_cents: _Optional[int] = ..., currency: _Optional[str] = ..., history: _Optional[_Iterable[_Union[BookingTransition, _Mapping]]] = ..., payment: _Optional[_Union[Payment, _Mapping]] = ...) -> None: ...
+    created_by: str
+    def __init__(self, booking_id: _Optional[str] = ..., basecamp_id: _Optional[str] = ..., resource_id: _Optional[str] = ..., nights: _Optional[_Union[NightRange, _Mapping]] = ..., party_size: _Optional[int] = ..., customer_id: _Optional[str] = ..., state: _Optional[_Union[BookingState, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., total_price_cents: _Optional[int] = ..., currency: _Optional[str] = ..., history: _Optional[_Iterable[_Union[BookingTransition, _Mapping]]] = ..., payment: _Optional[_Union[Payment, _Mapping]] = ..., created_by: _Optional[str] = ...) -> None: ...
 
 class Payment(_message.Message):
     __slots__ = ("state", "attempts", "last_error", "charge_id", "amount_cents", "currency", "updated_at", "next_attempt_at")

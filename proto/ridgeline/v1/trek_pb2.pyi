@@ -145,7 +145,7 @@ class TrekCharge(_message.Message):
     def __init__(self, currency: _Optional[str] = ..., amount_cents: _Optional[int] = ..., charge_id: _Optional[str] = ..., refunded_cents: _Optional[int] = ...) -> None: ...
 
 class Trek(_message.Message):
-    __slots__ = ("trek_id", "customer_id", "state", "decision", "reason", "legs", "charges", "created_at", "decided_at", "settled_at", "updated_at")
+    __slots__ = ("trek_id", "customer_id", "state", "decision", "reason", "legs", "charges", "created_at", "decided_at", "settled_at", "updated_at", "planned_by", "decided_by", "cancelled_by")
     TREK_ID_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +157,9 @@ class Trek(_message.Message):
     DECIDED_AT_FIELD_NUMBER: _ClassVar[int]
     SETTLED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    PLANNED_BY_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_BY_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_BY_FIELD_NUMBER: _ClassVar[int]
     trek_id: str
     customer_id: str
     state: TrekState
@@ -168,7 +171,10 @@ class Trek(_message.Message):
     decided_at: _timestamp_pb2.Timestamp
     settled_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, trek_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., state: _Optional[_Union[TrekState, str]] = ..., decision: _Optional[_Union[Decision, str]] = ..., reason: _Optional[str] = ..., legs: _Optional[_Iterable[_Union[TrekLegStatus, _Mapping]]] = ..., charges: _Optional[_Iterable[_Union[TrekCharge, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decided_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., settled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    planned_by: str
+    decided_by: str
+    cancelled_by: str
+    def __init__(self, trek_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., state: _Optional[_Union[TrekState, str]] = ..., decision: _Optional[_Union[Decision, str]] = ..., reason: _Optional[str] = ..., legs: _Optional[_Iterable[_Union[TrekLegStatus, _Mapping]]] = ..., charges: _Optional[_Iterable[_Union[TrekCharge, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decided_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., settled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., planned_by: _Optional[str] = ..., decided_by: _Optional[str] = ..., cancelled_by: _Optional[str] = ...) -> None: ...
 
 class GetDecisionRequest(_message.Message):
     __slots__ = ("trek_id",)
