@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 import grpc
 import psycopg
 import pytest
+from certificates import SessionCerts
 from drive import night, outcome
 from invariants import query
 from trek_cluster import TrekCluster, call_ignoring_death, leg, plan_request, running_cluster
@@ -25,8 +26,8 @@ Code = grpc.StatusCode
 
 
 @pytest.fixture(scope="module")
-def cluster(region_servers: dict[str, PostgresServer], fresh_database) -> Iterator[TrekCluster]:
-    with running_cluster(region_servers, fresh_database, node_process_regions=("sa-andes",)) as trek_cluster:
+def cluster(region_servers: dict[str, PostgresServer], fresh_database, certs: SessionCerts) -> Iterator[TrekCluster]:
+    with running_cluster(region_servers, fresh_database, certs, node_process_regions=("sa-andes",)) as trek_cluster:
         yield trek_cluster
 
 

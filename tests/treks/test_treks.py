@@ -16,6 +16,7 @@ import grpc
 import httpx
 import psycopg
 import pytest
+from certificates import SessionCerts
 from drive import night
 from invariants import libpq_url, query, snapshot
 from trek_cluster import TrekCluster, leg, plan_request, running_cluster
@@ -28,8 +29,8 @@ Code = grpc.StatusCode
 
 
 @pytest.fixture(scope="module")
-def cluster(region_servers: dict[str, PostgresServer], fresh_database) -> Iterator[TrekCluster]:
-    with running_cluster(region_servers, fresh_database) as trek_cluster:
+def cluster(region_servers: dict[str, PostgresServer], fresh_database, certs: SessionCerts) -> Iterator[TrekCluster]:
+    with running_cluster(region_servers, fresh_database, certs) as trek_cluster:
         yield trek_cluster
 
 
