@@ -131,7 +131,7 @@ def test_treks_and_single_bookings_racing_for_the_last_places_never_overbook_and
 
         def walk_in(region: str, camp: str, resource: str) -> bool:
             """A desk booking (hold, then confirm); False when the place was gone."""
-            with BookingClient(cluster.region_targets[region], timeout_seconds=15) as client:
+            with BookingClient(cluster.region_targets[region], transport=cluster.certs.desk, timeout_seconds=15) as client:
                 held = outcome(lambda: client.place_hold(camp, resource, start, start + timedelta(days=1), 1, "walk-in"))
                 if not held.ok:
                     assert held.code is Code.RESOURCE_EXHAUSTED, held.details
