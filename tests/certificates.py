@@ -13,6 +13,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from ridgeline.trust import policy, tokens
 from ridgeline.trust.certs import CertsDir, create_ca, create_client, create_node, ensure_local
 from ridgeline.trust.credentials import Transport
@@ -20,8 +23,8 @@ from ridgeline.trust.identity import Role
 
 #: Two partner agencies, to show one cannot touch the other's bookings.
 AGENCIES = ("agency-a", "agency-b")
-#: Principals with a client pair in the foreign directory (signed by the other CA).
-FOREIGN_PRINCIPALS = ("desk", "sre")
+#: Callers refused before any RPC runs (:meth:`SessionCerts.stranger_channel`).
+STRANGERS = ("plaintext", "no client certificate", "another CA's certificate")
 #: The principal acting in each role (None: the node pair), and the order in which a test
 #: that only needs to get past authorization picks a role a route admits.
 ROLE_PRINCIPALS: dict[Role, str | None] = {Role.DESK: "desk", Role.PLANNER: "planner", Role.NODE: None, Role.SRE: "sre", Role.AGENCY: AGENCIES[0]}
@@ -32,7 +35,7 @@ class SessionCerts:
     """Where the session's certificates are, and a transport for each identity tests act as."""
 
     certs: CertsDir
-    #: A complete directory under another CA: its node and clients are strangers to the cluster.
+    #: Another CA and a node pair it signed: a well-formed identity (role node) no server may believe.
     foreign: CertsDir
 
     @property
@@ -79,10 +82,9 @@ class SessionCerts:
         assert role is not None, f"no session identity is admitted to {route}"
         return self.as_role(role)
 
-    def foreign_client(self, principal: str = "desk") -> Transport:
-        """A pair signed by the other CA: a well-formed identity no node may believe."""
-        assert principal in FOREIGN_PRINCIPALS, principal
-        return Transport.from_dir(self.foreign.path, principal=principal)
+    def stranger_channel(self, kind: str, address: str) -> grpc.Channel:
+        """A caller of this session's cluster that must be refused at the handshake (:func:`stranger_channel`)."""
+        return stranger_channel(kind, address, ca_cert=self.certs.ca_cert, foreign=self.foreign)
 
     def expired_token(self, role: Role = Role.SRE, principal: str = "sre") -> Transport:
         """A valid client pair carrying a bearer token that expired an hour ago."""
@@ -91,9 +93,31 @@ class SessionCerts:
         return Transport.from_dir(self.certs.path, principal="sre", token=token)
 
 
+def stranger_channel(kind: str, address: str, *, ca_cert: Path, foreign: CertsDir) -> grpc.Channel:
+    """A channel of a caller a Ridgeline port must refuse at the handshake, one of :data:`STRANGERS`:
+    plaintext, TLS without a client certificate, or TLS with ``foreign``'s node pair. Each trusts
+    ``ca_cert`` (the cluster's CA), so that a refusal is the server's doing, not the client's."""
+    if kind == "plaintext":
+        return grpc.insecure_channel(address)
+    ca = ca_cert.read_bytes()
+    if kind == "no client certificate":
+        return grpc.secure_channel(address, grpc.ssl_channel_credentials(ca))
+    assert kind == "another CA's certificate", kind
+    return grpc.secure_channel(address, grpc.ssl_channel_credentials(ca, foreign.node_key.read_bytes(), foreign.node_cert.read_bytes()))
+
+
+def health_status(channel: grpc.Channel, timeout_seconds: float = 10.0) -> grpc.StatusCode:
+    """How Health.Check (the one public RPC) ends on ``channel``: OK when the server answered."""
+    try:
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout_seconds)
+    except grpc.RpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK
+
+
 def make_session_certs(root: Path) -> SessionCerts:
     """What ``ridgeline up`` makes (CA, node pair for localhost, sre/desk/planner), two agencies,
-    and a foreign CA with a node pair and desk/sre clients."""
+    and a foreign CA with a node pair of its own."""
     certs = CertsDir(root / "cluster")
     ensure_local(certs)
     for agency in AGENCIES:
@@ -101,7 +125,5 @@ def make_session_certs(root: Path) -> SessionCerts:
     foreign = CertsDir(root / "foreign")
     create_ca(foreign)
     create_node(foreign, "stranger", ("localhost", "127.0.0.1"))
-    create_client(foreign, Role.DESK, "desk")
-    create_client(foreign, Role.SRE, "sre")
     assert set(certs.client_principals()) >= {"desk", "planner", "sre", *AGENCIES}, certs.client_principals()
     return SessionCerts(certs, foreign)
