@@ -86,10 +86,10 @@ class SessionCerts:
         """A caller of this session's cluster that must be refused at the handshake (:func:`stranger_channel`)."""
         return stranger_channel(kind, address, ca_cert=self.certs.ca_cert, foreign=self.foreign)
 
-    def expired_token(self, role: Role = Role.SRE, principal: str = "sre") -> Transport:
-        """A valid client pair carrying a bearer token that expired an hour ago."""
-        ca_key = self.certs.ca_key.read_bytes()
-        token = tokens.issue(ca_key, role, principal, ttl_seconds=60, now=time.time() - 3600)
+    def expired_token(self) -> Transport:
+        """The sre's valid client pair carrying an sre token that expired an hour ago: the token,
+        when present, is the caller's identity, so the call proves none."""
+        token = tokens.issue(self.certs.ca_key.read_bytes(), Role.SRE, "sre", ttl_seconds=60, now=time.time() - 3600)
         return Transport.from_dir(self.certs.path, principal="sre", token=token)
 
 
@@ -107,7 +107,7 @@ def stranger_channel(kind: str, address: str, *, ca_cert: Path, foreign: CertsDi
 
 
 def health_status(channel: grpc.Channel, timeout_seconds: float = 10.0) -> grpc.StatusCode:
-    """How Health.Check (the one public RPC) ends on ``channel``: OK when the server answered."""
+    """How Health.Check (public: any caller with a valid pair) ends on ``channel``: OK when the server answered."""
     try:
         health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout_seconds)
     except grpc.RpcError as error:
