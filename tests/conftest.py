@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from certificates import SessionCerts, make_session_certs
 from gateway_process import Gateway, gateway_process
 from sqlalchemy import Engine
 
@@ -95,29 +96,38 @@ def alps_engine(alps_db: RegionDatabase) -> Iterator[Engine]:
     engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> SessionCerts:
+    """The session's certificates: every node and client in the tests speaks mutual TLS."""
+    return make_session_certs(tmp_path_factory.mktemp("certs"))
+
+
 @pytest.fixture
-def alps_node(alps_db: RegionDatabase) -> Iterator[RegionalNode]:
+def alps_node(alps_db: RegionDatabase, certs: SessionCerts) -> Iterator[RegionalNode]:
     """A real gRPC node for eu-alps on a loopback port, in this process."""
-    node = RegionalNode(NodeConfig(region="eu-alps", node_id="test-node", database_url=alps_db.url, workers=16, max_concurrent_rpcs=256))
+    node = RegionalNode(
+        NodeConfig(region="eu-alps", node_id="test-node", database_url=alps_db.url, workers=16, max_concurrent_rpcs=256, certs_dir=certs.dir)
+    )
     node.start()
     yield node
     node.stop(grace_seconds=1)
 
 
 @pytest.fixture
-def alps_client(alps_node: RegionalNode) -> Iterator[BookingClient]:
-    with BookingClient(alps_node.address, timeout_seconds=30) as client:
+def alps_client(alps_node: RegionalNode, certs: SessionCerts) -> Iterator[BookingClient]:
+    """A desk's client of ``alps_node``."""
+    with BookingClient(alps_node.address, transport=certs.desk, timeout_seconds=30) as client:
         yield client
 
 
 @pytest.fixture
-def node_process() -> Iterator[Callable[..., ReadyChild]]:
-    """Starts regional nodes in their own processes (``ridgeline node``), for crash tests; ``env``
-    adds to this process's environment. Stops them afterwards."""
+def node_process(certs: SessionCerts) -> Iterator[Callable[..., ReadyChild]]:
+    """Starts regional nodes in their own processes (``ridgeline node``, with the session's
+    certificates), for crash tests; ``env`` adds to this process's environment. Stops them afterwards."""
     started: list[ReadyChild] = []
 
     def start(db: RegionDatabase, *extra: str, env: dict[str, str] | None = None) -> ReadyChild:
-        command = ridgeline_command("node", "--region", db.region, "--database-url", db.url, *extra)
+        command = ridgeline_command(*certs.cli_args, "node", "--region", db.region, "--database-url", db.url, *extra)
         started.append(spawn_ready(command, what=f"node for {db.region}", env={**os.environ, **env} if env else None, stop_timeout_seconds=10))
         return started[-1]
 

@@ -20,6 +20,7 @@ from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.storage.db import run_transaction
 from ridgeline.routing import ClusterClient, leases
 from ridgeline.routing.client import BookingClient
+from ridgeline.trust.credentials import Transport
 
 T = TypeVar("T")
 Reply = TypeVar("Reply")
@@ -58,11 +59,13 @@ def race(
     threads: int,
     work: Callable[[int, BookingClient], T],
     *,
+    transport: Transport,
     timeout_seconds: float = 10.0,
     attempts_max: int = 5,
     wait_seconds: float = 60.0,
 ) -> list[T]:
-    """Runs ``work(i, client)`` on ``threads`` threads, each with its own client and channel.
+    """Runs ``work(i, client)`` on ``threads`` threads, each with its own client and channel
+    (``transport``: the role the clients act in).
 
     Every thread connects first (one ListBasecamps), then all are released together by a
     barrier so that their calls really overlap. Returns the results in thread order,
@@ -71,7 +74,7 @@ def race(
     barrier = threading.Barrier(threads)
 
     def run(i: int) -> T:
-        with BookingClient(address, timeout_seconds=timeout_seconds, attempts_max=attempts_max) as client:
+        with BookingClient(address, transport=transport, timeout_seconds=timeout_seconds, attempts_max=attempts_max) as client:
             try:
                 client.list_basecamps()
                 barrier.wait(wait_seconds)

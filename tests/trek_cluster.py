@@ -4,7 +4,8 @@ Nodes run in this process (fresh region databases) unless a test needs to kill o
 gateway and the coordinator are ``ridgeline`` processes started exactly as in
 production, each printing a READY line with its address. The coordinator listens on one
 fixed port for the whole module, so a restarted coordinator is found where the nodes
-(and the previous one's prepared legs) expect it.
+(and the previous one's prepared legs) expect it. Nodes and the coordinator speak mutual
+TLS with the session's certificates; tests plan treks as the planner.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import grpc
 import psycopg
+from certificates import SessionCerts
 from invariants import assert_inventory_matches_bookings, query
 
 from ridgeline.deploy.run.postgres import PostgresServer
@@ -28,6 +30,7 @@ from ridgeline.deploy.run.processes import ReadyChild, free_port, spawn_ready
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.node import RegionalNode
 from ridgeline.routing import night_range
+from ridgeline.trust.credentials import Transport
 from ridgeline.v1 import trek_pb2 as tpb
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 
@@ -40,9 +43,10 @@ FINAL = {tpb.TREK_STATE_COMMITTED, tpb.TREK_STATE_ABORTED, tpb.TREK_STATE_CANCEL
 COORDINATOR_FLAGS = ("--prepare-timeout", "5", "--decision-grace", "8", "--redrive-interval", "0.3")
 
 
-def spawn(args: list[str], env: dict[str, str] | None = None) -> ReadyChild:
-    """A ``ridgeline`` process that prints ``READY <what> <address>`` once it serves."""
-    return spawn_ready([RIDGELINE, *args], what=args[0], env=env)
+def spawn(args: list[str], env: dict[str, str] | None = None, *, security: Sequence[str] = ()) -> ReadyChild:
+    """A ``ridgeline`` process that prints ``READY <what> <address>`` once it serves;
+    ``security``: the global options before the subcommand (``--certs-dir DIR``)."""
+    return spawn_ready([RIDGELINE, *security, *args], what=args[0], env=env)
 
 
 @dataclass
@@ -55,6 +59,7 @@ class TrekCluster:
     coordinator_port: int
     #: A coordinator address the nodes know but nothing serves.
     silent_coordinator_port: int
+    certs: SessionCerts
     node_args: dict[str, list[str]] = field(default_factory=dict)
     node_processes: dict[str, ReadyChild] = field(default_factory=dict)
     coordinator: ReadyChild | None = None
@@ -62,7 +67,7 @@ class TrekCluster:
 
     def start_node(self, region: str) -> ReadyChild:
         """A ``ridgeline node`` process for ``region`` on its fixed address (a restart is found there)."""
-        node = spawn(self.node_args[region])
+        node = spawn(self.node_args[region], security=self.certs.cli_args)
         self.node_processes[region] = node
         self._started.append(node)
         return node
@@ -80,7 +85,7 @@ class TrekCluster:
         args = ["coordinator", "--database-url", self.coordinator_db_url, "--gateway-url", self.gateway_url, "--listen", self.target, *COORDINATOR_FLAGS]
         for region, target in self.region_targets.items():
             args += ["--region-target", f"{region}={target}"]
-        self.coordinator = spawn(args, env)
+        self.coordinator = spawn(args, env, security=self.certs.cli_args)
         self._started.append(self.coordinator)
         return self.coordinator
 
@@ -88,8 +93,9 @@ class TrekCluster:
         for proc in self._started:
             proc.stop()
 
-    def stub(self) -> tuple[grpc.Channel, tpb_grpc.TrekServiceStub]:
-        channel = grpc.insecure_channel(self.target)
+    def stub(self, transport: Transport | None = None) -> tuple[grpc.Channel, tpb_grpc.TrekServiceStub]:
+        """A channel to the coordinator and its TrekService, as ``transport`` (default: the planner)."""
+        channel = (transport or self.certs.planner).channel(self.target)
         return channel, tpb_grpc.TrekServiceStub(channel)
 
     def wait_final(self, trek_id: str, timeout_seconds: float = 20.0) -> tpb.Trek:
@@ -170,7 +176,7 @@ def call_ignoring_death(call: Callable[[], tpb.Trek]) -> tpb.Trek | None:
 
 @contextmanager
 def running_cluster(
-    region_servers: dict[str, PostgresServer], fresh_database: Callable, *, node_process_regions: Iterable[str] = ()
+    region_servers: dict[str, PostgresServer], fresh_database: Callable, certs: SessionCerts, *, node_process_regions: Iterable[str] = ()
 ) -> Iterator[TrekCluster]:
     """Fresh region databases, one node per region (in this process, or a process for
     ``node_process_regions``), a gateway process and an empty coordinator database."""
@@ -181,7 +187,9 @@ def running_cluster(
     coordinators = (f"127.0.0.1:{coordinator_port}", f"127.0.0.1:{silent_port}")
     in_process = {
         region: RegionalNode(
-            NodeConfig(region=region, node_id=f"trek-{region}", database_url=db.url, sweep_interval_seconds=0.5, coordinator_targets=coordinators)
+            NodeConfig(
+                region=region, node_id=f"trek-{region}", database_url=db.url, sweep_interval_seconds=0.5, coordinator_targets=coordinators, certs_dir=certs.dir
+            )
         )
         for region, db in dbs.items()
         if region not in node_process_regions
@@ -205,6 +213,7 @@ def running_cluster(
         coordinator_port=coordinator_port,
         silent_coordinator_port=silent_port,
         node_args=node_args,
+        certs=certs,
     )
     for node in in_process.values():
         node.start()

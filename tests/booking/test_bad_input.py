@@ -16,6 +16,7 @@ from datetime import date
 
 import grpc
 import pytest
+from certificates import SessionCerts
 from drive import night, outcome, place_lapsed_hold
 from invariants import assert_history_consistent, assert_inventory_matches_bookings, bookings_by_id, snapshot
 
@@ -199,14 +200,14 @@ def _existing_bookings(client: BookingClient) -> Bookings:
 
 
 @pytest.fixture(scope="module")
-def shared_node(fresh_database) -> Iterator[tuple[RegionalNode, str, Bookings]]:
+def shared_node(fresh_database, certs: SessionCerts) -> Iterator[tuple[RegionalNode, str, Bookings]]:
     """One node and database for the whole table: no case may write, and each checks that
     around its own call, so sharing them is safe and keeps the table fast."""
     db = fresh_database("eu-alps")
-    node = RegionalNode(NodeConfig(region="eu-alps", node_id="bad-input-node", database_url=db.url))
+    node = RegionalNode(NodeConfig(region="eu-alps", node_id="bad-input-node", database_url=db.url, certs_dir=certs.dir))
     node.start()
     try:
-        with BookingClient(node.address) as client:
+        with BookingClient(node.address, transport=certs.desk) as client:
             existing = _existing_bookings(client)
         yield node, db.url, existing
     finally:
@@ -214,8 +215,8 @@ def shared_node(fresh_database) -> Iterator[tuple[RegionalNode, str, Bookings]]:
 
 
 @pytest.fixture(scope="module")
-def stub(shared_node) -> Iterator[pb_grpc.BookingServiceStub]:
-    with grpc.insecure_channel(shared_node[0].address) as channel:
+def stub(shared_node, certs: SessionCerts) -> Iterator[pb_grpc.BookingServiceStub]:
+    with certs.desk.channel(shared_node[0].address) as channel:
         yield pb_grpc.BookingServiceStub(channel)
 
 
@@ -278,9 +279,9 @@ SHORT_DEADLINES_SECONDS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.05)
 
 
 @pytest.mark.parametrize("rpc", sorted(_VALID))
-def test_a_deadline_too_short_is_deadline_exceeded_never_internal(alps_node, alps_client, alps_db, rpc) -> None:
+def test_a_deadline_too_short_is_deadline_exceeded_never_internal(alps_node, alps_client, alps_db, certs, rpc) -> None:
     existing = _existing_bookings(alps_client)
-    with grpc.insecure_channel(alps_node.address) as channel:
+    with certs.desk.channel(alps_node.address) as channel:
         grpc.channel_ready_future(channel).result(timeout=10)
         call = getattr(pb_grpc.BookingServiceStub(channel), rpc)
 

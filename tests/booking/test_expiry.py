@@ -15,6 +15,7 @@ from datetime import timedelta, timezone
 
 import grpc
 import pytest
+from certificates import SessionCerts
 from drive import night, outcome, owner_address, place_hold_directly, place_lapsed_hold
 from invariants import assert_history_consistent, assert_inventory_matches_bookings, bookings_by_id, history_of, night_tallies
 
@@ -36,14 +37,14 @@ SWEEP_SLACK_SECONDS = 1.5
 
 
 @pytest.fixture
-def idle_sweeper_client(alps_db) -> Iterator[BookingClient]:
+def idle_sweeper_client(alps_db, certs: SessionCerts) -> Iterator[BookingClient]:
     """A client of a node whose sweeper does not run during the test: whatever it sees of lapsed
     holds, it sees through reads and inline reclaim, not because a sweep got there first."""
-    config = NodeConfig(region="eu-alps", node_id="idle-sweeper", database_url=alps_db.url, sweep_interval_seconds=3600)
+    config = NodeConfig(region="eu-alps", node_id="idle-sweeper", database_url=alps_db.url, sweep_interval_seconds=3600, certs_dir=certs.dir)
     node = RegionalNode(config)
     node.start()
     try:
-        with BookingClient(node.address) as client:
+        with BookingClient(node.address, transport=certs.desk) as client:
             yield client
     finally:
         node.stop(grace_seconds=1)
@@ -119,12 +120,12 @@ def _wait_for_state(url: str, booking_id: str, state: str, bound_seconds: float)
 
 
 @pytest.mark.slow
-def test_invariant_3_hold_of_a_dead_node_expires_within_ttl_plus_one_sweep_interval(alps_db, node_process) -> None:
+def test_invariant_3_hold_of_a_dead_node_expires_within_ttl_plus_one_sweep_interval(alps_db, node_process, certs: SessionCerts) -> None:
     ttl_seconds = NodeConfig.hold_ttl_min_seconds
     # Both processes start at once (a process start is most of a second here).
     with ThreadPoolExecutor(2) as pool:
         nodes = list(pool.map(lambda _: node_process(alps_db, "--sweep-interval", str(SWEEP_INTERVAL_SECONDS)), range(2)))
-    with ClusterClient([n.address for n in nodes]) as client:
+    with ClusterClient([n.address for n in nodes], transport=certs.desk) as client:
         hold = client.place_hold(BASECAMP, GUIDE, night(20), night(22), 3, "orphaned-guest", hold_ttl_seconds=ttl_seconds)
         owner = owner_address(client, BASECAMP)
     placer = next(n for n in nodes if n.address == owner)
@@ -139,5 +140,5 @@ def test_invariant_3_hold_of_a_dead_node_expires_within_ttl_plus_one_sweep_inter
     row = bookings_by_id(alps_db.url)[hold.booking_id]
     assert timedelta(0) <= row.updated_at - expires_at <= timedelta(seconds=SWEEP_INTERVAL_SECONDS + SWEEP_SLACK_SECONDS)
     assert_inventory_matches_bookings(alps_db.url)
-    with BookingClient(sweeper_node.address) as client:
+    with BookingClient(sweeper_node.address, transport=certs.desk) as client:
         assert client.get_booking(hold.booking_id).state == pb.BOOKING_STATE_EXPIRED

@@ -42,7 +42,7 @@ HOLD_PATHS = [pytest.param((), id="group-commit"), pytest.param(("--hold-round-m
 
 
 @pytest.mark.parametrize("node_args", HOLD_PATHS)
-def test_invariant_2_holds_acknowledged_before_a_node_is_killed_mid_storm_survive(alps_db, node_process, node_args) -> None:
+def test_invariant_2_holds_acknowledged_before_a_node_is_killed_mid_storm_survive(alps_db, node_process, certs, node_args) -> None:
     node = node_process(alps_db, *node_args)
     acknowledged: list[pb.Booking] = []
     cut_short: list[Code] = []  # calls started before the kill that got no answer
@@ -72,7 +72,7 @@ def test_invariant_2_holds_acknowledged_before_a_node_is_killed_mid_storm_surviv
     killer.start()
     try:
         # One attempt per call: after the kill a call fails at once, not after retrying a dead node.
-        race(node.address, STORMERS, stormer, timeout_seconds=5, attempts_max=1)
+        race(node.address, STORMERS, stormer, transport=certs.desk, timeout_seconds=5, attempts_max=1)
     finally:
         killer.cancel()
         killer.join()
@@ -90,6 +90,6 @@ def test_invariant_2_holds_acknowledged_before_a_node_is_killed_mid_storm_surviv
     assert_history_consistent(alps_db.url)
 
     successor = node_process(alps_db)
-    with BookingClient(successor.address, timeout_seconds=10) as client:
+    with BookingClient(successor.address, transport=certs.desk, timeout_seconds=10) as client:
         for booking in acknowledged:
             assert client.get_booking(booking.booking_id) == booking

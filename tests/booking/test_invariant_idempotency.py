@@ -23,6 +23,7 @@ from invariants import (
 )
 
 from ridgeline.routing.client import BookingClient
+from ridgeline.trust.credentials import Transport
 from ridgeline.v1 import booking_pb2 as pb
 
 BASECAMP = "argentiere"
@@ -38,11 +39,11 @@ def _hold(client: BookingClient, key: str | None = None, *, party: int = PARTY, 
     return client.place_hold(BASECAMP, resource, start, start + timedelta(days=STAY_NIGHTS), party, "idem-customer", idempotency_key=key)
 
 
-def _repeat(address: str, client: BookingClient, mode: str, call: Callable[[BookingClient], object]) -> list:
-    """The same call twice in a row on one client, or 16 times at once from 16 clients."""
+def _repeat(address: str, client: BookingClient, mode: str, call: Callable[[BookingClient], object], transport: Transport) -> list:
+    """The same call twice in a row on one client, or 16 times at once from 16 clients (as ``transport``)."""
     if mode == "sequential":
         return [outcome(lambda: call(client)) for _ in range(2)]
-    return race(address, CONCURRENT_REPEATS, lambda _i, racer: outcome(lambda: call(racer)))
+    return race(address, CONCURRENT_REPEATS, lambda _i, racer: outcome(lambda: call(racer)), transport=transport)
 
 
 def _assert_all_ok_and_identical(outcomes: list) -> pb.Booking:
@@ -53,10 +54,10 @@ def _assert_all_ok_and_identical(outcomes: list) -> pb.Booking:
 
 
 @pytest.mark.parametrize("mode", ["sequential", "concurrent"])
-def test_invariant_7_repeated_place_hold_returns_the_first_booking_and_holds_once(alps_node, alps_client, alps_db, mode) -> None:
+def test_invariant_7_repeated_place_hold_returns_the_first_booking_and_holds_once(alps_node, alps_client, alps_db, certs, mode) -> None:
     before = snapshot(alps_db.url)
 
-    booking = _assert_all_ok_and_identical(_repeat(alps_node.address, alps_client, mode, lambda c: _hold(c, "hold-key-1")))
+    booking = _assert_all_ok_and_identical(_repeat(alps_node.address, alps_client, mode, lambda c: _hold(c, "hold-key-1"), certs.desk))
 
     assert snapshot(alps_db.url) == before.plus(bookings=1, history=1, idempotency_records=1, held_total=UNITS)
     assert list(bookings_by_id(alps_db.url)) == [booking.booking_id]
@@ -74,7 +75,7 @@ _MOVES = {
 
 @pytest.mark.parametrize("mode", ["sequential", "concurrent"])
 @pytest.mark.parametrize("move", sorted(_MOVES))
-def test_invariant_7_repeated_move_has_one_effect_and_one_answer(alps_node, alps_client, alps_db, move, mode) -> None:
+def test_invariant_7_repeated_move_has_one_effect_and_one_answer(alps_node, alps_client, alps_db, certs, move, mode) -> None:
     prepare, call, target, inventory_change = _MOVES[move]
     booking_id = _hold(alps_client).booking_id
     if prepare is not None:
@@ -82,7 +83,7 @@ def test_invariant_7_repeated_move_has_one_effect_and_one_answer(alps_node, alps
     before = snapshot(alps_db.url)
 
     answer = _assert_all_ok_and_identical(
-        _repeat(alps_node.address, alps_client, mode, lambda c: call(c, booking_id, idempotency_key=f"{move}-key-1"))
+        _repeat(alps_node.address, alps_client, mode, lambda c: call(c, booking_id, idempotency_key=f"{move}-key-1"), certs.desk)
     )
 
     assert answer.booking_id == booking_id and pb.BookingState.Name(answer.state) == f"BOOKING_STATE_{target.upper()}"
@@ -141,12 +142,12 @@ def test_invariant_7_a_refusal_stands_for_its_key_even_after_units_free_up(alps_
     assert_inventory_matches_bookings(alps_db.url)
 
 
-def test_invariant_7_hold_cut_short_by_its_deadline_is_retried_with_its_key_to_one_booking(alps_node, alps_client, alps_db) -> None:
+def test_invariant_7_hold_cut_short_by_its_deadline_is_retried_with_its_key_to_one_booking(alps_node, alps_client, alps_db, certs) -> None:
     before = snapshot(alps_db.url)
     # Another session locks a night of the stay, so the hold waits in the database past its deadline.
     with psycopg.connect(libpq_url(alps_db.url)) as blocker:
         blocker.execute("SELECT 1 FROM inventory WHERE resource_id = %s AND night = %s FOR UPDATE", (GUIDE, night(20)))
-        with BookingClient(alps_node.address, timeout_seconds=0.5, attempts_max=1) as impatient:
+        with BookingClient(alps_node.address, transport=certs.desk, timeout_seconds=0.5, attempts_max=1) as impatient:
             cut = outcome(lambda: _hold(impatient, "cut-short-key"))
         assert cut.code is grpc.StatusCode.DEADLINE_EXCEEDED, (cut.code, cut.details)
         blocker.rollback()

@@ -88,13 +88,13 @@ def _assert_only_winners_booked(url: str, attempts: list[Attempt]) -> None:
     assert set(bookings_by_id(url)) == won
 
 
-def test_invariant_1_no_overbooking_when_32_clients_race_for_the_last_units_of_a_night(alps_node, alps_db) -> None:
+def test_invariant_1_no_overbooking_when_32_clients_race_for_the_last_units_of_a_night(alps_node, alps_db, certs) -> None:
     first, end = night(30), night(31)
 
     def racer(i: int, client: BookingClient) -> list[Attempt]:
         return _hold_until_full(client, f"racer-{i}", GUIDE, first, end, PARTY_SIZES[i % len(PARTY_SIZES)])
 
-    attempts = [a for racer_attempts in race(alps_node.address, RACERS, racer) for a in racer_attempts]
+    attempts = [a for racer_attempts in race(alps_node.address, RACERS, racer, transport=certs.desk) for a in racer_attempts]
 
     [tally] = night_tallies(alps_db.url, GUIDE, first, end)
     assert not tally.problems(), tally.problems()
@@ -106,7 +106,7 @@ def test_invariant_1_no_overbooking_when_32_clients_race_for_the_last_units_of_a
     assert_history_consistent(alps_db.url)
 
 
-def test_invariant_1_no_overbooking_when_overlapping_multi_night_holds_race(alps_node, alps_db) -> None:
+def test_invariant_1_no_overbooking_when_overlapping_multi_night_holds_race(alps_node, alps_db, certs) -> None:
     window_start, window_nights = night(40), 6
     window_end = window_start + timedelta(days=window_nights)
 
@@ -117,7 +117,7 @@ def test_invariant_1_no_overbooking_when_overlapping_multi_night_holds_race(alps
         end = start + timedelta(days=rng.randint(1, min(4, window_nights - offset)))
         return _hold_until_full(client, f"racer-{i}", LOCKER, start, end, rng.choice(PARTY_SIZES))
 
-    attempts = [a for racer_attempts in race(alps_node.address, RACERS, racer) for a in racer_attempts]
+    attempts = [a for racer_attempts in race(alps_node.address, RACERS, racer, transport=certs.desk) for a in racer_attempts]
 
     acknowledged = {n: 0 for n in (window_start + timedelta(days=d) for d in range(window_nights))}
     for attempt in attempts:
@@ -157,7 +157,7 @@ class _Monitor(threading.Thread):
         self.join(10)
 
 
-def test_invariant_1_counters_equal_bookings_while_holds_confirms_releases_and_cancels_race(alps_node, alps_db) -> None:
+def test_invariant_1_counters_equal_bookings_while_holds_confirms_releases_and_cancels_race(alps_node, alps_db, certs) -> None:
     holders, movers, holds_each = 16, 8, 6
     window_start, window_nights = night(60), 4
     todo: queue.Queue[str | None] = queue.Queue()
@@ -202,7 +202,7 @@ def test_invariant_1_counters_equal_bookings_while_holds_confirms_releases_and_c
     monitor = _Monitor(alps_db.url)
     monitor.start()
     try:
-        results = race(alps_node.address, holders + movers, lambda i, c: holder(i, c) if i < holders else mover(i - holders, c))
+        results = race(alps_node.address, holders + movers, lambda i, c: holder(i, c) if i < holders else mover(i - holders, c), transport=certs.desk)
     finally:
         monitor.stop()
 

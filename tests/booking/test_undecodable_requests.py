@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from certificates import SessionCerts
 from grpc_health.v1 import health_pb2
 from invariants import query, snapshot
 
@@ -34,9 +35,10 @@ NODE_METHODS = [
 ]
 
 
-def call_raw(target: str, method: str, payload: bytes) -> grpc.RpcError:
-    """Sends ``payload`` as the request of ``method`` and returns the error it must end with."""
-    with grpc.insecure_channel(target) as channel:
+def call_raw(target: str, method: str, payload: bytes, certs: SessionCerts) -> grpc.RpcError:
+    """Sends ``payload`` as the request of ``method``, as a role it admits (so the call gets past
+    authorization to the bytes), and returns the error it must end with."""
+    with certs.admitted_to(method).channel(target) as channel:
         call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
         with pytest.raises(grpc.RpcError) as raised:
             call(payload, timeout=10)
@@ -57,9 +59,9 @@ def test_the_node_lists_every_unary_method_it_serves() -> None:
 
 
 @pytest.mark.parametrize("method", NODE_METHODS)
-def test_undecodable_bytes_on_a_node_are_invalid_argument_and_write_nothing(alps_node: RegionalNode, alps_db, method: str) -> None:
+def test_undecodable_bytes_on_a_node_are_invalid_argument_and_write_nothing(alps_node: RegionalNode, alps_db, certs: SessionCerts, method: str) -> None:
     before, before_other = snapshot(alps_db.url), other_rows(alps_db.url)
-    error = call_raw(alps_node.address, method, UNDECODABLE)
+    error = call_raw(alps_node.address, method, UNDECODABLE, certs)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, error.code(), error.details())
     assert method.rsplit("/", 1)[-1] in error.details()
     assert "Traceback" not in error.details()
@@ -67,8 +69,8 @@ def test_undecodable_bytes_on_a_node_are_invalid_argument_and_write_nothing(alps
     assert other_rows(alps_db.url) == before_other
 
 
-def test_a_well_formed_request_still_passes_the_guard(alps_node: RegionalNode) -> None:
-    with grpc.insecure_channel(alps_node.address) as channel:
+def test_a_well_formed_request_still_passes_the_guard(alps_node: RegionalNode, certs: SessionCerts) -> None:
+    with certs.desk.channel(alps_node.address) as channel:
         call = channel.unary_unary("/ridgeline.v1.BookingService/ListBasecamps", request_serializer=None, response_deserializer=None)
         reply = booking_pb2.ListBasecampsResponse.FromString(call(booking_pb2.ListBasecampsRequest().SerializeToString(), timeout=10))
     assert reply.basecamps

@@ -16,6 +16,7 @@ from datetime import timedelta
 
 import grpc
 import pytest
+from certificates import SessionCerts
 from conftest import RegionDatabase
 from drive import night, outcome, owner_address
 from invariants import assert_inventory_matches_bookings, bookings_by_id, query
@@ -71,11 +72,11 @@ def two_node_processes(alps_db: RegionDatabase, node_process: Callable[..., Read
     return nodes
 
 
-def _in_process_node(db: RegionDatabase, node_id: str) -> RegionalNode:
+def _in_process_node(db: RegionDatabase, node_id: str, certs: SessionCerts) -> RegionalNode:
     node = RegionalNode(
         NodeConfig(
             region=db.region, node_id=node_id, database_url=db.url, workers=4, lease_ttl_seconds=LEASE_TTL, heartbeat_interval_seconds=HEARTBEAT,
-            coordinator_targets=(COORDINATOR,),
+            coordinator_targets=(COORDINATOR,), certs_dir=certs.dir,
         )
     )  # fmt: skip
     node.start()
@@ -83,11 +84,11 @@ def _in_process_node(db: RegionDatabase, node_id: str) -> RegionalNode:
 
 
 @pytest.fixture
-def in_process_nodes(alps_db: RegionDatabase) -> Iterator[Callable[[str], RegionalNode]]:
+def in_process_nodes(alps_db: RegionDatabase, certs: SessionCerts) -> Iterator[Callable[[str], RegionalNode]]:
     started: list[RegionalNode] = []
 
     def start(node_id: str) -> RegionalNode:
-        started.append(_in_process_node(alps_db, node_id))
+        started.append(_in_process_node(alps_db, node_id, certs))
         return started[-1]
 
     yield start
@@ -125,12 +126,12 @@ def test_a_joining_node_gets_its_share_of_leases_and_nothing_else_moves(alps_db:
     assert all(after[b][1] == before[b][1] for b in set(ALPS) - moved), "a renewal must keep the epoch"
 
 
-def test_a_misrouted_write_is_failed_precondition_with_the_owner_and_reads_work_anywhere(alps_db: RegionDatabase, in_process_nodes) -> None:
+def test_a_misrouted_write_is_failed_precondition_with_the_owner_and_reads_work_anywhere(alps_db: RegionDatabase, in_process_nodes, certs) -> None:
     nodes = {node_id: in_process_nodes(node_id) for node_id in NODE_IDS}
     assert _wait(lambda: _settled(alps_db.url, NODE_IDS), 10)
     owner_id = propose_owners(NODE_IDS, ALPS)["argentiere"]
     other = nodes[next(n for n in NODE_IDS if n != owner_id)]
-    stub = pb_grpc.BookingServiceStub(grpc.insecure_channel(other.address))
+    stub = pb_grpc.BookingServiceStub(certs.desk.channel(other.address))
     request = pb.PlaceHoldRequest(
         idempotency_key="misrouted-1", basecamp_id="argentiere", resource_id="argentiere-dorm",
         nights=night_range(night(20), night(21)), party_size=1, customer_id="misrouted",
@@ -142,7 +143,7 @@ def test_a_misrouted_write_is_failed_precondition_with_the_owner_and_reads_work_
     assert hint is not None and hint.node_id == owner_id and hint.address == nodes[owner_id].address
     assert "argentiere is owned by node" in refused.value.details()
     # Nothing was recorded under the key: the same request succeeds at the owner.
-    placed = pb_grpc.BookingServiceStub(grpc.insecure_channel(hint.address)).PlaceHold(request, timeout=10)
+    placed = pb_grpc.BookingServiceStub(certs.desk.channel(hint.address)).PlaceHold(request, timeout=10)
     assert stub.GetBooking(pb.GetBookingRequest(booking_id=placed.booking_id), timeout=10).booking_id == placed.booking_id
 
 
@@ -152,12 +153,12 @@ def test_a_second_node_under_a_live_node_s_id_is_refused(alps_db: RegionDatabase
         in_process_nodes("eu-alps-1")
 
 
-def test_the_client_finds_the_new_owner_after_a_move_without_the_caller_doing_anything(alps_db: RegionDatabase, in_process_nodes) -> None:
+def test_the_client_finds_the_new_owner_after_a_move_without_the_caller_doing_anything(alps_db: RegionDatabase, in_process_nodes, certs) -> None:
     nodes = {node_id: in_process_nodes(node_id) for node_id in NODE_IDS}
     assert _wait(lambda: _settled(alps_db.url, NODE_IDS), 10)
     owner_id = propose_owners(NODE_IDS, ALPS)["argentiere"]
     survivor = next(n for n in NODE_IDS if n != owner_id)
-    with ClusterClient([nodes[survivor].address], timeout_seconds=15) as client:
+    with ClusterClient([nodes[survivor].address], transport=certs.desk, timeout_seconds=15) as client:
         first = client.place_hold("argentiere", "argentiere-dorm", night(20), night(21), 1, "mover")
         assert owner_address(client, "argentiere") == nodes[owner_id].address
         nodes[owner_id].stop(grace_seconds=0)  # hands its leases back; the survivor takes them
@@ -170,7 +171,7 @@ def test_the_client_finds_the_new_owner_after_a_move_without_the_caller_doing_an
 
 @pytest.mark.slow
 def test_killed_owner_s_basecamps_are_writable_again_within_ttl_plus_heartbeat_and_nothing_acknowledged_is_lost(
-    alps_db: RegionDatabase, two_node_processes: dict[str, ReadyChild]
+    alps_db: RegionDatabase, two_node_processes: dict[str, ReadyChild], certs: SessionCerts
 ) -> None:
     victim_id = "eu-alps-1"
     victim_camps = [b for b, owner in propose_owners(NODE_IDS, ALPS).items() if owner == victim_id]
@@ -181,7 +182,7 @@ def test_killed_owner_s_basecamps_are_writable_again_within_ttl_plus_heartbeat_a
     seeds = [n.address for n in two_node_processes.values()]
 
     def desk(index: int) -> None:
-        with ClusterClient(seeds, timeout_seconds=10) as client:
+        with ClusterClient(seeds, transport=certs.desk, timeout_seconds=10) as client:
             i = 0
             while not stop.is_set():
                 basecamp = ALPS[(index + i) % len(ALPS)]
@@ -218,11 +219,11 @@ def test_killed_owner_s_basecamps_are_writable_again_within_ttl_plus_heartbeat_a
 
 
 @pytest.mark.slow
-def test_a_paused_owner_cannot_write_after_its_lease_lapsed(alps_db: RegionDatabase, two_node_processes: dict[str, ReadyChild]) -> None:
+def test_a_paused_owner_cannot_write_after_its_lease_lapsed(alps_db: RegionDatabase, two_node_processes: dict[str, ReadyChild], certs: SessionCerts) -> None:
     paused_id = propose_owners(NODE_IDS, ALPS)["argentiere"]
     paused = two_node_processes[paused_id]
     survivor_id = next(n for n in NODE_IDS if n != paused_id)
-    with BookingClient(paused.address) as client:
+    with BookingClient(paused.address, transport=certs.desk) as client:
         earlier = client.place_hold("argentiere", "argentiere-dorm", night(20), night(21), 1, "before-pause")
     epoch_before = _holders(alps_db.url)["argentiere"][1]
 
@@ -231,10 +232,10 @@ def test_a_paused_owner_cannot_write_after_its_lease_lapsed(alps_db: RegionDatab
         # Generous: this test is about what the paused owner can write, not how fast the
         # takeover is (the SIGKILL test above bounds that); a loaded machine delays heartbeats.
         assert _wait(lambda: _holders(alps_db.url).get("argentiere", ("", 0))[0] == survivor_id, LEASE_TTL + HEARTBEAT + 15), "no takeover"
-        with ClusterClient([two_node_processes[survivor_id].address], timeout_seconds=10) as cluster:
+        with ClusterClient([two_node_processes[survivor_id].address], transport=certs.desk, timeout_seconds=10) as cluster:
             cluster.place_hold("argentiere", "argentiere-dorm", night(30), night(31), 1, "after-takeover")
         # Calls that reach the paused node now: it wakes up still believing it owns argentiere.
-        stub = pb_grpc.BookingServiceStub(grpc.insecure_channel(paused.address))
+        stub = pb_grpc.BookingServiceStub(certs.desk.channel(paused.address))
         hold = pb.PlaceHoldRequest(
             idempotency_key="paused-1", basecamp_id="argentiere", resource_id="argentiere-dorm",
             nights=night_range(night(40), night(41)), party_size=1, customer_id="paused-writer",
@@ -255,7 +256,7 @@ def test_a_paused_owner_cannot_write_after_its_lease_lapsed(alps_db: RegionDatab
     assert_inventory_matches_bookings(alps_db.url)
 
 
-def test_a_trek_leg_is_prepared_only_by_its_basecamp_s_owner(alps_db: RegionDatabase, in_process_nodes) -> None:
+def test_a_trek_leg_is_prepared_only_by_its_basecamp_s_owner(alps_db: RegionDatabase, in_process_nodes, certs) -> None:
     nodes = {node_id: in_process_nodes(node_id) for node_id in NODE_IDS}
     assert _wait(lambda: _settled(alps_db.url, NODE_IDS), 10)
     owner_id = propose_owners(NODE_IDS, ALPS)["argentiere"]
@@ -267,10 +268,10 @@ def test_a_trek_leg_is_prepared_only_by_its_basecamp_s_owner(alps_db: RegionData
         customer_id="planner", hold_ttl_seconds=60, coordinator_target=COORDINATOR,
     )
     with pytest.raises(grpc.RpcError) as refused:
-        tpb_grpc.TrekLegServiceStub(grpc.insecure_channel(other.address)).PrepareLeg(request, timeout=10)
+        tpb_grpc.TrekLegServiceStub(certs.node.channel(other.address)).PrepareLeg(request, timeout=10)
     assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
     hint = owner_hint(refused.value)
     assert hint is not None and hint.node_id == owner_id
     assert not query(alps_db.url, "SELECT 1 FROM trek_legs WHERE trek_id = %(t)s", {"t": trek_id}), "a non-owner wrote the leg's fence row"
-    prepared = tpb_grpc.TrekLegServiceStub(grpc.insecure_channel(hint.address)).PrepareLeg(request, timeout=10)
+    prepared = tpb_grpc.TrekLegServiceStub(certs.node.channel(hint.address)).PrepareLeg(request, timeout=10)
     assert prepared.state == tpb.LEG_STATE_PREPARED

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from certificates import SessionCerts
 from drive import night, outcome
 
 from ridgeline.deploy.run.postgres import PostgresServer
@@ -36,12 +37,12 @@ def _hold(client: BookingClient, key: str) -> pb.Booking:
     return client.place_hold("argentiere", "argentiere-dorm", night(12), night(13), 1, "outage-guest", idempotency_key=key)
 
 
-def test_database_outage_answers_unavailable_and_recovers_without_losing_holds(own_database) -> None:  # noqa: ANN001
+def test_database_outage_answers_unavailable_and_recovers_without_losing_holds(own_database, certs: SessionCerts) -> None:  # noqa: ANN001
     server, url = own_database
-    node = RegionalNode(NodeConfig(region="eu-alps", node_id="outage", database_url=url))
+    node = RegionalNode(NodeConfig(region="eu-alps", node_id="outage", database_url=url, certs_dir=certs.dir))
     node.start()
     try:
-        with BookingClient(node.address, timeout_seconds=10, attempts_max=1) as client:
+        with BookingClient(node.address, transport=certs.desk, timeout_seconds=10, attempts_max=1) as client:
             before = _hold(client, "before-outage")
 
             server.stop()

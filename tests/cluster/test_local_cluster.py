@@ -13,12 +13,15 @@ from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
+from certificates import STRANGERS, SessionCerts, health_status, stranger_channel
 
 from ridgeline.deploy.cluster.cluster_file import ClusterFileError, default_cluster, load_cluster_file, parse_cluster, render_cluster_file
 from ridgeline.deploy.cluster.local_cluster import bring_down
 from ridgeline.deploy.run.processes import alive, command_line, free_port
+from ridgeline.trust.credentials import Transport
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "cluster" / "examples"
 
@@ -99,11 +102,13 @@ def _ridgeline_up(tmp_path: Path, nodes: dict[str, list[str]], env: dict[str, st
 
 
 @pytest.mark.slow
-def test_up_status_book_drills_audit_down_on_a_running_cluster(tmp_path: Path) -> None:
+def test_up_status_book_drills_audit_down_on_a_running_cluster(tmp_path: Path, certs: SessionCerts) -> None:
     """One `ridgeline up` (a separate process) serves the whole desk and SRE path: status,
     a paid booking, a trek, the drills that act on up's own parts (a node, its Prefect
     server, the coordinator's fault proxies), the audit, and `down` stopping everything,
-    including what the drills restarted."""
+    including what the drills restarted. All of it over mutual TLS, the default, with the
+    certificates up made on first start: no command is given a flag for them, and every
+    gRPC port up opens refuses a caller without a certificate of its CA."""
     nodes = {"eu-alps": ["eu-alps-1", "eu-alps-2"], "na-rockies": ["na-rockies-1"], "sa-andes": ["sa-andes-1"]}
     state_dir = tmp_path / "state"
     # up's own Prefect server (the one prefect-down stops), not the test session's.
@@ -111,6 +116,7 @@ def test_up_status_book_drills_audit_down_on_a_running_cluster(tmp_path: Path) -
     with _ridgeline_up(tmp_path, nodes, env) as (up, output):
         before = state = json.loads((state_dir / "state.json").read_text())
         assert sorted(state["nodes"]) == sorted(n for ids in nodes.values() for n in ids), output
+        _assert_every_grpc_port_refuses_strangers(state, state_dir / "certs", certs)
 
         status = _ridgeline("status", "--json", env=env)
         assert status.returncode == 0, status.stderr
@@ -169,6 +175,22 @@ def test_up_status_book_drills_audit_down_on_a_running_cluster(tmp_path: Path) -
         httpx.get(f"{state['fault_control']}/paths", timeout=2)  # the proxies' endpoint died with up
     assert not (state_dir / "state.json").exists()
     assert not any((state_dir / "postgres").glob("*/postmaster.pid")), "a region database outlived ridgeline down"
+
+
+def _assert_every_grpc_port_refuses_strangers(state: dict, certs_dir: Path, session: SessionCerts) -> None:
+    """Nodes, the coordinator and the fault proxies in front of the nodes: a plaintext client,
+    a TLS client without a certificate and one with another CA's pair are refused at the
+    handshake (UNAVAILABLE), while up's own sre pair is answered on the same port."""
+    assert (state["certs_dir"], state["insecure"]) == (str(certs_dir), False), "up runs secure by default"
+    ports = [node["address"] for node in state["nodes"].values()] + [state["coordinator"], *state["coordinator_via"].values()]
+    assert len(ports) == 2 * len(state["nodes"]) + 1, ports
+    sre = Transport.from_dir(certs_dir, principal="sre")
+    for address in ports:
+        with sre.channel(address) as channel:
+            assert health_status(channel) is grpc.StatusCode.OK, f"{address} does not answer up's own sre"
+        for kind in STRANGERS:
+            with stranger_channel(kind, address, ca_cert=sre.certs.ca_cert, foreign=session.foreign) as channel:
+                assert health_status(channel) is grpc.StatusCode.UNAVAILABLE, f"{address} answered a client with {kind}"
 
 
 def test_down_after_up_was_sigkilled_stops_every_process_state_json_records(tmp_path: Path) -> None:

@@ -1,4 +1,7 @@
-"""The desk CLI against a real node, and the quick-start demo end to end."""
+"""The desk CLI against a real node, and the quick-start demo end to end, over mutual TLS.
+
+Desk commands present the session's desk pair: found through ``--certs-dir`` (a global
+option, before the subcommand) or RIDGELINE_CERTS_DIR; the demo makes its own."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
+from certificates import SessionCerts
 from typer.testing import CliRunner
 
 from ridgeline.deploy.cli import app
@@ -17,57 +21,64 @@ from ridgeline.regional.node import RegionalNode
 runner = CliRunner()
 
 
-def _json(node: RegionalNode, *args: str) -> object:
-    result = runner.invoke(app, [*args, "--target", node.address, "--json"])
+@pytest.fixture
+def cli_certs(certs: SessionCerts) -> tuple[str, str]:
+    """``--certs-dir DIR``: what every desk command here is started with."""
+    return certs.cli_args
+
+
+def _json(node: RegionalNode, certs_args: tuple[str, str], *args: str) -> object:
+    result = runner.invoke(app, [*certs_args, *args, "--target", node.address, "--json"])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
 
-def test_desk_books_lists_shows_and_cancels_through_the_cli(alps_node: RegionalNode) -> None:
+def test_desk_books_lists_shows_and_cancels_through_the_cli(alps_node: RegionalNode, cli_certs: tuple[str, str]) -> None:
     start = date.today() + timedelta(days=20)
     end = start + timedelta(days=2)
-    booked = _json(alps_node, "book", "argentiere", "argentiere-dorm", "--from", str(start), "--to", str(end), "--party", "3", "--customer", "desk-7", "--key", "cli-1", "--desk")
+    booked = _json(alps_node, cli_certs, "book", "argentiere", "argentiere-dorm", "--from", str(start), "--to", str(end), "--party", "3", "--customer", "desk-7", "--key", "cli-1", "--desk")
     assert booked["state"] == "BOOKING_STATE_CONFIRMED"
     assert booked["total_price_cents"] == str(6500 * 3 * 2)
-    again = _json(alps_node, "book", "argentiere", "argentiere-dorm", "--from", str(start), "--to", str(end), "--party", "3", "--customer", "desk-7", "--key", "cli-1", "--desk")
+    again = _json(alps_node, cli_certs, "book", "argentiere", "argentiere-dorm", "--from", str(start), "--to", str(end), "--party", "3", "--customer", "desk-7", "--key", "cli-1", "--desk")
     assert again["booking_id"] == booked["booking_id"], "the same --key must not book twice"
 
-    availability = _json(alps_node, "availability", "argentiere", "--resource", "argentiere-dorm", "--from", str(start), "--to", str(end))
+    availability = _json(alps_node, cli_certs, "availability", "argentiere", "--resource", "argentiere-dorm", "--from", str(start), "--to", str(end))
     assert [n["confirmed"] for n in availability["resources"][0]["nights"]] == [3, 3]
 
-    listed = _json(alps_node, "bookings", "--basecamp", "argentiere", "--state", "confirmed")
+    listed = _json(alps_node, cli_certs, "bookings", "--basecamp", "argentiere", "--state", "confirmed")
     assert [b["booking_id"] for b in listed] == [booked["booking_id"]]
 
-    shown = _json(alps_node, "show", booked["booking_id"])
+    shown = _json(alps_node, cli_certs, "show", booked["booking_id"])
     assert [t["to_state"] for t in shown["history"]] == ["BOOKING_STATE_HELD", "BOOKING_STATE_CONFIRMED"]
 
-    cancelled = _json(alps_node, "cancel", booked["booking_id"], "--reason", "guest ill")
+    cancelled = _json(alps_node, cli_certs, "cancel", booked["booking_id"], "--reason", "guest ill")
     assert cancelled["state"] == "BOOKING_STATE_CANCELLED"
     assert cancelled["history"][-1]["reason"] == "guest ill"
 
 
-def test_cli_reports_refusals_as_status_and_message_without_traceback(alps_node: RegionalNode) -> None:
+def test_cli_reports_refusals_as_status_and_message_without_traceback(alps_node: RegionalNode, cli_certs: tuple[str, str]) -> None:
     start = date.today() + timedelta(days=5)
     result = runner.invoke(
         app,
-        ["book", "argentiere", "argentiere-guide", "--from", str(start), "--to", str(start + timedelta(days=1)), "--party", "9", "--customer", "c", "--target", alps_node.address],
+        [*cli_certs, "book", "argentiere", "argentiere-guide", "--from", str(start), "--to", str(start + timedelta(days=1)), "--party", "9", "--customer", "c", "--target", alps_node.address],
     )
     assert result.exit_code == 2
     assert "INVALID_ARGUMENT" in result.output and "exceeds the capacity 6" in result.output
     assert "Traceback" not in result.output
 
 
-def test_book_hands_the_stay_to_settlement_and_stuck_lists_it(alps_node: RegionalNode) -> None:
+def test_book_hands_the_stay_to_settlement_and_stuck_lists_it(alps_node: RegionalNode, cli_certs: tuple[str, str]) -> None:
     start = date.today() + timedelta(days=20)
-    booked = _json(alps_node, "book", "argentiere", "argentiere-dorm", "--from", str(start), "--to", str(start + timedelta(days=1)), "--customer", "web-1")
+    booked = _json(alps_node, cli_certs, "book", "argentiere", "argentiere-dorm", "--from", str(start), "--to", str(start + timedelta(days=1)), "--customer", "web-1")
     assert (booked["state"], booked["payment"]["state"]) == ("BOOKING_STATE_HELD", "PAYMENT_STATE_AWAITING_PAYMENT")
-    assert _json(alps_node, "bookings", "--stuck", "1h") == [], "younger than an hour"
-    result = runner.invoke(app, ["bookings", "--stuck", "soon", "--target", alps_node.address])
+    assert _json(alps_node, cli_certs, "bookings", "--stuck", "1h") == [], "younger than an hour"
+    result = runner.invoke(app, [*cli_certs, "bookings", "--stuck", "soon", "--target", alps_node.address])
     assert result.exit_code == 2 and "--stuck must look like" in result.output
 
 
-def test_tables_render_for_people(alps_node: RegionalNode) -> None:
-    result = runner.invoke(app, ["basecamps", "--target", alps_node.address], env={"COLUMNS": "160"})
+def test_tables_render_for_people(alps_node: RegionalNode, certs: SessionCerts) -> None:
+    # The certificates found through the environment this time, as an operator's shell would set it.
+    result = runner.invoke(app, ["basecamps", "--target", alps_node.address], env={"COLUMNS": "160", "RIDGELINE_CERTS_DIR": certs.dir})
     assert result.exit_code == 0
     assert "Refuge d'Argentière" in result.stdout and "argentiere-guide" in result.stdout
 
@@ -83,6 +94,12 @@ def test_demo_starts_a_node_on_its_own_database_and_books_a_stay(tmp_path: Path)
     assert "listening on 127.0.0.1:" in completed.stdout
     assert "Confirmed" in completed.stdout
     assert "ch_" in completed.stdout, "the tour's booking was charged by the settle flow (its charge id is shown)"
+    # Secure by default: the demo made its own CA and pairs, keys private, and toured as the desk over them.
+    certs = tmp_path / "demo" / "certs"
+    assert f"made a local CA and certificates in {certs}" in " ".join(completed.stdout.split())  # rich wraps long lines
+    assert {p.name for p in certs.iterdir()} >= {"ca.crt", "ca.key", "node.crt", "node.key", "client.desk.crt", "client.desk.key"}
+    assert all(key.stat().st_mode & 0o777 == 0o600 for key in certs.glob("*.key"))
+    assert "--insecure" not in completed.stdout + completed.stderr
 
 
 def test_chaos_list_names_every_drill_and_what_it_acts_on(monkeypatch: pytest.MonkeyPatch) -> None:

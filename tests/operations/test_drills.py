@@ -32,6 +32,7 @@ def drill_cluster() -> Iterator[LocalCluster]:
     )
     root = Path(tempfile.mkdtemp(prefix="ridgeline-test-drills-"))
     cluster = LocalCluster(with_free_ports(spec, lease_ttl_seconds=2.0, heartbeat_interval_seconds=0.5), root)
+    assert not cluster.insecure, "drills run over mutual TLS, the default: the drills' clients act as desk, planner and sre"
     # Its own Prefect server (the prefect-down drill stops it), not the session's.
     session_prefect = os.environ.pop("PREFECT_API_URL", None)
     try:
@@ -39,6 +40,7 @@ def drill_cluster() -> Iterator[LocalCluster]:
     finally:
         if session_prefect is not None:
             os.environ["PREFECT_API_URL"] = session_prefect
+    assert cluster.certs.ca_cert.is_file() and cluster.transport.secure
     yield cluster
     cluster.stop()
     shutil.rmtree(root, ignore_errors=True)

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import grpc
 import pytest
+from certificates import SessionCerts
 from drive import night
 from gateway_process import Gateway
 from invariants import assert_history_consistent, assert_inventory_matches_bookings, bookings_by_id, query
@@ -37,10 +38,10 @@ def _settling(gateway: Gateway, spool: Path) -> tuple[str, ...]:
     )
 
 
-def _book_until_refused(address: str, count: int, ttl_seconds: int = 120) -> list[str]:
-    """Books up to ``count`` stays; stops at the first refusal (the node may die meanwhile)."""
+def _book_until_refused(address: str, certs: SessionCerts, count: int, ttl_seconds: int = 120) -> list[str]:
+    """Books up to ``count`` stays as the desk; stops at the first refusal (the node may die meanwhile)."""
     ids: list[str] = []
-    with BookingClient(address, timeout_seconds=5, attempts_max=1) as client:
+    with BookingClient(address, transport=certs.desk, timeout_seconds=5, attempts_max=1) as client:
         for i in range(count):
             try:
                 booked = client.book("argentiere", "argentiere-dorm", night(20 + i), night(22 + i), 1, f"crash-{i}", hold_ttl_seconds=ttl_seconds)
@@ -59,12 +60,12 @@ def _delivered(url: str, ids: list[str], timeout_seconds: float) -> None:
 
 @pytest.mark.parametrize("point", [AFTER_CHARGE, AFTER_CONFIRM])
 def test_invariants_2_4_7_sigkill_mid_settlement_then_a_successor_finishes_once(
-    alps_db, node_process, prefect_api: str, payment_gateway: Gateway, tmp_path: Path, point: str
+    alps_db, node_process, certs: SessionCerts, prefect_api: str, payment_gateway: Gateway, tmp_path: Path, point: str
 ) -> None:
     payment_gateway.faults()
     spool = tmp_path / "spool"
     node = node_process(alps_db, *_settling(payment_gateway, spool), env={CRASH_ENV: point})
-    ids = _book_until_refused(node.address, 6)
+    ids = _book_until_refused(node.address, certs, 6)
     assert node.process.wait(30) == -signal.SIGKILL, "the crash point killed the node"
     assert ids, "no booking was acknowledged"
 
@@ -89,13 +90,13 @@ def test_invariants_2_4_7_sigkill_mid_settlement_then_a_successor_finishes_once(
 
 @pytest.mark.slow
 def test_invariant_3_paid_hold_of_a_dead_node_expires_in_bound_and_its_charge_is_refunded(
-    alps_db, node_process, prefect_api: str, payment_gateway: Gateway, tmp_path: Path
+    alps_db, node_process, certs: SessionCerts, prefect_api: str, payment_gateway: Gateway, tmp_path: Path
 ) -> None:
     payment_gateway.faults()
     spool = tmp_path / "spool"
     ttl_seconds = NodeConfig.hold_ttl_min_seconds
     placer = node_process(alps_db, *_settling(payment_gateway, spool), env={CRASH_ENV: AFTER_CHARGE})
-    [booking_id] = _book_until_refused(placer.address, 1, ttl_seconds=ttl_seconds)
+    [booking_id] = _book_until_refused(placer.address, certs, 1, ttl_seconds=ttl_seconds)
     assert placer.process.wait(30) == -signal.SIGKILL
     # Another node of the region sweeps (sweeping needs no lease); it settles nothing, so
     # the paid hold runs out instead of being confirmed by the basecamp's next owner.
@@ -117,12 +118,12 @@ def test_invariant_3_paid_hold_of_a_dead_node_expires_in_bound_and_its_charge_is
 
 
 def test_the_basecamp_s_next_owner_finishes_a_settlement_its_dead_owner_left_half_done(
-    alps_db, node_process, prefect_api: str, payment_gateway: Gateway, tmp_path: Path
+    alps_db, node_process, certs: SessionCerts, prefect_api: str, payment_gateway: Gateway, tmp_path: Path
 ) -> None:
     payment_gateway.faults()
     spool = tmp_path / "spool"
     placer = node_process(alps_db, *_settling(payment_gateway, spool), env={CRASH_ENV: AFTER_CHARGE})
-    [booking_id] = _book_until_refused(placer.address, 1)
+    [booking_id] = _book_until_refused(placer.address, certs, 1)
     assert placer.process.wait(30) == -signal.SIGKILL
     assert settlement_states(alps_db.url, [booking_id])[booking_id] == ("awaiting_payment", "held")
 
@@ -134,7 +135,7 @@ def test_the_basecamp_s_next_owner_finishes_a_settlement_its_dead_owner_left_hal
 
 
 def test_prefect_api_down_holds_are_still_taken_and_settlement_catches_up(
-    alps_db, node_process, prefect_api: str, payment_gateway: Gateway, tmp_path: Path
+    alps_db, node_process, certs: SessionCerts, prefect_api: str, payment_gateway: Gateway, tmp_path: Path
 ) -> None:
     payment_gateway.faults()
     api = urlsplit(prefect_api)
@@ -142,7 +143,7 @@ def test_prefect_api_down_holds_are_still_taken_and_settlement_catches_up(
     try:
         proxy.down()
         node = node_process(alps_db, *_settling(payment_gateway, tmp_path / "spool"), env={"PREFECT_API_URL": f"http://127.0.0.1:{proxy.port}{api.path}"})
-        ids = _book_until_refused(node.address, 4)
+        ids = _book_until_refused(node.address, certs, 4)
         assert len(ids) == 4, "holds are taken while the Prefect API is down"
         time.sleep(2.0)
         assert set(settlement_states(alps_db.url, ids).values()) == {("awaiting_payment", "held")}, "nothing settles without the API"

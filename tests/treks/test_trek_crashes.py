@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from certificates import SessionCerts
 from drive import night
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -34,8 +35,8 @@ _nights = itertools.count(50, 3)
 
 
 @pytest.fixture(scope="module")
-def cluster(region_servers: dict[str, PostgresServer], fresh_database) -> Iterator[TrekCluster]:
-    with running_cluster(region_servers, fresh_database) as trek_cluster:
+def cluster(region_servers: dict[str, PostgresServer], fresh_database, certs: SessionCerts) -> Iterator[TrekCluster]:
+    with running_cluster(region_servers, fresh_database, certs) as trek_cluster:
         yield trek_cluster
 
 

@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 import grpc
 import psycopg
 import pytest
+from certificates import SessionCerts
 from drive import night, outcome
 from invariants import query
 from trek_cluster import TrekCluster, call_ignoring_death, leg, plan_request, running_cluster
@@ -25,8 +26,8 @@ Code = grpc.StatusCode
 
 
 @pytest.fixture(scope="module")
-def cluster(region_servers: dict[str, PostgresServer], fresh_database) -> Iterator[TrekCluster]:
-    with running_cluster(region_servers, fresh_database, node_process_regions=("sa-andes",)) as trek_cluster:
+def cluster(region_servers: dict[str, PostgresServer], fresh_database, certs: SessionCerts) -> Iterator[TrekCluster]:
+    with running_cluster(region_servers, fresh_database, certs, node_process_regions=("sa-andes",)) as trek_cluster:
         yield trek_cluster
 
 
@@ -130,7 +131,7 @@ def test_treks_and_single_bookings_racing_for_the_last_places_never_overbook_and
 
         def walk_in(region: str, camp: str, resource: str) -> bool:
             """A desk booking (hold, then confirm); False when the place was gone."""
-            with BookingClient(cluster.region_targets[region], timeout_seconds=15) as client:
+            with BookingClient(cluster.region_targets[region], transport=cluster.certs.desk, timeout_seconds=15) as client:
                 held = outcome(lambda: client.place_hold(camp, resource, start, start + timedelta(days=1), 1, "walk-in"))
                 if not held.ok:
                     assert held.code is Code.RESOURCE_EXHAUSTED, held.details

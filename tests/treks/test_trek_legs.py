@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 
 import grpc
 import pytest
+from certificates import SessionCerts
 from drive import night
 from invariants import assert_history_consistent, assert_inventory_matches_bookings, query, snapshot
 
@@ -55,11 +56,12 @@ class ScriptedCoordinator(tpb_grpc.TrekServiceServicer):
 
 
 @pytest.fixture
-def coordinator() -> Iterator[ScriptedCoordinator]:
+def coordinator(certs: SessionCerts) -> Iterator[ScriptedCoordinator]:
+    """Serves with the cluster's node pair, as the real coordinator does: the node dials it over mutual TLS."""
     scripted = ScriptedCoordinator()
     server = grpc.server(futures.ThreadPoolExecutor(4))
     tpb_grpc.add_TrekServiceServicer_to_server(scripted, server)
-    assert server.add_insecure_port(COORDINATOR) != 0, f"cannot serve the scripted coordinator on {COORDINATOR}"
+    assert certs.node.bind(server, COORDINATOR) != 0, f"cannot serve the scripted coordinator on {COORDINATOR}"
     server.start()
     scripted.server = server
     yield scripted
@@ -67,9 +69,9 @@ def coordinator() -> Iterator[ScriptedCoordinator]:
 
 
 @pytest.fixture
-def alps_node(alps_db, coordinator) -> Iterator[RegionalNode]:
+def alps_node(alps_db, coordinator, certs: SessionCerts) -> Iterator[RegionalNode]:
     """conftest's node, knowing the scripted coordinator (the only one its legs may name)."""
-    config = NodeConfig(region="eu-alps", node_id="test-node", database_url=alps_db.url, workers=16, max_concurrent_rpcs=256, coordinator_targets=(COORDINATOR,))
+    config = NodeConfig(region="eu-alps", node_id="test-node", database_url=alps_db.url, workers=16, max_concurrent_rpcs=256, coordinator_targets=(COORDINATOR,), certs_dir=certs.dir)
     node = RegionalNode(config)
     node.start()
     yield node
@@ -77,8 +79,9 @@ def alps_node(alps_db, coordinator) -> Iterator[RegionalNode]:
 
 
 @pytest.fixture
-def leg_stub(alps_node):
-    with grpc.insecure_channel(alps_node.address) as channel:
+def leg_stub(alps_node, certs: SessionCerts):
+    """The node's TrekLegService, called as the coordinator calls it (the node role)."""
+    with certs.node.channel(alps_node.address) as channel:
         yield tpb_grpc.TrekLegServiceStub(channel)
 
 
@@ -293,14 +296,14 @@ def test_prepare_refuses_a_foreign_coordinator_and_a_trek_id_that_is_no_uuid_and
 
 
 @pytest.mark.parametrize("code", [Code.NOT_FOUND, Code.INVALID_ARGUMENT])
-def test_a_prepared_leg_whose_coordinator_says_there_is_no_such_trek_is_aborted(leg_stub, alps_node, alps_db, coordinator, code) -> None:
+def test_a_prepared_leg_whose_coordinator_says_there_is_no_such_trek_is_aborted(leg_stub, alps_node, alps_db, coordinator, certs, code) -> None:
     """Presumed abort: an answer that the trek does not exist ends the leg within its TTL."""
     trek = str(uuid.uuid4())
     leg_stub.PrepareLeg(prepare_request(trek, ttl=10, party=1))
     coordinator.unknown_code = code
     later = datetime.now(timezone.utc) + timedelta(seconds=60)
     engine = make_engine(alps_db.url, pool_size=2)
-    asker = KnownCoordinators((COORDINATOR,))
+    asker = KnownCoordinators((COORDINATOR,), certs.node)
     try:
         assert resolve_in_doubt(engine, fence=dict(alps_node.keeper.ownership.fence()), now=later, batch_max=100, ask=asker, actor="node:test-resolver") == 1
     finally:
