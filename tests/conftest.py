@@ -149,8 +149,8 @@ def prefect_api(region_servers: dict[str, PostgresServer]) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def payment_gateway(region_servers: dict[str, PostgresServer]) -> Iterator[Gateway]:
-    """The stand-in payment gateway process, shared by the settlement tests (faults reset per test)."""
-    # Plain HTTP while the node processes settling through it dial it without certificates.
-    with gateway_process(region_servers["sa-andes"], insecure=True) as started:
+def payment_gateway(region_servers: dict[str, PostgresServer], certs: SessionCerts) -> Iterator[Gateway]:
+    """The stand-in payment gateway process, shared by the settlement tests (faults reset per test),
+    over mutual TLS with the session's certificates: nodes pay through it with their own pair."""
+    with gateway_process(region_servers["sa-andes"], certs=certs.certs) as started:
         yield started

@@ -1,8 +1,8 @@
 """The stand-in payment gateway as a real process on its own database, for tests.
 
-It serves over mutual TLS by default, with a CA and pairs of its own (``ensure_local``:
-the node pair it serves with, and the local ``sre``, ``desk`` and ``planner`` clients);
-``insecure=True`` serves plain HTTP, for the nodes that still dial it that way. Faults are
+It serves over mutual TLS: with the ``certs`` given (the session's, so nodes and the
+coordinator pay through it with their own pairs), or else with a CA and pairs of its own
+(``ensure_local``); ``insecure=True`` serves plain HTTP. Faults are
 switched at run time through ``PUT /admin/faults`` (as ``sre``); the gateway's own tables
 and its ``/v1`` request counter are the evidence tests read.
 """
@@ -54,11 +54,13 @@ class Gateway:
 
 
 @contextmanager
-def gateway_process(server: PostgresServer, *, insecure: bool = False) -> Iterator[Gateway]:
+def gateway_process(server: PostgresServer, *, certs: CertsDir | None = None, insecure: bool = False) -> Iterator[Gateway]:
     """Starts ``ridgeline gateway`` on a new database of ``server``; stops it with SIGTERM."""
+    assert not (certs is not None and insecure), "a gateway serves with certificates or insecure, not both"
     name = f"gateway_{uuid.uuid4().hex[:12]}"
-    certs = None if insecure else CertsDir(Path(tempfile.mkdtemp(prefix="ridgeline-gateway-certs-")))
-    if certs is not None:
+    own_certs = certs is None and not insecure
+    if own_certs:
+        certs = CertsDir(Path(tempfile.mkdtemp(prefix="ridgeline-gateway-certs-")))
         ensure_local(certs)
     serving = Transport.insecure() if certs is None else Transport.from_dir(certs.path)
     process = GatewayProcess(server.create_database(name), serving)
@@ -68,5 +70,5 @@ def gateway_process(server: PostgresServer, *, insecure: bool = False) -> Iterat
             yield Gateway(process.url, server.libpq_dsn(name), admin, certs)
     finally:
         assert process.stop() == 0, "the gateway exits cleanly on SIGTERM"
-        if certs is not None:
+        if own_certs and certs is not None:
             shutil.rmtree(certs.path, ignore_errors=True)

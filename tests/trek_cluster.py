@@ -202,8 +202,8 @@ def running_cluster(
         node_args[region] += [arg for target in coordinators for arg in ("--coordinator", target)]
     coordinator_db = region_servers["eu-alps"].create_database(f"coordinator_{uuid.uuid4().hex[:10]}")
     gateway_db = f"gateway_{uuid.uuid4().hex[:10]}"
-    # Plain HTTP while the coordinator dials it without certificates.
-    gateway = spawn(["gateway", "--database-url", region_servers["sa-andes"].create_database(gateway_db), "--seed", "11", "--insecure"])
+    # HTTPS with the session's node pair: the coordinator pays through it with its own.
+    gateway = spawn(["gateway", "--database-url", region_servers["sa-andes"].create_database(gateway_db), "--seed", "11"], security=certs.cli_args)
     cluster = TrekCluster(
         region_urls={r: db.url for r, db in dbs.items()},
         region_targets=targets,

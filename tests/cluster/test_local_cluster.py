@@ -157,7 +157,9 @@ def test_up_status_book_drills_audit_down_on_a_running_cluster(tmp_path: Path, c
         assert state["prefect"]["pid"] != before["prefect"]["pid"], "the drill restarted Prefect: state.json has its new pid"
         assert state["prefect"]["port"] == before["prefect"]["port"], "on the same port: the nodes keep their API URL"
         assert "gateway" in command_line(state["services"]["gateway_pid"]), "down must find the gateway should up be killed"
-        paths = httpx.get(f"{state['fault_control']}/paths", timeout=5).json()
+        sre = Transport.from_dir(state["certs_dir"], principal="sre")  # fault control admits sre only, over mutual TLS
+        with sre.http_client(state["fault_control"], timeout_seconds=5) as control:
+            paths = control.get("/paths").raise_for_status().json()
         assert sorted(paths) == sorted(n for ids in nodes.values() for n in ids) and {p["mode"] for p in paths.values()} == {"pass"}, paths
 
         audit = _ridgeline("audit", "--money-grace", "0", "--json", env=env)
@@ -172,7 +174,8 @@ def test_up_status_book_drills_audit_down_on_a_running_cluster(tmp_path: Path, c
         assert not alive(node["pid"]), f"node pid {node['pid']} outlived ridgeline down"
     assert not alive(state["prefect"]["pid"]), "the Prefect server the drill restarted outlived ridgeline down"
     with pytest.raises(httpx.TransportError):
-        httpx.get(f"{state['fault_control']}/paths", timeout=2)  # the proxies' endpoint died with up
+        with sre.http_client(state["fault_control"], timeout_seconds=2) as control:
+            control.get("/paths")  # the proxies' endpoint died with up
     assert not (state_dir / "state.json").exists()
     assert not any((state_dir / "postgres").glob("*/postmaster.pid")), "a region database outlived ridgeline down"
 

@@ -100,7 +100,5 @@ def test_invariants_5_and_4_hold_after_a_coordinator_sigkill_at_any_point(cluste
 
 
 def gateway_faults(cluster: TrekCluster, **settings: float) -> None:
-    import httpx
-
-    with httpx.Client(base_url=cluster.gateway_url) as admin:
+    with cluster.certs.sre.http_client(cluster.gateway_url, timeout_seconds=10) as admin:
         admin.put("/admin/faults", json=settings).raise_for_status()

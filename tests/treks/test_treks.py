@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from concurrent import futures
 
 import grpc
-import httpx
 import psycopg
 import pytest
 from certificates import SessionCerts
@@ -23,7 +22,6 @@ from trek_cluster import TrekCluster, leg, plan_request, running_cluster
 
 from ridgeline.deploy.run.postgres import PostgresServer
 from ridgeline.deploy.run.processes import ReadyChild, free_port
-from ridgeline.trust.credentials import Transport
 from ridgeline.v1 import trek_pb2 as tpb
 
 Code = grpc.StatusCode
@@ -112,7 +110,7 @@ def test_duplicate_plan_with_the_same_key_gives_one_trek(cluster, stub) -> None:
     with pytest.raises(grpc.RpcError) as reused:
         stub.PlanTrek(plan_request(key, three_regions(41)), timeout=10)
     assert reused.value.code() is Code.INVALID_ARGUMENT
-    with httpx.Client(base_url=cluster.gateway_url) as http:
+    with cluster.certs.sre.http_client(cluster.gateway_url, timeout_seconds=10) as http:
         charges = http.get("/v1/charges", params={"reference": final.trek_id}).json()["data"]
     assert len(charges) == 3, "one charge per currency, however often the trek was asked for"
 
@@ -320,7 +318,7 @@ def test_cancel_leg_of_a_committed_trek_is_refused_while_the_coordinator_shows_i
     assert still.state == tpb.TREK_STATE_COMMITTED and still.charges and all(c.refunded_cents == 0 for c in still.charges)
     cluster.assert_atomic_and_paid(still)
     report = run_audit(
-        cluster.region_urls, coordinator_url=cluster.coordinator_db_url, gateway_url=cluster.gateway_url, gateway_transport=Transport.insecure(), money_grace_seconds=0
+        cluster.region_urls, coordinator_url=cluster.coordinator_db_url, gateway_url=cluster.gateway_url, gateway_transport=cluster.certs.sre, money_grace_seconds=0
     )
     assert report.passed and {"4 money balances", "5 treks are atomic"} <= {c.invariant for c in report.checks}, [c for c in report.checks if not c.passed]
     # The coordinator's own cancel still goes through: its log says cancelling first.
