@@ -164,11 +164,12 @@ def audit(
 ) -> None:
     """Check every invariant in the databases; print each verdict with its offenders; exit 1 on a violation."""
     urls, spec = _audit_targets(cluster, database_url or [], state_dir.expanduser())
+    ledger = gateway_url or (spec.gateway_url if spec else None)
     report = run_audit(
         urls,
         hold_grace_seconds=hold_grace,
-        gateway_url=gateway_url or (spec.gateway_url if spec else None),
-        gateway_transport=client_transport("sre"),  # the ledger is read as sre
+        gateway_url=ledger,
+        gateway_transport=client_transport("sre") if ledger else None,  # the ledger is read as sre; the databases need no pair
         coordinator_url=coordinator_database_url or (spec.coordinator_database_url if spec else None),
         money_grace_seconds=money_grace,
     )

@@ -535,6 +535,12 @@ class PostgresServer:
             if not self._settings.durable:
                 command.append("--no-sync")
             result = _run(command, run_as, deadline)
+            if result.returncode < 0 and not any(self._data_dir.iterdir()):
+                # Killed by a signal before it wrote a file: the forked child died before its
+                # exec (seen once under load: SIGSEGV beside grpcio's poller, grpc/grpc#43055).
+                # Nothing was written, so one more attempt is safe.
+                _log.warning("initdb for %s died with signal %d before writing anything; trying once more", self._data_dir, -result.returncode)
+                result = _run(command, run_as, deadline)
         if result.returncode != 0:
             raise PostgresError(f"initdb failed for {self._data_dir} (exit {result.returncode}):\n{result.output}")
         with open(self._data_dir / "postgresql.conf", "a", encoding="utf-8") as conf:
