@@ -55,17 +55,10 @@ def _runtime(database_url: str, gateway_url: str) -> Iterator[str]:
     """A settlement runtime registered under a name for one command, torn down after it."""
     from ridgeline.flows.payments import PaymentGateway
     from ridgeline.flows.runtime import build_settlement_runtime, close_settlement_runtime
-    from ridgeline.trust.certs import CertificateError
-    from ridgeline.trust.credentials import Transport
 
     # Sweep and reconcile move no booking: the runtime holds no lease (no fence). It pays
     # and refunds as the nodes do, with the node pair of the global --certs-dir.
-    certs_dir, insecure = options.serving_certs()
-    try:
-        transport = Transport.serving(certs_dir, insecure=insecure, what="this flow run")
-    except CertificateError as error:
-        typer.secho(f"error: {error}", err=True, fg="red")
-        raise typer.Exit(1) from None
+    transport = options.node_transport("this flow run")
     spool = Path(tempfile.mkdtemp(prefix="ridgeline-cli-spool-"))
     build_settlement_runtime("cli", database_url, PaymentGateway(gateway_url, transport), spool, application_name="ridgeline-flows-cli")
     try:

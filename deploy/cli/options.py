@@ -134,6 +134,18 @@ def serving_certs() -> tuple[str | None, bool]:
     return (str(found) if found is not None else None), False
 
 
+def node_transport(what: str) -> Transport:
+    """How a process that serves or pays as a node (``node``, ``gateway``, ``coordinator``,
+    ``flows``) speaks: the node pair of the global --certs-dir, or --insecure. Ends the
+    command with what to do next when neither is there."""
+    certs_dir, insecure = serving_certs()
+    try:
+        return Transport.serving(certs_dir, insecure=insecure, what=what)
+    except CertificateError as error:
+        typer.secho(f"error: {error}", err=True, fg="red")
+        raise typer.Exit(1) from None
+
+
 def _fail(message: str) -> None:
     typer.secho(f"error: {message}", err=True, fg="red")
     raise typer.Exit(2)

@@ -117,7 +117,7 @@ def _settlement(
 
     # The node pays as itself: the gateway admits the node role to charge and refund.
     return settlement_config(
-        gateway_url, _node_transport("the node's settlement"), outbox_dir or Path.home() / ".ridgeline" / "outbox" / region,
+        gateway_url, options.node_transport("the node's settlement"), outbox_dir or Path.home() / ".ridgeline" / "outbox" / region,
         payment_timeout=payment_timeout, payment_attempts=payment_attempts, charge_passes=charge_passes, claim_seconds=claim_seconds,
     )
 
@@ -170,16 +170,14 @@ def gateway(
     from sqlalchemy.exc import OperationalError
 
     from ridgeline.deploy.payment_gateway.server import serve_until_signalled
-    from ridgeline.trust.certs import CertificateError
 
     configure_logging()
+    # HTTPS with the node pair of the global --certs-dir, callers need a client
+    # certificate; plain HTTP only with the global --insecure.
+    transport = options.node_transport("the payment gateway")
     try:
-        # HTTPS with the node pair of the global --certs-dir, callers need a client
-        # certificate; plain HTTP only with the global --insecure.
-        certs_dir, insecure = options.serving_certs()
-        transport = Transport.serving(certs_dir, insecure=insecure, what="the payment gateway")
         serve_until_signalled(database_url, listen, transport, seed=seed)
-    except (OSError, OperationalError, CertificateError) as error:
+    except (OSError, OperationalError) as error:
         typer.secho(f"error: {error}", err=True, fg="red")
         raise typer.Exit(1) from None
 
@@ -254,7 +252,6 @@ def coordinator(
 
     from ridgeline.deploy.run.coordinator_process import serve_until_signalled
     from ridgeline.global_coordinator.protocol import CoordinatorConfig
-    from ridgeline.trust.certs import CertificateError
 
     targets: dict[str, str] = {}
     for spec in region_targets or []:
@@ -283,23 +280,10 @@ def coordinator(
     config = CoordinatorConfig(
         advertise_target="", prepare_timeout_seconds=prepare_timeout, decision_grace_seconds=decision_grace, redrive_interval_seconds=redrive_interval
     )
-    certs_dir, insecure = options.serving_certs()
+    transport = options.node_transport("the trek coordinator")
     try:
-        transport = Transport.serving(certs_dir, insecure=insecure, what="the trek coordinator")
         serve_until_signalled(database_url, listen, seeds, gateway_url, config, transport=transport, metrics_listen=metrics_listen, dial=_pairs(via or [], "--via"))
-    except (OSError, OperationalError, CertificateError) as error:
-        typer.secho(f"error: {error}", err=True, fg="red")
-        raise typer.Exit(1) from None
-
-
-def _node_transport(what: str) -> Transport:
-    """The node pair of the global --certs-dir (or insecure), ending the command when there is none."""
-    from ridgeline.trust.certs import CertificateError
-
-    certs_dir, insecure = options.serving_certs()
-    try:
-        return Transport.serving(certs_dir, insecure=insecure, what=what)
-    except CertificateError as error:
+    except (OSError, OperationalError) as error:
         typer.secho(f"error: {error}", err=True, fg="red")
         raise typer.Exit(1) from None
 
