@@ -144,7 +144,7 @@ def prefect_api(region_servers: dict[str, PostgresServer]) -> Iterator[str]:
     from ridgeline.flows import prefect_settings
 
     with PrefectServer(region_servers["sa-andes"], database_name="prefect") as server:
-        prefect_settings.install(server.api_url)
+        prefect_settings.install(server.api_url, server.auth_string)
         yield server.api_url
 
 

@@ -85,7 +85,7 @@ def run_settle_benchmark(*, bookings: int, baseline_bookings: int, threads: int,
         with security.client("sre").http_client(gateway.url, timeout_seconds=10) as admin:
             admin.put("/admin/faults", json={"latency_ms": latency_ms}).raise_for_status()
         prefect = PrefectServer(server)
-        prefect_settings.install(prefect.start())
+        prefect_settings.install(prefect.start(), prefect.auth_string)
         phases = [
             _phase("batched", server, security, root, gateway.url, bookings, threads),
             _phase("baseline", server, security, root, gateway.url, baseline_bookings, threads),
@@ -201,9 +201,9 @@ def _wait_confirmed(dsn: str, count: int) -> list[tuple[float, float]]:
 
 def _settle_runs() -> int:
     """Flow runs of the settle flow the Prefect API recorded so far (batched phase runs first)."""
-    import httpx
+    from ridgeline.flows import prefect_settings
 
-    api = os.environ["PREFECT_API_URL"]
-    reply = httpx.post(f"{api}/flow_runs/count", json={"flows": {"name": {"any_": ["settle"]}}}, timeout=10)
+    with prefect_settings.api_client() as api:
+        reply = api.post("flow_runs/count", json={"flows": {"name": {"any_": ["settle"]}}})
     reply.raise_for_status()
     return int(reply.json())

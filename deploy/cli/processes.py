@@ -217,15 +217,18 @@ def _tour(address: str, transport: Transport) -> None:
 def prefect_server(
     data_dir: Annotated[Path, typer.Option("--data-dir", help="Where its PostgreSQL keeps its files.")] = Path.home() / ".ridgeline" / "prefect",
 ) -> None:
-    """Run a lean, PostgreSQL-backed Prefect server until SIGTERM/SIGINT (prints READY prefect URL)."""
+    """Run a lean, PostgreSQL-backed Prefect server until SIGTERM/SIGINT (prints READY prefect URL).
+
+    Its API asks for the secret in ``<data dir>/home/api-auth``: give it to the nodes as
+    PREFECT_API_AUTH_STRING."""
     from ridgeline.deploy.run.postgres import PostgresServer
-    from ridgeline.deploy.run.prefect_server import PrefectServer
+    from ridgeline.deploy.run.prefect_server import AUTH_FILE, PrefectServer
 
     database = PostgresServer(data_dir / "postgres")
     database.start()
     try:
-        with PrefectServer(database) as server:
-            print(f"READY prefect {server.api_url}", flush=True)
+        with PrefectServer(database, home=data_dir / "home") as server:
+            print(f"READY prefect {server.api_url} (PREFECT_API_AUTH_STRING is in {server.home / AUTH_FILE})", flush=True)
             stop = threading.Event()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, lambda *_: stop.set())

@@ -73,7 +73,8 @@ def run_demo(*, data_dir: Path, region: str, listen: str, tour: Callable[[str, T
         gateway = GatewayProcess(database.create_database("ridgeline_gateway"), transport)
         if not os.environ.get("PREFECT_API_URL"):
             prefect = PrefectServer(database)
-            os.environ["PREFECT_API_URL"] = prefect.start()
+            prefect.start()
+            os.environ.update(prefect.client_environment())
         settler = NodeSettlement(
             SettlementConfig(gateway.url, transport, data_dir / "outbox"), node_id=config.node_id, database_url=url, fence=node.keeper.ownership.fence
         )

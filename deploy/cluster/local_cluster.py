@@ -359,6 +359,8 @@ class LocalCluster:
         )
         # The cluster's own Prefect API, whatever this process's environment says.
         env = {**os.environ, **({"PREFECT_API_URL": self.spec.prefect_api_url} if self.spec.prefect_api_url else {})}
+        if self.prefect is not None:  # and its secret (another API's comes from this environment)
+            env.update(self.prefect.client_environment())
         child = _spawn_part(command, f"node {node_id}", log_path, env)
         run = self.nodes[node_id] = NodeRun(node_id, region, address, child.process, log_path)
         return run

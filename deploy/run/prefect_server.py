@@ -8,11 +8,18 @@ states, which the API itself stores. Start costs 4–5 s, so tests start one per
 
 A server another process started (``ridgeline up``'s, seen from an attached drill) is
 adopted by pid: stop() stops it and start() brings it back on the same port and database.
+
+The API answers only callers that present its secret (Prefect's HTTP basic auth,
+``PREFECT_SERVER_API_AUTH_STRING``), kept in ``<home>/api-auth`` (0600) and handed to
+the processes that run flows as ``PREFECT_API_AUTH_STRING``: whoever reaches the port
+otherwise could read every flow run's parameters (booking ids) or cancel them. It binds
+to loopback; its health route stays open for probes.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -25,10 +32,12 @@ import httpx
 
 from ridgeline.deploy.run.postgres import PostgresServer
 from ridgeline.deploy.run.processes import AdoptedProcess, ProcessHandle, free_port, stop
-from ridgeline.trust.private_files import CHILD_UMASK, open_private_append, private_dir
+from ridgeline.trust.private_files import CHILD_UMASK, open_private_append, private_dir, write_private
 
 #: Prefect migrates its database on first start; allow for that on a slow machine.
 STARTUP_TIMEOUT_SECONDS = 90.0
+#: The API's secret, ``user:password``, in the server's home; restarts keep it.
+AUTH_FILE = "api-auth"
 
 
 class PrefectServer:
@@ -48,6 +57,19 @@ class PrefectServer:
     def port(self) -> int:
         """Its port (0 before the first start): every restart comes back on it."""
         return self._port
+
+    @property
+    def auth_string(self) -> str:
+        """The ``user:password`` its API demands, made on first use and kept in its home."""
+        path = self.home / AUTH_FILE
+        if not path.exists():
+            private_dir(self.home)
+            write_private(path, f"ridgeline:{secrets.token_urlsafe(32)}")
+        return path.read_text(encoding="utf-8").strip()
+
+    def client_environment(self) -> dict[str, str]:
+        """What a process that runs flows against this server needs in its environment."""
+        return {"PREFECT_API_URL": self.api_url, "PREFECT_API_AUTH_STRING": self.auth_string}
 
     @property
     def pid(self) -> int | None:
@@ -78,9 +100,11 @@ class PrefectServer:
             "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "false",
             "PREFECT_LOGGING_TO_API_ENABLED": "false",
             "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+            "PREFECT_SERVER_API_AUTH_STRING": self.auth_string,
             **tls_environment,
         }
         environment.pop("PREFECT_API_URL", None)
+        environment.pop("PREFECT_API_AUTH_STRING", None)
         with open_private_append(self.home / "server.log") as log:
             process = self._process = subprocess.Popen(
                 [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-services", "--no-ui", "--analytics-off"],

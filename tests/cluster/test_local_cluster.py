@@ -154,6 +154,8 @@ def test_up_status_book_drills_audit_down_on_a_running_cluster(tmp_path: Path, c
             run = _ridgeline("chaos", "run", name, "--warmup", "1", "--fault", "2", "--recovery-max", "25", "--concurrency", "2", env=env, timeout=180)
             assert run.returncode == 0 and "drill passed" in run.stdout, run.stdout[-4000:] + run.stderr[-3000:]
         state = json.loads((state_dir / "state.json").read_text())  # the drills restarted a node and Prefect: new pids
+        prefect_api = f"http://127.0.0.1:{state['prefect']['port']}/api"
+        assert httpx.post(f"{prefect_api}/flow_runs/filter", json={}, timeout=10).status_code == 401, "up's Prefect API answered a caller without its secret"
         assert state["prefect"]["pid"] != before["prefect"]["pid"], "the drill restarted Prefect: state.json has its new pid"
         assert state["prefect"]["port"] == before["prefect"]["port"], "on the same port: the nodes keep their API URL"
         assert "gateway" in command_line(state["services"]["gateway_pid"]), "down must find the gateway should up be killed"

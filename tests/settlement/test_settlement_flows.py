@@ -22,7 +22,7 @@ from gateway_process import Gateway
 from invariants import assert_history_consistent, assert_inventory_matches_bookings, query
 from settlement_checks import assert_money_balances, assert_one_message_each, settlement_states, standing_cents, wait_until_settled
 
-from ridgeline.flows import runtime
+from ridgeline.flows import prefect_settings, runtime
 from ridgeline.flows.circuit_breaker import BreakerState, CircuitBreaker
 from ridgeline.flows.loop import LoopPolicy, SettlementLoop
 from ridgeline.flows.payments import PaymentGateway
@@ -75,6 +75,17 @@ def _book(client: BookingClient, count: int, *, days_ahead: int = 30, wait: bool
     ]
 
 
+def test_the_prefect_api_answers_only_callers_with_its_secret(prefect_api: str) -> None:
+    """Flow runs carry booking ids, and whoever could write to the API could cancel them: a
+    caller without the server's secret, or with another, is refused; probes still get health."""
+    query = {"flows": {"name": {"any_": ["settle"]}}, "limit": 1}
+    assert httpx.post(f"{prefect_api}/flow_runs/filter", json=query, timeout=10).status_code == 401
+    assert httpx.post(f"{prefect_api}/flow_runs/filter", json=query, auth=("ridgeline", "guessed"), timeout=10).status_code == 401
+    assert httpx.get(f"{prefect_api}/health", timeout=10).status_code == 200
+    with prefect_settings.api_client() as api:
+        assert api.post("flow_runs/filter", json=query).status_code == 200
+
+
 def test_booked_stays_are_charged_confirmed_and_announced_once_in_one_flow_run(settling: Settling, alps_client: BookingClient, payment_gateway: Gateway, prefect_api: str) -> None:
     booked = _book(alps_client, 5)
     ids = [b.booking_id for b in booked]
@@ -97,11 +108,13 @@ def test_booked_stays_are_charged_confirmed_and_announced_once_in_one_flow_run(s
 
     # Each booking is visible in Prefect: settle runs list it, and their artifacts say what happened.
     query_runs = {"flows": {"name": {"any_": ["settle"]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 200}
-    runs = [r for r in httpx.post(f"{prefect_api}/flow_runs/filter", json=query_runs, timeout=10).json() if ids[0] in r["parameters"]["booking_ids"]]
+    with prefect_settings.api_client() as api:
+        runs = [r for r in api.post("flow_runs/filter", json=query_runs).json() if ids[0] in r["parameters"]["booking_ids"]]
     assert runs and all(r["state"]["type"] == "COMPLETED" for r in runs)
     assert set(ids) <= set(runs[-1]["parameters"]["booking_ids"]), "one flow run took the whole batch that was due"
     query_artifacts = {"artifacts": {"flow_run_id": {"any_": [r["id"] for r in runs]}}}
-    artifacts = httpx.post(f"{prefect_api}/artifacts/filter", json=query_artifacts, timeout=10).json()
+    with prefect_settings.api_client() as api:
+        artifacts = api.post("artifacts/filter", json=query_artifacts).json()
     assert {"booking": ids[0], "outcome": "confirmed"} in [row for a in artifacts for row in json.loads(a["data"])]
 
     waited = alps_client.book("argentiere", "argentiere-dorm", night(50), night(51), 1, "waiter", wait=True)
