@@ -130,6 +130,19 @@ def show(
 
 
 @commands.command()
+def confirm(
+    booking_id: Annotated[str, typer.Argument(help="Booking id of a hold.")],
+    key: Annotated[str, typer.Option("--key", help="Idempotency key; repeat it to retry safely.")] = "",
+    target: Target = "",
+    json_out: Json = False,
+    timeout: Timeout = 10.0,
+) -> None:
+    """Confirm a hold paid at the desk (no settlement): it becomes a booking."""
+    with cluster_client(target, timeout) as client:
+        print_reply(json_out, client.confirm(booking_id, idempotency_key=key or None), render.booking)
+
+
+@commands.command()
 def cancel(
     booking_id: Annotated[str, typer.Argument(help="Booking id.")],
     reason: Annotated[str, typer.Option("--reason", help="Why, for the booking's history.")] = "",

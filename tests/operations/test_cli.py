@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from certificates import SessionCerts
+from invariants import query
 from typer.testing import CliRunner
 
 from ridgeline.deploy.cli import app
@@ -54,6 +55,26 @@ def test_desk_books_lists_shows_and_cancels_through_the_cli(alps_node: RegionalN
     cancelled = _json(alps_node, cli_certs, "cancel", booked["booking_id"], "--reason", "guest ill")
     assert cancelled["state"] == "BOOKING_STATE_CANCELLED"
     assert cancelled["history"][-1]["reason"] == "guest ill"
+
+
+def test_agency_b_cannot_see_confirm_or_cancel_agency_as_booking_through_the_cli(alps_node: RegionalNode, alps_db, cli_certs: tuple[str, str]) -> None:
+    """Each agency presents its own pair (``--principal``): B meets A's hold as one that does
+    not exist, whatever command it tries, and nothing of A's booking changes; A itself
+    sees and confirms it."""
+    start = date.today() + timedelta(days=24)
+    as_a, as_b = (*cli_certs, "--principal", "agency-a"), (*cli_certs, "--principal", "agency-b")
+    held = _json(alps_node, as_a, "book", "argentiere", "argentiere-guide", "--from", str(start), "--to", str(start + timedelta(days=1)), "--customer", "a-guest", "--hold-only")
+    booking_id = held["booking_id"]
+    row = "SELECT state, version, updated_at, (SELECT count(*) FROM booking_history h WHERE h.booking_id = b.booking_id) AS changes FROM bookings b WHERE booking_id = %(id)s"
+    before = query(alps_db.url, row, {"id": booking_id})
+    for command in (["show", booking_id], ["confirm", booking_id], ["cancel", booking_id, "--reason", "not yours"]):
+        refused = runner.invoke(app, [*as_b, *command, "--target", alps_node.address])
+        assert refused.exit_code != 0 and "NOT_FOUND" in refused.output, (command, refused.output)
+        assert "Traceback" not in refused.output
+    assert booking_id not in [b["booking_id"] for b in _json(alps_node, as_b, "bookings", "--basecamp", "argentiere")]
+    assert query(alps_db.url, row, {"id": booking_id}) == before, "a refused command wrote"
+    assert booking_id in [b["booking_id"] for b in _json(alps_node, as_a, "bookings", "--basecamp", "argentiere")]
+    assert _json(alps_node, as_a, "confirm", booking_id)["state"] == "BOOKING_STATE_CONFIRMED"
 
 
 def test_cli_reports_refusals_as_status_and_message_without_traceback(alps_node: RegionalNode, cli_certs: tuple[str, str]) -> None:
