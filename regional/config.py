@@ -56,6 +56,8 @@ class NodeConfig:
     #: How often the node's sweeper expires lapsed holds, and how many per transaction.
     sweep_interval_seconds: float = 5.0
     sweep_batch_max: int = 500
+    #: How often the node samples its region's waiting work into gauges (regional/vitals.py).
+    vitals_interval_seconds: float = 15.0
     #: How long an idempotency key answers its first result; older records are deleted.
     idempotency_retention_seconds: int = 7 * 24 * 3600
 

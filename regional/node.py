@@ -30,6 +30,7 @@ from ridgeline.regional.storage import migrate
 from ridgeline.regional.storage.db import make_engine, run_transaction
 from ridgeline.regional.trek_legs.coordinators import KnownCoordinators
 from ridgeline.regional.trek_legs.resolver import LegResolver
+from ridgeline.regional.vitals import Vitals
 from ridgeline.request_decoding import DecodeGuard
 from ridgeline.routing.clock import Clock, utc_now
 from ridgeline.routing.keeper import LeaseKeeper, LeaseSettings
@@ -118,6 +119,8 @@ class RegionalNode:
             key_retention_seconds=config.idempotency_retention_seconds,
             actor=node_actor(config.node_id),
         )
+        # A lapsed hold counts as left behind once two sweep intervals passed without it being expired.
+        self._vitals = Vitals(self._engine, clock, interval_seconds=config.vitals_interval_seconds, sweep_grace_seconds=2 * config.sweep_interval_seconds)
         # Prepared trek legs are not swept; they are resolved with their coordinator.
         self._resolver = LegResolver(
             self._engine,
@@ -165,6 +168,7 @@ class RegionalNode:
         self._server.start()
         self._sweeper.start()
         self._resolver.start()
+        self._vitals.start()
         for service in ("", BOOKING_SERVICE):
             self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         _log.info("node %s of %s serving on %s", self.config.node_id, self.config.region, self.address)
@@ -179,6 +183,7 @@ class RegionalNode:
         self.keeper.stop(release=True)
         self._sweeper.stop()
         self._resolver.stop()
+        self._vitals.stop()
         self._coordinators.close()
         if self._metrics is not None:
             self._metrics.shutdown()

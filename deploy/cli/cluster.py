@@ -20,7 +20,7 @@ from ridgeline.deploy.cli.options import Json, Target, Timeout, client_transport
 from ridgeline.deploy.cluster.cluster_file import ClusterFileError, ClusterSpec, default_cluster, load_cluster_file
 from ridgeline.deploy.cluster.local_cluster import DEFAULT_STATE_DIR, ClusterStartError, LocalCluster, bring_down, read_state
 from ridgeline.deploy.cluster.scrape import scrape, scrape_coordinator, scrape_gateway
-from ridgeline.deploy.drills.audit import DEFAULT_HOLD_GRACE_SECONDS, DEFAULT_MONEY_GRACE_SECONDS, print_report, run_audit
+from ridgeline.deploy.drills.audit import DEFAULT_HOLD_GRACE_SECONDS, DEFAULT_MONEY_GRACE_SECONDS, print_report, run_audit, write_textfile
 from ridgeline.deploy.run.processes import alive
 from ridgeline.routing import ClusterClient, ClusterUnreachable
 from ridgeline.routing.ring import propose_owners
@@ -159,6 +159,7 @@ def audit(
     gateway_url: Annotated[str, typer.Option("--gateway-url", envvar="RIDGELINE_GATEWAY_URL", help="Payment gateway to check money against (default: the cluster file's).")] = "",
     coordinator_database_url: Annotated[str, typer.Option("--coordinator-database-url", help="The coordinator's database, to check treks (default: the cluster file's).")] = "",
     money_grace: Annotated[float, typer.Option("--money-grace", help="Seconds after a booking's last change before its money must balance.")] = DEFAULT_MONEY_GRACE_SECONDS,
+    textfile: Annotated[Path | None, typer.Option("--textfile", help="Also write the verdict here for node_exporter's textfile collector (the alert rules read it).")] = None,
     json_out: Json = False,
     state_dir: StateDir = DEFAULT_STATE_DIR,
 ) -> None:
@@ -174,6 +175,8 @@ def audit(
         money_grace_seconds=money_grace,
     )
     print_report(report, json_out=json_out, console=_console)
+    if textfile is not None:
+        write_textfile(report, textfile)
     if not report.passed:
         raise typer.Exit(1)
 

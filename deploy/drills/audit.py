@@ -11,12 +11,16 @@ its exit status is non-zero when any check finds an offender.
 from __future__ import annotations
 
 import json
+import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, TypeVar
 
+from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Connection, text
@@ -58,6 +62,22 @@ class AuditReport:
 
     def to_json(self) -> dict[str, object]:
         return {"passed": self.passed, "checks": [{**asdict(c), "passed": c.passed} for c in self.checks]}
+
+
+def write_textfile(report: AuditReport, path: Path) -> None:
+    """Writes the verdict for node_exporter's textfile collector (written aside and renamed,
+    so a scrape never reads half a file), for the alert rules in deploy/monitoring: an
+    audit run by cron leaves its outcome, and its time, where Prometheus sees them."""
+    registry = CollectorRegistry()
+    Gauge("ridgeline_audit_passed", "1 when the last ridgeline audit found no invariant broken, else 0.", registry=registry).set(int(report.passed))
+    Gauge("ridgeline_audit_last_run_timestamp_seconds", "When the last ridgeline audit finished (Unix time).", registry=registry).set(time.time())
+    offenders = Gauge("ridgeline_audit_offenders", "Offenders the last ridgeline audit found, by invariant.", ["invariant"], registry=registry)
+    counts: Counter[str] = Counter()
+    for check in report.checks:
+        counts[check.invariant] += check.count
+    for invariant, count in counts.items():
+        offenders.labels(invariant).set(count)
+    write_to_textfile(str(path), registry)
 
 
 def run_audit(
