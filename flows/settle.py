@@ -10,7 +10,8 @@ lapsed or was released meanwhile) is refunded (key ``refund:<booking id>``).
 Every step reads its starting point from the settlement row and is idempotent, so a run
 killed at any line (see crash_points) is finished by the next run over the same rows.
 Each booking is visible in Prefect: the run's parameters list the booking ids, and its
-table artifact the outcome of each. (Not tags: Prefect indexes a run's tags in one
+table artifact the outcome of each. Each step is also a span of the booking's own trace
+(``ridgeline.tracing``), continued from the Book call that wrote its row. (Not tags: Prefect indexes a run's tags in one
 B-tree entry, and a batch of 113 booking tags made the API answer 500.)
 """
 
@@ -26,6 +27,7 @@ from typing import TypeVar
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
+from ridgeline import tracing
 from ridgeline.flows import runtime as runtimes
 from ridgeline.flows.crash_points import AFTER_CHARGE, AFTER_CONFIRM, crash_point
 from ridgeline.flows.payments import PaymentDeclined, PaymentError, PaymentUnavailable
@@ -62,10 +64,10 @@ def settle_batch(runtime: str, booking_ids: list[str], basecamps: list[str]) -> 
     outcomes: dict[str, str] = {}
     if rows:
         with ThreadPoolExecutor(min(rt.policy.concurrency_max, len(rows)), thread_name_prefix="settle") as pool:
-            first_steps = list(pool.map(lambda s: _step(rt, s, lambda: _first_step(rt, s)), rows.values()))
+            first_steps = list(pool.map(lambda s: _step(rt, s, "settle.pay", lambda: _first_step(rt, s)), rows.values()))
         for s, step in zip(rows.values(), first_steps):
             if isinstance(step, Charged):
-                step = _step(rt, s, lambda: _confirm(rt, s, step.charge_id))
+                step = _step(rt, s, "settle.confirm", lambda: _confirm(rt, s, step.charge_id))
             outcomes[s.booking_id] = step.value
     deliver_outbox(rt, basecamps)
     if outcomes:
@@ -83,10 +85,12 @@ class Charged:
     charge_id: str
 
 
-def _step(rt: SettlementRuntime, s: Settlement, step: Callable[[], T]) -> T | Outcome:
-    """Runs one step; a failure of one booking never stops the batch, the next pass retries it."""
+def _step(rt: SettlementRuntime, s: Settlement, name: str, step: Callable[[], T]) -> T | Outcome:
+    """Runs one step, as span ``name`` of the booking's own trace (the Book's, kept in its
+    row); a failure of one booking never stops the batch, the next pass retries it."""
     try:
-        return step()
+        with tracing.span_continuing(name, s.trace_parent, {"ridgeline.booking_id": s.booking_id}):
+            return step()
     except (BookingError, PaymentError) as error:  # the database or gateway failed in between
         _log.warning("settlement of %s: %s; next pass retries", s.booking_id, error)
         settlements.retry_later(rt.engine, s, str(error), now=rt.clock(), delay_seconds=rt.policy.retry_delay_seconds(s.attempts + 1))

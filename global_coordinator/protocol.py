@@ -29,13 +29,14 @@ import math
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from datetime import timedelta
 
 import grpc
 from prometheus_client import Gauge, Histogram
 
+from ridgeline import tracing
 from ridgeline.global_coordinator import crash_points as crash
 from ridgeline.global_coordinator import decision_log as log
 from ridgeline.global_coordinator.decision_log import Decision, LegPlan, LegRecord, LegState, PrepareOutcome, TrekRecord, TrekState
@@ -122,8 +123,9 @@ class Coordinator:
         self._participants = participants
         self._payments = payments
         self._clock = clock
-        self._drivers = ThreadPoolExecutor(config.drive_workers, thread_name_prefix="trek-drive")
-        self._calls = ThreadPoolExecutor(config.call_workers, thread_name_prefix="trek-leg-call")
+        # Each drive and leg call stays in the trace of the plan that started it.
+        self._drivers = tracing.ContextPool(config.drive_workers, thread_name_prefix="trek-drive")
+        self._calls = tracing.ContextPool(config.call_workers, thread_name_prefix="trek-leg-call")
         self._active: set[str] = set()
         self._active_lock = threading.Lock()
         self._started_at = clock()

@@ -10,6 +10,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from ridgeline import tracing
 from ridgeline.global_coordinator.decision_log import Transact
 from ridgeline.global_coordinator.participants import Participants
 from ridgeline.global_coordinator.payments import Payments
@@ -34,7 +35,7 @@ class CoordinatorServer:
     ) -> None:
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="trek-rpc"),
-            interceptors=[*([Authenticator(transport.ca_pem)] if transport.secure else []), DecodeGuard()],
+            interceptors=[*tracing.server_interceptors(), *([Authenticator(transport.ca_pem)] if transport.secure else []), DecodeGuard()],
             maximum_concurrent_rpcs=workers * 8,
         )
         try:

@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 from sqlalchemy import Engine
 
+from ridgeline import tracing
 from ridgeline.regional.booking.catalog import CatalogView
 from ridgeline.regional.booking.group_commit import HoldGroupCommitter
 from ridgeline.regional.booking.holds import place_hold
@@ -70,7 +71,7 @@ class RegionalNode:
         authenticate = [Authenticator(self.transport.ca_pem)] if self.transport.secure else []
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc"),
-            interceptors=[MetricsInterceptor(), *authenticate, DecodeGuard()],
+            interceptors=[*tracing.server_interceptors(), MetricsInterceptor(), *authenticate, DecodeGuard()],
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
         self._committer: HoldGroupCommitter | None = None

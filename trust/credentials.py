@@ -26,6 +26,7 @@ from pathlib import Path
 import grpc
 import httpx
 
+from ridgeline import tracing
 from ridgeline.trust.certs import CertificateError, CertsDir, pair_matches
 from ridgeline.trust.tokens import METADATA_KEY
 
@@ -93,10 +94,11 @@ class Transport:
     # ------------------------------------------------------------------ clients
 
     def channel(self, target: str, options: Sequence[tuple[str, object]] = ()) -> grpc.Channel:
-        """A channel to ``target``: mutual TLS with this process's pair, or plaintext."""
+        """A channel to ``target``: mutual TLS with this process's pair, or plaintext (traced
+        when the process traces: ``ridgeline.tracing``)."""
         if self.certs is None:
-            return grpc.insecure_channel(target, options=list(options))
-        return grpc.secure_channel(target, self.channel_credentials(), options=list(options))
+            return tracing.traced_channel(grpc.insecure_channel(target, options=list(options)))
+        return tracing.traced_channel(grpc.secure_channel(target, self.channel_credentials(), options=list(options)))
 
     def channel_credentials(self) -> grpc.ChannelCredentials:
         assert self.certs is not None, "an insecure transport has no credentials"
@@ -113,12 +115,14 @@ class Transport:
         bearer token), or plain HTTP when insecure. A secure process refuses an ``http://``
         URL rather than send its calls in the clear."""
         assert timeout_seconds > 0, f"an HTTP timeout of {timeout_seconds} s"
+        # Every request carries the caller's trace context when the process traces.
+        hooks = {"request": [lambda request: tracing.inject(request.headers)]} if tracing.enabled() else {}
         if self.certs is None:
-            return httpx.Client(base_url=base_url, timeout=timeout_seconds)
+            return httpx.Client(base_url=base_url, timeout=timeout_seconds, event_hooks=hooks)
         if not base_url.startswith("https://"):
             raise ValueError(f"{base_url} is not an https:// URL, and this process speaks TLS (certificates in {self.certs.path}); run with --insecure to use plain HTTP")
         headers = {METADATA_KEY: f"Bearer {self.token}"} if self.token is not None else {}
-        return httpx.Client(base_url=base_url, timeout=timeout_seconds, verify=self.client_ssl_context(), headers=headers)
+        return httpx.Client(base_url=base_url, timeout=timeout_seconds, verify=self.client_ssl_context(), headers=headers, event_hooks=hooks)
 
     def client_ssl_context(self) -> ssl.SSLContext:
         """The client half of mutual TLS over HTTP: trusts only the cluster CA, presents this process's pair."""

@@ -3,7 +3,8 @@
 Registration points one way: this module imports every command module and adds its
 commands; no command module imports this one. Top-level commands (``ridgeline book``)
 come from each module's ``commands``, merged in; groups (``ridgeline trek plan``) from
-its ``*_app``, added under their name. Shared options live in ``options``.
+its ``*_app``, added under their name. Shared options live in ``options``. The callback also turns tracing on for the process when
+``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (``ridgeline.tracing``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from ridgeline import tracing
 from ridgeline.deploy.cli import bench, certs, cluster, desk, drills, flows, options, processes, trek
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Ridgeline: safe bookings for alpine basecamps.")
@@ -20,6 +22,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="Ridgeline: s
 
 @app.callback()
 def _security(
+    context: typer.Context,
     certs_dir: Annotated[
         Path | None,
         typer.Option("--certs-dir", envvar="RIDGELINE_CERTS_DIR", help="Certificates directory (default: the running `ridgeline up`'s, else the demo's)."),
@@ -33,6 +36,8 @@ def _security(
 ) -> None:
     """Ridgeline: safe bookings for alpine basecamps. Every port speaks mutual TLS unless --insecure."""
     options.use_security(options.Security(certs_dir, principal, token, insecure))
+    # Each process names itself after its command: ridgeline-node, ridgeline-coordinator, ridgeline-book…
+    tracing.configure(f"ridgeline-{context.invoked_subcommand or 'cli'}")
 
 
 app.add_typer(desk.commands)

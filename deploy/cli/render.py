@@ -116,6 +116,7 @@ def booking(item: pb.Booking) -> None:
         ("payment", payment_name(item)),
         ("payment error", item.payment.last_error),
         ("charge", item.payment.charge_id),
+        ("trace", item.payment.trace_id),
     ):
         fields.add_row(name, value)
     console.print(fields)

@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from ridgeline import tracing
 from ridgeline.deploy.payment_gateway.authorization import AuthorizeRequests
 from ridgeline.deploy.payment_gateway.faults import FaultInjector, FaultPlan, FaultSettings, sleep_for
 from ridgeline.deploy.payment_gateway.ledger import PAGE_SIZE_MAX, Ledger, LedgerError
@@ -64,6 +65,12 @@ def create_app(ledger: Ledger, faults: FaultInjector, transport: Transport) -> F
     metrics = GatewayMetrics()
     if transport.secure:
         app.add_middleware(AuthorizeRequests, routes=app.router.routes, ca_pem=transport.ca_pem, metrics=metrics)
+    if tracing.enabled():  # added last: outermost, so refusals are in the trace too
+        # Continues the caller's trace (its traceparent header), so a booking's charge is in its trace.
+        @app.middleware("http")
+        async def traced(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+            with tracing.span(f"gateway {request.method} {request.url.path}", context=tracing.extract(request.headers), attributes={"http.route": request.url.path}):
+                return await call_next(request)
 
     def guarded(operation: str, work: Callable[[FaultPlan], JSONResponse]) -> JSONResponse:
         started = time.monotonic()

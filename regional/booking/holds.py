@@ -88,8 +88,8 @@ _PLACE_HOLD_TEMPLATE = """
 # awaiting payment can never exist without the row that makes settlement charge it.
 _SETTLEMENT_CTE = """, settlement AS (
         INSERT INTO settlements (booking_id, basecamp_id, state, amount_cents, currency, attempts,
-                                 next_attempt_at, created_at, updated_at)
-        SELECT booking_id, :basecamp_id, 'awaiting_payment', :total_price_cents, :currency, 0, :now, :now, :now
+                                 next_attempt_at, created_at, updated_at, trace_parent)
+        SELECT booking_id, :basecamp_id, 'awaiting_payment', :total_price_cents, :currency, 0, :now, :now, :now, :trace_parent
         FROM booking
         RETURNING 1
     )"""
@@ -131,6 +131,9 @@ class HoldRequest:
     node_actor: str
     #: True for Book: the hold comes with a settlement row and is charged, then confirmed.
     settle: bool = False
+    #: The Book call's W3C traceparent, for settlement to continue its trace ('' untraced).
+    #: Not part of the fingerprint: a retry is the same request whatever trace it is in.
+    trace_parent: str = ""
 
     @property
     def operation(self) -> str:
@@ -306,4 +309,5 @@ def _params(request: HoldRequest, booking: Booking, fingerprint: str) -> dict[st
         "currency": booking.currency,
         "expires_at": booking.expires_at,
         "actor": booking.created_by,
+        "trace_parent": request.trace_parent,
     }

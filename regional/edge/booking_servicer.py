@@ -13,12 +13,14 @@ written for it, and the check runs in the transaction of the change it guards.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 
 import grpc
 from sqlalchemy import Connection, Engine
 
+from ridgeline import tracing
 from ridgeline.regional.booking import holds, ownership, queries, transitions
 from ridgeline.regional.booking.access import Caller, caller_of
 from ridgeline.regional.booking.catalog import CatalogView
@@ -95,7 +97,8 @@ class BookingServicer(pb_grpc.BookingServiceServicer):
     def Book(self, request: pb.BookRequest, context: grpc.ServicerContext) -> pb.Booking:
         now = self._clock()
         caller = self._caller()
-        hold = validation.hold_request(request, self._catalog, self._config, now, caller)
+        # The settlement row keeps this call's trace, for the settle flow to continue it.
+        hold = dataclasses.replace(validation.hold_request(request, self._catalog, self._config, now, caller), trace_parent=tracing.current_traceparent())
         deadline = deadline_of(context)
         booking = holds.place_hold(self._engine, hold, epoch=self._epoch_for(hold.basecamp_id), now=now, deadline=deadline)
         if not request.wait:  # the first result, as every repeat of this key answers it

@@ -6,6 +6,7 @@ from datetime import date, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from ridgeline import tracing
 from ridgeline.regional.booking.catalog import Basecamp, Resource
 from ridgeline.regional.booking.model import Booking, BookingState, NightAvailability, Nights, ResourceKind
 from ridgeline.regional.settlement.rows import Settlement, SettlementState
@@ -94,6 +95,7 @@ def payment_pb(settlement: Settlement) -> pb.Payment:
         amount_cents=settlement.amount_cents,
         currency=settlement.currency,
         updated_at=timestamp_pb(settlement.updated_at),
+        trace_id=tracing.trace_id_of(settlement.trace_parent),
     )
     if settlement.state in (SettlementState.AWAITING_PAYMENT, SettlementState.REFUNDING):
         message.next_attempt_at.CopyFrom(timestamp_pb(settlement.next_attempt_at))

@@ -80,6 +80,8 @@ class Settlement:
     updated_at: datetime
     booking_state: BookingState
     expires_at: datetime
+    #: The W3C traceparent of the Book that wrote the row ('' when it was not traced).
+    trace_parent: str = ""
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ class OutboxMessage:
 
 _SETTLEMENT_COLUMNS = """
     s.booking_id, s.basecamp_id, s.state, s.amount_cents, s.currency, s.attempts, s.last_error,
-    s.charge_id, s.next_attempt_at, s.created_at, s.updated_at,
+    s.charge_id, s.next_attempt_at, s.created_at, s.updated_at, s.trace_parent,
     b.state AS booking_state, b.expires_at
 """
 
@@ -402,4 +404,5 @@ def _settlement(row) -> Settlement:  # noqa: ANN001 - a SQLAlchemy Row
         updated_at=row.updated_at,
         booking_state=BookingState(row.booking_state),
         expires_at=row.expires_at,
+        trace_parent=row.trace_parent,
     )

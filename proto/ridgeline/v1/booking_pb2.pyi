@@ -272,7 +272,7 @@ class Booking(_message.Message):
     def __init__(self, booking_id: _Optional[str] = ..., basecamp_id: _Optional[str] = ..., resource_id: _Optional[str] = ..., nights: _Optional[_Union[NightRange, _Mapping]] = ..., party_size: _Optional[int] = ..., customer_id: _Optional[str] = ..., state: _Optional[_Union[BookingState, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., total_price_cents: _Optional[int] = ..., currency: _Optional[str] = ..., history: _Optional[_Iterable[_Union[BookingTransition, _Mapping]]] = ..., payment: _Optional[_Union[Payment, _Mapping]] = ..., created_by: _Optional[str] = ...) -> None: ...
 
 class Payment(_message.Message):
-    __slots__ = ("state", "attempts", "last_error", "charge_id", "amount_cents", "currency", "updated_at", "next_attempt_at")
+    __slots__ = ("state", "attempts", "last_error", "charge_id", "amount_cents", "currency", "updated_at", "next_attempt_at", "trace_id")
     STATE_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -281,6 +281,7 @@ class Payment(_message.Message):
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     NEXT_ATTEMPT_AT_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     state: PaymentState
     attempts: int
     last_error: str
@@ -289,7 +290,8 @@ class Payment(_message.Message):
     currency: str
     updated_at: _timestamp_pb2.Timestamp
     next_attempt_at: _timestamp_pb2.Timestamp
-    def __init__(self, state: _Optional[_Union[PaymentState, str]] = ..., attempts: _Optional[int] = ..., last_error: _Optional[str] = ..., charge_id: _Optional[str] = ..., amount_cents: _Optional[int] = ..., currency: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_attempt_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    trace_id: str
+    def __init__(self, state: _Optional[_Union[PaymentState, str]] = ..., attempts: _Optional[int] = ..., last_error: _Optional[str] = ..., charge_id: _Optional[str] = ..., amount_cents: _Optional[int] = ..., currency: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_attempt_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trace_id: _Optional[str] = ...) -> None: ...
 
 class ListBookingsRequest(_message.Message):
     __slots__ = ("basecamp_id", "state", "nights", "page_size", "page_token", "stuck_seconds")
