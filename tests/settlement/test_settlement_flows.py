@@ -55,7 +55,7 @@ def settling(alps_db, prefect_api: str, payment_gateway: Gateway, tmp_path: Path
     """A settlement runtime on the test's database, with short bounds so that failures end fast."""
     payment_gateway.faults()
     breaker = CircuitBreaker(failure_threshold=3, cooldown_seconds=0.5)
-    gateway = PaymentGateway(payment_gateway.url, payment_gateway.transport(), timeout_seconds=0.5, attempts_max=2, backoff_base_seconds=0.01, backoff_cap_seconds=0.05, breaker=breaker)
+    gateway = _short_gateway(payment_gateway, breaker)
     policy = SettlePolicy(charge_passes_max=2, retry_delay_base_seconds=0.2, refund_grace_seconds=1.0)
     name = f"test-{uuid.uuid4().hex[:8]}"
     # The runtime settles for the test's node from outside it: it writes under the node's leases.
@@ -66,6 +66,11 @@ def settling(alps_db, prefect_api: str, payment_gateway: Gateway, tmp_path: Path
         settling.loop.stop()
     close_settlement_runtime(name)
     payment_gateway.faults()
+
+
+def _short_gateway(payment_gateway: Gateway, breaker: CircuitBreaker) -> PaymentGateway:
+    """The adapter with short bounds (a dead gateway fails a step within a second)."""
+    return PaymentGateway(payment_gateway.url, payment_gateway.transport(), timeout_seconds=0.5, attempts_max=2, backoff_base_seconds=0.01, backoff_cap_seconds=0.05, breaker=breaker)
 
 
 def _book(client: BookingClient, count: int, *, days_ahead: int = 30, wait: bool = False) -> list[pb.Booking]:
@@ -160,24 +165,29 @@ def test_invariant_4_failed_payment_releases_the_hold_and_leaves_no_charge(
 
 def test_circuit_breaker_opens_on_a_dead_gateway_and_closes_when_it_returns(settling: Settling, alps_client: BookingClient, payment_gateway: Gateway) -> None:
     ids = [b.booking_id for b in _book(alps_client, 4)]
-    patient = replace(settling.runtime, policy=replace(settling.runtime.policy, charge_passes_max=10))
+    # The breaker's own clock, so that a slow machine cannot let the cooldown pass unseen.
+    now = [0.0]
+    breaker = CircuitBreaker(failure_threshold=3, cooldown_seconds=5.0, clock=lambda: now[0])
+    gateway = _short_gateway(payment_gateway, breaker)
+    patient = replace(settling.runtime, policy=replace(settling.runtime.policy, charge_passes_max=10), gateway=gateway)
     runtime.register(settling.name, patient)
     payment_gateway.faults(outage=True)
     outcomes = settle_batch(settling.name, ids, BASECAMPS)
     assert set(outcomes.values()) == {"retry later"}
-    assert settling.breaker.state is BreakerState.OPEN
+    assert breaker.state is BreakerState.OPEN
     before = payment_gateway.v1_requests()
     settle_batch(settling.name, ids, BASECAMPS)
     assert payment_gateway.v1_requests() == before, "an open breaker fails fast, without calling the gateway"
 
     payment_gateway.faults()
-    time.sleep(0.6)  # the cooldown: the next call is the half-open trial, the others still fail fast
+    now[0] += 5.1  # the cooldown: the next call is the half-open trial, the others still fail fast
     outcomes = settle_batch(settling.name, ids, BASECAMPS)
-    assert settling.breaker.state is BreakerState.CLOSED
+    assert breaker.state is BreakerState.CLOSED
     assert "confirmed" in outcomes.values()
     assert set(settle_batch(settling.name, ids, BASECAMPS).values()) <= {"confirmed", "nothing to do"}
     assert all(state == ("confirmed", "confirmed") for state in settlement_states(settling.url, ids).values())
     assert_money_balances(settling.url, payment_gateway, ids)
+    gateway.close()
 
 
 def test_reconcile_refunds_charges_without_a_confirmed_booking_and_reports(settling: Settling, alps_client: BookingClient, payment_gateway: Gateway) -> None:
@@ -234,9 +244,9 @@ def test_stuck_filter_lists_old_bookings_still_held_or_awaiting_payment(alps_cli
     booked = alps_client.book("argentiere", "argentiere-dorm", night(30), night(31), 1, "slow-payer")
     done = alps_client.place_hold("argentiere", "argentiere-dorm", night(32), night(33), 1, "desk")
     alps_client.confirm(done.booking_id)
-    stuck = pb.ListBookingsRequest(stuck_seconds=1)
-    assert not alps_client.list_bookings(stuck).bookings, "nothing is older than a second yet"
-    time.sleep(1.1)
+    stuck = pb.ListBookingsRequest(stuck_seconds=5)  # generous: a loaded machine takes seconds for the calls above
+    assert not alps_client.list_bookings(stuck).bookings, "nothing is older than five seconds yet"
+    time.sleep(5.1)
     listed = alps_client.list_bookings(stuck).bookings
     assert [b.booking_id for b in listed] == [booked.booking_id]
     assert listed[0].payment.state == pb.PAYMENT_STATE_AWAITING_PAYMENT
