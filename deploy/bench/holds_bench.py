@@ -51,7 +51,9 @@ from typing import TYPE_CHECKING, Protocol
 import grpc
 from rich.console import Console
 
+from ridgeline import tracing
 from ridgeline.deploy.bench.security import BenchSecurity
+from ridgeline.deploy.run.otlp_receiver import OtlpReceiver
 from ridgeline.deploy.run.processes import child_pids, cpu_seconds, machine_busy_seconds, spawn_ready
 from ridgeline.regional.config import NodeConfig
 from ridgeline.routing.client import BookingClient
@@ -64,8 +66,10 @@ if TYPE_CHECKING:
 GOAL_RATIO = 0.60
 #: Issue 11's goal: mTLS and authorization cost at most 10% of the plaintext holds/s.
 GOAL_MTLS_RATIO = 0.90
+#: Issue 14: tracing on, spans exported to a collector that keeps nothing, costs at most 5 %.
+GOAL_TRACED_RATIO = 0.95
 #: The phases: the raw SQL ceiling, gRPC as configured (mTLS unless --insecure), plaintext gRPC.
-CEILING, GRPC, PLAINTEXT = "ceiling", "grpc", "grpc-plaintext"
+CEILING, GRPC, PLAINTEXT, TRACED = "ceiling", "grpc", "grpc-plaintext", "grpc-traced"
 
 _REGION = "bench"
 _BASECAMP = "bench-camp"
@@ -120,6 +124,9 @@ class BenchSettings:
     secure: bool = True
     #: Also a plaintext gRPC phase in every round, to price mTLS and authorization.
     insecure_baseline: bool = False
+    #: Also a phase in every round whose node traces every call, exporting by OTLP to a
+    #: receiver in this process that counts the spans and keeps nothing: the price of tracing.
+    traced: bool = False
 
     def __post_init__(self) -> None:
         assert self.seconds > 0 and self.threads > 0 and self.workers > 0 and self.repeat > 0 and self.round_max > 0, self
@@ -168,6 +175,10 @@ class BenchReport:
     ratios: tuple[float, ...]
     #: mTLS holds/s over plaintext holds/s of the same round (``insecure_baseline`` only).
     mtls_ratios: tuple[float, ...] = ()
+    #: Traced holds/s over untraced holds/s of the same round (``traced`` only).
+    traced_ratios: tuple[float, ...] = ()
+    #: Spans the traced phases' nodes exported (proof that tracing was on), per traced hold.
+    spans_per_traced_hold: float | None = None
 
     @property
     def median_ratio(self) -> float:
@@ -176,6 +187,10 @@ class BenchReport:
     @property
     def median_mtls_ratio(self) -> float | None:
         return statistics.median(self.mtls_ratios) if self.mtls_ratios else None
+
+    @property
+    def median_traced_ratio(self) -> float | None:
+        return statistics.median(self.traced_ratios) if self.traced_ratios else None
 
     def median_ops_per_second(self, phase: str) -> float | None:
         """Median holds/s of the phases of one kind (None when the run had none)."""
@@ -193,10 +208,14 @@ class BenchReport:
             "median_ratio": self.median_ratio,
             "goal_ratio": GOAL_RATIO,
             "grpc_transport": "mTLS" if self.settings.secure else "plaintext",
-            "median_holds_per_second": {kind: self.median_ops_per_second(kind) for kind in (CEILING, GRPC, PLAINTEXT) if self.median_ops_per_second(kind) is not None},
+            "median_holds_per_second": {kind: self.median_ops_per_second(kind) for kind in (CEILING, GRPC, PLAINTEXT, TRACED) if self.median_ops_per_second(kind) is not None},
             "mtls_ratios": list(self.mtls_ratios),
             "median_mtls_ratio": self.median_mtls_ratio,
             "mtls_goal_ratio": GOAL_MTLS_RATIO,
+            "traced_ratios": list(self.traced_ratios),
+            "median_traced_ratio": self.median_traced_ratio,
+            "traced_goal_ratio": GOAL_TRACED_RATIO,
+            "spans_per_traced_hold": self.spans_per_traced_hold,
         }
 
 
@@ -226,47 +245,66 @@ def run_holds_benchmark(settings: BenchSettings) -> BenchReport:
         machine = _machine(admin_dsn)
         postmaster = _postmaster_pid(server.data_dir)
         configured = BenchSecurity.made_in(root) if settings.secure else BenchSecurity.plaintext()
-        security = {GRPC: configured, PLAINTEXT: BenchSecurity.plaintext()}
+        security = {GRPC: configured, PLAINTEXT: BenchSecurity.plaintext(), TRACED: configured}
         desks = {phase: way.desks(settings.threads) for phase, way in security.items()}
         phases: list[PhaseResult] = []
-        for phase in _schedule(settings.repeat, insecure_baseline=settings.insecure_baseline):
+        sink = OtlpReceiver(keep_spans=False).start()
+        # The traced node exports to the sink every 100 ms (the SDK's default is 5 s): a phase sees its export cost.
+        traced_env = {**os.environ, tracing.ENDPOINT_VARIABLE: sink.endpoint, "OTEL_EXPORTER_OTLP_INSECURE": "true", "OTEL_BSP_SCHEDULE_DELAY": "100"}
+        environments = {GRPC: _untraced_environment(), PLAINTEXT: _untraced_environment(), TRACED: traced_env}
+        for phase in _schedule(settings.repeat, extras=_extra_phases(settings)):
             over = f", {security[phase].label}" if phase != CEILING else ""
             _err.print(f"[dim]{phase} phase {len(phases) + 1}: {settings.threads} threads, {settings.seconds:g} s, {settings.workload}{over}[/]")
             before = _rollbacks_settled(admin_dsn)
             if phase == CEILING:
                 drive = _drive(lambda _: _SqlWorker(bench_dsn), workload, settings, pids=_Pids(None, postmaster))
             else:
-                with _node_process(url, settings, security[phase], root / "node.log") as (pid, address):
+                with _node_process(url, settings, security[phase], root / "node.log", environments[phase]) as (pid, address):
                     _err.print(f"[dim]node pid {pid} serving on {address}[/]")
                     phase_desks = desks[phase]
                     drive = _drive(lambda index: _GrpcWorker(address, phase_desks[index]), workload, settings, pids=_Pids(pid, postmaster))
             phases.append(drive.result(phase, rollbacks=_rollbacks_settled(admin_dsn) - before))
+        traced_holds = sum(p.ops for p in phases if p.phase == TRACED)
         return BenchReport(
             settings=settings,
             date=started.isoformat(timespec="seconds"),
             machine=machine,
             phases=tuple(phases),
             ratios=_ratios(phases),
-            mtls_ratios=_mtls_ratios(phases),
+            mtls_ratios=_round_ratios(phases, GRPC, PLAINTEXT),
+            traced_ratios=_round_ratios(phases, TRACED, GRPC),
+            spans_per_traced_hold=sink.count / traced_holds if traced_holds else None,
         )
     finally:
+        sink.stop()
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _schedule(repeat: int, *, insecure_baseline: bool) -> list[str]:
+def _extra_phases(settings: BenchSettings) -> list[str]:
+    """The gRPC phases each round runs beside the production one, to price what they leave out or add."""
+    return [*([PLAINTEXT] if settings.insecure_baseline else []), *([TRACED] if settings.traced else [])]
+
+
+def _schedule(repeat: int, *, extras: list[str]) -> list[str]:
     """ceiling, grpc for one run; ceiling, grpc, ceiling, … ceiling to bracket several.
 
-    With the insecure baseline each round has both gRPC phases, mTLS first in odd rounds
-    and plaintext first in even ones, so that neither always runs on a warmer database.
+    With extra phases (plaintext, traced) each round has them beside the gRPC one, in
+    forward order in odd rounds and reversed in even ones, so that none always runs on a
+    warmer database.
     """
     order: list[str] = []
     for round_number in range(repeat):
-        grpc_phases = [GRPC, PLAINTEXT] if insecure_baseline else [GRPC]
+        grpc_phases = [GRPC, *extras]
         order += [CEILING, *(grpc_phases if round_number % 2 == 0 else grpc_phases[::-1])]
     order = order + [CEILING] if repeat > 1 else order
-    assert order.count(GRPC) == repeat and order.count(PLAINTEXT) == (repeat if insecure_baseline else 0)
+    assert all(order.count(phase) == repeat for phase in (GRPC, *extras))
     return order
+
+
+def _untraced_environment() -> dict[str, str]:
+    """This process's environment without an OTLP endpoint: only the traced phase traces."""
+    return {name: value for name, value in os.environ.items() if name != tracing.ENDPOINT_VARIABLE}
 
 
 def _ratios(phases: list[PhaseResult]) -> tuple[float, ...]:
@@ -283,14 +321,15 @@ def _ratios(phases: list[PhaseResult]) -> tuple[float, ...]:
     return tuple(ratios)
 
 
-def _mtls_ratios(phases: list[PhaseResult]) -> tuple[float, ...]:
-    """Each round's mTLS holds/s over its plaintext holds/s (rounds pair up in schedule order)."""
-    secure = [p for p in phases if p.phase == GRPC]
-    plaintext = [p for p in phases if p.phase == PLAINTEXT]
-    if not plaintext:
+def _round_ratios(phases: list[PhaseResult], numerator: str, denominator: str) -> tuple[float, ...]:
+    """Each round's ``numerator`` holds/s over its ``denominator`` holds/s (rounds pair up in
+    schedule order); empty when the run had no phase of one of them."""
+    tops = [p for p in phases if p.phase == numerator]
+    bottoms = [p for p in phases if p.phase == denominator]
+    if not tops or not bottoms:
         return ()
-    assert len(secure) == len(plaintext), "every round has one phase of each"
-    return tuple(s.ops_per_second / p.ops_per_second if p.ops_per_second > 0 else 0.0 for s, p in zip(secure, plaintext, strict=True))
+    assert len(tops) == len(bottoms), "every round has one phase of each"
+    return tuple(t.ops_per_second / b.ops_per_second if b.ops_per_second > 0 else 0.0 for t, b in zip(tops, bottoms, strict=True))
 
 
 def _bench_catalog() -> Catalog:
@@ -600,8 +639,8 @@ def _rollbacks_settled(admin_dsn: str) -> int:
 
 
 @contextmanager
-def _node_process(database_url: str, settings: BenchSettings, security: BenchSecurity, log_path: Path) -> Iterator[tuple[int, str]]:
-    """The node as production runs it (with ``security``); yields its pid and address, stops it on the way out.
+def _node_process(database_url: str, settings: BenchSettings, security: BenchSecurity, log_path: Path, env: dict[str, str]) -> Iterator[tuple[int, str]]:
+    """The node as production runs it (with ``security``, in environment ``env``); yields its pid and address, stops it on the way out.
 
     It gets its own session, so that Ctrl-C reaches only this process and the shutdown
     stays in order: clients, then the node, then the database.
@@ -611,7 +650,7 @@ def _node_process(database_url: str, settings: BenchSettings, security: BenchSec
         "--hold-round-max", str(settings.round_max),
     )  # fmt: skip
     with spawn_ready(
-        command, what="node", log_path=log_path, new_session=True,
+        command, what="node", log_path=log_path, new_session=True, env=env,
         timeout_seconds=_NODE_READY_TIMEOUT_SECONDS, stop_timeout_seconds=_NODE_STOP_TIMEOUT_SECONDS,
     ) as node:  # fmt: skip
         yield node.pid, node.address

@@ -72,6 +72,21 @@ def holds(report: BenchReport) -> None:
     print(f"{label} grpc/ceiling = {report.median_ratio:.2f} (goal >= {holds_bench.GOAL_RATIO:.2f}): {verdict}")
     if report.median_mtls_ratio is not None:
         _mtls_verdict(report.median_mtls_ratio, report.mtls_ratios, report.median_ops_per_second(holds_bench.GRPC), report.median_ops_per_second(holds_bench.PLAINTEXT), "holds/s")
+    if report.median_traced_ratio is not None:
+        _traced_verdict(report)
+
+
+def _traced_verdict(report: holds_bench.BenchReport) -> None:
+    """Tracing on beside off in the same run, and issue 14's goal: a cost of at most 5%."""
+    ratio, each = report.median_traced_ratio, report.traced_ratios
+    assert ratio is not None
+    spread = f" (each round: {', '.join(f'{r:.2f}' for r in each)})" if len(each) > 1 else ""
+    verdict = "meets the goal" if ratio >= holds_bench.GOAL_TRACED_RATIO else "BELOW the goal"
+    traced, untraced = report.median_ops_per_second(holds_bench.TRACED), report.median_ops_per_second(holds_bench.GRPC)
+    print(
+        f"traced {_number(traced, 1)} holds/s ({_number(report.spans_per_traced_hold, 1)} spans exported per hold), untraced {_number(untraced, 1)} holds/s: "
+        f"ratio traced/untraced = {ratio:.2f}{spread}, cost {1 - ratio:.0%} (goal: cost <= {1 - holds_bench.GOAL_TRACED_RATIO:.0%}): {verdict}"
+    )
 
 
 def _mtls_verdict(ratio: float, ratios: Iterable[float], secure: float | None, plaintext: float | None, unit: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ridgeline.deploy.bench import holds_bench
-from ridgeline.deploy.bench.holds_bench import CEILING, GRPC, PLAINTEXT, PhaseResult
+from ridgeline.deploy.bench.holds_bench import CEILING, GRPC, PLAINTEXT, TRACED, PhaseResult
 from ridgeline.deploy.bench.security import BenchSecurity
 from ridgeline.trust.certs import identity_of
 from ridgeline.trust.identity import Role
@@ -32,10 +32,11 @@ def test_bench_children_get_their_security_before_the_subcommand(tmp_path: Path)
     assert plaintext.index("--insecure") < plaintext.index("node") and "--certs-dir" not in plaintext
 
 
-def test_insecure_baseline_alternates_which_transport_runs_first() -> None:
-    """Neither transport always gets the warmer database: the order flips each round."""
-    assert holds_bench._schedule(2, insecure_baseline=True) == [CEILING, GRPC, PLAINTEXT, CEILING, PLAINTEXT, GRPC, CEILING]
-    assert holds_bench._schedule(1, insecure_baseline=False) == [CEILING, GRPC]
+def test_baselines_alternate_which_phase_runs_first() -> None:
+    """Neither transport, traced or not, always gets the warmer database: the order flips each round."""
+    assert holds_bench._schedule(2, extras=[PLAINTEXT]) == [CEILING, GRPC, PLAINTEXT, CEILING, PLAINTEXT, GRPC, CEILING]
+    assert holds_bench._schedule(2, extras=[PLAINTEXT, TRACED]) == [CEILING, GRPC, PLAINTEXT, TRACED, CEILING, TRACED, PLAINTEXT, GRPC, CEILING]
+    assert holds_bench._schedule(1, extras=[]) == [CEILING, GRPC]
 
 
 def test_mtls_ratio_pairs_each_round_and_grpc_ratio_uses_the_nearest_ceilings() -> None:
@@ -43,5 +44,6 @@ def test_mtls_ratio_pairs_each_round_and_grpc_ratio_uses_the_nearest_ceilings() 
         return PhaseResult(kind, ops, 1.0, None, None, 0, 0, {}, {}, 0.0)
 
     phases = [phase(CEILING, 1000), phase(GRPC, 450), phase(PLAINTEXT, 500), phase(CEILING, 1000), phase(PLAINTEXT, 400), phase(GRPC, 380), phase(CEILING, 900)]
-    assert holds_bench._mtls_ratios(phases) == (0.9, 0.95)
+    assert holds_bench._round_ratios(phases, GRPC, PLAINTEXT) == (0.9, 0.95)
+    assert holds_bench._round_ratios(phases, TRACED, GRPC) == (), "no traced phase, no ratio"
     assert holds_bench._ratios(phases) == (0.45, 380 / 950)

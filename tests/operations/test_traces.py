@@ -18,10 +18,11 @@ import pytest
 from certificates import SessionCerts
 from drive import night
 from gateway_process import gateway_process
-from otlp_collector import ReceivedSpan, exporting_to
+from otlp_collector import exporting_to
 from trek_cluster import leg, plan_request, running_cluster
 
 from ridgeline import tracing
+from ridgeline.deploy.run.otlp_receiver import ReceivedSpan
 from ridgeline.deploy.run.postgres import PostgresServer
 from ridgeline.flows.payments import PaymentGateway
 from ridgeline.flows.runtime import build_settlement_runtime, close_settlement_runtime
