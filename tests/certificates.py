@@ -9,11 +9,13 @@ for reads of everything). ``tests/conftest.py`` makes one :class:`SessionCerts` 
 
 from __future__ import annotations
 
+import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ridgeline.trust import policy, tokens
@@ -104,6 +106,19 @@ def stranger_channel(kind: str, address: str, *, ca_cert: Path, foreign: CertsDi
         return grpc.secure_channel(address, grpc.ssl_channel_credentials(ca))
     assert kind == "another CA's certificate", kind
     return grpc.secure_channel(address, grpc.ssl_channel_credentials(ca, foreign.node_key.read_bytes(), foreign.node_cert.read_bytes()))
+
+
+def stranger_http_get(kind: str, url: str, *, ca_cert: Path, foreign: CertsDir) -> httpx.Response:
+    """A GET of ``url`` (an https:// port of the cluster) by a caller of :data:`STRANGERS`; the
+    port must refuse it at the handshake (httpx.TransportError), whatever the route."""
+    if kind == "plaintext":
+        return httpx.get(url.replace("https://", "http://", 1), timeout=5)
+    context = ssl.create_default_context(cafile=str(ca_cert))
+    if kind == "another CA's certificate":
+        context.load_cert_chain(foreign.node_cert, foreign.node_key)
+    else:
+        assert kind == "no client certificate", kind
+    return httpx.get(url, verify=context, timeout=5)
 
 
 def health_status(channel: grpc.Channel, timeout_seconds: float = 10.0) -> grpc.StatusCode:

@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-from certificates import STRANGERS, SessionCerts, health_status, stranger_channel
+from certificates import STRANGERS, SessionCerts, health_status, stranger_channel, stranger_http_get
 
 from ridgeline.deploy.cluster.cluster_file import ClusterFileError, default_cluster, load_cluster_file, parse_cluster, render_cluster_file
 from ridgeline.deploy.cluster.local_cluster import bring_down
@@ -196,6 +196,13 @@ def _assert_every_grpc_port_refuses_strangers(state: dict, certs_dir: Path, sess
         for kind in STRANGERS:
             with stranger_channel(kind, address, ca_cert=sre.certs.ca_cert, foreign=session.foreign) as channel:
                 assert health_status(channel) is grpc.StatusCode.UNAVAILABLE, f"{address} answered a client with {kind}"
+    # The HTTPS ports (the gateway, the fault-control endpoint) refuse them at the handshake too.
+    for url in (f"{state['services']['gateway_url']}/healthz", f"{state['fault_control']}/paths"):
+        with sre.http_client(url.rsplit("/", 1)[0], timeout_seconds=10) as own:
+            assert own.get("/" + url.rsplit("/", 1)[1]).status_code == 200, f"{url} does not answer up's own sre"
+        for kind in STRANGERS:
+            with pytest.raises(httpx.TransportError):
+                stranger_http_get(kind, url, ca_cert=sre.certs.ca_cert, foreign=session.foreign)
 
 
 def test_down_after_up_was_sigkilled_stops_every_process_state_json_records(tmp_path: Path) -> None:
