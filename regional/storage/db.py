@@ -33,6 +33,8 @@ RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 #: SQLSTATEs (besides class 08) after which a COMMIT in flight may or may not have committed.
 _OUTCOME_UNKNOWN_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "57014", "40003"})
 
+_LOCK_TIMEOUT_SQLSTATE = "55P03"
+
 #: Most re-runs of idempotent work after ambiguous commits, and of a keyed write by its key.
 AMBIGUOUS_RERUNS_MAX = 3
 
@@ -52,9 +54,11 @@ def make_engine(
 ) -> Engine:
     """An engine whose every transaction runs SERIALIZABLE, whatever the server default is.
 
-    ``isolation_level="READ COMMITTED"`` is for stand-ins of outside systems only (the
-    payment gateway's ledger), whose isolation is their own business; Ridgeline's own
-    databases always run SERIALIZABLE, as CockroachDB does.
+    ``isolation_level="READ COMMITTED"`` is for stand-ins of outside systems (the payment
+    gateway's ledger), whose isolation is their own business, and for the hold sweep's one
+    statement, whose safety beside the serializable hot path is argued in
+    ``booking/expiry.py``; everything else in Ridgeline's databases runs SERIALIZABLE, as
+    on CockroachDB.
 
     ``lock_timeout_ms`` bounds how long a statement waits for a row lock (SQLSTATE 55P03
     when exceeded): for work that must not queue behind one stuck transaction.
@@ -179,6 +183,8 @@ def _retried(
                     raise DeadlineExceeded("deadline passed while retrying a contended transaction") from error
                 time.sleep(pause)
                 continue
+            if state == _LOCK_TIMEOUT_SQLSTATE:  # the engine's lock_timeout: a wait the caller bounded on purpose
+                raise Contention(f"gave up waiting for a row lock ({_first_line(error)})") from error
             if error.connection_invalidated and not reconnected and (deadline is None or time.monotonic() < deadline):
                 DB_RETRIES.labels("reconnect").inc()
                 reconnected = True
