@@ -20,16 +20,20 @@ import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
 
+import psycopg
 import pytest
 from certificates import SessionCerts
-from drive import night, owner_address, writer_epoch
-from invariants import assert_history_consistent, assert_inventory_matches_bookings, query
+from drive import night, owner_address, place_lapsed_hold, writer_epoch
+from invariants import assert_history_consistent, assert_inventory_matches_bookings, bookings_by_id, libpq_url, query
+from prometheus_client import REGISTRY
 from sqlalchemy import Engine
 
 from ridgeline.regional.booking import holds
 from ridgeline.regional.booking.model import Nights
+from ridgeline.regional.booking.sweeper import sweep_pass
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.node import RegionalNode
+from ridgeline.regional.storage.db import make_engine
 from ridgeline.routing import ClusterClient
 from ridgeline.routing.client import BookingClient
 
@@ -137,3 +141,36 @@ def test_invariant_3_every_hold_lapsing_under_racing_load_is_expired_within_one_
     assert_inventory_matches_bookings(alps_db.url)
     assert_history_consistent(alps_db.url)
     assert not query(alps_db.url, "SELECT 1 FROM bookings WHERE state = 'held' AND expires_at < now() - interval '5 seconds' LIMIT 1")
+
+
+def test_invariant_3_a_failed_batch_is_retried_within_the_pass_instead_of_abandoning_it(alps_db, alps_engine: Engine) -> None:  # noqa: ANN001
+    """A transaction keeps the lapsed hold's inventory row locked for longer than the sweep's
+    lock timeout: the first batches fail, the pass retries them, and the hold is expired by
+    this same pass once the row is free, well before the pass's deadline."""
+    lapsed = place_lapsed_hold(alps_engine, "argentiere", "argentiere-locker", night(95), night(96), 2)
+    sweep_engine = make_engine(alps_db.url, pool_size=1, lock_timeout_ms=NodeConfig.sweep_lock_timeout_ms, isolation_level="READ COMMITTED")
+    failures_before = REGISTRY.get_sample_value("ridgeline_sweep_batch_failures_total", {"reason": "55P03"}) or 0.0
+    locked, blocking_seconds = threading.Event(), 0.6
+    with psycopg.connect(libpq_url(alps_db.url)) as blocker:
+
+        def block() -> None:
+            with blocker.transaction():
+                blocker.execute("SELECT 1 FROM inventory WHERE resource_id = 'argentiere-locker' AND night = %s FOR UPDATE", (night(95),))
+                locked.set()
+                time.sleep(blocking_seconds)
+
+        holder = threading.Thread(target=block)
+        holder.start()
+        assert locked.wait(10)
+        started = time.monotonic()
+        result = sweep_pass(sweep_engine, lambda: datetime.now(timezone.utc), batch_max=10, actor="node:test-sweeper", deadline=started + 5)
+        took = time.monotonic() - started
+        holder.join()
+    sweep_engine.dispose()
+
+    failed = (REGISTRY.get_sample_value("ridgeline_sweep_batch_failures_total", {"reason": "55P03"}) or 0.0) - failures_before
+    assert result.complete and result.expired == 1, result
+    assert result.failed_batches >= 2 and failed == result.failed_batches, (result, failed)
+    assert blocking_seconds * 0.5 < took < 5, f"the pass took {took:.2f} s"
+    assert bookings_by_id(alps_db.url)[lapsed.booking_id].state == "expired"
+    assert_inventory_matches_bookings(alps_db.url)
