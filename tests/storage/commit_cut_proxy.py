@@ -14,7 +14,8 @@ and knows where a transaction's outcome is decided:
 Each commit point consumes the next planned :data:`Cut`: ``before`` drops the commit's
 bytes and closes both sides, so the server rolls back (certainly not committed);
 ``after`` lets the server commit and reply, then closes both sides instead of forwarding
-the reply (committed, but the client cannot know). URLs must ask ``sslmode=disable``
+the reply (committed, but the client cannot know); ``pass`` lets that one commit point
+through, to reach a later one. URLs must ask ``sslmode=disable``
 (:meth:`CommitCutProxy.url`): the proxy reads plaintext only.
 """
 
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-Cut = Literal["before", "after"]
+Cut = Literal["before", "after", "pass"]
 _HEADER = 5  # type byte + int32 length (which counts itself, not the type)
 
 
@@ -64,7 +65,7 @@ class CommitCutProxy:
         """The cuts for the next commit points, one each, in order; later ones pass."""
         with self._lock:
             self._plan = deque(cuts)
-            assert all(cut in ("before", "after") for cut in self._plan), self._plan
+            assert all(cut in ("before", "after", "pass") for cut in self._plan), self._plan
 
     @property
     def planned(self) -> int:

@@ -56,8 +56,9 @@ def fence(alps_engine: Engine) -> Fence:
     return grant_leases(alps_engine, [BASECAMP])
 
 
-def _request(key: str, party_size: int = 2, first_night: int = 40) -> holds.HoldRequest:
+def _request(key: str, party_size: int = 2, first_night: int = 40, *, book: bool = False) -> holds.HoldRequest:
     return holds.HoldRequest(
+        settle=book,
         idempotency_key=key,
         basecamp_id=BASECAMP,
         resource_id=DORM,
@@ -162,17 +163,40 @@ def test_a_commit_cut_before_the_server_saw_it_left_nothing_and_an_idempotent_re
         assert conn.execute("SELECT count(*) FROM notes WHERE mark = %s", (mark,)).fetchone() == (1,)
 
 
+@pytest.mark.parametrize(("cut", "resolution"), [("after", Resolution.COMMITTED), ("before", Resolution.NOT_COMMITTED)])
+def test_invariant_7_a_sold_out_refusal_whose_commit_was_cut_is_recorded_once(cut_engine, fence, alps_engine, alps_db, cut: Cut, resolution: Resolution) -> None:  # noqa: ANN001
+    """The refusal is a keyed write too (the slow path records it in an explicit transaction):
+    its COMMIT cut, the re-run answers SoldOut from one record, or records it now."""
+    proxy, engine = cut_engine
+    holds.place_hold(alps_engine, _request("fills-the-dorm", party_size=40, first_night=44), epoch=fence[BASECAMP], now=_now())
+    before = _resolutions(holds.OPERATION)
+    proxy.plan(["pass", cut])  # the fast statement finds a night short; the slow path's COMMIT is cut
+
+    with pytest.raises(errors.SoldOut):
+        holds.place_hold(engine, _request("too-late", party_size=1, first_night=44), epoch=fence[BASECAMP], now=_now())
+
+    assert proxy.cuts == ["pass", cut]
+    with psycopg.connect(libpq_url(alps_db.url)) as conn:
+        records = conn.execute("SELECT error_kind FROM idempotency_records WHERE idempotency_key = 'too-late'").fetchall()
+    assert records == [("SoldOut",)]
+    after = _resolutions(holds.OPERATION)
+    assert {r: after[r] - before[r] for r in Resolution} == {r: float(r is resolution) for r in Resolution}
+    assert_inventory_matches_bookings(alps_db.url)
+
+
 @pytest.mark.timeout(600)
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    cuts=st.lists(st.sampled_from(["before", "after"]), max_size=AMBIGUOUS_RERUNS_MAX + 3),
-    confirm=st.booleans(),
+    cuts=st.lists(st.sampled_from(["before", "after", "pass"]), max_size=AMBIGUOUS_RERUNS_MAX + 4),
+    then=st.sampled_from(["nothing", "confirm", "book"]),
     party_size=st.integers(1, 4),
 )
-def test_invariants_1_2_7_any_sequence_of_cut_commits_leaves_one_effect_per_key(cut_engine, fence, alps_db, cuts: list[Cut], confirm: bool, party_size: int) -> None:  # noqa: ANN001
-    """Cuts before and after, on the hold's statement and on every COMMIT that follows (the
-    slow path, the record's read, the confirm): the write either answers its one effect or
-    says UNAVAILABLE, and its retry with the same key then answers that same effect."""
+def test_invariants_1_2_7_any_sequence_of_cut_commits_leaves_one_effect_per_key(cut_engine, fence, alps_db, cuts: list[Cut], then: str, party_size: int) -> None:  # noqa: ANN001
+    """Cuts before and after, on the hold's statement (or Book's, which also writes the
+    settlement row) and on every COMMIT that follows (the record's read, the confirm): the
+    write either answers its one effect or says UNAVAILABLE, and its retry with the same key
+    then answers that same effect."""
+    confirm, book = then == "confirm", then == "book"
     proxy, engine = cut_engine
     key, first_night, cuts_before = f"h-{uuid.uuid4()}", next(_first_nights), len(proxy.cuts)
     detected_before = _ambiguous(holds.OPERATION) + _ambiguous(transitions.CONFIRM.operation) + _ambiguous("read")
@@ -181,7 +205,7 @@ def test_invariants_1_2_7_any_sequence_of_cut_commits_leaves_one_effect_per_key(
     proxy.plan(cuts)
 
     def hold() -> Booking:
-        return holds.place_hold(engine, _request(key, party_size, first_night), epoch=fence[BASECAMP], now=_now())
+        return holds.place_hold(engine, _request(key, party_size, first_night, book=book), epoch=fence[BASECAMP], now=_now())
 
     booking = _until_answered(hold, proxy)
     assert _until_answered(hold, proxy) == booking, "a repeat answers the first result"
@@ -199,8 +223,10 @@ def test_invariants_1_2_7_any_sequence_of_cut_commits_leaves_one_effect_per_key(
             "SELECT count(*) FROM bookings AS b WHERE b.customer_id = 'ambiguous-guest' AND NOT EXISTS"
             " (SELECT 1 FROM idempotency_records AS k WHERE k.result->>'booking_id' = CAST(b.booking_id AS TEXT))"
         ).fetchone()
+        settlements = conn.execute("SELECT count(*) FROM settlements WHERE booking_id = %s", (booking.booking_id,)).fetchone()
     assert rows == [(booking.booking_id, "confirmed" if confirm else "held")]
     assert orphans == (0,), "a hold that no key answers for is a second effect"
+    assert settlements == (int(book),), "a Book has exactly one settlement row, a hold none"
     assert_inventory_matches_bookings(alps_db.url)
     assert_history_consistent(alps_db.url)
     detected = _ambiguous(holds.OPERATION) + _ambiguous(transitions.CONFIRM.operation) + _ambiguous("read") - detected_before
