@@ -89,8 +89,9 @@ class RegionalNode:
             raise OSError(f"cannot listen on {config.listen_address}: is another process using it?")
         self._metrics = _serve_metrics(config.metrics_listen_address)
         self.keeper = LeaseKeeper(
-            # Not idempotent (an acquire that landed unseen is not granted again): a lost
-            # COMMIT fails the round, and the next round starts from the database.
+            # Not idempotent (an acquire that landed unseen is not granted again), so a lost
+            # COMMIT fails the round: such a lease stays unused until it lapses and is taken
+            # again (at most one lease TTL of UNAVAILABLE for its basecamp; writes stay fenced).
             lambda work: run_transaction(self._engine, work, operation="lease_keeper"),
             node_id=config.node_id,
             region=config.region,
