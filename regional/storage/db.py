@@ -151,10 +151,10 @@ def run_transaction(
         raise
 
 
-def read_transaction(engine: Engine, work: Callable[[Connection], T], *, deadline: float | None = None) -> T:
+def read_transaction(engine: Engine, work: Callable[[Connection], T], *, deadline: float | None = None, single_statement: bool = False) -> T:
     """``run_transaction`` for work that only reads: a lost COMMIT of a read changed nothing,
     so it is run again like any idempotent work."""
-    return run_transaction(engine, work, deadline=deadline, operation="read", idempotent=True)
+    return run_transaction(engine, work, deadline=deadline, single_statement=single_statement, operation="read", idempotent=True)
 
 
 def count_resolutions(operation: str, resolution: Resolution, count: int = 1) -> None:
