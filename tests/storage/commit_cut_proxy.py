@@ -87,8 +87,12 @@ class CommitCutProxy:
         while not self._closed:
             try:
                 client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            try:
                 server = socket.create_connection(self._target, timeout=5)
             except OSError:
+                _close(client)  # the client sees a refused connection: nothing was sent
                 continue
             server.settimeout(None)
             session = _Session(client, server)
