@@ -22,7 +22,7 @@ from ridgeline.flows.settle import refund
 from ridgeline.regional.booking.model import BookingState
 from ridgeline.regional.settlement import rows as settlements
 from ridgeline.regional.settlement.rows import OPEN_STATES
-from ridgeline.regional.storage.db import run_transaction
+from ridgeline.regional.storage.db import read_transaction
 
 
 @flow(name="reconcile", log_prints=False, persist_result=False)
@@ -36,7 +36,7 @@ def reconcile(runtime: str, basecamps: list[str], grace_seconds: float) -> dict[
         if c.status == "succeeded" and c.refunded_cents < c.amount_cents and (now - c.created_at).total_seconds() >= grace_seconds
     ]
     ids = [c.reference for c in standing if _is_booking_id(c.reference)]
-    known = run_transaction(rt.engine, lambda conn: settlements.get(conn, ids))
+    known = read_transaction(rt.engine, lambda conn: settlements.get(conn, ids))
     report: Counter[str] = Counter()
     refunded: list[str] = []
     for charge in standing:

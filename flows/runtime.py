@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 from ridgeline.flows import prefect_settings
 from ridgeline.flows.outbox import SpoolSink
 from ridgeline.flows.payments import PaymentGateway
-from ridgeline.regional.storage.db import make_engine, run_transaction
+from ridgeline.regional.storage.db import make_engine, read_transaction
 from ridgeline.routing import leases
 from ridgeline.routing.leases import Fence
 from ridgeline.trust.identity import node_actor
@@ -140,4 +140,4 @@ def close_settlement_runtime(name: str) -> None:
 def borrowed_fence(engine: Engine, basecamp_ids: Sequence[str]) -> Fence:
     """The epochs of the basecamps' valid leases now: for code that settles on behalf of a
     serving node from outside it, never for a node, which writes under its own leases."""
-    return run_transaction(engine, lambda conn: leases.valid_epochs(conn, basecamp_ids))
+    return read_transaction(engine, lambda conn: leases.valid_epochs(conn, basecamp_ids))

@@ -36,7 +36,7 @@ from ridgeline.regional.booking.model import BookingState
 from ridgeline.regional.errors import BookingError, IllegalTransition
 from ridgeline.regional.settlement import rows as settlements
 from ridgeline.regional.settlement.rows import Settlement, SettlementState
-from ridgeline.regional.storage.db import run_transaction
+from ridgeline.regional.storage.db import read_transaction
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -60,7 +60,7 @@ def settle_batch(runtime: str, booking_ids: list[str], basecamps: list[str]) -> 
     time they take a few milliseconds each.
     """
     rt = runtimes.lookup(runtime)
-    rows = run_transaction(rt.engine, lambda conn: settlements.get(conn, booking_ids))
+    rows = read_transaction(rt.engine, lambda conn: settlements.get(conn, booking_ids))
     outcomes: dict[str, str] = {}
     if rows:
         with ThreadPoolExecutor(min(rt.policy.concurrency_max, len(rows)), thread_name_prefix="settle") as pool:

@@ -53,9 +53,13 @@ class NodeConfig:
     #: A round waits at most this long for a row lock, then its holds go one by one, so
     #: one stuck transaction cannot stall every hold of the node behind it.
     hold_round_lock_timeout_ms: int = 200
-    #: How often the node's sweeper expires lapsed holds, and how many per transaction.
+    #: How often the node's sweeper expires lapsed holds, and how many per statement (small:
+    #: a batch holds its inventory row locks only briefly, and a failed one costs little).
     sweep_interval_seconds: float = 5.0
-    sweep_batch_max: int = 500
+    sweep_batch_max: int = 100
+    #: A sweep batch waits at most this long for an inventory row lock (below PostgreSQL's
+    #: 1 s deadlock_timeout, so a lock cycle with a hold costs the batch, not the hold).
+    sweep_lock_timeout_ms: int = 100
     #: How often the node samples its region's waiting work into gauges (regional/vitals.py).
     vitals_interval_seconds: float = 15.0
     #: How long an idempotency key answers its first result; older records are deleted.
@@ -66,6 +70,7 @@ class NodeConfig:
         assert 0 < self.hold_ttl_min_seconds <= self.hold_ttl_default_seconds <= self.hold_ttl_max_seconds
         assert self.advance_booking_days > 0 and self.stay_nights_max > 0 and self.hold_round_max >= 1
         assert self.idempotency_retention_seconds > self.hold_ttl_max_seconds
+        assert self.sweep_batch_max > 0 and 0 < self.sweep_lock_timeout_ms < 1000
         assert 0 < self.heartbeat_interval_seconds * 2 <= self.lease_ttl_seconds
         assert isinstance(self.coordinator_targets, tuple) and len(self.coordinator_targets) <= COORDINATOR_TARGETS_MAX
         assert all(":" in target for target in self.coordinator_targets), self.coordinator_targets

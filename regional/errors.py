@@ -7,6 +7,8 @@ message and never a traceback.
 
 from __future__ import annotations
 
+from ridgeline.routing.retry import CommitOutcomeUnknown
+
 
 class BookingError(Exception):
     """Base of every error a caller is meant to see."""
@@ -80,6 +82,24 @@ class DeadlineExceeded(BookingError):
 
 class DatabaseUnavailable(BookingError):
     """The region database could not be reached; the call had no effect or is retryable."""
+
+
+class AmbiguousCommit(DatabaseUnavailable, CommitOutcomeUnknown):
+    """The connection was lost while the transaction's COMMIT (or its single autocommit
+    statement) was in flight: it may have committed. ``operation`` names what was attempted.
+
+    A DatabaseUnavailable, so a caller that cannot resolve it answers UNAVAILABLE and its
+    client retries with the same idempotency key, which resolves it; keyed writes resolve it
+    on the node already (``idempotency.run_keyed``), and work idempotent by state is re-run
+    (``storage.db.run_transaction(idempotent=True)``).
+    """
+
+    def __init__(self, message: str, *, operation: str, sqlstate: str | None = None) -> None:
+        DatabaseUnavailable.__init__(self, message)
+        CommitOutcomeUnknown.__init__(self, message, operation=operation)
+        #: The SQLSTATE the lost COMMIT reported, if any (08xxx, 57P01…); None when the
+        #: connection ended without a word.
+        self.sqlstate = sqlstate
 
 
 class NotOwner(BookingError):

@@ -28,6 +28,29 @@ DB_RETRIES = Counter(
     "Transactions re-run whole, by the SQLSTATE that caused it (40001 serialization, 40P01 deadlock, reconnect).",
     ["sqlstate"],
 )
+AMBIGUOUS_COMMITS = Counter(
+    "ridgeline_db_ambiguous_commits_total",
+    "COMMITs whose connection was lost in flight (outcome unknown), by the operation attempted.",
+    ["operation"],
+)
+AMBIGUOUS_RESOLUTIONS = Counter(
+    "ridgeline_db_ambiguous_resolutions_total",
+    "Unknown commit outcomes resolved, by operation and resolution (routing.retry.Resolution:"
+    " committed, not_committed, rerun, unresolved); one per ambiguous commit, and per hold of"
+    " a group-commit round.",
+    ["operation", "resolution"],
+)
+SWEEP_PASSES = Counter(
+    "ridgeline_sweep_passes_total",
+    "Hold sweep passes, by how they ended: complete (no lapsed hold left), or deadline (one"
+    " interval spent and some still left, retried at once by the next pass).",
+    ["outcome"],
+)
+SWEEP_BATCH_FAILURES = Counter(
+    "ridgeline_sweep_batch_failures_total",
+    "Sweep batches that failed and were retried within the pass, by SQLSTATE or error kind.",
+    ["reason"],
+)
 HOLDS_SWEPT = Counter("ridgeline_holds_swept_total", "Lapsed holds the sweeper turned into expired bookings.")
 HOLD_ROUND_SIZE = Histogram(
     "ridgeline_hold_round_size", "Holds placed together by one group-commit statement.", buckets=(1, 2, 4, 8, 16, 32, 64, 128)

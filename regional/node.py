@@ -91,7 +91,10 @@ class RegionalNode:
             raise OSError(f"cannot listen on {config.listen_address}: is another process using it?")
         self._metrics = _serve_metrics(config.metrics_listen_address)
         self.keeper = LeaseKeeper(
-            lambda work: run_transaction(self._engine, work),
+            # Not idempotent (an acquire that landed unseen is not granted again), so a lost
+            # COMMIT fails the round: such a lease stays unused until it lapses and is taken
+            # again (at most one lease TTL of UNAVAILABLE for its basecamp; writes stay fenced).
+            lambda work: run_transaction(self._engine, work, operation="lease_keeper"),
             node_id=config.node_id,
             region=config.region,
             address=self.address,
@@ -112,8 +115,17 @@ class RegionalNode:
         reflection.enable_server_reflection(
             (BOOKING_SERVICE, CLUSTER_SERVICE, TREK_LEG_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
         )
+        # The sweep's own connection, READ COMMITTED with a short lock wait: it never fails
+        # on a hold's serializable snapshot, and never queues long behind one (expiry.py).
+        self._sweep_engine = make_engine(
+            config.database_url,
+            pool_size=1,
+            application_name=f"ridgeline-{config.node_id}-sweeper",
+            lock_timeout_ms=config.sweep_lock_timeout_ms,
+            isolation_level="READ COMMITTED",
+        )
         self._sweeper = Sweeper(
-            self._engine,
+            self._sweep_engine,
             clock,
             interval_seconds=config.sweep_interval_seconds,
             batch_max=config.sweep_batch_max,
@@ -163,6 +175,7 @@ class RegionalNode:
             if self._metrics is not None:
                 self._metrics.server_close()
             self._engine.dispose()
+            self._sweep_engine.dispose()
             raise
         if self._committer is not None:
             self._committer.start()
@@ -190,6 +203,7 @@ class RegionalNode:
             self._metrics.shutdown()
             self._metrics.server_close()
         self._engine.dispose()
+        self._sweep_engine.dispose()
 
     def wait(self) -> None:
         self._server.wait_for_termination()

@@ -1,4 +1,4 @@
-"""A node's background passes (sweeps, in-doubt leg resolution): one thread, one step per interval.
+"""A node's background passes (sweeps, in-doubt leg resolution): one thread, one step per interval, at a fixed rate.
 
 A step that fails with a BookingError (contention, an unreachable database) is logged
 and the next interval tries again: a background pass must outlive a database restart.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from ridgeline.regional.errors import BookingError
@@ -32,8 +33,14 @@ class Periodic:
             self._thread.join(timeout_seconds)
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval_seconds):
+        # Fixed rate: a step is due one interval after the previous one *started*, so a long
+        # step does not push every later one back (a hold sweep promises one interval from
+        # a hold's expiry to its end); a step that overran its interval is followed at once.
+        due = time.monotonic() + self._interval_seconds
+        while not self._stop.wait(max(0.0, due - time.monotonic())):
+            started = time.monotonic()
             try:
                 self._step()
             except BookingError as error:
                 _log.warning("%s pass skipped: %s", self._name, error)
+            due = started + self._interval_seconds

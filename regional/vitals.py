@@ -25,7 +25,7 @@ from prometheus_client import Gauge
 from sqlalchemy import Engine, text
 
 from ridgeline.regional.periodic import Periodic
-from ridgeline.regional.storage.db import run_transaction
+from ridgeline.regional.storage.db import read_transaction
 
 SETTLEMENT_OLDEST_DUE = Gauge("ridgeline_settlement_oldest_due_seconds", "How long the region's oldest due settlement step has waited (0: none due).")
 OUTBOX_OLDEST_UNDELIVERED = Gauge("ridgeline_outbox_oldest_undelivered_seconds", "Age of the region's oldest undelivered outbox message (0: none).")
@@ -65,7 +65,7 @@ class Vitals:
     def sample(self) -> None:
         """Reads the four figures in one statement and sets the gauges."""
         now = self._clock()
-        row = run_transaction(self._engine, lambda conn: conn.execute(_SAMPLE, {"now": now, "grace": self._grace}).one(), single_statement=True)
+        row = read_transaction(self._engine, lambda conn: conn.execute(_SAMPLE, {"now": now, "grace": self._grace}).one(), single_statement=True)
         SETTLEMENT_OLDEST_DUE.set(_age(now, row.oldest_due))
         OUTBOX_OLDEST_UNDELIVERED.set(_age(now, row.oldest_undelivered))
         HOLDS_LAPSED_UNSWEPT.set(row.lapsed_unswept)

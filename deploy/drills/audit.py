@@ -28,7 +28,7 @@ from sqlalchemy import Connection, text
 from ridgeline.flows.payments import Charge, PaymentGateway
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.storage.audit_sql import Check, audit_region
-from ridgeline.regional.storage.db import make_engine, run_transaction
+from ridgeline.regional.storage.db import make_engine, read_transaction
 from ridgeline.trust.credentials import Transport
 
 T = TypeVar("T")
@@ -47,7 +47,7 @@ def _read(url: str, work: Callable[[Connection], T]) -> T:
     conflict), so the read is retried whole, like every other transaction here."""
     engine = make_engine(url, pool_size=1, application_name="ridgeline-audit")
     try:
-        return run_transaction(engine, work)
+        return read_transaction(engine, work)
     finally:
         engine.dispose()
 

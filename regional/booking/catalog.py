@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import Connection, Engine, text
 
 from ridgeline.regional.booking.model import ResourceKind
-from ridgeline.regional.storage.db import run_transaction
+from ridgeline.regional.storage.db import read_transaction
 
 SAMPLE_CATALOG = "sample_catalog.toml"
 
@@ -207,7 +207,7 @@ class CatalogView:
 
     def reload(self) -> None:
         """Re-reads the region's catalog rows (cheap: tens of rows)."""
-        basecamps = run_transaction(self._engine, lambda conn: _read_basecamps(conn, self._region))
+        basecamps = read_transaction(self._engine, lambda conn: _read_basecamps(conn, self._region))
         self._basecamps = {b.basecamp_id: b for b in basecamps}
         self._resources = {r.resource_id: r for b in basecamps for r in b.resources}
         self._reloaded_at = time.monotonic()

@@ -16,11 +16,31 @@ from sqlalchemy import Connection, text
 from ridgeline.regional.booking import history
 from ridgeline.regional.booking.model import Nights
 
-# One statement: pick due holds (skipping rows another expirer has locked), move them
-# to 'expired', append their history, and return their units night by night. The counts
-# come back so the caller can assert that every night of every expired hold was returned.
+# One statement: pick due holds (skipping rows another expirer or mover has locked), move
+# them to 'expired', append their history, and return their units night by night, having
+# locked those inventory rows in one order (resource, night). The counts come back so the
+# caller can assert that every night of every expired hold was returned, and ``more`` says
+# whether a due hold was left behind (beyond the batch, or locked by someone else).
+#
+# Why this cannot starve behind the hot path, and is safe at READ COMMITTED (the sweeper's
+# engine; ARCHITECTURE.md invariant 3):
+# * Booking rows: SKIP LOCKED, so the sweep never waits for a mover; a hold being
+#   confirmed, released or reclaimed right now is that mover's, or the next batch's. Its
+#   state is re-checked on the locked row version (``b.state = 'held'``), and nobody can
+#   move it between that lock and the update, so an expiry never overwrites a move.
+# * Inventory rows: locked in (resource, night) order, waiting in the lock queue (fair, so
+#   a row the hot path keeps busy is still reached; bounded by the engine's lock_timeout,
+#   shorter than deadlock_timeout, so a cycle with an unordered writer costs the batch, not
+#   a second of the hot path). Under READ COMMITTED the lock and the decrement apply to the
+#   newest committed counters, so no concurrent hold's increment is lost; a SERIALIZABLE
+#   writer that meets the sweep's newer row retries whole (40001), as with any writer. The
+#   counters only go down here, so the capacity CHECK cannot fire; the booking and its units
+#   change in one statement, so counters and rows agree at every commit (invariant 1).
+# * Readers never needed the sweep (a lapsed hold counts as free at once), and the hot path
+#   reads nothing the sweep writes except these rows, whose locks order every change.
+# A 40001 can no longer hit the sweep at READ COMMITTED: nothing is left to give up on.
 _EXPIRE_TEMPLATE = """
-WITH due AS (
+WITH due AS MATERIALIZED (
     SELECT booking_id FROM bookings
     WHERE state = 'held' AND expires_at <= :now {scope}
       -- A prepared trek leg waits for its coordinator's decision instead (trek_legs/participant.py).
@@ -46,10 +66,15 @@ WITH due AS (
         INTERVAL '1 day'
     ) AS n
     GROUP BY e.resource_id, CAST(n AS DATE)
+), locked AS MATERIALIZED (
+    SELECT i.resource_id, i.night
+    FROM inventory AS i JOIN released AS r ON r.resource_id = i.resource_id AND r.night = i.night
+    ORDER BY i.resource_id, i.night
+    FOR UPDATE OF i
 ), returned AS (
     UPDATE inventory AS i
     SET held = i.held - r.units
-    FROM released AS r
+    FROM released AS r JOIN locked AS l ON l.resource_id = r.resource_id AND l.night = r.night
     WHERE i.resource_id = r.resource_id AND i.night = r.night
     RETURNING 1
 )
@@ -57,7 +82,13 @@ SELECT
     (SELECT count(*) FROM expired) AS expired,
     (SELECT count(*) FROM history) AS histories,
     (SELECT count(*) FROM released) AS nights_due,
-    (SELECT count(*) FROM returned) AS nights_returned
+    (SELECT count(*) FROM returned) AS nights_returned,
+    EXISTS (
+        SELECT 1 FROM bookings AS left_behind
+        WHERE left_behind.state = 'held' AND left_behind.expires_at <= :now {left_scope}
+          AND left_behind.booking_id NOT IN (SELECT booking_id FROM expired)
+          AND NOT EXISTS (SELECT 1 FROM trek_legs AS t WHERE t.booking_id = left_behind.booking_id AND t.state = 'prepared')
+    ) AS more
 """
 
 # Expiry needs no lease (a lapsed hold's units are nobody's), so its history row has no epoch.
@@ -65,9 +96,10 @@ SELECT
 _EXPIRED_HISTORY = history.insert_sql(
     source="FROM expired", from_state="'held'", to_state="'expired'", reason="'hold TTL elapsed'", actor=":actor"
 )
-_EXPIRE_ALL = text(_EXPIRE_TEMPLATE.format(scope="", history=_EXPIRED_HISTORY))
+_OVERLAPPING = "AND {t}resource_id = :resource_id AND {t}first_night < :end AND {t}end_night > :start"
+_EXPIRE_ALL = text(_EXPIRE_TEMPLATE.format(scope="", left_scope="", history=_EXPIRED_HISTORY))
 _EXPIRE_OVERLAPPING = text(
-    _EXPIRE_TEMPLATE.format(scope="AND resource_id = :resource_id AND first_night < :end AND end_night > :start", history=_EXPIRED_HISTORY)
+    _EXPIRE_TEMPLATE.format(scope=_OVERLAPPING.format(t=""), left_scope=_OVERLAPPING.format(t="left_behind."), history=_EXPIRED_HISTORY)
 )
 
 
@@ -75,6 +107,8 @@ _EXPIRE_OVERLAPPING = text(
 class ExpiryResult:
     expired: int
     nights_returned: int
+    #: A due hold was left behind: beyond the batch, or locked by a concurrent mover.
+    more: bool
 
 
 def expire_lapsed_holds(conn: Connection, *, now: datetime, batch_max: int, actor: str) -> ExpiryResult:
@@ -100,4 +134,4 @@ def _checked(row) -> ExpiryResult:  # noqa: ANN001 - a SQLAlchemy Row
     # anything else means inventory and bookings disagree, and the transaction must not commit.
     assert row.histories == row.expired, f"history rows {row.histories} != expired bookings {row.expired}"
     assert row.nights_returned == row.nights_due, f"returned {row.nights_returned} of {row.nights_due} inventory nights"
-    return ExpiryResult(expired=row.expired, nights_returned=row.nights_returned)
+    return ExpiryResult(expired=row.expired, nights_returned=row.nights_returned, more=row.more)

@@ -19,7 +19,9 @@ for its caller:
   fails and its requests go one by one.
 * A request the round did not place (no room, key seen before, round failed) falls back
   to :func:`holds.place_hold` in the caller's thread, which reclaims lapsed holds,
-  answers replays and records refusals exactly as before.
+  answers replays and records refusals exactly as before. A round whose commit was lost
+  (its outcome unknown) falls back the same way, and each hold's key resolves whether the
+  round placed it (``idempotency.run_keyed``).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from sqlalchemy import Connection, Engine, text
 
 from ridgeline.regional.booking import history, holds, idempotency
 from ridgeline.regional.booking.model import Booking
-from ridgeline.regional.errors import DeadlineExceeded, NodeUnavailable
+from ridgeline.regional.errors import AmbiguousCommit, DeadlineExceeded, NodeUnavailable
 from ridgeline.regional.metrics import HOLD_ROUND_SIZE
 from ridgeline.regional.storage.db import run_transaction
 from ridgeline.routing.leases import fence_sql
@@ -143,7 +145,8 @@ class _Pending:
     request: holds.HoldRequest
     epoch: int
     deadline: float | None
-    outcome: Future[Booking | None]
+    #: The placed booking; or None (not placed: the single path decides); or the round's lost commit.
+    outcome: Future[Booking | AmbiguousCommit | None]
 
     def stay(self) -> tuple[str, date, date]:
         return self.request.resource_id, self.request.nights.start, self.request.nights.end
@@ -194,9 +197,9 @@ class HoldGroupCommitter:
         except FutureTimeout:
             # The round may still place it: the idempotency key makes a retry answer that hold.
             raise DeadlineExceeded("deadline passed while the hold waited for its round") from None
-        if placed is not None:
+        if isinstance(placed, Booking):
             return placed
-        return holds.place_hold(self._engine, request, epoch=epoch, now=self._clock(), deadline=deadline)
+        return holds.place_hold(self._engine, request, epoch=epoch, now=self._clock(), deadline=deadline, resolving=placed)
 
     def _run(self) -> None:
         while True:
@@ -237,13 +240,20 @@ class HoldGroupCommitter:
         live = [m for m in members if m.deadline is None or m.deadline > time.monotonic()]
         bookings = [holds.new_booking(m.request, now) for m in live]
         HOLD_ROUND_SIZE.observe(len(live))
+        lost: AmbiguousCommit | None = None
         try:
-            placed = run_transaction(self._round_engine, lambda conn: _execute(conn, live, bookings, now), single_statement=True)
+            placed = run_transaction(
+                self._round_engine, lambda conn: _execute(conn, live, bookings, now), single_statement=True, operation=holds.OPERATION
+            )
+        except AmbiguousCommit as error:
+            # Some of the round may have landed: each hold's key will tell, on the single path.
+            _log.warning("hold round of %d lost its commit; resolving each hold by its key", len(live))
+            lost, placed = error, set()
         except Exception:  # noqa: BLE001 - every caller falls back to the single path, which reports
             _log.warning("hold round of %d failed; placing its holds one by one", len(live), exc_info=True)
             placed = set()
         for member, booking in zip(live, bookings, strict=True):
-            member.outcome.set_result(booking if member.request.idempotency_key in placed else None)
+            member.outcome.set_result(booking if member.request.idempotency_key in placed else lost)
         for member in members:
             if not member.outcome.done():
                 member.outcome.set_result(None)

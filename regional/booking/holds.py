@@ -164,42 +164,46 @@ def place_hold(
     epoch: int,
     now: datetime,
     deadline: float | None = None,
+    resolving: errors.AmbiguousCommit | None = None,
 ) -> Booking:
     """Holds ``party_size`` units on every night of the stay, or raises a BookingError.
 
     ``epoch`` is the basecamp lease this node believes it holds; the database refuses
-    the hold (NotOwner) unless the lease still carries it.
+    the hold (NotOwner) unless the lease still carries it. A commit lost in flight is
+    resolved by the request's key (``idempotency.run_keyed``); ``resolving``: one lost
+    before this call, by the group-commit round that had the request.
     """
-    booking = new_booking(request, now)
     fingerprint = request.fingerprint()
-    params = {**_params(request, booking, fingerprint), "epoch": epoch}
     statement = _BOOK if request.settle else _PLACE_HOLD
 
-    def fast(conn: Connection) -> Booking:
-        conn.execute(statement, params)
-        return booking
+    def attempt() -> Booking | errors.BookingError:
+        # A new booking id per attempt: after a lost commit that did land, the re-run must
+        # meet the key's record (answered from it), not the first attempt's booking row.
+        booking = new_booking(request, now)
+        params = {**_params(request, booking, fingerprint), "epoch": epoch}
 
-    def slow(conn: Connection) -> Booking | errors.BookingError:
-        outcome = hold_within(conn, request, booking, epoch=epoch, now=now)
-        if isinstance(outcome, errors.NotOwner):
-            return outcome  # not recorded: the same key must work at the owner
-        if isinstance(outcome, errors.BookingError):
-            idempotency.record(conn, request.idempotency_key, request.operation, fingerprint, now, error=outcome)
-        return outcome
+        def fast(conn: Connection) -> Booking:
+            conn.execute(statement, params)
+            return booking
 
-    try:
+        def slow(conn: Connection) -> Booking | errors.BookingError:
+            outcome = hold_within(conn, request, booking, epoch=epoch, now=now)
+            if isinstance(outcome, errors.NotOwner):
+                return outcome  # not recorded: the same key must work at the owner
+            if isinstance(outcome, errors.BookingError):
+                idempotency.record(conn, request.idempotency_key, request.operation, fingerprint, now, error=outcome)
+            return outcome
+
         try:
-            return run_transaction(engine, fast, deadline=deadline, single_statement=True)
+            return run_transaction(engine, fast, deadline=deadline, single_statement=True, operation=request.operation)
         except IntegrityError as error:
             if not _is_short(error):
                 raise
-        outcome = run_transaction(engine, slow, deadline=deadline)
-    except IntegrityError as error:
-        if not idempotency.is_key_conflict(error):
-            raise
-        outcome = idempotency.answer_from_record(
-            engine, request.idempotency_key, request.operation, fingerprint, deadline=deadline
-        )
+        return run_transaction(engine, slow, deadline=deadline, operation=request.operation)
+
+    outcome = idempotency.run_keyed(
+        engine, request.idempotency_key, request.operation, fingerprint, attempt, deadline=deadline, ambiguous=resolving
+    )
     if isinstance(outcome, errors.BookingError):
         raise outcome
     return outcome

@@ -10,20 +10,28 @@ of other keys fail with 40001: measured, 341 failures for 128 racing sold-out ho
 Definitive refusals (sold out, illegal transition…) are recorded too: the first result
 of a request is its answer, even when the answer was no. Transient failures (contention,
 an unreachable database) are not recorded, so a retry with the same key can succeed.
+
+The same record resolves a commit whose outcome was lost (:func:`run_keyed`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import IntegrityError
 
 from ridgeline.regional import errors
 from ridgeline.regional.booking.model import Booking
-from ridgeline.regional.storage.db import run_transaction
+from ridgeline.regional.storage.db import AMBIGUOUS_RERUNS_MAX, count_resolutions, run_transaction
+from ridgeline.routing.retry import Resolution
+
+R = TypeVar("R")
 
 #: The refusals worth remembering, by the name stored in the record.
 _RECORDED_ERRORS: dict[str, type[errors.BookingError]] = {
@@ -116,6 +124,62 @@ def answer_from_record(
     return run_transaction(engine, read, deadline=deadline)
 
 
+def run_keyed(
+    engine: Engine,
+    key: str,
+    operation: str,
+    request_fingerprint: str,
+    attempt: Callable[[], R],
+    *,
+    deadline: float | None,
+    ambiguous: errors.AmbiguousCommit | None = None,
+) -> R | Booking:
+    """Runs a keyed write and answers a repeat of its key from the key's record.
+
+    ``attempt`` runs the write's transaction(s), each recording its outcome under ``key``
+    in the transaction of its effect. A key conflict means the key's first request
+    committed: its stored result is answered (or its recorded refusal raised).
+
+    A lost commit (:class:`errors.AmbiguousCommit`) is resolved by the key, never guessed:
+    ``attempt`` runs again with the same key. If the lost commit landed, the re-run's record
+    insert meets that record, the re-run rolls back whole, and the first result is answered
+    (resolution ``committed``). If it did not, the re-run applies the write, once
+    (``not_committed``). A bare read of the record would not do: a COMMIT still in flight
+    on the dead connection can land after such a read, whereas the re-run's insert waits on
+    the key's unique index until that transaction has ended. ``ambiguous``: a commit already
+    lost before this call (a group-commit round the request was in), resolved the same way.
+    A re-run that answers what is never recorded (not the owner) leaves it ``unresolved``:
+    the client's retry with the key, at the owner, resolves it.
+    """
+    lost = [ambiguous] if ambiguous is not None else []
+    resolution = Resolution.UNRESOLVED
+    try:
+        for _ in range(AMBIGUOUS_RERUNS_MAX + 1):
+            if lost and deadline is not None and time.monotonic() >= deadline:
+                break
+            try:
+                outcome = attempt()
+            except errors.AmbiguousCommit as error:
+                lost.append(error)
+                continue
+            except IntegrityError as error:
+                if not is_key_conflict(error):
+                    raise
+                resolution = Resolution.COMMITTED
+                return answer_from_record(engine, key, operation, request_fingerprint, deadline=deadline)
+            if is_recorded(outcome):
+                resolution = Resolution.NOT_COMMITTED
+            return outcome
+        raise lost[-1]
+    finally:
+        count_resolutions(operation, resolution, len(lost))
+
+
+def is_recorded(outcome: object) -> bool:
+    """Whether a keyed write's outcome is one its key's record stores (a result, a lasting refusal)."""
+    return isinstance(outcome, Booking) or type(outcome).__name__ in _RECORDED_ERRORS
+
+
 def insert_params(
     key: str,
     operation: str,
@@ -149,7 +213,7 @@ def record(
     error: errors.BookingError | None = None,
 ) -> None:
     """Stores the outcome of a keyed request in the caller's transaction."""
-    if error is not None and type(error).__name__ not in _RECORDED_ERRORS:
+    if error is not None and not is_recorded(error):
         return
     conn.execute(_INSERT, insert_params(key, operation, request_fingerprint, now, result=result, error=error))
 

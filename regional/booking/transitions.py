@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import IntegrityError
 
 from ridgeline.regional import errors
 from ridgeline.regional.booking import history, idempotency, ownership, queries
@@ -127,14 +126,14 @@ def apply_move(
             idempotency.record(conn, idempotency_key, move.operation, fingerprint, now, error=outcome)
         return outcome
 
-    try:
-        outcome = run_transaction(engine, work, deadline=deadline)
-    except IntegrityError as error:
-        if not idempotency.is_key_conflict(error):
-            raise
-        outcome = idempotency.answer_from_record(
-            engine, idempotency_key, move.operation, fingerprint, deadline=deadline
-        )
+    outcome = idempotency.run_keyed(
+        engine,
+        idempotency_key,
+        move.operation,
+        fingerprint,
+        lambda: run_transaction(engine, work, deadline=deadline, operation=move.operation),
+        deadline=deadline,
+    )
     if isinstance(outcome, errors.BookingError):
         raise outcome
     return outcome

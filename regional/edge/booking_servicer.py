@@ -30,7 +30,7 @@ from ridgeline.regional.edge import convert, validation
 from ridgeline.regional.edge.status_codes import guarded
 from ridgeline.regional.errors import DeadlineExceeded, NotFound
 from ridgeline.regional.settlement import rows as settlements
-from ridgeline.regional.storage.db import run_transaction
+from ridgeline.regional.storage.db import read_transaction
 from ridgeline.routing.clock import Clock, utc_now
 from ridgeline.routing.keeper import Ownership
 from ridgeline.trust import identity
@@ -78,7 +78,7 @@ class BookingServicer(pb_grpc.BookingServiceServicer):
     def GetAvailability(self, request: pb.GetAvailabilityRequest, context: grpc.ServicerContext) -> pb.GetAvailabilityResponse:
         query = validation.availability_query(request, self._catalog, self._config)
         resource_ids, now = [r.resource_id for r in query.resources], self._clock()
-        nights = run_transaction(self._engine, lambda conn: queries.availability(conn, resource_ids, query.nights, now))
+        nights = read_transaction(self._engine, lambda conn: queries.availability(conn, resource_ids, query.nights, now))
         return pb.GetAvailabilityResponse(
             basecamp_id=query.basecamp.basecamp_id,
             resources=[
@@ -132,7 +132,7 @@ class BookingServicer(pb_grpc.BookingServiceServicer):
             page, next_token = queries.list_bookings(conn, where, caller=caller, page_size=page_size, page_token=token, now=now)
             return page, next_token, settlements.get(conn, [b.booking_id for b in page])
 
-        page, next_token, payments = run_transaction(self._engine, read)
+        page, next_token, payments = read_transaction(self._engine, read)
         replies = [convert.booking_pb(b, payments.get(b.booking_id)) for b in page]
         return pb.ListBookingsResponse(bookings=replies, next_page_token=next_token)
 
@@ -144,7 +144,7 @@ class BookingServicer(pb_grpc.BookingServiceServicer):
         """The lease epoch to write with, or NotOwner (with the owner) before any write."""
         epoch = self._owned.epoch_of(basecamp_id)
         if epoch is None:
-            raise run_transaction(self._engine, lambda conn: ownership.not_owner(conn, basecamp_id))
+            raise read_transaction(self._engine, lambda conn: ownership.not_owner(conn, basecamp_id))
         return epoch
 
     def _booking_reply(self, booking_id: str, caller: Caller) -> pb.Booking:
@@ -158,7 +158,7 @@ class BookingServicer(pb_grpc.BookingServiceServicer):
                 raise NotFound(transitions.not_found_message(booking_id))
             return convert.booking_pb(booking, settlements.get(conn, [booking_id]).get(booking_id))
 
-        return run_transaction(self._engine, read)
+        return read_transaction(self._engine, read)
 
     def _move(
         self,

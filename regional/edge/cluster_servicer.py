@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from ridgeline.regional.booking.catalog import CatalogView
 from ridgeline.regional.edge.status_codes import guarded
 from ridgeline.regional.errors import Contention, DatabaseUnavailable
-from ridgeline.regional.storage.db import run_transaction
+from ridgeline.regional.storage.db import read_transaction
 from ridgeline.routing import leases
 from ridgeline.v1 import cluster_pb2 as cpb
 from ridgeline.v1 import cluster_pb2_grpc as cpb_grpc
@@ -37,7 +37,7 @@ class ClusterServicer(cpb_grpc.ClusterServiceServicer):
     @guarded
     def GetClusterInfo(self, request: cpb.GetClusterInfoRequest, context: grpc.ServicerContext) -> cpb.ClusterInfo:
         try:
-            members, owners = run_transaction(self._engine, lambda conn: (leases.live_members(conn, self._region), leases.leases(conn, self._region)))
+            members, owners = read_transaction(self._engine, lambda conn: (leases.live_members(conn, self._region), leases.leases(conn, self._region)))
         except (DatabaseUnavailable, Contention):
             return cpb.ClusterInfo(
                 region=self._region,

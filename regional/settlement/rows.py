@@ -25,9 +25,10 @@ from __future__ import annotations
 import enum
 import json
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, text
 
@@ -35,8 +36,10 @@ from ridgeline.regional import errors
 from ridgeline.regional.booking import ownership, transitions
 from ridgeline.regional.booking.access import Caller
 from ridgeline.regional.booking.model import Booking, BookingState
-from ridgeline.regional.storage.db import run_transaction
+from ridgeline.regional.storage.db import read_transaction, run_transaction
 from ridgeline.routing.leases import Fence, fence_json
+
+T = TypeVar("T")
 
 
 class SettlementState(enum.StrEnum):
@@ -52,6 +55,13 @@ OPEN_STATES = frozenset({SettlementState.AWAITING_PAYMENT, SettlementState.REFUN
 #: The kind of the one message a confirmed booking sends its guest.
 CONFIRMED_MESSAGE = "booking_confirmed"
 LAST_ERROR_LENGTH_MAX = 500
+
+
+def _step(engine: Engine, work: Callable[[Connection], T]) -> T:
+    """A settlement step, guarded by the row's state: after a lost COMMIT it is run again
+    and finds the row as the first run left it (a claim that did land is taken again once
+    it lapses, after ``claim_seconds``)."""
+    return run_transaction(engine, work, operation="settlement", idempotent=True)
 
 
 def charge_key(booking_id: str) -> str:
@@ -189,7 +199,7 @@ def claim_due(engine: Engine, *, fence: Fence, now: datetime, batch_max: int, cl
         "batch_max": batch_max,
         "claimed_until": now + timedelta(seconds=claim_seconds),
     }
-    return run_transaction(engine, lambda conn: [_settlement(row) for row in conn.execute(_CLAIM, params)])
+    return _step(engine, lambda conn: [_settlement(row) for row in conn.execute(_CLAIM, params)])
 
 
 def unclaim(engine: Engine, claimed: Sequence[Settlement], *, now: datetime) -> None:
@@ -204,7 +214,7 @@ def unclaim(engine: Engine, claimed: Sequence[Settlement], *, now: datetime) -> 
     )
     params = [{"booking_id": s.booking_id, "claimed_until": s.next_attempt_at, "now": now} for s in claimed]
     if params:
-        run_transaction(engine, lambda conn: conn.execute(statement, params))
+        _step(engine, lambda conn: conn.execute(statement, params))
 
 
 def get(conn: Connection, booking_ids: Sequence[str]) -> dict[str, Settlement]:
@@ -221,7 +231,7 @@ def retry_later(engine: Engine, settlement: Settlement, error: str, *, now: date
         "next_at": now + timedelta(seconds=delay_seconds),
         "now": now,
     }
-    run_transaction(engine, lambda conn: conn.execute(_RETRY_LATER, params))
+    _step(engine, lambda conn: conn.execute(_RETRY_LATER, params))
 
 
 def confirm_paid(engine: Engine, settlement: Settlement, charge_id: str, *, actor: str, fence: Fence, now: datetime) -> Booking:
@@ -303,12 +313,12 @@ def release_unpaid(
             also=moved,
         )
     except errors.IllegalTransition:  # expired, or confirmed by a desk: no hold to give back
-        run_transaction(engine, moved)
+        _step(engine, moved)
 
 
 def refunding(engine: Engine, settlement: Settlement, charge_id: str, reason: str, *, now: datetime, grace_seconds: float) -> None:
     """A charge went through but the booking cannot be confirmed: the money must go back."""
-    run_transaction(
+    _step(
         engine,
         lambda conn: _move(
             conn, settlement.booking_id, SettlementState.REFUNDING, {SettlementState.AWAITING_PAYMENT},
@@ -335,7 +345,7 @@ def refunded(engine: Engine, booking_id: str, *, now: datetime, note: str = "") 
     it was confirmed, or one that a lost reply left behind a released booking.
     """
     sources = set(SettlementState) - {SettlementState.REFUNDED}
-    run_transaction(engine, lambda conn: _move(conn, booking_id, SettlementState.REFUNDED, sources, now=now, error=note))
+    _step(engine, lambda conn: _move(conn, booking_id, SettlementState.REFUNDED, sources, now=now, error=note))
 
 
 def undelivered(engine: Engine, *, basecamps: Collection[str], limit: int) -> list[OutboxMessage]:
@@ -345,18 +355,18 @@ def undelivered(engine: Engine, *, basecamps: Collection[str], limit: int) -> li
         rows = conn.execute(_UNDELIVERED, {"basecamps": sorted(basecamps), "limit": limit})
         return [OutboxMessage(r.message_id, str(r.booking_id), r.kind, r.payload, r.created_at) for r in rows]
 
-    return run_transaction(engine, read)
+    return read_transaction(engine, read)
 
 
 def mark_delivered(engine: Engine, message_ids: Sequence[str], *, now: datetime) -> None:
     if message_ids:
-        run_transaction(engine, lambda conn: conn.execute(_DELIVERED, {"ids": list(message_ids), "now": now}))
+        _step(engine, lambda conn: conn.execute(_DELIVERED, {"ids": list(message_ids), "now": now}))
 
 
 def wait_until_settled(engine: Engine, booking_id: str, *, deadline: float, poll_seconds: float = 0.05) -> None:
     """Returns once the booking's settlement left ``awaiting_payment``, or at ``deadline``."""
     while time.monotonic() + poll_seconds < deadline:
-        found = run_transaction(engine, lambda conn: get(conn, [booking_id]).get(booking_id))
+        found = read_transaction(engine, lambda conn: get(conn, [booking_id]).get(booking_id))
         if found is None or found.state is not SettlementState.AWAITING_PAYMENT:
             return
         time.sleep(poll_seconds)

@@ -4,6 +4,8 @@ ARCHITECTURE.md §3: CockroachDB in production, PostgreSQL here, both through th
 ``cockroachdb+psycopg`` URL scheme and SERIALIZABLE isolation. Serialization failures
 (SQLSTATE 40001) and deadlocks (40P01) are retried by re-running the *whole* transaction
 on a fresh BEGIN, with capped, jittered exponential backoff and a bounded attempt count.
+A COMMIT whose connection was lost is never retried as if it had failed: its outcome is
+unknown (:class:`AmbiguousCommit`) until the write's key or its idempotence resolves it.
 ``sqlalchemy_cockroachdb.run_transaction`` is not used: on PostgreSQL it retries inside
 the failed snapshot and never recovers.
 """
@@ -11,21 +13,30 @@ the failed snapshot and never recovers.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Literal, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from ridgeline.regional.errors import Contention, DatabaseUnavailable, DeadlineExceeded
-from ridgeline.regional.metrics import DB_RETRIES
-from ridgeline.routing.retry import RetryPolicy
+from ridgeline.regional.errors import AmbiguousCommit, Contention, DatabaseUnavailable, DeadlineExceeded
+from ridgeline.regional.metrics import AMBIGUOUS_COMMITS, AMBIGUOUS_RESOLUTIONS, DB_RETRIES
+from ridgeline.routing.retry import Resolution, RetryPolicy
 
 T = TypeVar("T")
 Isolation = Literal["SERIALIZABLE", "READ COMMITTED"]
 
 #: SQLSTATEs after which re-running the whole transaction can succeed.
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+
+#: SQLSTATEs (besides class 08) after which a COMMIT in flight may or may not have committed.
+_OUTCOME_UNKNOWN_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "57014", "40003"})
+
+_LOCK_TIMEOUT_SQLSTATE = "55P03"
+
+#: Most re-runs of idempotent work after ambiguous commits, and of a keyed write by its key.
+AMBIGUOUS_RERUNS_MAX = 3
 
 
 #: Serialization failures resolve fast; many short attempts beat few long waits.
@@ -43,9 +54,11 @@ def make_engine(
 ) -> Engine:
     """An engine whose every transaction runs SERIALIZABLE, whatever the server default is.
 
-    ``isolation_level="READ COMMITTED"`` is for stand-ins of outside systems only (the
-    payment gateway's ledger), whose isolation is their own business; Ridgeline's own
-    databases always run SERIALIZABLE, as CockroachDB does.
+    ``isolation_level="READ COMMITTED"`` is for stand-ins of outside systems (the payment
+    gateway's ledger), whose isolation is their own business, and for the hold sweep's one
+    statement, whose safety beside the serializable hot path is argued in
+    ``booking/expiry.py``; everything else in Ridgeline's databases runs SERIALIZABLE, as
+    on CockroachDB.
 
     ``lock_timeout_ms`` bounds how long a statement waits for a row lock (SQLSTATE 55P03
     when exceeded): for work that must not queue behind one stuck transaction.
@@ -93,6 +106,8 @@ def run_transaction(
     policy: RetryPolicy = DEFAULT_RETRY,
     deadline: float | None = None,
     single_statement: bool = False,
+    operation: str = "transaction",
+    idempotent: bool = False,
 ) -> T:
     """Runs ``work`` in one transaction, re-running it whole on a serialization failure.
 
@@ -105,20 +120,58 @@ def run_transaction(
     transaction (autocommit). That saves the BEGIN and COMMIT round trips, and
     CockroachDB commits such a statement in one phase and retries it server-side.
 
-    A dropped connection (the database restarted, a proxy reset it) is retried once on a
-    fresh connection: SQLAlchemy has then invalidated the whole pool, so the retry does
-    not meet another stale connection. If the drop hit the COMMIT, the first attempt may
-    have committed; every ``work`` here is keyed (idempotency records) or guarded by the
-    row's state, so running it again answers the first result instead of acting twice.
+    What is retried depends on whether the transaction can have committed:
+
+    * certainly not: a serialization failure or deadlock (also when COMMIT reports it), a
+      refused connection, any error of a statement before COMMIT. Contention is retried
+      with backoff; a dropped connection once, on a fresh one (SQLAlchemy has then
+      invalidated the whole pool, so the retry does not meet another stale connection).
+    * unknown: the connection was lost while COMMIT was in flight (or the one statement of
+      ``single_statement``). That raises :class:`AmbiguousCommit` naming ``operation``,
+      unless the caller declares the work ``idempotent``: idempotent by the rows' state
+      (a sweep, a settlement step guarded by its state) or only reading. Such work is run
+      again, at most ``AMBIGUOUS_RERUNS_MAX`` times, and counted as resolution ``rerun``.
+      Keyed writes resolve it by their key instead (``booking.idempotency.run_keyed``).
     """
+    assert operation, "name the operation: it labels the ambiguous-commit metrics"
+    lost: list[AmbiguousCommit] = []
+    try:
+        while True:
+            try:
+                result = _retried(engine, work, policy, deadline, single_statement, operation)
+            except AmbiguousCommit as error:
+                if not idempotent or len(lost) >= AMBIGUOUS_RERUNS_MAX or (deadline is not None and time.monotonic() >= deadline):
+                    raise
+                lost.append(error)
+                continue
+            count_resolutions(operation, Resolution.RERUN, len(lost))
+            return result
+    except BaseException:
+        count_resolutions(operation, Resolution.UNRESOLVED, len(lost))
+        raise
+
+
+def read_transaction(engine: Engine, work: Callable[[Connection], T], *, deadline: float | None = None, single_statement: bool = False) -> T:
+    """``run_transaction`` for work that only reads: a lost COMMIT of a read changed nothing,
+    so it is run again like any idempotent work."""
+    return run_transaction(engine, work, deadline=deadline, single_statement=single_statement, operation="read", idempotent=True)
+
+
+def count_resolutions(operation: str, resolution: Resolution, count: int = 1) -> None:
+    """Counts ``count`` ambiguous commits of ``operation`` as resolved by ``resolution``."""
+    assert count >= 0
+    if count:
+        AMBIGUOUS_RESOLUTIONS.labels(operation, resolution.value).inc(count)
+
+
+def _retried(
+    engine: Engine, work: Callable[[Connection], T], policy: RetryPolicy, deadline: float | None, single_statement: bool, operation: str
+) -> T:
+    """One transaction, retried while every failure is certain not to have committed."""
     reconnected = False
     for attempt in range(1, policy.attempts_max + 1):
         try:
-            if single_statement:
-                with engine.connect() as conn:
-                    return work(conn.execution_options(isolation_level="AUTOCOMMIT"))
-            with engine.connect() as conn, conn.begin():
-                return work(conn)
+            return _once(engine, work, single_statement, operation)
         except DBAPIError as error:
             state = sqlstate(error)
             if state in RETRYABLE_SQLSTATES:
@@ -130,6 +183,8 @@ def run_transaction(
                     raise DeadlineExceeded("deadline passed while retrying a contended transaction") from error
                 time.sleep(pause)
                 continue
+            if state == _LOCK_TIMEOUT_SQLSTATE:  # the engine's lock_timeout: a wait the caller bounded on purpose
+                raise Contention(f"gave up waiting for a row lock ({_first_line(error)})") from error
             if error.connection_invalidated and not reconnected and (deadline is None or time.monotonic() < deadline):
                 DB_RETRIES.labels("reconnect").inc()
                 reconnected = True
@@ -140,6 +195,58 @@ def run_transaction(
                 ) from error
             raise
     raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+
+
+def _once(engine: Engine, work: Callable[[Connection], T], single_statement: bool, operation: str) -> T:
+    """One attempt. An error that leaves the outcome unknown becomes AmbiguousCommit; every
+    other error is raised as it is, and is certain not to have committed."""
+    with engine.connect() as conn:  # a refused connection: nothing was sent
+        if single_statement:
+            with _commit_in_flight(operation):
+                return work(conn.execution_options(isolation_level="AUTOCOMMIT"))
+        transaction = conn.begin()
+        try:
+            result = work(conn)  # a failure here: the server never saw COMMIT, and rolls back
+        except BaseException:
+            if transaction.is_active:
+                transaction.rollback()
+            raise
+        with _commit_in_flight(operation):
+            transaction.commit()
+        return result
+
+
+@contextmanager
+def _commit_in_flight(operation: str) -> Iterator[None]:
+    """Turns a connection lost while a commit is in flight into AmbiguousCommit."""
+    try:
+        yield
+    except DBAPIError as error:
+        if not outcome_unknown(error):
+            raise  # the server answered: whatever it said, it did not commit
+        AMBIGUOUS_COMMITS.labels(operation).inc()
+        raise AmbiguousCommit(
+            f"region database unreachable while {operation} was committing: {_first_line(error)}; "
+            "whether it took effect is unknown; retry with the same idempotency key",
+            operation=operation,
+            sqlstate=sqlstate(error),
+        ) from error
+
+
+def outcome_unknown(error: DBAPIError) -> bool:
+    """Whether ``error``, raised by a COMMIT in flight, leaves its outcome unknown.
+
+    Unknown: the connection ended with no answer (psycopg's OperationalError without a
+    SQLSTATE, SQLAlchemy's invalidated connection), a connection exception (class 08), the
+    server shutting down or crashing under the commit (57P01-57P03), a cancel of the wait
+    for a synchronous standby (57014: committed locally, maybe not replicated), or
+    CockroachDB's "result is ambiguous" (40003). Any other SQLSTATE is the server refusing
+    the commit (40001 at commit, a deferred constraint): certainly not committed.
+    """
+    state = sqlstate(error)
+    if state is None:
+        return isinstance(error, OperationalError) or error.connection_invalidated
+    return state.startswith("08") or state in _OUTCOME_UNKNOWN_SQLSTATES
 
 
 def _first_line(error: BaseException) -> str:

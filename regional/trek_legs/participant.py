@@ -35,7 +35,7 @@ from ridgeline.regional import errors
 from ridgeline.regional.booking import holds, ownership, queries, transitions
 from ridgeline.regional.booking.access import Caller
 from ridgeline.regional.booking.model import Booking
-from ridgeline.regional.storage.db import run_transaction
+from ridgeline.regional.storage.db import read_transaction, run_transaction
 from ridgeline.routing.leases import Fence
 
 
@@ -136,7 +136,7 @@ def prepare(
             return outcome
         return Leg(key, LegState.PREPARED, outcome)
 
-    return _run(engine, work, deadline)
+    return _run(engine, work, deadline, "PrepareLeg")
 
 
 def commit(engine: Engine, key: LegKey, *, actor: str, fence: Fence, now: datetime, deadline: float | None = None) -> Leg:
@@ -168,7 +168,7 @@ def abort(engine: Engine, key: LegKey, *, actor: str, fence: Fence, now: datetim
             return errors.IllegalTransition(f"trek {key.trek_id} leg {key.leg_index} is {found.state.value}; it cannot be aborted")
         return found
 
-    return _run(engine, work, deadline)
+    return _run(engine, work, deadline, transitions.ABORT_LEG.operation)
 
 
 def read(engine: Engine, key: LegKey, *, deadline: float | None = None) -> tuple[Leg, str]:
@@ -184,7 +184,7 @@ def read(engine: Engine, key: LegKey, *, deadline: float | None = None) -> tuple
         booking = queries.get_booking(conn, row.booking_id) if row.booking_id else None
         return Leg(key, LegState(row.state), booking), row.coordinator_target
 
-    found = run_transaction(engine, work, deadline=deadline)
+    found = read_transaction(engine, work, deadline=deadline)
     if isinstance(found, errors.BookingError):
         raise found
     return found
@@ -218,7 +218,7 @@ def _move(
             )
         return found
 
-    return _run(engine, work, deadline)
+    return _run(engine, work, deadline, move.operation)
 
 
 def _move_within(
@@ -267,8 +267,10 @@ def _fence_params(
     }
 
 
-def _run(engine: Engine, work: Callable[[Connection], Leg | errors.BookingError], deadline: float | None) -> Leg:
-    outcome = run_transaction(engine, work, deadline=deadline)
+def _run(engine: Engine, work: Callable[[Connection], Leg | errors.BookingError], deadline: float | None, operation: str) -> Leg:
+    # Idempotent by the fence's key (trek, leg): after a lost commit, the re-run's fence
+    # insert waits for the first transaction to end and then answers the leg as it left it.
+    outcome = run_transaction(engine, work, deadline=deadline, operation=operation, idempotent=True)
     if isinstance(outcome, errors.BookingError):
         raise outcome
     return outcome

@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 
 from ridgeline.regional.errors import BookingError, CoordinatorUnavailable
 from ridgeline.regional.periodic import Periodic
-from ridgeline.regional.storage.db import run_transaction
+from ridgeline.regional.storage.db import read_transaction
 from ridgeline.regional.trek_legs import participant as legs
 from ridgeline.regional.trek_legs.coordinators import KnownCoordinators
 from ridgeline.routing.keeper import Ownership
@@ -34,7 +34,7 @@ def resolve_in_doubt(engine: Engine, *, fence: Fence, now: datetime, batch_max: 
     """Asks (``ask(coordinator_target, trek_id)``: a ``KnownCoordinators``) about every prepared leg past its deadline of the basecamps ``fence`` holds (one
     batch) and applies the answers, under those leases, as ``actor`` (the node's own,
     ``node:<id>``: it acts by itself); returns how many were resolved."""
-    doubtful = run_transaction(engine, lambda conn: legs.in_doubt(conn, basecamps=list(fence), now=now, batch_max=batch_max))
+    doubtful = read_transaction(engine, lambda conn: legs.in_doubt(conn, basecamps=list(fence), now=now, batch_max=batch_max))
     resolved = 0
     for key, target in doubtful:
         try:

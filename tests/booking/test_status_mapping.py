@@ -22,6 +22,7 @@ EXPECTED = {
     errors.Contention: grpc.StatusCode.ABORTED,
     errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.DatabaseUnavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.AmbiguousCommit: grpc.StatusCode.UNAVAILABLE,
     errors.NodeUnavailable: grpc.StatusCode.UNAVAILABLE,
     errors.NotOwner: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ForeignCoordinator: grpc.StatusCode.FAILED_PRECONDITION,
@@ -30,7 +31,7 @@ EXPECTED = {
 }
 
 
-@pytest.mark.parametrize("error_class", [cls for cls in EXPECTED if cls is not errors.NotOwner], ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize("error_class", [cls for cls in EXPECTED if cls not in (errors.NotOwner, errors.AmbiguousCommit)], ids=lambda cls: cls.__name__)
 def test_domain_error_maps_to_its_status_code(error_class: type[errors.BookingError]) -> None:
     assert code_for(error_class("why")) is EXPECTED[error_class]
 
@@ -47,3 +48,9 @@ def test_every_domain_error_has_a_mapping() -> None:
         return {cls, *(sub for direct in cls.__subclasses__() for sub in subclasses(direct))}
 
     assert subclasses(errors.BookingError) - {errors.BookingError} == set(EXPECTED)
+
+
+def test_an_unresolved_ambiguous_commit_is_unavailable_so_the_client_retries_with_its_key() -> None:
+    lost = errors.AmbiguousCommit("why", operation="PlaceHold", sqlstate="08006")
+    assert code_for(lost) is grpc.StatusCode.UNAVAILABLE
+    assert (lost.operation, lost.sqlstate) == ("PlaceHold", "08006")
