@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
+from ridgeline.deploy.run.parent_death import popen_tied
 from ridgeline.deploy.run.postgres import PostgresServer
 from ridgeline.deploy.run.processes import AdoptedProcess, ProcessHandle, free_port, stop
 from ridgeline.trust.private_files import CHILD_UMASK, open_private_append, private_dir, write_private
@@ -75,6 +76,11 @@ class PrefectServer:
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
+    @property
+    def process(self) -> ProcessHandle | None:
+        """The server process (None before the first start): its supervisor watches it."""
+        return self._process
+
     def adopt(self, pid: int) -> None:
         """Takes over the server running as ``pid`` on this port and database, started by another
         process (a drill restarted it, or this is that drill attached to ``ridgeline up``)."""
@@ -106,7 +112,7 @@ class PrefectServer:
         environment.pop("PREFECT_API_URL", None)
         environment.pop("PREFECT_API_AUTH_STRING", None)
         with open_private_append(self.home / "server.log") as log:
-            process = self._process = subprocess.Popen(
+            process = self._process = popen_tied(  # SIGTERM should this process die
                 [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-services", "--no-ui", "--analytics-off"],
                 env=environment,
                 stdout=log,
