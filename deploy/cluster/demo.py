@@ -45,6 +45,7 @@ def run_demo(*, data_dir: Path, region: str, listen: str, tour: Callable[[str, T
     The tour is the CLI's: it shows each reply with the CLI's tables, and nothing in
     deploy/cluster imports the CLI (the CLI imports this room).
     """
+    stop = _stop_on_signal() if serve else threading.Event()
     catalog = load_catalog()
     if not catalog.in_region(region):
         raise SystemExit(f"region {region!r} has no basecamps; choose one of {', '.join(catalog.regions)}")
@@ -100,7 +101,8 @@ def run_demo(*, data_dir: Path, region: str, listen: str, tour: Callable[[str, T
                 f"  {cli} bookings --stuck 10m --target {node.address}\n"
                 "Ctrl-C stops the node and the database."
             )
-            _wait_for_signal()
+            while not stop.wait(1.0):
+                pass
     finally:
         _shut_down(settler, node, prefect, gateway, database)
 
@@ -137,8 +139,10 @@ def _in_parallel(stops: list[Callable[[], object]], *, seconds: float, also: lis
         thread.join(max(deadline - time.monotonic(), 0.0))
 
 
-def _wait_for_signal() -> None:
+def _stop_on_signal() -> threading.Event:
+    """Set by SIGTERM or SIGINT; taken over before anything starts, so a signal during
+    start-up still stops everything in order instead of killing demo mid-way."""
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    stop.wait()
+    return stop
