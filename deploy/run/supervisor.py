@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ridgeline.deploy.run.processes import ProcessHandle, alive
+from ridgeline.trust.private_files import write_private
 
 _log = logging.getLogger(__name__)
 
@@ -148,8 +149,9 @@ class Supervisor:
         self._thread = threading.Thread(target=self._run, name="ridgeline supervisor", daemon=True)
         self._thread.start()
 
-    def close(self, timeout_seconds: float = 90.0) -> None:
-        """Stops supervising; waits for a restart in flight (bounded by the part's READY wait)."""
+    def close(self, timeout_seconds: float = 15.0) -> None:
+        """Stops supervising; waits a bounded time for a restart in flight (a child still
+        starting after that dies with this process: it is tied to it)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_seconds)
@@ -232,7 +234,7 @@ def hold(state_dir: Path, name: str, reason: str) -> None:
     leaves it dead meanwhile. Call it before killing the part."""
     holds = state_dir / HOLDS_DIR
     holds.mkdir(mode=0o700, exist_ok=True)
-    (holds / f"{name}.json").write_text(json.dumps({"pid": os.getpid(), "reason": reason}), encoding="utf-8")
+    write_private(holds / f"{name}.json", json.dumps({"pid": os.getpid(), "reason": reason}))  # whole or not at all
 
 
 def release(state_dir: Path, name: str) -> None:

@@ -46,8 +46,9 @@ def _by_kind(manifests: list[dict], kind: str) -> list[dict]:
     return [m for m in manifests if m["kind"] == kind]
 
 
-def test_every_rendered_manifest_validates_against_the_pinned_schema() -> None:
-    rendered = _ridgeline("k8s", "render", "--cluster", str(EXAMPLES / "cluster.multi-machine.toml"))
+@pytest.mark.parametrize("example", ["cluster.multi-machine.toml", "cluster.kubernetes.toml"])
+def test_every_rendered_manifest_validates_against_the_pinned_schema(example: str) -> None:
+    rendered = _ridgeline("k8s", "render", "--cluster", str(EXAMPLES / example))
     assert rendered.returncode == 0, rendered.stderr
     manifests = list(yaml.safe_load_all(rendered.stdout))
     kinds = {m["kind"] for m in manifests}
@@ -55,6 +56,10 @@ def test_every_rendered_manifest_validates_against_the_pinned_schema() -> None:
     for manifest in manifests:
         kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)  # raises naming the field
     assert "kubectl -n ridgeline create secret generic ridgeline-node-certs" in rendered.stderr, "says how to make the Secret it references"
+    inside = parse_cluster(tomllib.loads(next(m for m in manifests if m["kind"] == "ConfigMap")["data"]["cluster.toml"]))
+    assert {n.address for r in inside.regions for n in r.nodes} == {n.address for r in load_cluster_file(EXAMPLES / "cluster.kubernetes.toml").regions for n in r.nodes}, (
+        "the Kubernetes example names the addresses the render gives its pods"
+    )
 
 
 def test_a_schema_violation_is_caught() -> None:
