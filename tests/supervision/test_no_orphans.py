@@ -4,7 +4,8 @@ whole group, SIGKILL of the parent alone. Afterwards (and once the next start or
 has run) no process of theirs is left: none whose command line names their directory,
 none whose environment carries the run's mark (what every child inherits: the Prefect
 server, the postmaster, its guard). Under ``up``, a SIGKILLed node and coordinator come
-back by themselves, serve, and ``status`` shows the restart and the signal."""
+back by themselves, serve, and ``status`` shows the restart and the signal; so do the
+gateway and the Prefect server, where the nodes already reach them."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from certificates import health_status
 
@@ -182,6 +184,12 @@ def test_up_restarts_what_dies_and_leaves_nothing_when_killed(tmp_path: Path) ->
         with sre.channel(state["coordinator"]) as channel:
             assert health_status(channel) is grpc.StatusCode.OK, "the restarted coordinator does not serve"
         assert _state(state_dir)["coordinator_pid"] == coordinator["pid"], "state.json names the new coordinator"
+        for part, pid in (("gateway", state["services"]["gateway_pid"]), ("prefect", state["prefect"]["pid"])):
+            os.kill(pid, signal.SIGKILL)
+            _comes_back(state_dir, part, pid)
+        with sre.http_client(state["services"]["gateway_url"], timeout_seconds=10) as gateway:
+            assert gateway.get("/healthz").status_code == 200, "the gateway is back where the nodes pay"
+        assert httpx.get(f"{state['services']['prefect_api_url']}/health", timeout=10).status_code == 200, "Prefect is back on its port"
 
         status = _ridgeline("status", env={**env, "COLUMNS": "200"})
         assert status.returncode == 0, status.stderr
@@ -191,7 +199,7 @@ def test_up_restarts_what_dies_and_leaves_nothing_when_killed(tmp_path: Path) ->
         up.kill()  # up alone: its children learn it from the kernel
         up.wait()
         _until(lambda: _leftovers(tmp_path, mark) == [], ORPHAN_BOUND_SECONDS, lambda: f"left running: {_leftovers(tmp_path, mark)}")
-        assert "left behind" in _ridgeline("down", env=env).stdout
+        assert "left behind" in " ".join(_ridgeline("down", env=env).stdout.split())  # rich wraps at 80 columns in a pipe
         assert not (state_dir / "state.json").exists()
 
         up = _started(command, env, "is serving", tmp_path / "up-again.out")  # the next start, on the same state
