@@ -46,6 +46,8 @@ TERMINATION_GRACE_SECONDS = 30
 _RUN_AS = 10001
 _DATA_DIR = "/var/lib/ridgeline"
 _CONFIG_MAP = "ridgeline-cluster"
+#: ``auth``: the Prefect API's ``user:password``, for the server and every node.
+PREFECT_AUTH_SECRET = "ridgeline-prefect-api-auth"
 DATABASE_CERTS_DIR = "/etc/ridgeline/db-certs"
 
 
@@ -67,6 +69,8 @@ def node_statefulset(node_set: NodeSet, options: K8sOptions) -> Manifest:
         # The region database's password, if it takes one (an operator's Secret); never in the cluster file.
         {"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": f"ridgeline-db-{node_set.region}", "key": "password", "optional": True}}},
         {"name": "PREFECT_HOME", "value": f"{_DATA_DIR}/prefect"},
+        # The Prefect API's secret (user:password): the in-cluster server demands it.
+        {"name": "PREFECT_API_AUTH_STRING", "valueFrom": {"secretKeyRef": {"name": PREFECT_AUTH_SECRET, "key": "auth", "optional": True}}},
     ]
     container = _container("node", args, env, {"grpc": NODE_PORT, "metrics": METRICS_PORT}, _exec_probe(NODE_PORT), NODE_RESOURCES)
     return {
@@ -114,6 +118,8 @@ def prefect_deployment(options: K8sOptions) -> Manifest:
     env += [
         {"name": "PREFECT_HOME", "value": f"{_DATA_DIR}/prefect"},
         {"name": "PREFECT_SERVER_DATABASE_CONNECTION_URL", "valueFrom": {"secretKeyRef": {"name": "ridgeline-prefect-database", "key": "url"}}},
+        # Whoever reaches the port could otherwise read every flow run's parameters or cancel them.
+        {"name": "PREFECT_SERVER_API_AUTH_STRING", "valueFrom": {"secretKeyRef": {"name": PREFECT_AUTH_SECRET, "key": "auth"}}},
     ]
     probe = {"httpGet": {"path": "/api/health", "port": PREFECT_PORT}}
     container = _container("prefect", lean_server_command("0.0.0.0", PREFECT_PORT), env, {"http": PREFECT_PORT}, probe, PREFECT_RESOURCES, command=["python"])

@@ -79,6 +79,10 @@ def test_every_container_has_probes_requests_and_limits() -> None:
             assert probe in container, f"{container['name']} has no {probe}"
         for bound in ("requests", "limits"):
             assert set(container["resources"][bound]) == {"cpu", "memory"}, f"{container['name']} {bound}"
+    environments = {c["name"]: {e["name"]: e for e in c["env"]} for c in containers}
+    demanded = environments["prefect"]["PREFECT_SERVER_API_AUTH_STRING"]["valueFrom"]["secretKeyRef"]
+    presented = environments["node"]["PREFECT_API_AUTH_STRING"]["valueFrom"]["secretKeyRef"]
+    assert demanded | {"optional": True} == presented, "the nodes present the secret the Prefect server demands"
     grpc_probes = {c["name"]: c["readinessProbe"]["exec"]["command"] for c in containers if c["name"] != "prefect"}
     assert grpc_probes["node"][:3] == ["python", "-m", "ridgeline.deploy.k8s.probe"] and grpc_probes["node"][-2:] == ["--target", f"127.0.0.1:{NODE_PORT}"]
     assert grpc_probes["coordinator"][-1] == f"127.0.0.1:{COORDINATOR_PORT}"
