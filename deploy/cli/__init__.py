@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from ridgeline import tracing
-from ridgeline.deploy.cli import bench, certs, cluster, desk, drills, flows, options, processes, trek
+from ridgeline.deploy.cli import bench, certs, cluster, desk, drills, flows, k8s, options, processes, trek
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Ridgeline: safe bookings for alpine basecamps.")
 
@@ -45,9 +45,11 @@ app.add_typer(processes.commands)
 app.add_typer(cluster.commands)
 app.add_typer(drills.commands)
 app.add_typer(certs.commands)
+app.add_typer(k8s.commands)
 app.add_typer(bench.bench_app, name="bench")
 app.add_typer(drills.chaos_app, name="chaos")
 app.add_typer(flows.flows_app, name="flows")
 app.add_typer(trek.trek_app, name="trek")
+app.add_typer(k8s.k8s_app, name="k8s")
 
 __all__ = ["app"]

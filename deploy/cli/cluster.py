@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +14,7 @@ import httpx
 import typer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ridgeline.deploy.cli import options, render
@@ -47,7 +49,8 @@ def up(
     logging.getLogger("alembic").setLevel(logging.WARNING)
     spec = _spec(cluster)
     local = LocalCluster(
-        spec, state_dir.expanduser(), progress=lambda step: _console.print(f"[dim]{step}…[/]"), settlement=settlement, insecure=options.SECURITY.insecure
+        spec, state_dir.expanduser(), progress=lambda step: _console.print(f"[dim]{step}…[/]"), settlement=settlement, insecure=options.SECURITY.insecure,
+        report=lambda event: _console.print(f"[bold yellow]{escape(event)}[/]"),
     )
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -58,14 +61,9 @@ def up(
         typer.secho(f"error: {error}", err=True, fg="red")
         raise typer.Exit(1) from None
     _print_started(local)
-    reported: set[str] = set()
     try:
         while not stop.wait(1.0):
-            for node_id, status in local.exited_nodes().items():
-                if node_id not in reported:
-                    reported.add(node_id)
-                    how = f"signal {-status}" if status < 0 else f"status {status}"
-                    _console.print(f"[bold red]node {node_id} exited ({how})[/]; its basecamps move to the region's other nodes")
+            pass  # the supervisor restarts what dies meanwhile, and says so
     finally:
         _console.print("stopping the cluster…")
         local.stop()
@@ -103,6 +101,27 @@ def status(
     spec = _spec(cluster) if cluster else _running_spec(state_dir.expanduser()) if not target else None
     if spec is not None:
         _print_services(spec, timeout, transport)
+    if not target and not cluster:
+        _print_processes(state_dir.expanduser())
+
+
+def _print_processes(state_dir: Path) -> None:
+    """What the running `ridgeline up`'s supervisor knows: each process's pid, restarts and last exit."""
+    state = read_state(state_dir)
+    if state is None or not alive(int(state.get("up_pid", 0))) or not state.get("supervision"):  # type: ignore[arg-type]
+        return
+    table = Table(title=f"processes (supervised by ridgeline up, pid {state['up_pid']})")
+    for column in ("process", "pid", "state", "restarts", "last exit"):
+        table.add_column(column)
+    styles = {"running": "green", "restarting": "yellow", "held": "yellow", "gave-up": "bold red"}
+    for name, part in state["supervision"].items():  # type: ignore[union-attr]
+        when = f" at {time.strftime('%H:%M:%S', time.localtime(part['last_exit_at']))}" if part.get("last_exit_at") else ""
+        held = f" by pid {part['held_by']}" if part.get("held_by") else ""
+        table.add_row(
+            name, str(part.get("pid") or ""), f"[{styles.get(part['state'], 'white')}]{part['state']}{held}[/]", str(part["restarts"]),
+            f"{part['last_exit']}{when}" if part.get("last_exit") else "-",
+        )
+    _console.print(table)
 
 
 def _running_spec(state_dir: Path) -> ClusterSpec | None:

@@ -263,6 +263,7 @@ def coordinator(
             raise typer.BadParameter(f"--region-target must be REGION=host:port, not {spec!r}")
         targets[region] = address
     seeds = list(targets.values())
+    advertise = ""  # the address it is bound to
     if cluster is not None:
         from ridgeline.deploy.cluster.cluster_file import ClusterFileError, load_cluster_file
 
@@ -275,13 +276,16 @@ def coordinator(
         database_url = database_url or spec_file.coordinator_database_url or ""
         if listen == "127.0.0.1:0" and spec_file.coordinator_listen:
             listen = spec_file.coordinator_listen
+        # Legs name the coordinator by the address the nodes know it by (the file's), even
+        # when it binds elsewhere (0.0.0.0 behind a Kubernetes Service): nodes refuse others.
+        advertise = spec_file.coordinator_listen or ""
         if metrics_listen == "127.0.0.1:0" and spec_file.coordinator_metrics:
             metrics_listen = spec_file.coordinator_metrics
     if not (database_url and gateway_url and seeds):
         raise typer.BadParameter("the coordinator needs --database-url, --gateway-url and --region-target (or a --cluster file naming them)")
     configure_logging()
     config = CoordinatorConfig(
-        advertise_target="", prepare_timeout_seconds=prepare_timeout, decision_grace_seconds=decision_grace, redrive_interval_seconds=redrive_interval
+        advertise_target=advertise, prepare_timeout_seconds=prepare_timeout, decision_grace_seconds=decision_grace, redrive_interval_seconds=redrive_interval
     )
     transport = options.node_transport("the trek coordinator")
     try:

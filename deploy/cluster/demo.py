@@ -4,7 +4,8 @@ The database lives in ``--data-dir`` and is reused on the next run, so bookings 
 one demo are still there in the next. Beside the node: the stand-in payment gateway (its
 own process and database), a lean Prefect server (unless ``PREFECT_API_URL`` points at
 one) and the node's settlement loop, so the tour's booking is paid and confirmed by the
-settle flow. Ctrl-C drains the node and stops everything.
+settle flow. Ctrl-C or SIGTERM drains the node and stops everything within
+:data:`SHUTDOWN_GRACE_SECONDS`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,6 +45,7 @@ def run_demo(*, data_dir: Path, region: str, listen: str, tour: Callable[[str, T
     The tour is the CLI's: it shows each reply with the CLI's tables, and nothing in
     deploy/cluster imports the CLI (the CLI imports this room).
     """
+    stop = _stop_on_signal() if serve else threading.Event()
     catalog = load_catalog()
     if not catalog.in_region(region):
         raise SystemExit(f"region {region!r} has no basecamps; choose one of {', '.join(catalog.regions)}")
@@ -98,21 +101,48 @@ def run_demo(*, data_dir: Path, region: str, listen: str, tour: Callable[[str, T
                 f"  {cli} bookings --stuck 10m --target {node.address}\n"
                 "Ctrl-C stops the node and the database."
             )
-            _wait_for_signal()
+            while not stop.wait(1.0):
+                pass
     finally:
-        if settler is not None:
-            settler.stop()
-        if node is not None:
-            node.stop()
-        if prefect is not None:
-            prefect.stop()
-        if gateway is not None:
-            gateway.stop()
-        database.stop()
+        _shut_down(settler, node, prefect, gateway, database)
 
 
-def _wait_for_signal() -> None:
+#: How long ``demo`` takes at most to stop after SIGTERM or Ctrl-C, well within the 15 s
+#: Docker and Kubernetes grant before SIGKILL: settlement and the node's drain, in parallel,
+#: then the gateway and Prefect, in parallel, then the database. A part that overstays its
+#: share gets SIGKILL; and should SIGKILL reach demo itself first, its children still stop
+#: (``deploy/run/parent_death.py``).
+SHUTDOWN_GRACE_SECONDS = 10.0
+_DRAIN_SECONDS = 4.0  # in-flight calls and settlement passes; a pass cut short is resumed on the next start
+_SERVICE_STOP_SECONDS = 2.0  # SIGTERM, then SIGKILL after this
+
+
+def _shut_down(settler: NodeSettlement | None, node: RegionalNode | None, prefect: PrefectServer | None, gateway: GatewayProcess | None, database: PostgresServer) -> None:
+    """Stops everything within :data:`SHUTDOWN_GRACE_SECONDS`, the database last."""
+    deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
+    _in_parallel([settler.stop] if settler else [], seconds=_DRAIN_SECONDS, also=[lambda: node.stop(grace_seconds=_DRAIN_SECONDS / 2)] if node else [])
+    _in_parallel(
+        [lambda: prefect.stop(_SERVICE_STOP_SECONDS)] if prefect else [], seconds=2 * _SERVICE_STOP_SECONDS,
+        also=[lambda: gateway.stop(_SERVICE_STOP_SECONDS)] if gateway else [],
+    )
+    database.stop(timeout_seconds=max(deadline - time.monotonic(), 1.0))
+
+
+def _in_parallel(stops: list[Callable[[], object]], *, seconds: float, also: list[Callable[[], object]]) -> None:
+    """Runs the stops side by side and waits for them at most ``seconds``: one that overstays
+    is left to die with the process (what it guards is crash-safe in the database)."""
+    threads = [threading.Thread(target=stop, daemon=True) for stop in stops + also]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + seconds
+    for thread in threads:
+        thread.join(max(deadline - time.monotonic(), 0.0))
+
+
+def _stop_on_signal() -> threading.Event:
+    """Set by SIGTERM or SIGINT; taken over before anything starts, so a signal during
+    start-up still stops everything in order instead of killing demo mid-way."""
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    stop.wait()
+    return stop

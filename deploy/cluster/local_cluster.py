@@ -8,23 +8,28 @@ database of a "services" PostgreSQL; PREFECT_API_URL wins over a local Prefect),
 nodes run settlement. Then it starts every node as its own
 ``ridgeline node --cluster FILE --node-id ID`` process (as on separate machines),
 waits for each READY line and for the region's leases to settle, and prints where
-everything listens. ``state.json`` in the state directory lets ``ridgeline down``,
+everything listens. From then on a supervisor (``deploy/run/supervisor.py``) restarts any
+node, coordinator, gateway or Prefect server that dies; drills hold a part down while they
+need it dead. ``state.json`` in the state directory lets ``ridgeline down``,
 ``ridgeline status`` and ``ridgeline chaos run`` (see :meth:`LocalCluster.attach`) find the
-cluster from another terminal.
+cluster from another terminal; ``up`` alone writes it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ridgeline.deploy.cluster.cluster_file import ClusterSpec, render_cluster_file
 from ridgeline.deploy.drills.fault_control import FaultControlServer, FaultPath, RemoteFaultPath
@@ -33,6 +38,7 @@ from ridgeline.deploy.run.postgres import PostgresServer
 from ridgeline.deploy.run.prefect_server import PrefectServer
 from ridgeline.deploy.run.processes import AdoptedProcess, NotReady, ProcessHandle, ReadyChild, alive, command_line, free_port, ridgeline_command, spawn_ready
 from ridgeline.deploy.run.region import prepare_region_database
+from ridgeline.deploy.run.supervisor import HOLDS_DIR, ProcessPart, Supervisor, hold, release
 from ridgeline.regional.booking.catalog import load_catalog
 from ridgeline.regional.config import NodeConfig
 from ridgeline.routing import ClusterClient, ClusterUnreachable
@@ -40,11 +46,16 @@ from ridgeline.trust.certs import CertsDir, ensure_local
 from ridgeline.trust.credentials import Transport
 from ridgeline.trust.private_files import private_dir, write_private
 
+if TYPE_CHECKING:
+    from ridgeline.deploy.payment_gateway.process import GatewayProcess
+
 #: RIDGELINE_STATE_DIR moves it, e.g. to run two clusters side by side.
 DEFAULT_STATE_DIR = Path(os.environ.get("RIDGELINE_STATE_DIR", Path.home() / ".ridgeline" / "cluster"))
 STATE_FILE = "state.json"
 
 Progress = Callable[[str], None]
+
+_log = logging.getLogger(__name__)
 
 
 class ClusterStartError(RuntimeError):
@@ -97,7 +108,11 @@ def state_seeds(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
 
 
 class LocalCluster:
-    def __init__(self, spec: ClusterSpec, state_dir: Path, *, progress: Progress = lambda _: None, settlement: bool = True, insecure: bool = False) -> None:
+    def __init__(
+        self, spec: ClusterSpec, state_dir: Path, *, progress: Progress = lambda _: None, settlement: bool = True, insecure: bool = False,
+        report: Progress | None = None,
+    ) -> None:
+        """``report`` hears the supervisor: every death, restart and give-up (default: the log)."""
         self.spec = spec
         self.state_dir = state_dir
         #: Every part speaks mutual TLS with the certificates here (made on first start),
@@ -114,6 +129,11 @@ class LocalCluster:
         self.coordinator: NodeRun | None = None
         #: The payment gateway `ridgeline up` started (None: the cluster file names one).
         self._gateway_pid: int | None = None
+        self._gateway: GatewayProcess | None = None
+        #: Restarts what dies once start() returned (None: attached, or not started).
+        self._supervisor: Supervisor | None = None
+        self._report = report
+        self._state_lock = threading.Lock()
         #: The Prefect server `ridgeline up` started (None: PREFECT_API_URL or the file names one).
         self.prefect: PrefectServer | None = None
         #: node_id -> the path the coordinator reaches that node through (drills cut it): a
@@ -129,8 +149,9 @@ class LocalCluster:
     def attach(cls, state_dir: Path) -> LocalCluster:
         """The cluster a running ``ridgeline up`` serves from ``state_dir``, to inject faults into.
 
-        Nodes, the coordinator and the Prefect server are driven by pid; one restarted from
-        here is recorded in state.json, so that ``ridgeline down`` stops it too. The
+        Nodes, the coordinator and the Prefect server are driven by pid; a drill holds one
+        down before it kills it and releases it to have up's supervisor start it again, so
+        every part stays up's child (tied to it) and this process writes no state. The
         coordinator's fault proxies are switched through up's control endpoint. Never call
         stop() on an attached cluster.
         """
@@ -145,10 +166,10 @@ class LocalCluster:
             cluster.nodes[node_id] = NodeRun(node_id, node["region"], node["address"], AdoptedProcess(int(node["pid"])), Path(node["log"]))
         for region, database in state["databases"].items():  # type: ignore[union-attr]
             if database.get("local"):
-                cluster.databases[region] = PostgresServer(state_dir / "postgres" / region)
+                cluster.databases[region] = PostgresServer(state_dir / "postgres" / region, tied=False)  # up's, not ours
         cluster._gateway_pid = state["services"].get("gateway_pid")  # type: ignore[union-attr]
         if state["services"].get("local"):  # type: ignore[union-attr]
-            cluster.databases["services"] = PostgresServer(state_dir / "postgres" / "services")
+            cluster.databases["services"] = PostgresServer(state_dir / "postgres" / "services", tied=False)
         prefect = state.get("prefect")
         if prefect:
             cluster.prefect = PrefectServer(
@@ -171,6 +192,9 @@ class LocalCluster:
         existing = read_state(self.state_dir)
         if existing and alive(int(existing.get("up_pid", 0))):  # type: ignore[arg-type]
             raise ClusterStartError(f"a cluster already runs from {self.state_dir} (pid {existing['up_pid']}); `ridgeline down` first")
+        if existing:  # a killed `up` left it: stop whatever of that run still lives
+            self._progress(bring_down(self.state_dir))
+        shutil.rmtree(self.state_dir / HOLDS_DIR, ignore_errors=True)
         private_dir(self.state_dir)  # state, cluster file, logs, spool, certificates, database secrets
         private_dir(self.state_dir / "logs")
         if not self.insecure and ensure_local(self.certs):
@@ -188,7 +212,8 @@ class LocalCluster:
             self._wait_for_ownership(settle_timeout_seconds)
             if self._settlement and self.spec.coordinator_listen:
                 self._start_coordinator()
-                self._write_state()
+            self._supervise()
+            self._write_state()
         except BaseException:
             self.stop()
             raise
@@ -196,7 +221,8 @@ class LocalCluster:
     def stop(self) -> None:
         """Stops the coordinator, drains every node (SIGTERM, then SIGKILL after 15 s), then
         stops the gateway, Prefect and the databases."""
-        self._adopt_restarted_processes()
+        if self._supervisor is not None:
+            self._supervisor.close()
         runs = list(self.nodes.values()) + ([self.coordinator] if self.coordinator else [])
         for run in runs:
             if run.process.poll() is None:
@@ -215,54 +241,95 @@ class LocalCluster:
             list(pool.map(PostgresServer.stop, self.databases.values()))
         (self.state_dir / STATE_FILE).unlink(missing_ok=True)
 
-    def _adopt_restarted_processes(self) -> None:
-        """Nodes, the coordinator and the Prefect server a drill restarted from another process
-        are in state.json, not among our children."""
-        state = read_state(self.state_dir) or {}
-        prefect_pid = int((state.get("prefect") or {}).get("pid") or 0)  # type: ignore[union-attr]
-        if self.prefect is not None and prefect_pid and prefect_pid != self.prefect.pid and alive(prefect_pid):
-            self.prefect.adopt(prefect_pid)
-        coordinator_pid = int(state.get("coordinator_pid") or 0)  # type: ignore[arg-type]
-        if self.coordinator is not None and coordinator_pid and coordinator_pid != self.coordinator.process.pid and alive(coordinator_pid):
-            self.coordinator = NodeRun("coordinator", "", self.coordinator.address, AdoptedProcess(coordinator_pid), self.coordinator.log_path)
-        for node_id, node in state.get("nodes", {}).items():  # type: ignore[union-attr]
-            run = self.nodes.get(node_id)
-            if run is not None and run.process.pid != int(node["pid"]) and alive(int(node["pid"])):
-                self.nodes[node_id] = NodeRun(node_id, run.region, run.address, AdoptedProcess(int(node["pid"])), run.log_path)
-
     def kill_node(self, node_id: str) -> None:
-        """SIGKILL one node, like a machine dying (drills and benchmarks)."""
+        """SIGKILL one node, like a machine dying (drills and benchmarks); it stays down,
+        held, until :meth:`restart_node`."""
         run = self.nodes[node_id]
+        hold(self.state_dir, f"node:{node_id}", "killed by a drill")
         run.process.kill()
         run.process.wait(10)
 
-    def restart_node(self, node_id: str) -> NodeRun:
-        """Starts a node again that exited or was killed; returns once it serves."""
-        old = self.nodes[node_id]
-        if old.process.poll() is None:
-            raise ClusterStartError(f"node {node_id} is still running (pid {old.process.pid})")
-        run = self._start_node(node_id, old.region, old.address)
-        self._write_state()
-        return run
+    def restart_node(self, node_id: str) -> None:
+        """Lets the supervisor start a killed node again; returns once it serves."""
+        pid = self._bring_back(f"node:{node_id}")
+        if self._supervisor is None:  # attached: up started it, we drive it by pid
+            old = self.nodes[node_id]
+            self.nodes[node_id] = NodeRun(node_id, old.region, old.address, AdoptedProcess(pid), old.log_path)
+
+    def kill_coordinator(self) -> None:
+        """SIGKILL the trek coordinator; it stays down, held, until :meth:`restart_coordinator`."""
+        if self.coordinator is None:
+            raise ClusterStartError("this cluster runs no trek coordinator")
+        hold(self.state_dir, "coordinator", "killed by a drill")
+        self.coordinator.process.kill()
+        self.coordinator.process.wait(10)
 
     def restart_coordinator(self) -> None:
-        """Starts the trek coordinator again after it exited or was killed (it re-drives its treks)."""
-        if self.coordinator is None or self.coordinator.process.poll() is None:
-            raise ClusterStartError("the coordinator is not configured, or still running")
-        self._start_coordinator()
-        self._write_state()
+        """Lets the supervisor start the coordinator again (it re-drives its treks); returns once it serves."""
+        assert self.coordinator is not None, "a coordinator to restart"
+        pid = self._bring_back("coordinator")
+        if self._supervisor is None:
+            self.coordinator = NodeRun("coordinator", "", self.coordinator.address, AdoptedProcess(pid), self.coordinator.log_path)
+
+    def stop_prefect(self) -> None:
+        """Stops the Prefect server; it stays down, held, until :meth:`restart_prefect`."""
+        if self.prefect is None:
+            raise ClusterStartError("this cluster did not start its Prefect server (PREFECT_API_URL or the cluster file names it): there is none here to stop")
+        hold(self.state_dir, "prefect", "stopped by a drill")
+        self.prefect.stop()
 
     def restart_prefect(self) -> None:
-        """Starts the Prefect server again after it was stopped: same port and database, so the
-        nodes keep their API URL and settlement catches up."""
-        if self.prefect is None:
-            raise ClusterStartError("this cluster did not start its Prefect server (PREFECT_API_URL or the cluster file names it): there is none here to restart")
-        self.prefect.start()
-        self._write_state()
+        """Lets the supervisor start the Prefect server again, on the same port and database, so
+        the nodes keep their API URL and settlement catches up; returns once it answers."""
+        assert self.prefect is not None, "a Prefect server to restart"
+        pid = self._bring_back("prefect")
+        if self._supervisor is None:
+            self.prefect.adopt(pid)
 
-    def exited_nodes(self) -> dict[str, int]:
-        """node_id -> exit status of the nodes that are no longer running (negative: signal)."""
-        return {node_id: run.process.returncode for node_id, run in self.nodes.items() if run.process.poll() is not None}
+    def _bring_back(self, part: str, timeout_seconds: float = 90.0) -> int:
+        """Releases the hold on ``part`` and waits until up's supervisor restarted it; its new pid."""
+        old = self._supervision().get(part, {}).get("pid")
+        release(self.state_dir, part)
+        deadline = time.monotonic() + timeout_seconds
+        while time.monotonic() < deadline:
+            record = self._supervision().get(part, {})
+            if record.get("state") == "running" and record.get("pid") not in (None, old):
+                return int(record["pid"])  # type: ignore[arg-type]
+            if record.get("state") == "gave-up":
+                break
+            time.sleep(0.1)
+        raise ClusterStartError(f"{part} did not come back within {timeout_seconds:g} s; see {self.state_dir / 'logs'}")
+
+    def _supervision(self) -> dict[str, dict[str, object]]:
+        """Each supervised part's pid and state: ours, or the running up's (attached)."""
+        if self._supervisor is not None:
+            return self._supervisor.snapshot()
+        return dict((read_state(self.state_dir) or {}).get("supervision") or {})  # type: ignore[call-overload]
+
+    def _supervise(self) -> None:
+        """Hands every part this process started to a supervisor (see the module docstring)."""
+        supervisor = Supervisor(self.state_dir, report=self._report or _log.warning, changed=self._write_state)
+        for node_id, run in self.nodes.items():
+            supervisor.watch(f"node:{node_id}", ProcessPart(lambda n=node_id: self.nodes[n].process, lambda r=run: self._start_node(r.node_id, r.region, r.address)))
+        if self.coordinator is not None:
+            supervisor.watch("coordinator", ProcessPart(lambda: self.coordinator.process if self.coordinator else None, self._start_coordinator))
+        if self._gateway is not None:
+            supervisor.watch("gateway", ProcessPart(lambda: self._gateway.process if self._gateway else None, self._restart_gateway))
+        if self.prefect is not None:
+            prefect = self.prefect
+            supervisor.watch("prefect", ProcessPart(lambda: prefect.process, prefect.start))
+        self._supervisor = supervisor
+        supervisor.start()
+
+    def _restart_gateway(self) -> None:
+        """The gateway again on its port and database: the nodes keep paying where they did."""
+        from ridgeline.deploy.payment_gateway.process import GatewayProcess
+
+        old = self._gateway
+        assert old is not None, "a gateway to restart"
+        new = GatewayProcess(old.database_url, self.transport, seed=None, listen=old.listen)
+        self._services[self._services.index(old)] = new
+        self._gateway, self._gateway_pid = new, new.pid
 
     def _start_databases(self) -> None:
         catalog = load_catalog()
@@ -306,7 +373,7 @@ class LocalCluster:
             self.spec = replace(self.spec, coordinator_database_url=services.create_database("ridgeline_coordinator"))
         if not gateway_url:
             self._progress("starting the payment gateway")
-            gateway = GatewayProcess(services.create_database("ridgeline_gateway"), self.transport, seed=None)
+            gateway = self._gateway = GatewayProcess(services.create_database("ridgeline_gateway"), self.transport, seed=None)
             self._services.append(gateway)
             self._gateway_pid = gateway.pid
             gateway_url = gateway.url
@@ -396,6 +463,10 @@ class LocalCluster:
         return ridgeline_command(*security, *args)
 
     def _write_state(self) -> None:
+        with self._state_lock:  # the supervisor's thread writes too
+            self._write_state_locked()
+
+    def _write_state_locked(self) -> None:
         state = {
             "up_pid": self._up_pid,
             "certs_dir": None if self.insecure else str(self.certs.path),
@@ -424,6 +495,7 @@ class LocalCluster:
                 if self.prefect
                 else None
             ),
+            "supervision": self._supervisor.snapshot() if self._supervisor else {},
         }
         # Written aside (0600) and renamed: a process killed mid-write must not leave a torn
         # state.json, which would hide the cluster from `ridgeline down`.

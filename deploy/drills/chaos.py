@@ -11,7 +11,9 @@ Drills act on a local cluster, because injecting faults needs the processes: SIG
 SIGSTOP, stopping a region database or the Prefect server, and the fault proxies between
 the coordinator and the nodes. Every drill runs attached to a running ``ridgeline up``
 (:meth:`LocalCluster.attach`: processes by pid, the proxies through up's control
-endpoint, restarts recorded for ``ridgeline down``) or on a throwaway cluster.
+endpoint) or on a throwaway cluster. A drill that kills or stops a part holds it down
+first, so up's supervisor does not restart it mid-fault, and releases it to restore: the
+supervisor starts it again (``deploy/run/supervisor.py``).
 """
 
 from __future__ import annotations
@@ -250,9 +252,7 @@ class PrefectDown(_SettlementFault):
     )
 
     def inject(self, cluster: LocalCluster, run: DrillRun) -> list[str]:
-        if cluster.prefect is None:
-            raise RuntimeError("this cluster did not start its Prefect server (PREFECT_API_URL or the cluster file names it): there is none here to stop")
-        cluster.prefect.stop()
+        cluster.stop_prefect()
         run.note("stopped the Prefect server")
         return [_basecamps_of(cluster, cluster.spec.regions[0].name)[0]]
 
@@ -273,10 +273,7 @@ class KillCoordinator(Fault):
     mix = {"hold": 1.0, "trek": 4.0}
 
     def inject(self, cluster: LocalCluster, run: DrillRun) -> list[str]:
-        if cluster.coordinator is None:
-            raise RuntimeError("this cluster runs no trek coordinator")
-        cluster.coordinator.process.kill()
-        cluster.coordinator.process.wait(10)
+        cluster.kill_coordinator()
         run.note("SIGKILL the coordinator")
         return ["trek"]
 

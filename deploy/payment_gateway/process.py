@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ridgeline.deploy.run.processes import ridgeline_command, spawn_ready
+from ridgeline.deploy.run.processes import ProcessHandle, ridgeline_command, spawn_ready
 from ridgeline.trust.credentials import Transport
 
 
@@ -13,11 +13,13 @@ class GatewayProcess:
     directory (the URL is ``https://``), or, insecure, plain HTTP.
     """
 
-    def __init__(self, database_url: str, transport: Transport, *, seed: int | None = 7) -> None:
+    def __init__(self, database_url: str, transport: Transport, *, seed: int | None = 7, listen: str = "127.0.0.1:0") -> None:
+        """``listen`` with a port: a restart comes back where the nodes already pay."""
         assert transport.principal is None, "the gateway serves with the node pair, not a client's"
+        self.database_url = database_url
         # The security options are the CLI's global ones: before the subcommand.
         args = ["--certs-dir", str(transport.certs.path)] if transport.certs is not None else ["--insecure"]
-        args += ["gateway", "--database-url", database_url]
+        args += ["gateway", "--database-url", database_url, "--listen", listen]
         if seed is not None:
             args += ["--seed", str(seed)]
         self._child = spawn_ready(ridgeline_command(*args), what="the payment gateway")
@@ -27,6 +29,15 @@ class GatewayProcess:
     @property
     def pid(self) -> int:
         return self._child.pid
+
+    @property
+    def process(self) -> ProcessHandle:
+        return self._child.process
+
+    @property
+    def listen(self) -> str:
+        """host:port it serves on, to start it again there."""
+        return self.url.split("://", 1)[1].rstrip("/")
 
     def stop(self, timeout_seconds: float = 15.0) -> int:
         """SIGTERM, then SIGKILL after the timeout; returns the exit status."""

@@ -73,6 +73,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from ridgeline.deploy.run import parent_death
 from ridgeline.deploy.run.processes import alive, child_pids, command_name, free_port
 from ridgeline.trust.private_files import CHILD_UMASK, private_dir, write_private
 
@@ -184,8 +185,12 @@ class PostgresServer:
     ``ridgeline.conf`` (our settings, included from postgresql.conf) and
     ``ridgeline.port`` (the last port, reused on the next start when free). A server left
     running by an earlier process (the demo) is found through ``postmaster.pid`` and
-    adopted instead of started twice. Nothing is stopped implicitly at exit: use
-    ``with`` or stop() for throwaway servers.
+    adopted instead of started twice. Nothing is stopped implicitly at a normal exit: use
+    ``with`` or stop() for throwaway servers. With ``tied`` (the default), a postmaster this
+    object starts or adopts gets a fast shutdown should this process die, even by SIGKILL
+    (:func:`parent_death.guard`: pg_ctl detaches the postmaster, so no signal of ours
+    reaches it otherwise); ``tied=False`` is for a process acting on a server another
+    process owns (a drill attached to ``ridgeline up``), whose exit must not stop it.
     """
 
     def __init__(
@@ -195,6 +200,7 @@ class PostgresServer:
         port: int | None = None,
         settings: PostgresSettings = PostgresSettings(),
         engine: Literal["auto", "system", "embedded"] = "auto",
+        tied: bool = True,
     ) -> None:
         if engine not in ("auto", "system", "embedded"):
             raise ValueError(f"engine must be 'auto', 'system' or 'embedded', not {engine!r}")
@@ -206,6 +212,9 @@ class PostgresServer:
         self._engine = engine
         self._port: int | None = port
         self._pid: int | None = None
+        self._tied = tied
+        #: The watcher that fast-shuts the postmaster down should this process die (tied only).
+        self._guard: subprocess.Popen[bytes] | None = None
         self._binaries: _Binaries | None = None
         self._mutex = threading.RLock()
         #: Seconds spent in the last start(): "initdb" (0 when reused) and "start".
@@ -298,6 +307,7 @@ class PostgresServer:
                 passwords = self._ensure_passwords()
                 if self._adopt_running(deadline):
                     self._ensure_app_role(passwords.app)
+                    self._guard_postmaster()
                     return
                 self._remove_stale_lock_files()
                 binaries = self._resolve_binaries()
@@ -310,6 +320,7 @@ class PostgresServer:
                 self._write_owned(_HBA_FILE, self._settings._hba_text(), run_as)
                 self._install_tls(run_as)
                 self._start_with_port_retries(binaries, run_as, deadline)
+                self._guard_postmaster()
                 self._ensure_app_role(passwords.app)
                 done = time.monotonic()
                 self._timings = {"initdb": initialised - began, "start": done - initialised}
@@ -343,6 +354,7 @@ class PostgresServer:
                     if not _wait_gone(pid, time.monotonic() + 5.0) and not _kill_cluster(pid, time.monotonic() + 5.0):
                         raise PostgresError(f"postmaster {pid} for {self._data_dir} survived SIGKILL")
             self._pid = None
+            parent_death.dismiss(self._guard)
 
     def kill(self) -> None:
         """SIGKILL the postmaster and all its processes, like a node crash; idempotent.
@@ -356,6 +368,14 @@ class PostgresServer:
             if pid is not None and not _kill_cluster(pid, time.monotonic() + 10.0):
                 raise PostgresError(f"postgres processes of {self._data_dir} survived SIGKILL")
             self._pid = None
+            parent_death.dismiss(self._guard)
+
+    def _guard_postmaster(self) -> None:
+        """Ties the running postmaster to this process (see the class docstring)."""
+        assert self._pid is not None, "a postmaster to guard"
+        parent_death.dismiss(self._guard)
+        # SIGINT is the fast shutdown: see parent_death for why not SIGTERM or SIGKILL.
+        self._guard = parent_death.guard(self._pid, command_name(self._pid) or "postgres", signal.SIGINT) if self._tied else None
 
     def create_database(self, name: str, *, template: str | None = None) -> str:
         """CREATE DATABASE ``name`` owned by :data:`APP_ROLE` (a copy of ``template`` if given)

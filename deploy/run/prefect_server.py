@@ -30,9 +30,25 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
+from ridgeline.deploy.run.parent_death import popen_tied
 from ridgeline.deploy.run.postgres import PostgresServer
 from ridgeline.deploy.run.processes import AdoptedProcess, ProcessHandle, free_port, stop
 from ridgeline.trust.private_files import CHILD_UMASK, open_private_append, private_dir, write_private
+
+#: The lean server's settings (no UI, no analytics, no logs shipped to itself), here and on Kubernetes.
+LEAN_SERVER_ENVIRONMENT = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_UI_ENABLED": "false",
+    "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "false",
+    "PREFECT_LOGGING_TO_API_ENABLED": "false",
+    "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+}
+
+
+def lean_server_command(host: str, port: int) -> list[str]:
+    """``prefect server start`` with every background service and the UI off (module docstring)."""
+    return ["-m", "prefect", "server", "start", "--host", host, "--port", str(port), "--no-services", "--no-ui", "--analytics-off"]
+
 
 #: Prefect migrates its database on first start; allow for that on a slow machine.
 STARTUP_TIMEOUT_SECONDS = 90.0
@@ -75,6 +91,11 @@ class PrefectServer:
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
+    @property
+    def process(self) -> ProcessHandle | None:
+        """The server process (None before the first start): its supervisor watches it."""
+        return self._process
+
     def adopt(self, pid: int) -> None:
         """Takes over the server running as ``pid`` on this port and database, started by another
         process (a drill restarted it, or this is that drill attached to ``ridgeline up``)."""
@@ -95,19 +116,15 @@ class PrefectServer:
             **os.environ,
             "PREFECT_HOME": str(self.home),
             "PREFECT_SERVER_DATABASE_CONNECTION_URL": connection_url,
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_SERVER_UI_ENABLED": "false",
-            "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "false",
-            "PREFECT_LOGGING_TO_API_ENABLED": "false",
-            "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+            **LEAN_SERVER_ENVIRONMENT,
             "PREFECT_SERVER_API_AUTH_STRING": self.auth_string,
             **tls_environment,
         }
         environment.pop("PREFECT_API_URL", None)
         environment.pop("PREFECT_API_AUTH_STRING", None)
         with open_private_append(self.home / "server.log") as log:
-            process = self._process = subprocess.Popen(
-                [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-services", "--no-ui", "--analytics-off"],
+            process = self._process = popen_tied(  # SIGTERM should this process die
+                [sys.executable, *lean_server_command("127.0.0.1", port)],
                 env=environment,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -3,7 +3,8 @@
 Every ``ridgeline`` service (node, coordinator, payment gateway, Prefect wrapper) prints
 one line ``READY <what...> <address>`` on stdout once it serves: :func:`spawn_ready`
 starts one and returns when that line came, within a bound. :func:`stop` ends a child
-the same way everywhere (SIGTERM so it drains, SIGKILL if it overstays).
+the same way everywhere (SIGTERM so it drains, SIGKILL if it overstays). A child gets
+SIGTERM from the kernel should its parent die, even by SIGKILL (:mod:`.parent_death`).
 
 A drill attached to a running ``ridgeline up`` restarts parts of it (a node, the
 coordinator, the Prefect server); those restarts are children of the drill, not of
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from ridgeline.deploy.run.parent_death import popen_tied
 from ridgeline.trust.private_files import CHILD_UMASK, open_private_append
 
 #: How long a child may take from exec to its READY line (imports, migrations, binding).
@@ -112,7 +114,7 @@ def spawn_ready(
     assert command, "a command to run"
     assert timeout_seconds > 0 and stop_timeout_seconds > 0, "bounded waits"
     with open_private_append(log_path) if log_path is not None else contextlib.nullcontext(subprocess.DEVNULL) as stderr:
-        process = subprocess.Popen(
+        process = popen_tied(  # SIGTERM, so it drains, should this process die
             list(command), stdout=subprocess.PIPE, stderr=stderr, text=True, errors="replace", env=env, start_new_session=new_session,
             umask=CHILD_UMASK,  # what the child writes (spool, logs, state) is its owner's alone
         )  # fmt: skip
