@@ -17,7 +17,9 @@ because every write carries the epoch and :func:`leases.fence_sql` refuses stale
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,17 +63,28 @@ class LeaseSettings:
 
 @dataclass
 class Ownership:
-    """What this node believes it holds: basecamp_id -> epoch. Replaced whole, read lock-free."""
+    """What this node believes it holds: basecamp_id -> epoch. Replaced whole, read lock-free.
+
+    The belief expires like the leases themselves: ``valid_until`` (``time.monotonic()``) is
+    set from the start of the transaction that last renewed them, so it never outlives a
+    lease on the database's clock. A node cut off from its database (issue 12: it keeps its
+    clients, loses the database) then stops claiming its basecamps within one TTL even when
+    every keeper round hangs on a dead connection, and its settlement loop claims nothing.
+    """
 
     _fence: dict[str, int] = field(default_factory=dict)
+    _valid_until: float = math.inf
 
     def epoch_of(self, basecamp_id: str) -> int | None:
-        return self._fence.get(basecamp_id)
+        return self.fence().get(basecamp_id)
 
     def fence(self) -> Fence:
-        return self._fence
+        return self._fence if time.monotonic() < self._valid_until else {}
 
-    def replace(self, fence: dict[str, int]) -> None:
+    def replace(self, fence: dict[str, int], *, valid_until: float | None = None) -> None:
+        """The new belief; ``valid_until`` None keeps the current deadline (a subset of what was renewed)."""
+        if valid_until is not None:
+            self._valid_until = valid_until
         self._fence = fence
 
 
@@ -143,6 +156,8 @@ class LeaseKeeper:
     def tick(self) -> Changes:
         """One round: heartbeat, renew, hand over, acquire. Returns what changed."""
         ttl = self._settings.lease_ttl_seconds
+        # Every lease this round renews or takes expires no sooner than this, by our clock.
+        valid_until = time.monotonic() + ttl
         self._transact(
             lambda conn: leases.heartbeat(
                 conn,
@@ -168,7 +183,7 @@ class LeaseKeeper:
         renewed = self._transact(lambda conn: leases.renew(conn, node_id=self.node_id, fence=keep, ttl_seconds=ttl))
         wanted = [b for b, owner in proposal.items() if owner == self.node_id and b not in renewed]
         acquired = self._transact(lambda conn: leases.acquire(conn, node_id=self.node_id, basecamp_ids=wanted, ttl_seconds=ttl))
-        self.ownership.replace({**renewed, **acquired})
+        self.ownership.replace({**renewed, **acquired}, valid_until=valid_until)
         changes = Changes(acquired=acquired, released=sorted(give), lost=sorted(set(keep) - set(renewed)))
         LEASES_HELD.set(len(renewed) + len(acquired))
         for change, count in (("acquired", len(changes.acquired)), ("handed_over", len(changes.released)), ("lost", len(changes.lost))):
@@ -190,3 +205,4 @@ class LeaseKeeper:
                 # the database anyway) and try again next round.
                 _log.warning("lease round of node %s failed; retrying in %.1f s", self.node_id,
                              self._settings.heartbeat_interval_seconds, exc_info=True)
+            LEASES_HELD.set(len(self.ownership.fence()))
