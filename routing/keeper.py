@@ -113,6 +113,9 @@ class LeaseKeeper:
         self.address = address
         self.metrics_address = metrics_address
         self.ownership = Ownership()
+        # Read at each scrape: what the node believes now, which lapses with the leases even
+        # while a keeper round hangs on a database that stopped answering.
+        LEASES_HELD.set_function(lambda: len(self.ownership.fence()))
         self._transact = transact
         self._settings = settings
         self._incarnation = str(uuid.uuid4())
@@ -142,7 +145,6 @@ class LeaseKeeper:
             self._thread.join(self._settings.lease_ttl_seconds)
         held = self.ownership.fence()
         self.ownership.replace({})
-        LEASES_HELD.set(0)
         if release:
             try:
                 self._transact(lambda conn: self._leave(conn, held))
@@ -185,7 +187,6 @@ class LeaseKeeper:
         acquired = self._transact(lambda conn: leases.acquire(conn, node_id=self.node_id, basecamp_ids=wanted, ttl_seconds=ttl))
         self.ownership.replace({**renewed, **acquired}, valid_until=valid_until)
         changes = Changes(acquired=acquired, released=sorted(give), lost=sorted(set(keep) - set(renewed)))
-        LEASES_HELD.set(len(renewed) + len(acquired))
         for change, count in (("acquired", len(changes.acquired)), ("handed_over", len(changes.released)), ("lost", len(changes.lost))):
             if count:
                 LEASE_CHANGES.labels(change).inc(count)
@@ -205,4 +206,3 @@ class LeaseKeeper:
                 # the database anyway) and try again next round.
                 _log.warning("lease round of node %s failed; retrying in %.1f s", self.node_id,
                              self._settings.heartbeat_interval_seconds, exc_info=True)
-            LEASES_HELD.set(len(self.ownership.fence()))

@@ -1,7 +1,8 @@
 """``ridgeline up``: a whole cluster on this machine, started, watched and stopped as one.
 
 For every region without a database URL it starts a PostgreSQL (system binaries or the
-embedded wheel, kept in the state directory so bookings survive ``down``/``up``), then
+embedded wheel, kept in the state directory so bookings survive ``down``/``up``), or with
+``region_databases = "patroni"`` (``up --ha``) a Patroni cluster of three (ha_databases.py), then
 migrates each region database and loads the catalog. Unless the cluster file names them,
 it also starts the stand-in payment gateway and a lean Prefect server (each on its own
 database of a "services" PostgreSQL; PREFECT_API_URL wins over a local Prefect), so the
@@ -27,11 +28,13 @@ from pathlib import Path
 from typing import Protocol
 
 from ridgeline.deploy.cluster.cluster_file import ClusterSpec, render_cluster_file
+from ridgeline.deploy.cluster.ha_databases import HaDatabases
 from ridgeline.deploy.drills.fault_control import FaultControlServer, FaultPath, RemoteFaultPath
 from ridgeline.deploy.drills.fault_proxy import FaultProxy
 from ridgeline.deploy.run.postgres import PostgresServer
 from ridgeline.deploy.run.prefect_server import PrefectServer
 from ridgeline.deploy.run.processes import AdoptedProcess, NotReady, ProcessHandle, ReadyChild, alive, command_line, free_port, ridgeline_command, spawn_ready
+from ridgeline.deploy.run.processes import stop as stop_process
 from ridgeline.deploy.run.region import prepare_region_database
 from ridgeline.regional.booking.catalog import load_catalog
 from ridgeline.regional.config import NodeConfig
@@ -108,6 +111,8 @@ class LocalCluster:
         self._settlement = settlement
         self._services: list[Stoppable] = []
         self.databases: dict[str, PostgresServer] = {}
+        #: The regions' Patroni clusters and their etcd when the spec asks for them (region_databases = "patroni").
+        self.ha = HaDatabases(state_dir / "patroni")
         self.nodes: dict[str, NodeRun] = {}
         self.cluster_file = state_dir / "cluster.toml"
         self._up_pid = os.getpid()
@@ -146,6 +151,7 @@ class LocalCluster:
         for region, database in state["databases"].items():  # type: ignore[union-attr]
             if database.get("local"):
                 cluster.databases[region] = PostgresServer(state_dir / "postgres" / region)
+        cluster.ha = HaDatabases.open(state_dir / "patroni")
         cluster._gateway_pid = state["services"].get("gateway_pid")  # type: ignore[union-attr]
         if state["services"].get("local"):  # type: ignore[union-attr]
             cluster.databases["services"] = PostgresServer(state_dir / "postgres" / "services")
@@ -213,6 +219,7 @@ class LocalCluster:
             self._fault_control.close()
         with ThreadPoolExecutor(max(len(self.databases), 1)) as pool:
             list(pool.map(PostgresServer.stop, self.databases.values()))
+        self.ha.stop()
         (self.state_dir / STATE_FILE).unlink(missing_ok=True)
 
     def _adopt_restarted_processes(self) -> None:
@@ -236,12 +243,17 @@ class LocalCluster:
         run.process.kill()
         run.process.wait(10)
 
-    def restart_node(self, node_id: str) -> NodeRun:
-        """Starts a node again that exited or was killed; returns once it serves."""
+    def stop_node(self, node_id: str) -> None:
+        """SIGTERM one node: it drains and hands its leases back (SIGKILL if it overstays)."""
+        stop_process(self.nodes[node_id].process)
+
+    def restart_node(self, node_id: str, *, env: dict[str, str] | None = None) -> NodeRun:
+        """Starts a node again that exited or was killed; returns once it serves. ``env`` adds to
+        its environment (a drill points it at its database through fault proxies this way)."""
         old = self.nodes[node_id]
         if old.process.poll() is None:
             raise ClusterStartError(f"node {node_id} is still running (pid {old.process.pid})")
-        run = self._start_node(node_id, old.region, old.address)
+        run = self._start_node(node_id, old.region, old.address, env)
         self._write_state()
         return run
 
@@ -275,7 +287,10 @@ class LocalCluster:
             urls[region] = server.create_database(f"ridgeline_{region.replace('-', '_')}")
 
         local = [r.name for r in self.spec.regions if r.database_url is None]
-        if local:
+        if local and self.spec.region_databases == "patroni":
+            self._progress(f"starting etcd and a Patroni cluster of 3 members for each of {', '.join(local)}")
+            urls.update(self.ha.start(local))
+        elif local:
             self._progress(f"starting PostgreSQL for {', '.join(local)}")
             with ThreadPoolExecutor(len(local)) as pool:
                 list(pool.map(start, local))
@@ -351,14 +366,14 @@ class LocalCluster:
             for outcome in outcomes:
                 outcome.result()
 
-    def _start_node(self, node_id: str, region: str, address: str) -> NodeRun:
+    def _start_node(self, node_id: str, region: str, address: str, extra_env: dict[str, str] | None = None) -> NodeRun:
         log_path = self.state_dir / "logs" / f"{node_id}.log"
         command = self._command(
             "node", "--cluster", str(self.cluster_file), "--node-id", node_id,
             "--outbox-dir", str(self.state_dir / "outbox" / region),
         )
         # The cluster's own Prefect API, whatever this process's environment says.
-        env = {**os.environ, **({"PREFECT_API_URL": self.spec.prefect_api_url} if self.spec.prefect_api_url else {})}
+        env = {**os.environ, **({"PREFECT_API_URL": self.spec.prefect_api_url} if self.spec.prefect_api_url else {}), **(extra_env or {})}
         child = _spawn_part(command, f"node {node_id}", log_path, env)
         run = self.nodes[node_id] = NodeRun(node_id, region, address, child.process, log_path)
         return run
@@ -409,7 +424,7 @@ class LocalCluster:
                 for run in self.nodes.values()
             },
             "databases": {
-                r.name: {"url": r.database_url, "local": r.name in self.databases} for r in self.spec.regions
+                r.name: {"url": r.database_url, "local": r.name in self.databases, "patroni": r.name in self.ha.regions} for r in self.spec.regions
             },
             "services": {
                 "local": "services" in self.databases,
@@ -469,5 +484,6 @@ def bring_down(state_dir: Path, *, timeout_seconds: float = 60.0) -> str:
             PostgresServer(state_dir / "postgres" / region).stop()
     if state.get("services", {}).get("local"):  # type: ignore[union-attr]
         PostgresServer(state_dir / "postgres" / "services").stop()
+    HaDatabases.open(state_dir / "patroni").stop()
     (state_dir / STATE_FILE).unlink(missing_ok=True)
     return f"stopped the parts of cluster {state.get('cluster')} that ridgeline up (pid {up_pid}) left behind"

@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from ridgeline.deploy.run.processes import free_port, stop
+from ridgeline.deploy.run.processes import AdoptedProcess, alive, command_line, free_port, stop
 from ridgeline.trust.private_files import CHILD_UMASK, open_private_append, private_dir
 
 __all__ = ["EtcdError", "EtcdServer", "require_binary"]
@@ -94,3 +94,14 @@ class EtcdServer:
         if self._process is not None:
             stop(self._process, timeout_seconds)
             self._process = None
+
+    @staticmethod
+    def stop_recorded(record: Path, timeout_seconds: float = 10.0) -> None:
+        """Stops the etcd whose pid ``record`` (JSON, ``pid``) names, if it still runs: what a
+        SIGKILLed parent left behind (``ridgeline down`` after a killed ``ridgeline up``)."""
+        try:
+            pid = int(json.loads(record.read_text(encoding="utf-8"))["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        if alive(pid) and "etcd" in command_line(pid):
+            stop(AdoptedProcess(pid), timeout_seconds)
