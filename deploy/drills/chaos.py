@@ -119,6 +119,8 @@ class Fault:
     #: True: recovery is timed from the injection (the cluster heals itself, e.g. failover);
     #: False: from the restore (nothing can heal before the fault is lifted).
     recovers_from_injection = True
+    #: True: the drill needs region databases on Patroni (`ridgeline up --ha`; `chaos run --fresh` starts them so).
+    needs_patroni = False
     #: The background load's mix of operations.
     mix: dict[str, float] = {"hold": 3.0, "book": 5.0, "release": 1.0, "cancel": 1.0}
 

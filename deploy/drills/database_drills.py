@@ -33,6 +33,7 @@ _RESETTLE_SECONDS = 60.0
 
 class KillRegionPrimary(Fault):
     name = "kill-region-primary"
+    needs_patroni = True
     acts_on = "the first HA region's Patroni leader: its PostgreSQL SIGKILLed (Patroni promotes the synchronous standby)"
     hypothesis = (
         "SIGKILL of the region primary's PostgreSQL under booking load: Patroni promotes the synchronous standby and "
