@@ -296,6 +296,9 @@ class PatroniCluster:
                     "loop_wait": timing.loop_wait_seconds,
                     "retry_timeout": timing.retry_timeout_seconds,
                     "primary_start_timeout": 0,
+                    # etcd lost: the primary keeps writing while it still reaches every member's
+                    # REST API, instead of demoting itself after ttl (Patroni's default).
+                    "failsafe_mode": True,
                     "synchronous_mode": True,
                     "synchronous_node_count": 1,
                     "postgresql": {
