@@ -66,8 +66,8 @@ class Ownership:
     """What this node believes it holds: basecamp_id -> epoch. Replaced whole, read lock-free.
 
     The belief expires like the leases themselves: ``valid_until`` (``time.monotonic()``) is
-    set from the start of the transaction that last renewed them, so it never outlives a
-    lease on the database's clock. A node cut off from its database (issue 12: it keeps its
+    taken just before the transaction that last renewed them, so it never outlives a lease
+    on the database's clock. A node cut off from its database (issue 12: it keeps its
     clients, loses the database) then stops claiming its basecamps within one TTL even when
     every keeper round hangs on a dead connection, and its settlement loop claims nothing.
     """
@@ -158,8 +158,6 @@ class LeaseKeeper:
     def tick(self) -> Changes:
         """One round: heartbeat, renew, hand over, acquire. Returns what changed."""
         ttl = self._settings.lease_ttl_seconds
-        # Every lease this round renews or takes expires no sooner than this, by our clock.
-        valid_until = time.monotonic() + ttl
         self._transact(
             lambda conn: leases.heartbeat(
                 conn,
@@ -182,6 +180,9 @@ class LeaseKeeper:
         self.ownership.replace(keep)
         if give:
             self._transact(lambda conn: leases.release(conn, node_id=self.node_id, fence=give))
+        # Every lease renewed or taken from here on expires no sooner than this, by our clock:
+        # the database stamps it in a transaction that starts after this instant.
+        valid_until = time.monotonic() + ttl
         renewed = self._transact(lambda conn: leases.renew(conn, node_id=self.node_id, fence=keep, ttl_seconds=ttl))
         wanted = [b for b, owner in proposal.items() if owner == self.node_id and b not in renewed]
         acquired = self._transact(lambda conn: leases.acquire(conn, node_id=self.node_id, basecamp_ids=wanted, ttl_seconds=ttl))
