@@ -68,6 +68,10 @@ def make_engine(
         isolation_level=isolation_level,
         pool_size=pool_size,
         max_overflow=0,
+        # No ping per checkout: after a failover (ARCHITECTURE.md §3) the dead primary's sockets
+        # fail at first use as a disconnect, which invalidates the whole pool, and
+        # run_transaction retries once on a fresh connection; a ping would cost a round trip
+        # on every transaction to find the same thing.
         pool_pre_ping=False,
         pool_timeout=10,
         hide_parameters=True,
