@@ -85,8 +85,8 @@ class FailoverTiming:
     which then gives up the leader key at once; the synchronous standby, watching the
     key, promotes within about a second. A whole member that vanishes (machine loss)
     holds the key until its ``ttl`` lapses. Patroni wants ``loop_wait + 2 * retry_timeout
-    <= ttl``; a ``retry_timeout`` under 3 s made leaders demote themselves when etcd
-    answered slowly on a loaded 2-core machine.
+    <= ttl``; a ``retry_timeout`` under 3 s would leave a leader little room to ride out a
+    slow etcd answer on a loaded 2-core machine before it must demote itself.
     """
 
     ttl_seconds: int = 8
