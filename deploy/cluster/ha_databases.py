@@ -10,17 +10,14 @@ down`` and a drill attached from another terminal open the same clusters (:meth:
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ridgeline.deploy.run.etcd import EtcdServer
 from ridgeline.deploy.run.patroni import PatroniCluster
-from ridgeline.trust.private_files import private_dir, write_private
+from ridgeline.trust.private_files import private_dir
 
 __all__ = ["HaDatabases"]
-
-_ETCD_FILE = "etcd.json"
 
 
 class HaDatabases:
@@ -42,9 +39,8 @@ class HaDatabases:
     def start(self, regions: list[str]) -> dict[str, str]:
         """Starts etcd and every region's members (in parallel); returns region -> its database's multi-host URL."""
         private_dir(self.root)
-        self.etcd = EtcdServer(self.root / "etcd", client_port=self._etcd_port())
+        self.etcd = EtcdServer(self.root / "etcd")
         self.etcd.start()
-        write_private(self.root / _ETCD_FILE, json.dumps({"client_port": self.etcd.client_port, "pid": self.etcd.pid}))
         self.regions = {region: PatroniCluster(self.root / region, region, self.etcd.endpoint) for region in regions}
 
         def start(region: str) -> tuple[str, str]:
@@ -56,17 +52,7 @@ class HaDatabases:
             return dict(pool.map(start, regions))
 
     def stop(self) -> None:
-        """Every region's members, then etcd (also the etcd a SIGKILLed `up` left, found by its pid)."""
+        """Every region's members, then etcd (also the etcd a SIGKILLed `up` left, found by its record)."""
         with ThreadPoolExecutor(max(len(self.regions), 1)) as pool:
             list(pool.map(PatroniCluster.stop, self.regions.values()))
-        if self.etcd is not None:
-            self.etcd.stop()
-        else:
-            EtcdServer.stop_recorded(self.root / _ETCD_FILE)
-
-    def _etcd_port(self) -> int | None:
-        """The port of the last start: Patroni members that outlived it know only that one."""
-        try:
-            return int(json.loads((self.root / _ETCD_FILE).read_text(encoding="utf-8"))["client_port"])
-        except (OSError, ValueError, KeyError):
-            return None
+        (self.etcd or EtcdServer(self.root / "etcd")).stop()

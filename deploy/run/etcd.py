@@ -18,12 +18,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from ridgeline.deploy.run.processes import AdoptedProcess, alive, command_line, free_port, stop
-from ridgeline.trust.private_files import CHILD_UMASK, open_private_append, private_dir
+from ridgeline.deploy.run.processes import AdoptedProcess, ProcessHandle, alive, command_line, free_port, stop
+from ridgeline.trust.private_files import CHILD_UMASK, open_private_append, private_dir, write_private
 
 __all__ = ["EtcdError", "EtcdServer", "require_binary"]
 
 _HOST = "127.0.0.1"
+_RECORD = "etcd.json"
 #: How long a health probe may take; etcd answers in milliseconds once it serves.
 _PROBE_TIMEOUT_SECONDS = 1.0
 
@@ -41,13 +42,21 @@ def require_binary(name: str, package: str) -> str:
 
 
 class EtcdServer:
-    """A one-member etcd cluster with its data under ``data_dir``; ``stop()`` ends it (SIGTERM, then SIGKILL)."""
+    """A one-member etcd cluster with its data under ``data_dir``; ``stop()`` ends it (SIGTERM, then SIGKILL).
 
-    def __init__(self, data_dir: Path, *, client_port: int | None = None) -> None:
+    Its ports and pid are kept in ``<data_dir>/etcd.json``: the next start reuses the ports
+    (the Patroni members know the client port, etcd's data its peer port), adopts an etcd
+    that a SIGKILLed parent left serving instead of starting a second one, and another
+    process (``ridgeline down``) stops it by that record.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir)
-        self.client_port = client_port or free_port()
-        self._peer_port = free_port()
-        self._process: subprocess.Popen[bytes] | None = None
+        record = self._record()
+        self.client_port = int(record.get("client_port") or free_port())
+        self._peer_port = int(record.get("peer_port") or free_port())
+        recorded = int(record.get("pid") or 0)
+        self._process: ProcessHandle | None = AdoptedProcess(recorded) if recorded and alive(recorded) and "etcd" in command_line(recorded) else None
 
     @property
     def endpoint(self) -> str:
@@ -59,7 +68,9 @@ class EtcdServer:
         return None if self._process is None else self._process.pid
 
     def start(self, timeout_seconds: float = 30.0) -> None:
-        """Starts etcd and returns once its /health answers true; raises EtcdError otherwise."""
+        """Starts etcd (or adopts the recorded one) and returns once its /health answers true; raises EtcdError otherwise."""
+        if self._process is not None and self._process.poll() is None and self.healthy():
+            return
         binary = require_binary("etcd", "etcd-server")
         private_dir(self.data_dir)
         client = f"http://{self.endpoint}"
@@ -74,10 +85,12 @@ class EtcdServer:
         ]  # fmt: skip
         log_path = self.data_dir / "etcd.log"
         with open_private_append(log_path) as log:
-            self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, umask=CHILD_UMASK, start_new_session=True)
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, umask=CHILD_UMASK, start_new_session=True)
+        self._process = process
+        write_private(self.data_dir / _RECORD, json.dumps({"client_port": self.client_port, "peer_port": self._peer_port, "pid": process.pid}))
         deadline = time.monotonic() + timeout_seconds
         while not self.healthy():
-            if self._process.poll() is not None or time.monotonic() > deadline:
+            if process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 tail = log_path.read_text(errors="replace")[-2000:]
                 raise EtcdError(f"etcd did not become healthy on {self.endpoint} within {timeout_seconds:g} s; {log_path} ends with:\n{tail}")
@@ -91,17 +104,13 @@ class EtcdServer:
             return False
 
     def stop(self, timeout_seconds: float = 10.0) -> None:
+        """Stops the etcd this object started or adopted; idempotent."""
         if self._process is not None:
             stop(self._process, timeout_seconds)
             self._process = None
 
-    @staticmethod
-    def stop_recorded(record: Path, timeout_seconds: float = 10.0) -> None:
-        """Stops the etcd whose pid ``record`` (JSON, ``pid``) names, if it still runs: what a
-        SIGKILLed parent left behind (``ridgeline down`` after a killed ``ridgeline up``)."""
+    def _record(self) -> dict[str, object]:
         try:
-            pid = int(json.loads(record.read_text(encoding="utf-8"))["pid"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return
-        if alive(pid) and "etcd" in command_line(pid):
-            stop(AdoptedProcess(pid), timeout_seconds)
+            return dict(json.loads((self.data_dir / _RECORD).read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            return {}

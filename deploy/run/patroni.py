@@ -252,6 +252,9 @@ class PatroniCluster:
         return read_passfile(path, _REPLICATION_ROLE)
 
     def _start_member(self, patroni: str, member: _Member, run_as: ServerUser | None, bin_dir: str, admin_password: str, replication_password: str) -> None:
+        """Spawns the member's Patroni, unless one from an earlier start (a SIGKILLed ``ridgeline up``) still serves it."""
+        if self._member_pid(member) is not None:
+            return
         directory = self._member_dir(member.name)
         directory.mkdir(mode=0o700, exist_ok=True)
         config = self._member_config(member, directory, bin_dir, admin_password, replication_password)

@@ -66,5 +66,5 @@ def _processes(root: Path) -> list[int]:
     pids = []
     for path in [*root.glob("patroni/*/*.pid"), *root.glob("patroni/*/*/data/postmaster.pid")]:
         pids.append(int(path.read_text().split()[0]))
-    pids.append(json.loads((root / "patroni" / "etcd.json").read_text())["pid"])
+    pids.append(json.loads((root / "patroni" / "etcd" / "etcd.json").read_text())["pid"])
     return pids
