@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import grpc
+import psycopg
 import pytest
 from drive import night, outcome
 from invariants import assert_history_consistent, assert_inventory_matches_bookings, bookings_by_id, query
@@ -191,3 +192,19 @@ def _assert_one_effect_per_key(url: str, acknowledged: dict[str, pb.Booking]) ->
     distinct = {booking.booking_id for booking in acknowledged.values()}
     assert len(distinct) == len(acknowledged), "two keys answered with the same booking"
     assert total == len(distinct), f"{total} bookings for {len(distinct)} acknowledged keys: a key had two effects, or a write landed unacknowledged"
+
+
+def test_the_primary_acknowledges_a_commit_only_once_its_synchronous_standby_has_it(patroni_region) -> None:  # noqa: ANN001
+    """What invariant 2 rests on across a failover: synchronous_mode names a standby, it streams
+    as ``sync``, and commits wait for it (``synchronous_commit`` at least ``on``)."""
+    cluster = patroni_region.cluster
+    cluster.wait_healthy(60)
+    with psycopg.connect(cluster.admin_dsn(), autocommit=True) as conn:
+        names = conn.execute("SHOW synchronous_standby_names").fetchone()[0]
+        commit = conn.execute("SHOW synchronous_commit").fetchone()[0]
+        states = {row[0]: row[1] for row in conn.execute("SELECT application_name, sync_state FROM pg_stat_replication")}
+    standby = next((name for name, member in cluster.status().items() if member.get("role") == "sync_standby"), None)
+    assert standby is not None, f"Patroni names no synchronous standby: {cluster.status()}"
+    assert standby in names, f"synchronous_standby_names {names!r} does not name Patroni's synchronous standby {standby}"
+    assert states.get(standby) == "sync", f"replication states {states}: {standby} is not synchronous"
+    assert commit in ("on", "remote_write", "remote_apply"), f"synchronous_commit = {commit}: a commit would not wait for the standby"
