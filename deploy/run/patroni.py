@@ -45,6 +45,8 @@ from psycopg.conninfo import make_conninfo
 
 from ridgeline.deploy.run.etcd import require_binary
 from ridgeline.deploy.run.postgres import (
+    ADMIN_PASSFILE,
+    APP_PASSFILE,
     APP_ROLE,
     SUPERUSER,
     PostgresError,
@@ -68,6 +70,8 @@ _HOST = "127.0.0.1"
 _MEMBERS = 3
 _REPLICATION_ROLE = "replicator"
 _REPLICATION_PASSFILE = "replication.pgpass"
+_RESTAPI_USER = "patroni"
+_RESTAPI_PASSFILE = "restapi.pgpass"
 _LAYOUT_FILE = "members.json"
 _LEADER_ROLES = frozenset({"leader", "master", "primary"})
 _SERVING_STATES = frozenset({"running", "streaming"})
@@ -95,6 +99,15 @@ class FailoverTiming:
 
     def __post_init__(self) -> None:
         assert self.loop_wait_seconds + 2 * self.retry_timeout_seconds <= self.ttl_seconds, "Patroni needs loop_wait + 2 * retry_timeout <= ttl"
+
+
+@dataclass(frozen=True)
+class _Secrets:
+    """The passwords a member's config carries (it is the server user's alone, 0600)."""
+
+    admin: str
+    replication: str
+    restapi: str
 
 
 @dataclass(frozen=True)
@@ -129,11 +142,7 @@ class PatroniCluster:
 
     @property
     def passfile(self) -> Path:
-        return self.secrets_dir / "pgpass"
-
-    @property
-    def member_names(self) -> list[str]:
-        return [m.name for m in self._members]
+        return self.secrets_dir / APP_PASSFILE
 
     def url(self, database: str = "postgres") -> str:
         """SQLAlchemy URL over every member; libpq keeps the one that accepts writes (the primary)."""
@@ -142,7 +151,7 @@ class PatroniCluster:
         return f"cockroachdb+psycopg://{APP_ROLE}@/{quote(database, safe='')}?{query}"
 
     def libpq_dsn(self, database: str = "postgres", *, user: str = APP_ROLE) -> str:
-        passfile = self.passfile if user == APP_ROLE else self.secrets_dir / "admin.pgpass"
+        passfile = self.passfile if user == APP_ROLE else self.secrets_dir / ADMIN_PASSFILE
         return make_conninfo(
             host=",".join(_HOST for _ in self._members), port=",".join(str(m.pg_port) for m in self._members),
             user=user, dbname=database, passfile=str(passfile), target_session_attrs="read-write", connect_timeout="5",
@@ -164,14 +173,15 @@ class PatroniCluster:
         patroni = require_binary("patroni", "patroni")
         run_as = server_user()
         passwords = ensure_passwords(self.secrets_dir)
-        replication = self._replication_password()
+        replication = self._password(_REPLICATION_PASSFILE, _REPLICATION_ROLE)
+        api = self._password(_RESTAPI_PASSFILE, _RESTAPI_USER)
         binaries = choose_binaries("auto", None)
         private_dir(self.root)
         if run_as is not None:
             ensure_traversable(binaries.bin_dir, run_as)
             ensure_traversable(self.root, run_as)
         for member in self._members:
-            self._start_member(patroni, member, run_as, str(binaries.bin_dir), passwords.admin, replication)
+            self._start_member(patroni, member, run_as, str(binaries.bin_dir), _Secrets(passwords.admin, replication, api))
         self.wait_healthy(timeout_seconds)
         ensure_app_role(self.admin_dsn(), passwords.app)
         self._serializable_for_app_role()
@@ -245,19 +255,20 @@ class PatroniCluster:
         with psycopg.connect(self.admin_dsn(), autocommit=True) as conn:
             conn.execute(sql.SQL("ALTER ROLE {} SET default_transaction_isolation = 'serializable'").format(sql.Identifier(APP_ROLE)))
 
-    def _replication_password(self) -> str:
-        path = self.secrets_dir / _REPLICATION_PASSFILE
+    def _password(self, name: str, role: str) -> str:
+        """A password generated once into the secrets directory, as a passfile line like the others'."""
+        path = self.secrets_dir / name
         if not path.exists():
-            write_private(path, passfile_line(_REPLICATION_ROLE, os.urandom(24).hex()))
-        return read_passfile(path, _REPLICATION_ROLE)
+            write_private(path, passfile_line(role, os.urandom(24).hex()))
+        return read_passfile(path, role)
 
-    def _start_member(self, patroni: str, member: _Member, run_as: ServerUser | None, bin_dir: str, admin_password: str, replication_password: str) -> None:
+    def _start_member(self, patroni: str, member: _Member, run_as: ServerUser | None, bin_dir: str, secrets: _Secrets) -> None:
         """Spawns the member's Patroni, unless one from an earlier start (a SIGKILLed ``ridgeline up``) still serves it."""
         if self._member_pid(member) is not None:
             return
         directory = self._member_dir(member.name)
         directory.mkdir(mode=0o700, exist_ok=True)
-        config = self._member_config(member, directory, bin_dir, admin_password, replication_password)
+        config = self._member_config(member, directory, bin_dir, secrets)
         config_path = write_private(directory / "patroni.yml", json.dumps(config, indent=1))  # JSON is YAML
         if run_as is not None:
             for path in (directory, config_path):
@@ -271,7 +282,7 @@ class PatroniCluster:
             )  # fmt: skip
         write_private(self.root / f"{member.name}.pid", f"{process.pid}\n")
 
-    def _member_config(self, member: _Member, directory: Path, bin_dir: str, admin_password: str, replication_password: str) -> dict[str, object]:
+    def _member_config(self, member: _Member, directory: Path, bin_dir: str, secrets: _Secrets) -> dict[str, object]:
         listen = f"{_HOST}:{member.pg_port}"
         # Not default_transaction_isolation = serializable, as the single server has: a hot
         # standby refuses serializable, and Patroni's own queries on its replicas would fail
@@ -291,7 +302,12 @@ class PatroniCluster:
             "namespace": "/ridgeline/",
             "name": member.name,
             "log": {"level": "INFO", "format": "%(asctime)s %(levelname)s: %(message)s"},
-            "restapi": {"listen": f"{_HOST}:{member.api_port}", "connect_address": f"{_HOST}:{member.api_port}"},
+            # Reads (GET /cluster) are open on loopback; what changes the cluster (switchover,
+            # restart, reinitialise) asks for the password, which only this config holds.
+            "restapi": {
+                "listen": f"{_HOST}:{member.api_port}", "connect_address": f"{_HOST}:{member.api_port}",
+                "authentication": {"username": _RESTAPI_USER, "password": secrets.restapi},
+            },
             "etcd3": {"hosts": [self.etcd_endpoint]},
             "bootstrap": {
                 "dcs": {
@@ -319,8 +335,8 @@ class PatroniCluster:
                 "bin_dir": bin_dir,
                 "pgpass": str(directory / "patroni.pgpass"),
                 "authentication": {
-                    "superuser": {"username": SUPERUSER, "password": admin_password},
-                    "replication": {"username": _REPLICATION_ROLE, "password": replication_password},
+                    "superuser": {"username": SUPERUSER, "password": secrets.admin},
+                    "replication": {"username": _REPLICATION_ROLE, "password": secrets.replication},
                 },
                 # Passwords for everyone, as the single server: no trust rule anywhere.
                 "pg_hba": [

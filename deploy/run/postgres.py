@@ -79,7 +79,7 @@ from ridgeline.trust.private_files import CHILD_UMASK, private_dir, write_privat
 #: Besides the single server, the pieces a Patroni cluster's members share with it
 #: (deploy/run/patroni.py): the server user, the binaries, the roles, passwords and passfiles.
 __all__ = [
-    "APP_ROLE", "SUPERUSER", "Binaries", "Passwords", "PostgresError", "PostgresServer", "PostgresSettings", "ServerTls", "ServerUser",
+    "ADMIN_PASSFILE", "APP_PASSFILE", "APP_ROLE", "SUPERUSER", "Binaries", "Passwords", "PostgresError", "PostgresServer", "PostgresSettings", "ServerTls", "ServerUser",
     "choose_binaries", "create_owned_database", "ensure_app_role", "ensure_passwords", "ensure_traversable", "kill_postmaster",
     "passfile_line", "read_passfile", "scram_verifier", "server_user",
 ]
@@ -91,8 +91,8 @@ _HOST = "127.0.0.1"
 SUPERUSER = "ridgeline_admin"
 #: The role Ridgeline's processes connect as: owns its databases and their tables, no superuser.
 APP_ROLE = "ridgeline"
-_APP_PASSFILE = "pgpass"
-_ADMIN_PASSFILE = "admin.pgpass"
+APP_PASSFILE = "pgpass"
+ADMIN_PASSFILE = "admin.pgpass"
 #: 32 random bytes, URL-safe base64: no ':' or '\\' to escape in a passfile line.
 _PASSWORD_BYTES = 32
 _SCRAM_ITERATIONS = 4096
@@ -250,7 +250,7 @@ class PostgresServer:
     @property
     def passfile(self) -> Path:
         """The libpq passfile with the password of :data:`APP_ROLE` (0600, made by start())."""
-        return self.secrets_dir / _APP_PASSFILE
+        return self.secrets_dir / APP_PASSFILE
 
     @property
     def running(self) -> bool:
@@ -276,7 +276,7 @@ class PostgresServer:
         return self._admin_dsn_at(self.port, database)
 
     def _admin_dsn_at(self, port: int, database: str = "postgres") -> str:
-        passfile = str(self.secrets_dir / _ADMIN_PASSFILE)
+        passfile = str(self.secrets_dir / ADMIN_PASSFILE)
         return make_conninfo(host=_HOST, port=str(port), user=SUPERUSER, dbname=database, passfile=passfile, **self._tls_parameters())
 
     def _tls_parameters(self) -> dict[str, str]:
@@ -425,10 +425,10 @@ class PostgresServer:
         A cluster initialised without them is one an earlier Ridgeline made under ``trust``:
         its superuser has no password to keep, so the launcher refuses it rather than open it.
         """
-        if not (self.secrets_dir / _ADMIN_PASSFILE).exists() and (self._data_dir / "PG_VERSION").exists():
+        if not (self.secrets_dir / ADMIN_PASSFILE).exists() and (self._data_dir / "PG_VERSION").exists():
             raise PostgresError(
                 f"{self._data_dir} was initialised by an older Ridgeline under trust authentication and "
-                f"{self.secrets_dir / _ADMIN_PASSFILE} is missing; remove {self._data_dir} (its bookings are lost) to start afresh with passwords"
+                f"{self.secrets_dir / ADMIN_PASSFILE} is missing; remove {self._data_dir} (its bookings are lost) to start afresh with passwords"
             )
         return ensure_passwords(self.secrets_dir)
 
@@ -955,7 +955,7 @@ class Passwords:
 def ensure_passwords(secrets_dir: Path) -> Passwords:
     """The superuser's and the application role's passwords in ``secrets_dir`` (0700), generated
     as passfiles (0600) on the first call: shared by a single server and a Patroni cluster's members."""
-    admin_file, app_file = secrets_dir / _ADMIN_PASSFILE, secrets_dir / _APP_PASSFILE
+    admin_file, app_file = secrets_dir / ADMIN_PASSFILE, secrets_dir / APP_PASSFILE
     if not admin_file.exists():
         private_dir(secrets_dir)
         for path, role in ((app_file, APP_ROLE), (admin_file, SUPERUSER)):  # the admin file last: it marks completion

@@ -20,9 +20,12 @@ The number of ambiguous outcomes and how each resolved is printed with the test'
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -208,3 +211,18 @@ def test_the_primary_acknowledges_a_commit_only_once_its_synchronous_standby_has
     assert standby in names, f"synchronous_standby_names {names!r} does not name Patroni's synchronous standby {standby}"
     assert states.get(standby) == "sync", f"replication states {states}: {standby} is not synchronous"
     assert commit in ("on", "remote_write", "remote_apply"), f"synchronous_commit = {commit}: a commit would not wait for the standby"
+
+
+def test_patroni_s_rest_api_refuses_to_change_the_cluster_without_its_password(patroni_region) -> None:  # noqa: ANN001
+    """Reads are open on loopback; a switchover, restart or reinitialise asks for the password that
+    only the members' configs hold (ARCHITECTURE.md §8: nothing changes state unauthenticated)."""
+    cluster = patroni_region.cluster
+    cluster.wait_healthy(60)
+    leader = cluster.leader()
+    api = str(cluster.status()[leader]["api_url"]).rsplit("/", 1)[0]
+    for path, body in (("/switchover", {"leader": leader}), ("/restart", {}), ("/reinitialize", {})):
+        request = urllib.request.Request(api + path, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)
+        assert refused.value.code == 401, (path, refused.value.code)
+    assert cluster.leader() == leader, "a refused switchover moved the leader"
