@@ -4,4 +4,4 @@
 ``node_settlement`` wires a node's settlement loop.
 """
 
-__all__ = ["coordinator_process", "etcd", "node_process", "node_settlement", "patroni", "postgres", "prefect_server", "processes", "region"]
+__all__ = ["coordinator_process", "etcd", "node_process", "node_settlement", "patroni", "patroni_config", "postgres", "prefect_server", "processes", "region"]

@@ -35,7 +35,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from urllib.parse import quote
 
@@ -44,6 +44,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from ridgeline.deploy.run.etcd import require_binary
+from ridgeline.deploy.run.patroni_config import HOST, REPLICATION_ROLE, RESTAPI_USER, FailoverTiming, Member, Secrets, member_config
 from ridgeline.deploy.run.postgres import (
     ADMIN_PASSFILE,
     APP_PASSFILE,
@@ -66,11 +67,8 @@ from ridgeline.trust.private_files import CHILD_UMASK, open_private_append, priv
 
 __all__ = ["FailoverTiming", "PatroniCluster", "PatroniError"]
 
-_HOST = "127.0.0.1"
 _MEMBERS = 3
-_REPLICATION_ROLE = "replicator"
 _REPLICATION_PASSFILE = "replication.pgpass"
-_RESTAPI_USER = "patroni"
 _RESTAPI_PASSFILE = "restapi.pgpass"
 _LAYOUT_FILE = "members.json"
 _LEADER_ROLES = frozenset({"leader", "master", "primary"})
@@ -79,42 +77,6 @@ _SERVING_STATES = frozenset({"running", "streaming"})
 
 class PatroniError(PostgresError):
     """A Patroni cluster is missing its packages, or did not become healthy; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class FailoverTiming:
-    """Patroni's DCS timing, chosen for failover in at most 5 s (ARCHITECTURE.md §3).
-
-    A primary's PostgreSQL that dies is seen at the leader's next loop (``loop_wait``),
-    which then gives up the leader key at once; the synchronous standby, watching the
-    key, promotes within about a second. A whole member that vanishes (machine loss)
-    holds the key until its ``ttl`` lapses. Patroni wants ``loop_wait + 2 * retry_timeout
-    <= ttl``; a ``retry_timeout`` under 3 s would leave a leader little room to ride out a
-    slow etcd answer on a loaded 2-core machine before it must demote itself.
-    """
-
-    ttl_seconds: int = 8
-    loop_wait_seconds: int = 1
-    retry_timeout_seconds: int = 3
-
-    def __post_init__(self) -> None:
-        assert self.loop_wait_seconds + 2 * self.retry_timeout_seconds <= self.ttl_seconds, "Patroni needs loop_wait + 2 * retry_timeout <= ttl"
-
-
-@dataclass(frozen=True)
-class _Secrets:
-    """The passwords a member's config carries (it is the server user's alone, 0600)."""
-
-    admin: str
-    replication: str
-    restapi: str
-
-
-@dataclass(frozen=True)
-class _Member:
-    name: str
-    pg_port: int
-    api_port: int
 
 
 class PatroniCluster:
@@ -146,14 +108,14 @@ class PatroniCluster:
 
     def url(self, database: str = "postgres") -> str:
         """SQLAlchemy URL over every member; libpq keeps the one that accepts writes (the primary)."""
-        hosts, ports = ",".join(_HOST for _ in self._members), ",".join(str(m.pg_port) for m in self._members)
+        hosts, ports = ",".join(HOST for _ in self._members), ",".join(str(m.pg_port) for m in self._members)
         query = f"host={hosts}&port={ports}&target_session_attrs=read-write&passfile={quote(str(self.passfile), safe='/')}"
         return f"cockroachdb+psycopg://{APP_ROLE}@/{quote(database, safe='')}?{query}"
 
     def libpq_dsn(self, database: str = "postgres", *, user: str = APP_ROLE) -> str:
         passfile = self.passfile if user == APP_ROLE else self.secrets_dir / ADMIN_PASSFILE
         return make_conninfo(
-            host=",".join(_HOST for _ in self._members), port=",".join(str(m.pg_port) for m in self._members),
+            host=",".join(HOST for _ in self._members), port=",".join(str(m.pg_port) for m in self._members),
             user=user, dbname=database, passfile=str(passfile), target_session_attrs="read-write", connect_timeout="5",
         )  # fmt: skip
 
@@ -173,15 +135,15 @@ class PatroniCluster:
         patroni = require_binary("patroni", "patroni")
         run_as = server_user()
         passwords = ensure_passwords(self.secrets_dir)
-        replication = self._password(_REPLICATION_PASSFILE, _REPLICATION_ROLE)
-        api = self._password(_RESTAPI_PASSFILE, _RESTAPI_USER)
+        replication = self._password(_REPLICATION_PASSFILE, REPLICATION_ROLE)
+        api = self._password(_RESTAPI_PASSFILE, RESTAPI_USER)
         binaries = choose_binaries("auto", None)
         private_dir(self.root)
         if run_as is not None:
             ensure_traversable(binaries.bin_dir, run_as)
             ensure_traversable(self.root, run_as)
         for member in self._members:
-            self._start_member(patroni, member, run_as, str(binaries.bin_dir), _Secrets(passwords.admin, replication, api))
+            self._start_member(patroni, member, run_as, str(binaries.bin_dir), Secrets(passwords.admin, replication, api))
         self.wait_healthy(timeout_seconds)
         ensure_app_role(self.admin_dsn(), passwords.app)
         self._serializable_for_app_role()
@@ -196,7 +158,7 @@ class PatroniCluster:
         asked of the first member that answers; empty when none does."""
         for member in self._members:
             try:
-                with urllib.request.urlopen(f"http://{_HOST}:{member.api_port}/cluster", timeout=2) as reply:
+                with urllib.request.urlopen(f"http://{HOST}:{member.api_port}/cluster", timeout=2) as reply:
                     return {m["name"]: m for m in json.loads(reply.read())["members"]}
             except (OSError, ValueError, KeyError, urllib.error.URLError):
                 continue
@@ -236,12 +198,12 @@ class PatroniCluster:
 
     # ------------------------------------------------------------------ internals
 
-    def _layout(self) -> list[_Member]:
+    def _layout(self) -> list[Member]:
         """The members' ports: chosen at the first start, then the same on every start."""
         path = self.root / _LAYOUT_FILE
         if path.exists():
-            return [_Member(**m) for m in json.loads(path.read_text(encoding="utf-8"))["members"]]
-        members = [_Member(f"{self.scope}-{index}", free_port(), free_port()) for index in range(1, _MEMBERS + 1)]
+            return [Member(**m) for m in json.loads(path.read_text(encoding="utf-8"))["members"]]
+        members = [Member(f"{self.scope}-{index}", free_port(), free_port()) for index in range(1, _MEMBERS + 1)]
         private_dir(self.root)
         write_private(path, json.dumps({"scope": self.scope, "etcd": self.etcd_endpoint, "members": [asdict(m) for m in members]}))
         return members
@@ -262,13 +224,13 @@ class PatroniCluster:
             write_private(path, passfile_line(role, os.urandom(24).hex()))
         return read_passfile(path, role)
 
-    def _start_member(self, patroni: str, member: _Member, run_as: ServerUser | None, bin_dir: str, secrets: _Secrets) -> None:
+    def _start_member(self, patroni: str, member: Member, run_as: ServerUser | None, bin_dir: str, secrets: Secrets) -> None:
         """Spawns the member's Patroni, unless one from an earlier start (a SIGKILLed ``ridgeline up``) still serves it."""
         if self._member_pid(member) is not None:
             return
         directory = self._member_dir(member.name)
         directory.mkdir(mode=0o700, exist_ok=True)
-        config = self._member_config(member, directory, bin_dir, secrets)
+        config = member_config(self.scope, self.etcd_endpoint, member, directory, bin_dir, secrets, durable=self._durable, timing=self._timing)
         config_path = write_private(directory / "patroni.yml", json.dumps(config, indent=1))  # JSON is YAML
         if run_as is not None:
             for path in (directory, config_path):
@@ -282,75 +244,7 @@ class PatroniCluster:
             )  # fmt: skip
         write_private(self.root / f"{member.name}.pid", f"{process.pid}\n")
 
-    def _member_config(self, member: _Member, directory: Path, bin_dir: str, secrets: _Secrets) -> dict[str, object]:
-        listen = f"{_HOST}:{member.pg_port}"
-        # Not default_transaction_isolation = serializable, as the single server has: a hot
-        # standby refuses serializable, and Patroni's own queries on its replicas would fail
-        # (no failover). The application role gets it instead (_serializable_for_app_role).
-        parameters: dict[str, object] = {
-            "password_encryption": "scram-sha-256",
-            "unix_socket_directories": "",  # TCP only, as the single server: no socket path to outgrow
-            "lc_messages": "C",
-        }
-        if not self._durable:
-            # Throwaway (tests): a SIGKILLed postgres loses nothing the OS has, so only a machine
-            # crash could; synchronous replication stays on, which is what these clusters test.
-            parameters.update(fsync="off", full_page_writes="off")
-        timing = self._timing
-        return {
-            "scope": self.scope,
-            "namespace": "/ridgeline/",
-            "name": member.name,
-            "log": {"level": "INFO", "format": "%(asctime)s %(levelname)s: %(message)s"},
-            # Reads (GET /cluster) are open on loopback; what changes the cluster (switchover,
-            # restart, reinitialise) asks for the password, which only this config holds.
-            "restapi": {
-                "listen": f"{_HOST}:{member.api_port}", "connect_address": f"{_HOST}:{member.api_port}",
-                "authentication": {"username": _RESTAPI_USER, "password": secrets.restapi},
-            },
-            "etcd3": {"hosts": [self.etcd_endpoint]},
-            "bootstrap": {
-                "dcs": {
-                    "ttl": timing.ttl_seconds,
-                    "loop_wait": timing.loop_wait_seconds,
-                    "retry_timeout": timing.retry_timeout_seconds,
-                    "primary_start_timeout": 0,
-                    # etcd lost: the primary keeps writing while it still reaches every member's
-                    # REST API, instead of demoting itself after ttl (Patroni's default).
-                    "failsafe_mode": True,
-                    "synchronous_mode": True,
-                    "synchronous_node_count": 1,
-                    "postgresql": {
-                        "use_pg_rewind": True,
-                        "use_slots": True,
-                        "parameters": {"max_connections": 200, "max_wal_senders": 10, "max_replication_slots": 10},
-                    },
-                },
-                "initdb": [{"encoding": "UTF8"}, {"locale": "C"}, {"auth": "scram-sha-256"}],
-            },
-            "postgresql": {
-                "listen": listen,
-                "connect_address": listen,
-                "data_dir": str(directory / "data"),
-                "bin_dir": bin_dir,
-                "pgpass": str(directory / "patroni.pgpass"),
-                "authentication": {
-                    "superuser": {"username": SUPERUSER, "password": secrets.admin},
-                    "replication": {"username": _REPLICATION_ROLE, "password": secrets.replication},
-                },
-                # Passwords for everyone, as the single server: no trust rule anywhere.
-                "pg_hba": [
-                    "local all all scram-sha-256",
-                    f"host replication {_REPLICATION_ROLE} {_HOST}/32 scram-sha-256",
-                    f"host all all {_HOST}/32 scram-sha-256",
-                ],
-                "parameters": parameters,
-                "remove_data_directory_on_rewind_failure": True,
-                "remove_data_directory_on_diverged_timelines": True,
-            },
-        }
-
-    def _stop_member(self, member: _Member, timeout_seconds: float) -> None:
+    def _stop_member(self, member: Member, timeout_seconds: float) -> None:
         pid = self._member_pid(member)
         if pid is not None:
             os.kill(pid, signal.SIGTERM)
@@ -373,7 +267,7 @@ class PatroniCluster:
             if alive(postmaster):
                 kill_postmaster(postmaster, time.monotonic() + 5.0)
 
-    def _member_pid(self, member: _Member) -> int | None:
+    def _member_pid(self, member: Member) -> int | None:
         try:
             pid = int((self.root / f"{member.name}.pid").read_text().strip())
         except (OSError, ValueError):
