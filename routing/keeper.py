@@ -17,7 +17,9 @@ because every write carries the epoch and :func:`leases.fence_sql` refuses stale
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,17 +63,28 @@ class LeaseSettings:
 
 @dataclass
 class Ownership:
-    """What this node believes it holds: basecamp_id -> epoch. Replaced whole, read lock-free."""
+    """What this node believes it holds: basecamp_id -> epoch. Replaced whole, read lock-free.
+
+    The belief expires like the leases themselves: ``valid_until`` (``time.monotonic()``) is
+    taken just before the transaction that last renewed them, so it never outlives a lease
+    on the database's clock. A node cut off from its database (issue 12: it keeps its
+    clients, loses the database) then stops claiming its basecamps within one TTL even when
+    every keeper round hangs on a dead connection, and its settlement loop claims nothing.
+    """
 
     _fence: dict[str, int] = field(default_factory=dict)
+    _valid_until: float = math.inf
 
     def epoch_of(self, basecamp_id: str) -> int | None:
-        return self._fence.get(basecamp_id)
+        return self.fence().get(basecamp_id)
 
     def fence(self) -> Fence:
-        return self._fence
+        return self._fence if time.monotonic() < self._valid_until else {}
 
-    def replace(self, fence: dict[str, int]) -> None:
+    def replace(self, fence: dict[str, int], *, valid_until: float | None = None) -> None:
+        """The new belief; ``valid_until`` None keeps the current deadline (a subset of what was renewed)."""
+        if valid_until is not None:
+            self._valid_until = valid_until
         self._fence = fence
 
 
@@ -100,6 +113,9 @@ class LeaseKeeper:
         self.address = address
         self.metrics_address = metrics_address
         self.ownership = Ownership()
+        # Read at each scrape: what the node believes now, which lapses with the leases even
+        # while a keeper round hangs on a database that stopped answering.
+        LEASES_HELD.set_function(lambda: len(self.ownership.fence()))
         self._transact = transact
         self._settings = settings
         self._incarnation = str(uuid.uuid4())
@@ -129,7 +145,6 @@ class LeaseKeeper:
             self._thread.join(self._settings.lease_ttl_seconds)
         held = self.ownership.fence()
         self.ownership.replace({})
-        LEASES_HELD.set(0)
         if release:
             try:
                 self._transact(lambda conn: self._leave(conn, held))
@@ -165,12 +180,14 @@ class LeaseKeeper:
         self.ownership.replace(keep)
         if give:
             self._transact(lambda conn: leases.release(conn, node_id=self.node_id, fence=give))
+        # Every lease renewed or taken from here on expires no sooner than this, by our clock:
+        # the database stamps it in a transaction that starts after this instant.
+        valid_until = time.monotonic() + ttl
         renewed = self._transact(lambda conn: leases.renew(conn, node_id=self.node_id, fence=keep, ttl_seconds=ttl))
         wanted = [b for b, owner in proposal.items() if owner == self.node_id and b not in renewed]
         acquired = self._transact(lambda conn: leases.acquire(conn, node_id=self.node_id, basecamp_ids=wanted, ttl_seconds=ttl))
-        self.ownership.replace({**renewed, **acquired})
+        self.ownership.replace({**renewed, **acquired}, valid_until=valid_until)
         changes = Changes(acquired=acquired, released=sorted(give), lost=sorted(set(keep) - set(renewed)))
-        LEASES_HELD.set(len(renewed) + len(acquired))
         for change, count in (("acquired", len(changes.acquired)), ("handed_over", len(changes.released)), ("lost", len(changes.lost))):
             if count:
                 LEASE_CHANGES.labels(change).inc(count)

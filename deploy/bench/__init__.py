@@ -4,4 +4,4 @@ Engines only: ``ridgeline bench`` (deploy/cli/bench.py) parses the options and p
 the reports; nothing here imports the CLI.
 """
 
-__all__ = ["cluster_bench", "holds_bench", "settlement_bench", "treks_bench"]
+__all__ = ["cluster_bench", "database_failover", "holds_bench", "settlement_bench", "treks_bench"]

@@ -11,6 +11,9 @@ cluster of one region with one node (the baseline), then on 3 regions x 2 nodes,
 same run; the ratio is what the cluster adds on this machine (2 cores here: six node
 processes and three PostgreSQL servers share them, so expect it near or below 1).
 
+Region primary failover (``--database-failovers``, database_failover.py): SIGKILL of a
+Patroni leader's PostgreSQL under holds, on a one-region cluster of its own.
+
 Both clusters speak mutual TLS with the certificates LocalCluster makes in their state
 directory; each desk thread is a desk of its own (deploy/bench/security.py), the ring
 is read as the local ``sre``. ``ridgeline --insecure bench cluster`` runs them in plaintext.
@@ -32,6 +35,7 @@ from pathlib import Path
 import grpc
 from rich.console import Console
 
+from ridgeline.deploy.bench.database_failover import DatabaseFailoverResult, run_database_failovers
 from ridgeline.deploy.bench.security import BenchSecurity
 from ridgeline.deploy.cluster.cluster_file import ClusterSpec, NodeSpec, RegionSpec, with_free_ports
 from ridgeline.deploy.cluster.local_cluster import LocalCluster
@@ -78,6 +82,8 @@ class ClusterBenchReport:
     #: The baseline (one node) first, then 3 regions x 2 nodes.
     throughput: tuple[ThroughputResult, ThroughputResult]
     failover: FailoverResult
+    #: SIGKILL of a region's Patroni primary (None: not measured, --database-failovers 0).
+    database_failover: DatabaseFailoverResult | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -95,12 +101,16 @@ class ClusterBenchReport:
             "ratio": self.ratio,
             "failover": {**asdict(failover), "median": failover.median if failover.samples_seconds else None,
                          "max": failover.worst if failover.samples_seconds else None},
+            "database_failover": self.database_failover.to_json() if self.database_failover else None,
         }
 
 
-def run_cluster_benchmark(*, seconds: float, threads: int, failovers: int, lease_ttl: float, heartbeat: float, secure: bool = True) -> ClusterBenchReport:
+def run_cluster_benchmark(
+    *, seconds: float, threads: int, failovers: int, lease_ttl: float, heartbeat: float, secure: bool = True, database_failovers: int = 0
+) -> ClusterBenchReport:
     """The baseline on a one-node cluster, then throughput and ``failovers`` samples on
-    3 regions x 2 nodes (mTLS unless not ``secure``); both clusters are throwaway and removed at the end."""
+    3 regions x 2 nodes (mTLS unless not ``secure``), then ``database_failovers`` samples of a
+    region primary's loss on Patroni (database_failover.py); every cluster is throwaway and removed at the end."""
     started = datetime.now(timezone.utc)
     root = Path(tempfile.mkdtemp(prefix="ridgeline-bench-cluster-"))
     try:
@@ -116,7 +126,8 @@ def run_cluster_benchmark(*, seconds: float, threads: int, failovers: int, lease
             local.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    return ClusterBenchReport(started.isoformat(timespec="seconds"), threads, seconds, (baseline, spread), failover)
+    database = run_database_failovers(database_failovers, secure=secure) if database_failovers else None
+    return ClusterBenchReport(started.isoformat(timespec="seconds"), threads, seconds, (baseline, spread), failover, database)
 
 
 def _spec(name: str, nodes_per_region: dict[str, int], lease_ttl: float, heartbeat: float) -> ClusterSpec:

@@ -18,6 +18,8 @@ import typer
 
 from ridgeline.deploy.bench import cluster_bench, holds_bench, settlement_bench, treks_bench
 from ridgeline.deploy.cli import options, render_bench
+from ridgeline.deploy.run.etcd import EtcdError
+from ridgeline.deploy.run.postgres import PostgresError
 from ridgeline.regional.config import NodeConfig
 
 #: ``ridgeline bench``; ``ridgeline.deploy.cli`` adds it under that name.
@@ -94,14 +96,22 @@ def cluster(
     failovers: Annotated[int, typer.Option("--failovers", help="Failover samples (SIGKILL of an owner).")] = 5,
     lease_ttl: Annotated[float, typer.Option("--lease-ttl", help="Lease TTL of the cluster, seconds.")] = 5.0,
     heartbeat: Annotated[float, typer.Option("--heartbeat-interval", help="Heartbeat of the cluster, seconds.")] = 1.0,
+    database_failovers: Annotated[
+        int, typer.Option("--database-failovers", help="Samples of a region primary's SIGKILL on Patroni (needs Debian's patroni and etcd-server; 0: skip).")
+    ] = 5,
     json_path: JsonFile = None,
 ) -> None:
-    """Failover time (median, max) and holds/s through the routing client: 3 regions x 2 nodes vs one node."""
-    if seconds <= 0 or threads <= 0 or failovers < 0:
-        raise typer.BadParameter("--seconds and --threads must be positive, --failovers not negative")
-    report = cluster_bench.run_cluster_benchmark(
-        seconds=seconds, threads=threads, failovers=failovers, lease_ttl=lease_ttl, heartbeat=heartbeat, secure=_secure(insecure_baseline=False)
-    )
+    """Failover times (median, max) of a node and of a region primary, and holds/s through the routing client: 3 regions x 2 nodes vs one node."""
+    if seconds <= 0 or threads <= 0 or failovers < 0 or database_failovers < 0:
+        raise typer.BadParameter("--seconds and --threads must be positive, --failovers and --database-failovers not negative")
+    try:
+        report = cluster_bench.run_cluster_benchmark(
+            seconds=seconds, threads=threads, failovers=failovers, lease_ttl=lease_ttl, heartbeat=heartbeat, secure=_secure(insecure_baseline=False),
+            database_failovers=database_failovers,
+        )  # fmt: skip
+    except (PostgresError, EtcdError) as error:
+        typer.secho(f"error: {error}", err=True, fg="red")
+        raise typer.Exit(1) from None
     render_bench.cluster(report)
     _write_json(json_path, report.to_json())
 

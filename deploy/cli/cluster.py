@@ -6,6 +6,7 @@ import logging
 import signal
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +24,8 @@ from ridgeline.deploy.cluster.cluster_file import ClusterFileError, ClusterSpec,
 from ridgeline.deploy.cluster.local_cluster import DEFAULT_STATE_DIR, ClusterStartError, LocalCluster, bring_down, read_state
 from ridgeline.deploy.cluster.scrape import scrape, scrape_coordinator, scrape_gateway
 from ridgeline.deploy.drills.audit import DEFAULT_HOLD_GRACE_SECONDS, DEFAULT_MONEY_GRACE_SECONDS, print_report, run_audit, write_textfile
+from ridgeline.deploy.run.etcd import EtcdError
+from ridgeline.deploy.run.postgres import PostgresError
 from ridgeline.deploy.run.processes import alive
 from ridgeline.routing import ClusterClient, ClusterUnreachable
 from ridgeline.routing.ring import propose_owners
@@ -43,11 +46,14 @@ def up(
     cluster: ClusterFile = None,
     state_dir: StateDir = DEFAULT_STATE_DIR,
     settlement: Annotated[bool, typer.Option("--settlement/--no-settlement", help="Start the payment gateway and Prefect (unless the cluster file names them) and settle Book.")] = True,
+    ha: Annotated[bool, typer.Option("--ha", help="Run each local region database as a Patroni cluster of 3 over etcd (needs Debian's patroni and etcd-server).")] = False,
 ) -> None:
     """Start a whole cluster here, wait until it serves, print where, and run until Ctrl-C or `ridgeline down`."""
     configure_logging()
     logging.getLogger("alembic").setLevel(logging.WARNING)
     spec = _spec(cluster)
+    if ha:
+        spec = replace(spec, region_databases="patroni")
     local = LocalCluster(
         spec, state_dir.expanduser(), progress=lambda step: _console.print(f"[dim]{step}…[/]"), settlement=settlement, insecure=options.SECURITY.insecure,
         report=lambda event: _console.print(f"[bold yellow]{escape(event)}[/]"),
@@ -57,7 +63,7 @@ def up(
         signal.signal(signum, lambda *_: stop.set())
     try:
         local.start()
-    except (ClusterStartError, OSError) as error:
+    except (ClusterStartError, OSError, PostgresError, EtcdError) as error:
         typer.secho(f"error: {error}", err=True, fg="red")
         raise typer.Exit(1) from None
     _print_started(local)

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -24,6 +25,8 @@ from ridgeline.deploy.cluster.local_cluster import DEFAULT_STATE_DIR, ClusterSta
 from ridgeline.deploy.drills.audit import print_report
 from ridgeline.deploy.drills.chaos import DrillRun
 from ridgeline.deploy.drills.load import OPERATIONS, LoadGenerator, LoadReport, LoadSettings, parse_mix
+from ridgeline.deploy.run.etcd import EtcdError
+from ridgeline.deploy.run.postgres import PostgresError
 from ridgeline.routing import ClusterUnreachable
 
 _console = Console()
@@ -119,6 +122,7 @@ def chaos_run(
     rate: Annotated[float, typer.Option("--rate", help="Operations per second of the background load (0: unpaced).")] = 20.0,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the report here.")] = None,
     state_dir: Annotated[Path, typer.Option("--state-dir", help="State directory of the running cluster.")] = DEFAULT_STATE_DIR,
+    ha: Annotated[bool, typer.Option("--ha", help="With --fresh: region databases on Patroni, as `ridgeline up --ha` (implied by drills that need it).")] = False,
 ) -> None:
     """Run one drill and print its report; exit 1 when the hypothesis or an invariant failed."""
     from ridgeline.deploy.drills.chaos import DRILLS, DrillTimes, run_drill
@@ -127,7 +131,7 @@ def chaos_run(
         raise typer.BadParameter(f"no drill {drill!r}; known: {', '.join(DRILLS)}")
     fault = DRILLS[drill]()
     times = DrillTimes(warmup=warmup, fault=fault_seconds, recovery_max=recovery_max)
-    with _cluster_for_drill(fresh, state_dir.expanduser()) as cluster:
+    with _cluster_for_drill(fresh, state_dir.expanduser(), ha=ha or fault.needs_patroni) as cluster:
         run = run_drill(fault, cluster, times, concurrency=concurrency, rate=rate or None, progress=lambda step: _console.print(f"[dim]{step}…[/]"))
     report = run.to_json()
     reports = state_dir.expanduser() / "drills"
@@ -142,7 +146,7 @@ def chaos_run(
 
 
 @contextmanager
-def _cluster_for_drill(fresh: bool, state_dir: Path) -> Iterator[LocalCluster]:
+def _cluster_for_drill(fresh: bool, state_dir: Path, *, ha: bool) -> Iterator[LocalCluster]:
     if not fresh:
         try:
             yield LocalCluster.attach(state_dir)
@@ -152,9 +156,15 @@ def _cluster_for_drill(fresh: bool, state_dir: Path) -> Iterator[LocalCluster]:
         return
     root = Path(tempfile.mkdtemp(prefix="ridgeline-drill-"))
     spec = with_free_ports(default_cluster(), lease_ttl_seconds=2.0, heartbeat_interval_seconds=0.5)  # with gateway, Prefect and coordinator
+    if ha:
+        spec = replace(spec, region_databases="patroni")
     cluster = LocalCluster(spec, root, progress=lambda step: _console.print(f"[dim]{step}…[/]"), insecure=options.SECURITY.insecure)
     try:
-        cluster.start()
+        try:
+            cluster.start()
+        except (ClusterStartError, OSError, PostgresError, EtcdError) as error:
+            typer.secho(f"error: {error}", err=True, fg="red")
+            raise typer.Exit(2) from None
         yield cluster
     finally:
         cluster.stop()

@@ -171,3 +171,13 @@ def cluster(report: ClusterBenchReport) -> None:
             f"{failover.lease_ttl_seconds + failover.heartbeat_interval_seconds:g} s bound); samples "
             + ", ".join(f"{s:.2f}" for s in failover.samples_seconds)
         )
+    database = report.database_failover
+    if database is not None:
+        rest = [f"{s:.2f}" if s is not None else "-" for s in database.rest_api_seconds]
+        console.print(
+            f"region primary failover (SIGKILL of the Patroni leader's PostgreSQL → first successful hold), {len(database.samples_seconds)} runs: "
+            f"median [bold]{database.median:.2f} s[/], max [bold]{database.worst:.2f} s[/] (goal 5 s; ttl {database.ttl_seconds} s, "
+            f"loop_wait {database.loop_wait_seconds} s, retry_timeout {database.retry_timeout_seconds} s); samples "
+            + ", ".join(f"{s:.2f}" for s in database.samples_seconds)
+            + f"; Patroni's REST API named the new leader after {', '.join(rest)} s"
+        )

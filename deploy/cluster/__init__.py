@@ -3,4 +3,4 @@
 ``examples/`` holds cluster files to start from.
 """
 
-__all__ = ["cluster_file", "demo", "local_cluster", "scrape"]
+__all__ = ["cluster_file", "demo", "ha_databases", "local_cluster", "scrape"]

@@ -6,7 +6,9 @@ the same file (``ridgeline up``, ``ridgeline node --cluster FILE --node-id ID``,
 ``database_url`` gets a local PostgreSQL started by ``ridgeline up``. Environment
 overrides, for secrets and per-machine differences:
 ``RIDGELINE_DATABASE_URL_<REGION>`` (region name upper-cased, ``-`` as ``_``) replaces a
-region's database URL. The format is documented with examples in deploy/cluster/examples/.
+region's database URL. ``region_databases = "patroni"`` in ``[cluster]`` (or ``ridgeline up
+--ha``) makes those local databases Patroni clusters of three members instead of single
+servers. The format is documented with examples in deploy/cluster/examples/.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from ridgeline.regional.config import NodeConfig
 DEFAULT_REGIONS = ("eu-alps", "na-rockies", "sa-andes")
 DEFAULT_FIRST_PORT = 26061
 DEFAULT_COORDINATOR_PORT = 26070
+#: How ``ridgeline up`` runs the region databases it starts: one server each, or a Patroni
+#: cluster of three members each (deploy/cluster/ha_databases.py).
+REGION_DATABASE_KINDS = ("single", "patroni")
 
 
 class ClusterFileError(ValueError):
@@ -61,6 +66,8 @@ class ClusterSpec:
     regions: tuple[RegionSpec, ...]
     lease_ttl_seconds: float = NodeConfig.lease_ttl_seconds
     heartbeat_interval_seconds: float = NodeConfig.heartbeat_interval_seconds
+    #: How ``ridgeline up`` runs the databases of regions without a URL (REGION_DATABASE_KINDS).
+    region_databases: str = "single"
     #: The payment gateway every node settles through (None: no settlement loop).
     gateway_url: str | None = None
     #: The Prefect API the settlement flows report to (PREFECT_API_URL overrides it).
@@ -176,12 +183,14 @@ def parse_cluster(raw: Mapping[str, object], *, source: str = "cluster file") ->
         regions.append(RegionSpec(name=name, nodes=tuple(nodes), database_url=url))
     if len({r.name for r in regions}) != len(regions):
         raise ClusterFileError(f"{source}: a region is listed twice")
+    region_databases = _choice(cluster.get("region_databases", "single"), REGION_DATABASE_KINDS, f"{source}: [cluster] region_databases")
     try:
         spec = ClusterSpec(
             name=str(cluster.get("name", "ridgeline")),
             regions=tuple(regions),
             lease_ttl_seconds=float(cluster.get("lease_ttl_seconds", NodeConfig.lease_ttl_seconds)),
             heartbeat_interval_seconds=float(cluster.get("heartbeat_interval_seconds", NodeConfig.heartbeat_interval_seconds)),
+            region_databases=region_databases,
             gateway_url=_optional_url(cluster.get("gateway_url"), f"{source}: [cluster] gateway_url"),
             prefect_api_url=_optional_url(cluster.get("prefect_api_url"), f"{source}: [cluster] prefect_api_url"),
             coordinator_listen=_address(coordinator["listen"], f"{source}: [coordinator]") if "listen" in coordinator else None,
@@ -204,6 +213,8 @@ def render_cluster_file(spec: ClusterSpec) -> str:
         f"lease_ttl_seconds = {spec.lease_ttl_seconds}",
         f"heartbeat_interval_seconds = {spec.heartbeat_interval_seconds}",
     ]
+    if spec.region_databases != "single":
+        lines.append(f'region_databases = "{spec.region_databases}"')
     lines += [f'{key} = "{value}"' for key, value in (("gateway_url", spec.gateway_url), ("prefect_api_url", spec.prefect_api_url)) if value]
     if spec.coordinator_listen:
         lines += ["", "[coordinator]", f'listen = "{spec.coordinator_listen}"']
@@ -251,6 +262,12 @@ def _optional_url(value: object, where: str) -> str | None:
     if not isinstance(value, str) or not value.startswith(("http://", "https://")):
         raise ClusterFileError(f"{where} must be an http(s):// URL")
     return value
+
+
+def _choice(value: object, choices: tuple[str, ...], where: str) -> str:
+    if value not in choices:
+        raise ClusterFileError(f"{where} must be one of {', '.join(repr(c) for c in choices)}, not {value!r}")
+    return str(value)
 
 
 def _env_name(region: str) -> str:

@@ -1,7 +1,8 @@
 """``ridgeline up``: a whole cluster on this machine, started, watched and stopped as one.
 
 For every region without a database URL it starts a PostgreSQL (system binaries or the
-embedded wheel, kept in the state directory so bookings survive ``down``/``up``), then
+embedded wheel, kept in the state directory so bookings survive ``down``/``up``), or with
+``region_databases = "patroni"`` (``up --ha``) a Patroni cluster of three (ha_databases.py), then
 migrates each region database and loads the catalog. Unless the cluster file names them,
 it also starts the stand-in payment gateway and a lean Prefect server (each on its own
 database of a "services" PostgreSQL; PREFECT_API_URL wins over a local Prefect), so the
@@ -32,11 +33,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from ridgeline.deploy.cluster.cluster_file import ClusterSpec, render_cluster_file
+from ridgeline.deploy.cluster.ha_databases import HaDatabases
 from ridgeline.deploy.drills.fault_control import FaultControlServer, FaultPath, RemoteFaultPath
 from ridgeline.deploy.drills.fault_proxy import FaultProxy
 from ridgeline.deploy.run.postgres import PostgresServer
 from ridgeline.deploy.run.prefect_server import PrefectServer
 from ridgeline.deploy.run.processes import AdoptedProcess, NotReady, ProcessHandle, ReadyChild, alive, command_line, free_port, ridgeline_command, spawn_ready
+from ridgeline.deploy.run.processes import stop as stop_process
 from ridgeline.deploy.run.region import prepare_region_database
 from ridgeline.deploy.run.supervisor import HOLDS_DIR, ProcessPart, Supervisor, hold, release
 from ridgeline.regional.booking.catalog import load_catalog
@@ -123,6 +126,8 @@ class LocalCluster:
         self._settlement = settlement
         self._services: list[Stoppable] = []
         self.databases: dict[str, PostgresServer] = {}
+        #: The regions' Patroni clusters and their etcd when the spec asks for them (region_databases = "patroni").
+        self.ha = HaDatabases(state_dir / "patroni")
         self.nodes: dict[str, NodeRun] = {}
         self.cluster_file = state_dir / "cluster.toml"
         self._up_pid = os.getpid()
@@ -167,6 +172,7 @@ class LocalCluster:
         for region, database in state["databases"].items():  # type: ignore[union-attr]
             if database.get("local"):
                 cluster.databases[region] = PostgresServer(state_dir / "postgres" / region, tied=False)  # up's, not ours
+        cluster.ha = HaDatabases.open(state_dir / "patroni")
         cluster._gateway_pid = state["services"].get("gateway_pid")  # type: ignore[union-attr]
         if state["services"].get("local"):  # type: ignore[union-attr]
             cluster.databases["services"] = PostgresServer(state_dir / "postgres" / "services", tied=False)
@@ -239,6 +245,7 @@ class LocalCluster:
             self._fault_control.close()
         with ThreadPoolExecutor(max(len(self.databases), 1)) as pool:
             list(pool.map(PostgresServer.stop, self.databases.values()))
+        self.ha.stop()
         (self.state_dir / STATE_FILE).unlink(missing_ok=True)
 
     def kill_node(self, node_id: str) -> None:
@@ -249,11 +256,25 @@ class LocalCluster:
         run.process.kill()
         run.process.wait(10)
 
-    def restart_node(self, node_id: str) -> None:
-        """Lets the supervisor start a killed node again; returns once it serves."""
+    def stop_node(self, node_id: str) -> None:
+        """SIGTERM one node: it drains and hands its leases back (SIGKILL if it overstays); it
+        stays down, held, until :meth:`restart_node`."""
+        hold(self.state_dir, f"node:{node_id}", "stopped by a drill")
+        stop_process(self.nodes[node_id].process)
+
+    def restart_node(self, node_id: str, *, env: dict[str, str] | None = None) -> None:
+        """Lets the supervisor start a killed or stopped node again; returns once it serves.
+
+        With ``env`` (added to its environment: a drill points the node at its database
+        through fault proxies this way) the node is this process's own instead: started here,
+        still held, so the supervisor leaves it be, and tied to this process, so it dies with
+        a drill that dies. The next restart without ``env`` hands the node back to up."""
+        old = self.nodes[node_id]
+        if env:
+            self._start_node(node_id, old.region, old.address, env)
+            return
         pid = self._bring_back(f"node:{node_id}")
         if self._supervisor is None:  # attached: up started it, we drive it by pid
-            old = self.nodes[node_id]
             self.nodes[node_id] = NodeRun(node_id, old.region, old.address, AdoptedProcess(pid), old.log_path)
 
     def kill_coordinator(self) -> None:
@@ -342,7 +363,10 @@ class LocalCluster:
             urls[region] = server.create_database(f"ridgeline_{region.replace('-', '_')}")
 
         local = [r.name for r in self.spec.regions if r.database_url is None]
-        if local:
+        if local and self.spec.region_databases == "patroni":
+            self._progress(f"starting etcd and a Patroni cluster of 3 members for each of {', '.join(local)}")
+            urls.update(self.ha.start(local))
+        elif local:
             self._progress(f"starting PostgreSQL for {', '.join(local)}")
             with ThreadPoolExecutor(len(local)) as pool:
                 list(pool.map(start, local))
@@ -418,7 +442,7 @@ class LocalCluster:
             for outcome in outcomes:
                 outcome.result()
 
-    def _start_node(self, node_id: str, region: str, address: str) -> NodeRun:
+    def _start_node(self, node_id: str, region: str, address: str, extra_env: dict[str, str] | None = None) -> NodeRun:
         log_path = self.state_dir / "logs" / f"{node_id}.log"
         command = self._command(
             "node", "--cluster", str(self.cluster_file), "--node-id", node_id,
@@ -428,6 +452,7 @@ class LocalCluster:
         env = {**os.environ, **({"PREFECT_API_URL": self.spec.prefect_api_url} if self.spec.prefect_api_url else {})}
         if self.prefect is not None:  # and its secret (another API's comes from this environment)
             env.update(self.prefect.client_environment())
+        env.update(extra_env or {})
         child = _spawn_part(command, f"node {node_id}", log_path, env)
         run = self.nodes[node_id] = NodeRun(node_id, region, address, child.process, log_path)
         return run
@@ -482,7 +507,7 @@ class LocalCluster:
                 for run in self.nodes.values()
             },
             "databases": {
-                r.name: {"url": r.database_url, "local": r.name in self.databases} for r in self.spec.regions
+                r.name: {"url": r.database_url, "local": r.name in self.databases, "patroni": r.name in self.ha.regions} for r in self.spec.regions
             },
             "services": {
                 "local": "services" in self.databases,
@@ -543,5 +568,6 @@ def bring_down(state_dir: Path, *, timeout_seconds: float = 60.0) -> str:
             PostgresServer(state_dir / "postgres" / region).stop()
     if state.get("services", {}).get("local"):  # type: ignore[union-attr]
         PostgresServer(state_dir / "postgres" / "services").stop()
+    HaDatabases.open(state_dir / "patroni").stop()
     (state_dir / STATE_FILE).unlink(missing_ok=True)
     return f"stopped the parts of cluster {state.get('cluster')} that ridgeline up (pid {up_pid}) left behind"

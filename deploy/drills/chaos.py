@@ -101,9 +101,15 @@ class Fault:
     #: What of the cluster the drill touches, and how it puts it back (`chaos list` shows it).
     acts_on: str
 
+    def prepare(self, cluster: LocalCluster, run: DrillRun) -> None:
+        """Sets the stage before the load starts (e.g. a node moved behind fault proxies); most faults need none."""
+
     def inject(self, cluster: LocalCluster, run: DrillRun) -> list[str]:
         """Applies the fault; returns the basecamps whose writes it interrupts."""
         raise NotImplementedError
+
+    def finish(self, cluster: LocalCluster, run: DrillRun) -> None:
+        """Undoes what prepare set up, whatever happened in between (runs once the load has stopped)."""
 
     def restore(self, cluster: LocalCluster, run: DrillRun) -> None:
         raise NotImplementedError
@@ -115,6 +121,8 @@ class Fault:
     #: True: recovery is timed from the injection (the cluster heals itself, e.g. failover);
     #: False: from the restore (nothing can heal before the fault is lifted).
     recovers_from_injection = True
+    #: True: the drill needs region databases on Patroni (`ridgeline up --ha`; `chaos run --fresh` starts them so).
+    needs_patroni = False
     #: The background load's mix of operations.
     mix: dict[str, float] = {"hold": 3.0, "book": 5.0, "release": 1.0, "cancel": 1.0}
 
@@ -130,7 +138,7 @@ class _NodeFault(Fault):
     signal_name = ""
 
     def inject(self, cluster: LocalCluster, run: DrillRun) -> list[str]:
-        self._victim, camps = _busiest_node(cluster)
+        self._victim, camps = busiest_node(cluster)
         run.note(f"{self.signal_name} {self._victim} (owner of {', '.join(camps)})")
         self._strike(cluster, self._victim)
         return camps
@@ -194,7 +202,7 @@ class StopRegionDatabase(Fault):
         self._database = _local_database(cluster, region)
         run.note(f"stop the {region} database")
         self._database.stop()
-        return _basecamps_of(cluster, region)
+        return basecamps_of(cluster, region)
 
     def restore(self, cluster: LocalCluster, run: DrillRun) -> None:
         self._database.start()
@@ -234,7 +242,7 @@ class GatewayFault(_SettlementFault):
     def inject(self, cluster: LocalCluster, run: DrillRun) -> list[str]:
         _gateway_faults(cluster, self._faults)
         run.note(f"gateway faults {self._faults}")
-        return [_basecamps_of(cluster, cluster.spec.regions[0].name)[0]]
+        return [basecamps_of(cluster, cluster.spec.regions[0].name)[0]]
 
     def restore(self, cluster: LocalCluster, run: DrillRun) -> None:
         _gateway_faults(cluster, {})
@@ -254,7 +262,7 @@ class PrefectDown(_SettlementFault):
     def inject(self, cluster: LocalCluster, run: DrillRun) -> list[str]:
         cluster.stop_prefect()
         run.note("stopped the Prefect server")
-        return [_basecamps_of(cluster, cluster.spec.regions[0].name)[0]]
+        return [basecamps_of(cluster, cluster.spec.regions[0].name)[0]]
 
     def restore(self, cluster: LocalCluster, run: DrillRun) -> None:
         cluster.restart_prefect()
@@ -384,7 +392,16 @@ DRILLS: dict[str, Callable[[], Fault]] = {
         {"outage": True},
     ),
     "prefect-down": PrefectDown,
+    "kill-region-primary": lambda: _database_drill("kill-region-primary"),
+    "cut-node-from-database": lambda: _database_drill("cut-node-from-database"),
 }
+
+
+def _database_drill(name: str) -> Fault:
+    """The region-database drills live in database_drills.py, which builds on this module."""
+    from ridgeline.deploy.drills import database_drills
+
+    return database_drills.DATABASE_DRILLS[name]()
 
 
 def run_drill(
@@ -413,6 +430,12 @@ def run_drill(
             call_timeout_seconds=5.0, mix=mix, coordinator=coordinator, planner=cluster.client_transport("planner"),
         )
     )
+    try:
+        fault.prepare(cluster, run)
+    except Exception as error:  # noqa: BLE001 - a drill reports its own failure
+        run.error = f"{type(error).__name__}: {error}"
+        fault.finish(cluster, run)
+        return run
     stop = threading.Event()
     result: dict[str, LoadReport] = {}
     loader = threading.Thread(target=lambda: result.setdefault("load", generator.run(stop)), daemon=True)
@@ -441,6 +464,7 @@ def run_drill(
         stop.set()
         loader.join(60)
         run.note("load stopped")
+        fault.finish(cluster, run)
     run.load = result.get("load")
     progress("audit")
     urls = {r.name: str(r.database_url) for r in cluster.spec.regions}
@@ -496,7 +520,7 @@ class _Probes:
                 return
 
 
-def _busiest_node(cluster: LocalCluster) -> tuple[str, list[str]]:
+def busiest_node(cluster: LocalCluster) -> tuple[str, list[str]]:
     """The live node holding the most leases in a region with more than one node, and its basecamps."""
     with ClusterClient([r.address for r in cluster.nodes.values()], transport=cluster.client_transport("sre"), timeout_seconds=5) as client:
         infos = client.cluster_info()
@@ -513,7 +537,7 @@ def _busiest_node(cluster: LocalCluster) -> tuple[str, list[str]]:
     return victim, sorted(held[victim])
 
 
-def _basecamps_of(cluster: LocalCluster, region: str) -> list[str]:
+def basecamps_of(cluster: LocalCluster, region: str) -> list[str]:
     with ClusterClient([r.address for r in cluster.nodes.values()], transport=cluster.client_transport("sre"), timeout_seconds=5) as client:
         return sorted(b.basecamp_id for b in client.list_basecamps(region).basecamps)
 

@@ -1,7 +1,7 @@
-"""The processes Ridgeline runs (a regional node, the trek coordinator, PostgreSQL, Prefect) and how they start and stop.
+"""The processes Ridgeline runs (a regional node, the trek coordinator, PostgreSQL alone or on Patroni with etcd, Prefect) and how they start and stop.
 
 ``processes`` starts, watches and stops children; ``region`` prepares a region database;
 ``node_settlement`` wires a node's settlement loop.
 """
 
-__all__ = ["coordinator_process", "node_process", "node_settlement", "postgres", "prefect_server", "processes", "region"]
+__all__ = ["coordinator_process", "etcd", "node_process", "node_settlement", "patroni", "patroni_config", "postgres", "prefect_server", "processes", "region"]

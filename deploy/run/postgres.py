@@ -77,17 +77,23 @@ from ridgeline.deploy.run import parent_death
 from ridgeline.deploy.run.processes import alive, child_pids, command_name, free_port
 from ridgeline.trust.private_files import CHILD_UMASK, private_dir, write_private
 
-__all__ = ["APP_ROLE", "PostgresError", "PostgresServer", "PostgresSettings", "ServerTls"]
+#: Besides the single server, the pieces a Patroni cluster's members share with it
+#: (deploy/run/patroni.py): the server user, the binaries, the roles, passwords and passfiles.
+__all__ = [
+    "ADMIN_PASSFILE", "APP_PASSFILE", "APP_ROLE", "SUPERUSER", "Binaries", "Passwords", "PostgresError", "PostgresServer", "PostgresSettings", "ServerTls", "ServerUser",
+    "choose_binaries", "create_owned_database", "ensure_app_role", "ensure_passwords", "ensure_traversable", "kill_postmaster",
+    "passfile_line", "read_passfile", "scram_verifier", "server_user",
+]
 
 _log = logging.getLogger(__name__)
 
 _HOST = "127.0.0.1"
 #: The bootstrap superuser: the launcher's own (roles, databases), never a Ridgeline process's.
-_SUPERUSER = "ridgeline_admin"
+SUPERUSER = "ridgeline_admin"
 #: The role Ridgeline's processes connect as: owns its databases and their tables, no superuser.
 APP_ROLE = "ridgeline"
-_APP_PASSFILE = "pgpass"
-_ADMIN_PASSFILE = "admin.pgpass"
+APP_PASSFILE = "pgpass"
+ADMIN_PASSFILE = "admin.pgpass"
 #: 32 random bytes, URL-safe base64: no ':' or '\\' to escape in a passfile line.
 _PASSWORD_BYTES = 32
 _SCRAM_ITERATIONS = 4096
@@ -215,7 +221,7 @@ class PostgresServer:
         self._tied = tied
         #: The watcher that fast-shuts the postmaster down should this process die (tied only).
         self._guard: subprocess.Popen[bytes] | None = None
-        self._binaries: _Binaries | None = None
+        self._binaries: Binaries | None = None
         self._mutex = threading.RLock()
         #: Seconds spent in the last start(): "initdb" (0 when reused) and "start".
         self._timings: dict[str, float] = {}
@@ -253,7 +259,7 @@ class PostgresServer:
     @property
     def passfile(self) -> Path:
         """The libpq passfile with the password of :data:`APP_ROLE` (0600, made by start())."""
-        return self.secrets_dir / _APP_PASSFILE
+        return self.secrets_dir / APP_PASSFILE
 
     @property
     def running(self) -> bool:
@@ -279,8 +285,8 @@ class PostgresServer:
         return self._admin_dsn_at(self.port, database)
 
     def _admin_dsn_at(self, port: int, database: str = "postgres") -> str:
-        passfile = str(self.secrets_dir / _ADMIN_PASSFILE)
-        return make_conninfo(host=_HOST, port=str(port), user=_SUPERUSER, dbname=database, passfile=passfile, **self._tls_parameters())
+        passfile = str(self.secrets_dir / ADMIN_PASSFILE)
+        return make_conninfo(host=_HOST, port=str(port), user=SUPERUSER, dbname=database, passfile=passfile, **self._tls_parameters())
 
     def _tls_parameters(self) -> dict[str, str]:
         tls = self._settings.tls
@@ -301,7 +307,7 @@ class PostgresServer:
             if self._pid is not None and _is_postmaster(self._pid):
                 return
             self._pid = None
-            run_as = _run_as()
+            run_as = server_user()
             self._prepare_data_dir(run_as)
             with _dir_lock(self._data_dir, deadline):
                 passwords = self._ensure_passwords()
@@ -312,7 +318,7 @@ class PostgresServer:
                 self._remove_stale_lock_files()
                 binaries = self._resolve_binaries()
                 if run_as is not None:
-                    _ensure_traversable(binaries.bin_dir, run_as)
+                    ensure_traversable(binaries.bin_dir, run_as)
                 began = time.monotonic()
                 if not (self._data_dir / "PG_VERSION").exists():
                     self._initdb(binaries, run_as, deadline, passwords.admin)
@@ -351,7 +357,7 @@ class PostgresServer:
                 if not _wait_gone(pid, deadline):
                     _log.warning("%s: fast shutdown timed out; immediate shutdown", self._data_dir)
                     _signal_quietly(pid, signal.SIGQUIT)
-                    if not _wait_gone(pid, time.monotonic() + 5.0) and not _kill_cluster(pid, time.monotonic() + 5.0):
+                    if not _wait_gone(pid, time.monotonic() + 5.0) and not kill_postmaster(pid, time.monotonic() + 5.0):
                         raise PostgresError(f"postmaster {pid} for {self._data_dir} survived SIGKILL")
             self._pid = None
             parent_death.dismiss(self._guard)
@@ -359,13 +365,13 @@ class PostgresServer:
     def kill(self) -> None:
         """SIGKILL the postmaster and all its processes, like a node crash; idempotent.
 
-        For crash drills. Backends are killed too (see _kill_cluster) so the next
+        For crash drills. Backends are killed too (see kill_postmaster) so the next
         start() cannot trip over them. postmaster.pid stays behind, as after a real
         crash, and the next start() runs crash recovery.
         """
         with self._mutex:
             pid = self._live_postmaster_pid()
-            if pid is not None and not _kill_cluster(pid, time.monotonic() + 10.0):
+            if pid is not None and not kill_postmaster(pid, time.monotonic() + 10.0):
                 raise PostgresError(f"postgres processes of {self._data_dir} survived SIGKILL")
             self._pid = None
             parent_death.dismiss(self._guard)
@@ -384,15 +390,7 @@ class PostgresServer:
         One database per service or test keeps their schemas apart on one server. The
         application role owns it, so its migrations own the tables they create.
         """
-        statement = sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(APP_ROLE))
-        if template is not None:
-            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
-        with psycopg.connect(self.admin_dsn(), autocommit=True, connect_timeout=10) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-            if exists is None:
-                # DuplicateDatabase: created concurrently by someone else, same outcome.
-                with contextlib.suppress(psycopg.errors.DuplicateDatabase):
-                    conn.execute(statement)
+        create_owned_database(self.admin_dsn(), name, template=template)
         return self.url(name)
 
     def __enter__(self) -> PostgresServer:
@@ -412,9 +410,9 @@ class PostgresServer:
 
     # ------------------------------------------------------------------ internals
 
-    def _resolve_binaries(self) -> _Binaries:
+    def _resolve_binaries(self) -> Binaries:
         if self._binaries is None:
-            self._binaries = _choose_binaries(self._engine, _data_version(self._data_dir))
+            self._binaries = choose_binaries(self._engine, _data_version(self._data_dir))
         return self._binaries
 
     def _recorded_port(self) -> int | None:
@@ -424,7 +422,7 @@ class PostgresServer:
             return None
         return port if 0 < port < 65536 else None
 
-    def _prepare_data_dir(self, run_as: _RunAs | None) -> None:
+    def _prepare_data_dir(self, run_as: ServerUser | None) -> None:
         """Create the directory, hand it to the server user and make it reachable."""
         parent_created = not self._data_dir.parent.exists()
         if parent_created:
@@ -437,48 +435,27 @@ class PostgresServer:
             os.chown(self._data_dir, run_as.uid, run_as.gid)
             if parent_created:
                 os.chown(self._data_dir.parent, run_as.uid, run_as.gid)
-            _ensure_traversable(self._data_dir.parent, run_as)
+            ensure_traversable(self._data_dir.parent, run_as)
         # postgres refuses a data directory readable by group or others.
         os.chmod(self._data_dir, 0o700)
 
-    def _ensure_passwords(self) -> _Passwords:
+    def _ensure_passwords(self) -> Passwords:
         """The two roles' passwords, generated into the secrets directory on the first start.
 
         A cluster initialised without them is one an earlier Ridgeline made under ``trust``:
         its superuser has no password to keep, so the launcher refuses it rather than open it.
         """
-        admin_file, app_file = self.secrets_dir / _ADMIN_PASSFILE, self.secrets_dir / _APP_PASSFILE
-        if not admin_file.exists():
-            if (self._data_dir / "PG_VERSION").exists():
-                raise PostgresError(
-                    f"{self._data_dir} was initialised by an older Ridgeline under trust authentication and "
-                    f"{admin_file} is missing; remove {self._data_dir} (its bookings are lost) to start afresh with passwords"
-                )
-            private_dir(self.secrets_dir)
-            for path, role in ((app_file, APP_ROLE), (admin_file, _SUPERUSER)):  # the admin file last: it marks completion
-                write_private(path, _passfile_line(role, secrets.token_urlsafe(_PASSWORD_BYTES)))
-        passwords = _Passwords(admin=_read_passfile(admin_file, _SUPERUSER), app=_read_passfile(app_file, APP_ROLE))
-        assert passwords.admin != passwords.app, "each role has its own password"
-        return passwords
+        if not (self.secrets_dir / ADMIN_PASSFILE).exists() and (self._data_dir / "PG_VERSION").exists():
+            raise PostgresError(
+                f"{self._data_dir} was initialised by an older Ridgeline under trust authentication and "
+                f"{self.secrets_dir / ADMIN_PASSFILE} is missing; remove {self._data_dir} (its bookings are lost) to start afresh with passwords"
+            )
+        return ensure_passwords(self.secrets_dir)
 
     def _ensure_app_role(self, password: str) -> None:
-        """CREATE ROLE ridgeline (login, no superuser, no CREATEDB/CREATEROLE) unless it exists.
+        ensure_app_role(self.admin_dsn(), password)
 
-        The password travels as a SCRAM verifier, so it is never in a statement the server
-        could log.
-        """
-        with psycopg.connect(self.admin_dsn(), autocommit=True, connect_timeout=10) as conn:
-            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,)).fetchone() is None:
-                with contextlib.suppress(psycopg.errors.DuplicateObject):  # a racing start created it
-                    conn.execute(
-                        sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD {}").format(
-                            sql.Identifier(APP_ROLE), sql.Literal(_scram_verifier(password))
-                        )
-                    )
-            row = conn.execute("SELECT rolsuper OR rolcreaterole OR rolbypassrls FROM pg_roles WHERE rolname = %s", (APP_ROLE,)).fetchone()
-        assert row is not None and row[0] is False, f"{APP_ROLE} must hold no administrative attribute"
-
-    def _install_tls(self, run_as: _RunAs | None) -> None:
+    def _install_tls(self, run_as: ServerUser | None) -> None:
         """Copies the server's certificate and key into PGDATA, owned by the server user (postgres
         refuses a key another user could read)."""
         tls = self._settings.tls
@@ -530,7 +507,7 @@ class PostgresServer:
                 path.unlink(missing_ok=True)
                 _log.info("%s: removed stale %s (PID %d is gone)", self._data_dir, path.name, info.pid)
 
-    def _initdb(self, binaries: _Binaries, run_as: _RunAs | None, deadline: float, admin_password: str) -> None:
+    def _initdb(self, binaries: Binaries, run_as: ServerUser | None, deadline: float, admin_password: str) -> None:
         leftovers = set(os.listdir(self._data_dir))
         foreign = sorted(leftovers - _OWN_FILES)
         if foreign:
@@ -546,7 +523,7 @@ class PostgresServer:
                 "-D",
                 str(self._data_dir),
                 "--username",
-                _SUPERUSER,
+                SUPERUSER,
                 f"--pwfile={pwfile}",
                 "--auth=scram-sha-256",  # never trust, not even for the first connection
                 "--encoding=UTF8",
@@ -567,7 +544,7 @@ class PostgresServer:
             conf.write(f"\n# Added by ridgeline.deploy.run.postgres; {_CONF_FILE} is rewritten on every start.\n")
             conf.write(f"{_INCLUDE_LINE}\n")
 
-    def _start_with_port_retries(self, binaries: _Binaries, run_as: _RunAs | None, deadline: float) -> None:
+    def _start_with_port_retries(self, binaries: Binaries, run_as: ServerUser | None, deadline: float) -> None:
         explicit = self._requested_port
         recorded = None if explicit is not None else self._recorded_port()
         attempts = 1 if explicit is not None else _PORT_ATTEMPTS
@@ -607,7 +584,7 @@ class PostgresServer:
                 try:
                     self._wait_until_ready(port, info.pid, deadline)
                 except PostgresError:
-                    _kill_cluster(info.pid, time.monotonic() + 5.0)  # start() failed: leave nothing running
+                    kill_postmaster(info.pid, time.monotonic() + 5.0)  # start() failed: leave nothing running
                     raise
                 self._port, self._pid = port, info.pid
                 self._write_owned(_PORT_FILE, f"{port}\n", run_as)
@@ -615,7 +592,7 @@ class PostgresServer:
             # pg_ctl gives up after -t seconds but leaves a slow postmaster running.
             leftover = self._live_postmaster_pid()
             if leftover is not None:
-                _kill_cluster(leftover, time.monotonic() + 5.0)
+                kill_postmaster(leftover, time.monotonic() + 5.0)
             if _PORT_IN_USE.search(log_text) and explicit is None and attempt + 1 < attempts:
                 _log.info("%s: port %d was taken before postgres bound it; retrying", self._data_dir, port)
                 continue
@@ -634,7 +611,7 @@ class PostgresServer:
         lines += [f"{name} = {_conf_value(value)}" for name, value in gucs.items()]
         return "\n".join(lines) + "\n"
 
-    def _write_owned(self, name: str, text: str, run_as: _RunAs | None) -> None:
+    def _write_owned(self, name: str, text: str, run_as: ServerUser | None) -> None:
         """A file in PGDATA for the server user alone: 0600 from its creation, then handed over."""
         path = write_private(self._data_dir / name, text)
         if run_as is not None:
@@ -691,19 +668,19 @@ class PostgresServer:
 
 
 @dataclass(frozen=True)
-class _Binaries:
+class Binaries:
     engine: Literal["system", "embedded"]
     bin_dir: Path
     major: int
 
 
-def _choose_binaries(engine: _EngineChoice, data_version: int | None) -> _Binaries:
+def choose_binaries(engine: _EngineChoice, data_version: int | None) -> Binaries:
     """First usable candidate, or the first matching an existing cluster's major version.
 
     A data directory can only be served by the major version that created it (the demo
     may have been initialised by the embedded 18 and later find a system 15).
     """
-    candidates: list[_Binaries] = []
+    candidates: list[Binaries] = []
     if engine in ("auto", "system"):
         candidates += _system_binaries()
     if engine in ("auto", "embedded"):
@@ -725,7 +702,7 @@ def _choose_binaries(engine: _EngineChoice, data_version: int | None) -> _Binari
 
 
 @functools.cache
-def _system_binaries() -> tuple[_Binaries, ...]:
+def _system_binaries() -> tuple[Binaries, ...]:
     directories: list[Path] = []
     initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
     if initdb and pg_ctl:
@@ -737,18 +714,18 @@ def _system_binaries() -> tuple[_Binaries, ...]:
         if path.parent.name.isdigit():
             versioned.append((int(path.parent.name), path))
     directories += [path for _, path in sorted(versioned, reverse=True)]
-    found: list[_Binaries] = []
+    found: list[Binaries] = []
     for directory in dict.fromkeys(d.resolve() for d in directories):
         if not all(os.access(directory / name, os.X_OK) for name in ("initdb", "pg_ctl", "postgres")):
             continue
         major = _binary_major(directory)
         if major is not None:
-            found.append(_Binaries("system", directory, major))
+            found.append(Binaries("system", directory, major))
     return tuple(found)
 
 
 @functools.cache
-def _embedded_binaries() -> tuple[_Binaries, ...]:
+def _embedded_binaries() -> tuple[Binaries, ...]:
     try:
         with warnings.catch_warnings():
             # platformdirs warns at import time when XDG_RUNTIME_DIR is unset.
@@ -761,7 +738,7 @@ def _embedded_binaries() -> tuple[_Binaries, ...]:
     # so that an existing cluster of another bundled version can still be served.
     majors = sorted(POSTGRES_VERSIONS, key=lambda major: (major != TARGET_POSTGRES_VERSION, -major))
     return tuple(
-        _Binaries("embedded", Path(POSTGRES_VERSIONS[major]), major)
+        Binaries("embedded", Path(POSTGRES_VERSIONS[major]), major)
         for major in majors
         if (Path(POSTGRES_VERSIONS[major]) / "initdb").exists()
     )
@@ -789,7 +766,7 @@ def _data_version(data_dir: Path) -> int | None:
 
 
 @dataclass(frozen=True)
-class _RunAs:
+class ServerUser:
     uid: int
     gid: int
 
@@ -802,7 +779,7 @@ _USER_CREATION_LOCK = threading.Lock()
 _USER_CREATION_LOCK_FILE = Path("/etc/.ridgeline-pg-useradd.lock")
 
 
-def _run_as() -> _RunAs | None:
+def server_user() -> ServerUser | None:
     """The identity for initdb/pg_ctl/postgres: ridgeline-pg when we are root, else ourselves."""
     if os.geteuid() != 0:
         return None
@@ -812,7 +789,7 @@ def _run_as() -> _RunAs | None:
         with _USER_CREATION_LOCK, open(_USER_CREATION_LOCK_FILE, "a") as lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
             entry = _create_run_as_user()
-    return _RunAs(entry.pw_uid, entry.pw_gid)
+    return ServerUser(entry.pw_uid, entry.pw_gid)
 
 
 def _create_run_as_user() -> pwd.struct_passwd:
@@ -839,7 +816,7 @@ def _create_run_as_user() -> pwd.struct_passwd:
     return entry
 
 
-def _ensure_traversable(path: Path, run_as: _RunAs) -> None:
+def ensure_traversable(path: Path, run_as: ServerUser) -> None:
     """Grant o+x (search only, not listing) on every ancestor the server user cannot cross.
 
     Needed when root keeps data under a private directory, e.g. pytest's
@@ -864,7 +841,7 @@ class _Result:
     output: str
 
 
-def _run(command: list[str], run_as: _RunAs | None, deadline: float, *, grace_seconds: float = 0.0) -> _Result:
+def _run(command: list[str], run_as: ServerUser | None, deadline: float, *, grace_seconds: float = 0.0) -> _Result:
     """Run a PostgreSQL tool as the server user with a clean environment.
 
     Output goes to a temporary file, not a pipe: a daemonised postmaster that inherited
@@ -948,7 +925,7 @@ def _signal_quietly(pid: int, signum: int) -> None:
         raise PostgresError(f"not allowed to signal postmaster {pid}; it belongs to another user") from None
 
 
-def _kill_cluster(postmaster: int, deadline: float) -> bool:
+def kill_postmaster(postmaster: int, deadline: float) -> bool:
     """SIGKILL the postmaster and every process it forked, then wait until all are gone.
 
     Killing the process group is not enough: each postgres child calls setsid() and
@@ -990,18 +967,62 @@ def _dir_lock(data_dir: Path, deadline: float) -> Iterator[None]:
 
 
 @dataclass(frozen=True)
-class _Passwords:
+class Passwords:
     admin: str
     app: str
 
 
-def _passfile_line(role: str, password: str) -> str:
+def ensure_passwords(secrets_dir: Path) -> Passwords:
+    """The superuser's and the application role's passwords in ``secrets_dir`` (0700), generated
+    as passfiles (0600) on the first call: shared by a single server and a Patroni cluster's members."""
+    admin_file, app_file = secrets_dir / ADMIN_PASSFILE, secrets_dir / APP_PASSFILE
+    if not admin_file.exists():
+        private_dir(secrets_dir)
+        for path, role in ((app_file, APP_ROLE), (admin_file, SUPERUSER)):  # the admin file last: it marks completion
+            write_private(path, passfile_line(role, secrets.token_urlsafe(_PASSWORD_BYTES)))
+    passwords = Passwords(admin=read_passfile(admin_file, SUPERUSER), app=read_passfile(app_file, APP_ROLE))
+    assert passwords.admin != passwords.app, "each role has its own password"
+    return passwords
+
+
+def ensure_app_role(admin_dsn: str, password: str) -> None:
+    """CREATE ROLE ridgeline (login, no superuser, no CREATEDB/CREATEROLE) unless it exists.
+
+    The password travels as a SCRAM verifier, so it is never in a statement the server
+    could log.
+    """
+    with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=10) as conn:
+        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,)).fetchone() is None:
+            with contextlib.suppress(psycopg.errors.DuplicateObject):  # a racing start created it
+                conn.execute(
+                    sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD {}").format(
+                        sql.Identifier(APP_ROLE), sql.Literal(scram_verifier(password))
+                    )
+                )
+        row = conn.execute("SELECT rolsuper OR rolcreaterole OR rolbypassrls FROM pg_roles WHERE rolname = %s", (APP_ROLE,)).fetchone()
+    assert row is not None and row[0] is False, f"{APP_ROLE} must hold no administrative attribute"
+
+
+def create_owned_database(admin_dsn: str, name: str, *, template: str | None = None) -> None:
+    """CREATE DATABASE ``name`` owned by :data:`APP_ROLE` (a copy of ``template`` if given) unless it exists."""
+    statement = sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(APP_ROLE))
+    if template is not None:
+        statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+    with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=10) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if exists is None:
+            # DuplicateDatabase: created concurrently by someone else, same outcome.
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
+                conn.execute(statement)
+
+
+def passfile_line(role: str, password: str) -> str:
     """One libpq passfile entry: any port (the port may move between starts), any database."""
     assert re.fullmatch(r"[A-Za-z0-9_-]+", password), "a generated password needs no passfile escaping"
     return f"{_HOST}:*:*:{role}:{password}\n"
 
 
-def _read_passfile(path: Path, role: str) -> str:
+def read_passfile(path: Path, role: str) -> str:
     try:
         host, port, database, user, password = path.read_text(encoding="ascii").strip().split(":")
     except (OSError, ValueError) as error:
@@ -1011,7 +1032,7 @@ def _read_passfile(path: Path, role: str) -> str:
     return password
 
 
-def _scram_verifier(password: str) -> str:
+def scram_verifier(password: str) -> str:
     """The SCRAM-SHA-256 verifier PostgreSQL stores (RFC 7677), computed here so that CREATE ROLE
     never carries the password itself."""
     salt = os.urandom(16)
@@ -1023,7 +1044,7 @@ def _scram_verifier(password: str) -> str:
 
 
 @contextlib.contextmanager
-def _password_file(password: str, run_as: _RunAs | None, directory: Path) -> Iterator[str]:
+def _password_file(password: str, run_as: ServerUser | None, directory: Path) -> Iterator[str]:
     """initdb's --pwfile: the superuser's password, readable by the server user alone, removed after.
 
     Beside the data directory, which the server user can already reach (a private TMPDIR

@@ -81,6 +81,10 @@ def make_engine(
         isolation_level=isolation_level,
         pool_size=pool_size,
         max_overflow=0,
+        # No ping per checkout: after a failover (ARCHITECTURE.md §3) the dead primary's sockets
+        # fail at first use as a disconnect, which invalidates the whole pool, and
+        # run_transaction goes on with a fresh connection (or, with a COMMIT in flight, says
+        # the outcome is unknown); a ping would cost a round trip per transaction for that.
         pool_pre_ping=False,
         pool_timeout=10,
         hide_parameters=True,
