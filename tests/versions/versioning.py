@@ -41,3 +41,44 @@ def eventually(what: str, probe: Callable[[], T | None], timeout_seconds: float 
             return found
         assert time.monotonic() < deadline, f"not within {timeout_seconds} s: {what}"
         time.sleep(poll_seconds)
+
+
+_EXPECTED = """
+SELECT b.booking_id::text AS id, b.workflow, b.state, b.total_price_cents AS total,
+       COALESCE(SUM(s.amount_cents) FILTER (WHERE s.step IN ('deposit charged', 'balance charged')), 0) AS charged,
+       COALESCE(SUM(s.amount_cents) FILTER (WHERE s.step = 'refunded by policy'), 0) AS refunded
+FROM bookings AS b LEFT JOIN workflow_steps AS s USING (booking_id)
+WHERE b.booking_id::text = ANY(%(ids)s) GROUP BY b.booking_id
+"""
+
+
+def expected_standing(url: str, booking_ids: list[str]) -> dict[str, int]:
+    """What each booking's version says the gateway holds for it at rest: settle@1 its price
+    when confirmed, else nothing; settle@2 what its steps charged minus what they refunded."""
+    found = {}
+    for row in query(url, _EXPECTED, {"ids": booking_ids}):
+        if row.workflow == "settle@1":
+            found[row.id] = row.total if row.state == "confirmed" else 0
+        else:
+            assert row.workflow == "settle@2", row
+            found[row.id] = row.charged - row.refunded
+    return found
+
+
+def standing(gateway_sql: Callable[..., list], booking_ids: list[str]) -> dict[str, int]:
+    """What the gateway's own ledger holds per booking: succeeded charges minus refunds."""
+    rows = gateway_sql(
+        "SELECT reference, COALESCE(SUM(amount_cents - refunded_cents), 0) FROM gateway_charges"
+        " WHERE reference = ANY(%s) AND status = 'succeeded' GROUP BY reference",
+        booking_ids,
+    )
+    return {b: 0 for b in booking_ids} | {reference: int(cents) for reference, cents in rows}
+
+
+def steps_of(url: str, booking_id: str) -> list[str]:
+    return [row.step for row in query(url, "SELECT step FROM workflow_steps WHERE booking_id::text = %(id)s ORDER BY at, step", {"id": booking_id})]
+
+
+def pending_timers(url: str, booking_id: str) -> list[str]:
+    rows = query(url, "SELECT step FROM workflow_timers WHERE booking_id::text = %(id)s AND fired_at IS NULL ORDER BY due_at", {"id": booking_id})
+    return [row.step for row in rows]
