@@ -26,6 +26,7 @@ from prefect import flow
 
 from ridgeline.flows import runtime as runtimes
 from ridgeline.flows import settle
+from ridgeline.flows.crash_points import AFTER_BALANCE_CHARGE, crash_point
 from ridgeline.flows.payments import PaymentError
 from ridgeline.flows.runtime import SettlementRuntime
 from ridgeline.flows.settle import Charged, Outcome, VersionSteps
@@ -122,5 +123,6 @@ def fire(rt: SettlementRuntime, timer: Timer) -> str:
         next_at = min(now + timedelta(seconds=rt.policy.balance_retry_seconds), plan.cancel_after)
         deposits.balance_declined(rt.engine, timer, str(error), actor=rt.actor, now=now, next_at=next_at)
         return deposits.BALANCE_DECLINED
+    crash_point(AFTER_BALANCE_CHARGE)
     deposits.balance_charged(rt.engine, timer, charge.charge_id, plan.balance_cents, actor=rt.actor, now=rt.clock())
     return deposits.BALANCE_CHARGED

@@ -6,8 +6,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
+import psycopg
 from certificates import SessionCerts
-from invariants import query
+from invariants import libpq_url, query
 
 from ridgeline.v1 import cluster_pb2 as cpb
 from ridgeline.v1 import cluster_pb2_grpc as cpb_grpc
@@ -82,3 +83,10 @@ def steps_of(url: str, booking_id: str) -> list[str]:
 def pending_timers(url: str, booking_id: str) -> list[str]:
     rows = query(url, "SELECT step FROM workflow_timers WHERE booking_id::text = %(id)s AND fired_at IS NULL ORDER BY due_at", {"id": booking_id})
     return [row.step for row in rows]
+
+
+def make_balances_due(url: str) -> None:
+    """The balance falls due now for every pending balance timer: a node process runs on the
+    wall clock, so the test moves the timers instead of the clock."""
+    with psycopg.connect(libpq_url(url)) as conn:
+        conn.execute("UPDATE workflow_timers SET next_attempt_at = now() - interval '1 second' WHERE step = 'balance' AND fired_at IS NULL")
