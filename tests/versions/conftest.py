@@ -1,4 +1,4 @@
-"""Fixtures of the workflow-version tests: settlement in this process on a clock the test advances."""
+"""Fixtures of the workflow-version tests: a node and settlement in this process on a clock the test advances."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from ridgeline.flows import runtime as runtimes
 from ridgeline.flows.loop import LoopPolicy, SettlementLoop
 from ridgeline.flows.payments import PaymentGateway
 from ridgeline.flows.runtime import SettlementRuntime, SettlePolicy, build_settlement_runtime, close_settlement_runtime
+from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.node import RegionalNode
 
 BASECAMPS = ["argentiere", "hoernli", "gouter", "capanna-margherita"]
@@ -36,6 +37,26 @@ class AdvancingClock:
         assert instant > self(), "a clock only moves forward"
         self.offset = instant - datetime.now(timezone.utc)
 
+    def reset(self) -> None:
+        """Back to the wall clock: only between examples whose bookings are all at rest."""
+        self.offset = timedelta()
+
+
+@pytest.fixture
+def clock() -> AdvancingClock:
+    return AdvancingClock()
+
+
+@pytest.fixture
+def alps_node(alps_db, certs: SessionCerts, clock: AdvancingClock) -> Iterator[RegionalNode]:
+    """The root conftest's node, on the test's advancing clock (the wall clock until a test moves it)."""
+    node = RegionalNode(
+        NodeConfig(region="eu-alps", node_id="test-node", database_url=alps_db.url, workers=16, max_concurrent_rpcs=256, certs_dir=certs.dir), clock=clock
+    )
+    node.start()
+    yield node
+    node.stop(grace_seconds=1)
+
 
 @dataclass
 class Settling:
@@ -48,7 +69,9 @@ class Settling:
 
 
 @pytest.fixture
-def settling(alps_db, alps_node: RegionalNode, prefect_api: str, payment_gateway: Gateway, certs: SessionCerts, tmp_path: Path) -> Iterator[Settling]:
+def settling(
+    alps_db, alps_node: RegionalNode, clock: AdvancingClock, prefect_api: str, payment_gateway: Gateway, certs: SessionCerts, tmp_path: Path
+) -> Iterator[Settling]:
     """settle@2 rolled out to every new Book of the test's node, and a settlement loop for the
     node's basecamps (it writes under the node's leases) on an advancing clock."""
     payment_gateway.faults()
@@ -57,7 +80,6 @@ def settling(alps_db, alps_node: RegionalNode, prefect_api: str, payment_gateway
     name = f"versions-{uuid.uuid4().hex[:8]}"
     policy = SettlePolicy(charge_passes_max=2, retry_delay_base_seconds=0.2, refund_grace_seconds=1.0, balance_retry_seconds=3600.0)
     built = build_settlement_runtime(name, alps_db.url, gateway, tmp_path / "spool", policy=policy, borrowed_basecamps=BASECAMPS, pool_size=12)
-    clock = AdvancingClock()
     runtimes.register(name, dataclasses.replace(built, clock=clock))
     loop = SettlementLoop(name, runtimes.lookup(name), LoopPolicy(claim_seconds=3, idle_pause_max_seconds=0.2, reconcile_interval_seconds=3600))
     loop.start()
