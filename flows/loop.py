@@ -117,14 +117,14 @@ class SettlementLoop:
         """Claims one batch and starts its flow run; returns how many settlements it claimed."""
         fence = dict(self._rt.fence())
         basecamps = sorted(fence)
+        if time.monotonic() >= self._next_left_alone:  # also once it owns nothing: the count falls to 0
+            self._next_left_alone = time.monotonic() + self.policy.left_alone_interval_seconds
+            self._count_left_alone(basecamps)
         if not basecamps or time.monotonic() < self._api_down_until:
             return 0
         if time.monotonic() >= self._next_reconcile:
             self._next_reconcile = time.monotonic() + self.policy.reconcile_interval_seconds
             self._reconcile(basecamps)
-        if time.monotonic() >= self._next_left_alone:
-            self._next_left_alone = time.monotonic() + self.policy.left_alone_interval_seconds
-            self._count_left_alone(basecamps)
         while not self._slots.acquire(timeout=0.5):
             if self._stop.is_set():
                 return 0
