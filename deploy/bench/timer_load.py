@@ -46,7 +46,9 @@ _SEED = text(
         SELECT booking_id, basecamp_id, 'confirmed', total_price_cents, currency, 1, :now, :now, :now FROM seeded
     ), stepped AS (
         INSERT INTO workflow_steps (booking_id, step, at, amount_cents, detail, actor)
-        SELECT booking_id, 'balance due', :now, total_price_cents - total_price_cents * 30 / 100, 'seeded', 'bench:seed' FROM seeded
+        SELECT booking_id, s.step, :now, CASE s.step WHEN 'deposit charged' THEN total_price_cents * 30 / 100
+                                                  ELSE total_price_cents - total_price_cents * 30 / 100 END, 'seeded', 'bench:seed'
+        FROM seeded CROSS JOIN (VALUES ('deposit charged'), ('balance due')) AS s(step)
     ), timed AS (
         INSERT INTO workflow_timers (booking_id, step, basecamp_id, workflow, due_at, next_attempt_at)
         SELECT booking_id, 'balance', basecamp_id, 'settle@2', :due_at, :due_at FROM seeded

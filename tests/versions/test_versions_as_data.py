@@ -44,14 +44,12 @@ def test_every_booking_records_its_version_and_reads_and_filters_show_it(alps_cl
 
 
 def test_the_database_refuses_a_booking_without_a_registered_version(alps_db) -> None:
-    """No statement can forget the version: the column has no default and names a registered one."""
+    """The version is never NULL and always a registered one (a hand-written row is hold@1)."""
     row = "INSERT INTO bookings (booking_id, basecamp_id, resource_id, first_night, end_night, party_size, customer_id, state, version," \
           " total_price_cents, currency, created_at, updated_at, expires_at, reserved_nights, created_by{col})" \
           " VALUES (gen_random_uuid(), 'argentiere', 'argentiere-dorm', current_date + 50, current_date + 51, 1, 'x', 'released', 1," \
           " 0, 'EUR', now(), now(), now(), 1, 'desk:x'{val})"
-    for col, val, error in ((
-        "", "", psycopg.errors.NotNullViolation), (", workflow", ", 'settle@9'", psycopg.errors.ForeignKeyViolation),
-    ):
+    for col, val, error in ((", workflow", ", NULL", psycopg.errors.NotNullViolation), (", workflow", ", 'settle@9'", psycopg.errors.ForeignKeyViolation)):
         with psycopg.connect(libpq_url(alps_db.url)) as conn, pytest.raises(error):
             conn.execute(row.format(col=col, val=val))
 

@@ -4,9 +4,11 @@ Revision ID: r0006
 Revises: r0005
 
 Issue 13. ``bookings.workflow`` names the version of the workflow that advances each
-booking (``settle@1`` …), written by the statement that creates the booking; it has no
-default once the rows that predate it are filled in, and it must name a registered
-version (``workflow_versions``), so no statement can create a booking without one.
+booking (``settle@1`` …), written by the statement that creates the booking (every hold
+statement names it); it must name a registered version (``workflow_versions``). Its
+default, ``hold@1``, is for rows written outside the hold path (a hand repair, like
+``created_by``'s ''): a plain hold, which nothing advances but its caller and expiry, and
+which the audit names if it carries a settlement row or workflow steps.
 ``workflow_rollouts`` is the cluster state that decides which version a new booking of
 a workflow gets (a target, the previous version, and the percentage of new bookings on
 the target). ``cluster_members.workflows`` is what each node can run: ownership prefers
@@ -57,7 +59,6 @@ _UPGRADE = [
     "ALTER TABLE bookings ADD COLUMN workflow TEXT NOT NULL DEFAULT 'hold@1' REFERENCES workflow_versions (version)",
     "UPDATE bookings SET workflow = 'settle@1' WHERE booking_id IN (SELECT booking_id FROM settlements)",
     "UPDATE bookings SET workflow = 'trek@1' WHERE booking_id IN (SELECT booking_id FROM trek_legs WHERE booking_id IS NOT NULL)",
-    "ALTER TABLE bookings ALTER COLUMN workflow DROP DEFAULT",
     # ListBookings by version, newest first, pages by (created_at, booking_id).
     "CREATE INDEX bookings_by_workflow ON bookings (workflow, created_at DESC, booking_id DESC)",
     "ALTER TABLE cluster_members ADD COLUMN workflows TEXT[] NOT NULL DEFAULT '{}'",
