@@ -7,7 +7,7 @@ On throwaway servers (PostgreSQL, Prefect, the stand-in gateway answering every 
 1. **tick**: ``--pending`` settle@2 balance timers pending a month out (seeded in SQL,
    deploy/bench/timer_load.py); a tick's claim EXPLAINed with ANALYZE ``--ticks`` times:
    its time and the timer rows it read.
-2. **day due**: a day's worth of them (pending / 30) due now; the settlement loop (in this
+2. **day due**: a day's worth more (pending / 30) due now, beside the pending ones; the settlement loop (in this
    process, under leases the benchmark holds) fires them; balance charges per second from
    the first claim to the last ``balance charged`` step, and the first tick's cost.
 3. **settle@1**: ``bench settle``'s batched phase in the same run (a node process settling
@@ -16,11 +16,7 @@ On throwaway servers (PostgreSQL, Prefect, the stand-in gateway answering every 
 
 from __future__ import annotations
 
-import os
-import platform
-import shutil
 import statistics
-import tempfile
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -37,46 +33,19 @@ _FIRE_TIMEOUT_SECONDS = 600.0
 
 
 def run_timers_benchmark(*, pending: int, ticks: int, settle_bookings: int, threads: int, latency_ms: int, secure: bool = True) -> dict[str, object]:
-    from ridgeline.deploy.payment_gateway.process import GatewayProcess
-    from ridgeline.deploy.run.postgres import PostgresServer, PostgresSettings
-    from ridgeline.deploy.run.prefect_server import PrefectServer
-    from ridgeline.deploy.run.region import prepare_region_database
-    from ridgeline.flows import prefect_settings
-    from ridgeline.regional.booking.catalog import load_catalog
-
     started = datetime.now(timezone.utc)
-    root = Path(tempfile.mkdtemp(prefix="ridgeline-bench-timers-"))
-    server = PostgresServer(root / "postgres", settings=PostgresSettings(durable=False))
-    gateway: GatewayProcess | None = None
-    prefect: PrefectServer | None = None
-    try:
-        security = BenchSecurity.made_in(root) if secure else BenchSecurity.plaintext()
-        server.start()
-        template = server.create_database("bench_template")
-        prepare_region_database(template, _REGION, load_catalog(), advance_booking_days=365)
-        gateway = GatewayProcess(server.create_database("bench_gateway"), security.node())
-        with security.client("sre").http_client(gateway.url, timeout_seconds=10) as admin:
-            admin.put("/admin/faults", json={"latency_ms": latency_ms}).raise_for_status()
-        prefect = PrefectServer(server)
-        prefect_settings.install(prefect.start(), prefect.auth_string)
+    with settlement_bench.bench_servers("ridgeline-bench-timers-", latency_ms=latency_ms, secure=secure) as (server, security, root, gateway_url):
         url = server.create_database("bench_timers", template="bench_template")
-        tick, day = _timer_phases(url, gateway.url, security, root, pending, ticks)
-        settle = settlement_bench._phase("batched", server, security, root, gateway.url, settle_bookings, threads)
-        return {
-            "date": started.isoformat(timespec="seconds"),
-            "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count()},
-            "settings": {"pending": pending, "ticks": ticks, "settle_bookings": settle_bookings, "threads": threads, "latency_ms": latency_ms, "transport": security.label},
-            "tick": tick,
-            "day_due": day,
-            "settle_v1_confirmed_per_second": settle.confirmed_per_second,
-        }
-    finally:
-        if prefect is not None:
-            prefect.stop()
-        if gateway is not None:
-            gateway.stop()
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        tick, day = _timer_phases(url, gateway_url, security, root, pending, ticks)
+        settle = settlement_bench._phase("batched", server, security, root, gateway_url, settle_bookings, threads)
+    return {
+        "date": started.isoformat(timespec="seconds"),
+        "machine": settlement_bench.machine(),
+        "settings": {"pending": pending, "ticks": ticks, "settle_bookings": settle_bookings, "threads": threads, "latency_ms": latency_ms, "transport": security.label},
+        "tick": tick,
+        "day_due": day,
+        "settle_v1_confirmed_per_second": settle.confirmed_per_second,
+    }
 
 
 def _timer_phases(url: str, gateway_url: str, security: BenchSecurity, root: Path, pending: int, ticks: int) -> tuple[dict[str, object], dict[str, object]]:
@@ -93,10 +62,10 @@ def _timer_phases(url: str, gateway_url: str, security: BenchSecurity, root: Pat
     now = datetime.now(timezone.utc)
     basecamps = run_transaction(engine, lambda conn: leases.region_basecamps(conn, _REGION))
     due_now = max(pending // 30, 1)
-    console.print(f"[dim]timers: seeding {pending} pending balance timers, {due_now} of them due now[/]")
+    console.print(f"[dim]timers: seeding {pending} balance timers pending a month out, then {due_now} more due now[/]")
     seeding = time.monotonic()
-    for chunk in range(0, pending - due_now, 20_000):
-        size = min(20_000, pending - due_now - chunk)
+    for chunk in range(0, pending, 20_000):
+        size = min(20_000, pending - chunk)
         run_transaction(engine, lambda conn, size=size: seed_balance_timers(conn, basecamps=basecamps, count=size, due_at=now + timedelta(days=30), now=now))
     seed_seconds = time.monotonic() - seeding
     with engine.connect() as conn:
@@ -105,7 +74,7 @@ def _timer_phases(url: str, gateway_url: str, security: BenchSecurity, root: Pat
     fence = run_transaction(engine, lambda conn: leases.acquire(conn, node_id="bench", basecamp_ids=basecamps, ttl_seconds=3600))
     costs = [run_transaction(engine, lambda conn: tick_cost(conn, fence=fence, workflows=["settle@2"], now=datetime.now(timezone.utc), batch_max=256)) for _ in range(ticks)]
     tick = {
-        "pending": pending - due_now,
+        "pending": pending,
         "tick_ms_median": round(statistics.median(c.milliseconds for c in costs), 3),
         "tick_ms_max": round(max(c.milliseconds for c in costs), 3),
         "timer_rows_read": max(c.timer_rows_read for c in costs),
