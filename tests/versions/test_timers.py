@@ -20,6 +20,7 @@ from ridgeline.flows.crash_points import AFTER_BALANCE_CHARGE, CRASH_ENV
 from ridgeline.regional.storage.db import run_transaction
 from ridgeline.regional.workflows import timers
 from ridgeline.routing.client import BookingClient
+from ridgeline.v1 import booking_pb2 as pb
 
 ALPS = ["argentiere", "hoernli", "gouter", "capanna-margherita"]
 PENDING = 100_000
@@ -90,3 +91,13 @@ def test_a_balance_timer_whose_owner_is_sigkilled_after_the_charge_is_finished_o
     keys = payment_gateway.sql("SELECT idempotency_key, count(*) FROM gateway_charges WHERE reference = ANY(%s) GROUP BY 1", ids)
     assert all(n == 1 for _, n in keys) and len(keys) == 2 * len(ids), f"one deposit and one balance charge each: {keys}"
     assert standing(payment_gateway.sql, ids) == expected_standing(alps_db.url, ids)
+
+
+def test_bookings_stuck_lists_a_booking_whose_timer_is_overdue(alps_engine: Engine, alps_client: BookingClient) -> None:
+    now = datetime.now(timezone.utc)
+    for due_at in (now - timedelta(hours=2), now + timedelta(days=30)):
+        run_transaction(alps_engine, lambda conn, due_at=due_at: seed_balance_timers(conn, basecamps=["argentiere"], count=1, due_at=due_at, now=now))
+    [overdue] = run_transaction(alps_engine, lambda conn: conn.execute(text("SELECT CAST(booking_id AS TEXT) FROM workflow_timers WHERE due_at < now()")).scalars().all())
+    listed = alps_client.list_bookings(pb.ListBookingsRequest(stuck_seconds=3600)).bookings
+    assert [b.booking_id for b in listed] == [overdue], "confirmed and paid so far, but its balance timer is an hour past due"
+    assert alps_client.list_bookings(pb.ListBookingsRequest(stuck_seconds=3 * 3600)).bookings == [], "not overdue by three hours"
