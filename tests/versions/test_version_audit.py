@@ -4,20 +4,32 @@ refund. Bookings made by the real node and settlement, then corrupted by hand in
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import psycopg
+import pytest
 from certificates import SessionCerts
 from conftest import Settling
 from drive import night
-from gateway_process import Gateway
+from gateway_process import Gateway, gateway_process
 from invariants import libpq_url
 from settlement_checks import wait_until_settled
 from versioning import rollout
 
 from ridgeline.deploy.drills.audit import check_money
+from ridgeline.deploy.run.postgres import PostgresServer
 from ridgeline.regional.storage.audit_sql import audit_region
 from ridgeline.routing.client import BookingClient
 
 VERSION_CHECK = "every booking took only its version's steps, none stranded"
+
+
+@pytest.fixture(scope="module")
+def payment_gateway(region_servers: dict[str, PostgresServer], certs: SessionCerts) -> Iterator[Gateway]:
+    """A gateway of this module's own: the money check reads the whole ledger, and the
+    session's gateway holds every other test's charges."""
+    with gateway_process(region_servers["sa-andes"], certs=certs.certs) as started:
+        yield started
 
 
 def _version_offenders(settling: Settling) -> list[str]:
