@@ -110,13 +110,14 @@ def confirmed_with_timers(plan: terms.Plan, time_zone: str, *, actor: str, now: 
 
 def remind(engine: Engine, timer: Timer, *, actor: str, now: datetime) -> bool:
     """Fires the reminder: the guest's message to the outbox and the step, once; nothing for a
-    booking no longer confirmed. Returns whether this call fired it."""
+    booking no longer confirmed or whose balance is paid already. Returns whether this call fired it."""
 
     def work(conn: Connection) -> bool:
         if not timers.fired(conn, timer, now=now):
             return False
         found = stay(conn, timer.booking_id)
-        if found.state is BookingState.CONFIRMED:
+        paid_already = BALANCE_CHARGED in {s.step for s in steps.of(conn, [timer.booking_id]).get(timer.booking_id, [])}
+        if found.state is BookingState.CONFIRMED and not paid_already:
             payload = {"booking_id": found.booking_id, "first_night": found.first_night.isoformat(), "currency": found.currency}
             rows.enqueue(conn, found.booking_id, REMINDER_MESSAGE, payload, now=now)
             steps.record(conn, found.booking_id, REMINDER_SENT, at=now, actor=actor)
