@@ -14,5 +14,7 @@ CRASH_ENV = "RIDGELINE_CRASH_AT"
 AFTER_CHARGE = "after-charge"
 #: Confirm and outbox message committed; the message is not delivered yet.
 AFTER_CONFIRM = "after-confirm"
+#: settle@2: the gateway charged a balance; its step and its timer are not recorded yet.
+AFTER_BALANCE_CHARGE = "after-balance-charge"
 
 crash_point = CrashPoints(CRASH_ENV).reach

@@ -6,8 +6,10 @@ an idle one small batches soon after they arrive (its pause grows from
 ``idle_pause_min_seconds`` to ``idle_pause_max_seconds`` while nothing is due). Up to
 ``runs_in_flight_max`` flow runs overlap, so one batch's gateway latency does not idle
 the next. Only settlements of the basecamps whose leases the node holds (the runtime's
-fence) are claimed, and the claim itself is fenced: when a basecamp moves, its
-unfinished settlements are picked up by the new owner at its next pass.
+fence), and only of the workflow versions the node runs, are claimed, and the claim
+itself is fenced: when a basecamp moves, its unfinished settlements are picked up by the
+new owner at its next pass. Due workflow timers (settle@2's reminders and balances) are
+claimed the same way in the same pass and fired in a flow run of their own.
 
 If the Prefect API is down a flow call fails at once: the run's claim is given back, the
 loop pauses, and the holds already taken wait in the database until the API returns
@@ -22,13 +24,16 @@ import threading
 import time
 from dataclasses import dataclass
 
-from prometheus_client import Histogram
+from prometheus_client import Gauge, Histogram
 
+from ridgeline.flows.deposit import fire_timers
 from ridgeline.flows.reconcile import reconcile
 from ridgeline.flows.runtime import SettlementRuntime
 from ridgeline.flows.settle import settle_batch
 from ridgeline.regional.errors import BookingError
 from ridgeline.regional.settlement import rows as settlements
+from ridgeline.regional.storage.db import run_transaction
+from ridgeline.regional.workflows import rollout, timers, versions
 
 _log = logging.getLogger(__name__)
 
@@ -37,6 +42,12 @@ LAG_SECONDS = Histogram(
     "ridgeline_settlement_lag_seconds",
     "How long the oldest settlement of a batch had been due when the batch was claimed.",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+
+LEFT_ALONE = Gauge(
+    "ridgeline_workflow_left_alone_bookings",
+    "Bookings of basecamps this node owns that owe a step under a workflow version the node does not run (it leaves them alone).",
+    ["workflow"],
 )
 
 
@@ -53,6 +64,8 @@ class LoopPolicy:
     reconcile_interval_seconds: float = 60.0
     #: Charges younger than this are left to settlement by reconciliation.
     reconcile_grace_seconds: float = 60.0
+    #: How often a node that lacks a known workflow version counts what it leaves alone.
+    left_alone_interval_seconds: float = 5.0
 
 
 class SettlementLoop:
@@ -69,6 +82,7 @@ class SettlementLoop:
         self._slots = threading.BoundedSemaphore(policy.runs_in_flight_max)
         self._api_down_until = 0.0
         self._next_reconcile = time.monotonic() + policy.reconcile_interval_seconds
+        self._next_left_alone = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="settlement-loop", daemon=True)
         self._runs: list[threading.Thread] = []
 
@@ -103,6 +117,9 @@ class SettlementLoop:
         """Claims one batch and starts its flow run; returns how many settlements it claimed."""
         fence = dict(self._rt.fence())
         basecamps = sorted(fence)
+        if time.monotonic() >= self._next_left_alone:  # also once it owns nothing: the count falls to 0
+            self._next_left_alone = time.monotonic() + self.policy.left_alone_interval_seconds
+            self._count_left_alone(basecamps)
         if not basecamps or time.monotonic() < self._api_down_until:
             return 0
         if time.monotonic() >= self._next_reconcile:
@@ -113,9 +130,14 @@ class SettlementLoop:
                 return 0
         try:
             claimed = settlements.claim_due(
-                self._rt.engine, fence=fence, now=self._rt.clock(), batch_max=self.policy.batch_max, claim_seconds=self.policy.claim_seconds
+                self._rt.engine, fence=fence, now=self._rt.clock(), batch_max=self.policy.batch_max, claim_seconds=self.policy.claim_seconds,
+                workflows=self._rt.workflows,
             )
-            idle = not claimed and not settlements.undelivered(self._rt.engine, basecamps=basecamps, limit=1)
+            due_timers = timers.claim_due(
+                self._rt.engine, fence=fence, workflows=self._rt.workflows, now=self._rt.clock(), batch_max=self.policy.batch_max,
+                claim_seconds=self.policy.claim_seconds,
+            )
+            idle = not claimed and not due_timers and not settlements.undelivered(self._rt.engine, basecamps=basecamps, limit=1)
         except BaseException:
             self._slots.release()
             raise
@@ -125,15 +147,20 @@ class SettlementLoop:
         if claimed:
             BATCH_SIZE.observe(len(claimed))
             LAG_SECONDS.observe(max((self._rt.clock() - min(s.created_at for s in claimed)).total_seconds(), 0.0))
-        run = threading.Thread(target=self._settle, args=(claimed, basecamps), name="settle-run", daemon=True)
+        run = threading.Thread(target=self._settle, args=(claimed, due_timers, basecamps), name="settle-run", daemon=True)
         self._runs = [r for r in self._runs if r.is_alive()] + [run]
         run.start()
-        return len(claimed)
+        return max(len(claimed), len(due_timers))
 
-    def _settle(self, claimed: list[settlements.Settlement], basecamps: list[str]) -> None:
+    def _settle(self, claimed: list[settlements.Settlement], due_timers: list[timers.Timer], basecamps: list[str]) -> None:
+        """One flow run for the claimed settlements (and the outbox), one for the due timers;
+        a timer whose run could not start is due again once its claim lapses."""
         ids = [s.booking_id for s in claimed]
         try:
-            settle_batch(self._name, ids, basecamps)
+            if claimed or not due_timers:
+                settle_batch(self._name, ids, basecamps)
+            if due_timers:
+                fire_timers(self._name, [[t.booking_id, t.step] for t in due_timers])
         except Exception as error:  # noqa: BLE001 - the API down, or the run failed: give the claim back
             _log.warning("settle run for %d booking(s) failed (%s: %s); retrying later", len(ids), type(error).__name__, error)
             self._api_down_until = time.monotonic() + self.policy.api_down_pause_seconds
@@ -143,6 +170,18 @@ class SettlementLoop:
                 _log.warning("could not give back the claim: %s", db_error)
         finally:
             self._slots.release()
+
+    def _count_left_alone(self, basecamps: list[str]) -> None:
+        """Says in metrics (and the log) what this node leaves alone because it lacks the
+        version; costs nothing on a node that runs every version this code knows."""
+        lacking = set(versions.KNOWN) - self._rt.workflows
+        if not lacking:
+            return
+        found = run_transaction(self._rt.engine, lambda conn: rollout.not_runnable(conn, basecamps, self._rt.workflows))
+        for workflow in sorted(lacking):
+            LEFT_ALONE.labels(workflow).set(found.get(workflow, 0))
+        if found:
+            _log.warning("leaving %s alone: this node does not run those versions; a node that does takes them over", found)
 
     def _reconcile(self, basecamps: list[str]) -> None:
         try:

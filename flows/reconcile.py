@@ -3,7 +3,8 @@
 A charge must not stand without a confirmed booking. Settlement refunds the charges it
 knows about; reconciliation catches the rest: a charge that landed after settlement gave
 up on it (a timed-out call the gateway finished later), or the charge of a booking a
-desk cancelled after it was confirmed. Charges younger than the grace, or of bookings
+desk cancelled after it was confirmed. A cancelled settle@2 booking keeps what its
+cancellation policy keeps (flows/deposit.py), and reconciliation refunds only beyond that. Charges younger than the grace, or of bookings
 still being settled, are left alone; charges of bookings this region does not know
 (another region's) are counted, not touched. The report is returned and published as a
 Prefect artifact.
@@ -18,11 +19,13 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from ridgeline.flows import runtime as runtimes
+from ridgeline.flows.deposit import refund_by_policy
 from ridgeline.flows.settle import refund
 from ridgeline.regional.booking.model import BookingState
 from ridgeline.regional.settlement import rows as settlements
 from ridgeline.regional.settlement.rows import OPEN_STATES
 from ridgeline.regional.storage.db import read_transaction
+from ridgeline.regional.workflows.versions import SETTLE_V2
 
 
 @flow(name="reconcile", log_prints=False, persist_result=False)
@@ -45,6 +48,9 @@ def reconcile(runtime: str, basecamps: list[str], grace_seconds: float) -> dict[
             report["not ours"] += 1
         elif found.booking_state is BookingState.CONFIRMED:
             report["confirmed"] += 1
+        elif found.workflow == SETTLE_V2 and found.booking_state is BookingState.CANCELLED:
+            refund_by_policy(rt, found.booking_id)  # brings what stands down to what the policy keeps, no lower
+            report["kept by policy"] += 1
         elif found.state in OPEN_STATES and found.booking_state is BookingState.HELD:
             report["still settling"] += 1
         else:

@@ -22,6 +22,7 @@ from ridgeline.flows import prefect_settings
 from ridgeline.flows.outbox import SpoolSink
 from ridgeline.flows.payments import PaymentGateway
 from ridgeline.regional.storage.db import make_engine, read_transaction
+from ridgeline.regional.workflows import versions
 from ridgeline.routing import leases
 from ridgeline.routing.leases import Fence
 from ridgeline.trust.identity import node_actor
@@ -46,6 +47,9 @@ class SettlePolicy:
     concurrency_max: int = 32
     #: Outbox messages delivered per flow run.
     deliver_batch_max: int = 500
+    #: settle@2: how long after a declined (or unknown) balance charge it is tried again,
+    #: until the grace period ends.
+    balance_retry_seconds: float = 6 * 3600.0
 
     def retry_delay_seconds(self, attempts: int) -> float:
         return min(self.retry_delay_cap_seconds, self.retry_delay_base_seconds * 2 ** max(attempts - 1, 0))
@@ -64,6 +68,9 @@ class SettlementRuntime:
     #: Who the record names beside what these runs change (``node:<id>``): settlement acts
     #: by itself, on no caller's behalf.
     actor: str
+    #: The workflow versions this process runs: it claims and advances only bookings of
+    #: these, and leaves every other one alone (ARCHITECTURE.md §11).
+    workflows: frozenset[str] = frozenset(versions.KNOWN)
 
 
 _lock = threading.Lock()
@@ -100,6 +107,7 @@ def build_settlement_runtime(
     pool_size: int = 4,
     application_name: str = "ridgeline-settle",
     actor: str | None = None,
+    workflows: Sequence[str] = versions.KNOWN,
 ) -> SettlementRuntime:
     """The runtime for this process's settlement flow runs, registered under ``name``.
 
@@ -116,6 +124,7 @@ def build_settlement_runtime(
 
     ``actor``: how the record names the changes its runs make; a node passes its own
     (``node:<node id>``), any other process is named after ``application_name``.
+    ``workflows``: the versions it runs (a node: the ones it advertises).
     """
     assert fence is None or not borrowed_basecamps, "a runtime holds its own leases or borrows a node's, not both"
     assert pool_size >= 1, "a runtime needs at least one connection"
@@ -124,7 +133,9 @@ def build_settlement_runtime(
     if borrowed_basecamps:
         fence = partial(borrowed_fence, engine, list(borrowed_basecamps))
     actor = actor or node_actor(application_name)
-    runtime = SettlementRuntime(engine, gateway, SpoolSink(outbox_dir), partial(datetime.now, timezone.utc), policy, fence or dict, actor)
+    runtime = SettlementRuntime(
+        engine, gateway, SpoolSink(outbox_dir), partial(datetime.now, timezone.utc), policy, fence or dict, actor, frozenset(workflows)
+    )
     register(name, runtime)
     return runtime
 

@@ -26,17 +26,19 @@ from typing import TypeVar
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
+from sqlalchemy import Connection
 
 from ridgeline import tracing
 from ridgeline.flows import runtime as runtimes
 from ridgeline.flows.crash_points import AFTER_CHARGE, AFTER_CONFIRM, crash_point
 from ridgeline.flows.payments import PaymentDeclined, PaymentError, PaymentUnavailable
 from ridgeline.flows.runtime import SettlementRuntime
-from ridgeline.regional.booking.model import BookingState
+from ridgeline.regional.booking.model import Booking, BookingState
 from ridgeline.regional.errors import BookingError, IllegalTransition
 from ridgeline.regional.settlement import rows as settlements
 from ridgeline.regional.settlement.rows import Settlement, SettlementState
 from ridgeline.regional.storage.db import read_transaction
+from ridgeline.regional.workflows.versions import SETTLE_V1, SETTLE_V2
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,6 +50,8 @@ class Outcome(StrEnum):
     REFUNDED = "refunded"
     RETRY = "retry later"
     DONE_ALREADY = "nothing to do"
+    #: The booking runs a version this process does not run: never touched here.
+    LEFT_ALONE = "left alone (version not run here)"
 
 
 @flow(name="settle", log_prints=False, persist_result=False)
@@ -60,14 +64,17 @@ def settle_batch(runtime: str, booking_ids: list[str], basecamps: list[str]) -> 
     time they take a few milliseconds each.
     """
     rt = runtimes.lookup(runtime)
-    rows = read_transaction(rt.engine, lambda conn: settlements.get(conn, booking_ids))
-    outcomes: dict[str, str] = {}
+    found = read_transaction(rt.engine, lambda conn: settlements.get(conn, booking_ids))
+    # Only the code of a booking's own version advances it (ARCHITECTURE.md §11).
+    steps = {v: steps_of(v) for v in rt.workflows}
+    outcomes: dict[str, str] = {b: Outcome.LEFT_ALONE.value for b, s in found.items() if steps.get(s.workflow) is None}
+    rows = {b: s for b, s in found.items() if b not in outcomes}
     if rows:
         with ThreadPoolExecutor(min(rt.policy.concurrency_max, len(rows)), thread_name_prefix="settle") as pool:
-            first_steps = list(pool.map(lambda s: _step(rt, s, "settle.pay", lambda: _first_step(rt, s)), rows.values()))
+            first_steps = list(pool.map(lambda s: _step(rt, s, "settle.pay", lambda: steps[s.workflow].first_step(rt, s)), rows.values()))
         for s, step in zip(rows.values(), first_steps):
             if isinstance(step, Charged):
-                step = _step(rt, s, "settle.confirm", lambda: _confirm(rt, s, step.charge_id))
+                step = _step(rt, s, "settle.confirm", lambda: steps[s.workflow].confirm(rt, s, step.charge_id))
             outcomes[s.booking_id] = step.value
     deliver_outbox(rt, basecamps)
     if outcomes:
@@ -76,6 +83,15 @@ def settle_batch(runtime: str, booking_ids: list[str], basecamps: list[str]) -> 
             description=f"settlement of {len(outcomes)} booking(s)",
         )
     return outcomes
+
+
+@dataclass(frozen=True)
+class VersionSteps:
+    """The two steps of a settle version a batch takes: the first (refund, charge or give
+    up), and the confirm after a charge."""
+
+    first_step: Callable[[SettlementRuntime, Settlement], "Outcome | Charged"]
+    confirm: Callable[[SettlementRuntime, Settlement, str], Outcome]
 
 
 @dataclass(frozen=True)
@@ -97,8 +113,9 @@ def _step(rt: SettlementRuntime, s: Settlement, name: str, step: Callable[[], T]
         return Outcome.RETRY
 
 
-def _first_step(rt: SettlementRuntime, s: Settlement) -> Outcome | Charged:
-    """Refund, or charge (confirm follows), or what ends an unpaid booking."""
+def _first_step(rt: SettlementRuntime, s: Settlement, amount_cents: int | None = None) -> Outcome | Charged:
+    """Refund, or charge (confirm follows), or what ends an unpaid booking. ``amount_cents``:
+    what the charge takes (settle@1: the whole price; settle@2: its deposit)."""
     if s.state is SettlementState.REFUNDING:
         return refund(rt, s)
     if s.state is not SettlementState.AWAITING_PAYMENT:
@@ -106,10 +123,11 @@ def _first_step(rt: SettlementRuntime, s: Settlement) -> Outcome | Charged:
     policy, now = rt.policy, rt.clock()
     if s.booking_state is not BookingState.HELD or (s.expires_at - now).total_seconds() < policy.confirm_margin_seconds:
         return _give_up(rt, s, f"hold {s.booking_state.value} before payment completed")
-    if s.amount_cents == 0:
+    amount = s.amount_cents if amount_cents is None else amount_cents
+    if amount == 0:
         return Charged("")
     try:
-        charge = rt.gateway.charge(settlements.charge_key(s.booking_id), s.amount_cents, s.currency, reference=s.booking_id)
+        charge = rt.gateway.charge(settlements.charge_key(s.booking_id), amount, s.currency, reference=s.booking_id)
     except PaymentDeclined as error:
         settlements.release_unpaid(
             rt.engine, s, SettlementState.RELEASED, f"payment declined ({error.code or 'declined'})", actor=rt.actor, fence=rt.fence(), now=rt.clock()
@@ -123,10 +141,11 @@ def _first_step(rt: SettlementRuntime, s: Settlement) -> Outcome | Charged:
     return Charged(charge.charge_id)
 
 
-def _confirm(rt: SettlementRuntime, s: Settlement, charge_id: str) -> Outcome:
+def _confirm(rt: SettlementRuntime, s: Settlement, charge_id: str, and_then: Callable[[Connection, Booking], None] | None = None) -> Outcome:
+    """Confirms after the charge; ``and_then`` adds a version's writes to the confirm's transaction."""
     crash_point(AFTER_CHARGE)
     try:
-        settlements.confirm_paid(rt.engine, s, charge_id, actor=rt.actor, fence=rt.fence(), now=rt.clock())
+        settlements.confirm_paid(rt.engine, s, charge_id, actor=rt.actor, fence=rt.fence(), now=rt.clock(), and_then=and_then)
     except IllegalTransition as error:  # the hold lapsed or was released while the charge was out
         settlements.refunding(rt.engine, s, charge_id, f"charged but not confirmable: {error}", now=rt.clock(), grace_seconds=0)
         return refund(rt, s)
@@ -162,3 +181,14 @@ def deliver_outbox(rt: SettlementRuntime, basecamps: list[str]) -> int:
             list(pool.map(rt.spool.deliver, messages))
     settlements.mark_delivered(rt.engine, [m.message_id for m in messages], now=rt.clock())
     return len(messages)
+
+
+def steps_of(version: str) -> VersionSteps | None:
+    """The steps that advance bookings of ``version``; None for a version with no settle steps."""
+    if version == SETTLE_V1:  # the code above, as it always was: everything charged at booking
+        return VersionSteps(_first_step, _confirm)
+    if version == SETTLE_V2:
+        from ridgeline.flows import deposit  # settle@2 builds on the steps above, so it imports this module
+
+        return deposit.STEPS
+    return None

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ridgeline.regional.workflows import versions
+
 #: Most trek coordinators one node knows: the node holds one channel to each.
 COORDINATOR_TARGETS_MAX = 8
 
@@ -64,6 +66,9 @@ class NodeConfig:
     vitals_interval_seconds: float = 15.0
     #: How long an idempotency key answers its first result; older records are deleted.
     idempotency_retention_seconds: int = 7 * 24 * 3600
+    #: The workflow versions this node runs and advertises (ARCHITECTURE.md §11); fewer than
+    #: the code knows only to stand in for an older node during a rolling upgrade.
+    workflows: tuple[str, ...] = versions.KNOWN
 
     def __post_init__(self) -> None:
         assert self.workers > 0 and self.max_concurrent_rpcs >= self.workers
@@ -75,3 +80,4 @@ class NodeConfig:
         assert isinstance(self.coordinator_targets, tuple) and len(self.coordinator_targets) <= COORDINATOR_TARGETS_MAX
         assert all(":" in target for target in self.coordinator_targets), self.coordinator_targets
         assert not (self.insecure and self.certs_dir), "a node is either insecure or serves with certificates, not both"
+        assert self.workflows and set(self.workflows) <= set(versions.KNOWN), f"a node runs versions this code knows: {self.workflows}"

@@ -32,6 +32,7 @@ from ridgeline.regional.storage.db import make_engine, run_transaction
 from ridgeline.regional.trek_legs.coordinators import KnownCoordinators
 from ridgeline.regional.trek_legs.resolver import LegResolver
 from ridgeline.regional.vitals import Vitals
+from ridgeline.regional.workflows import rollout
 from ridgeline.request_decoding import DecodeGuard
 from ridgeline.routing.clock import Clock, utc_now
 from ridgeline.routing.keeper import LeaseKeeper, LeaseSettings
@@ -100,6 +101,8 @@ class RegionalNode:
             address=self.address,
             settings=LeaseSettings(config.lease_ttl_seconds, config.heartbeat_interval_seconds),
             metrics_address=self.metrics_address,
+            capabilities=frozenset(config.workflows),
+            in_use=rollout.in_use,
         )
         servicer = BookingServicer(config, self._engine, self._catalog, self._hold_placer(clock), self.keeper.ownership, clock)
         pb_grpc.add_BookingServiceServicer_to_server(servicer, self._server)

@@ -3,7 +3,8 @@
 Every ``heartbeat_interval`` it, in one transaction each step:
 
 1. heartbeats its membership row (the database's clock sets the expiry);
-2. reads the region's live members and asks the ring who should own each basecamp;
+2. reads the region's live members and asks the ring who should own each basecamp,
+   over the members that can run every workflow version in use (:func:`eligible_owners`);
 3. renews the leases it holds and should keep, releases the ones the ring now gives to
    another live node (so a joining node gets its share within a heartbeat or two), and
    acquires the free or lapsed ones the ring gives to it.
@@ -42,6 +43,22 @@ LEASES_HELD = Gauge("ridgeline_leases_held", "Basecamp leases this node holds no
 T = TypeVar("T")
 #: Runs ``work`` in one region-database transaction (with the region's retry policy).
 Transact = Callable[[Callable[[Connection], T]], T]
+#: Of the capabilities some live member lacks, the ones in use now (regional/ knows which:
+#: the workflow versions bookings in flight run, ``workflows.rollout.in_use``).
+InUse = Callable[[Connection, frozenset[str]], frozenset[str]]
+
+
+def eligible_owners(members: list[leases.Member], in_use: frozenset[str]) -> list[leases.Member]:
+    """The members the ring may give basecamps to: those that can run everything in use.
+
+    A member that lacks a version in use would have to leave that version's bookings alone,
+    and a basecamp has one writer (invariant 6), so it must not own basecamps at all while
+    another member can run everything; when none can, every member stays eligible, because
+    a basecamp nobody owns would refuse every hold (liveness first; the owner leaves what it
+    cannot run alone, and a capable node that joins takes over).
+    """
+    capable = [m for m in members if in_use <= m.capabilities]
+    return capable or members
 
 
 class NodeIdInUse(RuntimeError):
@@ -107,11 +124,17 @@ class LeaseKeeper:
         address: str,
         settings: LeaseSettings,
         metrics_address: str = "",
+        capabilities: frozenset[str] = frozenset(),
+        in_use: InUse | None = None,
     ) -> None:
+        """``capabilities``: what this node advertises in its membership row; ``in_use``:
+        which capabilities some member lacks are in use (None: all members are equal)."""
         self.node_id = node_id
         self.region = region
         self.address = address
         self.metrics_address = metrics_address
+        self.capabilities = capabilities
+        self._in_use = in_use
         self.ownership = Ownership()
         # Read at each scrape: what the node believes now, which lapses with the leases even
         # while a keeper round hangs on a database that stopped answering.
@@ -167,12 +190,11 @@ class LeaseKeeper:
                 metrics_address=self.metrics_address,
                 incarnation=self._incarnation,
                 ttl_seconds=ttl,
+                capabilities=self.capabilities,
             )
         )
-        members, basecamps = self._transact(
-            lambda conn: (leases.live_members(conn, self.region), leases.region_basecamps(conn, self.region))
-        )
-        proposal = propose_owners([m.node_id for m in members], basecamps)
+        basecamps, owners = self._transact(self._candidates)
+        proposal = propose_owners([m.node_id for m in owners], basecamps)
         held = dict(self.ownership.fence())
         keep = {b: e for b, e in held.items() if proposal.get(b) == self.node_id}
         give = {b: e for b, e in held.items() if b not in keep}
@@ -197,6 +219,17 @@ class LeaseKeeper:
                 self.node_id, changes.acquired, changes.released, changes.lost,
             )
         return changes
+
+    def _candidates(self, conn: Connection) -> tuple[list[str], list[leases.Member]]:
+        """The region's basecamps, and the live members eligible to own them."""
+        members = leases.live_members(conn, self.region)
+        basecamps = leases.region_basecamps(conn, self.region)
+        # Only what some member lacks can make a member ineligible: with every member
+        # equal (the usual case) this costs no query.
+        everyone = [m.capabilities for m in members]
+        lacking = frozenset().union(*everyone) - frozenset.intersection(*everyone) if members else frozenset()
+        in_use = self._in_use(conn, lacking) if self._in_use is not None and lacking else frozenset()
+        return basecamps, eligible_owners(members, in_use)
 
     def _run(self) -> None:
         while not self._stop.wait(self._settings.heartbeat_interval_seconds):

@@ -49,6 +49,9 @@ class Member:
     address: str
     metrics_address: str
     heartbeat_age_seconds: float
+    #: What the node can run (the workflow versions it advertises, e.g. ``settle@2``):
+    #: the keeper gives basecamps only to members that can run everything in use.
+    capabilities: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -69,10 +72,11 @@ class Lease:
 
 _HEARTBEAT = text(
     """
-    INSERT INTO cluster_members (node_id, region, address, metrics_address, incarnation, started_at, heartbeat_at, expires_at)
-    VALUES (:node_id, :region, :address, :metrics_address, :incarnation, now(), now(), now() + make_interval(secs => :ttl))
+    INSERT INTO cluster_members (node_id, region, address, metrics_address, incarnation, started_at, heartbeat_at, expires_at, workflows)
+    VALUES (:node_id, :region, :address, :metrics_address, :incarnation, now(), now(), now() + make_interval(secs => :ttl), :capabilities)
     ON CONFLICT (node_id) DO UPDATE
     SET region = excluded.region, address = excluded.address, metrics_address = excluded.metrics_address,
+        workflows = excluded.workflows,
         incarnation = excluded.incarnation,
         started_at = CASE WHEN cluster_members.incarnation = excluded.incarnation
                           THEN cluster_members.started_at ELSE now() END,
@@ -82,7 +86,7 @@ _HEARTBEAT = text(
 
 _LIVE_MEMBERS = text(
     """
-    SELECT node_id, region, address, metrics_address, EXTRACT(EPOCH FROM now() - heartbeat_at) AS age
+    SELECT node_id, region, address, metrics_address, EXTRACT(EPOCH FROM now() - heartbeat_at) AS age, workflows
     FROM cluster_members WHERE region = :region AND expires_at > now()
     ORDER BY node_id
     """
@@ -158,11 +162,22 @@ _REGION_BASECAMPS = text("SELECT basecamp_id FROM basecamps WHERE region = :regi
 
 
 def heartbeat(
-    conn: Connection, *, node_id: str, region: str, address: str, metrics_address: str, incarnation: str, ttl_seconds: float
+    conn: Connection,
+    *,
+    node_id: str,
+    region: str,
+    address: str,
+    metrics_address: str,
+    incarnation: str,
+    ttl_seconds: float,
+    capabilities: Iterable[str] = (),
 ) -> None:
     conn.execute(
         _HEARTBEAT,
-        {"node_id": node_id, "region": region, "address": address, "metrics_address": metrics_address, "incarnation": incarnation, "ttl": ttl_seconds},
+        {
+            "node_id": node_id, "region": region, "address": address, "metrics_address": metrics_address,
+            "incarnation": incarnation, "ttl": ttl_seconds, "capabilities": sorted(capabilities),
+        },
     )
 
 
@@ -179,7 +194,7 @@ def live_member(conn: Connection, node_id: str) -> Member | None:
 
 def live_members(conn: Connection, region: str) -> list[Member]:
     rows = conn.execute(_LIVE_MEMBERS, {"region": region}).all()
-    return [Member(r.node_id, r.region, r.address, r.metrics_address, float(r.age)) for r in rows]
+    return [Member(r.node_id, r.region, r.address, r.metrics_address, float(r.age), frozenset(r.workflows)) for r in rows]
 
 
 def holds(conn: Connection, basecamp_id: str, epoch: int) -> bool:

@@ -68,6 +68,10 @@ TABLE: dict[str, Rule] = {
     grpc_route(_BOOKING, "ListBasecamps"): Rule(_ALL),
     grpc_route(_BOOKING, "GetAvailability"): Rule(_ALL),
     grpc_route(_CLUSTER, "GetClusterInfo"): Rule(_ALL),
+    # Workflow versions and their rollout (ARCHITECTURE.md §11): an operation for SREs.
+    grpc_route(_CLUSTER, "ListWorkflowVersions"): Rule(_SRE),
+    grpc_route(_CLUSTER, "SetRollout"): Rule(_SRE),
+    grpc_route(_CLUSTER, "RetireWorkflowVersion"): Rule(_SRE),
     # Bookings: desks and agencies book; an agency sees and changes only its own, a
     # scoped desk only its basecamps; SREs read everything (and act through drills).
     grpc_route(_BOOKING, "PlaceHold"): Rule(_DESKS, scoped=True),

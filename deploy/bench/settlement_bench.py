@@ -30,6 +30,8 @@ import statistics
 import tempfile
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -63,7 +65,31 @@ class SettlePhase:
 def run_settle_benchmark(*, bookings: int, baseline_bookings: int, threads: int, latency_ms: int, secure: bool = True) -> dict[str, object]:
     """Both phases on throwaway servers (PostgreSQL, Prefect, gateway; nodes over mTLS unless
     not ``secure``), removed at the end."""
+    started = datetime.now(timezone.utc)
+    with bench_servers("ridgeline-bench-settle-", latency_ms=latency_ms, secure=secure) as (server, security, root, gateway_url):
+        phases = [
+            _phase("batched", server, security, root, gateway_url, bookings, threads),
+            _phase("baseline", server, security, root, gateway_url, baseline_bookings, threads),
+        ]
+    batched, baseline = phases
+    return {
+        "date": started.isoformat(timespec="seconds"),
+        "machine": machine(),
+        "settings": {"bookings": bookings, "baseline_bookings": baseline_bookings, "threads": threads, "latency_ms": latency_ms, "transport": security.label},
+        "phases": [asdict(p) for p in phases],
+        "ratio": batched.confirmed_per_second / baseline.confirmed_per_second if baseline.confirmed_per_second else None,
+    }
 
+
+def machine() -> dict[str, object]:
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count()}
+
+
+@contextmanager
+def bench_servers(prefix: str, *, latency_ms: int, secure: bool) -> Iterator[tuple[PostgresServer, BenchSecurity, Path, str]]:
+    """Throwaway PostgreSQL (with a migrated region template, ``bench_template``), the
+    stand-in gateway answering after ``latency_ms`` and a lean Prefect server; yields the
+    server, the run's security, its directory and the gateway URL; removes all of it after."""
     from ridgeline.deploy.payment_gateway.process import GatewayProcess
     from ridgeline.deploy.run.postgres import PostgresServer, PostgresSettings
     from ridgeline.deploy.run.prefect_server import PrefectServer
@@ -71,8 +97,7 @@ def run_settle_benchmark(*, bookings: int, baseline_bookings: int, threads: int,
     from ridgeline.flows import prefect_settings
     from ridgeline.regional.booking.catalog import load_catalog
 
-    started = datetime.now(timezone.utc)
-    root = Path(tempfile.mkdtemp(prefix="ridgeline-bench-settle-"))
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     server = PostgresServer(root / "postgres", settings=PostgresSettings(durable=False))
     gateway: GatewayProcess | None = None
     prefect: PrefectServer | None = None
@@ -86,18 +111,7 @@ def run_settle_benchmark(*, bookings: int, baseline_bookings: int, threads: int,
             admin.put("/admin/faults", json={"latency_ms": latency_ms}).raise_for_status()
         prefect = PrefectServer(server)
         prefect_settings.install(prefect.start(), prefect.auth_string)
-        phases = [
-            _phase("batched", server, security, root, gateway.url, bookings, threads),
-            _phase("baseline", server, security, root, gateway.url, baseline_bookings, threads),
-        ]
-        batched, baseline = phases
-        return {
-            "date": started.isoformat(timespec="seconds"),
-            "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count()},
-            "settings": {"bookings": bookings, "baseline_bookings": baseline_bookings, "threads": threads, "latency_ms": latency_ms, "transport": security.label},
-            "phases": [asdict(p) for p in phases],
-            "ratio": batched.confirmed_per_second / baseline.confirmed_per_second if baseline.confirmed_per_second else None,
-        }
+        yield server, security, root, gateway.url
     finally:
         if prefect is not None:
             prefect.stop()

@@ -74,6 +74,27 @@ def settle(
     _write_json(json_path, report)
 
 
+@bench_app.command("timers")
+def timers(
+    pending: Annotated[int, typer.Option("--pending", help="Pending settle@2 balance timers in the region.")] = 100_000,
+    ticks: Annotated[int, typer.Option("--ticks", help="Timer ticks EXPLAINed with the timers pending.")] = 20,
+    settle_bookings: Annotated[int, typer.Option("--settle-bookings", help="Bookings of the settle@1 batch phase beside it.")] = 600,
+    threads: Annotated[int, typer.Option("--threads", help="Client threads of the settle@1 phase.")] = 8,
+    latency_ms: Annotated[int, typer.Option("--latency-ms", help="Gateway latency per call.")] = 50,
+    json_path: JsonFile = None,
+) -> None:
+    """Time and rows read per timer tick at 100,000 pending; balance charges/s when a day's worth fall due, beside settle@1's rate."""
+    if min(pending, ticks, settle_bookings, threads) <= 0 or latency_ms < 0:
+        raise typer.BadParameter("--pending, --ticks, --settle-bookings and --threads must be positive")
+    from ridgeline.deploy.bench.timers_bench import run_timers_benchmark
+
+    report = run_timers_benchmark(
+        pending=pending, ticks=ticks, settle_bookings=settle_bookings, threads=threads, latency_ms=latency_ms, secure=_secure(insecure_baseline=False)
+    )
+    render_bench.timers(report)
+    _write_json(json_path, report)
+
+
 @bench_app.command("treks")
 def treks(
     seconds: Annotated[float, typer.Option("--seconds", help="Length of each phase.")] = 5.0,

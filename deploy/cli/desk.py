@@ -84,13 +84,16 @@ def bookings(
     end: Annotated[str, typer.Option("--to", help="With a night before this date.")] = "",
     limit: Annotated[int, typer.Option("--limit", help="At most this many (newest first).")] = 50,
     region: Annotated[str, typer.Option("--region", help="Region to list when no --basecamp is given (default: every region).")] = "",
-    stuck: Annotated[str, typer.Option("--stuck", help="Only bookings older than this (e.g. 90s, 10m, 2h) still held or awaiting payment.")] = "",
+    stuck: Annotated[str, typer.Option("--stuck", help="Only bookings older than this (e.g. 90s, 10m, 2h) still held or awaiting payment, or with a timer overdue by as much.")] = "",
+    workflow: Annotated[str, typer.Option("--workflow", help="Only bookings that run this workflow version, e.g. settle@2.")] = "",
     target: Target = "",
     json_out: Json = False,
     timeout: Timeout = 10.0,
 ) -> None:
     """List bookings, newest first."""
-    request = pb.ListBookingsRequest(basecamp_id=basecamp, page_size=min(limit, 500), stuck_seconds=parse_duration_seconds(stuck, "--stuck") if stuck else 0)
+    request = pb.ListBookingsRequest(
+        basecamp_id=basecamp, page_size=min(limit, 500), stuck_seconds=parse_duration_seconds(stuck, "--stuck") if stuck else 0, workflow=workflow
+    )
     if state:
         try:
             request.state = pb.BookingState.Value(f"BOOKING_STATE_{state.upper()}")

@@ -1,7 +1,8 @@
 """``ridgeline flows sweep|reconcile``: one settlement flow run now, for operators after an incident.
 
 Each runs in this process against a region database and the gateway; nodes run the
-same flows on their own loop.
+same flows on their own loop. ``flows versions|rollout|retire`` (flows_versions.py) act
+on workflow versions through the nodes.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from typing import Annotated
 
 import typer
 
-from ridgeline.deploy.cli import options
+from ridgeline.deploy.cli import flows_versions, options
 from ridgeline.deploy.cli.options import parse_duration_seconds
 
 #: ``ridgeline flows``; ``ridgeline.deploy.cli`` adds it under that name.
-flows_app = typer.Typer(no_args_is_help=True, help="Run one settlement flow now (needs PREFECT_API_URL).")
+flows_app = typer.Typer(no_args_is_help=True, help="Settlement flows now (needs PREFECT_API_URL), and workflow versions and their rollout.")
+flows_versions.register(flows_app)
 
 DatabaseUrl = Annotated[str, typer.Option("--database-url", envvar="RIDGELINE_DATABASE_URL", help="Region database URL.")]
 GatewayUrl = Annotated[str, typer.Option("--gateway-url", envvar="RIDGELINE_GATEWAY_URL", help="Payment gateway base URL.")]

@@ -59,6 +59,9 @@ def node(
         list[str] | None,
         typer.Option("--coordinator", help="host:port of the cluster's trek coordinator, the only one whose legs this node prepares (repeatable; with --cluster: its [coordinator] listen)."),
     ] = None,
+    workflows: Annotated[
+        str, typer.Option("--workflows", help="Workflow versions this node runs, comma-separated (fewer only to stand in for an older node).")
+    ] = ",".join(NodeConfig.workflows),
 ) -> None:
     """Run one regional node until SIGTERM/SIGINT (prints a READY line once serving)."""
     from ridgeline.deploy.run.region import prepare_region_database
@@ -70,7 +73,7 @@ def node(
             raise typer.BadParameter("with --cluster, the cluster file's [coordinator] listen names the coordinator; drop --coordinator")
         config, spec_gateway = _cluster_node_config(cluster, node_id, workers=workers, hold_ttl=hold_ttl, sweep_interval=sweep_interval, hold_round_max=hold_round_max)
         settlement = _settlement(config.region, gateway_url or spec_gateway, outbox_dir, payment_timeout, payment_attempts, charge_passes, claim_seconds)
-        _serve(config, settlement)
+        _serve(dataclasses.replace(config, workflows=_workflows(workflows)), settlement)
         return
     if not region or not database_url:
         raise typer.BadParameter("give --region and --database-url, or --cluster FILE --node-id ID")
@@ -89,11 +92,23 @@ def node(
         advertise_address=advertise or None,
         metrics_listen_address=None if metrics_listen == "off" else metrics_listen,
         coordinator_targets=_coordinator_targets(coordinators or []),
+        workflows=_workflows(workflows),
     )
     if prepare:
         prepare_region_database(database_url, region, load_catalog(), advance_booking_days=config.advance_booking_days)
     settlement = _settlement(region, gateway_url, outbox_dir, payment_timeout, payment_attempts, charge_passes, claim_seconds)
     _serve(config, settlement)
+
+
+def _workflows(listed: str) -> tuple[str, ...]:
+    """``--workflows`` values, checked against the versions this code knows."""
+    from ridgeline.regional.workflows.versions import KNOWN
+
+    named = tuple(dict.fromkeys(v.strip() for v in listed.split(",") if v.strip()))
+    unknown = [v for v in named if v not in KNOWN]
+    if unknown or not named:
+        raise typer.BadParameter(f"--workflows takes versions of {', '.join(KNOWN)}; not {', '.join(unknown) or 'nothing'}")
+    return named
 
 
 def _coordinator_targets(targets: list[str]) -> tuple[str, ...]:

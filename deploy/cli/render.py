@@ -111,6 +111,7 @@ def booking(item: pb.Booking) -> None:
         ("party", str(item.party_size)),
         ("customer", item.customer_id),
         ("created by", item.created_by),
+        ("workflow", item.workflow),
         ("total", money(item.total_price_cents, item.currency)),
         ("hold expires", _expires(item)),
         ("payment", payment_name(item)),
@@ -133,3 +134,11 @@ def booking(item: pb.Booking) -> None:
             t.reason,
         )
     console.print(history)
+    if item.steps:
+        steps = Table(title=f"Steps of {item.workflow}")
+        for column in ("at", "step", "amount", "detail"):
+            steps.add_column(column, no_wrap=column == "step")
+        for s in item.steps:
+            amount = money(s.amount_cents, item.currency) if s.amount_cents else ""
+            steps.add_row(s.at.ToDatetime().isoformat(timespec="seconds"), s.step, amount, s.detail)
+        console.print(steps)

@@ -181,3 +181,24 @@ def cluster(report: ClusterBenchReport) -> None:
             + ", ".join(f"{s:.2f}" for s in database.samples_seconds)
             + f"; Patroni's REST API named the new leader after {', '.join(rest)} s"
         )
+
+
+def timers(report: dict[str, object]) -> None:
+    """The tick at rest, the day that falls due, and settle@1's rate beside it."""
+    tick, day = report["tick"], report["day_due"]
+    assert isinstance(tick, dict) and isinstance(day, dict)
+    table = Table(title=f"durable timers, gateway latency {report['settings']['latency_ms']} ms")  # type: ignore[index]
+    for heading in ("measure", "value"):
+        table.add_column(heading, justify="left" if heading == "measure" else "right")
+    for name, value in (
+        ("pending timers", f"{tick['pending']:,}"),
+        ("tick, median / max ms", f"{tick['tick_ms_median']:.3f} / {tick['tick_ms_max']:.3f}"),
+        ("timer rows read per idle tick", str(tick["timer_rows_read"])),
+        ("index range, no table scan", "yes" if tick["indexed_range"] else "NO"),
+        ("due at once (a day's worth)", f"{day['due']:,}"),
+        ("first tick ms / rows read", f"{day['first_tick_ms']:.3f} / {day['first_tick_timer_rows_read']}"),
+        ("balance charges/s", f"{day['balance_charges_per_second']:,.1f}"),
+        ("settle@1 confirmed/s, same run", f"{report['settle_v1_confirmed_per_second']:,.1f}"),
+    ):
+        table.add_row(name, value)
+    console.print(table)

@@ -24,7 +24,7 @@ def serve_until_signalled(config: NodeConfig, *, settlement: SettlementConfig | 
     settler = None
     if settlement is not None:
         settler = NodeSettlement(
-            settlement, node_id=config.node_id, database_url=config.database_url, fence=node.keeper.ownership.fence
+            settlement, node_id=config.node_id, database_url=config.database_url, fence=node.keeper.ownership.fence, workflows=config.workflows
         )
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -6,7 +6,7 @@ keeper's view), so a basecamp's settlements move with its ownership.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +14,7 @@ from ridgeline.flows.circuit_breaker import CircuitBreaker
 from ridgeline.flows.loop import LoopPolicy, SettlementLoop
 from ridgeline.flows.payments import PaymentGateway
 from ridgeline.flows.runtime import SettlePolicy, build_settlement_runtime, close_settlement_runtime
+from ridgeline.regional.workflows import versions
 from ridgeline.routing.leases import Fence
 from ridgeline.trust.credentials import Transport
 from ridgeline.trust.identity import node_actor
@@ -44,6 +45,7 @@ class NodeSettlement:
         node_id: str,
         database_url: str,
         fence: Callable[[], Fence],
+        workflows: Sequence[str] = versions.KNOWN,
     ) -> None:
         policy = config.settle
         gateway = PaymentGateway(
@@ -59,7 +61,7 @@ class NodeSettlement:
         self.runtime = build_settlement_runtime(
             self._name, database_url, gateway, config.outbox_dir, policy=policy, fence=fence,
             pool_size=policy.concurrency_max * config.loop.runs_in_flight_max + 2, application_name=f"ridgeline-{node_id}-settle",
-            actor=node_actor(node_id),
+            actor=node_actor(node_id), workflows=workflows,
         )
         self.loop = SettlementLoop(self._name, self.runtime, config.loop)
 

@@ -51,7 +51,7 @@ _log = logging.getLogger(__name__)
 # The round's bookings (those whose every night was taken), their first history rows and
 # their records.
 _ROUND_BOOKINGS = holds.booking_insert_sql(
-    columns_from="r.", reserved_nights="s.nights", source="FROM req AS r JOIN reserved AS s ON s.booking_id = r.booking_id"
+    columns_from="r.", reserved_nights="s.nights", source="FROM req AS r JOIN reserved AS s ON s.booking_id = r.booking_id", workflow="r.workflow"
 )
 _ROUND_HISTORY = history.hold_placed_sql(
     booking_id="b.booking_id",
@@ -82,6 +82,7 @@ _PLACE_ROUND = text(
                CAST(e->>'expires_at' AS TIMESTAMPTZ) AS expires_at,
                e->>'fingerprint' AS fingerprint,
                e->>'actor' AS actor,
+               e->>'workflow' AS workflow,
                e->>'epoch' AS epoch,
                e->'result' AS result,
                x.position
@@ -284,6 +285,7 @@ def _execute(conn: Connection, members: list[_Pending], bookings: list[Booking],
             "expires_at": b.expires_at.isoformat(),
             "fingerprint": m.request.fingerprint(),
             "actor": b.created_by,
+            "workflow": b.workflow,
             "result": b.to_json(),
         }
         for m, b in zip(members, bookings, strict=True)

@@ -26,7 +26,7 @@ those nights, tries once more, and otherwise records the refusal under the key.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, TextClause, text
@@ -36,6 +36,7 @@ from ridgeline.regional import errors
 from ridgeline.regional.booking import expiry, history, idempotency, ownership
 from ridgeline.regional.booking.model import Booking, BookingState, Nights, Transition
 from ridgeline.regional.storage.db import run_transaction
+from ridgeline.regional.workflows import versions
 from ridgeline.routing.leases import fence_sql
 
 OPERATION = "PlaceHold"
@@ -47,9 +48,13 @@ _SHORT_CONSTRAINT = "bookings_reserved_every_night"
 
 
 
-def booking_insert_sql(*, columns_from: str, reserved_nights: str, source: str) -> str:
+def booking_insert_sql(*, columns_from: str, reserved_nights: str, source: str, workflow: str) -> str:
     """The INSERT of the bookings holds create (held, version 1, stamped ``:now``), for the
     single hold and a group-commit round alike.
+
+    ``workflow`` is the SQL expression of the workflow version the booking runs, recorded
+    by this very statement (a bind or a round's column for a fixed version; for a Book,
+    the settle rollout's choice, :func:`versions.chosen_sql`).
 
     ``columns_from`` prefixes the name of every value the request gives (``:`` for the
     single hold's bind parameters, ``r.`` for a round's request rows). ``reserved_nights``
@@ -60,10 +65,10 @@ def booking_insert_sql(*, columns_from: str, reserved_nights: str, source: str) 
     c = columns_from
     return (
         "INSERT INTO bookings (booking_id, basecamp_id, resource_id, first_night, end_night, party_size,"
-        " customer_id, state, version, total_price_cents, currency, created_at, updated_at, expires_at, reserved_nights, created_by)"
+        " customer_id, state, version, total_price_cents, currency, created_at, updated_at, expires_at, reserved_nights, created_by, workflow)"
         f" SELECT {c}booking_id, {c}basecamp_id, {c}resource_id, {c}first_night, {c}end_night, {c}units,"
         f" {c}customer_id, '{BookingState.HELD.value}', 1, {c}total_price_cents, {c}currency, :now, :now, {c}expires_at,"
-        f" {reserved_nights}, {c}actor {source}"
+        f" {reserved_nights}, {c}actor, {workflow} {source}"
     )
 
 
@@ -76,12 +81,13 @@ _PLACE_HOLD_TEMPLATE = """
         RETURNING night
     ), booking AS (
         {booking}
-        RETURNING booking_id, created_by
+        RETURNING booking_id, created_by, workflow
     ), history AS (
         {history}
         RETURNING 1
     ){settlement}
     {record}
+    RETURNING result->>'workflow' AS workflow
     """
 
 # A Book also writes the booking's settlement row in the same statement, so a booking
@@ -96,12 +102,25 @@ _SETTLEMENT_CTE = """, settlement AS (
 
 _HOLD_ROWS = {
     "fence": fence_sql(":basecamp_id", ":epoch"),
-    "booking": booking_insert_sql(columns_from=":", reserved_nights="count(*)", source="FROM taken"),
     "history": history.hold_placed_sql(source="FROM booking", lease_epoch=":epoch", actor="created_by"),
-    "record": idempotency.record_insert_sql(source="FROM history"),
 }
-_PLACE_HOLD = text(_PLACE_HOLD_TEMPLATE.format(settlement="", **_HOLD_ROWS))
-_BOOK = text(_PLACE_HOLD_TEMPLATE.format(settlement=_SETTLEMENT_CTE, **_HOLD_ROWS))
+
+
+def _hold_sql(*, workflow: str, settlement: str) -> str:
+    """The hold statement; its record keeps the version the statement chose (so a replay
+    answers it) and it returns that version, the one thing of the booking only SQL knows."""
+    return _PLACE_HOLD_TEMPLATE.format(
+        settlement=settlement,
+        booking=booking_insert_sql(columns_from=":", reserved_nights="count(*)", source="FROM taken", workflow=workflow),
+        record=idempotency.record_insert_sql(
+            source="FROM history, booking", result="jsonb_set(CAST(:result AS JSONB), '{workflow}', to_jsonb(booking.workflow))"
+        ),
+        **_HOLD_ROWS,
+    )
+
+
+_PLACE_HOLD = text(_hold_sql(workflow=":workflow", settlement=""))
+_BOOK = text(_hold_sql(workflow=versions.chosen_sql(versions.SETTLE, ":rollout_bucket"), settlement=_SETTLEMENT_CTE))
 
 _NIGHT_FREE = text(
     """
@@ -134,6 +153,9 @@ class HoldRequest:
     #: The Book call's W3C traceparent, for settlement to continue its trace ('' untraced).
     #: Not part of the fingerprint: a retry is the same request whatever trace it is in.
     trace_parent: str = ""
+    #: The version of a booking that is not rolled out: hold@1 (PlaceHold) or trek@1 (a
+    #: trek leg). A Book runs the version the settle rollout chooses inside its statement.
+    workflow: str = versions.HOLD_V1
 
     @property
     def operation(self) -> str:
@@ -141,6 +163,7 @@ class HoldRequest:
 
     def __post_init__(self) -> None:
         assert self.actor and self.node_actor.startswith("node:"), f"a hold names who places it ({self.actor!r}) and on which node ({self.node_actor!r})"
+        assert self.workflow in (versions.HOLD_V1, versions.TREK_V1) and not (self.settle and self.workflow != versions.HOLD_V1), self.workflow
 
     def fingerprint(self) -> str:
         return idempotency.fingerprint(
@@ -183,8 +206,8 @@ def place_hold(
         params = {**_params(request, booking, fingerprint), "epoch": epoch}
 
         def fast(conn: Connection) -> Booking:
-            conn.execute(statement, params)
-            return booking
+            # The statement answers the version it recorded (a Book's comes from the rollout).
+            return replace(booking, workflow=conn.execute(statement, params).scalar_one())
 
         def slow(conn: Connection) -> Booking | errors.BookingError:
             outcome = hold_within(conn, request, booking, epoch=epoch, now=now)
@@ -227,28 +250,29 @@ def hold_within(
         return fenced
     params = {**_params(request, booking, request.fingerprint()), "epoch": epoch}
     statement = _BOOK if request.settle else _PLACE_HOLD
-    if not reclaim_first and _attempt(conn, statement, params):
-        return booking
+    if not reclaim_first and (workflow := _attempt(conn, statement, params)):
+        return replace(booking, workflow=workflow)
     expiry.reclaim_for(conn, resource_id=request.resource_id, nights=request.nights, now=now, actor=request.node_actor)
     # Try in this transaction's snapshot, so that a refusal below is diagnosed from the
     # very state that refused it.
-    if _attempt(conn, statement, params):
-        return booking
+    if workflow := _attempt(conn, statement, params):
+        return replace(booking, workflow=workflow)
     return _diagnose(conn, request)
 
 
-def _attempt(conn: Connection, statement: TextClause, params: dict[str, object]) -> bool:
-    """The hold statement in a savepoint; False (and nothing taken) when a night is short."""
+def _attempt(conn: Connection, statement: TextClause, params: dict[str, object]) -> str | None:
+    """The hold statement in a savepoint: the version it recorded, or None (and nothing
+    taken) when a night is short."""
     attempt = conn.begin_nested()
     try:
-        conn.execute(statement, params)
+        workflow = conn.execute(statement, params).scalar_one()
     except IntegrityError as error:
         attempt.rollback()
         if not _is_short(error):
             raise
-        return False
+        return None
     attempt.commit()
-    return True
+    return workflow
 
 
 def _is_short(error: IntegrityError) -> bool:
@@ -294,6 +318,8 @@ def new_booking(request: HoldRequest, now: datetime) -> Booking:
         updated_at=now,
         expires_at=now + timedelta(seconds=request.ttl_seconds),
         created_by=request.actor,
+        # A Book's version is chosen by its statement; place_hold fills it in from there.
+        workflow=request.workflow,
         history=(Transition(1, None, BookingState.HELD, now, history.HOLD_PLACED_REASON, request.actor),),
     )
 
@@ -314,4 +340,6 @@ def _params(request: HoldRequest, booking: Booking, fingerprint: str) -> dict[st
         "expires_at": booking.expires_at,
         "actor": booking.created_by,
         "trace_parent": request.trace_parent,
+        "workflow": booking.workflow,
+        "rollout_bucket": versions.rollout_bucket(request.idempotency_key),
     }

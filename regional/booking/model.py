@@ -88,6 +88,9 @@ class Booking:
     expires_at: datetime
     #: The actor that placed the hold (an agency sees only the bookings it created).
     created_by: str
+    #: The workflow version that advances it (``settle@1`` …; regional/workflows/versions.py),
+    #: recorded by the statement that created it.
+    workflow: str
     history: tuple[Transition, ...] = field(default=())
 
     def to_json(self) -> dict[str, Any]:
@@ -108,6 +111,7 @@ class Booking:
             "updated_at": self.updated_at.isoformat(),
             "expires_at": self.expires_at.isoformat(),
             "created_by": self.created_by,
+            "workflow": self.workflow,
             "history": [
                 {
                     "version": t.version,
@@ -138,6 +142,7 @@ class Booking:
             updated_at=datetime.fromisoformat(data["updated_at"]),
             expires_at=datetime.fromisoformat(data["expires_at"]),
             created_by=data.get("created_by", UNRECORDED_ACTOR),
+            workflow=data.get("workflow", UNRECORDED_ACTOR),
             history=tuple(
                 Transition(
                     version=t["version"],

@@ -22,7 +22,7 @@ from ridgeline.regional.booking.model import Booking, BookingState, NightAvailab
 
 _BOOKING_COLUMNS = """
     booking_id, basecamp_id, resource_id, first_night, end_night, party_size, customer_id,
-    state, version, total_price_cents, currency, created_at, updated_at, expires_at, created_by
+    state, version, total_price_cents, currency, created_at, updated_at, expires_at, created_by, workflow
 """
 
 _GET = text(f"SELECT {_BOOKING_COLUMNS} FROM bookings WHERE booking_id = :booking_id")
@@ -70,8 +70,11 @@ class BookingFilter:
     basecamp_id: str | None = None
     state: BookingState | None = None
     nights: Nights | None = None
-    #: > 0: only bookings older than this many seconds whose hold or payment is still open.
+    #: > 0: only bookings older than this many seconds whose hold or payment is still open,
+    #: and bookings with a workflow timer overdue by that much.
     stuck_seconds: int = 0
+    #: Only bookings that run this workflow version (``settle@2``).
+    workflow: str | None = None
 
 
 def list_bookings(
@@ -93,13 +96,17 @@ def list_bookings(
     if where.stuck_seconds:
         assert now is not None, "the stuck filter is relative to now"
         clauses.append(
-            "created_at < :stuck_before AND (state = 'held' OR booking_id IN "
-            "(SELECT booking_id FROM settlements WHERE state IN ('awaiting_payment', 'refunding')))"
+            "((created_at < :stuck_before AND (state = 'held' OR booking_id IN "
+            "(SELECT booking_id FROM settlements WHERE state IN ('awaiting_payment', 'refunding'))))"
+            " OR booking_id IN (SELECT booking_id FROM workflow_timers WHERE fired_at IS NULL AND due_at < :stuck_before))"
         )
         params["stuck_before"] = now - timedelta(seconds=where.stuck_seconds)
     if where.basecamp_id:
         clauses.append("basecamp_id = :basecamp_id")
         params["basecamp_id"] = where.basecamp_id
+    if where.workflow is not None:
+        clauses.append("workflow = :workflow")
+        params["workflow"] = where.workflow
     if where.state is not None:
         clauses.append("state = :state")
         params["state"] = where.state.value
@@ -158,6 +165,7 @@ def _booking(row: Row[Any], history: tuple[Transition, ...]) -> Booking:
         updated_at=row.updated_at,
         expires_at=row.expires_at,
         created_by=row.created_by,
+        workflow=row.workflow,
         history=history,
     )
 

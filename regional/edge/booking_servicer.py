@@ -29,8 +29,10 @@ from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.edge import convert, validation
 from ridgeline.regional.edge.status_codes import guarded
 from ridgeline.regional.errors import DeadlineExceeded, NotFound
+from ridgeline.regional.settlement import deposits
 from ridgeline.regional.settlement import rows as settlements
 from ridgeline.regional.storage.db import read_transaction
+from ridgeline.regional.workflows import steps
 from ridgeline.routing.clock import Clock, utc_now
 from ridgeline.routing.keeper import Ownership
 from ridgeline.trust import identity
@@ -117,7 +119,7 @@ class BookingServicer(pb_grpc.BookingServiceServicer):
 
     @guarded
     def CancelBooking(self, request: pb.CancelBookingRequest, context: grpc.ServicerContext) -> pb.Booking:
-        return self._move(transitions.CANCEL, request.idempotency_key, request.booking_id, request.reason, context, also=settlements.refund_cancelled)
+        return self._move(transitions.CANCEL, request.idempotency_key, request.booking_id, request.reason, context, also=deposits.cancel_effects)
 
     @guarded
     def GetBooking(self, request: pb.GetBookingRequest, context: grpc.ServicerContext) -> pb.Booking:
@@ -128,12 +130,13 @@ class BookingServicer(pb_grpc.BookingServiceServicer):
         where, page_size, token = validation.booking_filter(request, self._catalog, self._config)
         now, caller = self._clock(), self._caller()
 
-        def read(conn: Connection) -> tuple[list[Booking], str, dict[str, settlements.Settlement]]:
+        def read(conn: Connection) -> tuple[list[Booking], str, dict[str, settlements.Settlement], dict[str, list[steps.Step]]]:
             page, next_token = queries.list_bookings(conn, where, caller=caller, page_size=page_size, page_token=token, now=now)
-            return page, next_token, settlements.get(conn, [b.booking_id for b in page])
+            ids = [b.booking_id for b in page]
+            return page, next_token, settlements.get(conn, ids), steps.of(conn, ids)
 
-        page, next_token, payments = read_transaction(self._engine, read)
-        replies = [convert.booking_pb(b, payments.get(b.booking_id)) for b in page]
+        page, next_token, payments, taken = read_transaction(self._engine, read)
+        replies = [convert.booking_pb(b, payments.get(b.booking_id), taken.get(b.booking_id, ())) for b in page]
         return pb.ListBookingsResponse(bookings=replies, next_page_token=next_token)
 
     def _caller(self) -> Caller:
@@ -156,7 +159,7 @@ class BookingServicer(pb_grpc.BookingServiceServicer):
             booking = queries.get_booking(conn, booking_id)
             if booking is None or not caller.reaches(basecamp_id=booking.basecamp_id, created_by=booking.created_by):
                 raise NotFound(transitions.not_found_message(booking_id))
-            return convert.booking_pb(booking, settlements.get(conn, [booking_id]).get(booking_id))
+            return convert.booking_pb(booking, settlements.get(conn, [booking_id]).get(booking_id), steps.of(conn, [booking_id]).get(booking_id, ()))
 
         return read_transaction(self._engine, read)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -11,6 +12,7 @@ from ridgeline.regional.booking.catalog import Basecamp, Resource
 from ridgeline.regional.booking.model import Booking, BookingState, NightAvailability, Nights, ResourceKind
 from ridgeline.regional.settlement.rows import Settlement, SettlementState
 from ridgeline.regional.trek_legs.participant import Leg, LegState
+from ridgeline.regional.workflows.steps import Step
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import trek_pb2 as tpb
 
@@ -102,7 +104,7 @@ def payment_pb(settlement: Settlement) -> pb.Payment:
     return message
 
 
-def booking_pb(booking: Booking, settlement: Settlement | None = None) -> pb.Booking:
+def booking_pb(booking: Booking, settlement: Settlement | None = None, steps: Sequence[Step] = ()) -> pb.Booking:
     message = pb.Booking(
         booking_id=booking.booking_id,
         basecamp_id=booking.basecamp_id,
@@ -116,6 +118,8 @@ def booking_pb(booking: Booking, settlement: Settlement | None = None) -> pb.Boo
         total_price_cents=booking.total_price_cents,
         currency=booking.currency,
         created_by=booking.created_by,
+        workflow=booking.workflow,
+        steps=[pb.WorkflowStep(step=s.step, at=timestamp_pb(s.at), amount_cents=s.amount_cents, detail=s.detail, actor=s.actor) for s in steps],
         history=[
             pb.BookingTransition(
                 version=t.version,

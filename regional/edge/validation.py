@@ -20,6 +20,7 @@ from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.edge.convert import STATE_FROM_PB
 from ridgeline.regional.errors import ForeignCoordinator, InvalidRequest, NotFound, PermissionDenied
 from ridgeline.regional.trek_legs import participant as legs
+from ridgeline.regional.workflows import versions
 from ridgeline.trust.identity import node_actor
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import trek_pb2 as tpb
@@ -123,7 +124,7 @@ class _Stay:
     party_size: int
     customer_id: str
 
-    def hold(self, key: str, ttl_seconds: int, *, settle: bool, actor: str, node_id: str) -> HoldRequest:
+    def hold(self, key: str, ttl_seconds: int, *, settle: bool, actor: str, node_id: str, workflow: str = versions.HOLD_V1) -> HoldRequest:
         """The hold of this stay, placed by ``actor`` on node ``node_id``; prices come from the catalog, not from the caller."""
         return HoldRequest(
             idempotency_key=key,
@@ -138,6 +139,7 @@ class _Stay:
             actor=actor,
             node_actor=node_actor(node_id),
             settle=settle,
+            workflow=workflow,
         )
 
 
@@ -213,7 +215,7 @@ def leg_prepare(request: tpb.PrepareLegRequest, catalog: CatalogView, config: No
     if target not in config.coordinator_targets:
         known = ", ".join(config.coordinator_targets) or "none"
         raise ForeignCoordinator(f"coordinator_target {target} is not a coordinator of this cluster (known: {known}); the leg is not prepared")
-    return LegPrepare(key, stay.hold(legs.hold_key(key), ttl, settle=False, actor=actor, node_id=config.node_id), target)
+    return LegPrepare(key, stay.hold(legs.hold_key(key), ttl, settle=False, actor=actor, node_id=config.node_id, workflow=versions.TREK_V1), target)
 
 
 @dataclass(frozen=True)
@@ -248,5 +250,19 @@ def booking_filter(request: pb.ListBookingsRequest, catalog: CatalogView, config
     token = _text(request.page_token, "page_token", length_max=PAGE_TOKEN_LENGTH_MAX, required=False)
     if not 0 <= request.stuck_seconds <= STUCK_SECONDS_MAX:
         raise InvalidRequest(f"stuck_seconds must be between 0 and {STUCK_SECONDS_MAX}; got {request.stuck_seconds}")
-    where = BookingFilter(basecamp_id=camp_id, state=state, nights=span, stuck_seconds=request.stuck_seconds)
+    workflow = None
+    if request.workflow:
+        workflow = workflow_version(request.workflow, "workflow")
+    where = BookingFilter(basecamp_id=camp_id, state=state, nights=span, stuck_seconds=request.stuck_seconds, workflow=workflow)
     return where, request.page_size or PAGE_SIZE_DEFAULT, token
+
+
+def workflow_version(text: str, field: str) -> str:
+    """A workflow version this code knows (``settle@2``), named by ``field``."""
+    try:
+        versions.parse(text)
+    except ValueError as error:
+        raise InvalidRequest(f"{field}: {error}") from None
+    if text not in versions.KNOWN:
+        raise NotFound(f"{field}: no workflow version {text!r} (known: {', '.join(versions.KNOWN)})")
+    return text

@@ -90,6 +90,8 @@ class Settlement:
     updated_at: datetime
     booking_state: BookingState
     expires_at: datetime
+    #: The booking's workflow version: only that version's code takes the next step.
+    workflow: str
     #: The W3C traceparent of the Book that wrote the row ('' when it was not traced).
     trace_parent: str = ""
 
@@ -106,7 +108,7 @@ class OutboxMessage:
 _SETTLEMENT_COLUMNS = """
     s.booking_id, s.basecamp_id, s.state, s.amount_cents, s.currency, s.attempts, s.last_error,
     s.charge_id, s.next_attempt_at, s.created_at, s.updated_at, s.trace_parent,
-    b.state AS booking_state, b.expires_at
+    b.state AS booking_state, b.expires_at, b.workflow
 """
 
 _GET = text(f"SELECT {_SETTLEMENT_COLUMNS} FROM settlements AS s JOIN bookings AS b USING (booking_id) WHERE s.booking_id = ANY(:ids)")
@@ -121,6 +123,7 @@ _CLAIM = text(
         WHERE state IN ('awaiting_payment', 'refunding') AND next_attempt_at <= :now
           AND basecamp_id = ANY(:basecamps)
           AND {ownership.fenced_sql("settlements.basecamp_id")}
+          AND EXISTS (SELECT 1 FROM bookings AS v WHERE v.booking_id = settlements.booking_id AND v.workflow = ANY(:workflows))
         ORDER BY next_attempt_at
         LIMIT :batch_max
         FOR UPDATE SKIP LOCKED
@@ -186,13 +189,19 @@ def awaiting(booking: Booking) -> Settlement:
         updated_at=booking.created_at,
         booking_state=booking.state,
         expires_at=booking.expires_at,
+        workflow=booking.workflow,
     )
 
 
-def claim_due(engine: Engine, *, fence: Fence, now: datetime, batch_max: int, claim_seconds: float) -> list[Settlement]:
+def claim_due(
+    engine: Engine, *, fence: Fence, now: datetime, batch_max: int, claim_seconds: float, workflows: Collection[str]
+) -> list[Settlement]:
     """Claims up to ``batch_max`` settlements that owe a step now, of the basecamps whose
-    leases ``fence`` still holds (a node that lost a lease claims nothing of it)."""
+    leases ``fence`` still holds (a node that lost a lease claims nothing of it), and only
+    of bookings whose workflow version is one of ``workflows`` (the claimer can run them:
+    a booking is never advanced by another version's code)."""
     params = {
+        "workflows": sorted(workflows),
         "basecamps": sorted(fence),
         "fence": fence_json(fence),
         "now": now,
@@ -234,10 +243,20 @@ def retry_later(engine: Engine, settlement: Settlement, error: str, *, now: date
     _step(engine, lambda conn: conn.execute(_RETRY_LATER, params))
 
 
-def confirm_paid(engine: Engine, settlement: Settlement, charge_id: str, *, actor: str, fence: Fence, now: datetime) -> Booking:
+def confirm_paid(
+    engine: Engine,
+    settlement: Settlement,
+    charge_id: str,
+    *,
+    actor: str,
+    fence: Fence,
+    now: datetime,
+    and_then: Callable[[Connection, Booking], None] | None = None,
+) -> Booking:
     """Confirms the booking, marks the settlement confirmed and enqueues the guest's message:
     one transaction. Raises HoldExpired / IllegalTransition when the hold is gone. ``actor``:
-    the settling node's (``node:<id>``), named on the confirm's history row."""
+    the settling node's (``node:<id>``), named on the confirm's history row. ``and_then``
+    adds a version's own writes to that transaction (settle@2: its steps and timers)."""
 
     def paid(conn: Connection, booking: Booking) -> None:
         _move(conn, settlement.booking_id, SettlementState.CONFIRMED, {SettlementState.AWAITING_PAYMENT}, now=now, attempted=1, charge_id=charge_id or None)
@@ -253,16 +272,9 @@ def confirm_paid(engine: Engine, settlement: Settlement, charge_id: str, *, acto
             "currency": settlement.currency,
             "charge_id": charge_id,
         }
-        conn.execute(
-            _ENQUEUE,
-            {
-                "message_id": f"{CONFIRMED_MESSAGE}:{booking.booking_id}",
-                "booking_id": booking.booking_id,
-                "kind": CONFIRMED_MESSAGE,
-                "payload": json.dumps(payload),
-                "now": now,
-            },
-        )
+        enqueue(conn, booking.booking_id, CONFIRMED_MESSAGE, payload, now=now)
+        if and_then is not None:
+            and_then(conn, booking)
 
     return transitions.apply_move(
         engine,
@@ -275,6 +287,13 @@ def confirm_paid(engine: Engine, settlement: Settlement, charge_id: str, *, acto
         now=now,
         also=paid,
     )
+
+
+def enqueue(conn: Connection, booking_id: str, kind: str, payload: dict[str, object], *, now: datetime) -> None:
+    """Enqueues the booking's one message of ``kind`` in the caller's transaction (its id is
+    ``<kind>:<booking id>``, so a step re-run enqueues nothing twice: invariant 7)."""
+    params = {"message_id": f"{kind}:{booking_id}", "booking_id": booking_id, "kind": kind, "payload": json.dumps(payload), "now": now}
+    conn.execute(_ENQUEUE, params)
 
 
 def release_unpaid(
@@ -344,8 +363,13 @@ def refunded(engine: Engine, booking_id: str, *, now: datetime, note: str = "") 
     From any state: reconciliation also refunds the charge of a booking cancelled after
     it was confirmed, or one that a lost reply left behind a released booking.
     """
+    _step(engine, lambda conn: mark_refunded(conn, booking_id, now=now, note=note))
+
+
+def mark_refunded(conn: Connection, booking_id: str, *, now: datetime, note: str = "") -> None:
+    """:func:`refunded` inside the caller's transaction (settle@2 records its refund step with it)."""
     sources = set(SettlementState) - {SettlementState.REFUNDED}
-    _step(engine, lambda conn: _move(conn, booking_id, SettlementState.REFUNDED, sources, now=now, error=note))
+    _move(conn, booking_id, SettlementState.REFUNDED, sources, now=now, error=note)
 
 
 def undelivered(engine: Engine, *, basecamps: Collection[str], limit: int) -> list[OutboxMessage]:
@@ -415,4 +439,5 @@ def _settlement(row) -> Settlement:  # noqa: ANN001 - a SQLAlchemy Row
         booking_state=BookingState(row.booking_state),
         expires_at=row.expires_at,
         trace_parent=row.trace_parent,
+        workflow=row.workflow,
     )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine, text
 
+from ridgeline.regional.settlement.deposits import STEPS as SETTLE_V2_STEPS
 from ridgeline.regional.storage.db import run_transaction
 
 #: Offenders listed per check; the count is always exact.
@@ -146,6 +147,42 @@ _NAMELESS = text(
 )
 
 
+# Every booking took only the steps of its own workflow version (issue 13, ARCHITECTURE.md
+# §11), and none is stranded: a settle@2 booking that owes its balance has its timer.
+_VERSION_STEPS = text(
+    """
+    WITH b AS (
+        SELECT b.booking_id, b.workflow, b.state,
+               EXISTS (SELECT 1 FROM settlements AS s WHERE s.booking_id = b.booking_id) AS settled,
+               EXISTS (SELECT 1 FROM trek_legs AS l WHERE l.booking_id = b.booking_id) AS leg,
+               EXISTS (SELECT 1 FROM booking_history AS h WHERE h.booking_id = b.booking_id AND h.to_state = 'confirmed') AS was_confirmed,
+               COALESCE((SELECT array_agg(w.step) FROM workflow_steps AS w WHERE w.booking_id = b.booking_id), '{}') AS steps,
+               COALESCE((SELECT array_agg(t.step) FROM workflow_timers AS t WHERE t.booking_id = b.booking_id AND t.fired_at IS NULL), '{}') AS pending
+        FROM bookings AS b
+    )
+    SELECT CAST(booking_id AS TEXT) AS booking_id, workflow, state, problem FROM b, LATERAL (VALUES
+        (workflow <> 'settle@2' AND cardinality(steps) > 0, 'took settle@2 steps'),
+        (workflow <> 'settle@2' AND cardinality(pending) > 0, 'has workflow timers'),
+        (workflow IN ('hold@1', 'trek@1') AND settled, 'has a settlement row'),
+        (workflow LIKE 'settle@%' AND NOT settled, 'has no settlement row'),
+        (workflow = 'trek@1' AND NOT leg, 'is no trek leg'),
+        (workflow = 'settle@2' AND NOT steps <@ CAST(:settle_v2_steps AS TEXT[]), 'took a step settle@2 does not have'),
+        (workflow = 'settle@2' AND was_confirmed AND NOT 'deposit charged' = ANY(steps), 'was confirmed without its deposit step'),
+        (workflow = 'settle@2' AND NOT was_confirmed AND cardinality(steps) > 0, 'took steps without being confirmed'),
+        (workflow = 'settle@2' AND 'balance charged' = ANY(steps) AND NOT 'balance due' = ANY(steps), 'charged a balance that was never due'),
+        (workflow = 'settle@2' AND state = 'confirmed' AND 'balance due' = ANY(steps) AND NOT 'balance charged' = ANY(steps)
+            AND NOT 'balance' = ANY(pending), 'owes its balance and has no timer for it (stranded)'),
+        (workflow = 'settle@2' AND state <> 'cancelled' AND ('cancelled by policy' = ANY(steps) OR 'refunded by policy' = ANY(steps)),
+            'has policy steps but is not cancelled'),
+        (state IN ('released', 'expired', 'cancelled') AND cardinality(pending) > 0, 'ended with timers pending')
+    ) AS v(bad, problem)
+    WHERE bad
+    ORDER BY 1, 4
+    LIMIT 1000
+    """
+)
+
+
 @dataclass(frozen=True)
 class Check:
     """One check of one invariant in one place, with its verdict and offenders."""
@@ -177,6 +214,8 @@ def audit_region(engine: Engine, region: str, *, hold_grace_seconds: float, key_
             Check("2 nothing acknowledged is lost", "every acknowledged hold's booking exists", where, *_rows(conn, _LOST_BOOKINGS, {}, _lost)),
             Check("2 nothing acknowledged is lost", "every booking's history explains its state", where, *_rows(conn, _HISTORY, {}, _history)),
             Check("2 nothing acknowledged is lost", "every change names who made it", where, *_rows(conn, _NAMELESS, {}, _nameless)),
+            Check("2 nothing acknowledged is lost", "every booking took only its version's steps, none stranded", where,
+                  *_rows(conn, _VERSION_STEPS, {"settle_v2_steps": list(SETTLE_V2_STEPS)}, _version_steps)),
             Check("3 holds end", f"no hold live {hold_grace_seconds:g} s past its expiry", where,
                   *_rows(conn, _LEAKED_HOLDS, {"grace": hold_grace_seconds}, _leaked)),
             Check("6 one writer per basecamp", "no change written under an older lease epoch than an earlier one", where,
@@ -214,6 +253,10 @@ def _nameless(r) -> str:  # noqa: ANN001
     if r.version == 0:
         return f"booking {r.booking_id} does not name who created it"
     return f"booking {r.booking_id} v{r.version} ({r.to_state}) does not name who made the change"
+
+
+def _version_steps(r) -> str:  # noqa: ANN001
+    return f"booking {r.booking_id} ({r.workflow}, {r.state}) {r.problem}"
 
 
 def _leaked(r) -> str:  # noqa: ANN001

@@ -126,6 +126,9 @@ def _requests(cluster: TrekCluster, existing: Bookings) -> dict[str, Callable[[]
         "/ridgeline.v1.TrekService/CancelTrek": lambda: tpb.CancelTrekRequest(trek_id=key(), reason="matrix"),
         "/ridgeline.v1.TrekService/GetTrek": lambda: tpb.GetTrekRequest(trek_id=key()),
         "/ridgeline.v1.TrekService/GetDecision": lambda: tpb.GetDecisionRequest(trek_id=key()),
+        # Writes the rollout row (its changed_at and changed_by) even when the target stays.
+        "/ridgeline.v1.ClusterService/SetRollout": lambda: cluster_pb2.SetRolloutRequest(version="settle@1", percent=100),
+        "/ridgeline.v1.ClusterService/RetireWorkflowVersion": lambda: cluster_pb2.RetireWorkflowVersionRequest(version="settle@2"),
     }
     return {route: (lambda make=make: make().SerializeToString()) for route, make in routes.items()}
 
@@ -170,9 +173,13 @@ class Matrix:
 
     def written(self) -> tuple:
         """What a refused call must not change: the region's bookings, history, keys, counters,
-        settlements and leg fences, and every table of the coordinator's log."""
+        settlements, leg fences and rollout state, and every table of the coordinator's log."""
         url = self.cluster.region_urls[REGION]
-        region = query(url, "SELECT (SELECT count(*) FROM settlements) AS settlements, (SELECT count(*) FROM trek_legs) AS legs")[0]
+        region = query(
+            url,
+            """SELECT (SELECT count(*) FROM settlements) AS settlements, (SELECT count(*) FROM trek_legs) AS legs,
+                      (SELECT max(changed_at) FROM workflow_rollouts) AS rolled, (SELECT count(retired_at) FROM workflow_versions) AS retired""",
+        )[0]
         log = query(
             self.cluster.coordinator_db_url,
             """SELECT (SELECT count(*) FROM treks) AS treks, (SELECT count(*) FROM trek_legs) AS legs,

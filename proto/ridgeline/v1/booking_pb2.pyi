@@ -238,7 +238,7 @@ class BookingTransition(_message.Message):
     def __init__(self, version: _Optional[int] = ..., from_state: _Optional[_Union[BookingState, str]] = ..., to_state: _Optional[_Union[BookingState, str]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
 
 class Booking(_message.Message):
-    __slots__ = ("booking_id", "basecamp_id", "resource_id", "nights", "party_size", "customer_id", "state", "created_at", "updated_at", "expires_at", "total_price_cents", "currency", "history", "payment", "created_by")
+    __slots__ = ("booking_id", "basecamp_id", "resource_id", "nights", "party_size", "customer_id", "state", "created_at", "updated_at", "expires_at", "total_price_cents", "currency", "history", "payment", "created_by", "workflow", "steps")
     BOOKING_ID_FIELD_NUMBER: _ClassVar[int]
     BASECAMP_ID_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -254,6 +254,8 @@ class Booking(_message.Message):
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_FIELD_NUMBER: _ClassVar[int]
     CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
     booking_id: str
     basecamp_id: str
     resource_id: str
@@ -269,7 +271,23 @@ class Booking(_message.Message):
     history: _containers.RepeatedCompositeFieldContainer[BookingTransition]
     payment: Payment
     created_by: str
-    def __init__(self, booking_id: _Optional[str] = ..., basecamp_id: _Optional[str] = ..., resource_id: _Optional[str] = ..., nights: _Optional[_Union[NightRange, _Mapping]] = ..., party_size: _Optional[int] = ..., customer_id: _Optional[str] = ..., state: _Optional[_Union[BookingState, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., total_price_cents: _Optional[int] = ..., currency: _Optional[str] = ..., history: _Optional[_Iterable[_Union[BookingTransition, _Mapping]]] = ..., payment: _Optional[_Union[Payment, _Mapping]] = ..., created_by: _Optional[str] = ...) -> None: ...
+    workflow: str
+    steps: _containers.RepeatedCompositeFieldContainer[WorkflowStep]
+    def __init__(self, booking_id: _Optional[str] = ..., basecamp_id: _Optional[str] = ..., resource_id: _Optional[str] = ..., nights: _Optional[_Union[NightRange, _Mapping]] = ..., party_size: _Optional[int] = ..., customer_id: _Optional[str] = ..., state: _Optional[_Union[BookingState, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., total_price_cents: _Optional[int] = ..., currency: _Optional[str] = ..., history: _Optional[_Iterable[_Union[BookingTransition, _Mapping]]] = ..., payment: _Optional[_Union[Payment, _Mapping]] = ..., created_by: _Optional[str] = ..., workflow: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[WorkflowStep, _Mapping]]] = ...) -> None: ...
+
+class WorkflowStep(_message.Message):
+    __slots__ = ("step", "at", "amount_cents", "detail", "actor")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    step: str
+    at: _timestamp_pb2.Timestamp
+    amount_cents: int
+    detail: str
+    actor: str
+    def __init__(self, step: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., amount_cents: _Optional[int] = ..., detail: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
 
 class Payment(_message.Message):
     __slots__ = ("state", "attempts", "last_error", "charge_id", "amount_cents", "currency", "updated_at", "next_attempt_at", "trace_id")
@@ -294,20 +312,22 @@ class Payment(_message.Message):
     def __init__(self, state: _Optional[_Union[PaymentState, str]] = ..., attempts: _Optional[int] = ..., last_error: _Optional[str] = ..., charge_id: _Optional[str] = ..., amount_cents: _Optional[int] = ..., currency: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_attempt_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trace_id: _Optional[str] = ...) -> None: ...
 
 class ListBookingsRequest(_message.Message):
-    __slots__ = ("basecamp_id", "state", "nights", "page_size", "page_token", "stuck_seconds")
+    __slots__ = ("basecamp_id", "state", "nights", "page_size", "page_token", "stuck_seconds", "workflow")
     BASECAMP_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     NIGHTS_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     STUCK_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_FIELD_NUMBER: _ClassVar[int]
     basecamp_id: str
     state: BookingState
     nights: NightRange
     page_size: int
     page_token: str
     stuck_seconds: int
-    def __init__(self, basecamp_id: _Optional[str] = ..., state: _Optional[_Union[BookingState, str]] = ..., nights: _Optional[_Union[NightRange, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., stuck_seconds: _Optional[int] = ...) -> None: ...
+    workflow: str
+    def __init__(self, basecamp_id: _Optional[str] = ..., state: _Optional[_Union[BookingState, str]] = ..., nights: _Optional[_Union[NightRange, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., stuck_seconds: _Optional[int] = ..., workflow: _Optional[str] = ...) -> None: ...
 
 class ListBookingsResponse(_message.Message):
     __slots__ = ("bookings", "next_page_token")

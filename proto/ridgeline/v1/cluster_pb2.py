@@ -22,25 +22,38 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aridgeline/v1/cluster.proto\x12\x0cridgeline.v1\"\x17\n\x15GetClusterInfoRequest\"i\n\rClusterMember\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x1d\n\x15heartbeat_age_seconds\x18\x03 \x01(\x01\x12\x17\n\x0fmetrics_address\x18\x04 \x01(\t\"\x82\x01\n\tOwnerHint\x12\x13\n\x0b\x62\x61secamp_id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\r\n\x05\x65poch\x18\x05 \x01(\x03\x12\x1f\n\x17lease_remaining_seconds\x18\x06 \x01(\x01\"0\n\x0bRegionSeeds\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x11\n\taddresses\x18\x02 \x03(\t\"\xb1\x01\n\x0b\x43lusterInfo\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12,\n\x07members\x18\x03 \x03(\x0b\x32\x1b.ridgeline.v1.ClusterMember\x12\'\n\x06owners\x18\x04 \x03(\x0b\x32\x17.ridgeline.v1.OwnerHint\x12*\n\x07regions\x18\x05 \x03(\x0b\x32\x19.ridgeline.v1.RegionSeeds2b\n\x0e\x43lusterService\x12P\n\x0eGetClusterInfo\x12#.ridgeline.v1.GetClusterInfoRequest\x1a\x19.ridgeline.v1.ClusterInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aridgeline/v1/cluster.proto\x12\x0cridgeline.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x1d\n\x1bListWorkflowVersionsRequest\"G\n\x11SetRolloutRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0f\n\x07percent\x18\x02 \x01(\x05\x12\x10\n\x08rollback\x18\x03 \x01(\x08\"/\n\x1cRetireWorkflowVersionRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\"U\n\x0fWorkflowVersion\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x11\n\tin_flight\x18\x02 \x01(\x03\x12\r\n\x05nodes\x18\x03 \x03(\t\x12\x0f\n\x07retired\x18\x04 \x01(\x08\"\x92\x01\n\x07Rollout\x12\x10\n\x08workflow\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x10\n\x08previous\x18\x03 \x01(\t\x12\x0f\n\x07percent\x18\x04 \x01(\x05\x12.\n\nchanged_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nchanged_by\x18\x06 \x01(\t\"\xaa\x01\n\x10WorkflowVersions\x12\x0e\n\x06region\x18\x01 \x01(\t\x12/\n\x08versions\x18\x02 \x03(\x0b\x32\x1d.ridgeline.v1.WorkflowVersion\x12\'\n\x08rollouts\x18\x03 \x03(\x0b\x32\x15.ridgeline.v1.Rollout\x12,\n\x07members\x18\x04 \x03(\x0b\x32\x1b.ridgeline.v1.ClusterMember\"\x17\n\x15GetClusterInfoRequest\"|\n\rClusterMember\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x1d\n\x15heartbeat_age_seconds\x18\x03 \x01(\x01\x12\x17\n\x0fmetrics_address\x18\x04 \x01(\t\x12\x11\n\tworkflows\x18\x05 \x03(\t\"\x82\x01\n\tOwnerHint\x12\x13\n\x0b\x62\x61secamp_id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\r\n\x05\x65poch\x18\x05 \x01(\x03\x12\x1f\n\x17lease_remaining_seconds\x18\x06 \x01(\x01\"0\n\x0bRegionSeeds\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x11\n\taddresses\x18\x02 \x03(\t\"\xb1\x01\n\x0b\x43lusterInfo\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12,\n\x07members\x18\x03 \x03(\x0b\x32\x1b.ridgeline.v1.ClusterMember\x12\'\n\x06owners\x18\x04 \x03(\x0b\x32\x17.ridgeline.v1.OwnerHint\x12*\n\x07regions\x18\x05 \x03(\x0b\x32\x19.ridgeline.v1.RegionSeeds2\xf9\x02\n\x0e\x43lusterService\x12P\n\x0eGetClusterInfo\x12#.ridgeline.v1.GetClusterInfoRequest\x1a\x19.ridgeline.v1.ClusterInfo\x12\x61\n\x14ListWorkflowVersions\x12).ridgeline.v1.ListWorkflowVersionsRequest\x1a\x1e.ridgeline.v1.WorkflowVersions\x12M\n\nSetRollout\x12\x1f.ridgeline.v1.SetRolloutRequest\x1a\x1e.ridgeline.v1.WorkflowVersions\x12\x63\n\x15RetireWorkflowVersion\x12*.ridgeline.v1.RetireWorkflowVersionRequest\x1a\x1e.ridgeline.v1.WorkflowVersionsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ridgeline.v1.cluster_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETCLUSTERINFOREQUEST']._serialized_start=44
-  _globals['_GETCLUSTERINFOREQUEST']._serialized_end=67
-  _globals['_CLUSTERMEMBER']._serialized_start=69
-  _globals['_CLUSTERMEMBER']._serialized_end=174
-  _globals['_OWNERHINT']._serialized_start=177
-  _globals['_OWNERHINT']._serialized_end=307
-  _globals['_REGIONSEEDS']._serialized_start=309
-  _globals['_REGIONSEEDS']._serialized_end=357
-  _globals['_CLUSTERINFO']._serialized_start=360
-  _globals['_CLUSTERINFO']._serialized_end=537
-  _globals['_CLUSTERSERVICE']._serialized_start=539
-  _globals['_CLUSTERSERVICE']._serialized_end=637
+  _globals['_LISTWORKFLOWVERSIONSREQUEST']._serialized_start=77
+  _globals['_LISTWORKFLOWVERSIONSREQUEST']._serialized_end=106
+  _globals['_SETROLLOUTREQUEST']._serialized_start=108
+  _globals['_SETROLLOUTREQUEST']._serialized_end=179
+  _globals['_RETIREWORKFLOWVERSIONREQUEST']._serialized_start=181
+  _globals['_RETIREWORKFLOWVERSIONREQUEST']._serialized_end=228
+  _globals['_WORKFLOWVERSION']._serialized_start=230
+  _globals['_WORKFLOWVERSION']._serialized_end=315
+  _globals['_ROLLOUT']._serialized_start=318
+  _globals['_ROLLOUT']._serialized_end=464
+  _globals['_WORKFLOWVERSIONS']._serialized_start=467
+  _globals['_WORKFLOWVERSIONS']._serialized_end=637
+  _globals['_GETCLUSTERINFOREQUEST']._serialized_start=639
+  _globals['_GETCLUSTERINFOREQUEST']._serialized_end=662
+  _globals['_CLUSTERMEMBER']._serialized_start=664
+  _globals['_CLUSTERMEMBER']._serialized_end=788
+  _globals['_OWNERHINT']._serialized_start=791
+  _globals['_OWNERHINT']._serialized_end=921
+  _globals['_REGIONSEEDS']._serialized_start=923
+  _globals['_REGIONSEEDS']._serialized_end=971
+  _globals['_CLUSTERINFO']._serialized_start=974
+  _globals['_CLUSTERINFO']._serialized_end=1151
+  _globals['_CLUSTERSERVICE']._serialized_start=1154
+  _globals['_CLUSTERSERVICE']._serialized_end=1531
 # @@protoc_insertion_point(module_scope)

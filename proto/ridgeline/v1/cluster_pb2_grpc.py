@@ -39,6 +39,21 @@ class ClusterServiceStub:
                 request_serializer=ridgeline_dot_v1_dot_cluster__pb2.GetClusterInfoRequest.SerializeToString,
                 response_deserializer=ridgeline_dot_v1_dot_cluster__pb2.ClusterInfo.FromString,
                 _registered_method=True)
+        self.ListWorkflowVersions = channel.unary_unary(
+                '/ridgeline.v1.ClusterService/ListWorkflowVersions',
+                request_serializer=ridgeline_dot_v1_dot_cluster__pb2.ListWorkflowVersionsRequest.SerializeToString,
+                response_deserializer=ridgeline_dot_v1_dot_cluster__pb2.WorkflowVersions.FromString,
+                _registered_method=True)
+        self.SetRollout = channel.unary_unary(
+                '/ridgeline.v1.ClusterService/SetRollout',
+                request_serializer=ridgeline_dot_v1_dot_cluster__pb2.SetRolloutRequest.SerializeToString,
+                response_deserializer=ridgeline_dot_v1_dot_cluster__pb2.WorkflowVersions.FromString,
+                _registered_method=True)
+        self.RetireWorkflowVersion = channel.unary_unary(
+                '/ridgeline.v1.ClusterService/RetireWorkflowVersion',
+                request_serializer=ridgeline_dot_v1_dot_cluster__pb2.RetireWorkflowVersionRequest.SerializeToString,
+                response_deserializer=ridgeline_dot_v1_dot_cluster__pb2.WorkflowVersions.FromString,
+                _registered_method=True)
 
 
 class ClusterServiceServicer:
@@ -50,6 +65,28 @@ class ClusterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListWorkflowVersions(self, request, context):
+        """Workflow versions (ARCHITECTURE.md §11): what each node of the answering node's region
+        can run, how many bookings are in flight per version, and the rollouts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetRollout(self, request, context):
+        """Ramps a version for new bookings of its workflow, or rolls the last ramp back. SREs only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetireWorkflowVersion(self, request, context):
+        """Retires a version that nothing in flight uses and no rollout gives. SREs only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -57,6 +94,21 @@ def add_ClusterServiceServicer_to_server(servicer, server):
                     servicer.GetClusterInfo,
                     request_deserializer=ridgeline_dot_v1_dot_cluster__pb2.GetClusterInfoRequest.FromString,
                     response_serializer=ridgeline_dot_v1_dot_cluster__pb2.ClusterInfo.SerializeToString,
+            ),
+            'ListWorkflowVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkflowVersions,
+                    request_deserializer=ridgeline_dot_v1_dot_cluster__pb2.ListWorkflowVersionsRequest.FromString,
+                    response_serializer=ridgeline_dot_v1_dot_cluster__pb2.WorkflowVersions.SerializeToString,
+            ),
+            'SetRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRollout,
+                    request_deserializer=ridgeline_dot_v1_dot_cluster__pb2.SetRolloutRequest.FromString,
+                    response_serializer=ridgeline_dot_v1_dot_cluster__pb2.WorkflowVersions.SerializeToString,
+            ),
+            'RetireWorkflowVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetireWorkflowVersion,
+                    request_deserializer=ridgeline_dot_v1_dot_cluster__pb2.RetireWorkflowVersionRequest.FromString,
+                    response_serializer=ridgeline_dot_v1_dot_cluster__pb2.WorkflowVersions.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +138,87 @@ class ClusterService:
             '/ridgeline.v1.ClusterService/GetClusterInfo',
             ridgeline_dot_v1_dot_cluster__pb2.GetClusterInfoRequest.SerializeToString,
             ridgeline_dot_v1_dot_cluster__pb2.ClusterInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkflowVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ridgeline.v1.ClusterService/ListWorkflowVersions',
+            ridgeline_dot_v1_dot_cluster__pb2.ListWorkflowVersionsRequest.SerializeToString,
+            ridgeline_dot_v1_dot_cluster__pb2.WorkflowVersions.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ridgeline.v1.ClusterService/SetRollout',
+            ridgeline_dot_v1_dot_cluster__pb2.SetRolloutRequest.SerializeToString,
+            ridgeline_dot_v1_dot_cluster__pb2.WorkflowVersions.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetireWorkflowVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ridgeline.v1.ClusterService/RetireWorkflowVersion',
+            ridgeline_dot_v1_dot_cluster__pb2.RetireWorkflowVersionRequest.SerializeToString,
+            ridgeline_dot_v1_dot_cluster__pb2.WorkflowVersions.FromString,
             options,
             channel_credentials,
             insecure,
