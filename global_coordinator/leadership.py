@@ -117,6 +117,24 @@ _RELEASE = text(
 )
 
 
+#: Decisions the lease should have made impossible, one row each (the audit's and the tests'
+#: check, from the log alone): written under an epoch never granted, before their epoch was
+#: granted, or once a later epoch had been granted (a deposed leader's). Epoch 0: before HA.
+STALE_DECISIONS_SQL = """
+SELECT CAST(d.trek_id AS TEXT) AS trek_id, d.epoch, d.recorded_at,
+       CASE WHEN own.epoch IS NULL THEN 'under an epoch never granted'
+            WHEN d.recorded_at < own.granted_at THEN 'before its epoch was granted'
+            ELSE 'after epoch ' || CAST(later.epoch AS TEXT) || ' was granted' END AS why
+FROM trek_decisions AS d
+LEFT JOIN coordinator_terms AS own ON own.epoch = d.epoch
+LEFT JOIN LATERAL (
+    SELECT t.epoch FROM coordinator_terms AS t WHERE t.epoch > d.epoch AND t.granted_at <= d.recorded_at ORDER BY t.epoch LIMIT 1
+) AS later ON TRUE
+WHERE d.epoch > 0 AND (own.epoch IS NULL OR d.recorded_at < own.granted_at OR later.epoch IS NOT NULL)
+ORDER BY d.recorded_at
+"""
+
+
 def current(conn: Connection) -> Leader | None:
     """The lease row, valid or lapsed; None before any coordinator ever led."""
     row = conn.execute(_CURRENT).first()

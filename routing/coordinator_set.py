@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -72,6 +72,7 @@ class CoordinatorSet:
         deadline = time.monotonic() + timeout_seconds
         target = first if first in self.targets else self._leader
         unanswered = 0
+        silent: set[str] = set()  # timed out in this call: asked again only once every other one fails too
         last: grpc.RpcError | None = None
         for _ in range(ROUNDS_MAX * len(self.targets)):
             remaining = deadline - time.monotonic()
@@ -90,7 +91,9 @@ class CoordinatorSet:
                 if hint in self.targets and hint != target:
                     target = hint
                     continue
-                target = self.targets[(self.targets.index(target) + 1) % len(self.targets)]
+                if error.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+                    silent.add(target)
+                target = self._next(target, silent)
                 unanswered += 1
                 if unanswered % len(self.targets) == 0:
                     time.sleep(min(ROUND_PAUSE_SECONDS, max(deadline - time.monotonic(), 0)))
@@ -99,6 +102,16 @@ class CoordinatorSet:
             return reply
         assert last is not None, "every round asks a coordinator"
         raise last
+
+    def _next(self, target: str, silent: set[str]) -> str:
+        """The coordinator after ``target`` in order, skipping those that timed out while others remain."""
+        start = self.targets.index(target)
+        ordered = [self.targets[(start + step) % len(self.targets)] for step in range(1, len(self.targets) + 1)]
+        return next((t for t in ordered if t not in silent), ordered[0])
+
+    def stub(self, *, attempt_timeout_seconds: float | None = None) -> LeaderStub:
+        """A TrekServiceStub look-alike whose every call goes to the leader (``stub.PlanTrek(request, timeout=…)``)."""
+        return LeaderStub(self, attempt_timeout_seconds)
 
     def close(self) -> None:
         with self._lock:
@@ -121,3 +134,30 @@ class CoordinatorSet:
                 self._channels.append(channel)
                 self._stubs[target] = tpb_grpc.TrekServiceStub(channel)
             return self._stubs[target]
+
+
+def parse_targets(text: str) -> tuple[str, ...]:
+    """``host:port[,host:port…]`` (how ``--coordinator`` and ``--target`` name the coordinators) as addresses."""
+    targets = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    for target in targets:
+        host, sep, port = target.rpartition(":")
+        if not (sep and host and port.isdigit()):
+            raise ValueError(f"a coordinator address must be host:port, not {target!r}")
+    return targets
+
+
+class LeaderStub:
+    """TrekService's methods, each sent through :meth:`CoordinatorSet.call` (``timeout`` is the whole call's)."""
+
+    def __init__(self, coordinators: CoordinatorSet, attempt_timeout_seconds: float | None) -> None:
+        self._coordinators = coordinators
+        self._attempt_timeout = attempt_timeout_seconds
+
+    def __getattr__(self, method: str) -> Callable[..., Any]:
+        if not method[:1].isupper():
+            raise AttributeError(method)
+
+        def call(request: Any, *, timeout: float) -> Any:  # noqa: ANN401 - a TrekService message
+            return self._coordinators.call(method, request, timeout_seconds=timeout, attempt_timeout_seconds=self._attempt_timeout)
+
+        return call
