@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, text
 
 from ridgeline.global_coordinator.errors import NotLeader
-from ridgeline.global_coordinator.leadership import decision_fence_sql
+from ridgeline.global_coordinator.leadership import FENCE_REFUSED, decision_fence_sql
 
 T = TypeVar("T")
 
@@ -384,6 +384,7 @@ def _insert_decision(conn: Connection, trek_id: str, decision: Decision, reason:
     ).first()
     if won is None:
         if _standing(conn, trek_id) is None:
+            FENCE_REFUSED.inc()
             raise NotLeader(f"leader epoch {epoch} is stale: no decision written for trek {trek_id}")
         return False
     conn.execute(

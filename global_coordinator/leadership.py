@@ -26,6 +26,7 @@ most ``lock_timeout``.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -46,6 +47,17 @@ _log = logging.getLogger(__name__)
 LEADER_EPOCH = Gauge("ridgeline_coordinator_leader_epoch", "The leader epoch this coordinator holds (0: it follows).")
 LEADER_SINCE = Gauge("ridgeline_coordinator_leader_since_seconds", "When this coordinator's epoch was granted (Unix time, database clock; 0: it follows).")
 LEADER_CHANGES = Counter("ridgeline_coordinator_leader_changes_total", "Leader leases this coordinator gained or lost.", ["change"])
+FENCE_REFUSED = Counter("ridgeline_coordinator_fence_refused_total", "Log writes of this coordinator the database refused: it believed it led, its epoch was stale.")
+
+#: Tests only: "1" runs the lease belief on the process's CPU clock, which stands still while
+#: the process is stopped, as a suspended VM's clock can: a SIGSTOPped leader then resumes
+#: believing it leads, and only the database's fence keeps its writes out.
+FROZEN_CLOCK_ENV = "RIDGELINE_COORDINATOR_FROZEN_CLOCK"
+
+
+def belief_clock() -> Callable[[], float]:
+    """The clock a coordinator's lease belief runs on (monotonic, unless a test froze it)."""
+    return time.process_time if os.environ.get(FROZEN_CLOCK_ENV) == "1" else time.monotonic
 
 
 def decision_fence_sql(epoch_expression: str) -> str:
@@ -188,8 +200,11 @@ class Leadership:
         lease_ttl_seconds: float,
         heartbeat_interval_seconds: float,
         on_gain: Callable[[int], None] = lambda _: None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock``: what the belief in the lease lapses by (seconds; a test passes a frozen one)."""
         assert 0 < heartbeat_interval_seconds * 2 <= lease_ttl_seconds, "a lease must survive at least one missed heartbeat"
+        self._clock = clock
         self.holder = holder
         self.address = address
         self._transact = transact
@@ -198,7 +213,7 @@ class Leadership:
         self._on_gain = on_gain
         self._lock = threading.Lock()
         self._epoch: int | None = None
-        self._believed_until = 0.0  # time.monotonic() past which this process stops believing it leads
+        self._believed_until = 0.0  # the clock's reading past which this process stops believing it leads
         self._seen: Leader | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="coordinator-leadership", daemon=True)
@@ -207,7 +222,7 @@ class Leadership:
     def epoch(self) -> int | None:
         """The epoch this coordinator leads with, or None while it follows."""
         with self._lock:
-            return self._epoch if self._epoch is not None and time.monotonic() < self._believed_until else None
+            return self._epoch if self._epoch is not None and self._clock() < self._believed_until else None
 
     @property
     def seen(self) -> Leader | None:
@@ -247,13 +262,14 @@ class Leadership:
         if epoch is None:
             raise NotLeader(f"coordinator {self.holder} does not lead", self.hint())
         if not fence(conn, holder=self.holder, epoch=epoch):
+            FENCE_REFUSED.inc()
             self._step_down(epoch, "a write found its epoch stale")
             raise NotLeader(f"coordinator {self.holder}'s epoch {epoch} no longer leads", self.hint())
         return epoch
 
     def tick(self) -> None:
         """One round: renew while leading, else read the lease and take it when it has lapsed."""
-        asked = time.monotonic()
+        asked = self._clock()
         with self._lock:
             held = self._epoch
         if held is not None:

@@ -48,7 +48,7 @@ from ridgeline.global_coordinator import decision_log as log
 from ridgeline.global_coordinator.decision_log import Decision, LegPlan, LegRecord, LegState, PrepareOutcome, TrekRecord, TrekState
 from ridgeline.global_coordinator.errors import InvalidTrek, NotLeader, ParticipantsUnreachable, TrekNotFound, TrekStateConflict
 from ridgeline.global_coordinator.group_commit import GroupCommit
-from ridgeline.global_coordinator.leadership import Leadership
+from ridgeline.global_coordinator.leadership import Leadership, belief_clock
 from ridgeline.global_coordinator.participants import Participants
 from ridgeline.global_coordinator.payments import PaymentRefused, Payments, PaymentUnknown
 from ridgeline.routing import night_range
@@ -139,6 +139,7 @@ class Coordinator:
             lease_ttl_seconds=config.lease_ttl_seconds,
             heartbeat_interval_seconds=config.heartbeat_interval_seconds,
             on_gain=self._on_gain,
+            clock=belief_clock(),
         )
         self._participants = participants
         self._payments = payments

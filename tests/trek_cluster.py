@@ -76,13 +76,15 @@ class TrekCluster:
     def target(self) -> str:
         return f"127.0.0.1:{self.coordinator_port}"
 
-    def start_coordinator(self, crash_at: str = "") -> ReadyChild:
-        """A coordinator process on the module's port; ``crash_at`` arms its SIGKILL hook."""
-        env = dict(os.environ)
+    def start_coordinator(self, crash_at: str = "", *, target: str | None = None, extra: Sequence[str] = (), env: dict[str, str] | None = None) -> ReadyChild:
+        """A coordinator process on the module's port (or ``target``, another the nodes know);
+        ``crash_at`` arms its SIGKILL hook; ``extra``: more of its options; ``env``: more environment."""
+        env = {**os.environ, **(env or {})}
         env.pop("RIDGELINE_COORDINATOR_CRASH_AT", None)
         if crash_at:
             env["RIDGELINE_COORDINATOR_CRASH_AT"] = crash_at
-        args = ["coordinator", "--database-url", self.coordinator_db_url, "--gateway-url", self.gateway_url, "--listen", self.target, *COORDINATOR_FLAGS]
+        listen = target or self.target
+        args = ["coordinator", "--database-url", self.coordinator_db_url, "--gateway-url", self.gateway_url, "--listen", listen, *COORDINATOR_FLAGS, *extra]
         for region, target in self.region_targets.items():
             args += ["--region-target", f"{region}={target}"]
         self.coordinator = spawn(args, env, security=self.certs.cli_args)
@@ -176,15 +178,21 @@ def call_ignoring_death(call: Callable[[], tpb.Trek]) -> tpb.Trek | None:
 
 @contextmanager
 def running_cluster(
-    region_servers: dict[str, PostgresServer], fresh_database: Callable, certs: SessionCerts, *, node_process_regions: Iterable[str] = ()
+    region_servers: dict[str, PostgresServer],
+    fresh_database: Callable,
+    certs: SessionCerts,
+    *,
+    node_process_regions: Iterable[str] = (),
+    more_coordinators: Sequence[str] = (),
 ) -> Iterator[TrekCluster]:
     """Fresh region databases, one node per region (in this process, or a process for
-    ``node_process_regions``), a gateway process and an empty coordinator database."""
+    ``node_process_regions``), a gateway process and an empty coordinator database;
+    ``more_coordinators``: addresses of further coordinators the nodes know (HA tests start them)."""
     dbs = {region: fresh_database(region) for region in REGIONS}
     coordinator_port, silent_port = free_port(), free_port()
     # The nodes know the module's coordinator, and one more that never answers (a leg naming
     # it shows what a participant does while its coordinator is unreachable).
-    coordinators = (f"127.0.0.1:{coordinator_port}", f"127.0.0.1:{silent_port}")
+    coordinators = (f"127.0.0.1:{coordinator_port}", f"127.0.0.1:{silent_port}", *more_coordinators)
     in_process = {
         region: RegionalNode(
             NodeConfig(
