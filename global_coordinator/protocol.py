@@ -40,13 +40,13 @@ from datetime import timedelta
 from typing import TypeVar
 
 import grpc
-from prometheus_client import Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import Connection
 
 from ridgeline.global_coordinator import crash_points as crash
 from ridgeline.global_coordinator import decision_log as log
 from ridgeline.global_coordinator.decision_log import Decision, LegPlan, LegRecord, LegState, PrepareOutcome, TrekRecord, TrekState
-from ridgeline.global_coordinator.errors import InvalidTrek, NotLeader, ParticipantsUnreachable, TrekNotFound, TrekStateConflict
+from ridgeline.global_coordinator.errors import InvalidTrek, NotLeader, ParticipantsUnreachable, StoreUnavailable, TrekNotFound, TrekStateConflict
 from ridgeline.global_coordinator.group_commit import GroupCommit
 from ridgeline.global_coordinator.leadership import Leadership, belief_clock
 from ridgeline.global_coordinator.participants import Participants
@@ -66,6 +66,10 @@ DECISION_SECONDS = Histogram(
     ["decision"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
+LOG_OUTCOME_UNKNOWN = Counter(
+    "ridgeline_coordinator_log_outcome_unknown_total",
+    "Decision-log writes whose outcome was unknown (the log unreachable, maybe mid-COMMIT), each then run again to read it back.",
+)
 UNFINISHED = Gauge("ridgeline_treks_unfinished", "Treks without a final state at the last redrive pass (in doubt or being driven).")
 
 
@@ -76,6 +80,8 @@ _RETRYABLE = frozenset(
 #: Owner hints a prepare follows before giving up (ownership that keeps moving).
 _REDIRECTS_MAX = 4
 _LEG_RETRY = RetryPolicy(attempts_max=1_000_000, backoff_base_seconds=0.02, backoff_cap_seconds=0.5)
+#: A decision-log write whose outcome is unknown runs again this often at most (see Coordinator._write).
+_LOG_RETRY = RetryPolicy(attempts_max=4, backoff_base_seconds=0.05, backoff_cap_seconds=0.5)
 #: Unfinished treks one redrive pass picks up.
 REDRIVE_BATCH_MAX = 200
 #: How often a waiting PlanTrek with a repeated key re-reads the trek.
@@ -178,8 +184,23 @@ class Coordinator:
 
     def _write(self, work: Callable[[Connection, int], T]) -> T:
         """A log write, fenced by the leader epoch in its own transaction (``work`` gets the
-        epoch to record); raises NotLeader when this coordinator does not lead."""
-        return self._group(lambda conn: work(conn, self.leadership.fence(conn)))
+        epoch to record); raises NotLeader when this coordinator does not lead.
+
+        StoreUnavailable means the outcome is unknown: the connection may have dropped
+        during COMMIT, after the write landed. It is never guessed: every log write is keyed
+        (a trek per idempotency key, a decision per trek, a charge per currency) or guarded
+        by the state it moves from, so the same write runs again and reads back what the
+        first attempt wrote, or writes it now. Still unknown after the retries: raised."""
+        for attempt in range(1, _LOG_RETRY.attempts_max + 1):
+            try:
+                return self._group(lambda conn: work(conn, self.leadership.fence(conn)))
+            except StoreUnavailable:
+                LOG_OUTCOME_UNKNOWN.inc()
+                if attempt == _LOG_RETRY.attempts_max or self._stop.is_set():
+                    raise
+                _log.warning("a decision-log write's outcome is unknown (attempt %d); running it again to read back what landed", attempt)
+                time.sleep(_LOG_RETRY.backoff_seconds(attempt))
+        raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
     def ensure_leading(self) -> None:
         """Raises NotLeader, naming the leader when known, while this coordinator follows."""

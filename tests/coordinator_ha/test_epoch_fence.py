@@ -10,27 +10,22 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import Engine, text
 
-from ridgeline.deploy.run.postgres import PostgresServer
 from ridgeline.global_coordinator import decision_log as log
-from ridgeline.global_coordinator import leadership, schema
+from ridgeline.global_coordinator import leadership
 from ridgeline.global_coordinator.errors import NotLeader
-from ridgeline.regional.storage.db import make_engine, run_transaction
+from ridgeline.regional.storage.db import run_transaction
 
 TTL_SECONDS = 1.0
 
 
 @pytest.fixture
-def engine(region_servers: dict[str, PostgresServer]) -> Iterator[Engine]:
-    made = make_engine(region_servers["eu-alps"].create_database(f"coordinator_{uuid.uuid4().hex[:12]}"), pool_size=6)
-    schema.migrate(made)
-    yield made
-    made.dispose()
+def engine(log_engine: Engine) -> Engine:
+    return log_engine
 
 
 def _new_trek(engine: Engine) -> str:
@@ -122,3 +117,25 @@ def test_a_follower_refuses_writes_and_names_the_leader(engine: Engine) -> None:
     with pytest.raises(NotLeader):
         run_transaction(engine, leader.fence)
     assert run_transaction(engine, follower.fence) == 2
+
+
+def test_a_leader_whose_clock_stood_still_believes_it_leads_but_the_database_refuses_its_decision(engine: Engine) -> None:
+    transact = lambda work: run_transaction(engine, work)  # noqa: E731
+    stopped_clock = lambda: 0.0  # noqa: E731 - a suspended VM's clock: its lease never seems to lapse
+    old = leadership.Leadership(transact, holder="coordinator-a", address="a:1", lease_ttl_seconds=TTL_SECONDS, heartbeat_interval_seconds=0.2, clock=stopped_clock)
+    new = leadership.Leadership(transact, holder="coordinator-b", address="b:1", lease_ttl_seconds=TTL_SECONDS, heartbeat_interval_seconds=0.2)
+    old.tick()
+    time.sleep(TTL_SECONDS + 0.2)
+    new.tick()
+    assert (old.epoch, new.epoch) == (1, 2), "both believe they lead"
+    trek_id = _new_trek(engine)
+
+    def decide_as(coordinator: leadership.Leadership):  # noqa: ANN202
+        return lambda conn: log.decide(conn, trek_id, log.Decision.ABORT, "test", datetime.now(timezone.utc), f"node:{coordinator.holder}", epoch=coordinator.fence(conn))
+
+    with pytest.raises(NotLeader):
+        run_transaction(engine, decide_as(old))
+    assert old.epoch is None, "the refusal ended the old leader's belief"
+    assert _decision_rows(engine, trek_id) == []
+    assert run_transaction(engine, decide_as(new)) is log.Decision.ABORT
+    assert [row.epoch for row in _decision_rows(engine, trek_id)] == [2], "only the current epoch's write landed"
