@@ -11,6 +11,10 @@ cluster of one region with one node (the baseline), then on 3 regions x 2 nodes,
 same run; the ratio is what the cluster adds on this machine (2 cores here: six node
 processes and three PostgreSQL servers share them, so expect it near or below 1).
 
+Coordinator failover (deploy/bench/coordinator_failover_bench.py), on a stack of its own
+with two coordinators: SIGKILL of the leading coordinator to the first trek decided
+after it, ``coordinator_failovers`` samples. Goal ≤ 3 s.
+
 Both clusters speak mutual TLS with the certificates LocalCluster makes in their state
 directory; each desk thread is a desk of its own (deploy/bench/security.py), the ring
 is read as the local ``sre``. ``ridgeline --insecure bench cluster`` runs them in plaintext.
@@ -32,6 +36,9 @@ from pathlib import Path
 import grpc
 from rich.console import Console
 
+from ridgeline.deploy.bench.coordinator_failover_bench import GOAL_SECONDS, measure_coordinator_failovers
+from ridgeline.deploy.bench.coordinator_failover_bench import HEARTBEAT_SECONDS as COORDINATOR_HEARTBEAT_SECONDS
+from ridgeline.deploy.bench.coordinator_failover_bench import LEASE_TTL_SECONDS as COORDINATOR_LEASE_TTL_SECONDS
 from ridgeline.deploy.bench.security import BenchSecurity
 from ridgeline.deploy.cluster.cluster_file import ClusterSpec, NodeSpec, RegionSpec, with_free_ports
 from ridgeline.deploy.cluster.local_cluster import LocalCluster
@@ -78,6 +85,8 @@ class ClusterBenchReport:
     #: The baseline (one node) first, then 3 regions x 2 nodes.
     throughput: tuple[ThroughputResult, ThroughputResult]
     failover: FailoverResult
+    #: SIGKILL of the leading coordinator to the next trek decision (None: not measured).
+    coordinator_failover: FailoverResult | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -87,6 +96,7 @@ class ClusterBenchReport:
 
     def to_json(self) -> dict[str, object]:
         failover = self.failover
+        coordinator = self.coordinator_failover
         return {
             "date": self.date,
             "threads": self.threads,
@@ -95,12 +105,17 @@ class ClusterBenchReport:
             "ratio": self.ratio,
             "failover": {**asdict(failover), "median": failover.median if failover.samples_seconds else None,
                          "max": failover.worst if failover.samples_seconds else None},
+            "coordinator_failover": {**asdict(coordinator), "median": coordinator.median, "max": coordinator.worst, "goal_seconds": GOAL_SECONDS}
+            if coordinator and coordinator.samples_seconds else None,
         }
 
 
-def run_cluster_benchmark(*, seconds: float, threads: int, failovers: int, lease_ttl: float, heartbeat: float, secure: bool = True) -> ClusterBenchReport:
+def run_cluster_benchmark(
+    *, seconds: float, threads: int, failovers: int, lease_ttl: float, heartbeat: float, secure: bool = True, coordinator_failovers: int = 0
+) -> ClusterBenchReport:
     """The baseline on a one-node cluster, then throughput and ``failovers`` samples on
-    3 regions x 2 nodes (mTLS unless not ``secure``); both clusters are throwaway and removed at the end."""
+    3 regions x 2 nodes (mTLS unless not ``secure``), then ``coordinator_failovers``
+    samples on two coordinators; every cluster is throwaway and removed at the end."""
     started = datetime.now(timezone.utc)
     root = Path(tempfile.mkdtemp(prefix="ridgeline-bench-cluster-"))
     try:
@@ -116,7 +131,11 @@ def run_cluster_benchmark(*, seconds: float, threads: int, failovers: int, lease
             local.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    return ClusterBenchReport(started.isoformat(timespec="seconds"), threads, seconds, (baseline, spread), failover)
+    coordinator = None
+    if coordinator_failovers:
+        samples = measure_coordinator_failovers(coordinator_failovers, secure=secure)
+        coordinator = FailoverResult(samples, COORDINATOR_LEASE_TTL_SECONDS, COORDINATOR_HEARTBEAT_SECONDS)
+    return ClusterBenchReport(started.isoformat(timespec="seconds"), threads, seconds, (baseline, spread), failover, coordinator)
 
 
 def _spec(name: str, nodes_per_region: dict[str, int], lease_ttl: float, heartbeat: float) -> ClusterSpec:

@@ -93,14 +93,16 @@ def cluster(
     failovers: Annotated[int, typer.Option("--failovers", help="Failover samples (SIGKILL of an owner).")] = 5,
     lease_ttl: Annotated[float, typer.Option("--lease-ttl", help="Lease TTL of the cluster, seconds.")] = 5.0,
     heartbeat: Annotated[float, typer.Option("--heartbeat-interval", help="Heartbeat of the cluster, seconds.")] = 1.0,
+    coordinator_failovers: Annotated[int, typer.Option("--coordinator-failovers", help="Coordinator failover samples (SIGKILL of the leading coordinator).")] = 5,
     json_path: JsonFile = None,
 ) -> None:
-    """Failover time (median, max) and holds/s through the routing client: 3 regions x 2 nodes vs one node."""
-    if seconds <= 0 or threads <= 0 or failovers < 0:
-        raise typer.BadParameter("--seconds and --threads must be positive, --failovers not negative")
+    """Failover times (median, max) of a node and of the leading coordinator, and holds/s through the routing client: 3 regions x 2 nodes vs one node."""
+    if seconds <= 0 or threads <= 0 or failovers < 0 or coordinator_failovers < 0:
+        raise typer.BadParameter("--seconds and --threads must be positive, --failovers and --coordinator-failovers not negative")
     report = cluster_bench.run_cluster_benchmark(
-        seconds=seconds, threads=threads, failovers=failovers, lease_ttl=lease_ttl, heartbeat=heartbeat, secure=_secure(insecure_baseline=False)
-    )
+        seconds=seconds, threads=threads, failovers=failovers, lease_ttl=lease_ttl, heartbeat=heartbeat, secure=_secure(insecure_baseline=False),
+        coordinator_failovers=coordinator_failovers,
+    )  # fmt: skip
     render_bench.cluster(report)
     _write_json(json_path, report.to_json())
 
