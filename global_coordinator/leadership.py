@@ -60,6 +60,10 @@ def belief_clock() -> Callable[[], float]:
     return time.process_time if os.environ.get(FROZEN_CLOCK_ENV) == "1" else time.monotonic
 
 
+#: How long after the lease's end a waiting follower asks for it (the database's clock decides).
+_LAPSE_MARGIN_SECONDS = 0.01
+
+
 def decision_fence_sql(epoch_expression: str) -> str:
     """The predicate a decision insert carries: the lease still has the writer's epoch and has not lapsed."""
     return (
@@ -306,8 +310,16 @@ class Leadership:
         LEADER_CHANGES.labels("lost").inc()
         _log.warning("coordinator %s no longer leads (epoch %d): %s", self.holder, epoch, why)
 
+    def _next_wait(self) -> float:
+        """A heartbeat; but a follower that saw the lease lapse sooner wakes just after it does,
+        so a takeover costs the lease's remainder, not up to a heartbeat more."""
+        seen = self._seen
+        if self.epoch is None and seen is not None and seen.holder != self.holder and 0 < seen.remaining_seconds < self._heartbeat:
+            return seen.remaining_seconds + _LAPSE_MARGIN_SECONDS
+        return self._heartbeat
+
     def _run(self) -> None:
-        while not self._stop.wait(self._heartbeat):
+        while not self._stop.wait(self._next_wait()):
             try:
                 self.tick()
             except Exception:  # noqa: BLE001 - a failed round must not end the thread
