@@ -29,6 +29,10 @@ from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 LEADER_METADATA_KEY = "ridgeline-coordinator-leader"
 #: Answers after which another coordinator may answer instead.
 _TRY_ANOTHER = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+#: gRPC backs off reconnecting to a dead server up to 120 s by default: a coordinator that
+#: died and came back as a follower would stay unreachable long after it takes the lease
+#: (measured: 11 s to the next decision). Its few channels retry within a second instead.
+_RECONNECT_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000))
 #: Pause after a round in which no coordinator answered (a takeover is under way).
 ROUND_PAUSE_SECONDS = 0.05
 #: Attempts one call makes at most, per coordinator known.
@@ -130,7 +134,7 @@ class CoordinatorSet:
         assert target in self.targets, f"{target} is not a coordinator of this set"
         with self._lock:
             if target not in self._stubs:
-                channel = self._transport.channel(target)
+                channel = self._transport.channel(target, _RECONNECT_OPTIONS)
                 self._channels.append(channel)
                 self._stubs[target] = tpb_grpc.TrekServiceStub(channel)
             return self._stubs[target]
