@@ -247,8 +247,12 @@ def coordinator(
     decision_grace: Annotated[float, typer.Option("--decision-grace", help="Seconds a prepared leg waits past the prepare deadline before asking.")] = 30.0,
     redrive_interval: Annotated[float, typer.Option("--redrive-interval", help="Seconds between passes over unfinished treks.")] = 2.0,
     node_id: Annotated[str, typer.Option("--node-id", help="This coordinator's id, the leader lease's holder name (with --cluster: its entry; default: the first).")] = "",
-    lease_ttl: Annotated[float, typer.Option("--lease-ttl", help="Leader lease TTL, seconds: the longest a dead leader stops treks (with --cluster: [coordinator] lease_ttl_seconds).")] = 0.0,
-    heartbeat_interval: Annotated[float, typer.Option("--heartbeat-interval", help="Leader lease renewal period, seconds.")] = 0.0,
+    lease_ttl: Annotated[
+        float, typer.Option("--lease-ttl", show_default=False, help="Leader lease TTL, seconds: the longest a dead leader stops treks (default 2, or lease_ttl_seconds of the cluster file's coordinator table).")
+    ] = 0.0,
+    heartbeat_interval: Annotated[
+        float, typer.Option("--heartbeat-interval", show_default=False, help="Leader lease renewal period, seconds (default 0.5, or the cluster file's heartbeat_interval_seconds).")
+    ] = 0.0,
 ) -> None:
     """Run a trek coordinator until SIGTERM/SIGINT (prints a READY line once serving).
 
