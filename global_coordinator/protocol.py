@@ -376,9 +376,27 @@ class Coordinator:
         crash.point("charged")
         decision = Decision.ABORT if reason else Decision.COMMIT
         why = reason or "every leg prepared and the trek is paid"
-        decided = self._write(lambda conn, epoch: log.record_decision(conn, trek, outcomes, charges, decision, why, self._clock(), self.config.actor, epoch=epoch))
+        try:
+            decided = self._write(lambda conn, epoch: log.record_decision(conn, trek, outcomes, charges, decision, why, self._clock(), self.config.actor, epoch=epoch))
+        except NotLeader:
+            if not refused:
+                self._refund_as_deposed(trek)
+            raise
         DECISION_SECONDS.labels(decision.value).observe(max((self._clock() - trek.created_at).total_seconds(), 0.0))
         return decided
+
+    def _refund_as_deposed(self, trek: TrekRecord) -> None:
+        """Invariant 4 when this coordinator charged a trek, then found it no longer leads.
+
+        The leader presumes abort for a trek it did not plan and refunds what the provider
+        holds for it *then*; a charge this process made later (it was paused between prepare
+        and charge, measured in tests/coordinator_ha) would stand for an aborted trek. So the
+        deposed coordinator refunds every charge for the trek itself, by reference and with
+        the leader's own refund keys: a refund both make lands once."""
+        if self._refund_all(trek) is None:
+            _log.error("trek %s: deposed after charging and the payment provider did not answer; its charges may stand (the audit's money check shows them)", trek.trek_id)
+        else:
+            _log.warning("trek %s: deposed after charging; refunded its charges (the leader aborts the trek)", trek.trek_id)
 
     def _prepare_leg(self, trek: TrekRecord, leg: LegRecord, timeout_seconds: float) -> PrepareOutcome:
         if timeout_seconds <= 0:
