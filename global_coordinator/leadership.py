@@ -1,11 +1,13 @@
 """Which coordinator leads: one lease row in the decision log's database, with an epoch.
 
 The basecamp leases' design (``routing/leases.py``, ``routing/keeper.py``) for the one
-thing every coordinator of a cluster wants: every time is the database's clock, a grant
-to a new holder (or to a restarted process of the same holder) increments the epoch,
-renewing keeps it, and whatever the holder writes carries the epoch, so a deposed
-leader's writes are refused (invariant 5 rests on one decision per trek: two leaders
-could each decide differently).
+thing every coordinator of a cluster wants: every time is the database's clock, every
+grant increments the epoch, renewing keeps it, and whatever the holder writes carries the
+epoch, so a deposed leader's writes are refused (invariant 5 rests on one decision per
+trek: two leaders could each decide differently). Unlike a basecamp, the lease is held
+by a process (its id and a per-process incarnation), not by an id: a restarted
+coordinator waits for its old lease to lapse like anyone, and two processes given one
+id (replicas of one Kubernetes spec) contend instead of taking it from each other.
 
 Fencing, in SQL, twice over:
 
@@ -29,6 +31,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -77,6 +80,8 @@ class Leader:
     """The lease row as last read: who leads, where it serves, its epoch and since when."""
 
     holder: str
+    #: Which process of ``holder`` (one id may run twice, e.g. Kubernetes replicas of one spec).
+    incarnation: str
     address: str
     epoch: int
     acquired_at: datetime
@@ -89,7 +94,7 @@ class Leader:
 
 _CURRENT = text(
     """
-    SELECT holder, address, epoch, acquired_at, EXTRACT(EPOCH FROM expires_at - clock_timestamp()) AS remaining
+    SELECT holder, incarnation, address, epoch, acquired_at, EXTRACT(EPOCH FROM expires_at - clock_timestamp()) AS remaining
     FROM coordinator_leader WHERE lease = 'leader'
     """
 )
@@ -102,23 +107,27 @@ _FENCE = text(
     """
 )
 
-_LOCK = text("SELECT holder, expires_at > clock_timestamp() AS valid FROM coordinator_leader WHERE lease = 'leader' FOR UPDATE")
+_LOCK = text("SELECT holder, incarnation, expires_at > clock_timestamp() AS valid FROM coordinator_leader WHERE lease = 'leader' FOR UPDATE")
 
-# Granted when nobody holds it, its lease has lapsed, or the holder is this coordinator's
-# own earlier process (same id: it restarted). The WHERE guards a race of two first grants.
+# Granted when nobody holds it or its lease has lapsed (or this very process holds it: a
+# renewal that came too late for its own view). Not to another process under the same id,
+# not even a restarted one: two processes of one id (Kubernetes replicas of one spec) would
+# take it from each other on every heartbeat. The WHERE guards a race of two first grants.
 _GRANT = text(
     """
-    INSERT INTO coordinator_leader AS l (lease, holder, address, epoch, acquired_at, expires_at)
-    VALUES ('leader', :holder, :address, 1, clock_timestamp(), clock_timestamp() + make_interval(secs => :ttl))
+    INSERT INTO coordinator_leader AS l (lease, holder, incarnation, address, epoch, acquired_at, expires_at)
+    VALUES ('leader', :holder, :incarnation, :address, 1, clock_timestamp(), clock_timestamp() + make_interval(secs => :ttl))
     ON CONFLICT (lease) DO UPDATE
-    SET holder = excluded.holder, address = excluded.address, epoch = l.epoch + 1,
+    SET holder = excluded.holder, incarnation = excluded.incarnation, address = excluded.address, epoch = l.epoch + 1,
         acquired_at = excluded.acquired_at, expires_at = excluded.expires_at
-    WHERE l.expires_at <= clock_timestamp() OR l.holder = excluded.holder
+    WHERE l.expires_at <= clock_timestamp() OR (l.holder = excluded.holder AND l.incarnation = excluded.incarnation)
     RETURNING epoch, acquired_at
     """
 )
 
-_TERM = text("INSERT INTO coordinator_terms (epoch, holder, address, granted_at) VALUES (:epoch, :holder, :address, :granted_at)")
+_TERM = text(
+    "INSERT INTO coordinator_terms (epoch, holder, incarnation, address, granted_at) VALUES (:epoch, :holder, :incarnation, :address, :granted_at)"
+)
 
 _RENEW = text(
     """
@@ -154,20 +163,21 @@ ORDER BY d.recorded_at
 def current(conn: Connection) -> Leader | None:
     """The lease row, valid or lapsed; None before any coordinator ever led."""
     row = conn.execute(_CURRENT).first()
-    return None if row is None else Leader(row.holder, row.address, int(row.epoch), row.acquired_at, float(row.remaining))
+    return None if row is None else Leader(row.holder, row.incarnation, row.address, int(row.epoch), row.acquired_at, float(row.remaining))
 
 
-def acquire(conn: Connection, *, holder: str, address: str, ttl_seconds: float, lock_wait_ms: int) -> tuple[int, datetime] | None:
-    """Takes the lease when it is free, lapsed or ``holder``'s own; returns (epoch, granted at), else None."""
-    assert holder and ttl_seconds > 0 and lock_wait_ms > 0, (holder, ttl_seconds, lock_wait_ms)
+def acquire(conn: Connection, *, holder: str, incarnation: str, address: str, ttl_seconds: float, lock_wait_ms: int) -> tuple[int, datetime] | None:
+    """Takes the lease when it is free, lapsed or this process's own; returns (epoch, granted at), else None."""
+    assert holder and incarnation and ttl_seconds > 0 and lock_wait_ms > 0, (holder, incarnation, ttl_seconds, lock_wait_ms)
     conn.execute(text(f"SET LOCAL lock_timeout = {int(lock_wait_ms)}"))
     locked = conn.execute(_LOCK).first()  # waits for every fenced write in flight to end
-    if locked is not None and locked.valid and locked.holder != holder:
+    if locked is not None and locked.valid and (locked.holder, locked.incarnation) != (holder, incarnation):
         return None
-    granted = conn.execute(_GRANT, {"holder": holder, "address": address, "ttl": ttl_seconds}).first()
+    params = {"holder": holder, "incarnation": incarnation, "address": address}
+    granted = conn.execute(_GRANT, {**params, "ttl": ttl_seconds}).first()
     if granted is None:
         return None
-    conn.execute(_TERM, {"epoch": granted.epoch, "holder": holder, "address": address, "granted_at": granted.acquired_at})
+    conn.execute(_TERM, {**params, "epoch": granted.epoch, "granted_at": granted.acquired_at})
     return int(granted.epoch), granted.acquired_at
 
 
@@ -210,6 +220,7 @@ class Leadership:
         assert 0 < heartbeat_interval_seconds * 2 <= lease_ttl_seconds, "a lease must survive at least one missed heartbeat"
         self._clock = clock
         self.holder = holder
+        self.incarnation = uuid.uuid4().hex[:12]
         self.address = address
         self._transact = transact
         self._ttl = lease_ttl_seconds
@@ -236,7 +247,10 @@ class Leadership:
     def hint(self) -> str | None:
         """Where the leader serves, for a caller that asked a follower; None when unknown."""
         seen = self._seen
-        return seen.address if seen is not None and seen.valid and seen.holder != self.holder else None
+        return seen.address if seen is not None and seen.valid and not self._mine(seen) else None
+
+    def _mine(self, lease: Leader) -> bool:
+        return (lease.holder, lease.incarnation) == (self.holder, self.incarnation)
 
     def start(self) -> None:
         """Takes a first round synchronously (a lone coordinator leads at once), then keeps going."""
@@ -285,15 +299,17 @@ class Leadership:
             self._step_down(held, "its renewal found the lease gone")
         seen = self._transact(current)
         self._seen = seen
-        if seen is not None and seen.valid and seen.holder != self.holder:
+        if seen is not None and seen.valid and not self._mine(seen):
             return
-        granted = self._transact(lambda conn: acquire(conn, holder=self.holder, address=self.address, ttl_seconds=self._ttl, lock_wait_ms=int(self._ttl * 1000)))
+        granted = self._transact(
+            lambda conn: acquire(conn, holder=self.holder, incarnation=self.incarnation, address=self.address, ttl_seconds=self._ttl, lock_wait_ms=int(self._ttl * 1000))
+        )
         if granted is None:
             return
         epoch, granted_at = granted
         with self._lock:
             self._epoch, self._believed_until = epoch, asked + self._ttl
-        self._seen = Leader(self.holder, self.address, epoch, granted_at, self._ttl)
+        self._seen = Leader(self.holder, self.incarnation, self.address, epoch, granted_at, self._ttl)
         LEADER_EPOCH.set(epoch)
         LEADER_SINCE.set(granted_at.timestamp())
         LEADER_CHANGES.labels("gained").inc()
@@ -314,7 +330,7 @@ class Leadership:
         """A heartbeat; but a follower that saw the lease lapse sooner wakes just after it does,
         so a takeover costs the lease's remainder, not up to a heartbeat more."""
         seen = self._seen
-        if self.epoch is None and seen is not None and seen.holder != self.holder and 0 < seen.remaining_seconds < self._heartbeat:
+        if self.epoch is None and seen is not None and not self._mine(seen) and 0 < seen.remaining_seconds < self._heartbeat:
             return seen.remaining_seconds + _LAPSE_MARGIN_SECONDS
         return self._heartbeat
 

@@ -12,7 +12,7 @@ outside the coordinator's code (a hand repair) default to '' and name nobody.
 
 Version 3 (issue 12, coordinator high availability): ``coordinator_leader`` is the one
 lease row whose holder leads (:mod:`.leadership`), ``coordinator_terms`` one row per
-epoch ever granted (who, where, when: the record the fencing checks read), and
+epoch ever granted (who, which process, where, when: the record the fencing checks read), and
 ``trek_decisions.epoch`` / ``recorded_at`` the leader epoch a decision was written under
 and the database's clock when it was. Rows from before it say epoch 0.
 
@@ -108,6 +108,7 @@ VERSIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             CREATE TABLE coordinator_leader (
                 lease TEXT PRIMARY KEY CHECK (lease = 'leader'),
                 holder TEXT NOT NULL,
+                incarnation TEXT NOT NULL,
                 address TEXT NOT NULL,
                 epoch BIGINT NOT NULL CHECK (epoch > 0),
                 acquired_at TIMESTAMPTZ NOT NULL,
@@ -118,6 +119,7 @@ VERSIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             CREATE TABLE coordinator_terms (
                 epoch BIGINT PRIMARY KEY CHECK (epoch > 0),
                 holder TEXT NOT NULL,
+                incarnation TEXT NOT NULL,
                 address TEXT NOT NULL,
                 granted_at TIMESTAMPTZ NOT NULL
             )

@@ -109,7 +109,7 @@ def test_a_decision_whose_commit_is_cut_twice_lands_once_when_the_coordinator_ru
 
 def test_a_decision_written_twice_answers_the_first_so_a_retry_after_a_lost_reply_changes_nothing(log_engine: Engine) -> None:
     trek = _overdue_trek(log_engine)
-    granted = run_transaction(log_engine, lambda conn: leadership.acquire(conn, holder="c", address="c:1", ttl_seconds=30, lock_wait_ms=1000))
+    granted = run_transaction(log_engine, lambda conn: leadership.acquire(conn, holder="c", incarnation="c-1", address="c:1", ttl_seconds=30, lock_wait_ms=1000))
     assert granted is not None
     epoch, _ = granted
     outcome = log.PrepareOutcome(0, True, str(uuid.uuid4()), 4200, "EUR")

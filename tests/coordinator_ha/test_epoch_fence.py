@@ -37,7 +37,7 @@ def _new_trek(engine: Engine) -> str:
 
 
 def _grant(engine: Engine, holder: str) -> int:
-    granted = run_transaction(engine, lambda conn: leadership.acquire(conn, holder=holder, address=f"{holder}:1", ttl_seconds=TTL_SECONDS, lock_wait_ms=10_000))
+    granted = run_transaction(engine, lambda conn: leadership.acquire(conn, holder=holder, incarnation=f"{holder}-1", address=f"{holder}:1", ttl_seconds=TTL_SECONDS, lock_wait_ms=10_000))
     assert granted is not None, f"{holder} was not granted the lease"
     return granted[0]
 
@@ -52,7 +52,7 @@ def _decision_rows(engine: Engine, trek_id: str) -> list:
 
 def test_a_decision_under_a_stale_epoch_is_refused_and_the_current_epoch_lands(engine: Engine) -> None:
     old = _grant(engine, "coordinator-a")
-    assert run_transaction(engine, lambda conn: leadership.acquire(conn, holder="coordinator-b", address="b:1", ttl_seconds=TTL_SECONDS, lock_wait_ms=1000)) is None, (
+    assert run_transaction(engine, lambda conn: leadership.acquire(conn, holder="coordinator-b", incarnation="b-1", address="b:1", ttl_seconds=TTL_SECONDS, lock_wait_ms=1000)) is None, (
         "a valid lease is not taken"
     )
     time.sleep(TTL_SECONDS + 0.2)
@@ -139,3 +139,16 @@ def test_a_leader_whose_clock_stood_still_believes_it_leads_but_the_database_ref
     assert _decision_rows(engine, trek_id) == []
     assert run_transaction(engine, decide_as(new)) is log.Decision.ABORT
     assert [row.epoch for row in _decision_rows(engine, trek_id)] == [2], "only the current epoch's write landed"
+
+
+def test_two_processes_under_one_id_contend_for_the_lease_instead_of_taking_it_from_each_other(engine: Engine) -> None:
+    transact = lambda work: run_transaction(engine, work)  # noqa: E731
+    replicas = [
+        leadership.Leadership(transact, holder="coordinator", address=f"127.0.0.1:{port}", lease_ttl_seconds=TTL_SECONDS, heartbeat_interval_seconds=0.2)
+        for port in (7101, 7102)
+    ]  # e.g. two Kubernetes replicas of one spec, neither given its own --node-id
+    for _ in range(3):
+        for replica in replicas:
+            replica.tick()
+    assert [r.epoch for r in replicas] == [1, None], "the first keeps the lease; the second follows it"
+    assert replicas[1].hint() == "127.0.0.1:7101"

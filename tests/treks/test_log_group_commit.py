@@ -60,7 +60,7 @@ def _serialization_retries() -> float:
 def test_concurrent_treks_are_recorded_decided_and_settled_in_shared_transactions_without_retries(engine: Engine) -> None:
     transact = CountingTransact(engine)
     writes = GroupCommit(transact)
-    granted = run_transaction(engine, lambda conn: leadership.acquire(conn, holder="coordinator", address="127.0.0.1:1", ttl_seconds=60, lock_wait_ms=1000))
+    granted = run_transaction(engine, lambda conn: leadership.acquire(conn, holder="coordinator", incarnation="c-1", address="127.0.0.1:1", ttl_seconds=60, lock_wait_ms=1000))
     assert granted is not None
     epoch, _ = granted
     retries_before = _serialization_retries()
