@@ -76,9 +76,13 @@ class TrekCluster:
     def target(self) -> str:
         return f"127.0.0.1:{self.coordinator_port}"
 
-    def start_coordinator(self, crash_at: str = "", *, target: str | None = None, extra: Sequence[str] = (), env: dict[str, str] | None = None) -> ReadyChild:
+    def start_coordinator(
+        self, crash_at: str = "", *, target: str | None = None, extra: Sequence[str] = (), env: dict[str, str] | None = None, leading: bool = True
+    ) -> ReadyChild:
         """A coordinator process on the module's port (or ``target``, another the nodes know);
-        ``crash_at`` arms its SIGKILL hook; ``extra``: more of its options; ``env``: more environment."""
+        ``crash_at`` arms its SIGKILL hook; ``extra``: more of its options; ``env``: more environment.
+        With ``leading``, returns once it leads: a coordinator started after one was killed
+        follows until the dead one's lease lapses (up to its TTL, 2 s)."""
         env = {**os.environ, **(env or {})}
         env.pop("RIDGELINE_COORDINATOR_CRASH_AT", None)
         if crash_at:
@@ -89,7 +93,23 @@ class TrekCluster:
             args += ["--region-target", f"{region}={target}"]
         self.coordinator = spawn(args, env, security=self.certs.cli_args)
         self._started.append(self.coordinator)
+        if leading:
+            self._wait_leading(listen)
         return self.coordinator
+
+    def _wait_leading(self, target: str, timeout_seconds: float = 15.0) -> None:
+        """Until the coordinator at ``target`` answers as the leader (NOT_FOUND for a trek nobody planned)."""
+        until = time.monotonic() + timeout_seconds
+        with self.certs.planner.channel(target) as channel:
+            stub = tpb_grpc.TrekServiceStub(channel)
+            while True:
+                try:
+                    stub.GetTrek(tpb.GetTrekRequest(trek_id=str(uuid.uuid4())), timeout=2)
+                except grpc.RpcError as error:
+                    if error.code() is grpc.StatusCode.NOT_FOUND:
+                        return
+                    assert time.monotonic() < until, f"the coordinator at {target} does not lead after {timeout_seconds} s: {error.details()}"
+                time.sleep(0.05)
 
     def stop_all(self) -> None:
         for proc in self._started:

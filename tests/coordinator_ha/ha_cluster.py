@@ -47,7 +47,7 @@ class Coordinators:
     def start(self, node_id: str, *, env: dict[str, str] | None = None) -> ReadyChild:
         self.metrics[node_id] = f"127.0.0.1:{free_port()}"
         timing = ["--lease-ttl", str(LEASE_TTL_SECONDS), "--heartbeat-interval", str(HEARTBEAT_SECONDS), "--metrics-listen", self.metrics[node_id]]
-        self.processes[node_id] = self.cluster.start_coordinator(target=self.targets[node_id], extra=["--node-id", node_id, *timing], env=env)
+        self.processes[node_id] = self.cluster.start_coordinator(target=self.targets[node_id], extra=["--node-id", node_id, *timing], env=env, leading=False)
         return self.processes[node_id]
 
     def leader(self) -> tuple[str, int] | None:
