@@ -2,7 +2,7 @@
 
 A deferred constraint trigger ends the database session at COMMIT of the first two
 decision inserts, so the coordinator sees its connection drop during COMMIT twice running
-(the retry helper's one reconnect does not hide the second). The coordinator runs the
+(whatever the retry helper does with the first, the second reaches the coordinator). The coordinator runs the
 same keyed write again: the decision lands exactly once, under the epoch that leads, and
 the trek ends aborted. The other half of "unknown" (it did commit, the reply was lost) is
 the same write run twice: the second finds the first's row and answers it.
@@ -104,7 +104,9 @@ def test_a_decision_whose_commit_is_cut_twice_lands_once_when_the_coordinator_ru
     assert [row.epoch for row in rows] == [1], "one decision, under the leading epoch"
     cuts = run_transaction(log_engine, lambda conn: conn.execute(text("SELECT last_value FROM commit_cuts")).scalar_one())
     assert cuts == 3, "two COMMITs were cut, the third attempt landed"
-    assert _unknown_outcomes() - before == 1, "the retry helper hid the first cut; the coordinator resolved the second"
+    # The retry helper may resolve the first cut itself (a reconnect) or report it as unknown;
+    # at least the second reaches the coordinator, which runs the keyed write again.
+    assert 1 <= _unknown_outcomes() - before <= 2, "the coordinator ran the write again after an unknown outcome"
 
 
 def test_a_decision_written_twice_answers_the_first_so_a_retry_after_a_lost_reply_changes_nothing(log_engine: Engine) -> None:
