@@ -7,13 +7,15 @@ is TrekService at the gRPC edge and :class:`.server.CoordinatorServer` serves it
 seams deploy/ fills in: :class:`.participants.Participants` (how to reach a leg's
 region; :class:`.participants.RoutedParticipants` through the routing client),
 :class:`.payments.Payments` (the payment adapter) and :data:`.decision_log.Transact`
-(the database retry helper). Tests crash it at named points (:mod:`.crash_points`).
+(the database retry helper). Two or more coordinators share one log: one leads by the
+lease in :mod:`.leadership`, every log write is fenced by its epoch, followers send
+callers to it. Tests crash it at named points (:mod:`.crash_points`).
 Imports stay within ``routing``, ``proto`` and the root package.
 """
 
-from ridgeline.global_coordinator import decision_log, schema
+from ridgeline.global_coordinator import decision_log, leadership, schema
 from ridgeline.global_coordinator.decision_log import Transact
-from ridgeline.global_coordinator.errors import ParticipantsUnreachable, StoreUnavailable, TrekError
+from ridgeline.global_coordinator.errors import NotLeader, ParticipantsUnreachable, StoreUnavailable, TrekError
 from ridgeline.global_coordinator.group_commit import GroupCommit
 from ridgeline.global_coordinator.participants import Participants, RoutedParticipants
 from ridgeline.global_coordinator.payments import LedgerCharge, PaymentRefused, Payments, PaymentUnknown
@@ -27,6 +29,7 @@ __all__ = [
     "CoordinatorServer",
     "GroupCommit",
     "LedgerCharge",
+    "NotLeader",
     "Participants",
     "ParticipantsUnreachable",
     "PaymentRefused",
@@ -38,5 +41,6 @@ __all__ = [
     "TrekError",
     "TrekServicer",
     "decision_log",
+    "leadership",
     "schema",
 ]

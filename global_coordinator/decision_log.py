@@ -3,7 +3,13 @@
 Invariant 5 hinges on one row: ``trek_decisions`` has at most one row per trek (its
 primary key), written by :func:`decide` with ``ON CONFLICT DO NOTHING`` and read back, so
 whoever decides first (the trek's own drive, a participant's GetDecision past the
-deadline, a restarted coordinator) decides for everyone. No row means abort.
+deadline, a restarted coordinator) decides for everyone. No row means abort. The insert
+is fenced by the leader epoch it names (:mod:`.leadership`): a deposed leader writes none.
+
+The same read-back resolves an ambiguous commit (the connection lost during COMMIT, the
+outcome unknown): every write here is keyed by the trek (a decision, a charge per
+currency, a trek per idempotency key) or guarded by the state it moves from, so running
+it again finds what the first attempt wrote, or writes it now; nothing is assumed.
 
 Every function runs inside the caller's transaction (see :data:`Transact`). A write that
 touches several legs or charges is one statement over a JSONB array of them: psycopg's
@@ -25,6 +31,9 @@ from datetime import date, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, text
+
+from ridgeline.global_coordinator.errors import NotLeader
+from ridgeline.global_coordinator.leadership import FENCE_REFUSED, decision_fence_sql
 
 T = TypeVar("T")
 
@@ -250,9 +259,11 @@ def record_decision(
     reason: str,
     now: datetime,
     actor: str,
+    *,
+    epoch: int,
 ) -> TrekRecord:
     """Stores what each participant answered and the charges made, then decides (as ``actor``,
-    the coordinator's ``node:<id>``); returns the trek as it stands.
+    the coordinator's ``node:<id>``, under leader ``epoch``); returns the trek as it stands.
 
     ``trek`` is the fresh trek its planner drives (every leg pending, no charge). When this
     decision is the first, the result is what these writes made of ``trek``, without a
@@ -284,7 +295,7 @@ def record_decision(
     )
     record_charges(conn, trek.trek_id, charges)
     reason = reason[:_TEXT_MAX]
-    if not _insert_decision(conn, trek.trek_id, decision, reason, now, actor):
+    if not _insert_decision(conn, trek.trek_id, decision, reason, now, actor, epoch):
         standing = load(conn, trek.trek_id)
         assert standing is not None and standing.decision is not None, "a decision row has its trek"
         return standing
@@ -340,27 +351,41 @@ def record_refund(conn: Connection, trek_id: str, charge_id: str, refunded_cents
 _DECIDED_STATE = {Decision.COMMIT: TrekState.COMMITTING, Decision.ABORT: TrekState.ABORTING}
 
 
-def decide(conn: Connection, trek_id: str, decision: Decision, reason: str, now: datetime, actor: str) -> Decision:
-    """Writes ``decision`` by ``actor`` unless one stands already; returns the one that stands."""
-    if _insert_decision(conn, trek_id, decision, reason[:_TEXT_MAX], now, actor):
+def decide(conn: Connection, trek_id: str, decision: Decision, reason: str, now: datetime, actor: str, *, epoch: int) -> Decision:
+    """Writes ``decision`` by ``actor`` under leader ``epoch`` unless one stands already; returns the one that stands."""
+    if _insert_decision(conn, trek_id, decision, reason[:_TEXT_MAX], now, actor, epoch):
         return decision
-    standing = conn.execute(text("SELECT decision FROM trek_decisions WHERE trek_id = :trek_id"), {"trek_id": trek_id}).scalar_one()
-    return Decision(standing)
+    standing = _standing(conn, trek_id)
+    assert standing is not None, f"trek {trek_id}: no decision stands, yet none was written"
+    return standing
 
 
-def _insert_decision(conn: Connection, trek_id: str, decision: Decision, reason: str, now: datetime, actor: str) -> bool:
-    """Writes the decision, naming who took it, and moves the trek to driving it; False when a decision stood already."""
+def _standing(conn: Connection, trek_id: str) -> Decision | None:
+    standing = conn.execute(text("SELECT decision FROM trek_decisions WHERE trek_id = :trek_id"), {"trek_id": trek_id}).scalar()
+    return None if standing is None else Decision(standing)
+
+
+def _insert_decision(conn: Connection, trek_id: str, decision: Decision, reason: str, now: datetime, actor: str, epoch: int) -> bool:
+    """Writes the decision, naming who took it under which leader epoch, and moves the trek to
+    driving it; False when a decision stood already. Raises NotLeader when ``epoch`` no longer
+    leads (the fence is in the statement: a deposed leader's decision is never written)."""
     assert actor, "a decision names who took it"
+    assert epoch > 0, f"a decision is written under a leader epoch, not {epoch}"
     won = conn.execute(
         text(
-            """
-            INSERT INTO trek_decisions (trek_id, decision, reason, decided_at, decided_by) VALUES (:trek_id, :decision, :reason, :now, :actor)
+            f"""
+            INSERT INTO trek_decisions (trek_id, decision, reason, decided_at, decided_by, epoch, recorded_at)
+            SELECT CAST(:trek_id AS UUID), :decision, :reason, :now, :actor, :epoch, clock_timestamp()
+            WHERE {decision_fence_sql(":epoch")}
             ON CONFLICT (trek_id) DO NOTHING RETURNING 1
             """
         ),
-        {"trek_id": trek_id, "decision": decision.value, "reason": reason, "now": now, "actor": actor},
+        {"trek_id": trek_id, "decision": decision.value, "reason": reason, "now": now, "actor": actor, "epoch": epoch},
     ).first()
     if won is None:
+        if _standing(conn, trek_id) is None:
+            FENCE_REFUSED.inc()
+            raise NotLeader(f"leader epoch {epoch} is stale: no decision written for trek {trek_id}")
         return False
     conn.execute(
         text(

@@ -25,3 +25,14 @@ class StoreUnavailable(TrekError):
 
 class ParticipantsUnreachable(TrekError):
     """No node of some region answered, so a leg's basecamp could not be placed; retry later."""
+
+
+class NotLeader(TrekError):
+    """This coordinator does not hold the leader lease (or its epoch is stale): ask the leader.
+
+    ``leader_address``: where the lease says the leader serves, when this coordinator knows.
+    """
+
+    def __init__(self, message: str, leader_address: str | None = None) -> None:
+        super().__init__(message)
+        self.leader_address = leader_address

@@ -9,6 +9,7 @@ until the region's lease moves. The coordinator imports nothing from regional/.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Protocol
@@ -19,6 +20,9 @@ from ridgeline.global_coordinator.errors import ParticipantsUnreachable
 from ridgeline.routing import ClusterClient, ClusterUnreachable, UnknownBasecamp
 from ridgeline.trust.credentials import Transport
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
+
+#: How long warming up waits for one node's channel.
+WARM_TIMEOUT_SECONDS = 2.0
 
 
 class Participants(Protocol):
@@ -32,6 +36,9 @@ class Participants(Protocol):
 
     def redirected(self, error: grpc.RpcError, basecamp_id: str) -> bool:
         """True when ``error`` named the basecamp's owner: call ``leg_stub`` again at once."""
+
+    def warm(self) -> None:
+        """Learns the cluster and opens its channels ahead of need (a follower, before it leads)."""
 
     def close(self) -> None: ...
 
@@ -66,6 +73,17 @@ class RoutedParticipants:
 
     def redirected(self, error: grpc.RpcError, basecamp_id: str) -> bool:
         return self._client.redirected(error, basecamp_id)
+
+    def warm(self) -> None:
+        """Reads every region's members and owners and connects to each owner, so a coordinator
+        that takes over does not pay for discovery and TLS handshakes on its first treks."""
+        try:
+            infos = self._client.cluster_info()
+        except ClusterUnreachable:
+            return  # the first trek discovers the cluster then
+        for owner in {o.address for info in infos for o in info.owners if o.address}:
+            with contextlib.suppress(grpc.FutureTimeoutError):
+                grpc.channel_ready_future(self._client.channel(owner)).result(timeout=WARM_TIMEOUT_SECONDS)
 
     def close(self) -> None:
         self._client.close()

@@ -14,10 +14,14 @@ a new trek:
    every charge the provider holds for the trek (found by reference, so a charge made
    just before a crash is refunded too).
 
-Recovery: :meth:`Coordinator.start` re-drives every trek without a final state, and then
-keeps doing so on an interval (a commit to a dead node lands once it is back). A trek
-with no decision row that this process did not plan is aborted (presumed abort): after a
-restart nobody remembers whether its charges went through, and aborting is always safe.
+Recovery: whenever this process becomes the leader (:mod:`.leadership`: at start when it
+takes the lease, or when it takes over from a leader that stopped renewing) it re-drives
+every trek without a final state, and then keeps doing so on an interval while it leads
+(a commit to a dead node lands once it is back). A trek with no decision row that this
+process did not plan in its current term is aborted (presumed abort): after a restart or
+a takeover nobody remembers whether its charges went through, and aborting is always safe.
+Every log write is fenced by the leader's epoch (:meth:`Coordinator._write`); a follower
+writes nothing and its callers are sent to the leader.
 """
 
 from __future__ import annotations
@@ -29,19 +33,23 @@ import math
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import as_completed
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
 import grpc
-from prometheus_client import Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy import Connection
 
 from ridgeline import tracing
 from ridgeline.global_coordinator import crash_points as crash
 from ridgeline.global_coordinator import decision_log as log
 from ridgeline.global_coordinator.decision_log import Decision, LegPlan, LegRecord, LegState, PrepareOutcome, TrekRecord, TrekState
-from ridgeline.global_coordinator.errors import InvalidTrek, ParticipantsUnreachable, TrekNotFound, TrekStateConflict
+from ridgeline.global_coordinator.errors import InvalidTrek, NotLeader, ParticipantsUnreachable, StoreUnavailable, TrekNotFound, TrekStateConflict
 from ridgeline.global_coordinator.group_commit import GroupCommit
+from ridgeline.global_coordinator.leadership import Leadership, belief_clock
 from ridgeline.global_coordinator.participants import Participants
 from ridgeline.global_coordinator.payments import PaymentRefused, Payments, PaymentUnknown
 from ridgeline.routing import night_range
@@ -51,12 +59,17 @@ from ridgeline.trust.identity import node_actor
 from ridgeline.v1 import trek_pb2 as tpb
 
 _log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DECISION_SECONDS = Histogram(
     "ridgeline_trek_decision_seconds",
     "From a trek's plan to its decision, by decision.",
     ["decision"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+LOG_OUTCOME_UNKNOWN = Counter(
+    "ridgeline_coordinator_log_outcome_unknown_total",
+    "Decision-log writes whose outcome was unknown (the log unreachable, maybe mid-COMMIT), each then run again to read it back.",
 )
 UNFINISHED = Gauge("ridgeline_treks_unfinished", "Treks without a final state at the last redrive pass (in doubt or being driven).")
 
@@ -68,6 +81,8 @@ _RETRYABLE = frozenset(
 #: Owner hints a prepare follows before giving up (ownership that keeps moving).
 _REDIRECTS_MAX = 4
 _LEG_RETRY = RetryPolicy(attempts_max=1_000_000, backoff_base_seconds=0.02, backoff_cap_seconds=0.5)
+#: A decision-log write whose outcome is unknown runs again this often at most (see Coordinator._write).
+_LOG_RETRY = RetryPolicy(attempts_max=4, backoff_base_seconds=0.05, backoff_cap_seconds=0.5)
 #: Unfinished treks one redrive pass picks up.
 REDRIVE_BATCH_MAX = 200
 #: How often a waiting PlanTrek with a repeated key re-reads the trek.
@@ -92,6 +107,10 @@ class CoordinatorConfig:
     #: The name the decision log gives this coordinator beside what it decides by itself
     #: (``node:<node_id>``): a commit or abort, presumed or not.
     node_id: str = "coordinator"
+    #: How long the leader lease lasts without renewal: the longest a dead leader stops treks.
+    lease_ttl_seconds: float = 2.0
+    #: How often the leader renews and a follower looks for a lapsed lease (well under the TTL).
+    heartbeat_interval_seconds: float = 0.5
 
     @property
     def actor(self) -> str:
@@ -119,7 +138,16 @@ class Coordinator:
     def __init__(self, config: CoordinatorConfig, transact: log.Transact, participants: Participants, payments: Payments, clock: Clock = utc_now) -> None:
         self.config = config
         self._transact = transact  # reads: each its own (read-only) transaction
-        self._write = GroupCommit(transact)  # writes: concurrent ones share a transaction
+        self._group = GroupCommit(transact)  # writes: concurrent ones share a transaction
+        self.leadership = Leadership(
+            transact,
+            holder=config.node_id,
+            address=config.advertise_target,
+            lease_ttl_seconds=config.lease_ttl_seconds,
+            heartbeat_interval_seconds=config.heartbeat_interval_seconds,
+            on_gain=self._on_gain,
+            clock=belief_clock(),
+        )
         self._participants = participants
         self._payments = payments
         self._clock = clock
@@ -128,22 +156,58 @@ class Coordinator:
         self._calls = tracing.ContextPool(config.call_workers, thread_name_prefix="trek-leg-call")
         self._active: set[str] = set()
         self._active_lock = threading.Lock()
-        self._started_at = clock()
+        #: When this process last became the leader: treks it planned since are its own to drive.
+        self._term_started_at = clock()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a redrive pass now: leadership was just gained
         self._redriver = threading.Thread(target=self._redrive_loop, name="trek-redriver", daemon=True)
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
-        """Starts recovery at once (every unfinished trek), then redrives on an interval."""
+        """Takes the leader lease if it is free (else follows), then redrives while it leads:
+        recovery at once (every unfinished trek), then on an interval."""
+        self.leadership.start()
         self._redriver.start()
 
     def stop(self) -> None:
+        """Stops driving, then hands the lease back so that a follower takes over at its next heartbeat."""
         self._stop.set()
+        self._wake.set()
         self._redriver.join(10)
         self._drivers.shutdown(wait=True, cancel_futures=True)
         self._calls.shutdown(wait=True, cancel_futures=True)
-        self._write.close()
+        self._group.close()
+        self.leadership.stop(release_lease=True)
+
+    def _on_gain(self, epoch: int) -> None:
+        self._term_started_at = self._clock()
+        self._wake.set()
+
+    def _write(self, work: Callable[[Connection, int], T]) -> T:
+        """A log write, fenced by the leader epoch in its own transaction (``work`` gets the
+        epoch to record); raises NotLeader when this coordinator does not lead.
+
+        StoreUnavailable means the outcome is unknown: the connection may have dropped
+        during COMMIT, after the write landed. It is never guessed: every log write is keyed
+        (a trek per idempotency key, a decision per trek, a charge per currency) or guarded
+        by the state it moves from, so the same write runs again and reads back what the
+        first attempt wrote, or writes it now. Still unknown after the retries: raised."""
+        for attempt in range(1, _LOG_RETRY.attempts_max + 1):
+            try:
+                return self._group(lambda conn: work(conn, self.leadership.fence(conn)))
+            except StoreUnavailable:
+                LOG_OUTCOME_UNKNOWN.inc()
+                if attempt == _LOG_RETRY.attempts_max or self._stop.is_set():
+                    raise
+                _log.warning("a decision-log write's outcome is unknown (attempt %d); running it again to read back what landed", attempt)
+                time.sleep(_LOG_RETRY.backoff_seconds(attempt))
+        raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+
+    def ensure_leading(self) -> None:
+        """Raises NotLeader, naming the leader when known, while this coordinator follows."""
+        if self.leadership.epoch is None:
+            raise NotLeader(f"coordinator {self.config.node_id} follows", self.leadership.hint())
 
     # -- planner calls -----------------------------------------------------------------
 
@@ -162,7 +226,7 @@ class Coordinator:
         )
         self._claim(new.trek_id)
         try:
-            trek_id, first_fingerprint = self._write(lambda conn: log.new_trek(conn, new, key=request.idempotency_key, fingerprint=fingerprint))
+            trek_id, first_fingerprint = self._write(lambda conn, _: log.new_trek(conn, new, key=request.idempotency_key, fingerprint=fingerprint))
         except BaseException:
             self._release(new.trek_id)
             raise
@@ -205,13 +269,13 @@ class Coordinator:
         trek = self.get(trek_id)
         why = reason or "cancelled by the planner"
 
-        def abort(conn) -> Decision:  # noqa: ANN001 - a Connection
-            decision = log.decide(conn, trek_id, Decision.ABORT, why, self._clock(), actor)
+        def abort(conn: Connection, epoch: int) -> Decision:
+            decision = log.decide(conn, trek_id, Decision.ABORT, why, self._clock(), actor, epoch=epoch)
             if decision is Decision.ABORT:
                 log.cancel_asked(conn, trek_id, actor)
             return decision
 
-        def compensate(conn) -> None:  # noqa: ANN001 - a Connection
+        def compensate(conn: Connection, _: int) -> None:
             if log.move(conn, trek_id, [TrekState.COMMITTED], TrekState.CANCELLING, self._clock(), why):
                 log.cancel_asked(conn, trek_id, actor)
 
@@ -239,7 +303,7 @@ class Coordinator:
             return trek.decision, trek.state
         if self._clock() < trek.prepare_deadline:
             return None, trek.state
-        self._write(lambda conn: log.decide(conn, trek_id, Decision.ABORT, "undecided past its prepare deadline", self._clock(), self.config.actor))
+        self._write(lambda conn, epoch: log.decide(conn, trek_id, Decision.ABORT, "undecided past its prepare deadline", self._clock(), self.config.actor, epoch=epoch))
         decided = self.get(trek_id)  # the decision that stands, and the state it moved the trek to
         assert decided.decision is not None, f"trek {trek_id} has no decision right after one was written"
         return decided.decision, decided.state
@@ -261,6 +325,9 @@ class Coordinator:
         """
         try:
             return self._drive(planned or self.get(trek_id), fresh=planned is not None)
+        except NotLeader as error:  # deposed mid-pass: the leader's redriver takes the trek over
+            _log.info("stopped driving trek %s: %s", trek_id, error)
+            return None
         except Exception:  # noqa: BLE001 - a failed pass is retried by the redriver
             _log.exception("driving trek %s failed; the redriver resumes it", trek_id)
             return None
@@ -280,7 +347,7 @@ class Coordinator:
                 trek = self._prepare_and_decide(trek)
             else:
                 reason = "no decision when the coordinator took the trek over (presumed abort)"
-                self._write(lambda conn: log.decide(conn, trek.trek_id, Decision.ABORT, reason, self._clock(), self.config.actor))
+                self._write(lambda conn, epoch: log.decide(conn, trek.trek_id, Decision.ABORT, reason, self._clock(), self.config.actor, epoch=epoch))
                 trek = self.get(trek.trek_id)
             crash.point("decided")
         if trek.state is TrekState.COMMITTING:
@@ -311,9 +378,27 @@ class Coordinator:
         crash.point("charged")
         decision = Decision.ABORT if reason else Decision.COMMIT
         why = reason or "every leg prepared and the trek is paid"
-        decided = self._write(lambda conn: log.record_decision(conn, trek, outcomes, charges, decision, why, self._clock(), self.config.actor))
+        try:
+            decided = self._write(lambda conn, epoch: log.record_decision(conn, trek, outcomes, charges, decision, why, self._clock(), self.config.actor, epoch=epoch))
+        except NotLeader:
+            if not refused:
+                self._refund_as_deposed(trek)
+            raise
         DECISION_SECONDS.labels(decision.value).observe(max((self._clock() - trek.created_at).total_seconds(), 0.0))
         return decided
+
+    def _refund_as_deposed(self, trek: TrekRecord) -> None:
+        """Invariant 4 when this coordinator charged a trek, then found it no longer leads.
+
+        The leader presumes abort for a trek it did not plan and refunds what the provider
+        holds for it *then*; a charge this process made later (it was paused between prepare
+        and charge, measured in tests/coordinator_ha) would stand for an aborted trek. So the
+        deposed coordinator refunds every charge for the trek itself, by reference and with
+        the leader's own refund keys: a refund both make lands once."""
+        if self._refund_all(trek) is None:
+            _log.error("trek %s: deposed after charging and the payment provider did not answer; its charges may stand (the audit's money check shows them)", trek.trek_id)
+        else:
+            _log.warning("trek %s: deposed after charging; refunded its charges (the leader aborts the trek)", trek.trek_id)
 
     def _prepare_leg(self, trek: TrekRecord, leg: LegRecord, timeout_seconds: float) -> PrepareOutcome:
         if timeout_seconds <= 0:
@@ -387,7 +472,7 @@ class Coordinator:
         refunded = self._refund_all(trek) if every_leg and refund else None
         ends = every_leg and (not refund or refunded is not None)
 
-        def write(conn) -> TrekRecord | None:  # noqa: ANN001 - a Connection
+        def write(conn: Connection, _: int) -> TrekRecord | None:
             log.set_legs(conn, trek.trek_id, landed, target)
             for index, failure in failures:
                 log.note_leg(conn, trek.trek_id, index, failure)
@@ -422,11 +507,11 @@ class Coordinator:
                     _log.error("trek %s leg %d: %s", trek_id, leg.index, failure)
                     return failure
                 if attempt == 1:  # visible in GetTrek and the stuck list while retries go on
-                    self._write(lambda conn: log.note_leg(conn, trek_id, leg.index, failure))
+                    self._write(lambda conn, _: log.note_leg(conn, trek_id, leg.index, failure))
             except ParticipantsUnreachable as error:  # no node of the leg's region answers at all
                 failure = f"{method} UNAVAILABLE: {error}"
                 if attempt == 1:
-                    self._write(lambda conn: log.note_leg(conn, trek_id, leg.index, failure))
+                    self._write(lambda conn, _: log.note_leg(conn, trek_id, leg.index, failure))
             pause = _LEG_RETRY.backoff_seconds(min(attempt, 10))
             if time.monotonic() + pause >= until or self._stop.is_set():
                 return failure
@@ -453,13 +538,16 @@ class Coordinator:
     # -- recovery ----------------------------------------------------------------------
 
     def _redrive_loop(self) -> None:
-        while True:
-            try:
-                self.redrive_once()
-            except Exception:  # noqa: BLE001 - the decision log may be down; try again next interval
-                _log.exception("redrive pass failed")
-            if self._stop.wait(self.config.redrive_interval_seconds):
-                return
+        while not self._stop.is_set():
+            if self.leadership.epoch is not None:  # a follower leaves every trek to the leader
+                try:
+                    self.redrive_once()
+                except NotLeader as error:
+                    _log.info("redrive pass stopped: %s", error)
+                except Exception:  # noqa: BLE001 - the decision log may be down; try again next interval
+                    _log.exception("redrive pass failed")
+            self._wake.wait(self.config.redrive_interval_seconds)
+            self._wake.clear()
 
     def redrive_once(self) -> int:
         """Drives every unfinished trek no thread of this process is driving; returns how many."""
@@ -472,7 +560,7 @@ class Coordinator:
                 continue
             trek = self.get(trek_id)
             # A trek planned by this process is left to its own drive until its prepare deadline.
-            preparing_here = trek.state is TrekState.PREPARING and trek.created_at >= self._started_at and now < trek.prepare_deadline
+            preparing_here = trek.state is TrekState.PREPARING and trek.created_at >= self._term_started_at and now < trek.prepare_deadline
             if trek.final or preparing_here:
                 self._release(trek_id)
                 continue

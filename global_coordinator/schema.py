@@ -10,6 +10,12 @@ Version 2 (issue 11, the actor on the record): ``treks.planned_by`` and
 CancelTrek aborted it). Rows from before it say ``unrecorded``; later rows written
 outside the coordinator's code (a hand repair) default to '' and name nobody.
 
+Version 3 (issue 12, coordinator high availability): ``coordinator_leader`` is the one
+lease row whose holder leads (:mod:`.leadership`), ``coordinator_terms`` one row per
+epoch ever granted (who, which process, where, when: the record the fencing checks read), and
+``trek_decisions.epoch`` / ``recorded_at`` the leader epoch a decision was written under
+and the database's clock when it was. Rows from before it say epoch 0.
+
 Tables: ``treks`` (one row per planned trek, keyed by the planner's idempotency key too),
 ``trek_legs`` (what each leg asked and what its participant answered), ``trek_decisions``
 (at most one row per trek: its primary key makes the first decision final; no row means
@@ -93,6 +99,33 @@ VERSIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "ALTER TABLE treks ADD COLUMN cancelled_by TEXT",
             "ALTER TABLE trek_decisions ADD COLUMN decided_by TEXT NOT NULL DEFAULT 'unrecorded'",
             "ALTER TABLE trek_decisions ALTER COLUMN decided_by SET DEFAULT ''",
+        ),
+    ),
+    (
+        3,
+        (
+            """
+            CREATE TABLE coordinator_leader (
+                lease TEXT PRIMARY KEY CHECK (lease = 'leader'),
+                holder TEXT NOT NULL,
+                incarnation TEXT NOT NULL,
+                address TEXT NOT NULL,
+                epoch BIGINT NOT NULL CHECK (epoch > 0),
+                acquired_at TIMESTAMPTZ NOT NULL,
+                expires_at TIMESTAMPTZ NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE coordinator_terms (
+                epoch BIGINT PRIMARY KEY CHECK (epoch > 0),
+                holder TEXT NOT NULL,
+                incarnation TEXT NOT NULL,
+                address TEXT NOT NULL,
+                granted_at TIMESTAMPTZ NOT NULL
+            )
+            """,
+            "ALTER TABLE trek_decisions ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE trek_decisions ADD COLUMN recorded_at TIMESTAMPTZ NOT NULL DEFAULT now()",
         ),
     ),
 )

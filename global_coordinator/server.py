@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from concurrent import futures
 
 import grpc
@@ -57,6 +58,8 @@ class CoordinatorServer:
     def start(self) -> None:
         self._server.start()
         self.coordinator.start()
+        # A follower learns the cluster now, so that its first treks after a takeover are not cold.
+        threading.Thread(target=self._participants.warm, name="participants-warm", daemon=True).start()
         for service in ("", TREK_SERVICE):
             self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         _log.info("trek coordinator serving on %s", self.address)

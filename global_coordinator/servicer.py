@@ -1,5 +1,9 @@
 """TrekService: unpack, call the coordinator, pack; every failure becomes a status, never a traceback.
 
+A follower (another coordinator holds the leader lease) answers every call UNAVAILABLE,
+naming the leader it knows in the trailing metadata (``routing.coordinator_set``), and
+so does a leader whose write found its epoch stale: the caller asks the leader instead.
+
 PlanTrek and CancelTrek name their caller in the decision log (``ridgeline.trust.identity``:
 ``planner:<principal>``, or ``anonymous`` through an ``--insecure`` coordinator).
 """
@@ -16,9 +20,18 @@ import grpc
 
 from ridgeline.global_coordinator import validation
 from ridgeline.global_coordinator.convert import decision_pb, trek_pb
-from ridgeline.global_coordinator.errors import InvalidTrek, ParticipantsUnreachable, StoreUnavailable, TrekError, TrekNotFound, TrekStateConflict
+from ridgeline.global_coordinator.errors import (
+    InvalidTrek,
+    NotLeader,
+    ParticipantsUnreachable,
+    StoreUnavailable,
+    TrekError,
+    TrekNotFound,
+    TrekStateConflict,
+)
 from ridgeline.global_coordinator.participants import Participants
 from ridgeline.global_coordinator.protocol import Coordinator
+from ridgeline.routing.coordinator_set import LEADER_METADATA_KEY
 from ridgeline.trust.identity import actor_of, current
 from ridgeline.v1 import trek_pb2 as tpb
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
@@ -36,6 +49,7 @@ _CODES: tuple[tuple[type[TrekError], grpc.StatusCode], ...] = (
     (TrekStateConflict, grpc.StatusCode.FAILED_PRECONDITION),
     (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
     (ParticipantsUnreachable, grpc.StatusCode.UNAVAILABLE),
+    (NotLeader, grpc.StatusCode.UNAVAILABLE),
 )
 
 Request = TypeVar("Request")
@@ -47,7 +61,12 @@ def _guarded(method: Method) -> Method:
     @functools.wraps(method)
     def wrapper(self: TrekServicer, request: Request, context: grpc.ServicerContext) -> Response:
         try:
+            self._coordinator.ensure_leading()
             return method(self, request, context)
+        except NotLeader as error:
+            if error.leader_address:
+                context.set_trailing_metadata(((LEADER_METADATA_KEY, error.leader_address),))
+            code, message = grpc.StatusCode.UNAVAILABLE, f"{error}; " + (f"the leader is {error.leader_address}" if error.leader_address else "no leader known yet, retry shortly")
         except TrekError as error:
             code = next((c for cls, c in _CODES if isinstance(error, cls)), grpc.StatusCode.UNKNOWN)
             message = str(error)

@@ -76,18 +76,40 @@ class TrekCluster:
     def target(self) -> str:
         return f"127.0.0.1:{self.coordinator_port}"
 
-    def start_coordinator(self, crash_at: str = "") -> ReadyChild:
-        """A coordinator process on the module's port; ``crash_at`` arms its SIGKILL hook."""
-        env = dict(os.environ)
+    def start_coordinator(
+        self, crash_at: str = "", *, target: str | None = None, extra: Sequence[str] = (), env: dict[str, str] | None = None, leading: bool = True
+    ) -> ReadyChild:
+        """A coordinator process on the module's port (or ``target``, another the nodes know);
+        ``crash_at`` arms its SIGKILL hook; ``extra``: more of its options; ``env``: more environment.
+        With ``leading``, returns once it leads: a coordinator started after one was killed
+        follows until the dead one's lease lapses (up to its TTL, 2 s)."""
+        env = {**os.environ, **(env or {})}
         env.pop("RIDGELINE_COORDINATOR_CRASH_AT", None)
         if crash_at:
             env["RIDGELINE_COORDINATOR_CRASH_AT"] = crash_at
-        args = ["coordinator", "--database-url", self.coordinator_db_url, "--gateway-url", self.gateway_url, "--listen", self.target, *COORDINATOR_FLAGS]
+        listen = target or self.target
+        args = ["coordinator", "--database-url", self.coordinator_db_url, "--gateway-url", self.gateway_url, "--listen", listen, *COORDINATOR_FLAGS, *extra]
         for region, target in self.region_targets.items():
             args += ["--region-target", f"{region}={target}"]
         self.coordinator = spawn(args, env, security=self.certs.cli_args)
         self._started.append(self.coordinator)
+        if leading:
+            self._wait_leading(listen)
         return self.coordinator
+
+    def _wait_leading(self, target: str, timeout_seconds: float = 15.0) -> None:
+        """Until the coordinator at ``target`` answers as the leader (NOT_FOUND for a trek nobody planned)."""
+        until = time.monotonic() + timeout_seconds
+        with self.certs.planner.channel(target) as channel:
+            stub = tpb_grpc.TrekServiceStub(channel)
+            while True:
+                try:
+                    stub.GetTrek(tpb.GetTrekRequest(trek_id=str(uuid.uuid4())), timeout=2)
+                except grpc.RpcError as error:
+                    if error.code() is grpc.StatusCode.NOT_FOUND:
+                        return
+                    assert time.monotonic() < until, f"the coordinator at {target} does not lead after {timeout_seconds} s: {error.details()}"
+                time.sleep(0.05)
 
     def stop_all(self) -> None:
         for proc in self._started:
@@ -176,15 +198,21 @@ def call_ignoring_death(call: Callable[[], tpb.Trek]) -> tpb.Trek | None:
 
 @contextmanager
 def running_cluster(
-    region_servers: dict[str, PostgresServer], fresh_database: Callable, certs: SessionCerts, *, node_process_regions: Iterable[str] = ()
+    region_servers: dict[str, PostgresServer],
+    fresh_database: Callable,
+    certs: SessionCerts,
+    *,
+    node_process_regions: Iterable[str] = (),
+    more_coordinators: Sequence[str] = (),
 ) -> Iterator[TrekCluster]:
     """Fresh region databases, one node per region (in this process, or a process for
-    ``node_process_regions``), a gateway process and an empty coordinator database."""
+    ``node_process_regions``), a gateway process and an empty coordinator database;
+    ``more_coordinators``: addresses of further coordinators the nodes know (HA tests start them)."""
     dbs = {region: fresh_database(region) for region in REGIONS}
     coordinator_port, silent_port = free_port(), free_port()
     # The nodes know the module's coordinator, and one more that never answers (a leg naming
     # it shows what a participant does while its coordinator is unreachable).
-    coordinators = (f"127.0.0.1:{coordinator_port}", f"127.0.0.1:{silent_port}")
+    coordinators = (f"127.0.0.1:{coordinator_port}", f"127.0.0.1:{silent_port}", *more_coordinators)
     in_process = {
         region: RegionalNode(
             NodeConfig(

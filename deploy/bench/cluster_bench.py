@@ -13,6 +13,9 @@ processes and three PostgreSQL servers share them, so expect it near or below 1)
 
 Region primary failover (``--database-failovers``, database_failover.py): SIGKILL of a
 Patroni leader's PostgreSQL under holds, on a one-region cluster of its own.
+Coordinator failover (deploy/bench/coordinator_failover_bench.py), on a stack of its own
+with two coordinators: SIGKILL of the leading coordinator to the first trek decided
+after it, ``coordinator_failovers`` samples. Goal ≤ 3 s.
 
 Both clusters speak mutual TLS with the certificates LocalCluster makes in their state
 directory; each desk thread is a desk of its own (deploy/bench/security.py), the ring
@@ -35,6 +38,9 @@ from pathlib import Path
 import grpc
 from rich.console import Console
 
+from ridgeline.deploy.bench.coordinator_failover_bench import GOAL_SECONDS, measure_coordinator_failovers
+from ridgeline.deploy.bench.coordinator_failover_bench import HEARTBEAT_SECONDS as COORDINATOR_HEARTBEAT_SECONDS
+from ridgeline.deploy.bench.coordinator_failover_bench import LEASE_TTL_SECONDS as COORDINATOR_LEASE_TTL_SECONDS
 from ridgeline.deploy.bench.database_failover import DatabaseFailoverResult, run_database_failovers
 from ridgeline.deploy.bench.security import BenchSecurity
 from ridgeline.deploy.cluster.cluster_file import ClusterSpec, NodeSpec, RegionSpec, with_free_ports
@@ -84,6 +90,8 @@ class ClusterBenchReport:
     failover: FailoverResult
     #: SIGKILL of a region's Patroni primary (None: not measured, --database-failovers 0).
     database_failover: DatabaseFailoverResult | None = None
+    #: SIGKILL of the leading coordinator to the next trek decision (None: not measured).
+    coordinator_failover: FailoverResult | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -93,6 +101,7 @@ class ClusterBenchReport:
 
     def to_json(self) -> dict[str, object]:
         failover = self.failover
+        coordinator = self.coordinator_failover
         return {
             "date": self.date,
             "threads": self.threads,
@@ -102,15 +111,19 @@ class ClusterBenchReport:
             "failover": {**asdict(failover), "median": failover.median if failover.samples_seconds else None,
                          "max": failover.worst if failover.samples_seconds else None},
             "database_failover": self.database_failover.to_json() if self.database_failover else None,
+            "coordinator_failover": {**asdict(coordinator), "median": coordinator.median, "max": coordinator.worst, "goal_seconds": GOAL_SECONDS}
+            if coordinator and coordinator.samples_seconds else None,
         }
 
 
 def run_cluster_benchmark(
-    *, seconds: float, threads: int, failovers: int, lease_ttl: float, heartbeat: float, secure: bool = True, database_failovers: int = 0
+    *, seconds: float, threads: int, failovers: int, lease_ttl: float, heartbeat: float, secure: bool = True,
+    database_failovers: int = 0, coordinator_failovers: int = 0,
 ) -> ClusterBenchReport:
     """The baseline on a one-node cluster, then throughput and ``failovers`` samples on
     3 regions x 2 nodes (mTLS unless not ``secure``), then ``database_failovers`` samples of a
-    region primary's loss on Patroni (database_failover.py); every cluster is throwaway and removed at the end."""
+    region primary's loss on Patroni (database_failover.py) and ``coordinator_failovers``
+    samples on two coordinators; every cluster is throwaway and removed at the end."""
     started = datetime.now(timezone.utc)
     root = Path(tempfile.mkdtemp(prefix="ridgeline-bench-cluster-"))
     try:
@@ -127,7 +140,11 @@ def run_cluster_benchmark(
     finally:
         shutil.rmtree(root, ignore_errors=True)
     database = run_database_failovers(database_failovers, secure=secure) if database_failovers else None
-    return ClusterBenchReport(started.isoformat(timespec="seconds"), threads, seconds, (baseline, spread), failover, database)
+    coordinator = None
+    if coordinator_failovers:
+        samples = measure_coordinator_failovers(coordinator_failovers, secure=secure)
+        coordinator = FailoverResult(samples, COORDINATOR_LEASE_TTL_SECONDS, COORDINATOR_HEARTBEAT_SECONDS)
+    return ClusterBenchReport(started.isoformat(timespec="seconds"), threads, seconds, (baseline, spread), failover, database, coordinator)
 
 
 def _spec(name: str, nodes_per_region: dict[str, int], lease_ttl: float, heartbeat: float) -> ClusterSpec:

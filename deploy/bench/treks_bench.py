@@ -33,29 +33,23 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import grpc
 from rich.console import Console
 
+from ridgeline.deploy.bench.bench_stack import LEGS, bench_stack
 from ridgeline.deploy.bench.security import BenchSecurity
-from ridgeline.deploy.run.processes import free_port, spawn_ready
 from ridgeline.routing import BookingClient, night_range
 from ridgeline.v1 import trek_pb2 as tpb
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 
-if TYPE_CHECKING:
-    from ridgeline.deploy.run.postgres import PostgresServer
-
 GOAL_DECISION_P50_MS = 50.0
 GOAL_TREKS_PER_SECOND = 100.0
-#: One resource with room per region: a trek takes one unit of each for one night.
-LEGS = (("eu-alps", "hoernli", "hoernli-dorm"), ("na-rockies", "bow-hut", "bow-bunk"), ("sa-andes", "plaza-de-mulas", "mulas-dome"))
 
 _err = Console(stderr=True)
 
@@ -119,43 +113,10 @@ def run_treks_benchmark(*, seconds: float, threads: int, secure: bool = True, in
         stack.callback(server.stop)
         runs = [BenchSecurity.made_in(root) if secure else BenchSecurity.plaintext()] + ([BenchSecurity.plaintext()] if insecure_baseline else [])
         for number, security in enumerate(runs, start=1):
-            with _cluster(server, security, root / f"run-{number}") as (coordinator, nodes):
-                phases += [_trek_phase(coordinator, security, threads, seconds), _single_phase(nodes, security, threads, seconds)]
+            with bench_stack(server, security, root / f"run-{number}") as running:
+                coordinator = running.coordinator_addresses[0]
+                phases += [_trek_phase(coordinator, security, threads, seconds), _single_phase(running.nodes, security, threads, seconds)]
     return TreksReport(datetime.now(timezone.utc).isoformat(timespec="seconds"), _machine(), tuple(phases))
-
-
-@contextmanager
-def _cluster(server: PostgresServer, security: BenchSecurity, logs: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """Yields the coordinator's address and each region's node address, on fresh databases of
-    ``server`` (named after ``logs``, one directory per cluster); stops the processes after."""
-    from ridgeline.deploy.run.region import prepare_region_database
-    from ridgeline.regional.booking.catalog import load_catalog
-    from ridgeline.regional.config import NodeConfig
-
-    logs.mkdir(parents=True)
-    prefix = logs.name.replace("-", "_")
-    with ExitStack() as stack:
-        catalog = load_catalog()
-        nodes = {}
-        # A fixed address the nodes know before the coordinator starts: they take legs only from it.
-        coordinator_listen = f"127.0.0.1:{free_port()}"
-        for region, _, _ in LEGS:
-            url = server.create_database(f"{prefix}_{region.replace('-', '_')}")
-            prepare_region_database(url, region, catalog, advance_booking_days=NodeConfig.advance_booking_days)
-            node_args = ["node", "--region", region, "--database-url", url, "--coordinator", coordinator_listen]
-            nodes[region] = stack.enter_context(_serve(security, node_args, logs / f"{region}.log"))
-        gateway = stack.enter_context(_serve(security, ["gateway", "--database-url", server.create_database(f"{prefix}_gateway")], logs / "gateway.log"))
-        targets = [arg for region, address in nodes.items() for arg in ("--region-target", f"{region}={address}")]
-        coordinator_args = ["coordinator", "--database-url", server.create_database(f"{prefix}_coordinator"), "--gateway-url", gateway, "--listen", coordinator_listen]
-        coordinator = stack.enter_context(_serve(security, [*coordinator_args, *targets], logs / "coordinator.log"))
-        yield coordinator, nodes
-
-
-@contextmanager
-def _serve(security: BenchSecurity, args: list[str], log_path: Path) -> Iterator[str]:
-    """A ``ridgeline`` process with the run's security; yields the address from its READY line, SIGTERMs it afterwards."""
-    with spawn_ready(security.command(*args), what=args[0], log_path=log_path, new_session=True, stop_timeout_seconds=20) as child:
-        yield child.address
 
 
 def _loop(threads: int, seconds: float, open_worker: Callable[[int], Callable[[random.Random], bool]]) -> tuple[list[float], int, int]:

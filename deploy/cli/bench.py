@@ -120,15 +120,16 @@ def cluster(
     database_failovers: Annotated[
         int, typer.Option("--database-failovers", help="Samples of a region primary's SIGKILL on Patroni (needs Debian's patroni and etcd-server; 0: skip).")
     ] = 5,
+    coordinator_failovers: Annotated[int, typer.Option("--coordinator-failovers", help="Coordinator failover samples (SIGKILL of the leading coordinator).")] = 5,
     json_path: JsonFile = None,
 ) -> None:
-    """Failover times (median, max) of a node and of a region primary, and holds/s through the routing client: 3 regions x 2 nodes vs one node."""
-    if seconds <= 0 or threads <= 0 or failovers < 0 or database_failovers < 0:
-        raise typer.BadParameter("--seconds and --threads must be positive, --failovers and --database-failovers not negative")
+    """Failover times (median, max) of a node, a region primary and the leading coordinator, and holds/s through the routing client: 3 regions x 2 nodes vs one node."""
+    if seconds <= 0 or threads <= 0 or failovers < 0 or database_failovers < 0 or coordinator_failovers < 0:
+        raise typer.BadParameter("--seconds and --threads must be positive, --failovers, --database-failovers and --coordinator-failovers not negative")
     try:
         report = cluster_bench.run_cluster_benchmark(
             seconds=seconds, threads=threads, failovers=failovers, lease_ttl=lease_ttl, heartbeat=heartbeat, secure=_secure(insecure_baseline=False),
-            database_failovers=database_failovers,
+            database_failovers=database_failovers, coordinator_failovers=coordinator_failovers,
         )  # fmt: skip
     except (PostgresError, EtcdError) as error:
         typer.secho(f"error: {error}", err=True, fg="red")

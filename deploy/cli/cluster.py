@@ -22,7 +22,7 @@ from ridgeline.deploy.cli import options, render
 from ridgeline.deploy.cli.options import Json, Target, Timeout, client_transport, configure_logging, seeds_for
 from ridgeline.deploy.cluster.cluster_file import ClusterFileError, ClusterSpec, default_cluster, load_cluster_file
 from ridgeline.deploy.cluster.local_cluster import DEFAULT_STATE_DIR, ClusterStartError, LocalCluster, bring_down, read_state
-from ridgeline.deploy.cluster.scrape import scrape, scrape_coordinator, scrape_gateway
+from ridgeline.deploy.cluster.scrape import CoordinatorFigures, scrape, scrape_coordinator, scrape_gateway
 from ridgeline.deploy.drills.audit import DEFAULT_HOLD_GRACE_SECONDS, DEFAULT_MONEY_GRACE_SECONDS, print_report, run_audit, write_textfile
 from ridgeline.deploy.run.etcd import EtcdError
 from ridgeline.deploy.run.postgres import PostgresError
@@ -143,15 +143,10 @@ def _print_services(spec: ClusterSpec, timeout: float, transport: Transport) -> 
     table = Table(title="services")
     for column in ("service", "address", "health", "figures since start", "metrics"):
         table.add_column(column)
-    if spec.coordinator_listen:
-        figures = scrape_coordinator(spec.coordinator_metrics, timeout) if spec.coordinator_metrics else None
-        summary = (
-            f"{figures.decided_commit} committed, {figures.decided_abort} aborted, decision p99 {_bound(figures.decision_p99_seconds)}, "
-            f"{figures.unfinished} unfinished"
-            if figures
-            else ""
-        )
-        table.add_row("trek coordinator", spec.coordinator_listen, _health(spec.coordinator_listen, timeout, transport), summary, spec.coordinator_metrics or "")
+    for coordinator in spec.coordinators():
+        figures = scrape_coordinator(coordinator.metrics, timeout) if coordinator.metrics else None
+        health = _health(coordinator.listen, timeout, transport)
+        table.add_row(f"trek {coordinator.node_id}", coordinator.listen, health, _coordinator_summary(figures), coordinator.metrics or "")
     if spec.gateway_url:
         figures = scrape_gateway(spec.gateway_url, transport, timeout)
         health = _gateway_health(spec.gateway_url, transport, timeout) if figures is None or not figures.outage else "[yellow]outage injected[/]"
@@ -168,6 +163,19 @@ def _gateway_health(url: str, transport: Transport, timeout: float) -> str:
     except (httpx.HTTPError, ValueError):
         return "[red]unreachable[/]"
     return "[green]serving[/]" if answer.status_code == 200 else f"[red]not serving ({answer.status_code})[/]"
+
+
+def _coordinator_summary(figures: CoordinatorFigures | None) -> str:
+    """Whether the coordinator leads (its epoch, since when) or follows, then its decisions."""
+    if figures is None:
+        return ""
+    if not figures.leader_epoch:
+        return f"follows; {figures.decided_commit} committed, {figures.decided_abort} aborted since start"
+    since = time.strftime("%H:%M:%S UTC", time.gmtime(figures.leader_since))
+    return (
+        f"LEADS (epoch {figures.leader_epoch}, since {since}); {figures.decided_commit} committed, {figures.decided_abort} aborted, "
+        f"decision p99 {_bound(figures.decision_p99_seconds)}, {figures.unfinished} unfinished"
+    )
 
 
 def _bound(seconds: float | None) -> str:
@@ -248,8 +256,9 @@ def _print_started(local: LocalCluster) -> None:
     _console.print(databases)
     if local.spec.gateway_url:
         _console.print(f"Payment gateway: {local.spec.gateway_url}   Prefect API: {local.spec.prefect_api_url}")
-    if local.coordinator is not None:
-        _console.print(f"Trek coordinator: {local.coordinator.address} (ridgeline trek plan|show|list)")
+    if local.coordinators:
+        listed = ", ".join(f"{run.node_id} {run.address}" for run in local.coordinators.values())
+        _console.print(f"Trek coordinators (one leads, `ridgeline status` shows which): {listed} (ridgeline trek plan|show|list)")
     _console.print(
         f"Cluster file: {local.cluster_file}\n"
         "Try: ridgeline status · ridgeline basecamps · ridgeline book hoernli hoernli-dorm --from … --to … --customer you\n"

@@ -264,10 +264,20 @@ def coordinator(
     prepare_timeout: Annotated[float, typer.Option("--prepare-timeout", help="Seconds every leg has to prepare.")] = 5.0,
     decision_grace: Annotated[float, typer.Option("--decision-grace", help="Seconds a prepared leg waits past the prepare deadline before asking.")] = 30.0,
     redrive_interval: Annotated[float, typer.Option("--redrive-interval", help="Seconds between passes over unfinished treks.")] = 2.0,
+    node_id: Annotated[str, typer.Option("--node-id", help="This coordinator's id, the leader lease's holder name (with --cluster: its entry; default: the first).")] = "",
+    lease_ttl: Annotated[
+        float, typer.Option("--lease-ttl", show_default=False, help="Leader lease TTL, seconds: the longest a dead leader stops treks (default 2, or lease_ttl_seconds of the cluster file's coordinator table).")
+    ] = 0.0,
+    heartbeat_interval: Annotated[
+        float, typer.Option("--heartbeat-interval", show_default=False, help="Leader lease renewal period, seconds (default 0.5, or the cluster file's heartbeat_interval_seconds).")
+    ] = 0.0,
 ) -> None:
-    """Run the global trek coordinator until SIGTERM/SIGINT (prints a READY line once serving)."""
+    """Run a trek coordinator until SIGTERM/SIGINT (prints a READY line once serving).
+
+    Several may run over one decision log: one leads, the others follow and take over."""
     from sqlalchemy.exc import OperationalError
 
+    from ridgeline.deploy.cluster.coordinator_spec import DEFAULT_COORDINATOR_ID, CoordinatorTiming
     from ridgeline.deploy.run.coordinator_process import serve_until_signalled
     from ridgeline.global_coordinator.protocol import CoordinatorConfig
 
@@ -279,6 +289,7 @@ def coordinator(
         targets[region] = address
     seeds = list(targets.values())
     advertise = ""  # the address it is bound to
+    timing = CoordinatorTiming()
     if cluster is not None:
         from ridgeline.deploy.cluster.cluster_file import ClusterFileError, load_cluster_file
 
@@ -289,19 +300,28 @@ def coordinator(
         seeds = seeds or [address for addresses in spec_file.seeds().values() for address in addresses]
         gateway_url = gateway_url or spec_file.gateway_url or ""
         database_url = database_url or spec_file.coordinator_database_url or ""
-        if listen == "127.0.0.1:0" and spec_file.coordinator_listen:
-            listen = spec_file.coordinator_listen
-        # Legs name the coordinator by the address the nodes know it by (the file's), even
-        # when it binds elsewhere (0.0.0.0 behind a Kubernetes Service): nodes refuse others.
-        advertise = spec_file.coordinator_listen or ""
-        if metrics_listen == "127.0.0.1:0" and spec_file.coordinator_metrics:
-            metrics_listen = spec_file.coordinator_metrics
+        if spec_file.coordinators():
+            try:
+                mine = spec_file.coordinator(node_id) if node_id else spec_file.coordinators()[0]
+            except ClusterFileError as error:
+                raise typer.BadParameter(str(error)) from None
+            node_id = mine.node_id
+            # Legs name the coordinator by the address the nodes know it by (the file's), even
+            # when it binds elsewhere (0.0.0.0 behind a Kubernetes Service): nodes refuse others.
+            advertise = mine.listen
+            listen = mine.listen if listen == "127.0.0.1:0" else listen
+            metrics_listen = mine.metrics if metrics_listen == "127.0.0.1:0" and mine.metrics else metrics_listen
+            timing = spec_file.coordinator_timing
     if not (database_url and gateway_url and seeds):
         raise typer.BadParameter("the coordinator needs --database-url, --gateway-url and --region-target (or a --cluster file naming them)")
     configure_logging()
     config = CoordinatorConfig(
-        advertise_target=advertise, prepare_timeout_seconds=prepare_timeout, decision_grace_seconds=decision_grace, redrive_interval_seconds=redrive_interval
-    )
+        advertise_target=advertise, prepare_timeout_seconds=prepare_timeout, decision_grace_seconds=decision_grace, redrive_interval_seconds=redrive_interval,
+        node_id=node_id or DEFAULT_COORDINATOR_ID, lease_ttl_seconds=lease_ttl or timing.lease_ttl_seconds,
+        heartbeat_interval_seconds=heartbeat_interval or timing.heartbeat_interval_seconds,
+    )  # fmt: skip
+    if not 0 < config.heartbeat_interval_seconds * 2 <= config.lease_ttl_seconds:
+        raise typer.BadParameter("--lease-ttl must be at least twice --heartbeat-interval")
     transport = options.node_transport("the trek coordinator")
     try:
         serve_until_signalled(database_url, listen, seeds, gateway_url, config, transport=transport, metrics_listen=metrics_listen, dial=_pairs(via or [], "--via"))

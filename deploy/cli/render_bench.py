@@ -12,6 +12,7 @@ from rich.table import Table
 
 from ridgeline.deploy.bench import holds_bench, settlement_bench, treks_bench
 from ridgeline.deploy.bench.cluster_bench import ClusterBenchReport
+from ridgeline.deploy.bench.coordinator_failover_bench import GOAL_SECONDS as COORDINATOR_GOAL_SECONDS
 from ridgeline.deploy.bench.holds_bench import BenchReport
 from ridgeline.deploy.bench.treks_bench import TreksReport
 from ridgeline.deploy.cli.render import console
@@ -180,6 +181,16 @@ def cluster(report: ClusterBenchReport) -> None:
             f"loop_wait {database.loop_wait_seconds} s, retry_timeout {database.retry_timeout_seconds} s); samples "
             + ", ".join(f"{s:.2f}" for s in database.samples_seconds)
             + f"; Patroni's REST API named the new leader after {', '.join(rest)} s"
+        )
+
+    coordinator = report.coordinator_failover
+    if coordinator is not None and coordinator.samples_seconds:
+        verdict = "[green]meets[/]" if coordinator.worst <= COORDINATOR_GOAL_SECONDS else "[red]misses[/]"
+        console.print(
+            f"coordinator failover (SIGKILL of the leader → next trek decided), {len(coordinator.samples_seconds)} runs: "
+            f"median [bold]{coordinator.median:.2f} s[/], max [bold]{coordinator.worst:.2f} s[/] ({verdict} the {COORDINATOR_GOAL_SECONDS:g} s goal; "
+            f"lease TTL {coordinator.lease_ttl_seconds:g} s, heartbeat {coordinator.heartbeat_interval_seconds:g} s); samples "
+            + ", ".join(f"{s:.2f}" for s in coordinator.samples_seconds)
         )
 
 

@@ -1,7 +1,8 @@
 """``ridgeline trek plan|show|cancel|list``: cross-region treks (``ridgeline coordinator`` runs their coordinator).
 
-Planner commands talk to the coordinator over gRPC (``--target``, or
-RIDGELINE_COORDINATOR); gRPC failures end the command with the status and message.
+Planner commands talk to the coordinators over gRPC (``--target``, or
+RIDGELINE_COORDINATOR: every coordinator's host:port, comma-separated; the call goes to
+whichever leads); gRPC failures end the command with the status and message.
 """
 
 from __future__ import annotations
@@ -17,32 +18,36 @@ import typer
 from ridgeline.deploy.cli import render, render_trek
 from ridgeline.deploy.cli.options import Json, Timeout, client_transport, parse_day
 from ridgeline.routing import night_range
+from ridgeline.routing.coordinator_set import CoordinatorSet, LeaderStub, parse_targets
 from ridgeline.v1 import trek_pb2 as tpb
-from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 
-#: The coordinator of the built-in local cluster (`ridgeline up`).
-DEFAULT_COORDINATOR = "127.0.0.1:26070"
+#: The coordinators of the built-in local cluster (`ridgeline up`).
+DEFAULT_COORDINATOR = "127.0.0.1:26070,127.0.0.1:26071"
 
 #: ``ridgeline trek``; ``ridgeline.deploy.cli`` adds it under that name.
 trek_app = typer.Typer(no_args_is_help=True, help="Cross-region treks: every leg booked and paid, or none.")
 
 Coordinator = Annotated[
-    str, typer.Option("--target", envvar="RIDGELINE_COORDINATOR", help="Coordinator address host:port (default: the `ridgeline up` cluster's).")
+    str, typer.Option("--target", envvar="RIDGELINE_COORDINATOR", help="Coordinator addresses host:port[,host:port…] (default: the `ridgeline up` cluster's).")
 ]
 
 
 @contextmanager
-def _stub(target: str) -> Iterator[tpb_grpc.TrekServiceStub]:
+def _stub(target: str) -> Iterator[LeaderStub]:
     from ridgeline.deploy.cluster.local_cluster import state_coordinator
 
-    channel = client_transport("planner").channel(target or state_coordinator() or DEFAULT_COORDINATOR)
     try:
-        yield tpb_grpc.TrekServiceStub(channel)
+        targets = parse_targets(target or state_coordinator() or DEFAULT_COORDINATOR)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    coordinators = CoordinatorSet(targets, client_transport("planner"))
+    try:
+        yield coordinators.stub()
     except grpc.RpcError as error:
         typer.secho(f"error: {error.code().name}: {error.details()}", err=True, fg="red")
         raise typer.Exit(2) from None
     finally:
-        channel.close()
+        coordinators.close()
 
 
 def parse_leg(spec: str) -> tpb.TrekLeg:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from ridgeline.deploy.cluster.coordinator_spec import DEFAULT_COORDINATOR_ID, CoordinatorFileError, CoordinatorSpec, CoordinatorTiming, parse_peers, render_peers
 from ridgeline.deploy.run.processes import free_port
 from ridgeline.regional.config import NodeConfig
 
@@ -31,6 +32,8 @@ DEFAULT_COORDINATOR_PORT = 26070
 #: How ``ridgeline up`` runs the region databases it starts: one server each, or a Patroni
 #: cluster of three members each (deploy/cluster/ha_databases.py).
 REGION_DATABASE_KINDS = ("single", "patroni")
+#: The built-in cluster's second coordinator (a follower that takes over when the leader dies).
+DEFAULT_PEER_PORT = 26071
 
 
 class ClusterFileError(ValueError):
@@ -79,6 +82,23 @@ class ClusterSpec:
     #: The coordinator's Prometheus endpoint, which `ridgeline status` reads (None: any
     #: free loopback port, unannounced; `ridgeline up` picks one and writes it here).
     coordinator_metrics: str | None = None
+    #: The first coordinator's id, its peers and the leader lease (deploy/cluster/coordinator_spec.py).
+    coordinator_id: str = DEFAULT_COORDINATOR_ID
+    coordinator_peers: tuple[CoordinatorSpec, ...] = ()
+    coordinator_timing: CoordinatorTiming = CoordinatorTiming()
+
+    def coordinators(self) -> tuple[CoordinatorSpec, ...]:
+        """Every coordinator process of the cluster, the first one first (none without ``[coordinator] listen``)."""
+        if not self.coordinator_listen:
+            return ()
+        return (CoordinatorSpec(self.coordinator_id, self.coordinator_listen, self.coordinator_metrics), *self.coordinator_peers)
+
+    def coordinator(self, node_id: str) -> CoordinatorSpec:
+        for spec in self.coordinators():
+            if spec.node_id == node_id:
+                return spec
+        known = ", ".join(c.node_id for c in self.coordinators()) or "none"
+        raise ClusterFileError(f"no coordinator {node_id!r} in cluster {self.name!r} (coordinators: {known})")
 
     def seeds(self) -> dict[str, tuple[str, ...]]:
         """region -> its nodes' addresses: what ClusterInfo tells clients about other regions."""
@@ -105,7 +125,7 @@ class ClusterSpec:
             advertise_address=node.advertise,
             **({"metrics_listen_address": node.metrics} if node.metrics else {}),
             cluster_seeds=self.seeds(),
-            coordinator_targets=(self.coordinator_listen,) if self.coordinator_listen else (),
+            coordinator_targets=tuple(c.listen for c in self.coordinators()),
             lease_ttl_seconds=self.lease_ttl_seconds,
             heartbeat_interval_seconds=self.heartbeat_interval_seconds,
             **overrides,  # type: ignore[arg-type]
@@ -125,7 +145,12 @@ def default_cluster(nodes_per_region: int = 2, first_port: int = DEFAULT_FIRST_P
             nodes.append(NodeSpec(node_id=f"{name}-{index}", region=name, listen=f"127.0.0.1:{port}"))
             port += 1
         regions.append(RegionSpec(name=name, nodes=tuple(nodes)))
-    return _with_environment(ClusterSpec(name="local", regions=tuple(regions), coordinator_listen=f"127.0.0.1:{DEFAULT_COORDINATOR_PORT}"))
+    return _with_environment(
+        ClusterSpec(
+            name="local", regions=tuple(regions), coordinator_listen=f"127.0.0.1:{DEFAULT_COORDINATOR_PORT}", coordinator_id="coordinator-1",
+            coordinator_peers=(CoordinatorSpec("coordinator-2", f"127.0.0.1:{DEFAULT_PEER_PORT}"),),
+        )
+    )
 
 
 def with_free_ports(spec: ClusterSpec, **settings: float) -> ClusterSpec:
@@ -134,7 +159,17 @@ def with_free_ports(spec: ClusterSpec, **settings: float) -> ClusterSpec:
         replace(r, nodes=tuple(replace(n, listen=f"127.0.0.1:{free_port()}", advertise=None) for n in r.nodes)) for r in spec.regions
     )
     coordinator = f"127.0.0.1:{free_port()}" if spec.coordinator_listen else None
-    return replace(spec, regions=regions, coordinator_listen=coordinator, **settings)  # type: ignore[arg-type]
+    peers = tuple(replace(p, listen=f"127.0.0.1:{free_port()}", metrics=None) for p in spec.coordinator_peers)
+    return replace(spec, regions=regions, coordinator_listen=coordinator, coordinator_peers=peers, **settings)  # type: ignore[arg-type]
+
+
+def with_coordinator_metrics(spec: ClusterSpec) -> ClusterSpec:
+    """``spec`` with a free loopback metrics port for every coordinator that has none, written
+    to the cluster file so that ``ridgeline status`` finds each one."""
+    if not spec.coordinator_listen:
+        return spec
+    peers = tuple(p if p.metrics else replace(p, metrics=f"127.0.0.1:{free_port()}") for p in spec.coordinator_peers)
+    return replace(spec, coordinator_metrics=spec.coordinator_metrics or f"127.0.0.1:{free_port()}", coordinator_peers=peers)
 
 
 def load_cluster_file(path: Path) -> ClusterSpec:
@@ -185,6 +220,12 @@ def parse_cluster(raw: Mapping[str, object], *, source: str = "cluster file") ->
         raise ClusterFileError(f"{source}: a region is listed twice")
     region_databases = _choice(cluster.get("region_databases", "single"), REGION_DATABASE_KINDS, f"{source}: [cluster] region_databases")
     try:
+        coordinator_id, peers, timing = parse_peers(coordinator, f"{source}: [coordinator]", _address)
+    except CoordinatorFileError as error:
+        raise ClusterFileError(str(error)) from None
+    if peers and "listen" not in coordinator:
+        raise ClusterFileError(f"{source}: [coordinator] needs its own listen address before any peers")
+    try:
         spec = ClusterSpec(
             name=str(cluster.get("name", "ridgeline")),
             regions=tuple(regions),
@@ -196,6 +237,9 @@ def parse_cluster(raw: Mapping[str, object], *, source: str = "cluster file") ->
             coordinator_listen=_address(coordinator["listen"], f"{source}: [coordinator]") if "listen" in coordinator else None,
             coordinator_database_url=_optional_database_url(coordinator.get("database_url"), f"{source}: [coordinator]"),
             coordinator_metrics=_address(coordinator["metrics"], f"{source}: [coordinator] metrics") if "metrics" in coordinator else None,
+            coordinator_id=coordinator_id,
+            coordinator_peers=peers,
+            coordinator_timing=timing,
         )
     except (TypeError, ValueError) as error:
         raise ClusterFileError(f"{source}: [cluster]: {error}") from None
@@ -222,6 +266,7 @@ def render_cluster_file(spec: ClusterSpec) -> str:
             lines.append(f'database_url = "{spec.coordinator_database_url}"')
         if spec.coordinator_metrics:
             lines.append(f'metrics = "{spec.coordinator_metrics}"')
+        lines += render_peers(spec.coordinator_id, spec.coordinator_peers, spec.coordinator_timing)
     for region in spec.regions:
         lines += ["", "[[regions]]", f'name = "{region.name}"']
         if region.database_url:

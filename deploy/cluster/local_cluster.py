@@ -32,13 +32,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from ridgeline.deploy.cluster.cluster_file import ClusterSpec, render_cluster_file
+from ridgeline.deploy.cluster.cluster_file import ClusterSpec, render_cluster_file, with_coordinator_metrics
 from ridgeline.deploy.cluster.ha_databases import HaDatabases
 from ridgeline.deploy.drills.fault_control import FaultControlServer, FaultPath, RemoteFaultPath
 from ridgeline.deploy.drills.fault_proxy import FaultProxy
 from ridgeline.deploy.run.postgres import PostgresServer
 from ridgeline.deploy.run.prefect_server import PrefectServer
-from ridgeline.deploy.run.processes import AdoptedProcess, NotReady, ProcessHandle, ReadyChild, alive, command_line, free_port, ridgeline_command, spawn_ready
+from ridgeline.deploy.run.processes import AdoptedProcess, NotReady, ProcessHandle, ReadyChild, alive, command_line, ridgeline_command, spawn_ready
 from ridgeline.deploy.run.processes import stop as stop_process
 from ridgeline.deploy.run.region import prepare_region_database
 from ridgeline.deploy.run.supervisor import HOLDS_DIR, ProcessPart, Supervisor, hold, release
@@ -87,11 +87,13 @@ def read_state(state_dir: Path) -> dict[str, object] | None:
 
 
 def state_coordinator(state_dir: Path = DEFAULT_STATE_DIR) -> str | None:
-    """The coordinator address of the cluster ``ridgeline up`` runs, if it runs one."""
+    """The coordinator addresses of the cluster ``ridgeline up`` runs, comma-separated
+    (what ``--coordinator`` takes), if it runs any."""
     state = read_state(state_dir)
     if not state or not alive(int(state.get("up_pid", 0))):  # type: ignore[arg-type]
         return None
-    return state.get("coordinator") or None  # type: ignore[return-value]
+    coordinators = state.get("coordinators") or {}
+    return ",".join(str(c["address"]) for c in coordinators.values()) or state.get("coordinator") or None  # type: ignore[union-attr, return-value]
 
 
 def state_certs_dir(state_dir: Path = DEFAULT_STATE_DIR) -> Path | None:
@@ -131,7 +133,10 @@ class LocalCluster:
         self.nodes: dict[str, NodeRun] = {}
         self.cluster_file = state_dir / "cluster.toml"
         self._up_pid = os.getpid()
+        #: The first trek coordinator (None: the cluster runs none); every one is in ``coordinators``.
         self.coordinator: NodeRun | None = None
+        #: node_id -> every trek coordinator process; one of them leads at a time.
+        self.coordinators: dict[str, NodeRun] = {}
         #: The payment gateway `ridgeline up` started (None: the cluster file names one).
         self._gateway_pid: int | None = None
         self._gateway: GatewayProcess | None = None
@@ -186,10 +191,9 @@ class LocalCluster:
         cluster._fault_control_url = state.get("fault_control")  # type: ignore[assignment]
         if cluster._fault_control_url:
             cluster.coordinator_paths = {node_id: RemoteFaultPath(cluster._fault_control_url, node_id, cluster.client_transport("sre")) for node_id in cluster.nodes}
-        if state.get("coordinator_pid"):
-            cluster.coordinator = NodeRun(
-                "coordinator", "", str(state["coordinator"]), AdoptedProcess(int(state["coordinator_pid"])), state_dir / "logs" / "coordinator.log"  # type: ignore[arg-type]
-            )
+        for node_id, run in (state.get("coordinators") or {}).items():  # type: ignore[union-attr]
+            cluster.coordinators[node_id] = NodeRun(node_id, "", str(run["address"]), AdoptedProcess(int(run["pid"])), Path(run["log"]))
+        cluster.coordinator = next(iter(cluster.coordinators.values()), None)
         cluster._settlement = False  # attached: the gateway and Prefect belong to ridgeline up
         return cluster
 
@@ -209,9 +213,8 @@ class LocalCluster:
             self._start_databases()
             if self._settlement:
                 self._start_services()
-                if self.spec.coordinator_listen and not self.spec.coordinator_metrics:
-                    # A known port, written to the cluster file, so `ridgeline status` finds it.
-                    self.spec = replace(self.spec, coordinator_metrics=f"127.0.0.1:{free_port()}")
+                # Known ports, written to the cluster file, so `ridgeline status` finds them.
+                self.spec = with_coordinator_metrics(self.spec)
             write_private(self.cluster_file, render_cluster_file(self.spec))
             self._start_nodes()
             self._write_state()
@@ -229,7 +232,7 @@ class LocalCluster:
         stops the gateway, Prefect and the databases."""
         if self._supervisor is not None:
             self._supervisor.close()
-        runs = list(self.nodes.values()) + ([self.coordinator] if self.coordinator else [])
+        runs = list(self.nodes.values()) + list(self.coordinators.values())
         for run in runs:
             if run.process.poll() is None:
                 run.process.terminate()
@@ -277,20 +280,29 @@ class LocalCluster:
         if self._supervisor is None:  # attached: up started it, we drive it by pid
             self.nodes[node_id] = NodeRun(node_id, old.region, old.address, AdoptedProcess(pid), old.log_path)
 
-    def kill_coordinator(self) -> None:
-        """SIGKILL the trek coordinator; it stays down, held, until :meth:`restart_coordinator`."""
-        if self.coordinator is None:
-            raise ClusterStartError("this cluster runs no trek coordinator")
-        hold(self.state_dir, "coordinator", "killed by a drill")
-        self.coordinator.process.kill()
-        self.coordinator.process.wait(10)
+    def kill_coordinator(self, node_id: str) -> None:
+        """SIGKILL one trek coordinator, like its machine dying (drills and benchmarks); it stays
+        down, held, until :meth:`restart_coordinator`."""
+        run = self.coordinators.get(node_id)
+        if run is None:
+            raise ClusterStartError(f"this cluster runs no trek coordinator {node_id!r}")
+        hold(self.state_dir, node_id, "killed by a drill")
+        run.process.kill()
+        run.process.wait(10)
 
-    def restart_coordinator(self) -> None:
-        """Lets the supervisor start the coordinator again (it re-drives its treks); returns once it serves."""
-        assert self.coordinator is not None, "a coordinator to restart"
-        pid = self._bring_back("coordinator")
-        if self._supervisor is None:
-            self.coordinator = NodeRun("coordinator", "", self.coordinator.address, AdoptedProcess(pid), self.coordinator.log_path)
+    def restart_coordinator(self, node_id: str | None = None) -> None:
+        """Lets the supervisor start a killed trek coordinator again (``node_id``, or every one
+        that is down); returns once each serves. The one that takes the lease re-drives the
+        unfinished treks."""
+        down = [c for c, run in self.coordinators.items() if node_id in (None, c) and run.process.poll() is not None]
+        if not down:
+            raise ClusterStartError("no coordinator to restart: none is configured, or every one still runs")
+        for coordinator_id in down:
+            pid = self._bring_back(coordinator_id)  # a coordinator's part is its id
+            if self._supervisor is None:  # attached: up started it, we drive it by pid
+                old = self.coordinators[coordinator_id]
+                self.coordinators[coordinator_id] = NodeRun(coordinator_id, "", old.address, AdoptedProcess(pid), old.log_path)
+        self.coordinator = next(iter(self.coordinators.values()), None)
 
     def stop_prefect(self) -> None:
         """Stops the Prefect server; it stays down, held, until :meth:`restart_prefect`."""
@@ -332,8 +344,10 @@ class LocalCluster:
         supervisor = Supervisor(self.state_dir, report=self._report or _log.warning, changed=self._write_state)
         for node_id, run in self.nodes.items():
             supervisor.watch(f"node:{node_id}", ProcessPart(lambda n=node_id: self.nodes[n].process, lambda r=run: self._start_node(r.node_id, r.region, r.address)))
-        if self.coordinator is not None:
-            supervisor.watch("coordinator", ProcessPart(lambda: self.coordinator.process if self.coordinator else None, self._start_coordinator))
+        for coordinator_id in self.coordinators:  # each coordinator's part is its id
+            supervisor.watch(
+                coordinator_id, ProcessPart(lambda c=coordinator_id: self.coordinators[c].process, lambda c=coordinator_id: self._start_coordinator(c))
+            )
         if self._gateway is not None:
             supervisor.watch("gateway", ProcessPart(lambda: self._gateway.process if self._gateway else None, self._restart_gateway))
         if self.prefect is not None:
@@ -408,18 +422,23 @@ class LocalCluster:
             self._services.append(self.prefect)
         self.spec = replace(self.spec, gateway_url=gateway_url, prefect_api_url=prefect_url)
 
-    def _start_coordinator(self) -> None:
-        """The global trek coordinator, as its own process reading the cluster file."""
-        self._progress("starting the trek coordinator")
-        log_path = self.state_dir / "logs" / "coordinator.log"
-        command = self._command("coordinator", "--cluster", str(self.cluster_file))
+    def _start_coordinator(self, node_id: str | None = None) -> None:
+        """The trek coordinators (or the one ``node_id``), each its own process reading the
+        cluster file; one after another, so the first to start leads."""
         # A process attached to the cluster reuses up's proxies, recorded in state.json.
         if not self._via:
             self._open_coordinator_paths()
-        for node_address, proxy_address in self._via.items():
-            command += ["--via", f"{node_address}={proxy_address}"]
-        child = _spawn_part(command, "the coordinator", log_path)
-        self.coordinator = NodeRun("coordinator", "", str(self.spec.coordinator_listen), child.process, log_path)
+        for spec in self.spec.coordinators():
+            if node_id not in (None, spec.node_id):
+                continue
+            self._progress(f"starting trek coordinator {spec.node_id}")
+            log_path = self.state_dir / "logs" / f"{spec.node_id}.log"
+            command = self._command("coordinator", "--cluster", str(self.cluster_file), "--node-id", spec.node_id)
+            for node_address, proxy_address in self._via.items():
+                command += ["--via", f"{node_address}={proxy_address}"]
+            child = _spawn_part(command, f"coordinator {spec.node_id}", log_path)
+            self.coordinators[spec.node_id] = NodeRun(spec.node_id, "", spec.listen, child.process, log_path)
+        self.coordinator = next(iter(self.coordinators.values()), None)
 
     def _open_coordinator_paths(self) -> None:
         """A fault proxy per node for the coordinator to dial, so a drill can cut a region off
@@ -500,6 +519,9 @@ class LocalCluster:
             "cluster_file": str(self.cluster_file),
             "coordinator": self.coordinator.address if self.coordinator else None,
             "coordinator_pid": self.coordinator.process.pid if self.coordinator else None,
+            "coordinators": {
+                run.node_id: {"address": run.address, "pid": run.process.pid, "log": str(run.log_path)} for run in self.coordinators.values()
+            },
             "coordinator_via": self._via,
             "fault_control": self._fault_control_url,
             "nodes": {
@@ -557,7 +579,9 @@ def bring_down(state_dir: Path, *, timeout_seconds: float = 60.0) -> str:
     # `ridgeline up` is gone (killed): stop what it left behind ourselves.
     # Each pid with what its command line says, lest a reused pid be someone else's.
     pids = [(int(node["pid"]), "ridgeline") for node in state.get("nodes", {}).values()]  # type: ignore[union-attr]
-    pids += [(int(state["coordinator_pid"]), "ridgeline")] if state.get("coordinator_pid") else []  # type: ignore[arg-type]
+    coordinator_pids = {int(run["pid"]) for run in (state.get("coordinators") or {}).values()}  # type: ignore[union-attr]
+    coordinator_pids |= {int(state["coordinator_pid"])} if state.get("coordinator_pid") else set()  # type: ignore[arg-type]
+    pids += [(pid, "ridgeline") for pid in sorted(coordinator_pids)]
     pids += [(int(state["services"]["gateway_pid"]), "ridgeline")] if state.get("services", {}).get("gateway_pid") else []  # type: ignore[index, union-attr]
     pids += [(int(state["prefect"]["pid"]), "prefect")] if state.get("prefect") else []  # type: ignore[index]
     for pid, marker in pids:

@@ -33,6 +33,9 @@ class CoordinatorFigures:
     decision_p99_seconds: float | None
     #: Treks in doubt or being driven at the last redrive pass.
     unfinished: int
+    #: The leader epoch it holds (0: it follows), and since when (Unix time, the log's clock).
+    leader_epoch: int = 0
+    leader_since: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,8 @@ def scrape_coordinator(metrics_address: str, timeout_seconds: float = 2.0) -> Co
         return None
     decided: dict[str, int] = {}
     buckets: dict[float, float] = {}
-    unfinished = 0
+    unfinished = epoch = 0
+    since = 0.0
     for sample in samples:
         if sample.name == "ridgeline_trek_decision_seconds_count":
             decided[sample.labels.get("decision", "")] = int(sample.value)
@@ -80,7 +84,11 @@ def scrape_coordinator(metrics_address: str, timeout_seconds: float = 2.0) -> Co
             _add_bucket(buckets, sample)
         elif sample.name == "ridgeline_treks_unfinished":
             unfinished = int(sample.value)
-    return CoordinatorFigures(decided.get("commit", 0), decided.get("abort", 0), _quantile(buckets, 0.99), unfinished)
+        elif sample.name == "ridgeline_coordinator_leader_epoch":
+            epoch = int(sample.value)
+        elif sample.name == "ridgeline_coordinator_leader_since_seconds":
+            since = float(sample.value)
+    return CoordinatorFigures(decided.get("commit", 0), decided.get("abort", 0), _quantile(buckets, 0.99), unfinished, epoch, since)
 
 
 def scrape_gateway(gateway_url: str, transport: Transport, timeout_seconds: float = 2.0) -> GatewayFigures | None:
@@ -133,3 +141,4 @@ def _quantile(buckets: dict[float, float], fraction: float) -> float | None:
         if buckets[bound] >= fraction * total:
             return bound
     return None
+

@@ -26,6 +26,7 @@ from rich.table import Table
 from sqlalchemy import Connection, text
 
 from ridgeline.flows.payments import Charge, PaymentGateway
+from ridgeline.global_coordinator.leadership import STALE_DECISIONS_SQL
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.storage.audit_sql import Check, audit_region
 from ridgeline.regional.storage.db import make_engine, read_transaction
@@ -113,6 +114,7 @@ def run_audit(
         try:
             trek_check, trek_cents = check_treks(region_urls, coordinator_url, grace_seconds=money_grace_seconds)
             checks.append(trek_check)
+            checks.append(check_decision_epochs(coordinator_url))
         except Exception as error:  # noqa: BLE001 - an unreadable log is a verdict, not a crash
             checks.append(Check("5 treks are atomic", "the coordinator's log can be read", "coordinator", [f"{type(error).__name__}: {error}"], 1))
     if gateway_url:
@@ -219,6 +221,13 @@ def check_treks(
     kept.update({trek_id: int(t.kept_cents) if t.state == "committed" else 0 for trek_id, t in treks.items()})
     check = Check("5 treks are atomic", "every finished trek has all legs committed or none", f"coordinator and {len(region_urls)} regions", offenders[:20], len(offenders))
     return check, kept
+
+
+def check_decision_epochs(coordinator_url: str) -> Check:
+    """Invariant 5's fence: no decision was written by a coordinator that no longer led (the leader epochs in the log)."""
+    rows = _read(coordinator_url, lambda conn: conn.execute(text(STALE_DECISIONS_SQL)).all())
+    offenders = [f"trek {r.trek_id}: decided under epoch {r.epoch} {r.why}" for r in rows]
+    return Check("5 treks are atomic", "every decision was written under the epoch that led", "coordinator", offenders[:20], len(offenders))
 
 
 def check_money(

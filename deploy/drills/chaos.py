@@ -35,10 +35,10 @@ from ridgeline.deploy.drills.audit import AuditReport, check_acknowledged, run_a
 from ridgeline.deploy.drills.load import LoadGenerator, LoadReport, LoadSettings
 from ridgeline.deploy.run.postgres import PostgresServer
 from ridgeline.routing import ClusterClient, ClusterUnreachable, UnknownBasecamp, night_range
+from ridgeline.routing.coordinator_set import CoordinatorSet
 from ridgeline.trust.credentials import Transport
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import trek_pb2 as tpb
-from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 
 
 @dataclass(frozen=True)
@@ -271,30 +271,34 @@ class PrefectDown(_SettlementFault):
 
 class KillCoordinator(Fault):
     name = "kill-coordinator"
-    acts_on = "the trek coordinator: SIGKILL, then started again"
+    acts_on = "every trek coordinator: SIGKILL, then started again"
     hypothesis = (
-        "SIGKILL of the trek coordinator while treks are being planned: after its restart it re-drives every "
-        "unfinished trek; every finished trek has all legs or none (audit 5), money balances (audit 4), and a new "
-        "trek commits within 15 s of the restart"
+        "SIGKILL of every trek coordinator while treks are being planned: after their restart the one that leads "
+        "re-drives every unfinished trek; every finished trek has all legs or none (audit 5), money balances (audit 4), "
+        "and a new trek commits within 15 s of the restart"
     )
     recovers_from_injection = False
     mix = {"hold": 1.0, "trek": 4.0}
 
     def inject(self, cluster: LocalCluster, run: DrillRun) -> list[str]:
-        cluster.kill_coordinator()
-        run.note("SIGKILL the coordinator")
+        if not cluster.coordinators:
+            raise RuntimeError("this cluster runs no trek coordinator")
+        for node_id in cluster.coordinators:
+            cluster.kill_coordinator(node_id)
+        run.note(f"SIGKILL every coordinator ({', '.join(cluster.coordinators)})")
         return ["trek"]
 
     def restore(self, cluster: LocalCluster, run: DrillRun) -> None:
         cluster.restart_coordinator()
-        run.note("restarted the coordinator")
+        run.note("restarted the coordinators")
 
     def recovery_bound(self, cluster: LocalCluster, times: DrillTimes) -> float:
         return 15.0
 
     def probe(self, client: ClusterClient, cluster: LocalCluster, basecamp: str, resource: str, night: date) -> str:
-        assert cluster.coordinator is not None
-        with cluster.client_transport("planner").channel(cluster.coordinator.address) as channel:
+        assert cluster.coordinators, "a trek probe needs a coordinator"
+        # Whichever coordinator leads answers; a paused one is given up on after a few seconds.
+        with CoordinatorSet([run.address for run in cluster.coordinators.values()], cluster.client_transport("planner")) as coordinators:
             camps = client.list_basecamps().basecamps
             # The first and the last region: a cut drill cuts the last one.
             regions = list(dict.fromkeys([cluster.spec.regions[0].name, cluster.spec.regions[-1].name]))
@@ -303,7 +307,7 @@ class KillCoordinator(Fault):
                             nights=night_range(night + timedelta(days=2 * i), night + timedelta(days=2 * i + 1)), party_size=1)
                 for i, camp in enumerate([next(c for c in camps if c.region == r) for r in regions])
             ]
-            trek = tpb_grpc.TrekServiceStub(channel).PlanTrek(
+            trek = coordinators.stub(attempt_timeout_seconds=_TREK_PROBE_ATTEMPT_SECONDS).PlanTrek(
                 tpb.PlanTrekRequest(idempotency_key=str(uuid.uuid4()), customer_id="drill-probe", legs=legs, wait=True), timeout=10
             )
         if trek.decision != tpb.DECISION_COMMIT:
@@ -317,6 +321,8 @@ DRILL_RATE = 20.0
 
 #: How long a probe Book waits for its settlement.
 _SETTLE_PROBE_SECONDS = 8.0
+#: How long one coordinator may take over a probe trek before the probe asks another.
+_TREK_PROBE_ATTEMPT_SECONDS = 3.0
 
 
 class CutRegion(KillCoordinator):
@@ -394,6 +400,8 @@ DRILLS: dict[str, Callable[[], Fault]] = {
     "prefect-down": PrefectDown,
     "kill-region-primary": lambda: _database_drill("kill-region-primary"),
     "cut-node-from-database": lambda: _database_drill("cut-node-from-database"),
+    "kill-coordinator-leader": lambda: _leader_drill("kill-coordinator-leader"),
+    "pause-coordinator-leader": lambda: _leader_drill("pause-coordinator-leader"),
 }
 
 
@@ -402,6 +410,16 @@ def _database_drill(name: str) -> Fault:
     from ridgeline.deploy.drills import database_drills
 
     return database_drills.DATABASE_DRILLS[name]()
+
+
+
+def _leader_drill(name: str) -> Fault:
+    """The coordinator failover drills (deploy/drills/coordinator_failover.py builds on KillCoordinator here)."""
+    from ridgeline.deploy.drills.coordinator_failover import KillCoordinatorLeader, PauseCoordinatorLeader
+
+    drill = {"kill-coordinator-leader": KillCoordinatorLeader, "pause-coordinator-leader": PauseCoordinatorLeader}[name]()
+    assert drill.name == name, (drill.name, name)
+    return drill
 
 
 def run_drill(
@@ -422,7 +440,7 @@ def run_drill(
     run = DrillRun(fault.name, fault.hypothesis, times)
     seeds = [r.address for r in cluster.nodes.values()]
     total = times.warmup + times.fault + times.recovery_max + times.cooldown
-    coordinator = cluster.coordinator.address if cluster.coordinator else None
+    coordinator = ",".join(run.address for run in cluster.coordinators.values()) or None
     mix = fault.mix if coordinator or "trek" not in fault.mix else {k: v for k, v in fault.mix.items() if k != "trek"}
     generator = LoadGenerator(
         LoadSettings(

@@ -27,12 +27,14 @@ from datetime import date, timedelta
 import grpc
 
 from ridgeline.routing import ClusterClient, night_range
+from ridgeline.routing.coordinator_set import CoordinatorSet, parse_targets
 from ridgeline.trust.credentials import Transport
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import trek_pb2 as tpb
-from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 
 OPERATIONS = ("hold", "book", "release", "cancel", "pay", "trek")
+#: The longest one coordinator may take to record a trek before the planner asks another.
+TREK_ATTEMPT_SECONDS = 1.5
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class LoadSettings:
     call_timeout_seconds: float = 5.0
     hold_ttl_seconds: int = 60
     seed: int = 0
-    #: The trek coordinator, needed when the mix has treks.
+    #: The trek coordinators (host:port, comma-separated: calls go to whichever leads), needed when the mix has treks.
     coordinator: str | None = None
     #: How treks are planned (a planner's pair; None: ``transport``).
     planner: Transport | None = None
@@ -226,11 +228,12 @@ class LoadGenerator:
 
 
 class _TrekDesk:
-    """A planner: two-leg treks over two regions through the coordinator (one channel)."""
+    """A planner: two-leg treks over two regions through whichever coordinator leads (a channel to each)."""
 
     def __init__(self, coordinator: str, timeout_seconds: float, transport: Transport) -> None:
-        self._channel = transport.channel(coordinator)
-        self._stub = tpb_grpc.TrekServiceStub(self._channel)
+        self._coordinators = CoordinatorSet(parse_targets(coordinator), transport)
+        # A paused coordinator never answers: past this the desk asks the next one (same key).
+        self._stub = self._coordinators.stub(attempt_timeout_seconds=min(TREK_ATTEMPT_SECONDS, timeout_seconds))
         self._timeout = timeout_seconds
 
     def plan(self, rng: random.Random, products: list[tuple[str, str, str]]) -> None:
@@ -246,7 +249,7 @@ class _TrekDesk:
         self._stub.PlanTrek(request, timeout=self._timeout)
 
     def close(self) -> None:
-        self._channel.close()
+        self._coordinators.close()
 
 
 def parse_mix(text: str) -> dict[str, float]:

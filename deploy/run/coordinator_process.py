@@ -94,7 +94,13 @@ def serve_until_signalled(
     ``transport`` is how it reaches the payment gateway (the node pair over mutual TLS)."""
     # One INFO line per gateway request costs more than the request's own CPU here.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    engine = make_engine(database_url, pool_size=workers + config.drive_workers, application_name="ridgeline-coordinator")
+    # A coordinator paused (SIGSTOP, a stalled VM) inside a log transaction holds the leader
+    # lease's share lock: the server ends that transaction within half a lease, so the
+    # takeover waits at most that long, and the paused process cannot commit once it resumes.
+    engine = make_engine(
+        database_url, pool_size=workers + config.drive_workers + 2, application_name=f"ridgeline-{config.node_id}",
+        idle_in_transaction_timeout_ms=max(500, int(config.lease_ttl_seconds * 500)),
+    )
     schema.migrate(engine)
     payments = GatewayPayments(gateway_url, transport)
     metrics_host, metrics_port = metrics_listen.rsplit(":", 1)
@@ -106,6 +112,8 @@ def serve_until_signalled(
         signal.signal(signum, lambda *_: stop.set())
     server.start()
     _log.info("coordinator metrics on http://%s:%d/metrics", metrics_host, metrics.server_port)
+    epoch = server.coordinator.leadership.epoch
+    _log.info("coordinator %s %s", config.node_id, f"leads with epoch {epoch}" if epoch else "follows")
     print(f"READY coordinator {server.address}", flush=True)
     try:
         stop.wait()

@@ -8,6 +8,7 @@ import pytest
 
 from ridgeline.regional import errors
 from ridgeline.regional.edge.status_codes import code_for
+from ridgeline.regional.workflows.rollout import RolloutRefused
 
 EXPECTED = {
     errors.InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
@@ -28,6 +29,7 @@ EXPECTED = {
     errors.ForeignCoordinator: grpc.StatusCode.FAILED_PRECONDITION,
     errors.DecisionRefused: grpc.StatusCode.FAILED_PRECONDITION,
     errors.CoordinatorUnavailable: grpc.StatusCode.UNAVAILABLE,
+    RolloutRefused: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 

@@ -82,7 +82,7 @@ def _ridgeline_up(tmp_path: Path, nodes: dict[str, list[str]], env: dict[str, st
     with a coordinator, serving from ``env``'s RIDGELINE_STATE_DIR; yields it and its output
     so far, and stops it if the test did not."""
     lines = ["[cluster]", 'name = "test"', "lease_ttl_seconds = 2.0", "heartbeat_interval_seconds = 0.5"]
-    lines += ["[coordinator]", f'listen = "127.0.0.1:{free_port()}"']
+    lines += ["[coordinator]", f'listen = "127.0.0.1:{free_port()}"', "[[coordinator.peers]]", 'id = "coordinator-2"', f'listen = "127.0.0.1:{free_port()}"']
     for region, ids in nodes.items():
         lines += ["[[regions]]", f'name = "{region}"']
         for node_id in ids:
@@ -104,8 +104,8 @@ def _ridgeline_up(tmp_path: Path, nodes: dict[str, list[str]], env: dict[str, st
 @pytest.mark.slow
 def test_up_status_book_drills_audit_down_on_a_running_cluster(tmp_path: Path, certs: SessionCerts) -> None:
     """One `ridgeline up` (a separate process) serves the whole desk and SRE path: status,
-    a paid booking, a trek, the drills that act on up's own parts (a node, its Prefect
-    server, the coordinator's fault proxies), the audit, and `down` stopping everything,
+    a paid booking, a trek, the drills that act on up's own parts (a node, the leading
+    coordinator of two, its Prefect server, the coordinators' fault proxies), the audit, and `down` stopping everything,
     including what the drills restarted. All of it over mutual TLS, the default, with the
     certificates up made on first start: no command is given a flag for them, and every
     gRPC port up opens refuses a caller without a certificate of its CA."""
@@ -142,20 +142,24 @@ def test_up_status_book_drills_audit_down_on_a_running_cluster(tmp_path: Path, c
 
         summary = _ridgeline("status", env={**env, "COLUMNS": "300"})
         assert summary.returncode == 0, summary.stderr
-        [coordinator] = [line for line in summary.stdout.splitlines() if "trek coordinator" in line]
-        assert "serving" in coordinator and "1 committed, 0 aborted" in coordinator, summary.stdout[-2000:]
+        [leader] = [line for line in summary.stdout.splitlines() if "trek coordinator " in line]
+        assert "serving" in leader and "LEADS (epoch 1, since" in leader and "1 committed, 0 aborted" in leader, summary.stdout[-2000:]
+        [follower] = [line for line in summary.stdout.splitlines() if "trek coordinator-2" in line]
+        assert "serving" in follower and "follows" in follower, summary.stdout[-2000:]
         [gateway] = [line for line in summary.stdout.splitlines() if "payment gateway" in line]
         assert "serving" in gateway and "payment calls" in gateway, summary.stdout[-2000:]
 
         drill = _ridgeline("chaos", "run", "kill-node", "--warmup", "1", "--fault", "2", "--recovery-max", "20", env=env, timeout=120)
         assert drill.returncode == 0, drill.stdout[-3000:] + drill.stderr[-3000:]
         assert "drill passed" in drill.stdout
-        for name in ("prefect-down", "cut-region"):
+        for name in ("kill-coordinator-leader", "prefect-down", "cut-region"):
             run = _ridgeline("chaos", "run", name, "--warmup", "1", "--fault", "2", "--recovery-max", "25", "--concurrency", "2", env=env, timeout=180)
             assert run.returncode == 0 and "drill passed" in run.stdout, run.stdout[-4000:] + run.stderr[-3000:]
         state = json.loads((state_dir / "state.json").read_text())  # the drills restarted a node and Prefect: new pids
         prefect_api = f"http://127.0.0.1:{state['prefect']['port']}/api"
         assert httpx.post(f"{prefect_api}/flow_runs/filter", json={}, timeout=10).status_code == 401, "up's Prefect API answered a caller without its secret"
+        killed = state["coordinators"]["coordinator"]  # the first started, the leader the drill killed
+        assert killed["pid"] != before["coordinators"]["coordinator"]["pid"], "the drill restarted the killed leader: state.json has its new pid"
         assert state["prefect"]["pid"] != before["prefect"]["pid"], "the drill restarted Prefect: state.json has its new pid"
         assert state["prefect"]["port"] == before["prefect"]["port"], "on the same port: the nodes keep their API URL"
         assert "gateway" in command_line(state["services"]["gateway_pid"]), "down must find the gateway should up be killed"
@@ -174,6 +178,8 @@ def test_up_status_book_drills_audit_down_on_a_running_cluster(tmp_path: Path, c
         assert up.wait(60) == 0
     for node in state["nodes"].values():
         assert not alive(node["pid"]), f"node pid {node['pid']} outlived ridgeline down"
+    for node_id, run in state["coordinators"].items():
+        assert not alive(run["pid"]), f"coordinator {node_id} (pid {run['pid']}, restarted by a drill or not) outlived ridgeline down"
     assert not alive(state["prefect"]["pid"]), "the Prefect server the drill restarted outlived ridgeline down"
     with pytest.raises(httpx.TransportError):
         with sre.http_client(state["fault_control"], timeout_seconds=2) as control:
@@ -187,8 +193,10 @@ def _assert_every_grpc_port_refuses_strangers(state: dict, certs_dir: Path, sess
     a TLS client without a certificate and one with another CA's pair are refused at the
     handshake (UNAVAILABLE), while up's own sre pair is answered on the same port."""
     assert (state["certs_dir"], state["insecure"]) == (str(certs_dir), False), "up runs secure by default"
-    ports = [node["address"] for node in state["nodes"].values()] + [state["coordinator"], *state["coordinator_via"].values()]
-    assert len(ports) == 2 * len(state["nodes"]) + 1, ports
+    coordinators = [run["address"] for run in state["coordinators"].values()]
+    assert state["coordinator"] == coordinators[0], "the first coordinator's address stays where older readers look"
+    ports = [node["address"] for node in state["nodes"].values()] + [*coordinators, *state["coordinator_via"].values()]
+    assert len(ports) == 2 * len(state["nodes"]) + 2, ports
     sre = Transport.from_dir(certs_dir, principal="sre")
     for address in ports:
         with sre.channel(address) as channel:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ridgeline.deploy.cluster.cluster_file import ClusterSpec, NodeSpec, RegionSpec, with_free_ports
+from ridgeline.deploy.cluster.coordinator_spec import CoordinatorSpec
 from ridgeline.deploy.cluster.local_cluster import LocalCluster
 from ridgeline.deploy.drills.chaos import DRILLS, DrillTimes, run_drill
 
@@ -21,10 +22,12 @@ SHORT = DrillTimes(warmup=1.5, fault=3.5, recovery_max=20.0, cooldown=1.0)
 @pytest.fixture(scope="module")
 def drill_cluster() -> Iterator[LocalCluster]:
     """Two regions: eu-alps with two nodes (node faults move basecamps), na-rockies with one;
-    with the payment gateway, a Prefect server and the trek coordinator."""
+    with the payment gateway, a Prefect server and two trek coordinators (one leads)."""
     spec = ClusterSpec(
         name="drills",
         coordinator_listen="127.0.0.1:0",
+        coordinator_id="coordinator-1",
+        coordinator_peers=(CoordinatorSpec("coordinator-2", "127.0.0.1:0"),),
         regions=(
             RegionSpec("eu-alps", (NodeSpec("eu-alps-1", "eu-alps", "127.0.0.1:0"), NodeSpec("eu-alps-2", "eu-alps", "127.0.0.1:0"))),
             RegionSpec("na-rockies", (NodeSpec("na-rockies-1", "na-rockies", "127.0.0.1:0"),)),
@@ -47,7 +50,7 @@ def drill_cluster() -> Iterator[LocalCluster]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("drill", ["kill-node", "pause-node", "stop-region-db", "gateway-down", "gateway-flaky", "gateway-slow", "prefect-down", "kill-coordinator", "cut-region"])
+@pytest.mark.parametrize("drill", ["kill-node", "pause-node", "stop-region-db", "gateway-down", "gateway-flaky", "gateway-slow", "prefect-down", "kill-coordinator", "cut-region", "kill-coordinator-leader", "pause-coordinator-leader"])
 def test_the_drill_recovers_within_its_bound_and_passes_the_audit(drill_cluster: LocalCluster, drill: str) -> None:
     run = run_drill(DRILLS[drill](), drill_cluster, SHORT, concurrency=3)
     report = run.to_json()

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, text
 
 from ridgeline.deploy.run.postgres import PostgresServer
 from ridgeline.global_coordinator import decision_log as log
-from ridgeline.global_coordinator import schema
+from ridgeline.global_coordinator import leadership, schema
 from ridgeline.global_coordinator.group_commit import GroupCommit
 from ridgeline.regional.storage.db import make_engine, run_transaction
 
@@ -60,6 +60,9 @@ def _serialization_retries() -> float:
 def test_concurrent_treks_are_recorded_decided_and_settled_in_shared_transactions_without_retries(engine: Engine) -> None:
     transact = CountingTransact(engine)
     writes = GroupCommit(transact)
+    granted = run_transaction(engine, lambda conn: leadership.acquire(conn, holder="coordinator", incarnation="c-1", address="127.0.0.1:1", ttl_seconds=60, lock_wait_ms=1000))
+    assert granted is not None
+    epoch, _ = granted
     retries_before = _serialization_retries()
     start = threading.Barrier(THREADS)
 
@@ -70,7 +73,7 @@ def test_concurrent_treks_are_recorded_decided_and_settled_in_shared_transaction
         outcome = log.PrepareOutcome(0, True, str(uuid.uuid4()), 4200, "EUR")
         charge = log.ChargeRecord("EUR", 4200, f"ch_{n}", 0)
         now = datetime.now(timezone.utc)
-        decided = writes(lambda conn: log.record_decision(conn, trek, [outcome], [charge], log.Decision.COMMIT, "paid", now, "node:coordinator"))
+        decided = writes(lambda conn: log.record_decision(conn, trek, [outcome], [charge], log.Decision.COMMIT, "paid", now, "node:coordinator", epoch=epoch))
         assert decided.state is log.TrekState.COMMITTING
         assert writes(lambda conn: log.move(conn, trek.trek_id, [log.TrekState.COMMITTING], log.TrekState.COMMITTED, now))
         return decided
