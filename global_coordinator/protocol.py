@@ -152,8 +152,8 @@ class Coordinator:
         self._payments = payments
         self._clock = clock
         # Each drive and leg call stays in the trace of the plan that started it.
-        self._drivers = tracing.ContextPool(config.drive_workers, thread_name_prefix="trek-drive")
-        self._calls = tracing.ContextPool(config.call_workers, thread_name_prefix="trek-leg-call")
+        self._drivers = tracing.pool(config.drive_workers, thread_name_prefix="trek-drive")
+        self._calls = tracing.pool(config.call_workers, thread_name_prefix="trek-leg-call")
         self._active: set[str] = set()
         self._active_lock = threading.Lock()
         #: When this process last became the leader: treks it planned since are its own to drive.

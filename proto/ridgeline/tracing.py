@@ -157,6 +157,13 @@ def span(name: str, context: otel_context.Context | None = None, attributes: Map
         yield
 
 
+def pool(workers: int, *, thread_name_prefix: str) -> ThreadPoolExecutor:
+    """A thread pool for work handed over by a traced call: a :class:`ContextPool` when
+    tracing is on, a plain pool (no context copy per task) when it is off."""
+    kind = ContextPool if _provider is not None else ThreadPoolExecutor
+    return kind(workers, thread_name_prefix=thread_name_prefix)
+
+
 class ContextPool(ThreadPoolExecutor):
     """A thread pool whose tasks run in the submitter's context (``contextvars``), so work
     handed to a pool stays in the trace of the call that handed it over (a trek's drive,
