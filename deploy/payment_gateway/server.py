@@ -12,7 +12,6 @@ app, which authorizes every request.
 
 from __future__ import annotations
 
-import signal
 import socket
 import threading
 import time
@@ -23,6 +22,7 @@ from ridgeline.deploy.payment_gateway.api import create_app
 from ridgeline.deploy.payment_gateway.faults import FaultInjector
 from ridgeline.deploy.payment_gateway.ledger import Ledger
 from ridgeline.deploy.payment_gateway.peer_certificate import PeerCertificateProtocol
+from ridgeline.deploy.run.termination import Termination
 from ridgeline.trust.credentials import Transport
 
 #: How long the server may take to start listening before we give up.
@@ -53,9 +53,7 @@ def serve_until_signalled(database_url: str, listen: str, transport: Transport, 
         ssl_context_factory=(lambda *_: transport.server_ssl_context()) if transport.secure else None,
     )
     server = uvicorn.Server(config)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    termination = Termination()
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="gateway-http")
     thread.start()
     try:
@@ -66,7 +64,7 @@ def serve_until_signalled(database_url: str, listen: str, transport: Transport, 
             time.sleep(0.01)
         # Parents (tests, the local cluster) wait for this line to learn the bound port.
         print(f"READY gateway {transport.http_scheme}://{bound_host}:{bound_port}", flush=True)
-        stop.wait()
+        termination.wait()
     finally:
         server.should_exit = True
         thread.join()
