@@ -1,0 +1,121 @@
+"""The pages that existing RPCs serve: cluster, bookings (search and one booking), availability.
+
+Each handler reads like its page: take the query, ask the backend (gRPC), render. A
+refused call is shown on the page with its status and message, never as a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, timedelta
+from typing import TypeVar
+from urllib.parse import urlencode
+
+import grpc
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from ridgeline.deploy.console.backend import HEAT_MAP_NIGHTS_MAX, BookingSearch, ConsoleBackend
+from ridgeline.deploy.console.guard import page_session
+from ridgeline.deploy.console.sessions import Session
+from ridgeline.deploy.console.views import render, rpc_error, state_name, when
+from ridgeline.routing import ClusterUnreachable, UnknownBasecamp
+from ridgeline.v1 import booking_pb2 as pb
+
+router = APIRouter()
+T = TypeVar("T")
+
+#: What a search form may ask for, in the order the form shows them.
+STATES = ("held", "confirmed", "released", "expired", "cancelled")
+#: Nights the heat map shows unless asked for another span.
+HEAT_MAP_NIGHTS_DEFAULT = 14
+_FAILURES = (grpc.RpcError, ClusterUnreachable, UnknownBasecamp)
+
+
+def _backend(request: Request) -> ConsoleBackend:
+    return request.app.state.backend
+
+
+@router.get("/cluster")
+def cluster(request: Request, session: Session = Depends(page_session)) -> Response:
+    return render(request, "cluster.html", session, view=_backend(request).overview())
+
+
+@router.get("/bookings")
+def bookings(
+    request: Request, session: Session = Depends(page_session), booking_id: str = "", region: str = "", basecamp_id: str = "", state: str = "",
+    night: str = "", workflow: str = "", page_token: str = "",
+) -> Response:
+    backend = _backend(request)
+    search = BookingSearch(booking_id.strip(), region, basecamp_id, state, night.strip(), workflow.strip(), page_token)
+    found: list[pb.Booking] = []
+    next_token, error = "", None
+    try:
+        if search.booking_id:
+            found = [backend.booking(search.booking_id)]
+        elif request.url.query:
+            reply = backend.search(search)
+            found, next_token = list(reply.bookings), reply.next_page_token
+    except ValueError as invalid:
+        error = f"INVALID_ARGUMENT: {invalid}"
+    except _FAILURES as failure:
+        error = rpc_error(failure) if isinstance(failure, grpc.RpcError) else str(failure)
+    next_url = "/bookings?" + urlencode({**dict(request.query_params), "page_token": next_token}) if next_token else ""
+    return render(
+        request, "bookings.html", session, search=search, bookings=found, next_url=next_url, error=error, states=STATES,
+        regions=_safe(backend.regions), basecamps=_safe(backend.basecamps),
+    )
+
+
+@router.get("/bookings/{booking_id}")
+def booking(request: Request, booking_id: str, session: Session = Depends(page_session)) -> Response:
+    try:
+        found = _backend(request).booking(booking_id)
+    except _FAILURES as failure:
+        message = rpc_error(failure) if isinstance(failure, grpc.RpcError) else str(failure)
+        status = 404 if isinstance(failure, grpc.RpcError) and failure.code() is grpc.StatusCode.NOT_FOUND else 502
+        return render(request, "booking.html", session, booking=None, error=message, status_code=status)
+    return render(request, "booking.html", session, booking=found, timeline=timeline(found), error=None)
+
+
+def timeline(booking: pb.Booking) -> list[dict[str, str]]:
+    """Every transition and workflow step of a booking, oldest first, with time, actor and what happened."""
+    entries = [
+        {"at": when(t.at), "what": f"{_state(t.from_state) or 'new'} → {_state(t.to_state)}", "actor": t.actor, "detail": t.reason, "kind": "transition"}
+        for t in booking.history
+    ]
+    entries += [{"at": when(s.at), "what": s.step, "actor": s.actor, "detail": s.detail, "kind": "step"} for s in booking.steps]
+    return sorted(entries, key=lambda entry: entry["at"])
+
+
+@router.get("/availability")
+def availability(request: Request, session: Session = Depends(page_session), basecamp_id: str = "", start: str = "", nights: int = HEAT_MAP_NIGHTS_DEFAULT) -> Response:
+    backend = _backend(request)
+    camps = _safe(backend.basecamps)
+    rows, error = [], None
+    first_night = date.today()
+    try:
+        first_night = date.fromisoformat(start) if start else date.today()
+        if not 1 <= nights <= HEAT_MAP_NIGHTS_MAX:
+            raise ValueError(f"nights must be 1 to {HEAT_MAP_NIGHTS_MAX}, not {nights}")
+        chosen = basecamp_id or (camps[0].basecamp_id if camps else "")
+        if chosen:
+            rows = backend.heat_map(chosen, first_night, nights)
+    except ValueError as invalid:
+        error, chosen = f"INVALID_ARGUMENT: {invalid}", basecamp_id
+    except _FAILURES as failure:
+        error = rpc_error(failure) if isinstance(failure, grpc.RpcError) else str(failure)
+    dates = [first_night + timedelta(days=i) for i in range(nights)] if rows else []
+    return render(request, "availability.html", session, basecamps=camps, chosen=chosen, start=first_night.isoformat(), nights=nights, dates=dates, rows=rows, error=error)
+
+
+def _safe(read: Callable[[], list[T]]) -> list[T]:
+    """A backend read for a form's choices: empty when the cluster does not answer (the page says what did not)."""
+    try:
+        return read()
+    except _FAILURES:
+        return []
+
+
+def _state(state: int) -> str:
+    return "" if state == pb.BOOKING_STATE_UNSPECIFIED else state_name(state)

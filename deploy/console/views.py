@@ -1,0 +1,56 @@
+"""Rendering shared by every page: the templates, the session's context, readable values."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import grpc
+from fastapi import Request
+from fastapi.responses import Response
+from fastapi.templating import Jinja2Templates
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from ridgeline.deploy.console.sessions import Session
+from ridgeline.v1 import booking_pb2 as pb
+
+TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
+
+
+def render(request: Request, template: str, session: Session | None, status_code: int = 200, **context: object) -> Response:
+    """``template`` with the session's identity and CSRF token (every form carries it)."""
+    base = {"who": session.identity.actor if session else None, "csrf": session.csrf if session else "", "path": request.url.path}
+    return TEMPLATES.TemplateResponse(request, template, {**base, **context}, status_code=status_code)
+
+
+def rpc_error(error: grpc.RpcError) -> str:
+    """A refused call as people read it: ``NOT_FOUND: no booking …``."""
+    code = error.code() if hasattr(error, "code") else None
+    return f"{code.name if code else 'ERROR'}: {error.details() if hasattr(error, 'details') else error}"
+
+
+def when(stamp: Timestamp) -> str:
+    """A protobuf timestamp in UTC to the second; "" when unset."""
+    if not stamp.seconds and not stamp.nanos:
+        return ""
+    return datetime.fromtimestamp(stamp.seconds, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def state_name(state: int) -> str:
+    return pb.BookingState.Name(state).removeprefix("BOOKING_STATE_").lower()
+
+
+def payment_state_name(state: int) -> str:
+    return pb.PaymentState.Name(state).removeprefix("PAYMENT_STATE_").lower()
+
+
+def day(value: pb.Date) -> str:
+    return f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
+
+
+def money(cents: int, currency: str) -> str:
+    return f"{cents / 100:,.2f} {currency}".strip()
+
+
+TEMPLATES.env.filters.update(when=when, state=state_name, payment_state=payment_state_name, day=day)
+TEMPLATES.env.globals.update(money=money)
