@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from ridgeline.deploy.console import guard, pages
+from ridgeline.deploy.console import guard, inflight, pages
 from ridgeline.deploy.console.backend import ConsoleBackend
 from ridgeline.deploy.console.sessions import COOKIE, LOGIN_COOKIE, SESSION_TTL_SECONDS, LoginRefused, Session, SessionStore, login_csrf_matches, new_login_csrf
 from ridgeline.deploy.console.views import TEMPLATES
@@ -60,6 +60,7 @@ def create_app(backend: ConsoleBackend, sessions: SessionStore, *, secure: bool 
         return RedirectResponse("/cluster", status_code=303)
 
     app.include_router(pages.router)
+    app.include_router(inflight.router)
     return app
 
 

@@ -15,11 +15,13 @@ from pathlib import Path
 
 from ridgeline.deploy.cluster.cluster_file import ClusterSpec
 from ridgeline.deploy.console import cluster_view
+from ridgeline.deploy.console.operator_calls import OperatorCalls
 from ridgeline.routing import ClusterClient
 from ridgeline.routing.coordinator_set import CoordinatorSet
 from ridgeline.routing.requests import night_range
 from ridgeline.trust.credentials import Transport
 from ridgeline.v1 import booking_pb2 as pb
+from ridgeline.v1 import operator_pb2 as opb
 
 #: Deadline of one page's gRPC calls, seconds: a page answers or says what did not.
 CALL_TIMEOUT_SECONDS = 5.0
@@ -81,6 +83,7 @@ class ConsoleBackend:
         self.client = ClusterClient(seeds, transport=transport, timeout_seconds=CALL_TIMEOUT_SECONDS)
         coordinators = [c.listen for c in spec.coordinators()] if spec is not None else []
         self.coordinators = CoordinatorSet(coordinators, transport) if coordinators else None
+        self.operator = OperatorCalls(self.client, self.coordinators)
         self._basecamps: list[pb.Basecamp] | None = None
         self._lock = threading.Lock()
 
@@ -104,6 +107,10 @@ class ConsoleBackend:
 
     def booking(self, booking_id: str) -> pb.Booking:
         return self.client.get_booking(booking_id)
+
+    def timeline(self, booking: pb.Booking) -> opb.BookingTimeline:
+        """The operator API's timeline of a booking (transitions, settlement, charges, refunds, steps, actions)."""
+        return self.operator.timeline(self.client.region_of(booking.basecamp_id), booking.booking_id)
 
     def search(self, search: BookingSearch) -> pb.ListBookingsResponse:
         """One page of bookings matching the filters (a basecamp names its region; else the region chosen)."""

@@ -18,9 +18,10 @@ from fastapi.responses import Response
 from ridgeline.deploy.console.backend import HEAT_MAP_NIGHTS_MAX, BookingSearch, ConsoleBackend
 from ridgeline.deploy.console.guard import page_session
 from ridgeline.deploy.console.sessions import Session
-from ridgeline.deploy.console.views import render, rpc_error, state_name, when
+from ridgeline.deploy.console.views import money, render, rpc_error, state_name, when
 from ridgeline.routing import ClusterUnreachable, UnknownBasecamp
 from ridgeline.v1 import booking_pb2 as pb
+from ridgeline.v1 import operator_pb2 as opb
 
 router = APIRouter()
 T = TypeVar("T")
@@ -75,11 +76,34 @@ def booking(request: Request, booking_id: str, session: Session = Depends(page_s
         message = rpc_error(failure) if isinstance(failure, grpc.RpcError) else str(failure)
         status = 404 if isinstance(failure, grpc.RpcError) and failure.code() is grpc.StatusCode.NOT_FOUND else 502
         return render(request, "booking.html", session, booking=None, error=message, status_code=status)
-    return render(request, "booking.html", session, booking=found, timeline=timeline(found), error=None)
+    trace_id, entries = found.payment.trace_id, None
+    try:
+        full = _backend(request).timeline(found)
+        trace_id, entries = full.trace_id or trace_id, operator_timeline(full)
+    except grpc.RpcError as failure:
+        if failure.code() is not grpc.StatusCode.UNIMPLEMENTED:  # a node before the operator API: the booking's own record
+            return render(request, "booking.html", session, booking=found, timeline=booking_timeline(found), trace_id=trace_id, error=rpc_error(failure))
+    except _FAILURES as failure:
+        return render(request, "booking.html", session, booking=found, timeline=booking_timeline(found), trace_id=trace_id, error=str(failure))
+    return render(request, "booking.html", session, booking=found, timeline=entries or booking_timeline(found), trace_id=trace_id, error=None)
 
 
-def timeline(booking: pb.Booking) -> list[dict[str, str]]:
-    """Every transition and workflow step of a booking, oldest first, with time, actor and what happened."""
+def operator_timeline(timeline: opb.BookingTimeline) -> list[dict[str, str]]:
+    """The operator API's timeline as the page lists it: time, what, actor, detail, kind."""
+    entries = []
+    for entry in timeline.entries:
+        kind = opb.TimelineKind.Name(entry.kind).removeprefix("TIMELINE_KIND_").lower()
+        if entry.kind == opb.TIMELINE_KIND_TRANSITION:
+            what = f"{_state(entry.from_state) or 'new'} → {_state(entry.to_state)}"
+        else:
+            what = kind.replace("_", " ")
+        detail = " · ".join(filter(None, [entry.detail, entry.reference, money(entry.amount_cents, timeline.booking.currency) if entry.amount_cents else ""]))
+        entries.append({"at": when(entry.at), "what": what, "actor": entry.actor, "detail": detail, "kind": "transition" if kind == "transition" else "step"})
+    return entries
+
+
+def booking_timeline(booking: pb.Booking) -> list[dict[str, str]]:
+    """Every transition and workflow step of a booking, oldest first, from the Booking itself."""
     entries = [
         {"at": when(t.at), "what": f"{_state(t.from_state) or 'new'} → {_state(t.to_state)}", "actor": t.actor, "detail": t.reason, "kind": "transition"}
         for t in booking.history

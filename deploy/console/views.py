@@ -13,6 +13,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from ridgeline.deploy.console.sessions import Session
 from ridgeline.v1 import booking_pb2 as pb
+from ridgeline.v1 import operator_pb2 as opb
+from ridgeline.v1 import trek_pb2 as tpb
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
@@ -52,5 +54,13 @@ def money(cents: int, currency: str) -> str:
     return f"{cents / 100:,.2f} {currency}".strip()
 
 
+def result_name(result: int) -> str:
+    return opb.ActionResult.Name(result).removeprefix("ACTION_RESULT_").lower().replace("_", " ")
+
+
+def trek_state(state: int) -> str:
+    return tpb.TrekState.Name(state).removeprefix("TREK_STATE_").lower().replace("_", " ")
+
+
 TEMPLATES.env.filters.update(when=when, state=state_name, payment_state=payment_state_name, day=day)
-TEMPLATES.env.globals.update(money=money)
+TEMPLATES.env.globals.update(money=money, result_name=result_name, trek_state=trek_state)

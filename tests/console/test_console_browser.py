@@ -80,7 +80,7 @@ def test_availability_is_a_heat_map_of_free_units(console_cluster: LocalCluster,
 def test_no_page_without_a_login_and_no_post_without_its_csrf_token(console_cluster: LocalCluster, page, tmp_path: Path) -> None:  # noqa: ANN001
     url = console_cluster.console.url
     with httpx.Client(verify=False, follow_redirects=False, timeout=10) as anonymous:  # noqa: S501 - the local CA; only refusals are read
-        for path in ("/cluster", "/bookings", "/bookings/some-id", "/availability"):
+        for path in ("/cluster", "/bookings", "/bookings/some-id", "/availability", "/inflight"):
             answer = anonymous.get(url + path)
             assert answer.status_code == 303 and answer.headers["location"].startswith("/login"), (path, answer.status_code)
         assert anonymous.post(url + "/logout", data={"csrf": "x"}).status_code == 401, "a post without a session is refused"
