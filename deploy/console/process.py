@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ridgeline.deploy.run.processes import ProcessHandle, ReadyChild, ridgeline_command, spawn_ready
+from ridgeline.deploy.run.processes import UrlChild, ridgeline_command, spawn_ready
 from ridgeline.trust import tokens
 from ridgeline.trust.certs import CertsDir
 from ridgeline.trust.identity import Role
@@ -35,28 +35,11 @@ def login_link(url: str, token_path: Path) -> str:
     return f"{url}/login#token={token_path.read_text(encoding='utf-8').strip()}"
 
 
-class ConsoleProcess:
+class ConsoleProcess(UrlChild):
     """``ridgeline console`` for a cluster file; :attr:`url` once it serves."""
 
     def __init__(self, certs: CertsDir | None, cluster_file: Path, state_dir: Path, *, listen: str = "127.0.0.1:0", log_path: Path | None = None) -> None:
         """``listen`` with a port: a restart comes back where the operator's browser points."""
         security = ["--certs-dir", str(certs.path)] if certs is not None else ["--insecure"]
         command = ridgeline_command(*security, "console", "--cluster", str(cluster_file), "--state-dir", str(state_dir), "--listen", listen)
-        self._child: ReadyChild = spawn_ready(command, what="the operator console", log_path=log_path, new_session=True)
-        self.url: str = self._child.address
-        assert self.url.startswith(("https://", "http://")), self.url
-
-    @property
-    def pid(self) -> int:
-        return self._child.pid
-
-    @property
-    def process(self) -> ProcessHandle:
-        return self._child.process
-
-    @property
-    def listen(self) -> str:
-        return self.url.split("://", 1)[1].rstrip("/")
-
-    def stop(self, timeout_seconds: float = 10.0) -> int:
-        return self._child.stop(timeout_seconds)
+        super().__init__(spawn_ready(command, what="the operator console", log_path=log_path, new_session=True), "http" if certs is None else "https")

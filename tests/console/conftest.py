@@ -23,11 +23,9 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
-#: Where the README's tour finds the screenshots the tests take.
-DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def console_cluster() -> Iterator[LocalCluster]:
     """Two regions of one node each, the payment gateway, Prefect, a trek coordinator and the console."""
     spec = ClusterSpec(
@@ -53,7 +51,7 @@ def console_cluster() -> Iterator[LocalCluster]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser() -> Iterator[object]:
     if not CHROMIUM.is_file():
         pytest.fail(f"the console's browser tests need Debian's chromium at {CHROMIUM}: apt-get install -y chromium")
@@ -71,12 +69,3 @@ def page(browser, tmp_path: Path) -> Iterator[object]:  # noqa: ANN001 - a playw
     opened = context.new_page()
     yield opened
     context.close()
-
-
-def screenshot(page, tmp_path: Path, name: str) -> Path:  # noqa: ANN001 - a playwright Page
-    """A full-page screenshot kept with the test's artifacts and copied for the README's tour."""
-    path = tmp_path / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, DOCS_SCREENSHOTS / f"{name}.png")
-    return path

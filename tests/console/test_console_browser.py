@@ -9,36 +9,20 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import httpx
-from conftest import screenshot
+from browsing import desk_client, log_in, screenshot
 
 from ridgeline.deploy.cluster.local_cluster import LocalCluster
-from ridgeline.routing import ClusterClient
 from ridgeline.v1 import booking_pb2 as pb
 
 STAY = date.today() + timedelta(days=30)
 
 
-def _log_in(page, cluster: LocalCluster, tmp_path: Path, *, shot: str | None = None) -> None:  # noqa: ANN001 - a playwright Page
-    assert cluster.console is not None and cluster.console_token is not None
-    page.goto(f"{cluster.console.url}/bookings")
-    assert "/login" in page.url, f"a page without a login redirects to the login form, not {page.url}"
-    page.fill("#token", cluster.console_token.read_text().strip())
-    if shot:
-        screenshot(page, tmp_path, shot)
-    page.click("#login button[type=submit]")
-    page.wait_for_url(re.compile(r".*/bookings$"))
-
-
-def _desk(cluster: LocalCluster) -> ClusterClient:
-    return ClusterClient([run.address for run in cluster.nodes.values()], transport=cluster.client_transport("desk"), timeout_seconds=20)
-
-
 def test_log_in_find_a_booking_by_id_and_see_its_timeline(console_cluster: LocalCluster, page, tmp_path: Path) -> None:  # noqa: ANN001
-    with _desk(console_cluster) as desk:
+    with desk_client(console_cluster) as desk:
         booked = desk.book("argentiere", "argentiere-dorm", STAY, STAY + timedelta(days=2), 2, "alice", wait=True)
     assert booked.state == pb.BOOKING_STATE_CONFIRMED, booked
 
-    _log_in(page, console_cluster, tmp_path, shot="login")
+    log_in(page, console_cluster, tmp_path, shot="login")
     page.fill("input[name=booking_id]", booked.booking_id)
     page.click("#search button[type=submit]")
     link = page.locator(f"a[href='/bookings/{booked.booking_id}']")
@@ -55,7 +39,7 @@ def test_log_in_find_a_booking_by_id_and_see_its_timeline(console_cluster: Local
 
 
 def test_the_cluster_page_shows_regions_leases_and_the_coordinator_leader(console_cluster: LocalCluster, page, tmp_path: Path) -> None:  # noqa: ANN001
-    _log_in(page, console_cluster, tmp_path)
+    log_in(page, console_cluster, tmp_path)
     page.goto(f"{console_cluster.console.url}/cluster")
     text = page.inner_text("main")
     for expected in ("eu-alps", "na-rockies", "eu-alps-1", "argentiere", "coordinator-1", "leader", "serving"):
@@ -68,9 +52,9 @@ def test_the_cluster_page_shows_regions_leases_and_the_coordinator_leader(consol
 
 
 def test_availability_is_a_heat_map_of_free_units(console_cluster: LocalCluster, page, tmp_path: Path) -> None:  # noqa: ANN001
-    with _desk(console_cluster) as desk:
+    with desk_client(console_cluster) as desk:
         desk.place_hold("hoernli", "hoernli-guide", STAY, STAY + timedelta(days=1), 3, "bob", hold_ttl_seconds=600)
-    _log_in(page, console_cluster, tmp_path)
+    log_in(page, console_cluster, tmp_path)
     page.goto(f"{console_cluster.console.url}/availability?basecamp_id=hoernli&start={STAY.isoformat()}&nights=7")
     cell = page.locator("table.heat tr", has_text="Matterhorn guide place").locator("td").first
     assert cell.get_attribute("title") == f"{STAY.isoformat()}: 1 of 4 free", cell.get_attribute("title")
@@ -85,7 +69,7 @@ def test_no_page_without_a_login_and_no_post_without_its_csrf_token(console_clus
             assert answer.status_code == 303 and answer.headers["location"].startswith("/login"), (path, answer.status_code)
         assert anonymous.post(url + "/logout", data={"csrf": "x"}).status_code == 401, "a post without a session is refused"
         assert anonymous.post(url + "/login", data={"token": console_cluster.console_token.read_text()}).status_code == 403, "a login post without its CSRF token"
-    _log_in(page, console_cluster, tmp_path)
+    log_in(page, console_cluster, tmp_path)
     cookie = next(c for c in page.context.cookies() if c["name"] == "ridgeline_console")
     assert cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Strict", cookie
     refused = page.context.request.post(f"{url}/logout", form={"next": "/"}, max_redirects=0)
