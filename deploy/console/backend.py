@@ -36,6 +36,7 @@ class BookingSearch:
     """The bookings page's filters, as the form sends them ("" = not filtered)."""
 
     booking_id: str = ""
+    customer_id: str = ""
     region: str = ""
     basecamp_id: str = ""
     state: str = ""
@@ -45,7 +46,9 @@ class BookingSearch:
 
     def request(self) -> pb.ListBookingsRequest:
         """The ListBookings request; ValueError for a filter that is not one (an unknown state, a bad date)."""
-        request = pb.ListBookingsRequest(basecamp_id=self.basecamp_id, workflow=self.workflow, page_size=SEARCH_PAGE_SIZE, page_token=self.page_token)
+        request = pb.ListBookingsRequest(
+            basecamp_id=self.basecamp_id, customer_id=self.customer_id, workflow=self.workflow, page_size=SEARCH_PAGE_SIZE, page_token=self.page_token
+        )
         if self.state:
             request.state = pb.BookingState.Value(f"BOOKING_STATE_{self.state.upper()}")
         if self.night:

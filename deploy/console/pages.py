@@ -44,11 +44,11 @@ def cluster(request: Request, session: Session = Depends(page_session)) -> Respo
 
 @router.get("/bookings")
 def bookings(
-    request: Request, session: Session = Depends(page_session), booking_id: str = "", region: str = "", basecamp_id: str = "", state: str = "",
+    request: Request, session: Session = Depends(page_session), booking_id: str = "", customer_id: str = "", region: str = "", basecamp_id: str = "", state: str = "",
     night: str = "", workflow: str = "", page_token: str = "",
 ) -> Response:
     backend = _backend(request)
-    search = BookingSearch(booking_id.strip(), region, basecamp_id, state, night.strip(), workflow.strip(), page_token)
+    search = BookingSearch(booking_id.strip(), customer_id.strip(), region, basecamp_id, state, night.strip(), workflow.strip(), page_token)
     found: list[pb.Booking] = []
     next_token, error = "", None
     try:

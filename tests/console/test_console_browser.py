@@ -20,9 +20,14 @@ STAY = date.today() + timedelta(days=30)
 def test_log_in_find_a_booking_by_id_and_see_its_timeline(console_cluster: LocalCluster, page, tmp_path: Path) -> None:  # noqa: ANN001
     with desk_client(console_cluster) as desk:
         booked = desk.book("argentiere", "argentiere-dorm", STAY, STAY + timedelta(days=2), 2, "alice", wait=True)
+        other = desk.place_hold("argentiere", "argentiere-dorm", STAY, STAY + timedelta(days=1), 1, "dave", hold_ttl_seconds=600)
     assert booked.state == pb.BOOKING_STATE_CONFIRMED, booked
 
     log_in(page, console_cluster, tmp_path, shot="login")
+    page.goto(f"{console_cluster.console.url}/bookings?customer_id=alice&basecamp_id=argentiere")
+    assert page.locator(f"a[href='/bookings/{booked.booking_id}']").count() == 1, "a search by customer finds the customer's booking"
+    assert page.locator(f"a[href='/bookings/{other.booking_id}']").count() == 0, "and not another customer's"
+    page.goto(f"{console_cluster.console.url}/bookings")
     page.fill("input[name=booking_id]", booked.booking_id)
     page.click("#search button[type=submit]")
     link = page.locator(f"a[href='/bookings/{booked.booking_id}']")
