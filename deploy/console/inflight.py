@@ -13,16 +13,12 @@ from __future__ import annotations
 
 import uuid
 
-import grpc
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from ridgeline.deploy.console.backend import ConsoleBackend
 from ridgeline.deploy.console.guard import first, form_session, page_session
 from ridgeline.deploy.console.sessions import Session
-from ridgeline.deploy.console.views import render, rpc_error
-from ridgeline.routing import ClusterUnreachable
-from ridgeline.v1 import booking_pb2 as pb
+from ridgeline.deploy.console.views import FAILURES, choices, failure_text, render
 from ridgeline.v1 import operator_pb2 as opb
 
 router = APIRouter()
@@ -32,7 +28,6 @@ OLDER_THAN_DEFAULT_SECONDS = 60
 #: The longest threshold the form takes (a week), in seconds.
 OLDER_THAN_MAX_SECONDS = 7 * 86400
 _KINDS = (("stuck", opb.IN_FLIGHT_KIND_STUCK), ("timers", opb.IN_FLIGHT_KIND_WAITING_ON_TIMER), ("legs", opb.IN_FLIGHT_KIND_LEG_IN_DOUBT))
-_FAILURES = (grpc.RpcError, ClusterUnreachable)
 
 
 @router.get("/inflight")
@@ -54,8 +49,8 @@ def bulk_retry(request: Request, posted: tuple[Session, dict[str, list[str]]] = 
     token = session.token if backend.transport.secure else None
     try:
         reply = backend.operator.bulk_retry(region, key=key, basecamp_id=basecamp_id, stuck_seconds=older_than, reason=first(form, "reason") or "retried from the console", token=token)
-    except _FAILURES as failure:
-        return _page(request, session, region, basecamp_id, older_than, error=_message(failure), status_code=502)
+    except FAILURES as failure:
+        return _page(request, session, region, basecamp_id, older_than, error=failure_text(failure), status_code=502)
     return _page(request, session, region, basecamp_id, older_than, outcomes=list(reply.outcomes), truncated=reply.truncated)
 
 
@@ -77,22 +72,10 @@ def _page(
         treks = backend.operator.unfinished_treks(older_than)
     except ValueError as invalid:
         error = error or f"INVALID_ARGUMENT: {invalid}"
-    except _FAILURES as failure:
-        error = error or _message(failure)
+    except FAILURES as failure:
+        error = error or failure_text(failure)
     return render(
         request, "inflight.html", session, status_code=status_code, error=error, region=region, regions=regions, basecamp_id=basecamp_id,
         older_than=older_than, tables=tables, treks=treks, outcomes=outcomes, truncated=truncated, key=uuid.uuid4().hex,
-        basecamps=[b for b in _camps(backend) if b.region == region],
+        basecamps=[b for b in choices(backend.basecamps) if b.region == region],
     )
-
-
-def _camps(backend: ConsoleBackend) -> list[pb.Basecamp]:
-    """The catalog for the form's choices; empty when it does not answer (the page says what did not)."""
-    try:
-        return backend.basecamps()
-    except _FAILURES:
-        return []
-
-
-def _message(failure: Exception) -> str:
-    return rpc_error(failure) if isinstance(failure, grpc.RpcError) else str(failure)

@@ -6,9 +6,7 @@ refused call is shown on the page with its status and message, never as a traceb
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import date, timedelta
-from typing import TypeVar
 from urllib.parse import urlencode
 
 import grpc
@@ -18,19 +16,16 @@ from fastapi.responses import Response
 from ridgeline.deploy.console.backend import HEAT_MAP_NIGHTS_MAX, BookingSearch, ConsoleBackend
 from ridgeline.deploy.console.guard import page_session
 from ridgeline.deploy.console.sessions import Session
-from ridgeline.deploy.console.views import money, render, rpc_error, state_name, when
-from ridgeline.routing import ClusterUnreachable, UnknownBasecamp
+from ridgeline.deploy.console.views import FAILURES, choices, failure_text, money, render, state_name, when
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import operator_pb2 as opb
 
 router = APIRouter()
-T = TypeVar("T")
 
 #: What a search form may ask for, in the order the form shows them.
 STATES = ("held", "confirmed", "released", "expired", "cancelled")
 #: Nights the heat map shows unless asked for another span.
 HEAT_MAP_NIGHTS_DEFAULT = 14
-_FAILURES = (grpc.RpcError, ClusterUnreachable, UnknownBasecamp)
 
 
 def _backend(request: Request) -> ConsoleBackend:
@@ -59,12 +54,12 @@ def bookings(
             found, next_token = list(reply.bookings), reply.next_page_token
     except ValueError as invalid:
         error = f"INVALID_ARGUMENT: {invalid}"
-    except _FAILURES as failure:
-        error = rpc_error(failure) if isinstance(failure, grpc.RpcError) else str(failure)
+    except FAILURES as failure:
+        error = failure_text(failure)
     next_url = "/bookings?" + urlencode({**dict(request.query_params), "page_token": next_token}) if next_token else ""
     return render(
         request, "bookings.html", session, search=search, bookings=found, next_url=next_url, error=error, states=STATES,
-        regions=_safe(backend.regions), basecamps=_safe(backend.basecamps),
+        regions=choices(backend.regions), basecamps=choices(backend.basecamps),
     )
 
 
@@ -72,8 +67,8 @@ def bookings(
 def booking(request: Request, booking_id: str, session: Session = Depends(page_session)) -> Response:
     try:
         found = _backend(request).booking(booking_id)
-    except _FAILURES as failure:
-        message = rpc_error(failure) if isinstance(failure, grpc.RpcError) else str(failure)
+    except FAILURES as failure:
+        message = failure_text(failure)
         status = 404 if isinstance(failure, grpc.RpcError) and failure.code() is grpc.StatusCode.NOT_FOUND else 502
         return render(request, "booking.html", session, booking=None, error=message, status_code=status)
     trace_id, entries = found.payment.trace_id, None
@@ -82,9 +77,9 @@ def booking(request: Request, booking_id: str, session: Session = Depends(page_s
         trace_id, entries = full.trace_id or trace_id, operator_timeline(full)
     except grpc.RpcError as failure:
         if failure.code() is not grpc.StatusCode.UNIMPLEMENTED:  # a node before the operator API: the booking's own record
-            return render(request, "booking.html", session, booking=found, timeline=booking_timeline(found), trace_id=trace_id, error=rpc_error(failure))
-    except _FAILURES as failure:
-        return render(request, "booking.html", session, booking=found, timeline=booking_timeline(found), trace_id=trace_id, error=str(failure))
+            return render(request, "booking.html", session, booking=found, timeline=booking_timeline(found), trace_id=trace_id, error=failure_text(failure))
+    except FAILURES as failure:
+        return render(request, "booking.html", session, booking=found, timeline=booking_timeline(found), trace_id=trace_id, error=failure_text(failure))
     return render(request, "booking.html", session, booking=found, timeline=entries or booking_timeline(found), trace_id=trace_id, error=None)
 
 
@@ -115,7 +110,7 @@ def booking_timeline(booking: pb.Booking) -> list[dict[str, str]]:
 @router.get("/availability")
 def availability(request: Request, session: Session = Depends(page_session), basecamp_id: str = "", start: str = "", nights: int = HEAT_MAP_NIGHTS_DEFAULT) -> Response:
     backend = _backend(request)
-    camps = _safe(backend.basecamps)
+    camps = choices(backend.basecamps)
     rows, error = [], None
     first_night = date.today()
     try:
@@ -127,18 +122,10 @@ def availability(request: Request, session: Session = Depends(page_session), bas
             rows = backend.heat_map(chosen, first_night, nights)
     except ValueError as invalid:
         error, chosen = f"INVALID_ARGUMENT: {invalid}", basecamp_id
-    except _FAILURES as failure:
-        error = rpc_error(failure) if isinstance(failure, grpc.RpcError) else str(failure)
+    except FAILURES as failure:
+        error = failure_text(failure)
     dates = [first_night + timedelta(days=i) for i in range(nights)] if rows else []
     return render(request, "availability.html", session, basecamps=camps, chosen=chosen, start=first_night.isoformat(), nights=nights, dates=dates, rows=rows, error=error)
-
-
-def _safe(read: Callable[[], list[T]]) -> list[T]:
-    """A backend read for a form's choices: empty when the cluster does not answer (the page says what did not)."""
-    try:
-        return read()
-    except _FAILURES:
-        return []
 
 
 def _state(state: int) -> str:

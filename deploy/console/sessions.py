@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from ridgeline.trust import tokens
 from ridgeline.trust.identity import Identity, Role
 
-__all__ = ["COOKIE", "LOGIN_COOKIE", "Session", "SessionStore", "LoginRefused", "ROLES"]
+__all__ = ["COOKIE", "LOGIN_COOKIE", "Session", "SessionStore", "LoginRefused", "ROLES", "new_login_csrf", "login_csrf_matches"]
 
 COOKIE = "ridgeline_console"
 #: The login form's own CSRF token rides in this cookie (double submit): there is no session yet.
@@ -109,4 +109,7 @@ def new_login_csrf() -> str:
 
 
 def login_csrf_matches(cookie: str | None, sent: str | None) -> bool:
-    return bool(cookie) and sent is not None and hmac.compare_digest(cookie.encode(), sent.encode())  # type: ignore[union-attr]
+    """Whether the login form sent back the token its cookie holds (constant time)."""
+    if not cookie or not sent:
+        return False
+    return hmac.compare_digest(cookie.encode(), sent.encode())

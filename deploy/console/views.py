@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 from fastapi import Request
@@ -12,6 +14,7 @@ from fastapi.templating import Jinja2Templates
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ridgeline.deploy.console.sessions import Session
+from ridgeline.routing import ClusterUnreachable, UnknownBasecamp
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import operator_pb2 as opb
 from ridgeline.v1 import trek_pb2 as tpb
@@ -25,10 +28,24 @@ def render(request: Request, template: str, session: Session | None, status_code
     return TEMPLATES.TemplateResponse(request, template, {**base, **context}, status_code=status_code)
 
 
-def rpc_error(error: grpc.RpcError) -> str:
-    """A refused call as people read it: ``NOT_FOUND: no booking …``."""
-    code = error.code() if hasattr(error, "code") else None
-    return f"{code.name if code else 'ERROR'}: {error.details() if hasattr(error, 'details') else error}"
+#: What a page's calls to the cluster may fail with; the page then says what did not answer.
+FAILURES = (grpc.RpcError, ClusterUnreachable, UnknownBasecamp)
+T = TypeVar("T")
+
+
+def failure_text(failure: Exception) -> str:
+    """A refused call as people read it: ``NOT_FOUND: no booking …``, or why the cluster did not answer."""
+    if isinstance(failure, grpc.RpcError) and hasattr(failure, "code"):
+        return f"{failure.code().name}: {failure.details()}"
+    return str(failure)
+
+
+def choices(read: Callable[[], list[T]]) -> list[T]:
+    """A backend read for a form's choices: empty when the cluster does not answer (the page says what did not)."""
+    try:
+        return read()
+    except FAILURES:
+        return []
 
 
 def when(stamp: Timestamp) -> str:
