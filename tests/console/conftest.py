@@ -19,6 +19,8 @@ from ridgeline.deploy.cluster.cluster_file import ClusterSpec, NodeSpec, RegionS
 from ridgeline.deploy.cluster.local_cluster import LocalCluster
 
 CHROMIUM = Path("/usr/bin/chromium")
+#: Settlement passes before a payment that stays unknown releases its hold (the nodes' default: 3).
+CHARGE_PASSES = 1000
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -40,9 +42,13 @@ def console_cluster() -> Iterator[LocalCluster]:
     root = Path(tempfile.mkdtemp(prefix="ridgeline-test-console-"))
     cluster = LocalCluster(with_free_ports(spec, lease_ttl_seconds=2.0, heartbeat_interval_seconds=0.5), root)
     session_prefect = os.environ.pop("PREFECT_API_URL", None)  # its own Prefect, as `ridgeline up` runs
+    # Nodes keep a booking's payment open through a gateway outage instead of releasing the
+    # hold after 3 passes: the in-flight test needs a booking stuck long enough to act on.
+    os.environ["RIDGELINE_CHARGE_PASSES"] = str(CHARGE_PASSES)
     try:
         cluster.start()
     finally:
+        del os.environ["RIDGELINE_CHARGE_PASSES"]
         if session_prefect is not None:
             os.environ["PREFECT_API_URL"] = session_prefect
     assert cluster.console is not None and cluster.console.url.startswith("https://"), "up serves the console over HTTPS"
