@@ -20,6 +20,8 @@ from settlement_checks import assert_money_balances, standing_cents, wait_until_
 
 from ridgeline.deploy.drills.audit import run_audit
 from ridgeline.routing import requests
+from ridgeline.routing.client import ClusterClient
+from ridgeline.routing.operator_client import OperatorClient
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import operator_pb2 as opb
 
@@ -206,3 +208,19 @@ def test_in_flight_pages_and_the_timeline_tell_a_stuck_booking_s_story(operated:
     listed = operator.ListActions(opb.ListActionsRequest(booking_id=held[0].booking_id), timeout=30)
     assert [a.actor for a in listed.actions] == ["sre:sre"]
     payment_gateway.faults()
+
+
+def test_the_operator_client_routes_actions_and_reads_by_the_booking_s_basecamp(operated: Cluster, certs) -> None:
+    _, booking = operated.stubs("desk")
+    held = booking.PlaceHold(requests.hold_request("gouter", "gouter-dorm", night(80), night(81), 1, "routed", hold_ttl_seconds=600), timeout=30)
+    with ClusterClient([operated.node.address], transport=certs.sre, timeout_seconds=30) as cluster:
+        client = OperatorClient(cluster, timeout_seconds=30)
+        stuck = client.list_in_flight(opb.ListInFlightRequest(kind=opb.IN_FLIGHT_KIND_STUCK), region="eu-alps")
+        assert held.booking_id in [i.booking_id for i in stuck.items]
+        released = client.release_hold(held.booking_id, reason="routed release", idempotency_key="routed")
+        assert released.result == opb.ACTION_RESULT_APPLIED and released.booking.state == pb.BOOKING_STATE_RELEASED
+        assert client.release_hold(held.booking_id, reason="routed release", idempotency_key="routed").action_id == released.action_id
+        story = client.timeline(held.booking_id)
+        assert any(e.kind == opb.TIMELINE_KIND_OPERATOR_ACTION and e.actor == "sre:sre" for e in story.entries)
+        assert [a.action_id for a in client.list_actions(opb.ListActionsRequest(booking_id=held.booking_id), region="eu-alps").actions] == [released.action_id]
+    _assert_audit_clean(operated.url)
