@@ -72,7 +72,8 @@ def waits_for(action: Action, before: Settlement | None, after: Settlement | Non
     """Whether the re-read should wait longer: the step the action made due has not run yet."""
     if action is Action.RELEASE_HOLD or before is None or after is None:
         return False  # a release is done when apply returns
-    return after.state is before.state and after.attempts == before.attempts
+    # An open row whose attempts did not move has not taken the step yet (a failed step counts one).
+    return after.state in rows.OPEN_STATES and after.attempts == before.attempts
 
 
 def judge(action: Action, before: Settlement | None, booking: Booking, after: Settlement | None, waited_seconds: float) -> Verdict:
