@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
-import threading
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -238,16 +236,14 @@ def prefect_server(
     PREFECT_API_AUTH_STRING."""
     from ridgeline.deploy.run.postgres import PostgresServer
     from ridgeline.deploy.run.prefect_server import AUTH_FILE, PrefectServer
+    from ridgeline.deploy.run.termination import Termination
 
     database = PostgresServer(data_dir / "postgres")
     database.start()
     try:
         with PrefectServer(database, home=data_dir / "home") as server:
             print(f"READY prefect {server.api_url} (PREFECT_API_AUTH_STRING is in {server.home / AUTH_FILE})", flush=True)
-            stop = threading.Event()
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(signum, lambda *_: stop.set())
-            stop.wait()
+            Termination().wait()
     finally:
         database.stop()
 

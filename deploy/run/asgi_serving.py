@@ -1,20 +1,22 @@
 """Serving an ASGI app as a process does here: bound socket, uvicorn in a thread, one READY line, exit 0 on a signal.
 
 uvicorn serves in a worker thread so that this module, not uvicorn, owns SIGTERM and
-SIGINT: uvicorn re-raises a captured signal after shutdown, which would end the process
-with a signal status instead of exit code 0. The stand-in gateway and the operator
+SIGINT (:class:`.termination.Termination`: the drain has a deadline): uvicorn re-raises a
+captured signal after shutdown, which would end the process with a signal status
+instead of exit code 0. The stand-in gateway and the operator
 console serve this way.
 """
 
 from __future__ import annotations
 
-import signal
 import socket
 import threading
 import time
 from typing import Any
 
 import uvicorn
+
+from ridgeline.deploy.run.termination import Termination
 
 #: How long the server may take to start listening before we give up.
 STARTUP_TIMEOUT_SECONDS = 30.0
@@ -40,9 +42,7 @@ def serve_until_signalled(app: Any, sock: socket.socket, *, ready: str, scheme: 
     assert scheme in ("http", "https"), scheme
     bound_host, bound_port = sock.getsockname()[:2]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=shutdown_grace_seconds, **options))
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    termination = Termination()  # a drain with a deadline (deploy/run/termination.py)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"{ready}-http")
     thread.start()
     try:
@@ -53,7 +53,7 @@ def serve_until_signalled(app: Any, sock: socket.socket, *, ready: str, scheme: 
             time.sleep(0.01)
         # Parents (tests, the local cluster) wait for this line to learn the bound port.
         print(f"READY {ready} {scheme}://{bound_host}:{bound_port}", flush=True)
-        stop.wait()
+        termination.wait()
     finally:
         server.should_exit = True
         thread.join()
