@@ -69,6 +69,9 @@ class NodeConfig:
     #: The workflow versions this node runs and advertises (ARCHITECTURE.md §11); fewer than
     #: the code knows only to stand in for an older node during a rolling upgrade.
     workflows: tuple[str, ...] = versions.KNOWN
+    #: An operator's release of a hold being paid leaves its refund step this long, so that a
+    #: charge still in flight lands first and is refunded with the rest (regional/operator).
+    operator_refund_grace_seconds: float = 5.0
 
     def __post_init__(self) -> None:
         assert self.workers > 0 and self.max_concurrent_rpcs >= self.workers

@@ -26,6 +26,7 @@ from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.edge.booking_servicer import BookingServicer, HoldPlacer
 from ridgeline.regional.edge.cluster_servicer import ClusterServicer
 from ridgeline.regional.edge.leg_servicer import TrekLegServicer
+from ridgeline.regional.edge.operator_servicer import OperatorServicer
 from ridgeline.regional.metrics import MetricsInterceptor
 from ridgeline.regional.storage import migrate
 from ridgeline.regional.storage.db import make_engine, run_transaction
@@ -43,6 +44,8 @@ from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import booking_pb2_grpc as pb_grpc
 from ridgeline.v1 import cluster_pb2 as cpb
 from ridgeline.v1 import cluster_pb2_grpc as cpb_grpc
+from ridgeline.v1 import operator_pb2 as opb
+from ridgeline.v1 import operator_pb2_grpc as opb_grpc
 from ridgeline.v1 import trek_pb2 as tpb
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 
@@ -51,6 +54,7 @@ _log = logging.getLogger(__name__)
 BOOKING_SERVICE = pb.DESCRIPTOR.services_by_name["BookingService"].full_name
 CLUSTER_SERVICE = cpb.DESCRIPTOR.services_by_name["ClusterService"].full_name
 TREK_LEG_SERVICE = tpb.DESCRIPTOR.services_by_name["TrekLegService"].full_name
+OPERATOR_SERVICE = opb.DESCRIPTOR.services_by_name["OperatorService"].full_name
 
 
 class RegionalNode:
@@ -114,9 +118,11 @@ class RegionalNode:
             self._engine, self._catalog, region=config.region, node_id=config.node_id, address=self.address, seeds=config.cluster_seeds
         )
         cpb_grpc.add_ClusterServiceServicer_to_server(cluster, self._server)
+        operator = OperatorServicer(config, self._engine, self._catalog, self.keeper.ownership, clock)
+        opb_grpc.add_OperatorServiceServicer_to_server(operator, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
-            (BOOKING_SERVICE, CLUSTER_SERVICE, TREK_LEG_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+            (BOOKING_SERVICE, CLUSTER_SERVICE, TREK_LEG_SERVICE, OPERATOR_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
         )
         # The sweep's own connection, READ COMMITTED with a short lock wait: it never fails
         # on a hold's serializable snapshot, and never queues long behind one (expiry.py).

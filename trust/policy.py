@@ -55,10 +55,12 @@ _DESKS = frozenset({Role.DESK, Role.AGENCY})
 _READERS = frozenset({Role.DESK, Role.AGENCY, Role.SRE})
 _NODE = frozenset({Role.NODE})
 _SRE = frozenset({Role.SRE})
+_OPERATORS = frozenset({Role.SRE, Role.DESK})
 _BOOKING = "ridgeline.v1.BookingService"
 _CLUSTER = "ridgeline.v1.ClusterService"
 _TREK = "ridgeline.v1.TrekService"
 _LEG = "ridgeline.v1.TrekLegService"
+_OPERATOR = "ridgeline.v1.OperatorService"
 _HEALTH = "grpc.health.v1.Health"
 _REFLECTION = "grpc.reflection.v1alpha.ServerReflection"
 
@@ -81,6 +83,15 @@ TABLE: dict[str, Rule] = {
     grpc_route(_BOOKING, "CancelBooking"): Rule(_DESKS, scoped=True),
     grpc_route(_BOOKING, "GetBooking"): Rule(_READERS, scoped=True),
     grpc_route(_BOOKING, "ListBookings"): Rule(_READERS, scoped=True),
+    # Operator actions on stuck work (issue 14) and the reads a console needs: SREs
+    # anywhere, desks within their scope (a scoped desk's basecamps); never agencies.
+    grpc_route(_OPERATOR, "RetrySettlement"): Rule(_OPERATORS, scoped=True),
+    grpc_route(_OPERATOR, "ReleaseHold"): Rule(_OPERATORS, scoped=True),
+    grpc_route(_OPERATOR, "RefundCharge"): Rule(_OPERATORS, scoped=True),
+    grpc_route(_OPERATOR, "BulkAction"): Rule(_OPERATORS, scoped=True),
+    grpc_route(_OPERATOR, "ListInFlight"): Rule(_OPERATORS, scoped=True),
+    grpc_route(_OPERATOR, "GetTimeline"): Rule(_OPERATORS, scoped=True),
+    grpc_route(_OPERATOR, "ListActions"): Rule(_OPERATORS, scoped=True),
     # Treks: planners plan and cancel; SREs follow them.
     grpc_route(_TREK, "PlanTrek"): Rule(frozenset({Role.PLANNER})),
     grpc_route(_TREK, "CancelTrek"): Rule(frozenset({Role.PLANNER})),

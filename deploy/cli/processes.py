@@ -51,7 +51,7 @@ def node(
     outbox_dir: Annotated[Path | None, typer.Option("--outbox-dir", help="Mail spool for confirmation messages (default ~/.ridgeline/outbox/REGION).")] = None,
     payment_timeout: Annotated[float, typer.Option("--payment-timeout", help="Seconds per payment gateway attempt.")] = 2.0,
     payment_attempts: Annotated[int, typer.Option("--payment-attempts", help="Attempts per gateway call (same key).")] = 3,
-    charge_passes: Annotated[int, typer.Option("--charge-passes", help="Settlement passes with an unknown payment outcome before the hold is released.")] = 3,
+    charge_passes: Annotated[int, typer.Option("--charge-passes", envvar="RIDGELINE_CHARGE_PASSES", help="Settlement passes with an unknown payment outcome before the hold is released.")] = 3,
     claim_seconds: Annotated[float, typer.Option("--settle-claim", help="Seconds before a claimed settlement whose run died is due again.")] = 30.0,
     coordinators: Annotated[
         list[str] | None,

@@ -104,6 +104,14 @@ def payment_pb(settlement: Settlement) -> pb.Payment:
     return message
 
 
+def state_pb(state: BookingState) -> pb.BookingState.ValueType:
+    return _STATE_TO_PB[state]
+
+
+def payment_state_pb(state: SettlementState) -> pb.PaymentState.ValueType:
+    return _PAYMENT_TO_PB[state]
+
+
 def booking_pb(booking: Booking, settlement: Settlement | None = None, steps: Sequence[Step] = ()) -> pb.Booking:
     message = pb.Booking(
         booking_id=booking.booking_id,

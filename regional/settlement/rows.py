@@ -372,6 +372,31 @@ def mark_refunded(conn: Connection, booking_id: str, *, now: datetime, note: str
     _move(conn, booking_id, SettlementState.REFUNDED, sources, now=now, error=note)
 
 
+def due_now(engine: Engine, booking_id: str, state: SettlementState, *, now: datetime) -> bool:
+    """Makes the booking's next settlement step due now if the row is still in ``state`` (an
+    operator's retry or refund: the owner's loop takes it on its next tick, through the same
+    steps as ever); False when the row has moved on meanwhile."""
+    assert state in OPEN_STATES, f"only an open settlement owes a step, not one {state}"
+    statement = text("UPDATE settlements SET next_attempt_at = :now WHERE booking_id = :booking_id AND state = :state")
+    params = {"booking_id": booking_id, "state": state.value, "now": now}
+    return _step(engine, lambda conn: conn.execute(statement, params).rowcount) == 1
+
+
+def refund_released(engine: Engine, booking_id: str, reason: str, *, now: datetime) -> bool:
+    """``released`` -> ``refunding``, due now: an operator doubts that a declined payment left
+    nothing charged (a lost reply), so the refund step reads the gateway's ledger and refunds
+    whatever stands (invariant 4); the booking itself stays released. False when the row is
+    no longer released."""
+    params = {"booking_id": booking_id, "error": reason[:LAST_ERROR_LENGTH_MAX], "now": now}
+    statement = text(
+        """
+        UPDATE settlements SET state = 'refunding', last_error = :error, next_attempt_at = :now, updated_at = :now
+        WHERE booking_id = :booking_id AND state = 'released'
+        """
+    )
+    return _step(engine, lambda conn: conn.execute(statement, params).rowcount) == 1
+
+
 def undelivered(engine: Engine, *, basecamps: Collection[str], limit: int) -> list[OutboxMessage]:
     """The oldest undelivered messages of these basecamps' bookings (left by any run, even a killed one)."""
 
