@@ -97,7 +97,7 @@ def _ridgeline(server: PostgresServer, security: BenchSecurity, root: Path, gate
     settled = settlement_bench._phase("batched", server, security, root, gateway_url, count, threads)  # noqa: SLF001 - bench settle's batched phase, as is
     spent = cpu.ms_per(settled.confirmed)
     states = {"confirmed": settled.confirmed}
-    return PeerPhase(RIDGELINE, "burst", count, settled.confirmed, settled.confirmed_per_second, settled.p50_ms, settled.p99_ms, spent, states, _charges(security, gateway_url, "bench_batched"))
+    return PeerPhase(RIDGELINE, "burst", count, settled.confirmed, settled.confirmed_per_second, settled.p50_ms, settled.p99_ms, spent, states, _charges(security, gateway_url))
 
 
 def _peer(
@@ -155,8 +155,8 @@ def _peer_charges(security: BenchSecurity, gateway_url: str, work: list[workload
         return sum(1 for c in admin.list_charges() if c.reference in wanted and c.status == "succeeded")
 
 
-def _charges(security: BenchSecurity, gateway_url: str, database: str) -> int:
-    """Successful charges of Ridgeline's phase: the references are its booking ids (the region database's)."""
+def _charges(security: BenchSecurity, gateway_url: str) -> int:
+    """Successful charges of Ridgeline's phase, which runs first: every charge not referencing a peer's booking."""
     with PaymentGateway(gateway_url, security.client("sre")) as admin:
         return sum(1 for c in admin.list_charges() if c.status == "succeeded" and not c.reference.startswith(("restate-", "dbos-")))
 
