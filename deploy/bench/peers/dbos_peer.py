@@ -68,7 +68,7 @@ def book(booking: Booking) -> bool:
 def running(system_url: str, app_dsn: str, gateway: PaymentGateway) -> Iterator[None]:
     """DBOS launched on ``system_url`` (a READ COMMITTED database), the workflow's rows in ``app_dsn``; destroyed after."""
     _shared.update(dsn=app_dsn, gateway=gateway)
-    DBOS(config={"name": "ridgeline-bench-peers", "system_database_url": system_url, "run_admin_server": False})
+    DBOS(config={"name": "ridgeline-bench-peers", "system_database_url": system_url, "run_admin_server": False, "log_level": "WARNING"})
     DBOS.launch()
     try:
         yield
