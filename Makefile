@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo up test proto bench
+.PHONY: setup demo up test proto bench bench-peers
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,3 +31,11 @@ proto: setup
 
 bench: setup
 	$(BIN)/ridgeline bench holds
+
+# `ridgeline bench peers` needs these; not part of setup: the bench extra (PyPI) and the
+# Restate server binary (npm, into .bench/restate). Then: .venv/bin/ridgeline bench peers
+RESTATE_VERSION ?= 1.7
+bench-peers: setup
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	mkdir -p .bench/restate
+	npm install --silent --no-audit --no-fund --prefix .bench/restate @restatedev/restate-server@$(RESTATE_VERSION)

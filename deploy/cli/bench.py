@@ -1,4 +1,4 @@
-"""``ridgeline bench holds|settle|timers|treks|cluster|console``: each benchmark's options, its engine, its tables.
+"""``ridgeline bench holds|settle|peers|timers|treks|cluster|console``: each benchmark's options, its engine, its tables.
 
 The engines in deploy/bench run and measure; these commands check the options, print
 the report (render_bench) and write it as JSON when asked. Every benchmark speaks mutual
@@ -71,6 +71,31 @@ def settle(
         bookings=bookings, baseline_bookings=baseline_bookings, threads=threads, latency_ms=latency_ms, secure=_secure(insecure_baseline=False)
     )
     render_bench.settle(report)
+    _write_json(json_path, report)
+
+
+@bench_app.command("peers")
+def peers(
+    bookings: Annotated[int, typer.Option("--bookings", help="Bookings in each phase (the same stays for every system).")] = 600,
+    threads: Annotated[int, typer.Option("--threads", help="Client threads, each waiting for its booking.")] = 8,
+    latency_ms: Annotated[int, typer.Option("--latency-ms", help="Gateway latency per call.")] = 50,
+    paced: Annotated[bool, typer.Option("--paced/--burst-only", help="Also run the peers at half the slower system's rate.")] = True,
+    json_path: JsonFile = None,
+) -> None:
+    """Confirmed/s, p50/p99 to confirmed and CPU per booking: Ridgeline beside Restate and DBOS Transact (needs `make bench-peers`)."""
+    if min(bookings, threads) <= 0 or latency_ms < 0:
+        raise typer.BadParameter("--bookings and --threads must be positive")
+    from ridgeline.deploy.bench.peers.requirements import PeersMissing, require_peers
+
+    try:
+        require_peers()
+    except PeersMissing as error:
+        typer.secho(f"error: {error}", err=True, fg="red")
+        raise typer.Exit(1) from None
+    from ridgeline.deploy.bench.peers import peers_bench
+
+    report = peers_bench.run_peers_benchmark(bookings=bookings, threads=threads, latency_ms=latency_ms, paced=paced, secure=_secure(insecure_baseline=False))
+    render_bench.peers(report, peers_bench.ratios(report))
     _write_json(json_path, report)
 
 

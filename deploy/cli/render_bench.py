@@ -127,6 +127,25 @@ def settle(report: dict[str, object]) -> None:
     print(f"ratio batched/baseline = {ratio:.1f} (goal >= {settlement_bench.GOAL_RATIO:.0f}): {verdict}" if isinstance(ratio, float) else "no baseline rate")
 
 
+def peers(report: dict[str, object], ratios: list[dict[str, object]]) -> None:
+    """Every phase with its ratios to the best peer of the same mode (burst or paced)."""
+    settings = report["settings"]
+    assert isinstance(settings, dict)
+    paced = f", paced at {settings['paced_rate']:g}/s" if settings["paced_rate"] else ""
+    table = Table(title=f"peers: {settings['bookings']} bookings, {settings['threads']} threads, gateway {settings['latency_ms']} ms, {settings['transport']}{paced}")
+    for heading in ("system", "mode", "confirmed", "charges", "confirmed/s", "p50 ms", "p99 ms", "CPU ms", "×rate", "×p50", "×p99", "×CPU"):
+        table.add_column(heading, justify="left" if heading in ("system", "mode") else "right")
+    phases = report["phases"]
+    assert isinstance(phases, list)
+    for p, r in zip(phases, ratios, strict=True):
+        table.add_row(
+            p["system"], p["mode"], f"{p['confirmed']}/{p['bookings']}", str(p["charges"]), f"{p['confirmed_per_second']:,.1f}", f"{p['p50_ms']:,.0f}", f"{p['p99_ms']:,.0f}",
+            f"{p['cpu_ms_per_booking']:.1f}", *(f"{r[k]:.2f}" for k in ("throughput", "p50", "p99", "cpu")),
+        )  # fmt: skip
+    console.print(table)
+    print("CPU ms: per confirmed booking, every process summed; ×: ratio to the best peer (Restate, DBOS) of the same mode")
+
+
 def treks(report: TreksReport) -> None:
     """Every phase in one table, the treks phase against the goals, then mTLS beside plaintext."""
     table = Table(title="Treks (3 legs, 3 regions) beside single-region bookings, same run")
