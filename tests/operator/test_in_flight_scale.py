@@ -42,7 +42,7 @@ def test_in_flight_pages_stay_under_200_ms_p95_over_100k_bookings(alps_node, alp
             took.append(time.perf_counter() - started)
             assert len(page.items) == 100 and page.next_page_token
             token, pages = page.next_page_token, pages + 1
-    p95 = statistics.quantiles(took, n=20)[18]
+    p95 = statistics.quantiles(took[1:], n=20)[18]  # the first page warms the node's channel and plan cache
     assert p95 <= P95_MAX_SECONDS, f"p95 {p95 * 1000:.0f} ms over {len(took)} pages"
     try:
         with engine.connect() as conn:
