@@ -71,7 +71,7 @@ LOG_OUTCOME_UNKNOWN = Counter(
     "ridgeline_coordinator_log_outcome_unknown_total",
     "Decision-log writes whose outcome was unknown (the log unreachable, maybe mid-COMMIT), each then run again to read it back.",
 )
-UNFINISHED = Gauge("ridgeline_treks_unfinished", "Treks without a final state at the last redrive pass (in doubt or being driven).")
+UNFINISHED = Gauge("ridgeline_treks_unfinished", "Treks without a final state at the leader's last redrive pass (in doubt or being driven); 0 on a follower.")
 
 
 #: Leg calls that may succeed when repeated (the node restarts, sheds load, loses a race).
@@ -175,6 +175,7 @@ class Coordinator:
         self._stop.set()
         self._wake.set()
         self._redriver.join(10)
+        UNFINISHED.set(0)  # this process drives none now (in tests, others share the registry)
         self._drivers.shutdown(wait=True, cancel_futures=True)
         self._calls.shutdown(wait=True, cancel_futures=True)
         self._group.close()
@@ -546,6 +547,8 @@ class Coordinator:
                     _log.info("redrive pass stopped: %s", error)
                 except Exception:  # noqa: BLE001 - the decision log may be down; try again next interval
                     _log.exception("redrive pass failed")
+            else:
+                UNFINISHED.set(0)  # the leader's gauge counts them; a stale count here would page
             self._wake.wait(self.config.redrive_interval_seconds)
             self._wake.clear()
 

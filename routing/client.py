@@ -162,6 +162,11 @@ class ClusterClient(DeskClient):
     def regions(self) -> list[str]:
         return self._view.regions()
 
+    def region_member(self, region: str) -> str:
+        """Any live node of ``region`` (for calls any member answers, e.g. an operator's reads); ClusterUnreachable when none is known."""
+        self.regions()  # discovers the cluster unless its view is cached
+        return self._view.any_member(region)
+
     def region_of(self, basecamp_id: str) -> str:
         """The basecamp's region (raises UnknownBasecamp, or ClusterUnreachable when a region did not answer)."""
         return self._view.region_of(basecamp_id)

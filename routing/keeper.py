@@ -150,16 +150,27 @@ class LeaseKeeper:
 
         Refuses to start when a live node elsewhere already uses this node id: two processes
         under one id would take the same leases from each other on every heartbeat. A
-        restart at the same address is the same node coming back, and goes ahead.
+        restart at the same address is the same node coming back, and goes ahead. A node
+        SIGKILLed a moment ago at another address (a restart on a new port) still looks live
+        until its membership lapses, so the check waits out one membership lifetime: a dead
+        node's row lapses within it, a live one's heartbeats keep it.
         """
-        other = self._transact(lambda conn: leases.live_member(conn, self.node_id))
-        if other is not None and other.address != self.address:
+        deadline = time.monotonic() + self._settings.lease_ttl_seconds + self._settings.heartbeat_interval_seconds
+        other = self._other_live_member()
+        while other is not None and time.monotonic() < deadline:
+            self._stop.wait(self._settings.heartbeat_interval_seconds)
+            other = self._other_live_member()
+        if other is not None:
             raise NodeIdInUse(
                 f"node id {self.node_id} is in use by a live node at {other.address} "
                 f"(heartbeat {other.heartbeat_age_seconds:.1f} s ago); give this node another --node-id"
             )
         self.tick()
         self._thread.start()
+
+    def _other_live_member(self) -> leases.Member | None:
+        other = self._transact(lambda conn: leases.live_member(conn, self.node_id))
+        return other if other is not None and other.address != self.address else None
 
     def stop(self, *, release: bool = True) -> None:
         """Stops renewing; with ``release`` hands every lease back and leaves membership at once."""

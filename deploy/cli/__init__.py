@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from ridgeline import tracing
-from ridgeline.deploy.cli import bench, certs, cluster, desk, drills, flows, k8s, ops, options, processes, trek
+from ridgeline.deploy.cli import bench, certs, cluster, console, desk, drills, flows, k8s, ops, options, processes, trek
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Ridgeline: safe bookings for alpine basecamps.")
 
@@ -43,6 +43,7 @@ def _security(
 app.add_typer(desk.commands)
 app.add_typer(processes.commands)
 app.add_typer(cluster.commands)
+app.add_typer(console.commands)
 app.add_typer(drills.commands)
 app.add_typer(certs.commands)
 app.add_typer(k8s.commands)

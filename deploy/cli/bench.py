@@ -1,4 +1,4 @@
-"""``ridgeline bench holds|settle|treks|cluster``: each benchmark's options, its engine, its tables.
+"""``ridgeline bench holds|settle|timers|treks|cluster|console``: each benchmark's options, its engine, its tables.
 
 The engines in deploy/bench run and measure; these commands check the options, print
 the report (render_bench) and write it as JSON when asked. Every benchmark speaks mutual
@@ -92,6 +92,22 @@ def timers(
         pending=pending, ticks=ticks, settle_bookings=settle_bookings, threads=threads, latency_ms=latency_ms, secure=_secure(insecure_baseline=False)
     )
     render_bench.timers(report)
+    _write_json(json_path, report)
+
+
+@bench_app.command("console")
+def console(
+    bookings: Annotated[int, typer.Option("--bookings", help="Bookings seeded in the region before the pages are timed.")] = 100_000,
+    requests: Annotated[int, typer.Option("--requests", help="Requests per page, one after another.")] = 50,
+    json_path: JsonFile = None,
+) -> None:
+    """p50/p95 of every operator console page with --bookings bookings in a region (the bound: 200 ms p95)."""
+    if min(bookings, requests) <= 0:
+        raise typer.BadParameter("--bookings and --requests must be positive")
+    from ridgeline.deploy.bench.console_bench import run_console_benchmark
+
+    report = run_console_benchmark(bookings=bookings, requests=requests, secure=_secure(insecure_baseline=False))
+    render_bench.console_pages(report)
     _write_json(json_path, report)
 
 

@@ -47,6 +47,7 @@ def up(
     state_dir: StateDir = DEFAULT_STATE_DIR,
     settlement: Annotated[bool, typer.Option("--settlement/--no-settlement", help="Start the payment gateway and Prefect (unless the cluster file names them) and settle Book.")] = True,
     ha: Annotated[bool, typer.Option("--ha", help="Run each local region database as a Patroni cluster of 3 over etcd (needs Debian's patroni and etcd-server).")] = False,
+    console: Annotated[bool, typer.Option("--console/--no-console", help="Start the operator console (HTTPS; its URL and login link are printed).")] = True,
 ) -> None:
     """Start a whole cluster here, wait until it serves, print where, and run until Ctrl-C or `ridgeline down`."""
     configure_logging()
@@ -56,7 +57,7 @@ def up(
         spec = replace(spec, region_databases="patroni")
     local = LocalCluster(
         spec, state_dir.expanduser(), progress=lambda step: _console.print(f"[dim]{step}…[/]"), settlement=settlement, insecure=options.SECURITY.insecure,
-        report=lambda event: _console.print(f"[bold yellow]{escape(event)}[/]"),
+        report=lambda event: _console.print(f"[bold yellow]{escape(event)}[/]"), console=console,
     )
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -259,6 +260,13 @@ def _print_started(local: LocalCluster) -> None:
     if local.coordinators:
         listed = ", ".join(f"{run.node_id} {run.address}" for run in local.coordinators.values())
         _console.print(f"Trek coordinators (one leads, `ridgeline status` shows which): {listed} (ridgeline trek plan|show|list)")
+    if local.console is not None and local.console_token is not None:
+        from ridgeline.deploy.console.process import login_link
+
+        _console.print(
+            f"Operator console: {local.console.url} (log in with the token in {local.console_token}, or open {login_link(local.console.url, local.console_token)})",
+            soft_wrap=True,
+        )
     _console.print(
         f"Cluster file: {local.cluster_file}\n"
         "Try: ridgeline status · ridgeline basecamps · ridgeline book hoernli hoernli-dorm --from … --to … --customer you\n"

@@ -23,7 +23,7 @@ def render(
     cluster: Annotated[Path, typer.Option("--cluster", help="Cluster file to render (region and coordinator databases must be named: they are external).")],
     namespace: Annotated[str, typer.Option("--namespace", help="Namespace of every object.")] = "ridgeline",
     image: Annotated[str, typer.Option("--image", help="Container image with Ridgeline installed (`ridgeline` on PATH).")] = "ridgeline:0.1.0",
-    coordinators: Annotated[int, typer.Option("--coordinators", help="Coordinator replicas (one leads, the others stand by).")] = 2,
+    coordinators: Annotated[int, typer.Option("--coordinators", help="Coordinator pods, ridgeline-coordinator-0 … N-1, their ids (one leads, the others follow).")] = 2,
     include_certs: Annotated[
         Path | None, typer.Option("--include-certs", help="Render the node pair in this certificates directory as the Secret: the output then holds a PRIVATE KEY.")
     ] = None,

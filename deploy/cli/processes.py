@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
-import threading
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -53,7 +51,7 @@ def node(
     outbox_dir: Annotated[Path | None, typer.Option("--outbox-dir", help="Mail spool for confirmation messages (default ~/.ridgeline/outbox/REGION).")] = None,
     payment_timeout: Annotated[float, typer.Option("--payment-timeout", help="Seconds per payment gateway attempt.")] = 2.0,
     payment_attempts: Annotated[int, typer.Option("--payment-attempts", help="Attempts per gateway call (same key).")] = 3,
-    charge_passes: Annotated[int, typer.Option("--charge-passes", help="Settlement passes with an unknown payment outcome before the hold is released.")] = 3,
+    charge_passes: Annotated[int, typer.Option("--charge-passes", envvar="RIDGELINE_CHARGE_PASSES", help="Settlement passes with an unknown payment outcome before the hold is released.")] = 3,
     claim_seconds: Annotated[float, typer.Option("--settle-claim", help="Seconds before a claimed settlement whose run died is due again.")] = 30.0,
     coordinators: Annotated[
         list[str] | None,
@@ -238,16 +236,14 @@ def prefect_server(
     PREFECT_API_AUTH_STRING."""
     from ridgeline.deploy.run.postgres import PostgresServer
     from ridgeline.deploy.run.prefect_server import AUTH_FILE, PrefectServer
+    from ridgeline.deploy.run.termination import Termination
 
     database = PostgresServer(data_dir / "postgres")
     database.start()
     try:
         with PrefectServer(database, home=data_dir / "home") as server:
             print(f"READY prefect {server.api_url} (PREFECT_API_AUTH_STRING is in {server.home / AUTH_FILE})", flush=True)
-            stop = threading.Event()
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(signum, lambda *_: stop.set())
-            stop.wait()
+            Termination().wait()
     finally:
         database.stop()
 

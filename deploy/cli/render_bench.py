@@ -213,3 +213,19 @@ def timers(report: dict[str, object]) -> None:
     ):
         table.add_row(name, value)
     console.print(table)
+
+
+def console_pages(report: dict[str, object]) -> None:
+    """``bench console``: each page's p50, p95 and max against the bound."""
+    settings = report["settings"]
+    table = Table(title=f"console pages with {settings['bookings']:,} bookings in a region ({settings['requests']} requests each, {settings['transport']})")
+    for column in ("page", "p50", "p95", "max", f"p95 ≤ {report['p95_bound_ms']:g} ms"):
+        table.add_column(column)
+    for name, timing in report["pages"].items():
+        if "error" in timing:
+            table.add_row(name, "", "", "", f"[yellow]{timing['error']}[/]")
+            continue
+        ok = timing["p95_ms"] <= report["p95_bound_ms"]
+        table.add_row(name, f"{timing['p50_ms']} ms", f"{timing['p95_ms']} ms", f"{timing['max_ms']} ms", "[green]yes[/]" if ok else "[red]no[/]")
+    console.print(table)
+    console.print(f"seeded in {report['seed_seconds']} s · {report['machine']}")

@@ -50,6 +50,7 @@ from ridgeline.trust.credentials import Transport
 from ridgeline.trust.private_files import private_dir, write_private
 
 if TYPE_CHECKING:
+    from ridgeline.deploy.console.process import ConsoleProcess
     from ridgeline.deploy.payment_gateway.process import GatewayProcess
 
 #: RIDGELINE_STATE_DIR moves it, e.g. to run two clusters side by side.
@@ -115,9 +116,10 @@ def state_seeds(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
 class LocalCluster:
     def __init__(
         self, spec: ClusterSpec, state_dir: Path, *, progress: Progress = lambda _: None, settlement: bool = True, insecure: bool = False,
-        report: Progress | None = None,
+        report: Progress | None = None, console: bool = True,
     ) -> None:
-        """``report`` hears the supervisor: every death, restart and give-up (default: the log)."""
+        """``report`` hears the supervisor: every death, restart and give-up (default: the log);
+        ``console`` False leaves the operator console out."""
         self.spec = spec
         self.state_dir = state_dir
         #: Every part speaks mutual TLS with the certificates here (made on first start),
@@ -154,6 +156,10 @@ class LocalCluster:
         self._fault_control_url: str | None = None
         #: node address -> the proxy address the coordinator dials (also when attached).
         self._via: dict[str, str] = {}
+        self._console_wanted = console
+        #: The operator console up runs (None: left out, or attached), and its login token's file.
+        self.console: ConsoleProcess | None = None
+        self.console_token: Path | None = None
 
     @classmethod
     def attach(cls, state_dir: Path) -> LocalCluster:
@@ -221,6 +227,8 @@ class LocalCluster:
             self._wait_for_ownership(settle_timeout_seconds)
             if self._settlement and self.spec.coordinator_listen:
                 self._start_coordinator()
+            if self._console_wanted:
+                self._start_console()
             self._supervise()
             self._write_state()
         except BaseException:
@@ -353,6 +361,8 @@ class LocalCluster:
         if self.prefect is not None:
             prefect = self.prefect
             supervisor.watch("prefect", ProcessPart(lambda: prefect.process, prefect.start))
+        if self.console is not None:
+            supervisor.watch("console", ProcessPart(lambda: self.console.process if self.console else None, self._restart_console))
         self._supervisor = supervisor
         supervisor.start()
 
@@ -365,6 +375,26 @@ class LocalCluster:
         new = GatewayProcess(old.database_url, self.transport, seed=None, listen=old.listen)
         self._services[self._services.index(old)] = new
         self._gateway, self._gateway_pid = new, new.pid
+
+    def _start_console(self, listen: str = "127.0.0.1:0") -> None:
+        """The operator console over this cluster file, with a fresh login token for the local operator."""
+        from ridgeline.deploy.console.process import ConsoleProcess, write_local_token
+
+        certs = None if self.insecure else self.certs
+        old = self.console
+        if old is None:  # a restart keeps the token: the operator's link still logs in
+            self._progress("starting the operator console")
+            self.console_token = write_local_token(certs, self.state_dir)
+        self.console = ConsoleProcess(certs, self.cluster_file, self.state_dir, listen=listen, log_path=self.state_dir / "logs" / "console.log")
+        if old is None:
+            self._services.append(self.console)
+        else:
+            self._services[self._services.index(old)] = self.console
+
+    def _restart_console(self) -> None:
+        """The console again on its port: the operator's browser finds it where it was (sessions start anew)."""
+        assert self.console is not None, "a console to restart"
+        self._start_console(self.console.listen)
 
     def _start_databases(self) -> None:
         catalog = load_catalog()
@@ -542,6 +572,9 @@ class LocalCluster:
                 if self.prefect
                 else None
             ),
+            "console": (
+                {"url": self.console.url, "pid": self.console.pid, "token_file": str(self.console_token)} if self.console else None
+            ),
             "supervision": self._supervisor.snapshot() if self._supervisor else {},
         }
         # Written aside (0600) and renamed: a process killed mid-write must not leave a torn
@@ -584,6 +617,7 @@ def bring_down(state_dir: Path, *, timeout_seconds: float = 60.0) -> str:
     pids += [(pid, "ridgeline") for pid in sorted(coordinator_pids)]
     pids += [(int(state["services"]["gateway_pid"]), "ridgeline")] if state.get("services", {}).get("gateway_pid") else []  # type: ignore[index, union-attr]
     pids += [(int(state["prefect"]["pid"]), "prefect")] if state.get("prefect") else []  # type: ignore[index]
+    pids += [(int(state["console"]["pid"]), "ridgeline")] if state.get("console") else []  # type: ignore[index]
     for pid, marker in pids:
         if alive(pid) and marker in command_line(pid):
             os.kill(pid, signal.SIGTERM)

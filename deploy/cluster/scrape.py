@@ -24,6 +24,10 @@ class NodeFigures:
     hold_p99_seconds: float | None
     db_retries: int
     leases_held: int
+    #: How long the oldest due settlement has waited (the node's vitals; None: it runs no settlement).
+    settlement_oldest_due_seconds: float | None = None
+    #: The worst of its circuit breakers: 0 closed, 1 half-open, 2 open (None: it has none).
+    breaker_state: int | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,8 @@ def scrape(metrics_address: str, timeout_seconds: float = 2.0) -> NodeFigures | 
         return None
     rpcs = errors = retries = leases = 0
     hold_buckets: dict[float, float] = {}
+    oldest_due: float | None = None
+    breaker: int | None = None
     for sample in samples:
         if sample.name == "ridgeline_rpc_duration_seconds_count":
             rpcs += int(sample.value)
@@ -65,7 +71,11 @@ def scrape(metrics_address: str, timeout_seconds: float = 2.0) -> NodeFigures | 
             retries += int(sample.value)
         elif sample.name == "ridgeline_leases_held":
             leases = int(sample.value)
-    return NodeFigures(rpcs, errors, _quantile(hold_buckets, 0.99), retries, leases)
+        elif sample.name == "ridgeline_settlement_oldest_due_seconds":
+            oldest_due = sample.value
+        elif sample.name == "ridgeline_circuit_breaker_state":
+            breaker = max(breaker or 0, int(sample.value))
+    return NodeFigures(rpcs, errors, _quantile(hold_buckets, 0.99), retries, leases, oldest_due, breaker)
 
 
 def scrape_coordinator(metrics_address: str, timeout_seconds: float = 2.0) -> CoordinatorFigures | None:

@@ -21,7 +21,7 @@ from ridgeline.deploy.k8s.workloads import (
     Manifest,
     certs_secret,
     cluster_config_map,
-    coordinator_deployment,
+    coordinator_statefulset,
     disruption_budgets,
     node_statefulset,
     prefect_deployment,
@@ -46,7 +46,7 @@ def render_manifests(spec: ClusterSpec, options: K8sOptions, *, certs: Path | No
         manifests.append(certs_secret({name: (certs / name).read_text(encoding="utf-8") for name in CERT_FILES}, options))
     manifests += [node_statefulset(s, options) for s in sets]
     if coordinator:
-        manifests.append(coordinator_deployment(options))
+        manifests.append(coordinator_statefulset(options))
     if prefect:
         manifests.append(prefect_deployment(options))
     manifests += services(sets, options, coordinator=coordinator, prefect=prefect)

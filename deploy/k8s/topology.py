@@ -7,7 +7,19 @@ meaning the same process). That needs node ids of the form ``<set>-<n>`` with co
 ``eu-alps-1``, ``eu-alps-2`` become pods ``eu-alps-1``, ``eu-alps-2`` of set ``eu-alps``).
 Every process reads the same cluster file as on separate machines, rewritten for the
 cluster's DNS: nodes listen on all interfaces and advertise their stable pod names under
-their region's headless Service, the coordinator is reached through its Service.
+their region's headless Service.
+
+The trek coordinators are one StatefulSet the same way: pods ``ridgeline-coordinator-0`` …
+``-N-1`` (:attr:`K8sOptions.coordinator_replicas`) are the coordinator ids, each reached at
+its own name under the headless Service ``ridgeline-coordinator``. The in-cluster file lists
+exactly those (the first in ``[coordinator]``, the rest as peers; the outside file's own
+coordinators are dropped), so every node accepts legs from each and every client knows
+them all. A follower's NotLeader hint is the leader's own pod name, never a shared Service
+address behind which a pinned HTTP/2 connection could keep landing on the same follower.
+There is no client-facing coordinator Service: ``routing/coordinator_set.py`` follows a
+hint only to an address it was given, so a planner is given every coordinator pod's
+address (the in-cluster file's coordinators, e.g. ``RIDGELINE_COORDINATOR`` comma-separated),
+and one shared entry name would only add a target whose hints it may not follow.
 """
 
 from __future__ import annotations
@@ -16,6 +28,7 @@ import re
 from dataclasses import dataclass, replace
 
 from ridgeline.deploy.cluster.cluster_file import ClusterFileError, ClusterSpec, RegionSpec
+from ridgeline.deploy.cluster.coordinator_spec import CoordinatorSpec
 
 NODE_PORT = 50051
 COORDINATOR_PORT = 50061
@@ -103,9 +116,19 @@ def _node_set(region: RegionSpec) -> NodeSet:
     return NodeSet(region.name, name, ordinals[0], ids, region.database_url)
 
 
+def coordinator_ids(options: K8sOptions) -> tuple[str, ...]:
+    """The coordinator pods' names, which are their ids (a StatefulSet counts from 0)."""
+    return tuple(f"{COORDINATOR}-{n}" for n in range(options.coordinator_replicas))
+
+
+def coordinator_address(node_id: str, options: K8sOptions) -> str:
+    """A coordinator pod's stable host:port under the headless Service (resolves before it is ready)."""
+    return f"{node_id}.{options.service_host(COORDINATOR)}:{COORDINATOR_PORT}"
+
+
 def in_cluster_spec(spec: ClusterSpec, options: K8sOptions) -> ClusterSpec:
-    """The cluster file as the pods read it: addresses in the cluster's DNS, the coordinator
-    behind its Service, the Prefect API the in-cluster server (unless the file names one)."""
+    """The cluster file as the pods read it: addresses in the cluster's DNS, the coordinators
+    the StatefulSet's pods, the Prefect API the in-cluster server (unless the file names one)."""
     if spec.coordinator_listen and not spec.coordinator_database_url:
         raise TopologyError("the coordinator has no database_url: on Kubernetes its decision log's database is external too")
     sets = {s.region: s for s in node_sets(spec)}
@@ -116,18 +139,23 @@ def in_cluster_spec(spec: ClusterSpec, options: K8sOptions) -> ClusterSpec:
             replace(node, listen=f"0.0.0.0:{NODE_PORT}", advertise=f"{node.node_id}.{headless}:{NODE_PORT}", metrics=f"0.0.0.0:{METRICS_PORT}") for node in region.nodes
         )
         regions.append(replace(region, nodes=nodes))
+    coordinators = [CoordinatorSpec(node_id, coordinator_address(node_id, options)) for node_id in coordinator_ids(options)] if spec.coordinator_listen else []
+    first = coordinators[0] if coordinators else None
     return replace(
         spec,
         regions=tuple(regions),
-        coordinator_listen=f"{options.service_host(COORDINATOR)}:{COORDINATOR_PORT}" if spec.coordinator_listen else None,
+        coordinator_listen=first.listen if first else None,
+        coordinator_id=first.node_id if first else spec.coordinator_id,
+        coordinator_peers=tuple(coordinators[1:]),
         coordinator_metrics=None,
         prefect_api_url=spec.prefect_api_url or f"http://{options.service_host(PREFECT)}:{PREFECT_PORT}/api",
     )
 
 
 def certificate_hosts(spec: ClusterSpec, options: K8sOptions) -> list[str]:
-    """The hosts the node certificate must name: every node's stable name (one wildcard per
-    region), the coordinator's and the seeds' Services, and loopback for the exec probes."""
-    hosts = [f"*.{options.service_host(s.name)}" for s in node_sets(spec)]
-    hosts += [options.service_host(SEEDS)] + ([options.service_host(COORDINATOR)] if spec.coordinator_listen else [])
+    """The hosts the node certificate must name: every node's and coordinator's stable name
+    (one wildcard per headless Service), the seeds' Service, and loopback for the exec probes."""
+    hosts = [f"*.{options.service_host(s.name)}" for s in node_sets(spec)] + [options.service_host(SEEDS)]
+    if spec.coordinator_listen:
+        hosts.append(f"*.{options.service_host(COORDINATOR)}")
     return hosts + ["localhost", "127.0.0.1"]

@@ -73,42 +73,26 @@ def node_statefulset(node_set: NodeSet, options: K8sOptions) -> Manifest:
         {"name": "PREFECT_API_AUTH_STRING", "valueFrom": {"secretKeyRef": {"name": PREFECT_AUTH_SECRET, "key": "auth", "optional": True}}},
     ]
     container = _container("node", args, env, {"grpc": NODE_PORT, "metrics": METRICS_PORT}, _exec_probe(NODE_PORT), NODE_RESOURCES)
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
-        "metadata": metadata(node_set.name, options, "node", **{"ridgeline.io/region": node_set.region}),
-        "spec": {
-            "serviceName": node_set.name,
-            "replicas": node_set.replicas,
-            "ordinals": {"start": node_set.first_ordinal},
-            "podManagementPolicy": "Parallel",  # nodes need no order: the leases decide who writes
-            "selector": {"matchLabels": pod_labels},
-            "updateStrategy": {"type": "RollingUpdate"},
-            "template": {"metadata": {"labels": pod_labels}, "spec": _pod_spec(container, pod_labels, options)},
-        },
-    }
+    manifest = _statefulset(node_set.name, node_set.replicas, container, pod_labels, options)
+    manifest["spec"]["ordinals"] = {"start": node_set.first_ordinal}
+    return manifest
 
 
-def coordinator_deployment(options: K8sOptions) -> Manifest:
-    """The trek coordinators: one leads through the decision log's lease, the others stand by."""
+def coordinator_statefulset(options: K8sOptions) -> Manifest:
+    """The trek coordinators: pods named after their ids, one leads through the decision log's
+    lease, the others follow. Each binds all interfaces and advertises its own pod name (the
+    cluster file's entry for ``--node-id``): legs and leader hints name that pod, no other."""
     pod_labels = labels("coordinator")
     args = [
-        "--certs-dir", CERTS_DIR, "coordinator", "--cluster", CLUSTER_FILE,
+        "--certs-dir", CERTS_DIR, "coordinator", "--cluster", CLUSTER_FILE, "--node-id", "$(POD_NAME)",
         "--listen", f"0.0.0.0:{COORDINATOR_PORT}", "--metrics-listen", f"0.0.0.0:{METRICS_PORT}",
     ]  # fmt: skip
-    env = [{"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": "ridgeline-db-coordinator", "key": "password", "optional": True}}}]
+    env = [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": "ridgeline-db-coordinator", "key": "password", "optional": True}}},
+    ]
     container = _container("coordinator", args, env, {"grpc": COORDINATOR_PORT, "metrics": METRICS_PORT}, _exec_probe(COORDINATOR_PORT), COORDINATOR_RESOURCES)
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": metadata(COORDINATOR, options, "coordinator"),
-        "spec": {
-            "replicas": options.coordinator_replicas,
-            "selector": {"matchLabels": pod_labels},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "template": {"metadata": {"labels": pod_labels}, "spec": _pod_spec(container, pod_labels, options)},
-        },
-    }
+    return _statefulset(COORDINATOR, options.coordinator_replicas, container, pod_labels, options)
 
 
 def prefect_deployment(options: K8sOptions) -> Manifest:
@@ -132,14 +116,14 @@ def prefect_deployment(options: K8sOptions) -> Manifest:
 
 
 def services(node_sets: list[NodeSet], options: K8sOptions, *, coordinator: bool, prefect: bool) -> list[Manifest]:
-    """A headless Service per region (stable pod names that resolve even before a node is
-    ready, as peers need them), the seeds over every node, the coordinator, Prefect."""
+    """A headless Service per region and one for the coordinators (stable pod names that
+    resolve even before a pod is ready, as peers need them), the seeds over every node, Prefect."""
     found = [
         _service(s.name, options, "node", {"ridgeline.io/region": s.region}, {"grpc": NODE_PORT, "metrics": METRICS_PORT}, headless=True) for s in node_sets
     ]
     found.append(_service(SEEDS, options, "node", {}, {"grpc": NODE_PORT}))
     if coordinator:
-        found.append(_service(COORDINATOR, options, "coordinator", {}, {"grpc": COORDINATOR_PORT, "metrics": METRICS_PORT}))
+        found.append(_service(COORDINATOR, options, "coordinator", {}, {"grpc": COORDINATOR_PORT, "metrics": METRICS_PORT}, headless=True))
     if prefect:
         found.append(_service(PREFECT, options, "prefect", {}, {"http": PREFECT_PORT}))
     return found
@@ -161,6 +145,25 @@ def certs_secret(files: dict[str, str], options: K8sOptions) -> Manifest:
     """The node pair as a Secret: only when the operator asked for it (it holds a private key)."""
     assert set(files) == {"ca.crt", "node.crt", "node.key"}, sorted(files)
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": metadata(options.certs_secret, options, "certs"), "stringData": files}
+
+
+def _statefulset(name: str, replicas: int, container: dict[str, Any], pod_labels: dict[str, str], options: K8sOptions) -> Manifest:
+    """Pods named ``<name>-<n>`` under the headless Service ``name``, started in parallel (nodes
+    and coordinators need no order: leases decide who writes and who leads) and replaced one
+    at a time, highest ordinal first, so the others keep serving."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name, "namespace": options.namespace, "labels": pod_labels},
+        "spec": {
+            "serviceName": name,
+            "replicas": replicas,
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": pod_labels},
+            "updateStrategy": {"type": "RollingUpdate"},
+            "template": {"metadata": {"labels": pod_labels}, "spec": _pod_spec(container, pod_labels, options)},
+        },
+    }
 
 
 def _container(

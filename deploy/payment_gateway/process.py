@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from ridgeline.deploy.run.processes import ProcessHandle, ridgeline_command, spawn_ready
+from ridgeline.deploy.run.processes import UrlChild, ridgeline_command, spawn_ready
 from ridgeline.trust.credentials import Transport
 
 
-class GatewayProcess:
+class GatewayProcess(UrlChild):
     """The stand-in gateway on its own database; :attr:`url` once started.
 
     ``transport`` is how it serves: over TLS with the node pair of its certificates
@@ -22,23 +22,4 @@ class GatewayProcess:
         args += ["gateway", "--database-url", database_url, "--listen", listen]
         if seed is not None:
             args += ["--seed", str(seed)]
-        self._child = spawn_ready(ridgeline_command(*args), what="the payment gateway")
-        self.url: str = self._child.address
-        assert self.url.startswith(f"{transport.http_scheme}://"), f"the gateway serves {self.url}, not {transport.http_scheme}"
-
-    @property
-    def pid(self) -> int:
-        return self._child.pid
-
-    @property
-    def process(self) -> ProcessHandle:
-        return self._child.process
-
-    @property
-    def listen(self) -> str:
-        """host:port it serves on, to start it again there."""
-        return self.url.split("://", 1)[1].rstrip("/")
-
-    def stop(self, timeout_seconds: float = 15.0) -> int:
-        """SIGTERM, then SIGKILL after the timeout; returns the exit status."""
-        return self._child.stop(timeout_seconds)
+        super().__init__(spawn_ready(ridgeline_command(*args), what="the payment gateway"), transport.http_scheme)

@@ -9,14 +9,13 @@ client (``RoutedParticipants``) that finds each leg's owner from seed nodes.
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 from collections.abc import Callable
 from typing import TypeVar
 
 from prometheus_client import start_http_server
 from sqlalchemy import Connection, Engine
 
+from ridgeline.deploy.run.termination import Termination
 from ridgeline.flows import payments as gateway
 from ridgeline.global_coordinator import schema
 from ridgeline.global_coordinator.errors import StoreUnavailable
@@ -107,16 +106,14 @@ def serve_until_signalled(
     metrics, _ = start_http_server(int(metrics_port), addr=metrics_host)
     participants = RoutedParticipants(seeds, transport=transport, dial=dial)
     server = CoordinatorServer(config, listen, transactor(engine), participants, payments, transport=transport, workers=workers)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    termination = Termination()
     server.start()
     _log.info("coordinator metrics on http://%s:%d/metrics", metrics_host, metrics.server_port)
     epoch = server.coordinator.leadership.epoch
     _log.info("coordinator %s %s", config.node_id, f"leads with epoch {epoch}" if epoch else "follows")
     print(f"READY coordinator {server.address}", flush=True)
     try:
-        stop.wait()
+        termination.wait()
     finally:
         server.stop()
         metrics.shutdown()

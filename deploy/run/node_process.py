@@ -1,4 +1,4 @@
-"""Runs one regional node as a process until SIGTERM or SIGINT, then drains it.
+"""Runs one regional node as a process until SIGTERM or SIGINT, then drains it (within a deadline: termination.py).
 
 With a settlement config the process also runs the settlement loop (deploy/run/node_settlement.py),
 which triggers Prefect flow runs; without one it only serves gRPC and sweeps holds.
@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import gc
 import logging
-import signal
-import threading
 
 from ridgeline.deploy.run.node_settlement import NodeSettlement, SettlementConfig
+from ridgeline.deploy.run.termination import Termination
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.node import RegionalNode
 
@@ -26,9 +25,7 @@ def serve_until_signalled(config: NodeConfig, *, settlement: SettlementConfig | 
         settler = NodeSettlement(
             settlement, node_id=config.node_id, database_url=config.database_url, fence=node.keeper.ownership.fence, workflows=config.workflows
         )
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    termination = Termination()
     node.start()
     if settler is not None:
         settler.start()
@@ -39,7 +36,7 @@ def serve_until_signalled(config: NodeConfig, *, settlement: SettlementConfig | 
         # Parents (the local cluster, tests) wait for this line to learn the bound port.
         print(f"READY {config.region} {config.node_id} {node.address}", flush=True)
     try:
-        stop.wait()
+        termination.wait()
     finally:
         _log.info("draining node %s", config.node_id)
         if settler is not None:

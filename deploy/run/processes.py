@@ -133,6 +133,32 @@ def spawn_ready(
     return ReadyChild(process, ready, log_path, stop_timeout_seconds)
 
 
+class UrlChild:
+    """A child that serves HTTP at the URL its READY line ends with (the gateway, the console)."""
+
+    def __init__(self, child: ReadyChild, scheme: str) -> None:
+        self._child = child
+        self.url: str = child.address
+        assert self.url.startswith(f"{scheme}://"), f"{child.ready} serves {self.url}, not {scheme}"
+
+    @property
+    def pid(self) -> int:
+        return self._child.pid
+
+    @property
+    def process(self) -> ProcessHandle:
+        return self._child.process
+
+    @property
+    def listen(self) -> str:
+        """host:port it serves on, to start it again there."""
+        return self.url.split("://", 1)[1].rstrip("/")
+
+    def stop(self, timeout_seconds: float = STOP_TIMEOUT_SECONDS) -> int:
+        """SIGTERM, then SIGKILL after the timeout; returns the exit status."""
+        return self._child.stop(timeout_seconds)
+
+
 def _read_stdout(process: subprocess.Popen[str], found: queue.Queue[tuple[str, ...] | None]) -> None:
     """Hands on the READY line's words (None if stdout ends first), then reads on to the end."""
     assert process.stdout is not None

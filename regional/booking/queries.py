@@ -75,6 +75,8 @@ class BookingFilter:
     stuck_seconds: int = 0
     #: Only bookings that run this workflow version (``settle@2``).
     workflow: str | None = None
+    #: Only this customer's bookings.
+    customer_id: str | None = None
 
 
 def list_bookings(
@@ -107,6 +109,9 @@ def list_bookings(
     if where.workflow is not None:
         clauses.append("workflow = :workflow")
         params["workflow"] = where.workflow
+    if where.customer_id is not None:
+        clauses.append("customer_id = :customer_id")
+        params["customer_id"] = where.customer_id
     if where.state is not None:
         clauses.append("state = :state")
         params["state"] = where.state.value

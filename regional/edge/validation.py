@@ -253,7 +253,8 @@ def booking_filter(request: pb.ListBookingsRequest, catalog: CatalogView, config
     workflow = None
     if request.workflow:
         workflow = workflow_version(request.workflow, "workflow")
-    where = BookingFilter(basecamp_id=camp_id, state=state, nights=span, stuck_seconds=request.stuck_seconds, workflow=workflow)
+    customer = _text(request.customer_id, "customer_id", length_max=CUSTOMER_LENGTH_MAX, required=False) or None
+    where = BookingFilter(basecamp_id=camp_id, state=state, nights=span, stuck_seconds=request.stuck_seconds, workflow=workflow, customer_id=customer)
     return where, request.page_size or PAGE_SIZE_DEFAULT, token
 
 

@@ -94,7 +94,7 @@ def _ridgeline_up(tmp_path: Path, nodes: dict[str, list[str]], env: dict[str, st
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        yield up, _read_until(up, "is serving", timeout=180)
+        yield up, _read_until(up, "stops everything.", timeout=180)
     finally:
         if up.poll() is None:
             up.terminate()
@@ -117,6 +117,11 @@ def test_up_status_book_drills_audit_down_on_a_running_cluster(tmp_path: Path, c
         before = state = json.loads((state_dir / "state.json").read_text())
         assert sorted(state["nodes"]) == sorted(n for ids in nodes.values() for n in ids), output
         _assert_every_grpc_port_refuses_strangers(state, state_dir / "certs", certs)
+        console = state["console"]
+        assert console["url"].startswith("https://") and f"Operator console: {console['url']}" in output, "up prints the console's URL"
+        assert oct(Path(console["token_file"]).stat().st_mode & 0o777) == "0o600", "the console's login token is private"
+        login = httpx.get(f"{console['url']}/login", verify=str(state_dir / "certs" / "ca.crt"), timeout=10)  # the cluster CA signed what it serves
+        assert login.status_code == 200 and 'name="token"' in login.text, login.status_code
 
         status = _ridgeline("status", "--json", env=env)
         assert status.returncode == 0, status.stderr
@@ -181,6 +186,7 @@ def test_up_status_book_drills_audit_down_on_a_running_cluster(tmp_path: Path, c
     for node_id, run in state["coordinators"].items():
         assert not alive(run["pid"]), f"coordinator {node_id} (pid {run['pid']}, restarted by a drill or not) outlived ridgeline down"
     assert not alive(state["prefect"]["pid"]), "the Prefect server the drill restarted outlived ridgeline down"
+    assert not alive(state["console"]["pid"]), "the operator console outlived ridgeline down"
     with pytest.raises(httpx.TransportError):
         with sre.http_client(state["fault_control"], timeout_seconds=2) as control:
             control.get("/paths")  # the proxies' endpoint died with up

@@ -1,6 +1,6 @@
 """``ridgeline k8s render``: every manifest validates against the pinned Kubernetes schema
-(kubernetes-validate, offline, strict), every container has probes and limits, node pods
-are named after the node ids, no private key leaves the certificates directory unless
+(kubernetes-validate, offline, strict), every container has probes and limits, node and
+coordinator pods are named after their ids, no private key leaves the certificates directory unless
 asked, the policies allow only Ridgeline's hops; and ``ridgeline probe``, the exec probe,
 answers a real node over mutual TLS."""
 
@@ -20,7 +20,7 @@ from certificates import SessionCerts
 
 from ridgeline.deploy.cluster.cluster_file import ClusterSpec, load_cluster_file, parse_cluster
 from ridgeline.deploy.k8s.manifests import render_manifests, to_yaml
-from ridgeline.deploy.k8s.topology import COORDINATOR_PORT, NODE_PORT, PREFECT_PORT, K8sOptions, TopologyError
+from ridgeline.deploy.k8s.topology import COORDINATOR_PORT, NODE_PORT, PREFECT_PORT, K8sOptions, TopologyError, certificate_hosts
 from ridgeline.deploy.run.processes import free_port
 from ridgeline.regional.node import RegionalNode
 
@@ -52,7 +52,8 @@ def test_every_rendered_manifest_validates_against_the_pinned_schema(example: st
     assert rendered.returncode == 0, rendered.stderr
     manifests = list(yaml.safe_load_all(rendered.stdout))
     kinds = {m["kind"] for m in manifests}
-    assert kinds == {"Namespace", "ConfigMap", "StatefulSet", "Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy"}, kinds
+    in_cluster_prefect = {"Deployment"} if load_cluster_file(EXAMPLES / example).prefect_api_url is None else set()
+    assert kinds == {"Namespace", "ConfigMap", "StatefulSet", "Service", "PodDisruptionBudget", "NetworkPolicy"} | in_cluster_prefect, kinds
     for manifest in manifests:
         kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)  # raises naming the field
     assert "kubectl -n ridgeline create secret generic ridgeline-node-certs" in rendered.stderr, "says how to make the Secret it references"
@@ -107,11 +108,31 @@ def test_node_pods_are_named_after_the_node_ids_and_read_a_cluster_file_that_say
     inside = parse_cluster(tomllib.loads(config["data"]["cluster.toml"]))
     node = inside.node_config("na-rockies-2")
     assert (node.listen_address, node.advertise_address) == (f"0.0.0.0:{NODE_PORT}", f"na-rockies-2.na-rockies.prod.svc.cluster.local:{NODE_PORT}")
-    assert node.coordinator_targets == (f"ridgeline-coordinator.prod.svc.cluster.local:{COORDINATOR_PORT}",)
-    [coordinator] = _by_kind(manifests, "Deployment")
-    assert coordinator["spec"]["replicas"] == 2
     budgets = {b["metadata"]["name"]: b["spec"] for b in _by_kind(manifests, "PodDisruptionBudget")}
-    assert budgets["ridgeline-coordinator"]["minAvailable"] == 1 and all(budgets[name]["maxUnavailable"] == 1 for name in sets)
+    assert budgets["ridgeline-coordinator"]["minAvailable"] == 1 and all(budgets[region.nodes[0].node_id.rsplit("-", 1)[0]]["maxUnavailable"] == 1 for region in spec.regions)
+
+
+def test_coordinator_pods_are_the_coordinators_of_the_cluster_file_each_started_as_itself() -> None:
+    """Each coordinator pod is one entry of the in-cluster file, reached at its own stable name:
+    the nodes accept legs from exactly those, and a follower's leader hint names a pod."""
+    manifests = render_manifests(_production(), K8sOptions(namespace="prod", coordinator_replicas=3))
+    [coordinators] = [m for m in _by_kind(manifests, "StatefulSet") if m["metadata"]["name"] == "ridgeline-coordinator"]
+    pods = [f"ridgeline-coordinator-{n}" for n in range(coordinators["spec"]["replicas"])]
+    addresses = tuple(f"{pod}.ridgeline-coordinator.prod.svc.cluster.local:{COORDINATOR_PORT}" for pod in pods)
+    [config] = _by_kind(manifests, "ConfigMap")
+    inside = parse_cluster(tomllib.loads(config["data"]["cluster.toml"]))
+    assert [(c.node_id, c.listen) for c in inside.coordinators()] == list(zip(pods, addresses)), "pod names = coordinator ids, outside peers dropped"
+    assert {inside.node_config(n.node_id).coordinator_targets for r in inside.regions for n in r.nodes} == {addresses}
+    [headless] = [s for s in _by_kind(manifests, "Service") if s["metadata"]["name"] == coordinators["spec"]["serviceName"]]
+    assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"] is True
+    assert headless["spec"]["selector"] == coordinators["spec"]["selector"]["matchLabels"] == coordinators["spec"]["template"]["metadata"]["labels"]
+    [container] = coordinators["spec"]["template"]["spec"]["containers"]
+    args, env = container["args"], {e["name"]: e for e in container["env"]}
+    assert args[args.index("--node-id") + 1] == "$(POD_NAME)" and env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}, "each pod starts as its own id"
+    assert args[args.index("--listen") + 1] == f"0.0.0.0:{COORDINATOR_PORT}", "binds every interface; advertises its file entry, the pod name"
+    assert not [m for m in manifests if m["kind"] == "Deployment" and m["metadata"]["name"] == "ridgeline-coordinator"]
+    hosts = certificate_hosts(_production(), K8sOptions(namespace="prod"))
+    assert "*.ridgeline-coordinator.prod.svc.cluster.local" in hosts, "the node pair names every coordinator pod"
 
 
 def test_network_policies_deny_by_default_and_allow_only_ridgelines_hops() -> None:

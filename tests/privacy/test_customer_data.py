@@ -14,7 +14,11 @@ from ridgeline.deploy.payment_gateway.metrics import GatewayMetrics
 from ridgeline.regional.storage.db import make_engine
 
 #: Every label a Ridgeline metric may carry: each has a small, fixed set of values.
-BOUNDED_LABELS = frozenset({"method", "code", "sqlstate", "target", "decision", "change", "operation", "status", "kind", "role"})
+#: Every label any metric may carry: each takes a value from a closed set (an enum, a
+#: SQLSTATE or error class name, a registered workflow version), never a customer or principal.
+BOUNDED_LABELS = frozenset(
+    {"method", "code", "sqlstate", "target", "decision", "change", "operation", "status", "kind", "role", "outcome", "resolution", "reason", "workflow"}
+)
 
 
 def test_metric_labels_are_bounded_and_name_no_customer_or_principal() -> None:

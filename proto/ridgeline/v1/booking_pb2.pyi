@@ -312,7 +312,7 @@ class Payment(_message.Message):
     def __init__(self, state: _Optional[_Union[PaymentState, str]] = ..., attempts: _Optional[int] = ..., last_error: _Optional[str] = ..., charge_id: _Optional[str] = ..., amount_cents: _Optional[int] = ..., currency: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_attempt_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trace_id: _Optional[str] = ...) -> None: ...
 
 class ListBookingsRequest(_message.Message):
-    __slots__ = ("basecamp_id", "state", "nights", "page_size", "page_token", "stuck_seconds", "workflow")
+    __slots__ = ("basecamp_id", "state", "nights", "page_size", "page_token", "stuck_seconds", "workflow", "customer_id")
     BASECAMP_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     NIGHTS_FIELD_NUMBER: _ClassVar[int]
@@ -320,6 +320,7 @@ class ListBookingsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     STUCK_SECONDS_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     basecamp_id: str
     state: BookingState
     nights: NightRange
@@ -327,7 +328,8 @@ class ListBookingsRequest(_message.Message):
     page_token: str
     stuck_seconds: int
     workflow: str
-    def __init__(self, basecamp_id: _Optional[str] = ..., state: _Optional[_Union[BookingState, str]] = ..., nights: _Optional[_Union[NightRange, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., stuck_seconds: _Optional[int] = ..., workflow: _Optional[str] = ...) -> None: ...
+    customer_id: str
+    def __init__(self, basecamp_id: _Optional[str] = ..., state: _Optional[_Union[BookingState, str]] = ..., nights: _Optional[_Union[NightRange, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., stuck_seconds: _Optional[int] = ..., workflow: _Optional[str] = ..., customer_id: _Optional[str] = ...) -> None: ...
 
 class ListBookingsResponse(_message.Message):
     __slots__ = ("bookings", "next_page_token")
