@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from ridgeline import tracing
-from ridgeline.deploy.cli import bench, certs, cluster, console, desk, drills, flows, k8s, options, processes, trek
+from ridgeline.deploy.cli import bench, certs, cluster, console, desk, drills, flows, k8s, ops, options, processes, trek
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Ridgeline: safe bookings for alpine basecamps.")
 
@@ -52,5 +52,6 @@ app.add_typer(drills.chaos_app, name="chaos")
 app.add_typer(flows.flows_app, name="flows")
 app.add_typer(trek.trek_app, name="trek")
 app.add_typer(k8s.k8s_app, name="k8s")
+app.add_typer(ops.ops_app, name="ops")
 
 __all__ = ["app"]

@@ -32,7 +32,7 @@ from ridgeline.routing import BookingClient, night_range
 from ridgeline.trust import policy
 from ridgeline.trust.identity import Identity, Role
 from ridgeline.v1 import booking_pb2 as pb
-from ridgeline.v1 import cluster_pb2
+from ridgeline.v1 import cluster_pb2, operator_pb2
 from ridgeline.v1 import trek_pb2 as tpb
 
 Code = grpc.StatusCode
@@ -42,6 +42,7 @@ NODE_SERVICES = (
     pb.DESCRIPTOR.services_by_name["BookingService"],
     cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"],
     tpb.DESCRIPTOR.services_by_name["TrekLegService"],
+    operator_pb2.DESCRIPTOR.services_by_name["OperatorService"],
     _HEALTH,
     _REFLECTION,
 )

@@ -368,7 +368,9 @@ class OperatorService:
 
 
 class TrekOperatorServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """Not served yet: the coordinator side is a follow-up (issue 14 item 1); its calls answer
+    UNIMPLEMENTED until the coordinator registers it and the authorization table has its rows.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -389,7 +391,9 @@ class TrekOperatorServiceStub:
 
 
 class TrekOperatorServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Not served yet: the coordinator side is a follow-up (issue 14 item 1); its calls answer
+    UNIMPLEMENTED until the coordinator registers it and the authorization table has its rows.
+    """
 
     def RedriveTrek(self, request, context):
         """An undecided or half-driven trek: the coordinator drives it now (prepare what is
@@ -429,7 +433,9 @@ def add_TrekOperatorServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class TrekOperatorService:
-    """Missing associated documentation comment in .proto file."""
+    """Not served yet: the coordinator side is a follow-up (issue 14 item 1); its calls answer
+    UNIMPLEMENTED until the coordinator registers it and the authorization table has its rows.
+    """
 
     @staticmethod
     def RedriveTrek(request,
