@@ -25,10 +25,10 @@ def trek_pb(trek: TrekRecord) -> tpb.Trek:
         reason=trek.reason,
         legs=[_leg_pb(leg) for leg in trek.legs],
         charges=[tpb.TrekCharge(currency=c.currency, amount_cents=c.amount_cents, charge_id=c.charge_id, refunded_cents=c.refunded_cents) for c in trek.charges],
-        created_at=_timestamp(trek.created_at),
-        decided_at=_timestamp(trek.decided_at),
-        settled_at=_timestamp(trek.settled_at),
-        updated_at=_timestamp(trek.updated_at),
+        created_at=timestamp_pb(trek.created_at),
+        decided_at=timestamp_pb(trek.decided_at),
+        settled_at=timestamp_pb(trek.settled_at),
+        updated_at=timestamp_pb(trek.updated_at),
         planned_by=trek.planned_by,
         decided_by=trek.decided_by or "",
         cancelled_by=trek.cancelled_by or "",
@@ -56,7 +56,7 @@ def _leg_pb(leg: LegRecord) -> tpb.TrekLegStatus:
     )
 
 
-def _timestamp(value: datetime | None) -> Timestamp | None:
+def timestamp_pb(value: datetime | None) -> Timestamp | None:
     if value is None:
         return None
     stamp = Timestamp()

@@ -34,9 +34,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import as_completed
+from concurrent.futures import Future, as_completed
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 import grpc
@@ -204,6 +204,34 @@ class Coordinator:
                 _log.warning("a decision-log write's outcome is unknown (attempt %d); running it again to read back what landed", attempt)
                 time.sleep(_LOG_RETRY.backoff_seconds(attempt))
         raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+
+    def write(self, work: Callable[[Connection, int], T]) -> T:
+        """A log write outside the protocol (:mod:`.operator_actions`), through the same fence
+        and the same read-back of an unknown outcome as the protocol's own writes."""
+        return self._write(work)
+
+    def read(self, work: Callable[[Connection], T]) -> T:
+        """``work`` in a read-only transaction of the log."""
+        return self._transact(lambda conn: work(log.read_only(conn)))
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    def drive_now(self, trek_id: str) -> Future[TrekRecord | None] | None:
+        """Starts one pass over an unfinished trek now, as the redriver would; None when a
+        thread of this process drives it already or its planner in this term is still
+        preparing it (then its own drive decides it, as :meth:`redrive_once` leaves it)."""
+        if not self._claim(trek_id):
+            return None
+        trek = self.get(trek_id)
+        if trek.final or self._preparing_here(trek, self._clock()):
+            self._release(trek_id)
+            return None
+        return self._drivers.submit(self._drive_claimed, trek_id, None)
+
+    def _preparing_here(self, trek: TrekRecord, now: datetime) -> bool:
+        """Planned by this process in its current term and still within its prepare deadline."""
+        return trek.state is TrekState.PREPARING and trek.created_at >= self._term_started_at and now < trek.prepare_deadline
 
     def ensure_leading(self) -> None:
         """Raises NotLeader, naming the leader when known, while this coordinator follows."""
@@ -563,8 +591,7 @@ class Coordinator:
                 continue
             trek = self.get(trek_id)
             # A trek planned by this process is left to its own drive until its prepare deadline.
-            preparing_here = trek.state is TrekState.PREPARING and trek.created_at >= self._term_started_at and now < trek.prepare_deadline
-            if trek.final or preparing_here:
+            if trek.final or self._preparing_here(trek, now):
                 self._release(trek_id)
                 continue
             self._drivers.submit(self._drive_claimed, trek_id, None)

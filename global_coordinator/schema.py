@@ -16,6 +16,11 @@ epoch ever granted (who, which process, where, when: the record the fencing chec
 ``trek_decisions.epoch`` / ``recorded_at`` the leader epoch a decision was written under
 and the database's clock when it was. Rows from before it say epoch 0.
 
+Version 4 (issue 14, operator actions on treks): ``trek_operator_actions`` one row per
+operator idempotency key: which action (redrive, abort) on which trek, who asked
+(``sre:<principal>``), why, under which leader epoch, and the result it answered
+(:mod:`.operator_actions`). Written in the same fenced transaction as an abort's decision.
+
 Tables: ``treks`` (one row per planned trek, keyed by the planner's idempotency key too),
 ``trek_legs`` (what each leg asked and what its participant answered), ``trek_decisions``
 (at most one row per trek: its primary key makes the first decision final; no row means
@@ -126,6 +131,26 @@ VERSIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             """,
             "ALTER TABLE trek_decisions ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0",
             "ALTER TABLE trek_decisions ADD COLUMN recorded_at TIMESTAMPTZ NOT NULL DEFAULT now()",
+        ),
+    ),
+    (
+        4,
+        (
+            """
+            CREATE TABLE trek_operator_actions (
+                idempotency_key TEXT PRIMARY KEY,
+                action TEXT NOT NULL CHECK (action IN ('redrive', 'abort')),
+                trek_id UUID NOT NULL REFERENCES treks (trek_id),
+                actor TEXT NOT NULL,
+                reason TEXT NOT NULL DEFAULT '',
+                epoch BIGINT NOT NULL CHECK (epoch > 0),
+                requested_at TIMESTAMPTZ NOT NULL,
+                result TEXT CHECK (result IN ('applied', 'still_pending', 'already_done', 'refused')),
+                detail TEXT NOT NULL DEFAULT '',
+                finished_at TIMESTAMPTZ
+            )
+            """,
+            "CREATE INDEX trek_operator_actions_by_trek ON trek_operator_actions (trek_id, requested_at)",
         ),
     ),
 )

@@ -1,4 +1,4 @@
-"""The coordinator as a gRPC server: TrekService plus standard health and reflection."""
+"""The coordinator as a gRPC server: TrekService, TrekOperatorService, standard health and reflection."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ridgeline import tracing
 from ridgeline.global_coordinator.decision_log import Transact
+from ridgeline.global_coordinator.operator_servicer import TrekOperatorServicer
 from ridgeline.global_coordinator.participants import Participants
 from ridgeline.global_coordinator.payments import Payments
 from ridgeline.global_coordinator.protocol import Coordinator, CoordinatorConfig
@@ -20,12 +21,15 @@ from ridgeline.global_coordinator.servicer import TrekServicer
 from ridgeline.request_decoding import DecodeGuard
 from ridgeline.trust.credentials import Transport
 from ridgeline.trust.server_auth import Authenticator
+from ridgeline.v1 import operator_pb2 as opb
+from ridgeline.v1 import operator_pb2_grpc as opb_grpc
 from ridgeline.v1 import trek_pb2 as tpb
 from ridgeline.v1 import trek_pb2_grpc as tpb_grpc
 
 _log = logging.getLogger(__name__)
 
 TREK_SERVICE = tpb.DESCRIPTOR.services_by_name["TrekService"].full_name
+TREK_OPERATOR_SERVICE = opb.DESCRIPTOR.services_by_name["TrekOperatorService"].full_name
 
 
 class CoordinatorServer:
@@ -52,15 +56,16 @@ class CoordinatorServer:
         self._participants = participants
         self._health = health.HealthServicer()
         tpb_grpc.add_TrekServiceServicer_to_server(TrekServicer(self.coordinator, participants), self._server)
+        opb_grpc.add_TrekOperatorServiceServicer_to_server(TrekOperatorServicer(self.coordinator), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        reflection.enable_server_reflection((TREK_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server)
+        reflection.enable_server_reflection((TREK_SERVICE, TREK_OPERATOR_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server)
 
     def start(self) -> None:
         self._server.start()
         self.coordinator.start()
         # A follower learns the cluster now, so that its first treks after a takeover are not cold.
         threading.Thread(target=self._participants.warm, name="participants-warm", daemon=True).start()
-        for service in ("", TREK_SERVICE):
+        for service in ("", TREK_SERVICE, TREK_OPERATOR_SERVICE):
             self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         _log.info("trek coordinator serving on %s", self.address)
 

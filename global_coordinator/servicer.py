@@ -57,7 +57,8 @@ Response = TypeVar("Response")
 Method = Callable[["TrekServicer", Request, grpc.ServicerContext], Response]
 
 
-def _guarded(method: Method) -> Method:
+def guarded(method: Method) -> Method:
+    """Leader only (a follower sends the caller to the leader); every failure a status (also for :mod:`.operator_servicer`)."""
     @functools.wraps(method)
     def wrapper(self: TrekServicer, request: Request, context: grpc.ServicerContext) -> Response:
         try:
@@ -85,7 +86,7 @@ class TrekServicer(tpb_grpc.TrekServiceServicer):
         self._coordinator = coordinator
         self._participants = participants
 
-    @_guarded
+    @guarded
     def PlanTrek(self, request: tpb.PlanTrekRequest, context: grpc.ServicerContext) -> tpb.Trek:
         trek = validation.trek_request(request, self._participants)
         wait = None
@@ -94,22 +95,22 @@ class TrekServicer(tpb_grpc.TrekServiceServicer):
             wait = WAIT_MAX_SECONDS if remaining is None else max(0.0, min(WAIT_MAX_SECONDS, remaining - WAIT_MARGIN_SECONDS))
         return trek_pb(self._coordinator.plan(trek, wait_seconds=wait, actor=actor_of(current())))
 
-    @_guarded
+    @guarded
     def GetTrek(self, request: tpb.GetTrekRequest, context: grpc.ServicerContext) -> tpb.Trek:
         return trek_pb(self._coordinator.get(validation.trek_id(request.trek_id)))
 
-    @_guarded
+    @guarded
     def CancelTrek(self, request: tpb.CancelTrekRequest, context: grpc.ServicerContext) -> tpb.Trek:
         reason = validation.text(request.reason, "reason", required=False)
         return trek_pb(self._coordinator.cancel(validation.trek_id(request.trek_id), reason, actor=actor_of(current())))
 
-    @_guarded
+    @guarded
     def ListTreks(self, request: tpb.ListTreksRequest, context: grpc.ServicerContext) -> tpb.ListTreksResponse:
         state, stuck_after, limit = validation.list_filter(request)
         treks = self._coordinator.treks(state=state, stuck_after_seconds=stuck_after, limit=limit)
         return tpb.ListTreksResponse(treks=[trek_pb(t) for t in treks])
 
-    @_guarded
+    @guarded
     def GetDecision(self, request: tpb.GetDecisionRequest, context: grpc.ServicerContext) -> tpb.GetDecisionResponse:
         trek_id = validation.trek_id(request.trek_id)
         return decision_pb(trek_id, *self._coordinator.decision_for(trek_id))

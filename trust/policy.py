@@ -61,6 +61,7 @@ _CLUSTER = "ridgeline.v1.ClusterService"
 _TREK = "ridgeline.v1.TrekService"
 _LEG = "ridgeline.v1.TrekLegService"
 _OPERATOR = "ridgeline.v1.OperatorService"
+_TREK_OPERATOR = "ridgeline.v1.TrekOperatorService"
 _HEALTH = "grpc.health.v1.Health"
 _REFLECTION = "grpc.reflection.v1alpha.ServerReflection"
 
@@ -97,6 +98,10 @@ TABLE: dict[str, Rule] = {
     grpc_route(_TREK, "CancelTrek"): Rule(frozenset({Role.PLANNER})),
     grpc_route(_TREK, "GetTrek"): Rule(frozenset({Role.PLANNER, Role.SRE})),
     grpc_route(_TREK, "ListTreks"): Rule(frozenset({Role.PLANNER, Role.SRE})),
+    # Operator actions on treks (issue 14): a redrive or an abort reaches every region a
+    # trek spans, so only SREs, never a desk (scoped to basecamps) or a planner.
+    grpc_route(_TREK_OPERATOR, "RedriveTrek"): Rule(_SRE),
+    grpc_route(_TREK_OPERATOR, "AbortTrek"): Rule(_SRE),
     # Internal: legs and decisions pass only between Ridgeline's own processes.
     grpc_route(_TREK, "GetDecision"): Rule(_NODE),
     grpc_route(_LEG, "PrepareLeg"): Rule(_NODE),

@@ -46,7 +46,7 @@ NODE_SERVICES = (
     _HEALTH,
     _REFLECTION,
 )
-COORDINATOR_SERVICES = (tpb.DESCRIPTOR.services_by_name["TrekService"], _HEALTH, _REFLECTION)
+COORDINATOR_SERVICES = (tpb.DESCRIPTOR.services_by_name["TrekService"], operator_pb2.DESCRIPTOR.services_by_name["TrekOperatorService"], _HEALTH, _REFLECTION)
 EXPIRED = "an expired token"
 ROLES = tuple(Role)
 CALLERS = (*STRANGERS, EXPIRED, *(role.value for role in ROLES))
@@ -127,6 +127,8 @@ def _requests(cluster: TrekCluster, existing: Bookings) -> dict[str, Callable[[]
         "/ridgeline.v1.TrekService/CancelTrek": lambda: tpb.CancelTrekRequest(trek_id=key(), reason="matrix"),
         "/ridgeline.v1.TrekService/GetTrek": lambda: tpb.GetTrekRequest(trek_id=key()),
         "/ridgeline.v1.TrekService/GetDecision": lambda: tpb.GetDecisionRequest(trek_id=key()),
+        "/ridgeline.v1.TrekOperatorService/RedriveTrek": lambda: operator_pb2.TrekActionRequest(idempotency_key=key(), trek_id=key(), reason="matrix"),
+        "/ridgeline.v1.TrekOperatorService/AbortTrek": lambda: operator_pb2.TrekActionRequest(idempotency_key=key(), trek_id=key(), reason="matrix"),
         # Writes the rollout row (its changed_at and changed_by) even when the target stays.
         "/ridgeline.v1.ClusterService/SetRollout": lambda: cluster_pb2.SetRolloutRequest(version="settle@1", percent=100),
         "/ridgeline.v1.ClusterService/RetireWorkflowVersion": lambda: cluster_pb2.RetireWorkflowVersionRequest(version="settle@2"),
@@ -184,7 +186,8 @@ class Matrix:
         log = query(
             self.cluster.coordinator_db_url,
             """SELECT (SELECT count(*) FROM treks) AS treks, (SELECT count(*) FROM trek_legs) AS legs,
-                      (SELECT count(*) FROM trek_decisions) AS decisions, (SELECT count(*) FROM trek_charges) AS charges""",
+                      (SELECT count(*) FROM trek_decisions) AS decisions, (SELECT count(*) FROM trek_charges) AS charges,
+                      (SELECT count(*) FROM trek_operator_actions) AS operator_actions""",
         )[0]
         return snapshot(url), tuple(region), tuple(log)
 
