@@ -9,9 +9,10 @@ keeps a second thread off the trek.
 
 Each action is keyed by the operator's idempotency key in ``trek_operator_actions``
 (schema version 4), with its actor, reason and leader epoch. The first request with a
-key decides the result and records it; a repeat, even one racing the first (log writes
-are serialized, :mod:`.group_commit`), reads that row and answers the same result, with
-the trek as re-read now. A key reused for another action or trek is refused.
+key decides the result and records it (an abort in the transaction of its decision, a
+redrive once its wait ended); a repeat, even one racing the first (log writes are
+serialized, :mod:`.group_commit`), answers that result, with the trek as re-read now. A
+key reused for another action or trek is refused.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ridgeline.global_coordinator.decision_log import Decision, TrekRecord
 from ridgeline.global_coordinator.errors import InvalidTrek, TrekStateConflict
 from ridgeline.global_coordinator.protocol import Coordinator
 
-#: How often a wait re-reads the trek (or a repeat re-reads the first request's row).
+#: How often a wait re-reads the trek.
 _POLL_SECONDS = 0.05
 _TEXT_MAX = 500
 
@@ -47,7 +48,7 @@ class Result(enum.StrEnum):
 
 @dataclass(frozen=True)
 class ActionRecord:
-    """One row of ``trek_operator_actions``; ``result`` is None while its first request runs."""
+    """One row of ``trek_operator_actions``; ``result`` is None while a redrive runs."""
 
     idempotency_key: str
     action: Action
@@ -85,14 +86,14 @@ class TrekOperator:
             if trek.decision is None:
                 # Serialized with every other log write: nothing decided it since the load above.
                 standing = log.decide(conn, trek_id, Decision.ABORT, why, self._coordinator.now(), actor, epoch=epoch)
-                result, detail = (Result.APPLIED, "decided abort; its legs are aborted and its charges refunded") if standing is Decision.ABORT else _refusal(trek_id)
+                result, detail = (Result.APPLIED, "decided abort; the drive aborts its legs and refunds its charges") if standing is Decision.ABORT else _refusal(trek_id)
             elif trek.decision is Decision.ABORT:
                 result, detail = Result.ALREADY_DONE, f"already decided abort by {trek.decided_by or 'unrecorded'}: {trek.reason}"
             else:
                 result, detail = _refusal(trek_id, trek)
             return _finish(conn, key, result, detail, self._coordinator.now())
 
-        record = self._wait_recorded(self._coordinator.write(write), wait_seconds)
+        record = self._coordinator.write(write)
         if record.result is Result.REFUSED:
             raise TrekStateConflict(record.detail)
         return Outcome(record, self._settled(trek_id, wait_seconds))
@@ -102,20 +103,22 @@ class TrekOperator:
         ``wait_seconds`` passed (APPLIED when final by then, else STILL_PENDING and why)."""
         before = self._coordinator.get(trek_id)
 
-        def write(conn: Connection, epoch: int) -> tuple[ActionRecord, bool]:
+        def write(conn: Connection, epoch: int) -> ActionRecord:
             first = _claim_key(conn, key, Action.REDRIVE, trek_id, actor, reason, epoch, self._coordinator.now())
             if first is not None:
-                return first, False
+                return first
             if before.final:
-                return _finish(conn, key, Result.ALREADY_DONE, f"already {before.state.value}", self._coordinator.now()), False
-            return _load(conn, key), True
+                return _finish(conn, key, Result.ALREADY_DONE, f"already {before.state.value}", self._coordinator.now())
+            return _load(conn, key)
 
-        record, mine = self._coordinator.write(write)
-        if not mine:
-            return Outcome(self._wait_recorded(record, wait_seconds), self._coordinator.get(trek_id))
-        trek = self._settled(trek_id, wait_seconds)
-        result, detail = (Result.APPLIED, f"driven to {trek.state.value}") if trek.final else (Result.STILL_PENDING, _pending_detail(trek))
-        record = self._coordinator.write(lambda conn, _: _finish(conn, key, result, detail, self._coordinator.now()))
+        record = self._coordinator.write(write)
+        if record.result is None:
+            # The first request with this key, or a repeat of one not finished (racing it, or
+            # its process died): driving again is harmless (one claim per trek), and the
+            # first result recorded stands for every request with the key.
+            trek = self._settled(trek_id, wait_seconds)
+            result, detail = (Result.APPLIED, f"driven to {trek.state.value}") if trek.final else (Result.STILL_PENDING, _pending_detail(trek))
+            record = self._coordinator.write(lambda conn, _: _finish(conn, key, result, detail, self._coordinator.now()))
         return Outcome(record, self._coordinator.get(trek_id))
 
     def _settled(self, trek_id: str, wait_seconds: float) -> TrekRecord:
@@ -125,14 +128,6 @@ class TrekOperator:
         while not (trek := self._coordinator.get(trek_id)).final and time.monotonic() < until:
             time.sleep(_POLL_SECONDS)
         return trek
-
-    def _wait_recorded(self, record: ActionRecord, wait_seconds: float) -> ActionRecord:
-        """A repeat of a request still running: its row, once that request recorded its result (or the wait ends)."""
-        until = time.monotonic() + wait_seconds
-        while record.result is None and time.monotonic() < until:
-            time.sleep(_POLL_SECONDS)
-            record = self._coordinator.read(lambda conn: _load(conn, record.idempotency_key))
-        return record
 
 
 def _refusal(trek_id: str, trek: TrekRecord | None = None) -> tuple[Result, str]:

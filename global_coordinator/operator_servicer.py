@@ -57,10 +57,7 @@ def _wait(context: grpc.ServicerContext) -> float:
 
 def _outcome_pb(action: opb.OperatorAction, outcome: Outcome) -> opb.TrekActionOutcome:
     record = outcome.record
-    if record.result is None:  # a repeat of a request that has not recorded its result (still running, or it died)
-        result, detail = opb.ACTION_RESULT_STILL_PENDING, "the first request with this key has not recorded its result yet; the trek is as re-read"
-    else:
-        result, detail = _RESULT_PB[record.result], record.detail
+    assert record.result is not None, "an answered action has its result recorded"
     return opb.TrekActionOutcome(
-        action=action, trek_id=record.trek_id, result=result, detail=detail, trek=trek_pb(outcome.trek), actor=record.actor, at=timestamp_pb(record.requested_at)
+        action=action, trek_id=record.trek_id, result=_RESULT_PB[record.result], detail=record.detail, trek=trek_pb(outcome.trek), actor=record.actor, at=timestamp_pb(record.requested_at)
     )

@@ -210,10 +210,6 @@ class Coordinator:
         and the same read-back of an unknown outcome as the protocol's own writes."""
         return self._write(work)
 
-    def read(self, work: Callable[[Connection], T]) -> T:
-        """``work`` in a read-only transaction of the log."""
-        return self._transact(lambda conn: work(log.read_only(conn)))
-
     def now(self) -> datetime:
         return self._clock()
 

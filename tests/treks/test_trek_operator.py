@@ -23,7 +23,8 @@ from invariants import query
 from trek_cluster import TrekCluster, leg, plan_request, running_cluster
 
 from ridgeline.deploy.run.postgres import PostgresServer
-from ridgeline.deploy.run.processes import ReadyChild
+from ridgeline.deploy.run.processes import ReadyChild, free_port
+from ridgeline.routing.coordinator_set import LEADER_METADATA_KEY
 from ridgeline.trust.identity import Role
 from ridgeline.v1 import operator_pb2 as opb
 from ridgeline.v1 import operator_pb2_grpc as opb_grpc
@@ -128,10 +129,15 @@ def test_redrive_drives_a_trek_whose_participant_is_back(cluster, operator) -> N
         assert pending.result == opb.ACTION_RESULT_STILL_PENDING and pending.trek.state == tpb.TREK_STATE_ABORTING, pending
     finally:
         andes.send_signal(signal.SIGCONT)
-    driven = operator.RedriveTrek(action(planned.trek_id), timeout=15)
+    key = str(uuid.uuid4())
+    with futures.ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda _: operator.RedriveTrek(action(planned.trek_id, key), timeout=15), range(3)))
+    assert len({(a.result, a.detail, a.at.ToNanoseconds()) for a in answers}) == 1, [a.detail for a in answers]
+    driven = answers[0]
     assert driven.result in (opb.ACTION_RESULT_APPLIED, opb.ACTION_RESULT_ALREADY_DONE), driven.detail  # the redriver may be first
-    assert driven.trek.state == tpb.TREK_STATE_ABORTED
+    assert all(a.trek.state == tpb.TREK_STATE_ABORTED for a in answers)
     cluster.assert_atomic_and_paid(driven.trek)
+    cluster.assert_inventories()
 
 
 @pytest.mark.parametrize("role", [Role.DESK, Role.PLANNER])
@@ -151,3 +157,23 @@ def test_unknown_trek_and_bad_requests(operator) -> None:
     with pytest.raises(grpc.RpcError) as bad:
         operator.RedriveTrek(opb.TrekActionRequest(trek_id="not-a-uuid", idempotency_key="k"), timeout=5)
     assert bad.value.code() is Code.INVALID_ARGUMENT
+
+
+def test_a_follower_sends_operator_actions_to_the_leader_and_writes_nothing(cluster, coordinator) -> None:
+    target = f"127.0.0.1:{free_port()}"
+    follower = cluster.start_coordinator(target=target, extra=["--node-id", "coordinator-follower"], leading=False)
+    try:
+        channel, stub = cluster.stub()
+        with channel:
+            trek = stub.PlanTrek(plan_request(str(uuid.uuid4()), route(70)), timeout=20)
+        with cluster.certs.sre.channel(target) as channel:
+            operator = opb_grpc.TrekOperatorServiceStub(channel)
+            for call in (operator.AbortTrek, operator.RedriveTrek):
+                with pytest.raises(grpc.RpcError) as sent:
+                    call(action(trek.trek_id), timeout=5)
+                assert sent.value.code() is Code.UNAVAILABLE and cluster.target in sent.value.details(), sent.value.details()
+                assert (LEADER_METADATA_KEY, cluster.target) in tuple(sent.value.trailing_metadata())
+    finally:
+        follower.stop()
+    recorded = query(cluster.coordinator_db_url, "SELECT count(*) AS n FROM trek_operator_actions WHERE trek_id = %(t)s", {"t": trek.trek_id})
+    assert recorded[0].n == 0
