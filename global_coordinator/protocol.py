@@ -219,11 +219,15 @@ class Coordinator:
         preparing it (then its own drive decides it, as :meth:`redrive_once` leaves it)."""
         if not self._claim(trek_id):
             return None
-        trek = self.get(trek_id)
-        if trek.final or self._preparing_here(trek, self._clock()):
+        try:
+            trek = self.get(trek_id)
+            if trek.final or self._preparing_here(trek, self._clock()):
+                self._release(trek_id)
+                return None
+            return self._drivers.submit(self._drive_claimed, trek_id, None)
+        except BaseException:  # the log unreadable: the redriver takes the trek up later
             self._release(trek_id)
-            return None
-        return self._drivers.submit(self._drive_claimed, trek_id, None)
+            raise
 
     def _preparing_here(self, trek: TrekRecord, now: datetime) -> bool:
         """Planned by this process in its current term and still within its prepare deadline."""

@@ -59,6 +59,7 @@ Method = Callable[["TrekServicer", Request, grpc.ServicerContext], Response]
 
 def guarded(method: Method) -> Method:
     """Leader only (a follower sends the caller to the leader); every failure a status (also for :mod:`.operator_servicer`)."""
+
     @functools.wraps(method)
     def wrapper(self: TrekServicer, request: Request, context: grpc.ServicerContext) -> Response:
         try:
