@@ -22,8 +22,13 @@ from ridgeline.deploy.drills.chaos import DrillRun, DrillTimes, KillCoordinator
 from ridgeline.global_coordinator import leadership
 from ridgeline.regional.storage.db import make_engine, run_transaction
 
-#: Slack over lease TTL + heartbeat for the probe: its backoff, a trek's own prepare and commit.
-_PROBE_SLACK_SECONDS = 1.5
+#: Slack over lease TTL + heartbeat for the probe: its backoff, its new channels, and a
+#: trek's own prepare and commit across two regions. Measured inside a full `ridgeline up`
+#: (six nodes, two coordinators, gateway, Prefect, console, three databases on 2 cores,
+#: under the drill's load): the new leader's first commit came 3.0-3.2 s after the kill
+#: and the probe's trek 4.4-5.4 s after it, so 1.5 s of slack failed by load alone. The
+#: failover itself is measured by `ridgeline bench cluster` (median 2.03 s), not here.
+_PROBE_SLACK_SECONDS = 3.0
 
 
 def leading_coordinator(cluster: LocalCluster) -> tuple[NodeRun, leadership.Leader]:
