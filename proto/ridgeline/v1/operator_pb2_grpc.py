@@ -368,8 +368,9 @@ class OperatorService:
 
 
 class TrekOperatorServiceStub:
-    """Not served yet: the coordinator side is a follow-up (issue 14 item 1); its calls answer
-    UNIMPLEMENTED until the coordinator registers it and the authorization table has its rows.
+    """Served by the leading coordinator (a follower answers UNAVAILABLE naming the leader, as
+    TrekService does), to the sre role only. Each action is recorded with its key, actor and
+    result in the coordinator's log (trek_operator_actions), not in a region database.
     """
 
     def __init__(self, channel):
@@ -391,8 +392,9 @@ class TrekOperatorServiceStub:
 
 
 class TrekOperatorServiceServicer:
-    """Not served yet: the coordinator side is a follow-up (issue 14 item 1); its calls answer
-    UNIMPLEMENTED until the coordinator registers it and the authorization table has its rows.
+    """Served by the leading coordinator (a follower answers UNAVAILABLE naming the leader, as
+    TrekService does), to the sre role only. Each action is recorded with its key, actor and
+    result in the coordinator's log (trek_operator_actions), not in a region database.
     """
 
     def RedriveTrek(self, request, context):
@@ -433,8 +435,9 @@ def add_TrekOperatorServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class TrekOperatorService:
-    """Not served yet: the coordinator side is a follow-up (issue 14 item 1); its calls answer
-    UNIMPLEMENTED until the coordinator registers it and the authorization table has its rows.
+    """Served by the leading coordinator (a follower answers UNAVAILABLE naming the leader, as
+    TrekService does), to the sre role only. Each action is recorded with its key, actor and
+    result in the coordinator's log (trek_operator_actions), not in a region database.
     """
 
     @staticmethod
