@@ -223,7 +223,14 @@ def test_down_after_up_was_sigkilled_stops_every_process_state_json_records(tmp_
     """What ``ridgeline down`` does by itself when up is gone: every recorded pid whose command
     line is still the part's gets SIGTERM (nodes, coordinator, gateway, Prefect), a reused pid not."""
     def sleeper(name: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", name])
+        process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", name])
+        # Popen returns when exec closes the child's CLOEXEC pipe, which the kernel does before it
+        # writes the new argv: /proc/<pid>/cmdline can read empty for that instant. A part up
+        # recorded has long been running; wait until this one shows its command line as well.
+        deadline = time.monotonic() + 10
+        while name not in command_line(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return process
 
     dead_up = sleeper("ridgeline-up")
     dead_up.kill()
