@@ -21,6 +21,9 @@ class Collector:
     def __init__(self, receiver: OtlpReceiver) -> None:
         self._receiver = receiver
 
+    def spans(self) -> list[ReceivedSpan]:
+        return self._receiver.spans()
+
     def trace(self, trace_id: str) -> list[ReceivedSpan]:
         return [s for s in self._receiver.spans() if s.trace_id == trace_id]
 

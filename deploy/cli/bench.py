@@ -41,15 +41,18 @@ def holds(
     repeat: Annotated[int, typer.Option("--repeat", help="gRPC phases; with more than one, each sits between two ceiling phases.")] = 1,
     round_max: Annotated[int, typer.Option("--round-max", help="The node's group-commit round size (1: one statement per hold).")] = NodeConfig.hold_round_max,
     insecure_baseline: InsecureBaseline = False,
-    traced: Annotated[bool, typer.Option("--traced", help="Also run phases whose node traces every call (OTLP to a receiver that keeps nothing), and print the cost of tracing.")] = False,
+    traced: Annotated[bool, typer.Option("--traced", help="Also run phases whose node traces every call, and print the cost of tracing.")] = False,
+    trace_exporter: Annotated[str, typer.Option("--trace-exporter", help="Where traced spans go: none (made and dropped) or otlp (to a receiver that keeps nothing).")] = "none",
     json_path: JsonFile = None,
 ) -> None:
     """Holds/s and p50/p99 through gRPC (mTLS) against one node, beside the raw SQL ceiling of the same run."""
     if seconds <= 0 or threads <= 0 or workers <= 0 or repeat <= 0 or round_max <= 0:
         raise typer.BadParameter("--seconds, --threads, --workers, --repeat and --round-max must be positive")
+    if trace_exporter not in holds_bench.TRACE_EXPORTERS:
+        raise typer.BadParameter(f"--trace-exporter takes one of {', '.join(holds_bench.TRACE_EXPORTERS)}")
     settings = holds_bench.BenchSettings(
         seconds=seconds, threads=threads, workers=workers, hot=hot, repeat=repeat, round_max=round_max,
-        secure=_secure(insecure_baseline), insecure_baseline=insecure_baseline, traced=traced,
+        secure=_secure(insecure_baseline), insecure_baseline=insecure_baseline, traced=traced, trace_exporter=trace_exporter,
     )  # fmt: skip
     report = holds_bench.run_holds_benchmark(settings)
     render_bench.holds(report)

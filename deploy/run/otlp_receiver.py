@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,9 @@ class ReceivedSpan:
     trace_id: str
     span_id: str
     parent_id: str
-    attributes: dict[str, str]
+    attributes: dict[str, str | int]
+    #: OTLP's status code name: STATUS_CODE_UNSET, STATUS_CODE_OK or STATUS_CODE_ERROR.
+    status_code: str
 
 
 class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
@@ -52,7 +56,10 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
 
     def Export(self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.ServicerContext) -> trace_service_pb2.ExportTraceServiceResponse:
         received = [
-            ReceivedSpan(_service(resource_spans), span.name, span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex(), {a.key: a.value.string_value for a in span.attributes})
+            ReceivedSpan(
+                _service(resource_spans), span.name, span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex(),
+                {a.key: _scalar(a.value) for a in span.attributes}, trace_pb2.Status.StatusCode.Name(span.status.code),
+            )
             for resource_spans in request.resource_spans
             for scope in resource_spans.scope_spans
             for span in scope.spans
@@ -66,6 +73,11 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
     def spans(self) -> list[ReceivedSpan]:
         with self._lock:
             return list(self._spans)
+
+
+def _scalar(value: common_pb2.AnyValue) -> str | int:
+    """A string or integer attribute's value (the kinds Ridgeline's spans set)."""
+    return value.int_value if value.WhichOneof("value") == "int_value" else value.string_value
 
 
 def _service(resource_spans: object) -> str:

@@ -2,15 +2,19 @@
 
 Off unless ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (the standard OTLP variable; the
 exporter reads the rest of its settings, headers and protocol, from the standard
-variables too). Off means no interceptor is installed and no span object is made: the
-hot path costs what it cost before, not "a no-op tracer per call". On, every process
-that calls :func:`configure` at start exports its spans in batches (a background
-thread, never on the call's path) and:
+variables too) or ``OTEL_TRACES_EXPORTER`` names ``console`` (spans printed, to look at
+one process) or ``none`` (spans made and dropped: what a benchmark prices, the
+instrumentation without an exporter's work). Off means no interceptor is installed and
+no span object is made: the hot path costs what it cost before, not "a no-op tracer per
+call". On, every process that calls :func:`configure` at start exports its spans in
+batches (a background thread, never on the call's path), counts them in
+``ridgeline_trace_spans_exported_total``, and:
 
-- every gRPC server gets OpenTelemetry's server interceptor (:func:`server_interceptors`)
-  and every channel made through ``trust.credentials.Transport`` its client interceptor,
-  so W3C trace context rides in gRPC metadata on every hop (client → node, coordinator
-  → legs, node → coordinator);
+- every gRPC server gets Ridgeline's lean server interceptor (:mod:`server_spans`, a
+  sixth of OpenTelemetry's own cost per call) and every channel made through
+  ``trust.credentials.Transport`` OpenTelemetry's client interceptor, so W3C trace
+  context rides in gRPC metadata on every hop (client → node, coordinator → legs,
+  node → coordinator);
 - HTTP calls to the payment gateway carry ``traceparent`` (:func:`inject`) and the
   gateway continues the trace (:func:`extract`);
 - a Book stores its ``traceparent`` with the booking's settlement row, so the settle flow,
@@ -25,7 +29,7 @@ from __future__ import annotations
 
 import contextvars
 import os
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import ParamSpec, TypeVar
@@ -34,40 +38,90 @@ import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from prometheus_client import Counter
+
+from ridgeline.server_spans import ServerSpans
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 ENDPOINT_VARIABLE = "OTEL_EXPORTER_OTLP_ENDPOINT"
+EXPORTER_VARIABLE = "OTEL_TRACES_EXPORTER"
 _TRACER_NAME = "ridgeline"
 _W3C = TraceContextTextMapPropagator()
+
+SPANS_EXPORTED = Counter("ridgeline_trace_spans_exported_total", "Spans this process handed to its trace exporter (dropped when OTEL_TRACES_EXPORTER=none).")
 
 _provider: TracerProvider | None = None
 
 
 def configure(service_name: str, *, exporter: SpanExporter | None = None) -> bool:
-    """Turns tracing on for this process when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (OTLP,
-    batched) or ``exporter`` is given (tests: every span handed over at once); returns
-    whether it is on. Call once at process start, before servers and channels are made:
-    those made before stay untraced."""
+    """Turns tracing on for this process when the environment asks for it (see the module
+    docstring; batched export) or ``exporter`` is given (tests: every span handed over at
+    once); returns whether it is on. Call once at process start, before servers and
+    channels are made: those made before stay untraced."""
     global _provider
-    if exporter is None and not os.environ.get(ENDPOINT_VARIABLE):
-        return _provider is not None
     if exporter is None:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        processor: BatchSpanProcessor | SimpleSpanProcessor = BatchSpanProcessor(OTLPSpanExporter())
+        chosen = _exporter_from_environment()
+        if chosen is None:
+            return _provider is not None
+        processor: BatchSpanProcessor | SimpleSpanProcessor = BatchSpanProcessor(_Counted(chosen))
     else:
-        processor = SimpleSpanProcessor(exporter)
+        processor = SimpleSpanProcessor(_Counted(exporter))
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
     provider.add_span_processor(processor)
     if _provider is not None:
         _provider.shutdown()
     _provider = provider
     return True
+
+
+def _exporter_from_environment() -> SpanExporter | None:
+    """The exporter ``OTEL_TRACES_EXPORTER`` names (OTLP by default, when an endpoint is
+    set), None when tracing stays off; a name this process does not know is refused at
+    start rather than traced nowhere."""
+    name = os.environ.get(EXPORTER_VARIABLE, "").strip().lower() or "otlp"
+    if name == "otlp":
+        if not os.environ.get(ENDPOINT_VARIABLE):
+            return None
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    if name == "console":
+        return ConsoleSpanExporter()
+    if name == "none":
+        return _Dropped()
+    raise ValueError(f"{EXPORTER_VARIABLE}={name!r} is not an exporter Ridgeline has: use otlp (with {ENDPOINT_VARIABLE}), console or none")
+
+
+class _Counted(SpanExporter):
+    """Counts what it hands to ``inner``: the proof, from /metrics, that tracing is on."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self._inner = inner
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        SPANS_EXPORTED.inc(len(spans))
+        return self._inner.export(spans)
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+class _Dropped(SpanExporter):
+    """``OTEL_TRACES_EXPORTER=none``: every span made, none sent anywhere."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
 
 
 def disable() -> None:
@@ -88,13 +142,11 @@ def tracer() -> trace.Tracer:
 
 
 def server_interceptors() -> list[grpc.ServerInterceptor]:
-    """[OpenTelemetry's server interceptor] when tracing is on, else nothing. Put it first,
-    so the span covers authentication and the status every refusal ends with."""
+    """[the server-span interceptor] when tracing is on, else nothing. Put it first, so the
+    span covers authentication and the status every refusal ends with."""
     if _provider is None:
         return []
-    from opentelemetry.instrumentation.grpc import server_interceptor
-
-    return [server_interceptor(tracer_provider=_provider)]
+    return [ServerSpans(tracer())]
 
 
 def traced_channel(channel: grpc.Channel) -> grpc.Channel:

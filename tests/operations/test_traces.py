@@ -9,6 +9,7 @@ tracing installs nothing at all.
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from certificates import SessionCerts
 from drive import night
 from gateway_process import gateway_process
-from otlp_collector import exporting_to
+from otlp_collector import Collector, exporting_to
 from trek_cluster import leg, plan_request, running_cluster
 
 from ridgeline import tracing
@@ -35,6 +36,7 @@ from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import trek_pb2 as tpb
 
 BOOK = "/ridgeline.v1.BookingService/Book"
+GET = "/ridgeline.v1.BookingService/GetBooking"
 
 
 def test_one_book_is_one_trace_through_node_flow_gateway_and_confirm(
@@ -90,6 +92,50 @@ def test_a_trek_is_one_trace_across_the_coordinator_and_every_leg(
     assert len(prepares) == len(commits) == len(legs), sorted(services)
 
 
+def test_a_refused_call_is_an_error_span_and_a_malformed_traceparent_starts_a_trace_of_its_own(
+    monkeypatch: pytest.MonkeyPatch, alps_db, certs: SessionCerts
+) -> None:
+    """The node's server spans (``server_spans``): a NOT_FOUND ends its span as an error
+    with the gRPC code; a caller's garbled ``traceparent`` is not continued (nor fatal)."""
+    with exporting_to(monkeypatch, "ridgeline-tests") as collector:
+        node = RegionalNode(NodeConfig(region="eu-alps", node_id="traced-refusals", database_url=alps_db.url, certs_dir=certs.dir))
+        node.start()
+        try:
+            # An untraced caller's channel: only the node's server span lands in the collector.
+            with grpc.secure_channel(node.address, certs.desk.channel_credentials()) as channel:
+                get = channel.unary_unary(GET, request_serializer=pb.GetBookingRequest.SerializeToString, response_deserializer=pb.Booking.FromString)
+                garbled = "00-" + "z" * 32 + "-b7ad6b7169203331-01"
+                with pytest.raises(grpc.RpcError) as refused:
+                    get(pb.GetBookingRequest(booking_id=str(uuid.uuid4())), metadata=(("traceparent", garbled),), timeout=10)
+            assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+            [span] = _wait_for_span(collector, GET)
+        finally:
+            node.stop(grace_seconds=1)
+    assert span.parent_id == "" and span.trace_id != "z" * 32, "a garbled traceparent starts a new trace"
+    assert span.attributes["rpc.method"] == "GetBooking" and span.attributes["rpc.service"] == "ridgeline.v1.BookingService"
+    assert span.status_code == "STATUS_CODE_ERROR" and span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
+
+
+def test_the_exporter_is_chosen_by_otel_traces_exporter_and_an_unknown_one_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(tracing.ENDPOINT_VARIABLE, raising=False)
+    monkeypatch.setenv(tracing.EXPORTER_VARIABLE, "otlp")
+    assert not tracing.configure("ridgeline-tests"), "OTLP without an endpoint stays off"
+    monkeypatch.setenv(tracing.EXPORTER_VARIABLE, "jaeger-thrift")
+    with pytest.raises(ValueError, match="otlp .* console or none"):
+        tracing.configure("ridgeline-tests")
+    monkeypatch.setenv(tracing.EXPORTER_VARIABLE, "none")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "10")
+    before = tracing.SPANS_EXPORTED._value.get()
+    try:
+        assert tracing.configure("ridgeline-tests") and tracing.server_interceptors(), "none: spans made (and dropped)"
+        for _ in range(3):
+            with tracing.span("dropped"):
+                assert tracing.current_traceparent(), "a recording span is current"
+    finally:
+        tracing.disable()  # flushes the batch
+    assert tracing.SPANS_EXPORTED._value.get() - before == 3, "each span reached the exporter and was counted"
+
+
 def test_without_an_endpoint_tracing_installs_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(tracing.ENDPOINT_VARIABLE, raising=False)
     assert not tracing.configure("ridgeline-tests") and not tracing.enabled()
@@ -100,6 +146,14 @@ def test_without_an_endpoint_tracing_installs_nothing(monkeypatch: pytest.Monkey
         assert tracing.current_traceparent() == ""
     with Transport.insecure().http_client("http://127.0.0.1:1", timeout_seconds=1) as client:
         assert not client.event_hooks["request"], "no hook adds headers to an untraced request"
+
+
+def _wait_for_span(collector: Collector, name: str, timeout_seconds: float = 20.0) -> list[ReceivedSpan]:
+    deadline = time.monotonic() + timeout_seconds
+    while not (found := [s for s in collector.spans() if s.name == name and s.service == "ridgeline-tests"]):
+        assert time.monotonic() < deadline, f"no {name} span within {timeout_seconds} s"
+        time.sleep(0.1)
+    return found
 
 
 def _by_name(spans: list[ReceivedSpan]) -> dict[str, list[ReceivedSpan]]:
