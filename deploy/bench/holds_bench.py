@@ -54,6 +54,7 @@ from rich.console import Console
 
 from ridgeline import tracing
 from ridgeline.deploy.bench.security import BenchSecurity
+from ridgeline.deploy.bench.span_cost import traced_call_cost_us
 from ridgeline.deploy.run.otlp_receiver import OtlpReceiver
 from ridgeline.deploy.run.processes import child_pids, cpu_seconds, free_port, machine_busy_seconds, spawn_ready
 from ridgeline.regional.config import NodeConfig
@@ -185,6 +186,15 @@ class BenchReport:
     traced_ratios: tuple[float, ...] = ()
     #: Spans the traced phases' nodes exported (proof that tracing was on), per traced hold.
     spans_per_traced_hold: float | None = None
+    #: CPU µs the server span adds to one call, measured in this process after the phases
+    #: (``span_cost``): what tracing takes of the node, steadier than two phases' rates.
+    span_cost_us: float | None = None
+
+    @property
+    def span_share_of_node_cpu(self) -> float | None:
+        """The span's cost over the untraced node's median CPU per hold of this run."""
+        measured = [n for p in self.phases if p.phase == GRPC and (n := p.cpu_us_per_hold.get("node"))]
+        return self.span_cost_us / statistics.median(measured) if self.span_cost_us is not None and measured else None
 
     @property
     def median_ratio(self) -> float:
@@ -222,6 +232,8 @@ class BenchReport:
             "median_traced_ratio": self.median_traced_ratio,
             "traced_goal_ratio": GOAL_TRACED_RATIO,
             "spans_per_traced_hold": self.spans_per_traced_hold,
+            "span_cost_us": self.span_cost_us,
+            "span_share_of_node_cpu": self.span_share_of_node_cpu,
         }
 
 
@@ -284,6 +296,7 @@ def run_holds_benchmark(settings: BenchSettings) -> BenchReport:
             mtls_ratios=_round_ratios(phases, GRPC, PLAINTEXT),
             traced_ratios=_round_ratios(phases, TRACED, GRPC),
             spans_per_traced_hold=spans_exported / traced_holds if traced_holds else None,
+            span_cost_us=traced_call_cost_us() if settings.traced else None,
         )
     finally:
         if sink is not None:

@@ -88,6 +88,8 @@ def _traced_verdict(report: holds_bench.BenchReport) -> None:
         f"traced {_number(traced, 1)} holds/s ({_number(report.spans_per_traced_hold, 1)} spans exported per hold), untraced {_number(untraced, 1)} holds/s: "
         f"ratio traced/untraced = {ratio:.2f}{spread}, cost {1 - ratio:.0%} (goal: cost <= {1 - holds_bench.GOAL_TRACED_RATIO:.0%}): {verdict}"
     )
+    if report.span_cost_us is not None and report.span_share_of_node_cpu is not None:
+        print(f"a server span costs {report.span_cost_us:.0f} µs of CPU (in-process), {report.span_share_of_node_cpu:.1%} of the untraced node's CPU per hold")
 
 
 def _mtls_verdict(ratio: float, ratios: Iterable[float], secure: float | None, plaintext: float | None, unit: str) -> None:

@@ -4,7 +4,7 @@ one second a phase, so that the command keeps working and its traced phase reall
 The figures of so short a run mean nothing (BENCHMARKS.md has the full runs); what is
 checked is what makes them mean something: every phase placed holds without errors, the
 traced node handed about one span per hold to its exporter (a PlaceHold's server span),
-and the report carries the ratio the verdict reads.
+and the report carries the ratio the verdict reads and the in-process price of a span.
 """
 
 from __future__ import annotations
@@ -32,4 +32,5 @@ def test_the_traced_phase_exports_a_span_per_hold_and_the_report_prices_it(tmp_p
     assert all(p["ops"] > 0 and not p["errors"] for p in phases.values()), phases
     assert 0.9 <= report["spans_per_traced_hold"] <= 1.5, "one server span per PlaceHold (plus the warm-up's)"
     assert len(report["traced_ratios"]) == 1 and report["traced_goal_ratio"] == 0.95
+    assert report["span_cost_us"] > 0 and 0 < report["span_share_of_node_cpu"] < 1, "the in-process price of a span, against the node's"
     assert "traced/untraced" in finished.stdout
