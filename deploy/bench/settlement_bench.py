@@ -251,6 +251,8 @@ def _wait_confirmed(dsn: str, count: int) -> list[tuple[float, float]]:
 
     deadline = time.monotonic() + _CONFIRM_TIMEOUT_SECONDS
     with psycopg.connect(dsn, autocommit=True) as conn:
+        # A monitor, not a writer: under SERIALIZABLE its polls are themselves cancelled as pivots.
+        conn.execute("SET default_transaction_isolation = 'read committed'")
         while True:
             [(open_count,)] = conn.execute("SELECT count(*) FROM settlements WHERE state IN ('awaiting_payment', 'refunding')").fetchall()
             if open_count == 0 or time.monotonic() > deadline:
