@@ -59,6 +59,7 @@ class NodeSettlement:
             backoff_base_seconds=0.05,
             backoff_cap_seconds=0.5,
             breaker=CircuitBreaker(failure_threshold=config.breaker_failures_max, cooldown_seconds=config.breaker_cooldown_seconds),
+            connections_max=policy.concurrency_max * config.loop.runs_in_flight_max,
         )
         self._name = f"node:{node_id}"
         self.runtime = build_settlement_runtime(
