@@ -34,6 +34,7 @@ from ridgeline.flows.settle import Charged, Outcome, VersionSteps
 from ridgeline.regional.booking.model import BookingState
 from ridgeline.regional.errors import BookingError
 from ridgeline.regional.settlement import deposits, terms
+from ridgeline.regional.settlement.confirms import AndThen
 from ridgeline.regional.settlement.rows import Settlement, SettlementState
 from ridgeline.regional.storage.db import run_transaction
 from ridgeline.regional.workflows import timers
@@ -51,13 +52,14 @@ def _first_step(rt: SettlementRuntime, s: Settlement) -> Outcome | Charged:
     return settle._first_step(rt, s)  # a charge whose hold is gone goes back whole, as in settle@1
 
 
-def _confirm(rt: SettlementRuntime, s: Settlement, charge_id: str) -> Outcome:
+def _confirm_writes(rt: SettlementRuntime, s: Settlement) -> AndThen:
+    """The deposit, the balance due and the timers, written in the booking's confirm transaction."""
     found = deposits.stay_of(rt.engine, s.booking_id)
-    return settle._confirm(rt, s, charge_id, and_then=deposits.confirmed_with_timers(found.plan(), found.time_zone, actor=rt.actor, now=rt.clock()))
+    return deposits.confirmed_with_timers(found.plan(), found.time_zone, actor=rt.actor, now=rt.clock())
 
 
 #: What settle_batch runs for settle@2 bookings.
-STEPS = VersionSteps(_first_step, _confirm)
+STEPS = VersionSteps(_first_step, _confirm_writes)
 
 
 def refund_by_policy(rt: SettlementRuntime, booking_id: str) -> Outcome:

@@ -2,10 +2,13 @@
 
 Batches adapt to load: a pass claims every due settlement up to ``batch_max``, so a busy
 node settles large batches back to back (a full batch starts the next pass at once) and
-an idle one small batches soon after they arrive (its pause grows from
-``idle_pause_min_seconds`` to ``idle_pause_max_seconds`` while nothing is due). Up to
+an idle one small batches as soon as they arrive: the node's Book sets ``wake`` once its
+hold commits, which ends the loop's pause at once (the pause grows from
+``idle_pause_min_seconds`` to ``idle_pause_max_seconds`` while nothing is due, and only
+retries, timers and settlements written elsewhere wait for it). Up to
 ``runs_in_flight_max`` flow runs overlap, so one batch's gateway latency does not idle
-the next. Only settlements of the basecamps whose leases the node holds (the runtime's
+the next; while all of them run, what arrives waits for the next free one and its batch
+grows with the load. Only settlements of the basecamps whose leases the node holds (the runtime's
 fence), and only of the workflow versions the node runs, are claimed, and the claim
 itself is fenced: when a basecamp moves, its unfinished settlements are picked up by the
 new owner at its next pass. Due workflow timers (settle@2's reminders and balances) are
@@ -74,11 +77,15 @@ class SettlementLoop:
         runtime_name: str,
         runtime: SettlementRuntime,
         policy: LoopPolicy = LoopPolicy(),
+        *,
+        wake: threading.Event | None = None,
     ) -> None:
         self._name = runtime_name
         self._rt = runtime
         self.policy = policy
         self._stop = threading.Event()
+        #: Set when settlements may be due (a Book committed, stop): ends the pause between passes.
+        self._wake = wake if wake is not None else threading.Event()
         self._slots = threading.BoundedSemaphore(policy.runs_in_flight_max)
         self._api_down_until = 0.0
         self._next_reconcile = time.monotonic() + policy.reconcile_interval_seconds
@@ -91,6 +98,7 @@ class SettlementLoop:
 
     def stop(self, timeout_seconds: float = 10.0) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout_seconds)
         for run in self._runs:
@@ -99,6 +107,7 @@ class SettlementLoop:
     def _run(self) -> None:
         idle_pause = self.policy.idle_pause_min_seconds
         while not self._stop.is_set():
+            self._wake.clear()  # before the claim: a Book committed after it wakes the pause below
             try:
                 claimed = self._pass()
             except BookingError as error:  # the region database is unreachable: next pass
@@ -109,7 +118,7 @@ class SettlementLoop:
                 continue
             if claimed:
                 idle_pause = self.policy.idle_pause_min_seconds
-            self._stop.wait(max(idle_pause, self._api_down_until - time.monotonic()))
+            self._wake.wait(max(idle_pause, self._api_down_until - time.monotonic()))
             if not claimed:
                 idle_pause = min(idle_pause * 2, self.policy.idle_pause_max_seconds)
 

@@ -97,10 +97,13 @@ class PaymentGateway:
         backoff_base_seconds: float = 0.05,
         backoff_cap_seconds: float = 1.0,
         breaker: CircuitBreaker | None = None,
+        connections_max: int = 20,
     ) -> None:
+        """``connections_max``: the calls the caller makes at once (settlement: its runs in
+        flight × their concurrency); that many connections stay open between calls."""
         self.retry = RetryPolicy(attempts_max, backoff_base_seconds, backoff_cap_seconds)
         self.breaker = breaker if breaker is not None else CircuitBreaker()
-        self._http = transport.http_client(base_url, timeout_seconds=timeout_seconds)
+        self._http = transport.http_client(base_url, timeout_seconds=timeout_seconds, connections_max=connections_max)
 
     def close(self) -> None:
         self._http.close()

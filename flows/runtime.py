@@ -45,6 +45,9 @@ class SettlePolicy:
     refund_grace_seconds: float = 2.0
     #: Bookings of one flow run settled at once (gateway calls overlap their latency).
     concurrency_max: int = 32
+    #: Charged bookings confirmed in one transaction (one set-based statement); a smaller
+    #: transaction is retried more cheaply when a concurrent write conflicts with it.
+    confirm_batch_max: int = 64
     #: Outbox messages delivered per flow run.
     deliver_batch_max: int = 500
     #: settle@2: how long after a declined (or unknown) balance charge it is tried again,

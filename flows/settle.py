@@ -20,22 +20,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeVar
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
-from sqlalchemy import Connection
 
 from ridgeline import tracing
 from ridgeline.flows import runtime as runtimes
 from ridgeline.flows.crash_points import AFTER_CHARGE, AFTER_CONFIRM, crash_point
 from ridgeline.flows.payments import PaymentDeclined, PaymentError, PaymentUnavailable
 from ridgeline.flows.runtime import SettlementRuntime
-from ridgeline.regional.booking.model import Booking, BookingState
+from ridgeline.regional.booking.model import BookingState
 from ridgeline.regional.errors import BookingError, IllegalTransition
+from ridgeline.regional.settlement import confirms
 from ridgeline.regional.settlement import rows as settlements
+from ridgeline.regional.settlement.confirms import AndThen
 from ridgeline.regional.settlement.rows import Settlement, SettlementState
 from ridgeline.regional.storage.db import read_transaction
 from ridgeline.regional.workflows.versions import SETTLE_V1, SETTLE_V2
@@ -58,10 +60,12 @@ class Outcome(StrEnum):
 def settle_batch(runtime: str, booking_ids: list[str], basecamps: list[str]) -> dict[str, str]:
     """Settles the given bookings, then delivers the outbox of ``basecamps``; returns each booking's outcome.
 
-    Gateway calls overlap (their latency dominates); the confirms that follow run one
-    after another: concurrent SERIALIZABLE confirms conflict on shared index pages and
-    retry each other (measured: ~2 rollbacks per booking at 32 at once), while one at a
-    time they take a few milliseconds each.
+    Gateway calls overlap (their latency dominates); the confirms that follow are one
+    transaction for the whole batch (``confirm_batch_max`` bookings at a time), and only
+    the bookings it could not confirm are confirmed, or refused, one after another.
+    Concurrent SERIALIZABLE confirms would conflict on shared index pages and retry each
+    other (measured: ~2 rollbacks per booking at 32 at once); one after another they
+    cost ~11 ms each (BENCHMARKS.md).
     """
     rt = runtimes.lookup(runtime)
     found = read_transaction(rt.engine, lambda conn: settlements.get(conn, booking_ids))
@@ -72,10 +76,9 @@ def settle_batch(runtime: str, booking_ids: list[str], basecamps: list[str]) -> 
     if rows:
         with ThreadPoolExecutor(min(rt.policy.concurrency_max, len(rows)), thread_name_prefix="settle") as pool:
             first_steps = list(pool.map(lambda s: _step(rt, s, "settle.pay", lambda: steps[s.workflow].first_step(rt, s)), rows.values()))
-        for s, step in zip(rows.values(), first_steps):
-            if isinstance(step, Charged):
-                step = _step(rt, s, "settle.confirm", lambda: steps[s.workflow].confirm(rt, s, step.charge_id))
-            outcomes[s.booking_id] = step.value
+        outcomes.update({s.booking_id: step.value for s, step in zip(rows.values(), first_steps) if not isinstance(step, Charged)})
+        charged = [(s, step) for s, step in zip(rows.values(), first_steps) if isinstance(step, Charged)]
+        outcomes.update(_confirm_charged(rt, steps, charged))
     deliver_outbox(rt, basecamps)
     if outcomes:
         create_table_artifact(
@@ -88,10 +91,11 @@ def settle_batch(runtime: str, booking_ids: list[str], basecamps: list[str]) -> 
 @dataclass(frozen=True)
 class VersionSteps:
     """The two steps of a settle version a batch takes: the first (refund, charge or give
-    up), and the confirm after a charge."""
+    up), and what the version writes in the confirm's transaction after a charge (None:
+    nothing beyond settle@1's confirm)."""
 
     first_step: Callable[[SettlementRuntime, Settlement], "Outcome | Charged"]
-    confirm: Callable[[SettlementRuntime, Settlement, str], Outcome]
+    confirm_writes: Callable[[SettlementRuntime, Settlement], AndThen] | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,43 @@ def _step(rt: SettlementRuntime, s: Settlement, name: str, step: Callable[[], T]
         _log.warning("settlement of %s: %s; next pass retries", s.booking_id, error)
         settlements.retry_later(rt.engine, s, str(error), now=rt.clock(), delay_seconds=rt.policy.retry_delay_seconds(s.attempts + 1))
         return Outcome.RETRY
+
+
+def _confirm_charged(rt: SettlementRuntime, steps: dict[str, VersionSteps], charged: list[tuple[Settlement, Charged]]) -> dict[str, str]:
+    """Confirms the charged bookings: every one that can be confirmed now in one batch
+    transaction per ``confirm_batch_max``, then each one the batch left (its fence stale,
+    its hold lapsed or released, the batch's transaction failed) on its own, which refunds
+    a charge whose confirm is impossible; returns each booking's outcome."""
+    outcomes: dict[str, str] = {}
+    paid: list[confirms.Paid] = []
+    for s, step in charged:
+        crash_point(AFTER_CHARGE)
+        prepare = steps[s.workflow].confirm_writes
+        writes = None if prepare is None else _step(rt, s, "settle.confirm_writes", lambda: prepare(rt, s))
+        if writes is Outcome.RETRY:
+            outcomes[s.booking_id] = Outcome.RETRY.value
+        else:
+            paid.append(confirms.Paid(s, step.charge_id, writes))
+    limit = rt.policy.confirm_batch_max
+    for chunk in (paid[i : i + limit] for i in range(0, len(paid), limit)):
+        confirmed = _confirm_batch(rt, chunk) if len(chunk) > 1 else set()
+        for p in chunk:
+            if p.settlement.booking_id in confirmed:
+                crash_point(AFTER_CONFIRM)
+                outcomes[p.settlement.booking_id] = Outcome.CONFIRMED.value
+            else:
+                s, charge_id, writes = p.settlement, p.charge_id, p.and_then
+                outcomes[s.booking_id] = _step(rt, s, "settle.confirm", lambda: _confirm(rt, s, charge_id, and_then=writes)).value
+    return outcomes
+
+
+def _confirm_batch(rt: SettlementRuntime, chunk: list[confirms.Paid]) -> set[str]:
+    """The bookings of ``chunk`` one transaction confirmed; each booking's part is a span of
+    its own trace, as when it is confirmed alone."""
+    with ExitStack() as spans:
+        for p in chunk:
+            spans.enter_context(tracing.span_continuing("settle.confirm", p.settlement.trace_parent, {"ridgeline.booking_id": p.settlement.booking_id}))
+        return set(confirms.confirm_paid_batch(rt.engine, chunk, actor=rt.actor, fence=rt.fence(), now=rt.clock()))
 
 
 def _first_step(rt: SettlementRuntime, s: Settlement, amount_cents: int | None = None) -> Outcome | Charged:
@@ -141,11 +182,10 @@ def _first_step(rt: SettlementRuntime, s: Settlement, amount_cents: int | None =
     return Charged(charge.charge_id)
 
 
-def _confirm(rt: SettlementRuntime, s: Settlement, charge_id: str, and_then: Callable[[Connection, Booking], None] | None = None) -> Outcome:
-    """Confirms after the charge; ``and_then`` adds a version's writes to the confirm's transaction."""
-    crash_point(AFTER_CHARGE)
+def _confirm(rt: SettlementRuntime, s: Settlement, charge_id: str, and_then: AndThen | None = None) -> Outcome:
+    """Confirms one booking after its charge; ``and_then`` adds a version's writes to the confirm's transaction."""
     try:
-        settlements.confirm_paid(rt.engine, s, charge_id, actor=rt.actor, fence=rt.fence(), now=rt.clock(), and_then=and_then)
+        confirms.confirm_paid(rt.engine, s, charge_id, actor=rt.actor, fence=rt.fence(), now=rt.clock(), and_then=and_then)
     except IllegalTransition as error:  # the hold lapsed or was released while the charge was out
         settlements.refunding(rt.engine, s, charge_id, f"charged but not confirmable: {error}", now=rt.clock(), grace_seconds=0)
         return refund(rt, s)
@@ -186,7 +226,7 @@ def deliver_outbox(rt: SettlementRuntime, basecamps: list[str]) -> int:
 def steps_of(version: str) -> VersionSteps | None:
     """The steps that advance bookings of ``version``; None for a version with no settle steps."""
     if version == SETTLE_V1:  # the code above, as it always was: everything charged at booking
-        return VersionSteps(_first_step, _confirm)
+        return VersionSteps(_first_step)
     if version == SETTLE_V2:
         from ridgeline.flows import deposit  # settle@2 builds on the steps above, so it imports this module
 

@@ -8,6 +8,7 @@ BookingService so that load balancers, ``grpcurl`` and operators can see it.
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent import futures
 from wsgiref.simple_server import WSGIServer
 
@@ -108,7 +109,9 @@ class RegionalNode:
             capabilities=frozenset(config.workflows),
             in_use=rollout.in_use,
         )
-        servicer = BookingServicer(config, self._engine, self._catalog, self._hold_placer(clock), self.keeper.ownership, clock)
+        #: Set after each Book commits: the node's settlement loop (if it runs one) starts a pass at once.
+        self.booked = threading.Event()
+        servicer = BookingServicer(config, self._engine, self._catalog, self._hold_placer(clock), self.keeper.ownership, clock, booked=self.booked)
         pb_grpc.add_BookingServiceServicer_to_server(servicer, self._server)
         # The cluster's trek coordinators: the only ones a leg may name, and the only ones asked.
         self._coordinators = KnownCoordinators(config.coordinator_targets, self.transport)

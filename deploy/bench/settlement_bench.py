@@ -11,9 +11,17 @@ default, a realistic provider), and fresh copies of the same region database:
   loop takes the same Book calls, and each client thread then runs one flow run for its
   booking doing the same steps (the settle flow over a batch of one).
 
+- **paced** (with ``--paced RATE``): the batched node again, with bookings arriving at a
+  fixed ``RATE`` per second (open loop: each booking is due at ``position / RATE``), where
+  nothing should queue; its p50/p99 is the latency a booking sees at that load.
+
 Time to confirmed is the booking's confirm time minus its creation time, both written by
 the database transaction that made them; throughput is bookings confirmed over the span
-from the first creation to the last confirm. Goal: batched ≥ 20× baseline.
+from the first creation to the last confirm. Goal: batched ≥ 20× baseline. Each batched
+phase also reports CPU per confirmed booking, per process tree (psutil, from the node's
+READY to the last confirm): the node, PostgreSQL, the Prefect server, the stand-in
+gateway, and this process's own client threads; issue 15's goal (≤ 4 ms) is the node,
+PostgreSQL and Prefect together, without the gateway and the client.
 
 Both nodes serve mutual TLS with certificates made for the run; each booking thread is a
 desk of its own (deploy/bench/security.py). ``ridgeline --insecure bench settle`` runs
@@ -29,6 +37,7 @@ import shutil
 import statistics
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +48,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from ridgeline.deploy.bench.peers.cpu import CpuMeter
 from ridgeline.deploy.bench.security import BenchSecurity
 from ridgeline.deploy.run.processes import ReadyChild, spawn_ready
 
@@ -60,22 +70,43 @@ class SettlePhase:
     p50_ms: float
     p99_ms: float
     flow_runs: int
+    #: Bookings per second the paced phase offered (None: as fast as the threads book).
+    paced_rate: float | None = None
+    #: CPU ms per confirmed booking by process tree, and ``settlement`` (node + postgres + prefect).
+    cpu_ms: dict[str, float] | None = None
 
 
-def run_settle_benchmark(*, bookings: int, baseline_bookings: int, threads: int, latency_ms: int, secure: bool = True) -> dict[str, object]:
-    """Both phases on throwaway servers (PostgreSQL, Prefect, gateway; nodes over mTLS unless
-    not ``secure``), removed at the end."""
+@dataclass(frozen=True)
+class BenchServers:
+    """What :func:`bench_servers` started: the PostgreSQL server, the run's security, its
+    directory, the gateway's URL, and the process ids whose CPU a phase meters."""
+
+    server: PostgresServer
+    security: BenchSecurity
+    root: Path
+    gateway_url: str
+    pids: dict[str, int]
+
+
+def run_settle_benchmark(
+    *, bookings: int, baseline_bookings: int, threads: int, latency_ms: int, secure: bool = True, paced: float | None = None
+) -> dict[str, object]:
+    """Both phases (and the paced one with ``paced``) on throwaway servers (PostgreSQL,
+    Prefect, gateway; nodes over mTLS unless not ``secure``), removed at the end."""
     started = datetime.now(timezone.utc)
-    with bench_servers("ridgeline-bench-settle-", latency_ms=latency_ms, secure=secure) as (server, security, root, gateway_url):
-        phases = [
-            _phase("batched", server, security, root, gateway_url, bookings, threads),
-            _phase("baseline", server, security, root, gateway_url, baseline_bookings, threads),
-        ]
-    batched, baseline = phases
+    with bench_servers("ridgeline-bench-settle-", latency_ms=latency_ms, secure=secure) as servers:
+        phases = [phase("batched", servers, bookings, threads), phase("baseline", servers, baseline_bookings, threads)]
+        if paced:
+            phases.append(phase("paced", servers, bookings, threads, rate=paced))
+    batched, baseline = phases[:2]
     return {
         "date": started.isoformat(timespec="seconds"),
         "machine": machine(),
-        "settings": {"bookings": bookings, "baseline_bookings": baseline_bookings, "threads": threads, "latency_ms": latency_ms, "transport": security.label},
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "settings": {
+            "bookings": bookings, "baseline_bookings": baseline_bookings, "threads": threads, "latency_ms": latency_ms,
+            "transport": servers.security.label, "paced_rate": paced,
+        },
         "phases": [asdict(p) for p in phases],
         "ratio": batched.confirmed_per_second / baseline.confirmed_per_second if baseline.confirmed_per_second else None,
     }
@@ -86,10 +117,10 @@ def machine() -> dict[str, object]:
 
 
 @contextmanager
-def bench_servers(prefix: str, *, latency_ms: int, secure: bool) -> Iterator[tuple[PostgresServer, BenchSecurity, Path, str]]:
+def bench_servers(prefix: str, *, latency_ms: int, secure: bool) -> Iterator[BenchServers]:
     """Throwaway PostgreSQL (with a migrated region template, ``bench_template``), the
-    stand-in gateway answering after ``latency_ms`` and a lean Prefect server; yields the
-    server, the run's security, its directory and the gateway URL; removes all of it after."""
+    stand-in gateway answering after ``latency_ms`` and a lean Prefect server; removes all
+    of it after."""
     from ridgeline.deploy.payment_gateway.process import GatewayProcess
     from ridgeline.deploy.run.postgres import PostgresServer, PostgresSettings
     from ridgeline.deploy.run.prefect_server import PrefectServer
@@ -111,7 +142,9 @@ def bench_servers(prefix: str, *, latency_ms: int, secure: bool) -> Iterator[tup
             admin.put("/admin/faults", json={"latency_ms": latency_ms}).raise_for_status()
         prefect = PrefectServer(server)
         prefect_settings.install(prefect.start(), prefect.auth_string)
-        yield server, security, root, gateway.url
+        assert prefect.pid is not None
+        postmaster = int((server.data_dir / "postmaster.pid").read_text().split()[0])
+        yield BenchServers(server, security, root, gateway.url, {"postgres": postmaster, "prefect": prefect.pid, "gateway": gateway.pid})
     finally:
         if prefect is not None:
             prefect.stop()
@@ -121,27 +154,37 @@ def bench_servers(prefix: str, *, latency_ms: int, secure: bool) -> Iterator[tup
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _phase(phase: str, server: PostgresServer, security: BenchSecurity, root: Path, gateway_url: str, count: int, threads: int) -> SettlePhase:
-    """One phase on a fresh copy of the region database."""
-    name = f"bench_{phase}"
-    url = server.create_database(name, template="bench_template")
-    settle_in_node = phase == "batched"
-    args = ["--gateway-url", gateway_url, "--outbox-dir", str(root / f"spool-{phase}")] if settle_in_node else []
-    Console(stderr=True).print(f"[dim]{phase}: {count} bookings from {threads} threads[/]")
-    with _node_process(url, security, root / f"node-{phase}.log", args) as node:
-        flow_runs = _book_all(node.address, security, url, gateway_url, root, count, threads, settle_each=not settle_in_node)
-        confirmed = _wait_confirmed(server.libpq_dsn(name), count)
+def phase(name: str, servers: BenchServers, count: int, threads: int, *, rate: float | None = None) -> SettlePhase:
+    """One phase on a fresh copy of the region database: ``baseline`` settles one flow run
+    per booking from the client threads, any other name settles in the node's loop;
+    ``rate``: bookings arrive at that many per second instead of as fast as they go."""
+    server, security, root, gateway_url = servers.server, servers.security, servers.root, servers.gateway_url
+    database = f"bench_{name}"
+    url = server.create_database(database, template="bench_template")
+    settle_in_node = name != "baseline"
+    args = ["--gateway-url", gateway_url, "--outbox-dir", str(root / f"spool-{name}")] if settle_in_node else []
+    Console(stderr=True).print(f"[dim]{name}: {count} bookings from {threads} threads{f' at {rate:g}/s' if rate else ''}[/]")
+    with _node_process(url, security, root / f"node-{name}.log", args) as node:
+        runs_before = _settle_runs() if settle_in_node else 0
+        cpu = CpuMeter({"node": node.pid, **servers.pids})
+        flow_runs = _book_all(node.address, security, url, gateway_url, root, count, threads, settle_each=not settle_in_node, rate=rate)
+        confirmed = _wait_confirmed(server.libpq_dsn(database), count)
+        spent = cpu.ms_per(len(confirmed))
+    spent["settlement"] = round(spent["node"] + spent["postgres"] + spent["prefect"], 2)
+    del spent["sum"]
     seconds = max(c for _, c in confirmed) - min(s for s, _ in confirmed)
     latencies = sorted((c - s) * 1000 for s, c in confirmed)
     return SettlePhase(
-        phase=phase,
+        phase=name,
         bookings=count,
         confirmed=len(confirmed),
         seconds=round(seconds, 3),
         confirmed_per_second=round(len(confirmed) / seconds, 2),
         p50_ms=round(statistics.median(latencies), 1),
         p99_ms=round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1),
-        flow_runs=flow_runs if flow_runs else _settle_runs(),
+        flow_runs=flow_runs if flow_runs else _settle_runs() - runs_before,
+        paced_rate=rate,
+        cpu_ms=spent if settle_in_node else None,
     )
 
 
@@ -151,9 +194,13 @@ def _node_process(database_url: str, security: BenchSecurity, log: Path, extra: 
     return spawn_ready(command, what="node", log_path=log, stop_timeout_seconds=30)
 
 
-def _book_all(address: str, security: BenchSecurity, url: str, gateway_url: str, root: Path, count: int, threads: int, *, settle_each: bool) -> int:
+def _book_all(
+    address: str, security: BenchSecurity, url: str, gateway_url: str, root: Path, count: int, threads: int, *, settle_each: bool, rate: float | None
+) -> int:
     """Books ``count`` one-night stays on distinct (resource, night) pairs; in the baseline each
-    thread then runs one settle flow run for its booking. Returns the flow runs started here."""
+    thread then runs one settle flow run for its booking; with ``rate`` the i-th booking is
+    placed at ``i / rate`` seconds (a thread running late books at once). Returns the flow
+    runs started here."""
     from ridgeline.flows.payments import PaymentGateway
     from ridgeline.flows.runtime import build_settlement_runtime, close_settlement_runtime
     from ridgeline.flows.settle import settle_batch
@@ -173,10 +220,15 @@ def _book_all(address: str, security: BenchSecurity, url: str, gateway_url: str,
     runs = 0
     desks = security.desks(threads)
 
+    started = time.monotonic()
+
     def worker(index: int) -> None:
         nonlocal runs
         with BookingClient(address, transport=desks[index], timeout_seconds=30) as client:
-            for camp, resource, night in chosen[index::threads]:
+            for position in range(index, count, threads):
+                camp, resource, night = chosen[position]
+                if rate and (wait := started + position / rate - time.monotonic()) > 0:
+                    time.sleep(wait)
                 booked = client.book(camp, resource, night, night + timedelta(days=1), 1, f"bench-{index}")
                 if settle_each:
                     settle_batch(name, [booked.booking_id], basecamps)
@@ -195,12 +247,12 @@ def _book_all(address: str, security: BenchSecurity, url: str, gateway_url: str,
 
 def _wait_confirmed(dsn: str, count: int) -> list[tuple[float, float]]:
     """(created, confirmed) epoch seconds of every confirmed booking, once all are settled."""
-    import time
-
     import psycopg
 
     deadline = time.monotonic() + _CONFIRM_TIMEOUT_SECONDS
     with psycopg.connect(dsn, autocommit=True) as conn:
+        # A monitor, not a writer: under SERIALIZABLE its polls are themselves cancelled as pivots.
+        conn.execute("SET default_transaction_isolation = 'read committed'")
         while True:
             [(open_count,)] = conn.execute("SELECT count(*) FROM settlements WHERE state IN ('awaiting_payment', 'refunding')").fetchall()
             if open_count == 0 or time.monotonic() > deadline:
@@ -214,7 +266,7 @@ def _wait_confirmed(dsn: str, count: int) -> list[tuple[float, float]]:
 
 
 def _settle_runs() -> int:
-    """Flow runs of the settle flow the Prefect API recorded so far (batched phase runs first)."""
+    """Flow runs of the settle flow the Prefect API recorded so far (in every phase)."""
     from ridgeline.flows import prefect_settings
 
     with prefect_settings.api_client() as api:

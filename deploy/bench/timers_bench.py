@@ -34,10 +34,11 @@ _FIRE_TIMEOUT_SECONDS = 600.0
 
 def run_timers_benchmark(*, pending: int, ticks: int, settle_bookings: int, threads: int, latency_ms: int, secure: bool = True) -> dict[str, object]:
     started = datetime.now(timezone.utc)
-    with settlement_bench.bench_servers("ridgeline-bench-timers-", latency_ms=latency_ms, secure=secure) as (server, security, root, gateway_url):
-        url = server.create_database("bench_timers", template="bench_template")
-        tick, day = _timer_phases(url, gateway_url, security, root, pending, ticks)
-        settle = settlement_bench._phase("batched", server, security, root, gateway_url, settle_bookings, threads)
+    with settlement_bench.bench_servers("ridgeline-bench-timers-", latency_ms=latency_ms, secure=secure) as servers:
+        security = servers.security
+        url = servers.server.create_database("bench_timers", template="bench_template")
+        tick, day = _timer_phases(url, servers.gateway_url, security, servers.root, pending, ticks)
+        settle = settlement_bench.phase("batched", servers, settle_bookings, threads)
     return {
         "date": started.isoformat(timespec="seconds"),
         "machine": settlement_bench.machine(),

@@ -65,13 +65,14 @@ def settle(
     baseline_bookings: Annotated[int, typer.Option("--baseline-bookings", help="Bookings in the baseline phase (one flow run each).")] = 80,
     threads: Annotated[int, typer.Option("--threads", help="Client threads booking (and, in the baseline, running flows).")] = 8,
     latency_ms: Annotated[int, typer.Option("--latency-ms", help="Gateway latency per call.")] = 50,
+    paced: Annotated[float | None, typer.Option("--paced", help="Also a paced phase: the batched node with bookings arriving at this many per second.")] = None,
     json_path: JsonFile = None,
 ) -> None:
     """Confirmed bookings/s and p50/p99 time to confirmed: batched settle flows against one flow run per booking."""
-    if min(bookings, baseline_bookings, threads) <= 0 or latency_ms < 0:
-        raise typer.BadParameter("--bookings, --baseline-bookings and --threads must be positive")
+    if min(bookings, baseline_bookings, threads) <= 0 or latency_ms < 0 or (paced is not None and paced <= 0):
+        raise typer.BadParameter("--bookings, --baseline-bookings, --threads and --paced must be positive")
     report = settlement_bench.run_settle_benchmark(
-        bookings=bookings, baseline_bookings=baseline_bookings, threads=threads, latency_ms=latency_ms, secure=_secure(insecure_baseline=False)
+        bookings=bookings, baseline_bookings=baseline_bookings, threads=threads, latency_ms=latency_ms, secure=_secure(insecure_baseline=False), paced=paced
     )
     render_bench.settle(report)
     _write_json(json_path, report)

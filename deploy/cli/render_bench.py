@@ -117,13 +117,19 @@ def settle(report: dict[str, object]) -> None:
     settings = report["settings"]
     assert isinstance(settings, dict)
     table = Table(title=f"settlement, gateway latency {settings['latency_ms']} ms, {settings['threads']} client threads")
-    for heading in ("phase", "bookings", "confirmed", "seconds", "confirmed/s", "p50 ms", "p99 ms", "flow runs"):
+    for heading in ("phase", "bookings", "confirmed", "seconds", "confirmed/s", "p50 ms", "p99 ms", "flow runs", "CPU ms (settlement)", "CPU ms (gateway)"):
         table.add_column(heading, justify="left" if heading == "phase" else "right")
     phases = report["phases"]
     assert isinstance(phases, list)
     for p in phases:
-        table.add_row(p["phase"], str(p["bookings"]), str(p["confirmed"]), f"{p['seconds']:.1f}", f"{p['confirmed_per_second']:,.1f}", f"{p['p50_ms']:,.0f}", f"{p['p99_ms']:,.0f}", str(p["flow_runs"]))
+        label = f"{p['phase']} {p['paced_rate']:g}/s" if p.get("paced_rate") else p["phase"]
+        cpu = p.get("cpu_ms") or {}
+        table.add_row(
+            label, str(p["bookings"]), str(p["confirmed"]), f"{p['seconds']:.1f}", f"{p['confirmed_per_second']:,.1f}", f"{p['p50_ms']:,.0f}", f"{p['p99_ms']:,.0f}",
+            str(p["flow_runs"]), f"{cpu['settlement']:.1f}" if cpu else "–", f"{cpu['gateway']:.1f}" if cpu else "–",
+        )
     console.print(table)
+    print(f"load average {report.get('load_average')}; CPU ms per confirmed booking by process tree: " + "; ".join(f"{p['phase']} {p['cpu_ms']}" for p in phases if p.get("cpu_ms")))
     ratio = report["ratio"]
     verdict = "meets the goal" if isinstance(ratio, float) and ratio >= settlement_bench.GOAL_RATIO else "BELOW the goal"
     print(f"ratio batched/baseline = {ratio:.1f} (goal >= {settlement_bench.GOAL_RATIO:.0f}): {verdict}" if isinstance(ratio, float) else "no baseline rate")

@@ -79,7 +79,8 @@ def run_demo(*, data_dir: Path, region: str, listen: str, tour: Callable[[str, T
             prefect.start()
             os.environ.update(prefect.client_environment())
         settler = NodeSettlement(
-            SettlementConfig(gateway.url, transport, data_dir / "outbox"), node_id=config.node_id, database_url=url, fence=node.keeper.ownership.fence
+            SettlementConfig(gateway.url, transport, data_dir / "outbox"), node_id=config.node_id, database_url=url, fence=node.keeper.ownership.fence,
+            booked=node.booked,
         )
         settler.start()
         _console.print(

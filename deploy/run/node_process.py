@@ -23,7 +23,8 @@ def serve_until_signalled(config: NodeConfig, *, settlement: SettlementConfig | 
     settler = None
     if settlement is not None:
         settler = NodeSettlement(
-            settlement, node_id=config.node_id, database_url=config.database_url, fence=node.keeper.ownership.fence, workflows=config.workflows
+            settlement, node_id=config.node_id, database_url=config.database_url, fence=node.keeper.ownership.fence, workflows=config.workflows,
+            booked=node.booked,
         )
     termination = Termination()
     node.start()

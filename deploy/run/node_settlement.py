@@ -6,6 +6,7 @@ keeper's view), so a basecamp's settlements move with its ownership.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,9 @@ class NodeSettlement:
         database_url: str,
         fence: Callable[[], Fence],
         workflows: Sequence[str] = versions.KNOWN,
+        booked: threading.Event | None = None,
     ) -> None:
+        """``booked``: the node's event set after each Book commits, which wakes the loop."""
         policy = config.settle
         gateway = PaymentGateway(
             config.gateway_url,
@@ -56,6 +59,7 @@ class NodeSettlement:
             backoff_base_seconds=0.05,
             backoff_cap_seconds=0.5,
             breaker=CircuitBreaker(failure_threshold=config.breaker_failures_max, cooldown_seconds=config.breaker_cooldown_seconds),
+            connections_max=policy.concurrency_max * config.loop.runs_in_flight_max,
         )
         self._name = f"node:{node_id}"
         self.runtime = build_settlement_runtime(
@@ -63,7 +67,7 @@ class NodeSettlement:
             pool_size=policy.concurrency_max * config.loop.runs_in_flight_max + 2, application_name=f"ridgeline-{node_id}-settle",
             actor=node_actor(node_id), workflows=workflows,
         )
-        self.loop = SettlementLoop(self._name, self.runtime, config.loop)
+        self.loop = SettlementLoop(self._name, self.runtime, config.loop, wake=booked)
 
     def start(self) -> None:
         self.loop.start()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -216,6 +216,23 @@ def record(
     if error is not None and not is_recorded(error):
         return
     conn.execute(_INSERT, insert_params(key, operation, request_fingerprint, now, result=result, error=error))
+
+
+#: Records of many results in one statement, from a JSON array (:func:`record_results`).
+_INSERT_RESULTS = text(
+    record_insert_sql(
+        key="r.key", fingerprint="r.fingerprint", result="r.result",
+        source="FROM jsonb_to_recordset(CAST(:records AS JSONB)) AS r(key TEXT, fingerprint TEXT, result JSONB)",
+    )
+)
+
+
+def record_results(conn: Connection, operation: str, now: datetime, results: Sequence[tuple[str, str, Booking]]) -> None:
+    """Stores the results of many keyed requests (``(key, fingerprint, booking)``) in the
+    caller's transaction, in one statement: a batch of moves records each under its own key."""
+    if results:
+        records = [{"key": key, "fingerprint": fp, "result": booking.to_json()} for key, fp, booking in results]
+        conn.execute(_INSERT_RESULTS, {"records": json.dumps(records), "operation": operation, "now": now})
 
 
 _FORGET = text(

@@ -27,6 +27,8 @@ _BOOKING_COLUMNS = """
 
 _GET = text(f"SELECT {_BOOKING_COLUMNS} FROM bookings WHERE booking_id = :booking_id")
 
+_GET_MANY = text(f"SELECT {_BOOKING_COLUMNS} FROM bookings WHERE booking_id = ANY(:booking_ids) ORDER BY booking_id")
+
 _HISTORY = text(
     """
     SELECT booking_id, version, from_state, to_state, at, reason, actor FROM booking_history
@@ -63,6 +65,12 @@ def get_booking(conn: Connection, booking_id: str) -> Booking | None:
     if row is None:
         return None
     return _with_history(conn, [row])[0]
+
+
+def get_bookings(conn: Connection, booking_ids: Sequence[str]) -> dict[str, Booking]:
+    """The bookings with their complete histories, by id, in two statements (absent ids are left out)."""
+    rows = conn.execute(_GET_MANY, {"booking_ids": list(booking_ids)}).all()
+    return {b.booking_id: b for b in _with_history(conn, rows)}
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ written for it, and the check runs in the transaction of the change it guards.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Callable
 
@@ -64,8 +65,11 @@ class BookingServicer(pb_grpc.BookingServiceServicer):
         place: HoldPlacer,
         owned: Ownership,
         clock: Clock = utc_now,
+        *,
+        booked: threading.Event | None = None,
     ) -> None:
         self._config = config
+        self._booked = booked if booked is not None else threading.Event()
         self._engine = engine
         self._catalog = catalog
         self._place = place
@@ -105,6 +109,7 @@ class BookingServicer(pb_grpc.BookingServiceServicer):
             hold = dataclasses.replace(hold, trace_parent=traceparent)
         deadline = deadline_of(context)
         booking = holds.place_hold(self._engine, hold, epoch=self._epoch_for(hold.basecamp_id), now=now, deadline=deadline)
+        self._booked.set()  # committed: settlement may take it now
         if not request.wait:  # the first result, as every repeat of this key answers it
             return convert.booking_pb(booking, settlements.awaiting(booking))
         until = deadline - _WAIT_MARGIN_SECONDS if deadline is not None else time.monotonic() + _WAIT_MAX_SECONDS

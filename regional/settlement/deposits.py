@@ -3,7 +3,7 @@
 Each function is one transaction that moves the booking's workflow on and records the
 step on its timeline (regional/workflows/steps.py) in the same commit, guarded so that a
 re-run after a SIGKILL has no second effect: the confirm by the settlement row's state
-(rows.confirm_paid), a timer's effect by the timer's ``fired_at IS NULL``
+(confirms.confirm_paid), a timer's effect by the timer's ``fired_at IS NULL``
 (timers.fired), a cancellation by the booking's state (transitions.CANCEL). Gateway
 calls happen between these transactions with keys from the booking and the step
 (``charge:<id>`` for the deposit, ``balance:<id>``, refunds keyed by the charge and what
@@ -92,7 +92,7 @@ def stay_of(engine: Engine, booking_id: str) -> Stay:
 
 
 def confirmed_with_timers(plan: terms.Plan, time_zone: str, *, actor: str, now: datetime) -> Callable[[Connection, Booking], None]:
-    """What settle@2 writes in its confirm's transaction (rows.confirm_paid ``and_then``): the
+    """What settle@2 writes in its confirm's transaction (confirms.confirm_paid ``and_then``, also batched): the
     deposit and the balance due on its timeline, and the reminder and balance timers."""
 
     def scheduled(conn: Connection, booking: Booking) -> None:

@@ -8,7 +8,7 @@ step from there has no second effect. Gateway calls happen between these transac
 never inside one (ARCHITECTURE.md §3), and carry keys derived from the booking id.
 
 States: ``awaiting_payment`` → ``confirmed`` (charged, booking confirmed, message
-enqueued, one transaction) | ``released`` (definitive decline, hold released) |
+enqueued, one transaction: confirms.py) | ``released`` (definitive decline, hold released) |
 ``refunding`` (a charge may stand but the booking cannot be confirmed) → ``refunded``.
 Invariant 4: every path that does not confirm ends released or refunded.
 
@@ -243,52 +243,6 @@ def retry_later(engine: Engine, settlement: Settlement, error: str, *, now: date
     _step(engine, lambda conn: conn.execute(_RETRY_LATER, params))
 
 
-def confirm_paid(
-    engine: Engine,
-    settlement: Settlement,
-    charge_id: str,
-    *,
-    actor: str,
-    fence: Fence,
-    now: datetime,
-    and_then: Callable[[Connection, Booking], None] | None = None,
-) -> Booking:
-    """Confirms the booking, marks the settlement confirmed and enqueues the guest's message:
-    one transaction. Raises HoldExpired / IllegalTransition when the hold is gone. ``actor``:
-    the settling node's (``node:<id>``), named on the confirm's history row. ``and_then``
-    adds a version's own writes to that transaction (settle@2: its steps and timers)."""
-
-    def paid(conn: Connection, booking: Booking) -> None:
-        _move(conn, settlement.booking_id, SettlementState.CONFIRMED, {SettlementState.AWAITING_PAYMENT}, now=now, attempted=1, charge_id=charge_id or None)
-        payload = {
-            "booking_id": booking.booking_id,
-            "customer_id": booking.customer_id,
-            "basecamp_id": booking.basecamp_id,
-            "resource_id": booking.resource_id,
-            "first_night": booking.nights.start.isoformat(),
-            "end_night": booking.nights.end.isoformat(),
-            "party_size": booking.party_size,
-            "amount_cents": settlement.amount_cents,
-            "currency": settlement.currency,
-            "charge_id": charge_id,
-        }
-        enqueue(conn, booking.booking_id, CONFIRMED_MESSAGE, payload, now=now)
-        if and_then is not None:
-            and_then(conn, booking)
-
-    return transitions.apply_move(
-        engine,
-        transitions.CONFIRM,
-        booking_id=settlement.booking_id,
-        idempotency_key=f"settle:confirm:{settlement.booking_id}",
-        reason="paid",
-        caller=Caller(actor),
-        fence=fence,
-        now=now,
-        also=paid,
-    )
-
-
 def enqueue(conn: Connection, booking_id: str, kind: str, payload: dict[str, object], *, now: datetime) -> None:
     """Enqueues the booking's one message of ``kind`` in the caller's transaction (its id is
     ``<kind>:<booking id>``, so a step re-run enqueues nothing twice: invariant 7)."""
@@ -317,7 +271,7 @@ def release_unpaid(
     error = reason[:LAST_ERROR_LENGTH_MAX]
 
     def moved(conn: Connection, _: Booking | None = None) -> None:
-        _move(conn, settlement.booking_id, target, {SettlementState.AWAITING_PAYMENT}, now=now, error=error, next_in_seconds=grace_seconds)
+        move(conn, settlement.booking_id, target, {SettlementState.AWAITING_PAYMENT}, now=now, error=error, next_in_seconds=grace_seconds)
 
     try:
         transitions.apply_move(
@@ -339,7 +293,7 @@ def refunding(engine: Engine, settlement: Settlement, charge_id: str, reason: st
     """A charge went through but the booking cannot be confirmed: the money must go back."""
     _step(
         engine,
-        lambda conn: _move(
+        lambda conn: move(
             conn, settlement.booking_id, SettlementState.REFUNDING, {SettlementState.AWAITING_PAYMENT},
             now=now, attempted=1, charge_id=charge_id or None, error=reason, next_in_seconds=grace_seconds,
         ),
@@ -351,7 +305,7 @@ def refund_cancelled(conn: Connection, booking: Booking) -> None:
     cancel's transaction (``transitions.apply_move(also=...)``), so the settlement row is
     due for its refund step the moment the cancel commits, instead of waiting for
     reconciliation to notice the charge; a booking that was never paid has no row to move."""
-    _move(
+    move(
         conn, booking.booking_id, SettlementState.REFUNDING, {SettlementState.CONFIRMED},
         now=booking.updated_at, error=f"booking {booking.state.value}: refund due",
     )
@@ -369,7 +323,7 @@ def refunded(engine: Engine, booking_id: str, *, now: datetime, note: str = "") 
 def mark_refunded(conn: Connection, booking_id: str, *, now: datetime, note: str = "") -> None:
     """:func:`refunded` inside the caller's transaction (settle@2 records its refund step with it)."""
     sources = set(SettlementState) - {SettlementState.REFUNDED}
-    _move(conn, booking_id, SettlementState.REFUNDED, sources, now=now, error=note)
+    move(conn, booking_id, SettlementState.REFUNDED, sources, now=now, error=note)
 
 
 def due_now(engine: Engine, booking_id: str, state: SettlementState, *, now: datetime) -> bool:
@@ -421,7 +375,7 @@ def wait_until_settled(engine: Engine, booking_id: str, *, deadline: float, poll
         time.sleep(poll_seconds)
 
 
-def _move(
+def move(
     conn: Connection,
     booking_id: str,
     target: SettlementState,
@@ -433,6 +387,7 @@ def _move(
     error: str = "",
     next_in_seconds: float = 0.0,
 ) -> None:
+    """Moves the settlement row to ``target`` if it is in one of ``sources`` (else nothing), in the caller's transaction."""
     conn.execute(
         _MOVE_STATE,
         {

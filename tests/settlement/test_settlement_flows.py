@@ -126,6 +126,19 @@ def test_booked_stays_are_charged_confirmed_and_announced_once_in_one_flow_run(s
     assert (waited.state, waited.payment.state) == (pb.BOOKING_STATE_CONFIRMED, pb.PAYMENT_STATE_CONFIRMED), "wait returns once settled"
 
 
+def test_a_book_wakes_an_idle_loop_so_its_booking_settles_without_waiting_for_the_pause(settling: Settling, alps_node, alps_client: BookingClient) -> None:
+    """Issue 15: at low load a booking starts settling when it arrives. The loop's pause is
+    made 30 s here; the node's Book wakes it, so the booking is confirmed long before."""
+    policy = LoopPolicy(claim_seconds=3, idle_pause_min_seconds=30, idle_pause_max_seconds=30, reconcile_interval_seconds=3600)
+    settling.loop = SettlementLoop(settling.name, settling.runtime, policy, wake=alps_node.booked)
+    settling.loop.start()
+    time.sleep(1.0)  # the first pass found nothing: the loop is in its 30 s pause
+    booked = alps_client.book("argentiere", "argentiere-dorm", night(80), night(81), 1, "woken")
+    started = time.monotonic()
+    assert wait_until_settled(settling.url, [booked.booking_id], 15) == {booked.booking_id: ("confirmed", "confirmed")}
+    assert time.monotonic() - started < 15
+
+
 def wait_until_delivered(url: str, ids: list[str], timeout_seconds: float = 10) -> None:
     deadline = time.monotonic() + timeout_seconds
     while query(url, "SELECT count(*) AS n FROM outbox WHERE delivered_at IS NULL AND booking_id::text = ANY(%(ids)s)", {"ids": ids})[0].n:

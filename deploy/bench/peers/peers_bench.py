@@ -5,8 +5,9 @@ gateway (``--latency-ms``, 50 by default) and the same kind of PostgreSQL (one s
 a fresh database per phase); the phases alternate system by system. Ridgeline runs as
 ``bench settle``'s batched phase (``Book``, then settlement in micro-batches); the peers
 run hold → keyed charge → confirm (release on decline) with every caller waiting for its
-booking. A second round paces the peers' arrivals at half the slower peer's burst rate,
-where neither queues, to compare latency.
+booking. A second round paces every system's arrivals (Ridgeline's through ``bench
+settle``'s paced phase) at half the slowest burst rate, where none should queue, to
+compare latency.
 
 CPU per confirmed booking is summed over every process involved: this process (the
 client, and DBOS, which runs in it) with all its children (node, gateway, Prefect, the
@@ -71,17 +72,19 @@ class _Cpu:
 
 
 def run_peers_benchmark(*, bookings: int, threads: int, latency_ms: int, paced: bool = True, secure: bool = True) -> dict[str, object]:
-    """Ridgeline, then each peer, as fast as each goes; then, with ``paced``, the peers at half the slower one's rate."""
+    """Ridgeline, then each peer, as fast as each goes; then, with ``paced``, each again at half the slowest one's rate."""
     binary = require_peers()
     started = datetime.now(timezone.utc)
-    with settlement_bench.bench_servers("ridgeline-bench-peers-", latency_ms=latency_ms, secure=secure) as (server, security, root, gateway_url):
-        postmaster = int((server.data_dir / "postmaster.pid").read_text().split()[0])
-        phases = [_ridgeline(server, security, root, gateway_url, bookings, threads, postmaster)]
+    with settlement_bench.bench_servers("ridgeline-bench-peers-", latency_ms=latency_ms, secure=secure) as servers:
+        server, security, root, gateway_url = servers.server, servers.security, servers.root, servers.gateway_url
+        postmaster = servers.pids["postgres"]
+        phases = [_ridgeline(servers, bookings, threads, postmaster, None)]
         for system in PEERS:
             phases.append(_peer(system, None, binary, server, security, root, gateway_url, bookings, threads, postmaster))
         rate = None
         if paced:
             rate = round(min(p.confirmed_per_second for p in phases) / 2, 1)
+            phases.append(_ridgeline(servers, bookings, threads, postmaster, rate))
             for system in PEERS:
                 phases.append(_peer(system, rate, binary, server, security, root, gateway_url, bookings, threads, postmaster))
     return {
@@ -92,12 +95,16 @@ def run_peers_benchmark(*, bookings: int, threads: int, latency_ms: int, paced: 
     }
 
 
-def _ridgeline(server: PostgresServer, security: BenchSecurity, root: Path, gateway_url: str, count: int, threads: int, postmaster: int) -> PeerPhase:
+def _ridgeline(servers: settlement_bench.BenchServers, count: int, threads: int, postmaster: int, rate: float | None) -> PeerPhase:
+    """bench settle's batched phase as it is (``rate``: its paced phase at that rate)."""
+    mode = "burst" if rate is None else "paced"
+    charges_before = _charges(servers.security, servers.gateway_url)
     cpu = _Cpu(postmaster)
-    settled = settlement_bench._phase("batched", server, security, root, gateway_url, count, threads)  # noqa: SLF001 - bench settle's batched phase, as is
+    settled = settlement_bench.phase("batched" if rate is None else "paced", servers, count, threads, rate=rate)
     spent = cpu.ms_per(settled.confirmed)
     states = {"confirmed": settled.confirmed}
-    return PeerPhase(RIDGELINE, "burst", count, settled.confirmed, settled.confirmed_per_second, settled.p50_ms, settled.p99_ms, spent, states, _charges(security, gateway_url))
+    charges = _charges(servers.security, servers.gateway_url) - charges_before
+    return PeerPhase(RIDGELINE, mode, count, settled.confirmed, settled.confirmed_per_second, settled.p50_ms, settled.p99_ms, spent, states, charges)
 
 
 def _peer(
@@ -156,7 +163,7 @@ def _peer_charges(security: BenchSecurity, gateway_url: str, work: list[workload
 
 
 def _charges(security: BenchSecurity, gateway_url: str) -> int:
-    """Successful charges of Ridgeline's phase, which runs first: every charge not referencing a peer's booking."""
+    """Successful charges of Ridgeline's phases so far: every charge not referencing a peer's booking."""
     with PaymentGateway(gateway_url, security.client("sre")) as admin:
         return sum(1 for c in admin.list_charges() if c.status == "succeeded" and not c.reference.startswith(("restate-", "dbos-")))
 
