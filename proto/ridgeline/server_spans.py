@@ -10,8 +10,8 @@ does only what a trace needs: it continues the caller's ``traceparent`` (parsed 
 hand; ``tracestate`` is not carried), names the span by the method as OpenTelemetry
 does (``/package.Service/Method``), keeps the RPC semantic-convention attributes
 (computed once per method), and marks the span an error with the status the call ended
-with. Client spans stay OpenTelemetry's
-(``tracing.traced_channel``): the caller's side is not a server's hot path.
+with: about half the cost (BENCHMARKS.md, *The cost of tracing*). Client spans stay
+OpenTelemetry's (``tracing.traced_channel``): the caller's side is not a server's hot path.
 
 Every Ridgeline RPC is unary-unary; a streaming method would pass through untraced, and
 the first one added should get its span here.

@@ -10,8 +10,8 @@ call". On, every process that calls :func:`configure` at start exports its spans
 batches (a background thread, never on the call's path), counts them in
 ``ridgeline_trace_spans_exported_total``, and:
 
-- every gRPC server gets Ridgeline's lean server interceptor (:mod:`server_spans`, a
-  sixth of OpenTelemetry's own cost per call) and every channel made through
+- every gRPC server gets Ridgeline's lean server interceptor (:mod:`server_spans`, about
+  half of OpenTelemetry's own cost per call) and every channel made through
   ``trust.credentials.Transport`` OpenTelemetry's client interceptor, so W3C trace
   context rides in gRPC metadata on every hop (client → node, coordinator → legs,
   node → coordinator);
