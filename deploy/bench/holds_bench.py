@@ -49,12 +49,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import grpc
-import httpx
 from rich.console import Console
 
 from ridgeline import tracing
 from ridgeline.deploy.bench.security import BenchSecurity
 from ridgeline.deploy.bench.span_cost import traced_call_cost_us
+from ridgeline.deploy.cluster.scrape import scrape
 from ridgeline.deploy.run.otlp_receiver import OtlpReceiver
 from ridgeline.deploy.run.processes import child_pids, cpu_seconds, free_port, machine_busy_seconds, spawn_ready
 from ridgeline.regional.config import NodeConfig
@@ -271,7 +271,7 @@ def run_holds_benchmark(settings: BenchSettings) -> BenchReport:
         exporter = {tracing.ENDPOINT_VARIABLE: sink.endpoint, "OTEL_EXPORTER_OTLP_INSECURE": "true"} if sink else {tracing.EXPORTER_VARIABLE: "none"}
         traced_env = {**_untraced_environment(), **exporter, "OTEL_BSP_SCHEDULE_DELAY": "100"}
         environments = {GRPC: _untraced_environment(), PLAINTEXT: _untraced_environment(), TRACED: traced_env}
-        spans_exported = 0.0
+        spans_exported = 0
         for phase in _schedule(settings.repeat, extras=_extra_phases(settings)):
             over = f", {security[phase].label}" if phase != CEILING else ""
             _err.print(f"[dim]{phase} phase {len(phases) + 1}: {settings.threads} threads, {settings.seconds:g} s, {settings.workload}{over}[/]")
@@ -331,12 +331,14 @@ def _untraced_environment() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if name not in (tracing.ENDPOINT_VARIABLE, tracing.EXPORTER_VARIABLE)}
 
 
-def _spans_exported(metrics_port: int) -> float:
-    """What the node's ``ridgeline_trace_spans_exported_total`` says, once its last batch
-    (100 ms) went out: the proof that the traced phase traced."""
+def _spans_exported(metrics_port: int) -> int:
+    """The spans the node says it exported, once its last batch (100 ms) went out: the
+    proof that the traced phase traced."""
     time.sleep(0.3)
-    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
-    return next(float(line.split()[1]) for line in text.splitlines() if line.startswith("ridgeline_trace_spans_exported_total "))
+    figures = scrape(f"127.0.0.1:{metrics_port}", timeout_seconds=5)
+    if figures is None:
+        raise RuntimeError(f"the traced node's metrics on 127.0.0.1:{metrics_port} did not answer")
+    return figures.spans_exported
 
 
 def _ratios(phases: list[PhaseResult]) -> tuple[float, ...]:

@@ -19,9 +19,10 @@ from typing import Any, NamedTuple
 
 import grpc
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from ridgeline.server_spans import ServerSpans
+from ridgeline.tracing import DroppedSpans
 
 _METHOD = "/ridgeline.v1.BookingService/PlaceHold"
 _TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -46,18 +47,10 @@ class _CallContext:
         return None
 
 
-class _Discard(SpanExporter):
-    def export(self, spans: Any) -> SpanExportResult:
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        pass
-
-
 def traced_call_cost_us(*, calls: int = 5000, rounds: int = 7) -> float:
     """Median over ``rounds`` of the extra CPU µs a traced call costs over a bare one."""
     provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(_Discard(), max_queue_size=calls * 2))
+    provider.add_span_processor(BatchSpanProcessor(DroppedSpans(), max_queue_size=calls * 2))
     try:
         handler = grpc.unary_unary_rpc_method_handler(lambda request, context: request)
         details = _Details(_METHOD, ())

@@ -28,6 +28,8 @@ class NodeFigures:
     settlement_oldest_due_seconds: float | None = None
     #: The worst of its circuit breakers: 0 closed, 1 half-open, 2 open (None: it has none).
     breaker_state: int | None = None
+    #: Spans it handed to its trace exporter (0 untraced): what proves a traced run traced.
+    spans_exported: int = 0
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ def scrape(metrics_address: str, timeout_seconds: float = 2.0) -> NodeFigures | 
     hold_buckets: dict[float, float] = {}
     oldest_due: float | None = None
     breaker: int | None = None
+    spans = 0
     for sample in samples:
         if sample.name == "ridgeline_rpc_duration_seconds_count":
             rpcs += int(sample.value)
@@ -75,7 +78,9 @@ def scrape(metrics_address: str, timeout_seconds: float = 2.0) -> NodeFigures | 
             oldest_due = sample.value
         elif sample.name == "ridgeline_circuit_breaker_state":
             breaker = max(breaker or 0, int(sample.value))
-    return NodeFigures(rpcs, errors, _quantile(hold_buckets, 0.99), retries, leases, oldest_due, breaker)
+        elif sample.name == "ridgeline_trace_spans_exported_total":
+            spans = int(sample.value)
+    return NodeFigures(rpcs, errors, _quantile(hold_buckets, 0.99), retries, leases, oldest_due, breaker, spans)
 
 
 def scrape_coordinator(metrics_address: str, timeout_seconds: float = 2.0) -> CoordinatorFigures | None:

@@ -93,7 +93,7 @@ def _exporter_from_environment() -> SpanExporter | None:
     if name == "console":
         return ConsoleSpanExporter()
     if name == "none":
-        return _Dropped()
+        return DroppedSpans()
     raise ValueError(f"{EXPORTER_VARIABLE}={name!r} is not an exporter Ridgeline has: use otlp (with {ENDPOINT_VARIABLE}), console or none")
 
 
@@ -114,7 +114,7 @@ class _Counted(SpanExporter):
         return self._inner.force_flush(timeout_millis)
 
 
-class _Dropped(SpanExporter):
+class DroppedSpans(SpanExporter):
     """``OTEL_TRACES_EXPORTER=none``: every span made, none sent anywhere."""
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
