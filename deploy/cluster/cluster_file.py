@@ -93,6 +93,12 @@ class ClusterSpec:
             return ()
         return (CoordinatorSpec(self.coordinator_id, self.coordinator_listen, self.coordinator_metrics), *self.coordinator_peers)
 
+    def named_ports(self) -> set[int]:
+        """The ports this file gives its nodes and coordinators, which nothing binds until they start."""
+        addresses = [a for r in self.regions for n in r.nodes for a in (n.listen, n.metrics)]
+        addresses += [a for c in self.coordinators() for a in (c.listen, c.metrics)]
+        return {int(a.rsplit(":", 1)[1]) for a in addresses if a}
+
     def coordinator(self, node_id: str) -> CoordinatorSpec:
         for spec in self.coordinators():
             if spec.node_id == node_id:

@@ -38,7 +38,7 @@ from ridgeline.deploy.drills.fault_control import FaultControlServer, FaultPath,
 from ridgeline.deploy.drills.fault_proxy import FaultProxy
 from ridgeline.deploy.run.postgres import PostgresServer
 from ridgeline.deploy.run.prefect_server import PrefectServer
-from ridgeline.deploy.run.processes import AdoptedProcess, NotReady, ProcessHandle, ReadyChild, alive, command_line, ridgeline_command, spawn_ready
+from ridgeline.deploy.run.processes import AdoptedProcess, NotReady, ProcessHandle, ReadyChild, alive, command_line, keep_clear, ridgeline_command, spawn_ready
 from ridgeline.deploy.run.processes import stop as stop_process
 from ridgeline.deploy.run.region import prepare_region_database
 from ridgeline.deploy.run.supervisor import HOLDS_DIR, ProcessPart, Supervisor, hold, release
@@ -121,6 +121,8 @@ class LocalCluster:
         """``report`` hears the supervisor: every death, restart and give-up (default: the log);
         ``console`` False leaves the operator console out."""
         self.spec = spec
+        # The ports the file names stay free for their nodes while up picks the databases' and services'.
+        keep_clear(spec.named_ports())
         self.state_dir = state_dir
         #: Every part speaks mutual TLS with the certificates here (made on first start),
         #: unless the operator chose ``--insecure``.

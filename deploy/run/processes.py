@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -182,16 +182,39 @@ def _log_note(log_path: Path | None) -> str:
     return f"; {log_path} ends with:\n{tail}"
 
 
+#: Ports this process handed out or was told are spoken for; free_port never returns them.
+_spoken_for: set[int] = set()
+_spoken_for_lock = threading.Lock()
+
+
+def keep_clear(ports: Iterable[int]) -> None:
+    """Tells :func:`free_port` that ``ports`` are spoken for, though nothing binds them yet.
+
+    A cluster file names its nodes' ports long before the nodes start, and ``ridgeline
+    up`` picks the databases' and services' ports in between: without this, the kernel can
+    hand PostgreSQL a port a node is about to bind (seen in CI: a node failed on
+    "Address already in use").
+    """
+    with _spoken_for_lock:
+        _spoken_for.update(ports)
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago.
+    """A TCP port on 127.0.0.1 that was free a moment ago, and that this process neither
+    handed out before nor was told to :func:`keep_clear`.
 
     Another process can take it before its user binds it; :class:`PostgresServer` retries
     with a new port when that happens, and the other users (tests, ``ridgeline up``) bind
     at once, so nothing is reserved.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((_LOOPBACK, 0))
-        return int(sock.getsockname()[1])
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((_LOOPBACK, 0))
+            port = int(sock.getsockname()[1])
+        with _spoken_for_lock:
+            if port not in _spoken_for:
+                _spoken_for.add(port)
+                return port
 
 
 class ProcessHandle(Protocol):
