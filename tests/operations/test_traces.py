@@ -93,28 +93,38 @@ def test_a_trek_is_one_trace_across_the_coordinator_and_every_leg(
     assert len(prepares) == len(commits) == len(legs), sorted(services)
 
 
-def test_a_refused_call_is_an_error_span_and_a_malformed_traceparent_starts_a_trace_of_its_own(
+def test_server_spans_end_as_the_call_did_continue_sampled_callers_and_record_nothing_for_unsampled_ones(
     monkeypatch: pytest.MonkeyPatch, alps_db, certs: SessionCerts
 ) -> None:
     """The node's server spans (``server_spans``): a NOT_FOUND ends its span as an error
-    with the gRPC code; a caller's garbled ``traceparent`` is not continued (nor fatal)."""
+    with the gRPC code; a caller's garbled ``traceparent`` is not continued (nor fatal); a
+    sampled caller's span is the parent; an unsampled caller's trace records no span."""
+    sampled, unsampled = (f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-{flags}" for flags in ("01", "00"))
     with exporting_to(monkeypatch, "ridgeline-tests") as collector:
         node = RegionalNode(NodeConfig(region="eu-alps", node_id="traced-refusals", database_url=alps_db.url, certs_dir=certs.dir))
         node.start()
         try:
-            # An untraced caller's channel: only the node's server span lands in the collector.
+            # An untraced caller's channel: only the node's server spans land in the collector.
             with grpc.secure_channel(node.address, certs.desk.channel_credentials()) as channel:
                 get = channel.unary_unary(GET, request_serializer=pb.GetBookingRequest.SerializeToString, response_deserializer=pb.Booking.FromString)
-                garbled = "00-" + "z" * 32 + "-b7ad6b7169203331-01"
-                with pytest.raises(grpc.RpcError) as refused:
-                    get(pb.GetBookingRequest(booking_id=str(uuid.uuid4())), metadata=(("traceparent", garbled),), timeout=10)
-            assert refused.value.code() == grpc.StatusCode.NOT_FOUND
-            [span] = _wait_for_span(collector, GET)
+                for traceparent in ("00-" + "z" * 32 + "-b7ad6b7169203331-01", unsampled, sampled):
+                    with pytest.raises(grpc.RpcError) as refused:
+                        get(pb.GetBookingRequest(booking_id=str(uuid.uuid4())), metadata=(("traceparent", traceparent),), timeout=10)
+                    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+            deadline = time.monotonic() + 20
+            while len(spans := _wait_for_span(collector, GET)) < 2:
+                assert time.monotonic() < deadline, f"two spans expected within 20 s, got {spans}"
+                time.sleep(0.1)
         finally:
             node.stop(grace_seconds=1)
-    assert span.parent_id == "" and span.trace_id != "z" * 32, "a garbled traceparent starts a new trace"
-    assert span.attributes["rpc.method"] == "GetBooking" and span.attributes["rpc.service"] == "ridgeline.v1.BookingService"
-    assert span.status_code == "STATUS_CODE_ERROR" and span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
+    garbled_span, continued = spans
+    assert garbled_span.parent_id == "" and garbled_span.trace_id != "z" * 32, "a garbled traceparent starts a new trace"
+    assert (continued.trace_id, continued.parent_id) == tuple(sampled.split("-")[1:3]), "a sampled caller's span is the parent"
+    assert continued.span_id not in ("", continued.parent_id)
+    for span in spans:
+        assert span.attributes["rpc.method"] == "GetBooking" and span.attributes["rpc.service"] == "ridgeline.v1.BookingService"
+        assert span.status_code == "STATUS_CODE_ERROR" and span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
+    assert unsampled.split("-")[1] not in {s.trace_id for s in collector.spans()}, "an unsampled trace records no span"
 
 
 def test_the_exporter_is_chosen_by_otel_traces_exporter_and_an_unknown_one_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
