@@ -8,6 +8,14 @@ a supervisor or container runtime allows. Nothing here needs the drain to finish
 write is transactional and keyed, and every lease lapses by itself (ARCHITECTURE.md,
 Process lifetime), so once the deadline passes the process exits as a SIGKILL would have
 ended it, and a second signal ends it at once.
+
+The main thread waits for the signal by polling a flag, not on a lock. The kernel hands a
+process signal to any thread that does not block it (gRPC's, a pool's, the metrics
+server's); there Python's C handler only marks the signal pending, and the Python handler
+runs when the main thread next executes bytecode. A main thread blocked on a lock never
+does: one coordinator start in ten or twenty sat out its whole stop timeout that way
+before it was SIGKILLed. And the handler touches no lock: it runs between any two
+bytecodes of the main thread, which may be holding that very lock.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import logging
 import os
 import signal
 import threading
+import time
 
 _log = logging.getLogger(__name__)
 
@@ -24,6 +33,9 @@ _log = logging.getLogger(__name__)
 DRAIN_DEADLINE_SECONDS = 10.0
 #: Exit status after a drain cut short: 128 + SIGKILL, what a killed process reports.
 _CUT_SHORT_STATUS = 128 + signal.SIGKILL
+#: How often the waiting main thread looks for a signal (see the module docstring): the
+#: delay a drain may start late.
+_POLL_SECONDS = 0.1
 
 
 class Termination:
@@ -32,19 +44,20 @@ class Termination:
 
     def __init__(self, drain_deadline_seconds: float = DRAIN_DEADLINE_SECONDS) -> None:
         self._deadline_seconds = drain_deadline_seconds
-        self._signalled = threading.Event()
+        self._signalled = False
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
-        if self._signalled.is_set():
+        if self._signalled:
             _log.warning("second %s: exiting without finishing the drain", signal.Signals(signum).name)
             os._exit(_CUT_SHORT_STATUS)
-        self._signalled.set()
+        self._signalled = True
 
     def wait(self) -> None:
         """Blocks until the first signal, then arms the deadline and returns, to drain."""
-        self._signalled.wait()
+        while not self._signalled:
+            time.sleep(_POLL_SECONDS)
         timer = threading.Timer(self._deadline_seconds, _cut_short, (self._deadline_seconds,))
         timer.daemon = True
         timer.start()

@@ -45,3 +45,29 @@ def test_a_second_signal_ends_the_drain_at_once(second: signal.Signals) -> None:
     assert process.stdout is not None and process.stdout.readline().strip() == "DRAINING"
     process.send_signal(second)
     assert process.wait(30) == 128 + signal.SIGKILL
+
+
+#: A process whose SIGTERM the kernel hands to a thread other than the main one, as it may
+#: with any of gRPC's threads: the main thread, waiting for the signal, must still wake.
+_SIGNAL_TO_ANOTHER_THREAD = """
+import signal, threading, time
+from ridgeline.deploy.run.termination import Termination
+termination = Termination()
+def worker():
+    time.sleep(0.5)  # the main thread is waiting by then
+    signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+    time.sleep(3600)
+threading.Thread(target=worker, daemon=True).start()
+termination.wait()
+print("DRAINING", flush=True)
+"""
+
+
+def test_a_signal_delivered_to_another_thread_still_starts_the_drain() -> None:
+    process = subprocess.Popen([sys.executable, "-c", _SIGNAL_TO_ANOTHER_THREAD], stdout=subprocess.PIPE, text=True)
+    try:
+        # Waiting on a lock, the main thread never ran the handler: this timed out.
+        out, _ = process.communicate(timeout=10)
+    finally:
+        process.kill()
+    assert out.strip() == "DRAINING" and process.returncode == 0
