@@ -182,7 +182,7 @@ class PatroniCluster:
         deadline = time.monotonic() + timeout_seconds
         while not self.healthy():
             if time.monotonic() > deadline:
-                raise PatroniError(f"Patroni cluster {self.scope} not healthy after {timeout_seconds:g} s: {self.status()}\n{self._log_tails()}")
+                raise PatroniError(f"Patroni cluster {self.scope} not healthy after {timeout_seconds:g} s: {self.status()}\n{self.log_tails()}")
             time.sleep(0.2)
 
     def kill_leader_postgres(self) -> str:
@@ -274,7 +274,8 @@ class PatroniCluster:
             return None
         return pid if alive(pid) and "patroni" in command_line(pid) else None
 
-    def _log_tails(self) -> str:
+    def log_tails(self) -> str:
+        """The last lines of every member's Patroni log: what a failure message needs to say why."""
         tails = []
         for member in self._members:
             path = self.root / f"{member.name}.log"

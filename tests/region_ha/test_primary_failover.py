@@ -37,6 +37,7 @@ import pytest
 from drive import night, outcome
 from invariants import assert_history_consistent, assert_inventory_matches_bookings, bookings_by_id, query
 
+from ridgeline.deploy.run.patroni import PatroniCluster
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.node import RegionalNode
 from ridgeline.routing.client import BookingClient
@@ -49,6 +50,12 @@ WARMUP_SECONDS = 2.0
 AFTER_RECOVERY_SECONDS = 2.0
 #: A generous bound for the failover (the benchmark measures it: about 2.5 s here).
 RECOVERY_MAX_SECONDS = 30.0
+#: Kills of the primary the test may need. Patroni restarts a crashed primary in place
+#: instead of failing over when it cannot confirm within 2 s, over the standby's REST API,
+#: that the synchronous standby is healthy and caught up; a loaded 2-core machine (a CI
+#: run) sometimes denies it that. A restart in place loses nothing either, and it is
+#: checked like the failover: the storm goes on and the primary is killed again.
+KILLS_MAX = 3
 RESOURCES = (
     ("argentiere", "argentiere-dorm"),
     ("argentiere", "argentiere-guide"),
@@ -124,23 +131,32 @@ def test_invariants_1_2_7_hold_when_the_region_primary_is_sigkilled_in_a_storm_o
     desks = [threading.Thread(target=desk, args=(i,), daemon=True) for i in range(DESKS)]
     for thread in desks:
         thread.start()
+    new_leader: str | None = old_leader
     try:
         time.sleep(WARMUP_SECONDS)
-        killed = cluster.kill_leader_postgres()
-        killed_at.append(time.monotonic())
-        deadline = killed_at[0] + RECOVERY_MAX_SECONDS
-        while not succeeded_after_kill and time.monotonic() < deadline:
-            time.sleep(0.05)
+        while new_leader == old_leader and len(killed_at) < KILLS_MAX:
+            killed = cluster.kill_leader_postgres()
+            assert killed == old_leader
+            killed_at.append(time.monotonic())
+            deadline = killed_at[-1] + RECOVERY_MAX_SECONDS
+            while not _since(succeeded_after_kill, killed_at[-1]) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not _since(succeeded_after_kill, killed_at[-1]):
+                break
+            new_leader = _leader(cluster)
         time.sleep(AFTER_RECOVERY_SECONDS)
     finally:
         stop.set()
         for thread in desks:
             thread.join(30)
 
-    assert killed == old_leader
-    assert succeeded_after_kill, f"no write succeeded within {RECOVERY_MAX_SECONDS:g} s of killing the primary {killed}"
-    recovery_seconds = min(succeeded_after_kill) - killed_at[0]
-    assert cluster.leader() not in (None, old_leader), f"Patroni did not promote another member: {cluster.status()}"
+    writes_again = _since(succeeded_after_kill, killed_at[-1])
+    assert writes_again, f"no write succeeded within {RECOVERY_MAX_SECONDS:g} s of killing the primary {old_leader}"
+    recovery_seconds = min(writes_again) - killed_at[-1]
+    assert new_leader not in (None, old_leader), (
+        f"Patroni restarted the primary in place after each of {len(killed_at)} kills, never promoting another member: "
+        f"{cluster.status()}\n{cluster.log_tails()}"
+    )
     assert len(acknowledged) >= 30, f"only {len(acknowledged)} writes acknowledged: not a storm"
 
     # Invariant 2: every acknowledged booking survived the primary.
@@ -175,11 +191,24 @@ def test_invariants_1_2_7_hold_when_the_region_primary_is_sigkilled_in_a_storm_o
 
     with capsys.disabled():
         print(
-            f"\nprimary {killed} SIGKILLed; writes again after {recovery_seconds:.2f} s; {len(acknowledged)} bookings, "
+            f"\nprimary {old_leader} SIGKILLed ({len(killed_at) - 1} restart(s) in place before {new_leader} was promoted); "
+            f"writes again after {recovery_seconds:.2f} s; {len(acknowledged)} bookings, "
             f"refusals {dict(refused)}; {len(ambiguous)} ambiguous outcome(s): "
             + (", ".join(f"{count} {how}" for how, count in sorted(resolutions.items())) or "none")
         )
     cluster.wait_healthy(60)  # the old primary rejoins as a replica, for the next test
+
+
+def _since(times: list[float], moment: float) -> list[float]:
+    return [t for t in times if t > moment]
+
+
+def _leader(cluster: PatroniCluster, seconds: float = 10.0) -> str | None:
+    """The member that leads once writes succeed again (Patroni's view may lag the writes by a loop)."""
+    deadline = time.monotonic() + seconds
+    while (leader := cluster.leader()) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return leader
 
 
 def _recorded_booking(url: str, key: str) -> str | None:
