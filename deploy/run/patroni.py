@@ -237,10 +237,10 @@ class PatroniCluster:
                 os.chown(path, run_as.uid, run_as.gid)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C", "HOME": str(directory)}
         with open_private_append(self.root / f"{member.name}.log") as log:
+            command = [patroni, str(config_path)]
             process = subprocess.Popen(
-                [patroni, str(config_path)], stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/", env=env, umask=CHILD_UMASK,
-                start_new_session=True, user=None if run_as is None else run_as.uid, group=None if run_as is None else run_as.gid,
-                extra_groups=None if run_as is None else [],
+                command if run_as is None else run_as.command(command), stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",
+                env=env, umask=CHILD_UMASK, start_new_session=True,
             )  # fmt: skip
         write_private(self.root / f"{member.name}.pid", f"{process.pid}\n")
 

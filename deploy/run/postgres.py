@@ -770,6 +770,17 @@ class ServerUser:
     uid: int
     gid: int
 
+    def command(self, command: list[str]) -> list[str]:
+        """``command`` run as this user, with no supplementary groups, through util-linux's
+        ``setpriv``. Not Popen's ``user=``/``group=``: with those CPython must fork() the
+        whole process rather than vfork() it, and a forked copy of a process full of gRPC
+        and libpq threads crashed (SIGSEGV) before its exec in CI, so a region database a
+        drill had stopped never started again."""
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            raise PostgresError("running as root needs setpriv to start PostgreSQL as an unprivileged user: install util-linux")
+        return [setpriv, f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups", "--", *command]
+
 
 #: Regions start their servers from several threads at once; on a fresh machine each of
 #: them found no ridgeline-pg and ran useradd, and one initdb then ran under a uid that
@@ -853,7 +864,7 @@ def _run(command: list[str], run_as: ServerUser | None, deadline: float, *, grac
     with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as output:
         try:
             completed = subprocess.run(
-                command,
+                command if run_as is None else run_as.command(command),
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
@@ -862,9 +873,6 @@ def _run(command: list[str], run_as: ServerUser | None, deadline: float, *, grac
                 timeout=timeout,
                 check=False,
                 umask=CHILD_UMASK,  # server.log and whatever initdb writes: for the server user alone
-                user=None if run_as is None else run_as.uid,
-                group=None if run_as is None else run_as.gid,
-                extra_groups=None if run_as is None else [],  # drop root's supplementary groups
             )
             returncode = completed.returncode
         except subprocess.TimeoutExpired:

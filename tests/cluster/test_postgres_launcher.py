@@ -317,3 +317,25 @@ def test_a_grpc_process_forks_to_exec_without_grpc_fork_handlers() -> None:
     result = subprocess.run([sys.executable, "-c", _SPAWN_BESIDE_GRPC], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "fork" not in result.stderr, result.stderr[-2000:]
+
+
+def test_root_runs_the_server_unprivileged_without_forking_itself(make_server: Callable[..., PostgresServer], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dropping root goes through setpriv: Popen's user=/group= would make CPython fork()
+    this multi-threaded process rather than vfork() it, and such a forked copy crashed
+    before its exec in CI (a drill's database never came back)."""
+    real_run = subprocess.run
+
+    def run(*args: object, **kwargs: object) -> subprocess.CompletedProcess[str]:
+        assert not {"user", "group", "extra_groups", "preexec_fn"} & {k for k, v in kwargs.items() if v is not None}, kwargs
+        return real_run(*args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(launcher.subprocess, "run", run)
+    server = make_server("unprivileged")
+    server.start()
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{postmaster_pid(server)}/status").read_text().splitlines())
+    expected = launcher.server_user() or launcher.ServerUser(os.getuid(), os.getgid())
+    assert status["Uid"].split() == [str(expected.uid)] * 4
+    assert status["Gid"].split() == [str(expected.gid)] * 4
+    if os.geteuid() == 0:
+        assert status["Groups"].split() == [], "root's supplementary groups reached the server"
+    server.stop()
