@@ -64,10 +64,19 @@ class DrillRun:
     load: LoadReport | None = None
     audit: AuditReport | None = None
     error: str | None = None
+    #: When the fault bit (``strike``): what a self-healing recovery is timed from.
+    struck: float | None = None
     _started: float = field(default_factory=time.monotonic)
 
     def note(self, event: str) -> None:
         self.timeline.append((round(time.monotonic() - self._started, 2), event))
+
+    def strike(self, event: str) -> None:
+        """Notes the fault's blow, called right before it: finding the target (a leader read
+        from its log, the busiest node asked over gRPC) can take seconds on a loaded machine,
+        and recovery is not owed before the fault has happened."""
+        self.struck = time.monotonic()
+        self.note(event)
 
     @property
     def recovered(self) -> bool:
@@ -139,7 +148,7 @@ class _NodeFault(Fault):
 
     def inject(self, cluster: LocalCluster, run: DrillRun) -> list[str]:
         self._victim, camps = busiest_node(cluster)
-        run.note(f"{self.signal_name} {self._victim} (owner of {', '.join(camps)})")
+        run.strike(f"{self.signal_name} {self._victim} (owner of {', '.join(camps)})")
         self._strike(cluster, self._victim)
         return camps
 
@@ -467,7 +476,7 @@ def run_drill(
         run.recovery_bound_seconds = fault.recovery_bound(cluster, times)
         probes = _Probes(seeds, cluster.client_transport("desk"), affected, run, lambda client, camp, resource, night: fault.probe(client, cluster, camp, resource, night))
         if fault.recovers_from_injection:
-            probes.start(injected)
+            probes.start(run.struck or injected)
         time.sleep(times.fault)
         progress("restore")
         fault.restore(cluster, run)

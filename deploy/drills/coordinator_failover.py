@@ -59,7 +59,7 @@ class _LeaderFault(KillCoordinator):
             raise RuntimeError("this drill needs two or more coordinators ([[coordinator.peers]] in the cluster file; `ridgeline up` runs two)")
         victim, lease = leading_coordinator(cluster)
         self._victim = victim.node_id
-        run.note(f"{self.signal_name} the leading coordinator {victim.node_id} (epoch {lease.epoch})")
+        run.strike(f"{self.signal_name} the leading coordinator {victim.node_id} (epoch {lease.epoch})")
         self._strike(cluster, victim)
         return ["trek"]
 
@@ -77,7 +77,7 @@ class KillCoordinatorLeader(_LeaderFault):
     acts_on = "the leading trek coordinator: SIGKILL, then started again (as a follower)"
     hypothesis = (
         "SIGKILL of the leading coordinator mid trek storm: a follower leads within the lease TTL + a heartbeat, "
-        "re-drives the unfinished treks and a new trek commits (+1.5 s for the probe); every trek ends all or nothing "
+        "re-drives the unfinished treks and a new trek commits (+3 s for the probe); every trek ends all or nothing "
         "(audit 5), money balances (audit 4), no decision under a stale epoch"
     )
 

@@ -46,9 +46,11 @@ class KillRegionPrimary(Fault):
             raise RuntimeError("this cluster runs no Patroni region database: start it with `ridgeline up --ha` (or --fresh for a throwaway HA cluster)")
         self._region = next(r.name for r in cluster.spec.regions if r.name in cluster.ha.regions)
         patroni = cluster.ha.regions[self._region]
+        camps = basecamps_of(cluster, self._region)
+        run.strike(f"SIGKILL the PostgreSQL of the primary of {self._region}")
         killed = patroni.kill_leader_postgres()
-        run.note(f"SIGKILL the PostgreSQL of {killed}, primary of {self._region}")
-        return basecamps_of(cluster, self._region)
+        run.note(f"killed {killed}")
+        return camps
 
     def restore(self, cluster: LocalCluster, run: DrillRun) -> None:
         patroni = cluster.ha.regions[self._region]
@@ -90,9 +92,9 @@ class CutNodeFromDatabase(Fault):
         metrics = next(m.metrics_address for m in info.members if m.node_id == self._victim)
         camps = sorted(o.basecamp_id for o in info.owners if o.node_id == self._victim)
         # Lifts itself should this process die mid-drill: at the latest when the drill would give up.
+        run.strike(f"blackhole the path of {self._victim} to its database (owner of {', '.join(camps)})")
         self._path.cut(lasting_seconds=run.times.fault + run.times.recovery_max)
         cut = time.monotonic()
-        run.note(f"blackholed the path of {self._victim} to its database (owner of {', '.join(camps)})")
         bound = cluster.spec.lease_ttl_seconds + 1.0
         if _wait(lambda: _leases_held(metrics) == 0, bound):
             run.note(f"{self._victim} stopped claiming its basecamps after {time.monotonic() - cut:.2f} s")
