@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import ssl
 import statistics
 import tempfile
 import time
@@ -45,7 +46,7 @@ def run_console_benchmark(*, bookings: int, requests: int, secure: bool = True) 
         cluster.start()
         seed_seconds, sample = _seed(cluster, bookings, console)
         assert cluster.console is not None and cluster.console_token is not None
-        with httpx.Client(base_url=cluster.console.url, verify=str(cluster.certs.ca_cert) if secure else False, timeout=30) as http:
+        with httpx.Client(base_url=cluster.console.url, verify=ssl.create_default_context(cafile=cluster.certs.ca_cert) if secure else False, timeout=30) as http:
             _log_in(http, cluster.console_token.read_text().strip())
             pages = _pages(sample)
             console.print(f"[dim]console: {len(pages)} pages x {requests} requests[/]")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -120,7 +121,7 @@ def test_up_status_book_drills_audit_down_on_a_running_cluster(tmp_path: Path, c
         console = state["console"]
         assert console["url"].startswith("https://") and f"Operator console: {console['url']}" in output, "up prints the console's URL"
         assert oct(Path(console["token_file"]).stat().st_mode & 0o777) == "0o600", "the console's login token is private"
-        login = httpx.get(f"{console['url']}/login", verify=str(state_dir / "certs" / "ca.crt"), timeout=10)  # the cluster CA signed what it serves
+        login = httpx.get(f"{console['url']}/login", verify=ssl.create_default_context(cafile=state_dir / "certs" / "ca.crt"), timeout=10)  # the cluster CA signed what it serves
         assert login.status_code == 200 and 'name="token"' in login.text, login.status_code
 
         status = _ridgeline("status", "--json", env=env)
