@@ -91,8 +91,8 @@ class CutNodeFromDatabase(Fault):
             info = next(i for i in client.cluster_info() if any(m.node_id == self._victim for m in i.members))
         metrics = next(m.metrics_address for m in info.members if m.node_id == self._victim)
         camps = sorted(o.basecamp_id for o in info.owners if o.node_id == self._victim)
-        # Lifts itself should this process die mid-drill: at the latest when the drill would give up.
         run.strike(f"blackhole the path of {self._victim} to its database (owner of {', '.join(camps)})")
+        # Lifts itself should this process die mid-drill: at the latest when the drill would give up.
         self._path.cut(lasting_seconds=run.times.fault + run.times.recovery_max)
         cut = time.monotonic()
         bound = cluster.spec.lease_ttl_seconds + 1.0
