@@ -111,10 +111,7 @@ def test_server_spans_end_as_the_call_did_continue_sampled_callers_and_record_no
                     with pytest.raises(grpc.RpcError) as refused:
                         get(pb.GetBookingRequest(booking_id=str(uuid.uuid4())), metadata=(("traceparent", traceparent),), timeout=10)
                     assert refused.value.code() == grpc.StatusCode.NOT_FOUND
-            deadline = time.monotonic() + 20
-            while len(spans := _wait_for_span(collector, GET)) < 2:
-                assert time.monotonic() < deadline, f"two spans expected within 20 s, got {spans}"
-                time.sleep(0.1)
+            spans = _wait_for_span(collector, GET, count=2)
         finally:
             node.stop(grace_seconds=1)
     garbled_span, continued = spans
@@ -163,10 +160,10 @@ def _spans_exported() -> float:
     return REGISTRY.get_sample_value("ridgeline_trace_spans_exported_total") or 0.0
 
 
-def _wait_for_span(collector: Collector, name: str, timeout_seconds: float = 20.0) -> list[ReceivedSpan]:
+def _wait_for_span(collector: Collector, name: str, timeout_seconds: float = 20.0, *, count: int = 1) -> list[ReceivedSpan]:
     deadline = time.monotonic() + timeout_seconds
-    while not (found := [s for s in collector.spans() if s.name == name and s.service == "ridgeline-tests"]):
-        assert time.monotonic() < deadline, f"no {name} span within {timeout_seconds} s"
+    while len(found := [s for s in collector.spans() if s.name == name and s.service == "ridgeline-tests"]) < count:
+        assert time.monotonic() < deadline, f"{count} {name} span(s) expected within {timeout_seconds} s, got {found}"
         time.sleep(0.1)
     return found
 
