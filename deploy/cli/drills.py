@@ -192,4 +192,9 @@ def _print_drill(run: DrillRun) -> None:
         )
     if run.audit is not None:
         print_report(run.audit, json_out=False, console=_console)
-    _console.print("[bold green]drill passed[/]" if run.passed else "[bold red]drill failed[/]")
+    if run.passed:
+        _console.print("[bold green]drill passed[/]")
+        return
+    _console.print("[bold red]drill failed[/]")
+    for reason in run.failures():
+        _console.print(f"  {reason}", markup=False)

@@ -34,7 +34,7 @@ from ridgeline.deploy.cluster.local_cluster import LocalCluster
 from ridgeline.deploy.drills.audit import AuditReport, check_acknowledged, run_audit
 from ridgeline.deploy.drills.load import LoadGenerator, LoadReport, LoadSettings
 from ridgeline.deploy.run.postgres import PostgresServer
-from ridgeline.routing import ClusterClient, ClusterUnreachable, UnknownBasecamp, night_range
+from ridgeline.routing import ClusterClient, night_range
 from ridgeline.routing.coordinator_set import CoordinatorSet
 from ridgeline.trust.credentials import Transport
 from ridgeline.v1 import booking_pb2 as pb
@@ -85,6 +85,18 @@ class DrillRun:
     @property
     def passed(self) -> bool:
         return self.error is None and self.recovered and self.audit is not None and self.audit.passed
+
+    def failures(self) -> list[str]:
+        """Why the drill failed, one line per reason (none when it passed): what a report ends with."""
+        reasons = [f"error: {self.error}"] if self.error else []
+        if not self.recovered:
+            stuck = next((e for _, e in reversed(self.timeline) if e.startswith("NOT recovered")), "no recovery measured")
+            reasons.append(f"recovery {self.recovery_seconds or '{}'} over the bound {self.recovery_bound_seconds:.1f} s: {stuck}")
+        if self.audit is None:
+            reasons.append("no audit ran")
+        elif not self.audit.passed:
+            reasons.append("audit failed: " + "; ".join(f"{c.invariant} in {c.where} ({c.count})" for c in self.audit.checks if not c.passed))
+        return reasons
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -376,6 +388,13 @@ class _NotYet(Exception):
     """A probe reached the cluster but the fault's effect is still there."""
 
 
+def _failure(error: Exception) -> str:
+    """A failed probe try in a line: a gRPC status by its code and details, anything else by its type."""
+    if isinstance(error, grpc.RpcError) and isinstance(error, grpc.Call):
+        return f"{error.code().name}: {error.details()}"
+    return f"{type(error).__name__}: {error}"
+
+
 def _gateway_faults(cluster: LocalCluster, faults: dict[str, object]) -> None:
     """Sets the gateway's faults as the cluster's operator (``PUT /admin/faults`` admits only ``sre``)."""
     if not cluster.spec.gateway_url:
@@ -488,7 +507,7 @@ def run_drill(
             probes.start(time.monotonic())
         # Never give up before the fault's own bound: a recovery inside it is a pass.
         run.recovery_seconds = probes.wait(max(times.recovery_max, run.recovery_bound_seconds))
-        run.note("recovered" if len(run.recovery_seconds) == len(affected) else "NOT recovered in time")
+        run.note("recovered" if len(run.recovery_seconds) == len(affected) else f"NOT recovered in time ({probes.last_failures()})")
         time.sleep(times.cooldown)
     except Exception as error:  # noqa: BLE001 - a drill reports its own failure
         run.error = f"{type(error).__name__}: {error}"
@@ -517,6 +536,8 @@ class _Probes:
     def __init__(self, seeds: list[str], transport: Transport, basecamps: list[str], run: DrillRun, probe: Callable[[ClusterClient, str, str, date], str]) -> None:
         self._seeds, self._transport, self._basecamps, self._run, self._try = seeds, transport, basecamps, run, probe
         self._recovered: dict[str, float] = {}
+        #: Per basecamp, how its latest failed try failed: what a drill that did not recover reports.
+        self._failures: dict[str, str] = {}
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
 
@@ -533,6 +554,11 @@ class _Probes:
         self._stop.set()
         return dict(self._recovered)
 
+    def last_failures(self) -> str:
+        """How each probe that never got through failed last (a drill report's only clue to why)."""
+        pending = [b for b in self._basecamps if b not in self._recovered]
+        return "; ".join(f"{b}: {self._failures.get(b, 'no try finished')}" for b in pending)
+
     def _probe(self, basecamp: str, since: float) -> None:
         rng = random.Random(basecamp)
         with ClusterClient(self._seeds, transport=self._transport, timeout_seconds=1.0, attempts_max=2) as client:
@@ -544,8 +570,11 @@ class _Probes:
                         camps = client.list_basecamps().basecamps
                         resource = next((b.resources[0].resource_id for b in camps if b.basecamp_id == basecamp), "")
                     note = self._try(client, basecamp, resource, night)
-                except (grpc.RpcError, ClusterUnreachable, UnknownBasecamp, _NotYet):
-                    time.sleep(0.1)  # not yet: the fault still bites
+                except Exception as error:  # noqa: BLE001 - not yet: the fault still bites, or what it left behind does
+                    # Anything a try raises is a failed try, never the probe's end: a thread that
+                    # died of an unforeseen exception would report "no recovery" and nothing else.
+                    self._failures[basecamp] = _failure(error)
+                    time.sleep(0.1)
                     continue
                 self._recovered[basecamp] = round(time.monotonic() - since, 2)
                 self._run.note(note)
