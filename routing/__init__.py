@@ -13,7 +13,7 @@ policy every room's retry loop uses.
 
 from ridgeline.routing import leases
 from ridgeline.routing.client import BookingClient, ClusterClient, DeskClient
-from ridgeline.routing.discovery import ClusterUnreachable, UnknownBasecamp, owner_hint
+from ridgeline.routing.discovery import ClusterUnreachable, UnknownBasecamp, failure_text, owner_hint
 from ridgeline.routing.leases import Fence, fence_json, fence_sql
 from ridgeline.routing.requests import book_request, hold_request, new_idempotency_key, night_range
 from ridgeline.routing.retry import RetryPolicy
@@ -29,6 +29,7 @@ __all__ = [
     "UnknownBasecamp",
     "book_request",
     "fence_json",
+    "failure_text",
     "fence_sql",
     "hold_request",
     "leases",

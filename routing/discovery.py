@@ -37,6 +37,16 @@ class UnknownBasecamp(LookupError):
     """No region of the cluster lists the basecamp."""
 
 
+def failure_text(failure: Exception) -> str:
+    """A failed call as people read it: ``NOT_FOUND: no booking …``, why the cluster did not
+    answer, or, for anything else, the exception's type and message (its type is the clue)."""
+    if isinstance(failure, grpc.RpcError) and isinstance(failure, grpc.Call):
+        return f"{failure.code().name}: {failure.details()}"
+    if isinstance(failure, (ClusterUnreachable, UnknownBasecamp)):
+        return str(failure)
+    return f"{type(failure).__name__}: {failure}"
+
+
 def owner_hint(error: grpc.RpcError) -> cpb.OwnerHint | None:
     """The OwnerHint in a refused call's status details, if there is one."""
     status = rpc_status.from_call(error)  # type: ignore[arg-type]

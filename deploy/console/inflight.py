@@ -18,7 +18,8 @@ from fastapi.responses import Response
 
 from ridgeline.deploy.console.guard import first, form_session, page_session
 from ridgeline.deploy.console.sessions import Session
-from ridgeline.deploy.console.views import FAILURES, choices, failure_text, render
+from ridgeline.deploy.console.views import FAILURES, choices, render
+from ridgeline.routing import failure_text
 from ridgeline.v1 import operator_pb2 as opb
 
 router = APIRouter()

@@ -16,7 +16,8 @@ from fastapi.responses import Response
 from ridgeline.deploy.console.backend import HEAT_MAP_NIGHTS_MAX, BookingSearch, ConsoleBackend
 from ridgeline.deploy.console.guard import page_session
 from ridgeline.deploy.console.sessions import Session
-from ridgeline.deploy.console.views import FAILURES, choices, failure_text, money, render, state_name, when
+from ridgeline.deploy.console.views import FAILURES, choices, money, render, state_name, when
+from ridgeline.routing import failure_text
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import operator_pb2 as opb
 

@@ -33,13 +33,6 @@ FAILURES = (grpc.RpcError, ClusterUnreachable, UnknownBasecamp)
 T = TypeVar("T")
 
 
-def failure_text(failure: Exception) -> str:
-    """A refused call as people read it: ``NOT_FOUND: no booking …``, or why the cluster did not answer."""
-    if isinstance(failure, grpc.RpcError) and hasattr(failure, "code"):
-        return f"{failure.code().name}: {failure.details()}"
-    return str(failure)
-
-
 def choices(read: Callable[[], list[T]]) -> list[T]:
     """A backend read for a form's choices: empty when the cluster does not answer (the page says what did not)."""
     try:

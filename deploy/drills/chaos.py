@@ -28,13 +28,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 
-import grpc
-
 from ridgeline.deploy.cluster.local_cluster import LocalCluster
 from ridgeline.deploy.drills.audit import AuditReport, check_acknowledged, run_audit
 from ridgeline.deploy.drills.load import LoadGenerator, LoadReport, LoadSettings
 from ridgeline.deploy.run.postgres import PostgresServer
-from ridgeline.routing import ClusterClient, night_range
+from ridgeline.routing import ClusterClient, failure_text, night_range
 from ridgeline.routing.coordinator_set import CoordinatorSet
 from ridgeline.trust.credentials import Transport
 from ridgeline.v1 import booking_pb2 as pb
@@ -388,13 +386,6 @@ class _NotYet(Exception):
     """A probe reached the cluster but the fault's effect is still there."""
 
 
-def _failure(error: Exception) -> str:
-    """A failed probe try in a line: a gRPC status by its code and details, anything else by its type."""
-    if isinstance(error, grpc.RpcError) and isinstance(error, grpc.Call):
-        return f"{error.code().name}: {error.details()}"
-    return f"{type(error).__name__}: {error}"
-
-
 def _gateway_faults(cluster: LocalCluster, faults: dict[str, object]) -> None:
     """Sets the gateway's faults as the cluster's operator (``PUT /admin/faults`` admits only ``sre``)."""
     if not cluster.spec.gateway_url:
@@ -573,7 +564,7 @@ class _Probes:
                 except Exception as error:  # noqa: BLE001 - not yet: the fault still bites, or what it left behind does
                     # Anything a try raises is a failed try, never the probe's end: a thread that
                     # died of an unforeseen exception would report "no recovery" and nothing else.
-                    self._failures[basecamp] = _failure(error)
+                    self._failures[basecamp] = failure_text(error)
                     time.sleep(0.1)
                     continue
                 self._recovered[basecamp] = round(time.monotonic() - since, 2)
