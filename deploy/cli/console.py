@@ -24,9 +24,11 @@ def console(
 ) -> None:
     """Serve the operator console until SIGTERM/SIGINT (prints a READY line with its URL once serving).
 
-    Log in with an sre token (`ridgeline token create --role sre --principal YOU`, or the
-    one `ridgeline up` writes to <state dir>/console.token). The console calls the cluster
-    over gRPC with the certificates directory's client.sre pair and serves HTTPS with its node pair.
+    Log in with an sre or desk token (`ridgeline token create --role sre --principal YOU`,
+    or the one `ridgeline up` writes to <state dir>/console.token); a desk token with a
+    --scope sees and acts on its own basecamps only. The console calls the cluster over gRPC
+    as the person logged in (their token, over the certificates directory's client.sre
+    pair) and serves HTTPS with its node pair.
     """
     from ridgeline.deploy.console.server import serve_until_signalled
 

@@ -13,17 +13,17 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from ridgeline.deploy.console import guard, inflight, pages
-from ridgeline.deploy.console.backend import ConsoleBackend
+from ridgeline.deploy.console.backend import ConsoleBackends
 from ridgeline.deploy.console.sessions import COOKIE, LOGIN_COOKIE, SESSION_TTL_SECONDS, LoginRefused, Session, SessionStore, login_csrf_matches, new_login_csrf
 from ridgeline.deploy.console.views import TEMPLATES
 
 _HERE = Path(__file__).parent
 
 
-def create_app(backend: ConsoleBackend, sessions: SessionStore, *, secure: bool = True) -> FastAPI:
-    """The app over ``backend`` (owned by the caller); ``secure`` False drops the cookies' Secure flag (an --insecure console on plain HTTP)."""
+def create_app(backends: ConsoleBackends, sessions: SessionStore, *, secure: bool = True) -> FastAPI:
+    """The app over ``backends`` (owned by the caller); ``secure`` False drops the cookies' Secure flag (an --insecure console on plain HTTP)."""
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.backend, app.state.sessions, app.state.secure = backend, sessions, secure
+    app.state.backends, app.state.sessions, app.state.secure = backends, sessions, secure
     app.middleware("http")(guard.secure_headers)
     app.add_exception_handler(guard.LoginRequired, lambda _request, error: guard.login_redirect(error))  # type: ignore[arg-type]
     app.add_exception_handler(guard.Refused, lambda _request, error: guard.refusal(error))  # type: ignore[arg-type]
@@ -51,6 +51,7 @@ def create_app(backend: ConsoleBackend, sessions: SessionStore, *, secure: bool 
     @app.post("/logout")
     def logout(posted: tuple[Session, dict[str, list[str]]] = Depends(guard.form_session)) -> Response:
         sessions.logout(posted[0].session_id)
+        backends.end(posted[0].session_id)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(COOKIE, path="/")
         return response

@@ -2,7 +2,8 @@
 
 Three tables from ``OperatorService.ListInFlight`` (stuck bookings older than the
 threshold, bookings waiting on a timer, trek legs in doubt) and the treks the leading
-coordinator lists as unfinished. The bulk form retries the settlement of every stuck
+coordinator lists as unfinished (for SREs: a desk follows its basecamps, and a trek spans
+regions). The bulk form retries the settlement of every stuck
 booking the filter selects; its answer is each booking's outcome as the node re-read it
 after the step (applied, still pending with the gateway's reason, …), not a "done".
 Each rendering of the form carries a fresh idempotency key: posting it twice (a reload)
@@ -18,7 +19,7 @@ from fastapi.responses import Response
 
 from ridgeline.deploy.console.guard import first, form_session, page_session
 from ridgeline.deploy.console.sessions import Session
-from ridgeline.deploy.console.views import FAILURES, choices, render
+from ridgeline.deploy.console.views import FAILURES, backend_of, choices, render
 from ridgeline.routing import failure_text
 from ridgeline.v1 import operator_pb2 as opb
 
@@ -39,7 +40,7 @@ def in_flight(request: Request, session: Session = Depends(page_session), region
 @router.post("/inflight/retry")
 def bulk_retry(request: Request, posted: tuple[Session, dict[str, list[str]]] = Depends(form_session)) -> Response:
     session, form = posted
-    backend = request.app.state.backend
+    backend = backend_of(request, session)
     region, basecamp_id, key = first(form, "region"), first(form, "basecamp_id"), first(form, "key")
     try:
         older_than = int(first(form, "older_than") or OLDER_THAN_DEFAULT_SECONDS)
@@ -47,9 +48,8 @@ def bulk_retry(request: Request, posted: tuple[Session, dict[str, list[str]]] = 
         older_than = 0
     if not key or not 1 <= older_than <= OLDER_THAN_MAX_SECONDS or not region:
         return _page(request, session, region, basecamp_id, older_than, error="INVALID_ARGUMENT: a bulk retry needs its form's key, a region and a threshold of 1 s to 7 days", status_code=400)
-    token = session.token if backend.transport.secure else None
     try:
-        reply = backend.operator.bulk_retry(region, key=key, basecamp_id=basecamp_id, stuck_seconds=older_than, reason=first(form, "reason") or "retried from the console", token=token)
+        reply = backend.operator.bulk_retry(region, key=key, basecamp_id=basecamp_id, stuck_seconds=older_than, reason=first(form, "reason") or "retried from the console")
     except FAILURES as failure:
         return _page(request, session, region, basecamp_id, older_than, error=failure_text(failure), status_code=502)
     return _page(request, session, region, basecamp_id, older_than, outcomes=list(reply.outcomes), truncated=reply.truncated)
@@ -59,7 +59,7 @@ def _page(
     request: Request, session: Session, region: str, basecamp_id: str, older_than: int, *, error: str | None = None, status_code: int = 200,
     outcomes: list[opb.ActionOutcome] | None = None, truncated: bool = False,
 ) -> Response:
-    backend = request.app.state.backend
+    backend = backend_of(request, session)
     tables: dict[str, list[opb.InFlightItem]] = {name: [] for name, _ in _KINDS}
     treks = []
     regions: list[str] = []
@@ -70,13 +70,14 @@ def _page(
             raise ValueError(f"the threshold must be 1 s to {OLDER_THAN_MAX_SECONDS} s, not {older_than}")
         for name, kind in _KINDS:
             tables[name] = list(backend.operator.in_flight(region, kind, older_than_seconds=older_than if kind != opb.IN_FLIGHT_KIND_WAITING_ON_TIMER else 0, basecamp_id=basecamp_id).items)
-        treks = backend.operator.unfinished_treks(older_than)
+        if backend.follows_treks:
+            treks = backend.operator.unfinished_treks(older_than)
     except ValueError as invalid:
         error = error or f"INVALID_ARGUMENT: {invalid}"
     except FAILURES as failure:
         error = error or failure_text(failure)
     return render(
         request, "inflight.html", session, status_code=status_code, error=error, region=region, regions=regions, basecamp_id=basecamp_id,
-        older_than=older_than, tables=tables, treks=treks, outcomes=outcomes, truncated=truncated, key=uuid.uuid4().hex,
+        older_than=older_than, tables=tables, treks=treks, follows_treks=backend.follows_treks, outcomes=outcomes, truncated=truncated, key=uuid.uuid4().hex,
         basecamps=[b for b in choices(backend.basecamps) if b.region == region],
     )

@@ -4,8 +4,9 @@ Every regional node serves OperatorService for its region, and any member answer
 and runs retries (the owner's settlement loop takes the step), so a call goes to a live
 member of the region; one that answers UNAVAILABLE is replaced by another after the
 cluster's view is refreshed, once. Actions carry the idempotency key the form was
-rendered with and the logged-in person's token, so a re-posted form repeats nothing and
-the actor on record is the person, not the console.
+rendered with, so a re-posted form repeats nothing; the channels carry the logged-in
+person's token (:class:`.backend.ConsoleBackends`), so the actor on record is the person,
+not the console.
 """
 
 from __future__ import annotations
@@ -52,14 +53,14 @@ class OperatorCalls:
     def timeline(self, region: str, booking_id: str) -> opb.BookingTimeline:
         return self._call(region, lambda stub: stub.GetTimeline, opb.GetTimelineRequest(booking_id=booking_id), READ_TIMEOUT_SECONDS)
 
-    def bulk_retry(self, region: str, *, key: str, basecamp_id: str, stuck_seconds: int, reason: str, token: str | None) -> opb.BulkActionResponse:
+    def bulk_retry(self, region: str, *, key: str, basecamp_id: str, stuck_seconds: int, reason: str) -> opb.BulkActionResponse:
         """Retries the settlement of every booking of ``region`` the filter selects; each outcome as re-read after its step."""
         assert key and stuck_seconds > 0, "a keyed bulk over stuck bookings"
         request = opb.BulkActionRequest(
             idempotency_key=key, action=opb.OPERATOR_ACTION_RETRY_SETTLEMENT, reason=reason, limit=BULK_LIMIT, wait_seconds=BULK_WAIT_SECONDS,
             filter=opb.BookingFilter(basecamp_id=basecamp_id, stuck_seconds=stuck_seconds),
         )
-        return self._call(region, lambda stub: stub.BulkAction, request, BULK_TIMEOUT_SECONDS, token=token)
+        return self._call(region, lambda stub: stub.BulkAction, request, BULK_TIMEOUT_SECONDS)
 
     def unfinished_treks(self, older_than_seconds: int) -> list[tpb.Trek]:
         """Treks not final and older than the threshold, from whichever coordinator leads (none: the cluster runs no coordinator)."""
@@ -68,12 +69,11 @@ class OperatorCalls:
         request = tpb.ListTreksRequest(stuck_after_seconds=max(older_than_seconds, 1), page_size=IN_FLIGHT_PAGE_SIZE)
         return list(self._coordinators.call("ListTreks", request, timeout_seconds=READ_TIMEOUT_SECONDS).treks)
 
-    def _call(self, region: str, method: Callable[[opb_grpc.OperatorServiceStub], Callable[..., Reply]], request: object, timeout: float, *, token: str | None = None) -> Reply:
-        metadata = (("authorization", f"Bearer {token}"),) if token else None
+    def _call(self, region: str, method: Callable[[opb_grpc.OperatorServiceStub], Callable[..., Reply]], request: object, timeout: float) -> Reply:
         for attempt in range(_ATTEMPTS_MAX):
             stub = opb_grpc.OperatorServiceStub(self._client.channel(self._client.region_member(region)))
             try:
-                return method(stub)(request, timeout=timeout, metadata=metadata)
+                return method(stub)(request, timeout=timeout)
             except grpc.RpcError as error:
                 if error.code() is not grpc.StatusCode.UNAVAILABLE or attempt + 1 == _ATTEMPTS_MAX:
                     raise

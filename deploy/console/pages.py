@@ -13,10 +13,10 @@ import grpc
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from ridgeline.deploy.console.backend import HEAT_MAP_NIGHTS_MAX, BookingSearch, ConsoleBackend
+from ridgeline.deploy.console.backend import HEAT_MAP_NIGHTS_MAX, BookingSearch
 from ridgeline.deploy.console.guard import page_session
 from ridgeline.deploy.console.sessions import Session
-from ridgeline.deploy.console.views import FAILURES, choices, money, render, state_name, when
+from ridgeline.deploy.console.views import FAILURES, backend_of, choices, money, render, state_name, when
 from ridgeline.routing import failure_text
 from ridgeline.v1 import booking_pb2 as pb
 from ridgeline.v1 import operator_pb2 as opb
@@ -29,13 +29,9 @@ STATES = ("held", "confirmed", "released", "expired", "cancelled")
 HEAT_MAP_NIGHTS_DEFAULT = 14
 
 
-def _backend(request: Request) -> ConsoleBackend:
-    return request.app.state.backend
-
-
 @router.get("/cluster")
 def cluster(request: Request, session: Session = Depends(page_session)) -> Response:
-    return render(request, "cluster.html", session, view=_backend(request).overview())
+    return render(request, "cluster.html", session, view=backend_of(request, session).overview())
 
 
 @router.get("/bookings")
@@ -43,7 +39,7 @@ def bookings(
     request: Request, session: Session = Depends(page_session), booking_id: str = "", customer_id: str = "", region: str = "", basecamp_id: str = "", state: str = "",
     night: str = "", workflow: str = "", page_token: str = "",
 ) -> Response:
-    backend = _backend(request)
+    backend = backend_of(request, session)
     search = BookingSearch(booking_id.strip(), customer_id.strip(), region, basecamp_id, state, night.strip(), workflow.strip(), page_token)
     found: list[pb.Booking] = []
     next_token, error = "", None
@@ -67,14 +63,15 @@ def bookings(
 @router.get("/bookings/{booking_id}")
 def booking(request: Request, booking_id: str, session: Session = Depends(page_session)) -> Response:
     try:
-        found = _backend(request).booking(booking_id)
+        found = backend_of(request, session).booking(booking_id)
     except FAILURES as failure:
         message = failure_text(failure)
-        status = 404 if isinstance(failure, grpc.RpcError) and failure.code() is grpc.StatusCode.NOT_FOUND else 502
+        code = failure.code() if isinstance(failure, grpc.RpcError) else None
+        status = {grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.PERMISSION_DENIED: 403}.get(code, 502)  # type: ignore[arg-type]
         return render(request, "booking.html", session, booking=None, error=message, status_code=status)
     trace_id, entries = found.payment.trace_id, None
     try:
-        full = _backend(request).timeline(found)
+        full = backend_of(request, session).timeline(found)
         trace_id, entries = full.trace_id or trace_id, operator_timeline(full)
     except grpc.RpcError as failure:
         if failure.code() is not grpc.StatusCode.UNIMPLEMENTED:  # a node before the operator API: the booking's own record
@@ -110,7 +107,7 @@ def booking_timeline(booking: pb.Booking) -> list[dict[str, str]]:
 
 @router.get("/availability")
 def availability(request: Request, session: Session = Depends(page_session), basecamp_id: str = "", start: str = "", nights: int = HEAT_MAP_NIGHTS_DEFAULT) -> Response:
-    backend = _backend(request)
+    backend = backend_of(request, session)
     camps = choices(backend.basecamps)
     rows, error = [], None
     first_night = date.today()

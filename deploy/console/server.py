@@ -3,7 +3,8 @@
 Browsers hold no client certificate, so unlike the cluster's other HTTPS surfaces the
 console's TLS asks for none: it presents the node pair (the cluster CA signs it for
 localhost and 127.0.0.1) and a person proves who they are by logging in with a token
-(:mod:`.sessions`). Calls to the cluster go out with the ``sre`` client pair. It serves as
+(:mod:`.sessions`). Calls to the cluster go out over the console's client pair, each with
+the token of the person whose page asked (:class:`.backend.ConsoleBackends`). It serves as
 ``deploy/run/asgi_serving.py`` does: a thread for uvicorn, exit 0 after a signal.
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from ridgeline.deploy.cluster.cluster_file import ClusterSpec
 from ridgeline.deploy.console.app import create_app
-from ridgeline.deploy.console.backend import ConsoleBackend
+from ridgeline.deploy.console.backend import ConsoleBackends
 from ridgeline.deploy.console.sessions import SessionStore
 from ridgeline.deploy.run import asgi_serving
 from ridgeline.trust.certs import CertsDir
@@ -36,15 +37,15 @@ def browser_ssl_context(certs: CertsDir) -> ssl.SSLContext:
 def serve_until_signalled(seeds: list[str], listen: str, calls: Transport, *, spec: ClusterSpec | None, drills_dir: Path | None) -> None:
     """Prints ``READY console https://host:port`` once pages are served, then blocks until a signal.
 
-    ``calls`` is how the console reaches the cluster (the ``sre`` pair, or insecure); an
+    ``calls`` is how the console reaches the cluster (its client pair, or insecure); an
     insecure console serves plain HTTP and admits any non-empty token, loudly logged.
     """
     calls.warn_if_insecure("the operator console")
-    backend = ConsoleBackend(seeds, calls, spec=spec, drills_dir=drills_dir)
+    backends = ConsoleBackends(seeds, calls, spec=spec, drills_dir=drills_dir)
     certs = calls.certs
     try:
         asgi_serving.serve_until_signalled(
-            create_app(backend, SessionStore(calls.ca_pem() if calls.secure else None), secure=calls.secure),
+            create_app(backends, SessionStore(calls.ca_pem() if calls.secure else None), secure=calls.secure),
             asgi_serving.bound_socket(listen),
             ready="console",
             scheme=calls.http_scheme,
@@ -52,4 +53,4 @@ def serve_until_signalled(seeds: list[str], listen: str, calls: Transport, *, sp
             ssl_context_factory=(lambda *_: browser_ssl_context(certs)) if certs is not None else None,
         )
     finally:
-        backend.close()
+        backends.close()

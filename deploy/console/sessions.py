@@ -30,8 +30,9 @@ LOGIN_COOKIE = "ridgeline_console_login"
 SESSION_TTL_SECONDS = 8 * 3600
 #: Beyond this many sessions the oldest is ended first: memory stays bounded.
 SESSIONS_MAX = 1000
-#: Who may use the console: it reads every booking and acts on stuck ones.
-ROLES = frozenset({Role.SRE})
+#: Who may use the console: SREs everywhere, desks within their scope (the servers apply it
+#: to every call the console makes as them). Planners and agencies have their own tools.
+ROLES = frozenset({Role.SRE, Role.DESK})
 _ID_BYTES = 32
 
 
@@ -44,7 +45,8 @@ class Session:
     session_id: str
     identity: Identity
     csrf: str
-    #: The token the person logged in with: forwarded on their actions, so the actor on record is theirs.
+    #: The token the person logged in with: every call the console makes for them carries it,
+    #: so the servers authorize it as them and the actor on record is theirs.
     token: str
     expires_at: float  # monotonic
 
@@ -68,7 +70,7 @@ class SessionStore:
         """A new session for the token's holder; LoginRefused when the token proves nothing or the wrong role."""
         token = token.strip()
         if not token:
-            raise LoginRefused("paste a token: `ridgeline token create --role sre --principal YOU` makes one")
+            raise LoginRefused("paste a token: `ridgeline token create --role sre --principal YOU` (or --role desk) makes one")
         identity = self._verify(token)
         if identity.role not in ROLES:
             raise LoginRefused(f"{identity.actor} may not use the console: it needs the role {', '.join(sorted(r.value for r in ROLES))}")

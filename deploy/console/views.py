@@ -13,6 +13,7 @@ from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from ridgeline.deploy.console.backend import ConsoleBackend
 from ridgeline.deploy.console.sessions import Session
 from ridgeline.routing import ClusterUnreachable, UnknownBasecamp
 from ridgeline.v1 import booking_pb2 as pb
@@ -26,6 +27,11 @@ def render(request: Request, template: str, session: Session | None, status_code
     """``template`` with the session's identity and CSRF token (every form carries it)."""
     base = {"who": session.identity.actor if session else None, "csrf": session.csrf if session else "", "path": request.url.path}
     return TEMPLATES.TemplateResponse(request, template, {**base, **context}, status_code=status_code)
+
+
+def backend_of(request: Request, session: Session) -> ConsoleBackend:
+    """The backend that calls the cluster as the session's person (their token on every call)."""
+    return request.app.state.backends.of(session.session_id, session.identity, session.token)
 
 
 #: What a page's calls to the cluster may fail with; the page then says what did not answer.

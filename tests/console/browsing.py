@@ -13,11 +13,12 @@ from ridgeline.routing import ClusterClient
 DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
 
 
-def log_in(page, cluster: LocalCluster, tmp_path: Path, *, shot: str | None = None) -> None:  # noqa: ANN001 - a playwright Page
+def log_in(page, cluster: LocalCluster, tmp_path: Path, *, shot: str | None = None, token: str | None = None) -> None:  # noqa: ANN001 - a playwright Page
+    """Logs in with ``token``, or the local sre's token that ``up`` wrote."""
     assert cluster.console is not None and cluster.console_token is not None
     page.goto(f"{cluster.console.url}/bookings")
     assert "/login" in page.url, f"a page without a login redirects to the login form, not {page.url}"
-    page.fill("#token", cluster.console_token.read_text().strip())
+    page.fill("#token", token or cluster.console_token.read_text().strip())
     if shot:
         screenshot(page, tmp_path, shot)
     page.click("#login button[type=submit]")
