@@ -66,8 +66,7 @@ def booking(request: Request, booking_id: str, session: Session = Depends(page_s
         found = backend_of(request, session).booking(booking_id)
     except FAILURES as failure:
         message = failure_text(failure)
-        code = failure.code() if isinstance(failure, grpc.RpcError) else None
-        status = {grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.PERMISSION_DENIED: 403}.get(code, 502)  # type: ignore[arg-type]
+        status = 404 if isinstance(failure, grpc.RpcError) and failure.code() is grpc.StatusCode.NOT_FOUND else 502
         return render(request, "booking.html", session, booking=None, error=message, status_code=status)
     trace_id, entries = found.payment.trace_id, None
     try:
