@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import logging
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -34,6 +35,8 @@ from sqlalchemy import Connection, text
 
 from ridgeline.global_coordinator.errors import NotLeader
 from ridgeline.global_coordinator.leadership import FENCE_REFUSED, decision_fence_sql
+
+_log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -268,7 +271,10 @@ def record_decision(
     ``trek`` is the fresh trek its planner drives (every leg pending, no charge). When this
     decision is the first, the result is what these writes made of ``trek``, without a
     read: no other writer touches an undecided trek's legs. When another decision stood
-    already (a GetDecision past the deadline, a cancel), the trek is read back here.
+    already (a GetDecision past the deadline, a cancel, a leader that took the trek over
+    while this planner was paused), the trek is read back here, and if that abort had
+    already ended the trek while a charge of this planner still stands, the trek goes back
+    to aborting (:func:`_reopen_for_refund`).
     """
     assert trek.decision is None and not trek.charges and all(leg.state is LegState.PENDING for leg in trek.legs), "a fresh trek"
     answers = {o.index: o for o in outcomes}
@@ -296,6 +302,8 @@ def record_decision(
     record_charges(conn, trek.trek_id, charges)
     reason = reason[:_TEXT_MAX]
     if not _insert_decision(conn, trek.trek_id, decision, reason, now, actor, epoch):
+        if charges:
+            _reopen_for_refund(conn, trek.trek_id, now)
         standing = load(conn, trek.trek_id)
         assert standing is not None and standing.decision is not None, "a decision row has its trek"
         return standing
@@ -334,6 +342,32 @@ def record_charges(conn: Connection, trek_id: str, charges: Sequence[ChargeRecor
             ),
             {"trek_id": trek_id, "charges": _json_rows(vars(charge) for charge in charges)},
         )
+
+
+def _reopen_for_refund(conn: Connection, trek_id: str, now: datetime) -> None:
+    """Invariant 4 for a charge that landed after its trek was aborted and ended.
+
+    A planner paused between its charge and its decision (SIGSTOP, a starved CPU) may find
+    that a leader took the trek over meanwhile, presumed abort, refunded what the provider
+    held *then* and ended it; if this planner then leads again, its fenced write succeeds
+    and records a charge nobody refunds. So a trek that ended aborted while a recorded charge
+    still stands goes back to ``aborting``, in the transaction that recorded the charge: the
+    planner's own drive, or after a crash the redriver (it lists every trek not final),
+    refunds it by reference and ends the trek again. A trek is ``aborted`` only with its
+    money at rest."""
+    reopened = conn.execute(
+        text(
+            """
+            UPDATE treks SET state = 'aborting', settled_at = NULL, updated_at = :now
+            WHERE trek_id = CAST(:trek_id AS UUID) AND state = 'aborted'
+              AND EXISTS (SELECT 1 FROM trek_charges AS c WHERE c.trek_id = treks.trek_id AND c.refunded_cents < c.amount_cents)
+            RETURNING 1
+            """
+        ),
+        {"trek_id": trek_id, "now": now},
+    ).first()
+    if reopened is not None:
+        _log.warning("trek %s: a charge landed after the trek was aborted; back to aborting so that it is refunded", trek_id)
 
 
 def _json_rows(rows: Iterable[dict[str, Any]]) -> str:

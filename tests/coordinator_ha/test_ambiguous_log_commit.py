@@ -14,9 +14,9 @@ import time
 import uuid
 from datetime import date, datetime, timedelta, timezone
 
-import grpc
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine, text
+from stand_ins import LandingParticipants
 
 from ridgeline.deploy.run.coordinator_process import transactor
 from ridgeline.global_coordinator import decision_log as log
@@ -24,7 +24,6 @@ from ridgeline.global_coordinator import leadership
 from ridgeline.global_coordinator.payments import LedgerCharge
 from ridgeline.global_coordinator.protocol import Coordinator, CoordinatorConfig
 from ridgeline.regional.storage.db import run_transaction
-from ridgeline.v1 import trek_pb2 as tpb
 
 _CUT_COMMITS = (
     "CREATE SEQUENCE commit_cuts",
@@ -37,27 +36,6 @@ _CUT_COMMITS = (
     """,
     "CREATE CONSTRAINT TRIGGER cut_commit AFTER INSERT ON trek_decisions DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION cut_commit()",
 )
-
-
-class _Legs:
-    """A participant whose every abort lands (the trek's legs were never prepared)."""
-
-    def __getattr__(self, method: str):  # noqa: ANN204 - AbortLeg
-        return lambda request, timeout: tpb.TrekLegReply(trek_id=request.trek_id, leg_index=request.leg_index)
-
-
-class _Participants:
-    def region_of(self, basecamp_id: str) -> str | None:
-        return "eu-alps"
-
-    def leg_stub(self, region: str, basecamp_id: str) -> _Legs:
-        return _Legs()
-
-    def redirected(self, error: grpc.RpcError, basecamp_id: str) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
 
 
 class _NoCharges:
@@ -90,7 +68,7 @@ def test_a_decision_whose_commit_is_cut_twice_lands_once_when_the_coordinator_ru
             conn.execute(text(statement))
     before = _unknown_outcomes()
     config = CoordinatorConfig(advertise_target="127.0.0.1:1", node_id="coordinator-test", redrive_interval_seconds=3600)
-    coordinator = Coordinator(config, transactor(log_engine), _Participants(), _NoCharges())
+    coordinator = Coordinator(config, transactor(log_engine), LandingParticipants(), _NoCharges())
     coordinator.start()  # takes the lease and re-drives the overdue trek at once: presumed abort
     try:
         until = time.monotonic() + 20
