@@ -70,7 +70,7 @@ class RegionalNode:
         _require_schema_at_head(self._engine)
         self._catalog = CatalogView(self._engine, config.region)
         self._health = health.HealthServicer()
-        #: Mutual TLS for every port and every call the node makes (ARCHITECTURE.md §7).
+        #: Mutual TLS for every port and every call the node makes (ARCHITECTURE.md §8).
         self.transport = Transport.serving(config.certs_dir, insecure=config.insecure, what=f"node {config.node_id}")
         # Metrics outermost (they count refusals too); identity before decoding, so an
         # unidentified caller learns nothing about what its bytes would have done.

@@ -20,7 +20,7 @@ __all__ = ["Identity", "Role", "current", "acting_as", "actor_of", "node_actor",
 
 
 class Role(enum.StrEnum):
-    """The roles of ARCHITECTURE.md §7; each RPC and HTTP route names the roles it admits."""
+    """The roles of ARCHITECTURE.md §8; each RPC and HTTP route names the roles it admits."""
 
     DESK = "desk"  # a regional booking desk, optionally scoped to basecamps or regions
     AGENCY = "agency"  # a partner agency: sees and changes only the bookings it made

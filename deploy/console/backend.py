@@ -8,7 +8,7 @@ RPC gives belongs in a proto first.
 Every logged-in person gets a backend of their own (:class:`ConsoleBackends`) whose calls
 carry the token they logged in with: the servers authorize each read and each action as
 that person, so a desk scoped to its basecamps sees and retries only theirs, by the same
-rules (ARCHITECTURE.md §7) that bind it everywhere else, and the actor on record is the
+rules (ARCHITECTURE.md §8) that bind it everywhere else, and the actor on record is the
 person. The console's own client pair only opens the TLS connection.
 """
 
@@ -167,10 +167,6 @@ class ConsoleBackends:
         self._seeds, self._transport, self._spec, self._drills_dir = seeds, transport, spec, drills_dir
         self._open: OrderedDict[str, ConsoleBackend] = OrderedDict()
         self._lock = threading.Lock()
-
-    @property
-    def secure(self) -> bool:
-        return self._transport.secure
 
     def of(self, session_id: str, identity: Identity, token: str) -> ConsoleBackend:
         """The backend of the person logged in as ``session_id``, whose calls carry ``token``."""
