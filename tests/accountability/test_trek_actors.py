@@ -11,9 +11,9 @@ import uuid
 from collections.abc import Iterator
 from datetime import date, timedelta
 
-import grpc
 import pytest
 from sqlalchemy import Engine
+from trek_stand_ins import LandingLegs, LandingParticipants
 
 from ridgeline.deploy.run.postgres import PostgresServer
 from ridgeline.global_coordinator import decision_log as log
@@ -29,29 +29,12 @@ from ridgeline.v1 import trek_pb2 as tpb
 PLANNER = "planner:bob"
 
 
-class _AgreeingLegs:
+class _AgreeingLegs(LandingLegs):
     """A participant stub that prepares every leg (free of charge) and lands every move."""
 
     def PrepareLeg(self, request: tpb.PrepareLegRequest, timeout: float) -> tpb.TrekLegReply:  # noqa: N802 - the RPC's name
         booking = pb.Booking(booking_id=str(uuid.uuid4()), total_price_cents=0, currency="EUR")
         return tpb.TrekLegReply(trek_id=request.trek_id, leg_index=request.leg_index, state=tpb.LEG_STATE_PREPARED, booking=booking)
-
-    def __getattr__(self, method: str):  # noqa: ANN204 - CommitLeg, AbortLeg, CancelLeg
-        return lambda request, timeout: tpb.TrekLegReply(trek_id=request.trek_id, leg_index=request.leg_index)
-
-
-class _Participants:
-    def region_of(self, basecamp_id: str) -> str | None:
-        return "eu-alps"
-
-    def leg_stub(self, region: str, basecamp_id: str) -> _AgreeingLegs:
-        return _AgreeingLegs()
-
-    def redirected(self, error: grpc.RpcError, basecamp_id: str) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
 
 
 class _NoPayments:
@@ -76,7 +59,7 @@ def engine(region_servers: dict[str, PostgresServer]) -> Iterator[Engine]:
 @pytest.fixture
 def coordinator(engine: Engine) -> Iterator[Coordinator]:
     config = CoordinatorConfig(advertise_target="127.0.0.1:1", node_id="coordinator-test", redrive_interval_seconds=3600)
-    made = Coordinator(config, lambda work: run_transaction(engine, work), _Participants(), _NoPayments())
+    made = Coordinator(config, lambda work: run_transaction(engine, work), LandingParticipants(_AgreeingLegs()), _NoPayments())
     made.start()
     yield made
     made.stop()

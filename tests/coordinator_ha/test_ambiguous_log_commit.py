@@ -10,13 +10,12 @@ the same write run twice: the second finds the first's row and answers it.
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import date, datetime, timedelta, timezone
 
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine, text
-from stand_ins import LandingParticipants
+from trek_stand_ins import LandingParticipants, drive_until_final
 
 from ridgeline.deploy.run.coordinator_process import transactor
 from ridgeline.global_coordinator import decision_log as log
@@ -68,15 +67,8 @@ def test_a_decision_whose_commit_is_cut_twice_lands_once_when_the_coordinator_ru
             conn.execute(text(statement))
     before = _unknown_outcomes()
     config = CoordinatorConfig(advertise_target="127.0.0.1:1", node_id="coordinator-test", redrive_interval_seconds=3600)
-    coordinator = Coordinator(config, transactor(log_engine), LandingParticipants(), _NoCharges())
-    coordinator.start()  # takes the lease and re-drives the overdue trek at once: presumed abort
-    try:
-        until = time.monotonic() + 20
-        while time.monotonic() < until and not coordinator.get(trek.trek_id).final:
-            time.sleep(0.05)
-        ended = coordinator.get(trek.trek_id)
-    finally:
-        coordinator.stop()
+    # It takes the lease and re-drives the overdue trek at once: presumed abort.
+    ended = drive_until_final(Coordinator(config, transactor(log_engine), LandingParticipants(), _NoCharges()), trek.trek_id, 20)
     assert ended.state is log.TrekState.ABORTED and ended.decision is log.Decision.ABORT, ended
     rows = run_transaction(log_engine, lambda conn: conn.execute(text("SELECT epoch FROM trek_decisions WHERE trek_id = :t"), {"t": trek.trek_id}).all())
     assert [row.epoch for row in rows] == [1], "one decision, under the leading epoch"

@@ -20,7 +20,7 @@ from datetime import date, datetime, timedelta, timezone
 
 from gateway_process import Gateway
 from sqlalchemy import Engine, text
-from stand_ins import LandingParticipants
+from trek_stand_ins import LandingParticipants, drive_until_final
 
 from ridgeline.deploy.run.coordinator_process import GatewayPayments, transactor
 from ridgeline.global_coordinator import decision_log as log
@@ -78,15 +78,7 @@ def test_a_charge_recorded_after_another_leader_ended_the_trek_aborted_is_refund
 
         # A coordinator that leads next (after A's lease lapses) redrives it: refund, then aborted again.
         config = CoordinatorConfig(advertise_target="127.0.0.1:1", node_id="coordinator-c", redrive_interval_seconds=0.2, lease_ttl_seconds=TTL_SECONDS, heartbeat_interval_seconds=0.1)
-        coordinator = Coordinator(config, transactor(log_engine), LandingParticipants(), payments)
-        coordinator.start()
-        try:
-            until = time.monotonic() + 30
-            while time.monotonic() < until and not coordinator.get(trek.trek_id).final:
-                time.sleep(0.05)
-            ended = coordinator.get(trek.trek_id)
-        finally:
-            coordinator.stop()
+        ended = drive_until_final(Coordinator(config, transactor(log_engine), LandingParticipants(), payments), trek.trek_id, 30)
         assert ended.state is log.TrekState.ABORTED, ended
         ledger = payments.charges_for(trek.trek_id)
         assert [(c.amount_cents, c.refunded_cents) for c in ledger] == [(PRICE_CENTS, PRICE_CENTS)], f"the provider refunded the late charge: {ledger}"
