@@ -1,8 +1,9 @@
 """A desk in the console: it logs in with a desk token scoped to one basecamp and sees, in a
 real headless browser, only that basecamp's bookings and in-flight work, because every call
 the console makes for it carries its token and the servers apply its scope (not the
-console). A booking of another basecamp is not found, as the servers answer it; treks, which span regions,
-stay with the SREs; a planner's token does not open the console at all."""
+console). A booking of another basecamp is not found, as the servers answer it; treks,
+which span regions, stay with the SREs; a planner's or an agency's token does not open
+the console at all."""
 
 from __future__ import annotations
 
