@@ -16,7 +16,7 @@ from certificates import SessionCerts
 from invariants import query
 from typer.testing import CliRunner
 
-from ridgeline.deploy.cli import app
+from ridgeline.deploy.cli import app, render
 from ridgeline.regional.node import RegionalNode
 
 runner = CliRunner()
@@ -97,9 +97,13 @@ def test_book_hands_the_stay_to_settlement_and_stuck_lists_it(alps_node: Regiona
     assert result.exit_code == 2 and "--stuck must look like" in result.output
 
 
-def test_tables_render_for_people(alps_node: RegionalNode, certs: SessionCerts) -> None:
+def test_tables_render_for_people(alps_node: RegionalNode, certs: SessionCerts, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A wide terminal, set on the CLI's console itself: rich reads COLUMNS once, when the console is
+    # made at import, so COLUMNS in this invocation's environment would depend on which test (or
+    # which pytest worker's environment) imported the CLI first.
+    monkeypatch.setattr(render.console, "width", 160)
     # The certificates found through the environment this time, as an operator's shell would set it.
-    result = runner.invoke(app, ["basecamps", "--target", alps_node.address], env={"COLUMNS": "160", "RIDGELINE_CERTS_DIR": certs.dir})
+    result = runner.invoke(app, ["basecamps", "--target", alps_node.address], env={"RIDGELINE_CERTS_DIR": certs.dir})
     assert result.exit_code == 0
     assert "Refuge d'Argentière" in result.stdout and "argentiere-guide" in result.stdout
 
