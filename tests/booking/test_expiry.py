@@ -27,6 +27,10 @@ from ridgeline.routing.client import BookingClient
 from ridgeline.routing.clock import utc_now
 from ridgeline.v1 import booking_pb2 as pb
 
+#: Bound by wall-clock time (recovery, expiry, grace): run alone, after the parallel phase (Makefile).
+pytestmark = pytest.mark.serial
+
+
 BASECAMP = "argentiere"
 GUIDE, GUIDE_CAPACITY = "argentiere-guide", 6
 LOCKER = "argentiere-locker"

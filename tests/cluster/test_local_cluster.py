@@ -24,6 +24,10 @@ from ridgeline.deploy.cluster.local_cluster import bring_down
 from ridgeline.deploy.run.processes import alive, command_line, free_port
 from ridgeline.trust.credentials import Transport
 
+#: Bound by wall-clock time (recovery, expiry, grace): run alone, after the parallel phase (Makefile).
+pytestmark = pytest.mark.serial
+
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "cluster" / "examples"
 
 

@@ -26,6 +26,10 @@ from ridgeline.deploy.cluster.scrape import scrape_coordinator
 from ridgeline.deploy.run.postgres import PostgresServer
 from ridgeline.global_coordinator.leadership import FROZEN_CLOCK_ENV
 
+#: Bound by wall-clock time (recovery, expiry, grace): run alone, after the parallel phase (Makefile).
+pytestmark = pytest.mark.serial
+
+
 #: A loaded 2-core machine delays the follower's heartbeat and the old leader's connections' end.
 SLACK_SECONDS = 1.5
 

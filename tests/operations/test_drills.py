@@ -17,6 +17,10 @@ from ridgeline.deploy.cluster.coordinator_spec import CoordinatorSpec
 from ridgeline.deploy.cluster.local_cluster import LocalCluster
 from ridgeline.deploy.drills.chaos import DRILLS, DrillRun, DrillTimes, _Probes, basecamps_of, run_drill
 
+#: Bound by wall-clock time (recovery, expiry, grace): run alone, after the parallel phase (Makefile).
+pytestmark = pytest.mark.serial
+
+
 SHORT = DrillTimes(warmup=1.5, fault=3.5, recovery_max=20.0, cooldown=1.0)
 
 

@@ -20,6 +20,10 @@ from ridgeline.deploy.cluster.local_cluster import LocalCluster
 from ridgeline.deploy.drills.chaos import DRILLS, DrillTimes, run_drill
 from ridgeline.deploy.run.processes import alive
 
+#: Bound by wall-clock time (recovery, expiry, grace): run alone, after the parallel phase (Makefile).
+pytestmark = pytest.mark.serial
+
+
 SHORT = DrillTimes(warmup=1.5, fault=3.0, recovery_max=20.0, cooldown=1.0)
 
 

@@ -27,6 +27,10 @@ from ridgeline.flows.crash_points import AFTER_CHARGE, AFTER_CONFIRM, CRASH_ENV
 from ridgeline.regional.config import NodeConfig
 from ridgeline.routing.client import BookingClient
 
+#: Bound by wall-clock time (recovery, expiry, grace): run alone, after the parallel phase (Makefile).
+pytestmark = pytest.mark.serial
+
+
 SWEEP_INTERVAL_SECONDS = 2.0
 SWEEP_SLACK_SECONDS = 1.5
 
