@@ -6,6 +6,7 @@ option, before the subcommand) or RIDGELINE_CERTS_DIR; the demo makes its own.""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from datetime import date, timedelta
@@ -114,6 +115,7 @@ def test_demo_starts_a_node_on_its_own_database_and_books_a_stay(tmp_path: Path)
         capture_output=True,
         text=True,
         timeout=180,
+        env={**os.environ, "COLUMNS": "400"},  # rich wraps a long path mid-word at its default 80 columns
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "listening on 127.0.0.1:" in completed.stdout
@@ -121,7 +123,7 @@ def test_demo_starts_a_node_on_its_own_database_and_books_a_stay(tmp_path: Path)
     assert "ch_" in completed.stdout, "the tour's booking was charged by the settle flow (its charge id is shown)"
     # Secure by default: the demo made its own CA and pairs, keys private, and toured as the desk over them.
     certs = tmp_path / "demo" / "certs"
-    assert f"made a local CA and certificates in {certs}" in " ".join(completed.stdout.split())  # rich wraps long lines
+    assert f"made a local CA and certificates in {certs}" in " ".join(completed.stdout.split())
     assert {p.name for p in certs.iterdir()} >= {"ca.crt", "ca.key", "node.crt", "node.key", "client.desk.crt", "client.desk.key"}
     assert all(key.stat().st_mode & 0o777 == 0o600 for key in certs.glob("*.key"))
     assert "--insecure" not in completed.stdout + completed.stderr
