@@ -102,7 +102,8 @@ def test_tables_render_for_people(alps_node: RegionalNode, certs: SessionCerts, 
     # A wide terminal, set on the CLI's console itself: rich reads COLUMNS once, when the console is
     # made at import, so COLUMNS in this invocation's environment would depend on which test (or
     # which pytest worker's environment) imported the CLI first.
-    monkeypatch.setattr(render.console, "width", 160)
+    # (`_width`, not the `width` property: undoing a property would freeze the width it read.)
+    monkeypatch.setattr(render.console, "_width", 160)
     # The certificates found through the environment this time, as an operator's shell would set it.
     result = runner.invoke(app, ["basecamps", "--target", alps_node.address], env={"RIDGELINE_CERTS_DIR": certs.dir})
     assert result.exit_code == 0
