@@ -4,6 +4,7 @@ setting up bookings that the API cannot make (holds placed in the past)."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,7 @@ from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.storage.db import run_transaction
 from ridgeline.routing import ClusterClient, leases
 from ridgeline.routing.client import BookingClient
+from ridgeline.routing.retry import RetryPolicy
 from ridgeline.trust.credentials import Transport
 
 T = TypeVar("T")
@@ -46,6 +48,21 @@ def outcome(call: Callable[[], Reply]) -> Outcome[Reply]:
         return Outcome(OK, call(), "")
     except grpc.RpcError as error:
         return Outcome(error.code(), None, error.details() or "")
+
+
+def retrying_aborted(call: Callable[[], Reply], policy: RetryPolicy = RetryPolicy(attempts_max=8, backoff_base_seconds=0.05, backoff_cap_seconds=1.0)) -> Reply:
+    """``call`` (one request, so one idempotency key) repeated while it answers ABORTED, as
+    every Ridgeline client does (``routing.route``): a transaction that lost to concurrent
+    writers more often than the node retries is the caller's to retry, and a test that
+    drives a raw stub under a storm owes the same courtesy."""
+    for attempt in range(1, policy.attempts_max + 1):
+        try:
+            return call()
+        except grpc.RpcError as error:
+            if error.code() is not grpc.StatusCode.ABORTED or attempt == policy.attempts_max:
+                raise
+            time.sleep(policy.backoff_seconds(attempt))
+    raise AssertionError("unreachable: the loop returns or raises")
 
 
 def night(days_ahead: int) -> date:

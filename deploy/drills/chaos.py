@@ -120,6 +120,22 @@ class Fault:
     #: What of the cluster the drill touches, and how it puts it back (`chaos list` shows it).
     acts_on: str
 
+    def __init__(self) -> None:
+        #: Per probed target, the idempotency key and night of a probe write still unfinished.
+        self._unfinished: dict[str, tuple[str, date]] = {}
+
+    def _probe_write(self, target: str, night: date) -> tuple[str, date]:
+        """The key and night of the probe write at ``target``: the unfinished one again, else a new one.
+
+        A probe write that is still settling when its try ends (a Book not yet paid, a trek
+        not yet decided) is asked about again under its key, not replaced: a new write would
+        start its wait over, on a loaded machine past the bound, and time a recovery that had
+        already happened. Call :meth:`_probe_done` once the write has an outcome."""
+        return self._unfinished.setdefault(target, (str(uuid.uuid4()), night))
+
+    def _probe_done(self, target: str) -> None:
+        self._unfinished.pop(target, None)
+
     def prepare(self, cluster: LocalCluster, run: DrillRun) -> None:
         """Sets the stage before the load starts (e.g. a node moved behind fault proxies); most faults need none."""
 
@@ -242,11 +258,15 @@ class _SettlementFault(Fault):
         return 15.0
 
     def probe(self, client: ClusterClient, cluster: LocalCluster, basecamp: str, resource: str, night: date) -> str:
+        key, night = self._probe_write(basecamp, night)
         # Settling takes a flow run and a gateway call: wait for it longer than a hold probe's deadline.
         with ClusterClient([r.address for r in cluster.nodes.values()], transport=cluster.client_transport("desk"), timeout_seconds=_SETTLE_PROBE_SECONDS) as patient:
-            booking = patient.book(basecamp, resource, night, night + timedelta(days=1), 1, "drill-probe", hold_ttl_seconds=60, wait=True)
-        if booking.state != pb.BOOKING_STATE_CONFIRMED:
+            booking = patient.book(basecamp, resource, night, night + timedelta(days=1), 1, "drill-probe", hold_ttl_seconds=60, wait=True, idempotency_key=key)
+        if booking.state == pb.BOOKING_STATE_HELD:
             raise _NotYet(f"booking {booking.booking_id[:8]} not settled yet")
+        self._probe_done(basecamp)
+        if booking.state != pb.BOOKING_STATE_CONFIRMED:  # payment refused, or the hold lapsed: a new Book next try
+            raise _NotYet(f"booking {booking.booking_id[:8]} ended {pb.BookingState.Name(booking.state)}")
         return f"a Book at {basecamp} is paid and confirmed again ({booking.booking_id[:8]})"
 
 
@@ -256,6 +276,7 @@ class GatewayFault(_SettlementFault):
     acts_on = "the payment gateway: faults set through its admin API, then cleared"
 
     def __init__(self, name: str, hypothesis: str, faults: dict[str, object]) -> None:
+        super().__init__()
         self.name, self.hypothesis, self._faults = name, hypothesis, faults
 
     def inject(self, cluster: LocalCluster, run: DrillRun) -> list[str]:
@@ -316,9 +337,11 @@ class KillCoordinator(Fault):
 
     def probe(self, client: ClusterClient, cluster: LocalCluster, basecamp: str, resource: str, night: date) -> str:
         assert cluster.coordinators, "a trek probe needs a coordinator"
+        key, night = self._probe_write("trek", night)
         # Whichever coordinator leads answers; a paused one is given up on after a few seconds.
         with CoordinatorSet([run.address for run in cluster.coordinators.values()], cluster.client_transport("planner")) as coordinators:
-            camps = client.list_basecamps().basecamps
+            # Sorted: a repeat of an unfinished probe trek must name the same legs as its key's first.
+            camps = sorted(client.list_basecamps().basecamps, key=lambda c: c.basecamp_id)
             # The first and the last region: a cut drill cuts the last one.
             regions = list(dict.fromkeys([cluster.spec.regions[0].name, cluster.spec.regions[-1].name]))
             # A listing answered while a region's nodes are unreachable may lack its basecamps.
@@ -331,10 +354,13 @@ class KillCoordinator(Fault):
                 for i, camp in enumerate([next(c for c in camps if c.region == r) for r in regions])
             ]
             trek = coordinators.stub(attempt_timeout_seconds=_TREK_PROBE_ATTEMPT_SECONDS).PlanTrek(
-                tpb.PlanTrekRequest(idempotency_key=str(uuid.uuid4()), customer_id="drill-probe", legs=legs, wait=True), timeout=10
+                tpb.PlanTrekRequest(idempotency_key=key, customer_id="drill-probe", legs=legs, wait=True), timeout=10
             )
-        if trek.decision != tpb.DECISION_COMMIT:
-            raise _NotYet(f"trek {trek.trek_id[:8]} not committed yet")
+        if trek.decision in (tpb.DECISION_UNSPECIFIED, tpb.DECISION_PENDING):
+            raise _NotYet(f"trek {trek.trek_id[:8]} not decided yet")
+        self._probe_done("trek")
+        if trek.decision != tpb.DECISION_COMMIT:  # aborted (a leg unreachable at its deadline): a new trek next try
+            raise _NotYet(f"trek {trek.trek_id[:8]} aborted")
         return f"a trek commits again ({trek.trek_id[:8]})"
 
 

@@ -71,6 +71,7 @@ class CutNodeFromDatabase(Fault):
     )
 
     def __init__(self) -> None:
+        super().__init__()
         self._path: ProxiedDatabase | None = None
         self._victim = ""
 
