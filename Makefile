@@ -23,9 +23,10 @@ demo: setup
 up: setup
 	$(BIN)/ridgeline up
 
-# Two phases, both always run: everything without a wall-clock bound on three workers (one
-# module per worker, so a module's fixtures stay together), then the `serial` tests alone,
-# because their recovery and expiry bounds are measured on a machine that is not saturated.
+# Two phases, both always run: everything without a wall-clock bound on three workers (each
+# module, or each directory tests/conftest.py names, on one worker, so that its fixtures
+# start once), then the `serial` tests alone, because their recovery and expiry bounds are
+# measured on a machine that is not saturated.
 test: setup
 	status=0; \
 	$(BIN)/python -m pytest -n 3 --dist loadfile -m 'not serial and not bench_peers' || status=$$?; \

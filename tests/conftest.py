@@ -36,6 +36,32 @@ TEMPLATE = "ridgeline_template"
 _database_numbers = itertools.count()
 
 
+#: Test directories whose modules share a session fixture that costs a whole cluster start
+#: (the console's): ``make test`` runs each such directory on one worker.
+ONE_WORKER_DIRECTORIES = frozenset({"console"})
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """``--dist loadfile`` (``make test``'s parallel phase) with the modules of each directory
+    in ``ONE_WORKER_DIRECTORIES`` on one worker, where a session fixture they share starts
+    once: the console's cluster took a minute or more to start on each of three workers.
+
+    Not ``--dist loadgroup`` with ``xdist_group`` marks: pytest-xdist 3.8 marks a group by
+    rewriting ``item._nodeid``, which pytest 9.2 no longer reads, so its groups are ignored.
+    """
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class FileOrDirectory(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:  # the scope a test is scheduled with
+            module = nodeid.split("::", 1)[0]
+            directory = module.rpartition("/")[0]
+            return directory if directory.rpartition("/")[2] in ONE_WORKER_DIRECTORIES else module
+
+    return FileOrDirectory(config, log)
+
+
 @pytest.fixture(scope="session")
 def region_servers() -> Iterator[dict[str, PostgresServer]]:
     """One PostgreSQL cluster per region on free loopback ports, each with a prepared template."""
