@@ -36,6 +36,7 @@ from ridgeline.deploy.cluster.cluster_file import ClusterSpec, render_cluster_fi
 from ridgeline.deploy.cluster.ha_databases import HaDatabases
 from ridgeline.deploy.drills.fault_control import FaultControlServer, FaultPath, RemoteFaultPath
 from ridgeline.deploy.drills.fault_proxy import FaultProxy
+from ridgeline.deploy.run.faults_in_force import FAULTS_DIR, FaultInForce
 from ridgeline.deploy.run.postgres import PostgresServer
 from ridgeline.deploy.run.prefect_server import PrefectServer
 from ridgeline.deploy.run.processes import AdoptedProcess, NotReady, ProcessHandle, ReadyChild, alive, command_line, keep_clear, ridgeline_command, spawn_ready
@@ -213,6 +214,7 @@ class LocalCluster:
         if existing:  # a killed `up` left it: stop whatever of that run still lives
             self._progress(bring_down(self.state_dir))
         shutil.rmtree(self.state_dir / HOLDS_DIR, ignore_errors=True)
+        shutil.rmtree(self.state_dir / FAULTS_DIR, ignore_errors=True)  # a fresh start has no fault in force
         private_dir(self.state_dir)  # state, cluster file, logs, spool, certificates, database secrets
         private_dir(self.state_dir / "logs")
         if not self.insecure and ensure_local(self.certs):
@@ -351,7 +353,7 @@ class LocalCluster:
 
     def _supervise(self) -> None:
         """Hands every part this process started to a supervisor (see the module docstring)."""
-        supervisor = Supervisor(self.state_dir, report=self._report or _log.warning, changed=self._write_state)
+        supervisor = Supervisor(self.state_dir, report=self._report or _log.warning, changed=self._write_state, lift=self.lift_fault)
         for node_id, run in self.nodes.items():
             supervisor.watch(f"node:{node_id}", ProcessPart(lambda n=node_id: self.nodes[n].process, lambda r=run: self._start_node(r.node_id, r.region, r.address)))
         for coordinator_id in self.coordinators:  # each coordinator's part is its id
@@ -367,6 +369,33 @@ class LocalCluster:
             supervisor.watch("console", ProcessPart(lambda: self.console.process if self.console else None, self._restart_console))
         self._supervisor = supervisor
         supervisor.start()
+
+    def set_gateway_faults(self, faults: dict[str, object]) -> None:
+        """Sets the gateway's run-time faults (``{}`` clears them) as the cluster's operator:
+        ``PUT /admin/faults`` admits only ``sre``."""
+        if not self.spec.gateway_url:
+            raise RuntimeError("this cluster runs no payment gateway")
+        with self.client_transport("sre").http_client(self.spec.gateway_url, timeout_seconds=10) as http:
+            reply = http.put("/admin/faults", json=faults)
+        if reply.status_code != 200:
+            raise RuntimeError(f"the gateway refused faults {faults}: {reply.status_code} {reply.text}")
+
+    def lift_fault(self, fault: FaultInForce) -> None:
+        """Undoes a fault whose drill died before it did (:mod:`..run.faults_in_force`); the
+        supervisor calls it. Each way is idempotent."""
+        how = fault.lift
+        if how["lift"] == "sigcont":
+            pid, args = int(how["pid"]), command_line(int(how["pid"])).split()
+            if ["--node-id", how["node_id"]] in (args[i : i + 2] for i in range(len(args))):  # else gone, or the pid is another's now
+                os.kill(pid, signal.SIGCONT)
+        elif how["lift"] == "gateway":
+            self.set_gateway_faults({})
+        elif how["lift"] == "database":
+            database = self.databases[how["region"]]
+            if not database.running:
+                database.start()
+        else:
+            raise ValueError(f"{fault.name}: no way to lift {how}")
 
     def _restart_gateway(self) -> None:
         """The gateway again on its port and database: the nodes keep paying where they did."""

@@ -31,6 +31,7 @@ from datetime import date, timedelta
 from ridgeline.deploy.cluster.local_cluster import LocalCluster
 from ridgeline.deploy.drills.audit import AuditReport, check_acknowledged, run_audit
 from ridgeline.deploy.drills.load import LoadGenerator, LoadReport, LoadSettings
+from ridgeline.deploy.run import faults_in_force
 from ridgeline.deploy.run.postgres import PostgresServer
 from ridgeline.routing import ClusterClient, failure_text, night_range
 from ridgeline.routing.coordinator_set import CoordinatorSet
@@ -215,10 +216,10 @@ class PauseNode(_NodeFault):
     )
 
     def _strike(self, cluster: LocalCluster, node_id: str) -> None:
-        os.kill(cluster.nodes[node_id].process.pid, signal.SIGSTOP)
+        sigstop(cluster, node_id, cluster.nodes[node_id].process.pid)
 
     def restore(self, cluster: LocalCluster, run: DrillRun) -> None:
-        os.kill(cluster.nodes[self._victim].process.pid, signal.SIGCONT)
+        sigcont(cluster, self._victim, cluster.nodes[self._victim].process.pid)
         run.note(f"SIGCONT {self._victim}")
 
 
@@ -236,11 +237,14 @@ class StopRegionDatabase(Fault):
         region = cluster.spec.regions[0].name
         self._database = _local_database(cluster, region)
         run.note(f"stop the {region} database")
+        self._fault = f"stopped-database-{region}"
+        faults_in_force.record(cluster.state_dir, self._fault, {"lift": "database", "region": region})
         self._database.stop()
         return basecamps_of(cluster, region)
 
     def restore(self, cluster: LocalCluster, run: DrillRun) -> None:
         self._database.start()
+        faults_in_force.lifted(cluster.state_dir, self._fault)
         run.note("restarted the database")
 
     def recovery_bound(self, cluster: LocalCluster, times: DrillTimes) -> float:
@@ -280,12 +284,14 @@ class GatewayFault(_SettlementFault):
         self.name, self.hypothesis, self._faults = name, hypothesis, faults
 
     def inject(self, cluster: LocalCluster, run: DrillRun) -> list[str]:
-        _gateway_faults(cluster, self._faults)
+        faults_in_force.record(cluster.state_dir, "gateway-faults", {"lift": "gateway"})
+        cluster.set_gateway_faults(self._faults)
         run.note(f"gateway faults {self._faults}")
         return [basecamps_of(cluster, cluster.spec.regions[0].name)[0]]
 
     def restore(self, cluster: LocalCluster, run: DrillRun) -> None:
-        _gateway_faults(cluster, {})
+        cluster.set_gateway_faults({})
+        faults_in_force.lifted(cluster.state_dir, "gateway-faults")
         run.note("gateway faults cleared")
 
 
@@ -412,14 +418,16 @@ class _NotYet(Exception):
     """A probe reached the cluster but the fault's effect is still there."""
 
 
-def _gateway_faults(cluster: LocalCluster, faults: dict[str, object]) -> None:
-    """Sets the gateway's faults as the cluster's operator (``PUT /admin/faults`` admits only ``sre``)."""
-    if not cluster.spec.gateway_url:
-        raise RuntimeError("this cluster runs no payment gateway")
-    with cluster.client_transport("sre").http_client(cluster.spec.gateway_url, timeout_seconds=10) as http:
-        reply = http.put("/admin/faults", json=faults)
-    if reply.status_code != 200:
-        raise RuntimeError(f"the gateway refused faults {faults}: {reply.status_code} {reply.text}")
+def sigstop(cluster: LocalCluster, node_id: str, pid: int) -> None:
+    """SIGSTOPs the node or coordinator ``node_id``, on record: should the drill die before
+    :func:`sigcont`, ``up``'s supervisor sends the SIGCONT (:mod:`..run.faults_in_force`)."""
+    faults_in_force.record(cluster.state_dir, f"stopped-{node_id}", {"lift": "sigcont", "pid": str(pid), "node_id": node_id})
+    os.kill(pid, signal.SIGSTOP)
+
+
+def sigcont(cluster: LocalCluster, node_id: str, pid: int) -> None:
+    os.kill(pid, signal.SIGCONT)
+    faults_in_force.lifted(cluster.state_dir, f"stopped-{node_id}")
 
 
 DRILLS: dict[str, Callable[[], Fault]] = {

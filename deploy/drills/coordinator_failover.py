@@ -12,13 +12,10 @@ the one to try.
 
 from __future__ import annotations
 
-import os
-import signal
-
 from sqlalchemy import Engine
 
 from ridgeline.deploy.cluster.local_cluster import LocalCluster, NodeRun
-from ridgeline.deploy.drills.chaos import DrillRun, DrillTimes, KillCoordinator
+from ridgeline.deploy.drills.chaos import DrillRun, DrillTimes, KillCoordinator, sigcont, sigstop
 from ridgeline.global_coordinator import leadership
 from ridgeline.regional.storage.db import make_engine, run_transaction
 
@@ -101,10 +98,10 @@ class PauseCoordinatorLeader(_LeaderFault):
     )
 
     def _strike(self, cluster: LocalCluster, victim: NodeRun) -> None:
-        os.kill(victim.process.pid, signal.SIGSTOP)
+        sigstop(cluster, victim.node_id, victim.process.pid)
 
     def restore(self, cluster: LocalCluster, run: DrillRun) -> None:
-        os.kill(cluster.coordinators[self._victim].process.pid, signal.SIGCONT)
+        sigcont(cluster, self._victim, cluster.coordinators[self._victim].process.pid)
         run.note(f"SIGCONT {self._victim}")
 
     def recovery_bound(self, cluster: LocalCluster, times: DrillTimes) -> float:

@@ -16,7 +16,9 @@ long-lived thread, so the children it forks stay tied to ``up`` (:mod:`.parent_d
 drill's pid, and releases it (removes the file) when it wants the part back; the supervisor
 then restarts it at once, whether the drill runs inside ``up``'s process or attached from
 another. A hold whose drill died is stale and is lifted: a drill killed mid-fault cannot
-leave a part down.
+leave a part down. Nor can it leave a fault in force that outlives it (a SIGSTOPped part,
+the gateway's faults, a stopped database): the supervisor lifts those too, through the
+``lift`` it is given, once their drill is gone (:mod:`.faults_in_force`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from ridgeline.deploy.run.faults_in_force import FaultInForce, lifted, orphaned
 from ridgeline.deploy.run.processes import ProcessHandle, alive
 from ridgeline.trust.private_files import write_private
 
@@ -124,10 +127,21 @@ def describe_exit(status: int) -> str:
 class Supervisor:
     """Watches parts by name and restarts them (see the module docstring)."""
 
-    def __init__(self, state_dir: Path, *, policy: RestartPolicy = RestartPolicy(), report: Callable[[str], None] = _log.warning, changed: Callable[[], None] = lambda: None) -> None:
-        """``report`` hears every death, restart and give-up; ``changed`` is called after each
-        (``up`` rewrites state.json there)."""
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        policy: RestartPolicy = RestartPolicy(),
+        report: Callable[[str], None] = _log.warning,
+        changed: Callable[[], None] = lambda: None,
+        lift: Callable[[FaultInForce], None] | None = None,
+    ) -> None:
+        """``report`` hears every death, restart, give-up and lifted fault; ``changed`` is
+        called after each (``up`` rewrites state.json there); ``lift`` undoes a fault whose
+        drill died (None: such faults are left to whoever runs the drill)."""
+        self._state_dir = state_dir
         self._holds = state_dir / HOLDS_DIR
+        self._lift = lift
         self._policy = policy
         self._report = report
         self._changed = changed
@@ -170,6 +184,19 @@ class Supervisor:
                     self._check(name)
                 except Exception:  # noqa: BLE001 - one part's surprise must not end supervision of all
                     _log.exception("supervising %s failed; trying again", name)
+            if self._lift is not None:
+                self._lift_orphaned(self._lift)
+
+    def _lift_orphaned(self, lift: Callable[[FaultInForce], None]) -> None:
+        """Lifts every fault whose drill died mid-fault; one that fails is tried again next poll."""
+        for fault in orphaned(self._state_dir):
+            try:
+                lift(fault)
+            except Exception as error:  # noqa: BLE001 - the gateway or database may still be starting
+                _log.warning("could not lift %s left by drill pid %d yet: %s", fault.name, fault.drill_pid, error)
+                continue
+            lifted(self._state_dir, fault.name)
+            self._report(f"lifted {fault.name}: the drill that struck it (pid {fault.drill_pid}) is gone")
 
     def _check(self, name: str) -> None:
         part, status = self._parts[name], self._status[name]

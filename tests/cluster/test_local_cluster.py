@@ -18,6 +18,7 @@ import grpc
 import httpx
 import pytest
 from certificates import STRANGERS, SessionCerts, health_status, stranger_channel, stranger_http_get
+from polling import process_state, until
 
 from ridgeline.deploy.cluster.cluster_file import ClusterFileError, default_cluster, load_cluster_file, parse_cluster, render_cluster_file
 from ridgeline.deploy.cluster.local_cluster import bring_down
@@ -75,6 +76,28 @@ def _toml_to_dict(text: str) -> dict:
     import tomllib
 
     return tomllib.loads(text)
+
+
+def _drill_killed_mid_fault(name: str, state_dir: Path, env: dict[str, str]) -> dict:
+    """Starts drill ``name`` against the running cluster, SIGKILLs it once its fault is in
+    force (on record in the state directory), and waits until up's supervisor has lifted
+    that fault (the record gone); returns the record."""
+    faults = state_dir / "faults"
+    before = set(faults.glob("*.json"))
+    drill = subprocess.Popen(
+        [sys.executable, "-m", "ridgeline.deploy.cli", "chaos", "run", name, "--warmup", "1", "--fault", "60", "--concurrency", "1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        until(lambda: set(faults.glob("*.json")) - before, 90, f"{name}'s fault on record")
+        time.sleep(1.0)  # struck: the record is written right before the blow
+    finally:
+        drill.kill()
+        drill.wait()
+    [path] = set(faults.glob("*.json")) - before
+    record = json.loads(path.read_text())
+    until(lambda: not path.exists(), 30, f"{name}'s fault lifted by up's supervisor")
+    return record
 
 
 def _ridgeline(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -165,6 +188,20 @@ def test_up_status_book_drills_audit_down_on_a_running_cluster(tmp_path: Path, c
         for name in ("kill-coordinator-leader", "prefect-down", "cut-region"):
             run = _ridgeline("chaos", "run", name, "--warmup", "1", "--fault", "2", "--recovery-max", "25", "--concurrency", "2", env=env, timeout=180)
             assert run.returncode == 0 and "drill passed" in run.stdout, run.stdout[-4000:] + run.stderr[-3000:]
+        # A drill killed mid-fault leaves nothing broken: up's supervisor lifts its fault.
+        stopped = _drill_killed_mid_fault("pause-node", state_dir, env)
+        until(lambda: process_state(int(stopped["lift"]["pid"])) != "T", 10, "the node a killed drill SIGSTOPped runs again")
+        _drill_killed_mid_fault("gateway-down", state_dir, env)
+        sre_http = Transport.from_dir(state_dir / "certs", principal="sre").http_client(json.loads((state_dir / "state.json").read_text())["services"]["gateway_url"], timeout_seconds=10)
+        with sre_http as gateway:
+            assert gateway.get("/admin/faults").json()["outage"] is False, "the gateway's faults were cleared"
+        _drill_killed_mid_fault("stop-region-db", state_dir, env)  # the first region's: eu-alps
+        after = start + timedelta(days=10)
+        rebooked = _ridgeline(
+            "book", "argentiere", "argentiere-dorm", "--from", str(after), "--to", str(after + timedelta(days=1)), "--customer", "after-the-drill",
+            "--wait", "--timeout", "60", "--json", env=env,
+        )
+        assert rebooked.returncode == 0 and json.loads(rebooked.stdout)["state"] == "BOOKING_STATE_CONFIRMED", rebooked.stdout + rebooked.stderr
         state = json.loads((state_dir / "state.json").read_text())  # the drills restarted a node and Prefect: new pids
         prefect_api = f"http://127.0.0.1:{state['prefect']['port']}/api"
         assert httpx.post(f"{prefect_api}/flow_runs/filter", json={}, timeout=10).status_code == 401, "up's Prefect API answered a caller without its secret"

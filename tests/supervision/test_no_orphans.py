@@ -16,13 +16,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import httpx
 import pytest
 from certificates import health_status
+from polling import until
 
 from ridgeline.deploy.run.processes import alive, free_port
 from ridgeline.trust.credentials import Transport
@@ -51,16 +51,8 @@ def _leftovers(root: Path, mark: str) -> list[str]:
     return found
 
 
-def _until(condition: Callable[[], bool], seconds: float, what: Callable[[], str]) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {seconds:g} s: {what()}")
-        time.sleep(0.2)
-
-
 def _none_left(root: Path, mark: str) -> None:
-    _until(lambda: not _leftovers(root, mark), ORPHAN_BOUND_SECONDS, lambda: f"left running: {_leftovers(root, mark)}")
+    until(lambda: not _leftovers(root, mark), ORPHAN_BOUND_SECONDS, lambda: f"left running: {_leftovers(root, mark)}")
 
 
 def _environment(mark: str, **extra: str) -> dict[str, str]:
@@ -159,7 +151,7 @@ def _comes_back(state_dir: Path, part: str, killed_pid: int) -> dict:
         record = _state(state_dir)["supervision"][part]
         return record["state"] == "running" and record["pid"] not in (None, killed_pid) and alive(record["pid"])
 
-    _until(back, 90, lambda: f"{part}: {_state(state_dir)['supervision'][part]}")
+    until(back, 90, lambda: f"{part}: {_state(state_dir)['supervision'][part]}")
     return _state(state_dir)["supervision"][part]
 
 
@@ -198,7 +190,7 @@ def test_up_restarts_what_dies_and_leaves_nothing_when_killed(tmp_path: Path) ->
 
         up.kill()  # up alone: its children learn it from the kernel
         up.wait()
-        _until(lambda: _leftovers(tmp_path, mark) == [], ORPHAN_BOUND_SECONDS, lambda: f"left running: {_leftovers(tmp_path, mark)}")
+        until(lambda: _leftovers(tmp_path, mark) == [], ORPHAN_BOUND_SECONDS, lambda: f"left running: {_leftovers(tmp_path, mark)}")
         assert "left behind" in " ".join(_ridgeline("down", env=env).stdout.split())  # rich wraps at 80 columns in a pipe
         assert not (state_dir / "state.json").exists()
 

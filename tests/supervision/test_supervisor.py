@@ -8,8 +8,9 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
 from pathlib import Path
+
+from polling import until
 
 from ridgeline.deploy.run.processes import alive
 from ridgeline.deploy.run.supervisor import ProcessPart, RestartPolicy, Supervisor, describe_exit, hold, release
@@ -40,13 +41,6 @@ class Sleeper:
         self.process.wait()
 
 
-def _until(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
-        time.sleep(0.05)
-
-
 def test_a_killed_part_is_restarted_and_its_exit_recorded(tmp_path: Path) -> None:
     events: list[str] = []
     sleeper = Sleeper()
@@ -56,7 +50,7 @@ def test_a_killed_part_is_restarted_and_its_exit_recorded(tmp_path: Path) -> Non
     try:
         first = sleeper.process.pid
         sleeper.process.kill()
-        _until(lambda: supervisor.snapshot()["node:a"]["restarts"] == 1, 10, "the restart")
+        until(lambda: supervisor.snapshot()["node:a"]["restarts"] == 1, 10, "the restart")
         record = supervisor.snapshot()["node:a"]
         assert record["state"] == "running" and record["pid"] != first and alive(int(record["pid"]))
         assert record["last_exit"] == "signal 9 (SIGKILL)", record
@@ -73,7 +67,7 @@ def test_a_crash_loop_backs_off_doubling_then_gives_up_loudly(tmp_path: Path) ->
     supervisor.watch("gateway", crasher.part())
     supervisor.start()
     try:
-        _until(lambda: supervisor.snapshot()["gateway"]["state"] == "gave-up", 20, "giving up")
+        until(lambda: supervisor.snapshot()["gateway"]["state"] == "gave-up", 20, "giving up")
         time.sleep(1.0)
         assert crasher.starts == QUICK.crash_loop_deaths_max, "no start after giving up"
         pauses = [e.rsplit(" in ", 1)[1] for e in events if "restarting it in" in e]
@@ -94,21 +88,21 @@ def test_a_held_part_stays_down_until_released_and_a_dead_holder_releases_it(tmp
         for _ in range(QUICK.crash_loop_deaths_max + 1):  # held deaths are no crash loop
             killed = sleeper.process.pid
             sleeper.process.kill()
-            _until(lambda: supervisor.snapshot()["coordinator"]["state"] == "held", 5, "the hold seen")
+            until(lambda: supervisor.snapshot()["coordinator"]["state"] == "held", 5, "the hold seen")
             time.sleep(0.5)
             assert sleeper.process.pid == killed, "restarted while held"
             release(tmp_path, "coordinator")
-            _until(lambda: supervisor.snapshot()["coordinator"]["state"] == "running", 5, "the restart on release")
+            until(lambda: supervisor.snapshot()["coordinator"]["state"] == "running", 5, "the restart on release")
             hold(tmp_path, "coordinator", "a drill")
         release(tmp_path, "coordinator")
         drill = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
                                   "from ridgeline.deploy.run.supervisor import hold; hold(Path(sys.argv[1]), 'coordinator', 'x'); time.sleep(60)", str(tmp_path)])
-        _until(lambda: (tmp_path / "holds" / "coordinator.json").exists(), 20, "the drill's hold")
+        until(lambda: (tmp_path / "holds" / "coordinator.json").exists(), 20, "the drill's hold")
         sleeper.process.kill()
-        _until(lambda: supervisor.snapshot()["coordinator"]["state"] == "held", 5, "held by the drill")
+        until(lambda: supervisor.snapshot()["coordinator"]["state"] == "held", 5, "held by the drill")
         drill.kill()  # the drill dies mid-fault: its hold must not keep the part down
         drill.wait()
-        _until(lambda: supervisor.snapshot()["coordinator"]["state"] == "running", 5, "the stale hold lifted")
+        until(lambda: supervisor.snapshot()["coordinator"]["state"] == "running", 5, "the stale hold lifted")
         assert not (tmp_path / "holds" / "coordinator.json").exists()
     finally:
         supervisor.close()
@@ -141,8 +135,8 @@ def test_tied_children_and_a_guarded_postmaster_die_with_a_sigkilled_parent(tmp_
         assert alive(postmaster) and alive(sleeper), "a tied child died with the thread that forked it"
         parent.kill()
         parent.wait()
-        _until(lambda: not alive(sleeper), 10, "the tied child's death")
-        _until(lambda: not alive(postmaster), 30, "the postmaster's fast shutdown")
+        until(lambda: not alive(sleeper), 10, "the tied child's death")
+        until(lambda: not alive(postmaster), 30, "the postmaster's fast shutdown")
         assert "shutdown request" in (tmp_path / "pg" / "server.log").read_text(), "a fast shutdown, not a crash"
     finally:
         parent.kill()
