@@ -142,6 +142,7 @@ class Supervisor:
         self._state_dir = state_dir
         self._holds = state_dir / HOLDS_DIR
         self._lift = lift
+        self._lift_errors: dict[str, str] = {}
         self._policy = policy
         self._report = report
         self._changed = changed
@@ -193,8 +194,11 @@ class Supervisor:
             try:
                 lift(fault)
             except Exception as error:  # noqa: BLE001 - the gateway or database may still be starting
-                _log.warning("could not lift %s left by drill pid %d yet: %s", fault.name, fault.drill_pid, error)
+                if self._lift_errors.get(fault.name) != str(error):  # said once per cause, not at every poll
+                    self._lift_errors[fault.name] = str(error)
+                    _log.warning("could not lift %s left by drill pid %d yet (trying again): %s", fault.name, fault.drill_pid, error)
                 continue
+            self._lift_errors.pop(fault.name, None)
             lifted(self._state_dir, fault.name)
             self._report(f"lifted {fault.name}: the drill that struck it (pid {fault.drill_pid}) is gone")
 
