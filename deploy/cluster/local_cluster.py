@@ -10,8 +10,8 @@ nodes run settlement. Then it starts every node as its own
 ``ridgeline node --cluster FILE --node-id ID`` process (as on separate machines),
 waits for each READY line and for the region's leases to settle, and prints where
 everything listens. From then on a supervisor (``deploy/run/supervisor.py``) restarts any
-node, coordinator, gateway or Prefect server that dies; drills hold a part down while they
-need it dead. ``state.json`` in the state directory lets ``ridgeline down``,
+node, coordinator, gateway, Prefect server or single-server PostgreSQL (a region's, the
+services') that dies; drills hold a part down while they need it dead. ``state.json`` in the state directory lets ``ridgeline down``,
 ``ridgeline status`` and ``ridgeline chaos run`` (see :meth:`LocalCluster.attach`) find the
 cluster from another terminal; ``up`` alone writes it.
 """
@@ -78,6 +78,29 @@ class NodeRun:
     address: str
     process: ProcessHandle
     log_path: Path
+
+
+def database_part(name: str) -> str:
+    """The supervised part of the local PostgreSQL ``name`` (a region, or "services")."""
+    return f"postgres:{name}"
+
+
+@dataclass(frozen=True)
+class DatabasePart:
+    """A PostgreSQL server ``up`` started, as its supervisor sees it. pg_ctl daemonizes the
+    postmaster, so it is not up's child and how it ended cannot be known, only that it did;
+    started again it is tied to up once more (its guard)."""
+
+    server: PostgresServer
+
+    def pid(self) -> int | None:
+        return self.server.pid
+
+    def poll(self) -> str | None:
+        return None if self.server.running else "its postmaster is gone"
+
+    def restart(self) -> None:
+        self.server.start()
 
 
 def read_state(state_dir: Path) -> dict[str, object] | None:
@@ -316,6 +339,21 @@ class LocalCluster:
                 self.coordinators[coordinator_id] = NodeRun(coordinator_id, "", old.address, AdoptedProcess(pid), old.log_path)
         self.coordinator = next(iter(self.coordinators.values()), None)
 
+    def stop_database(self, name: str) -> PostgresServer:
+        """Stops the local PostgreSQL ``name`` (a region's, or "services"), fast shutdown; it
+        stays down, held, until :meth:`restart_database`. Returns it."""
+        database = self.databases.get(name)
+        if database is None:
+            raise ClusterStartError(f"the {name} database is not a PostgreSQL this machine's cluster runs")
+        hold(self.state_dir, database_part(name), "stopped by a drill")
+        database.stop()
+        return database
+
+    def restart_database(self, name: str) -> None:
+        """Lets the supervisor start the database ``name`` again, on its data directory and
+        port; returns once it serves."""
+        self._bring_back(database_part(name))
+
     def stop_prefect(self) -> None:
         """Stops the Prefect server; it stays down, held, until :meth:`restart_prefect`."""
         if self.prefect is None:
@@ -367,6 +405,8 @@ class LocalCluster:
             supervisor.watch("prefect", ProcessPart(lambda: prefect.process, prefect.start))
         if self.console is not None:
             supervisor.watch("console", ProcessPart(lambda: self.console.process if self.console else None, self._restart_console))
+        for name, database in self.databases.items():  # single servers; Patroni restarts its own members
+            supervisor.watch(database_part(name), DatabasePart(database))
         self._supervisor = supervisor
         supervisor.start()
 
@@ -390,10 +430,6 @@ class LocalCluster:
                 os.kill(pid, signal.SIGCONT)
         elif how["lift"] == "gateway":
             self.set_gateway_faults({})
-        elif how["lift"] == "database":
-            database = self.databases[how["region"]]
-            if not database.running:
-                database.start()
         else:
             raise ValueError(f"{fault.name}: no way to lift {how}")
 

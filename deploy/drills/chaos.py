@@ -32,7 +32,6 @@ from ridgeline.deploy.cluster.local_cluster import LocalCluster
 from ridgeline.deploy.drills.audit import AuditReport, check_acknowledged, run_audit
 from ridgeline.deploy.drills.load import LoadGenerator, LoadReport, LoadSettings
 from ridgeline.deploy.run import faults_in_force
-from ridgeline.deploy.run.postgres import PostgresServer
 from ridgeline.routing import ClusterClient, failure_text, night_range
 from ridgeline.routing.coordinator_set import CoordinatorSet
 from ridgeline.trust.credentials import Transport
@@ -225,7 +224,7 @@ class PauseNode(_NodeFault):
 
 class StopRegionDatabase(Fault):
     name = "stop-region-db"
-    acts_on = "the first region's local PostgreSQL: stopped, then started"
+    acts_on = "the first region's local PostgreSQL: stopped (held down), then started again by the supervisor"
     hypothesis = (
         "The first region's database stops (fast shutdown) for the fault window: that region answers UNAVAILABLE, "
         "other regions keep booking, and after the restart its basecamps are writable again within 10 s; "
@@ -234,17 +233,13 @@ class StopRegionDatabase(Fault):
     recovers_from_injection = False
 
     def inject(self, cluster: LocalCluster, run: DrillRun) -> list[str]:
-        region = cluster.spec.regions[0].name
-        self._database = _local_database(cluster, region)
-        run.note(f"stop the {region} database")
-        self._fault = f"stopped-database-{region}"
-        faults_in_force.record(cluster.state_dir, self._fault, {"lift": "database", "region": region})
-        self._database.stop()
-        return basecamps_of(cluster, region)
+        self._region = cluster.spec.regions[0].name
+        run.note(f"stop the {self._region} database")
+        cluster.stop_database(self._region)  # held down: should this drill die, the supervisor starts it
+        return basecamps_of(cluster, self._region)
 
     def restore(self, cluster: LocalCluster, run: DrillRun) -> None:
-        self._database.start()
-        faults_in_force.lifted(cluster.state_dir, self._fault)
+        cluster.restart_database(self._region)
         run.note("restarted the database")
 
     def recovery_bound(self, cluster: LocalCluster, times: DrillTimes) -> float:
@@ -626,10 +621,3 @@ def busiest_node(cluster: LocalCluster) -> tuple[str, list[str]]:
 def basecamps_of(cluster: LocalCluster, region: str) -> list[str]:
     with ClusterClient([r.address for r in cluster.nodes.values()], transport=cluster.client_transport("sre"), timeout_seconds=5) as client:
         return sorted(b.basecamp_id for b in client.list_basecamps(region).basecamps)
-
-
-def _local_database(cluster: LocalCluster, region: str) -> PostgresServer:
-    database = cluster.databases.get(region)
-    if database is None:
-        raise RuntimeError(f"the {region} database is not run by this machine's cluster; a database drill needs a local one")
-    return database

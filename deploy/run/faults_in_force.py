@@ -1,16 +1,17 @@
 """Faults a chaos drill has in force, on record in the state directory until it lifts them.
 
 Some faults outlive the drill's own process: a SIGSTOPped node or coordinator, the payment
-gateway's injected faults, a stopped region database. Before a drill strikes with one, it
+gateway's injected faults. (A part a drill stops, a database included, is held down instead,
+:func:`.supervisor.hold`, and comes back when its drill dies.) Before a drill strikes with one, it
 records the fault (``faults/<name>.json``: its pid and how to lift the fault), and it
 removes the record once it has lifted the fault itself. ``ridgeline up``'s supervisor lifts
 every fault whose drill is gone (SIGKILLed or interrupted mid-fault), within one poll, as
 it lifts a stale hold (:mod:`.supervisor`): a drill killed at any line leaves nothing
 broken behind it.
 
-Every lift is idempotent (SIGCONT to a running process, clearing faults already clear,
-starting a database that runs), because a drill can die between recording a fault and
-striking, or between lifting it and removing the record.
+Every lift is idempotent (SIGCONT to a running process, clearing faults already clear),
+because a drill can die between recording a fault and striking, or between lifting it and
+removing the record.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ FAULTS_DIR = "faults"
 @dataclass(frozen=True)
 class FaultInForce:
     """One recorded fault: ``lift`` says how to undo it (``{"lift": "sigcont", "pid": …,
-    "node_id": …}``, ``{"lift": "gateway"}``, ``{"lift": "database", "region": …}``; the
-    cluster that runs the parts does it, ``LocalCluster.lift_fault``)."""
+    "node_id": …}`` or ``{"lift": "gateway"}``; the cluster that runs the parts does it,
+    ``LocalCluster.lift_fault``)."""
 
     name: str
     drill_pid: int

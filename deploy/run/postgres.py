@@ -266,6 +266,11 @@ class PostgresServer:
         """Whether a postmaster is alive for this data directory (ours or adopted)."""
         return self._live_postmaster_pid() is not None
 
+    @property
+    def pid(self) -> int | None:
+        """The live postmaster's pid for this data directory (None: none runs)."""
+        return self._live_postmaster_pid()
+
     # ------------------------------------------------------------------ URLs
 
     def url(self, database: str = "postgres", *, scheme: str = "cockroachdb+psycopg") -> str:

@@ -2,7 +2,7 @@
 restart policy would, and says so.
 
 ``ridgeline up`` hands each of its parts (nodes, the coordinator, the gateway, the Prefect
-server) to one :class:`Supervisor`. A thread of its own watches them; one that exits, for
+server, its single-server PostgreSQL databases) to one :class:`Supervisor`. A thread of its own watches them; one that exits, for
 any reason, is logged with its exit status or signal and started again after a backoff
 that doubles from :attr:`RestartPolicy.backoff_first_seconds` up to
 :attr:`RestartPolicy.backoff_max_seconds`. A part that dies
@@ -17,8 +17,8 @@ drill's pid, and releases it (removes the file) when it wants the part back; the
 then restarts it at once, whether the drill runs inside ``up``'s process or attached from
 another. A hold whose drill died is stale and is lifted: a drill killed mid-fault cannot
 leave a part down. Nor can it leave a fault in force that outlives it (a SIGSTOPped part,
-the gateway's faults, a stopped database): the supervisor lifts those too, through the
-``lift`` it is given, once their drill is gone (:mod:`.faults_in_force`).
+the gateway's faults): the supervisor lifts those too, through the ``lift`` it is given,
+once their drill is gone (:mod:`.faults_in_force`).
 """
 
 from __future__ import annotations
@@ -72,8 +72,10 @@ class Part(Protocol):
     def pid(self) -> int | None:
         """Its pid while it is meant to run (None: none started)."""
 
-    def poll(self) -> int | None:
-        """None while it runs; else its exit status (negative: the signal that ended it)."""
+    def poll(self) -> int | str | None:
+        """None while it runs; else its exit status (negative: the signal that ended it), or,
+        for a process that is not this one's child (a daemonized postmaster), how it ended as
+        far as can be told."""
 
     def restart(self) -> None:
         """Starts it again and returns once it serves; raises (OSError, RuntimeError) when it could not."""
@@ -210,7 +212,7 @@ class Supervisor:
             exit_status = part.poll()
             if exit_status is None:
                 return
-            self._died(name, status, describe_exit(exit_status))
+            self._died(name, status, exit_status if isinstance(exit_status, str) else describe_exit(exit_status))
             if status.state == "gave-up":
                 return
         holder = held_by(self._holds, name)

@@ -78,11 +78,12 @@ def _toml_to_dict(text: str) -> dict:
     return tomllib.loads(text)
 
 
-def _drill_killed_mid_fault(name: str, state_dir: Path, env: dict[str, str]) -> dict:
+def _drill_killed_mid_fault(name: str, state_dir: Path, env: dict[str, str], *, on_record: str = "faults") -> dict:
     """Starts drill ``name`` against the running cluster, SIGKILLs it once its fault is in
-    force (on record in the state directory), and waits until up's supervisor has lifted
-    that fault (the record gone); returns the record."""
-    faults = state_dir / "faults"
+    force (on record in the state directory: ``faults/``, or ``holds/`` for a part it
+    stopped), and waits until up's supervisor has lifted that fault (the record gone);
+    returns the record."""
+    faults = state_dir / on_record
     before = set(faults.glob("*.json"))
     drill = subprocess.Popen(
         [sys.executable, "-m", "ridgeline.deploy.cli", "chaos", "run", name, "--warmup", "1", "--fault", "60", "--concurrency", "1"],
@@ -195,7 +196,7 @@ def test_up_status_book_drills_audit_down_on_a_running_cluster(tmp_path: Path, c
         sre_http = Transport.from_dir(state_dir / "certs", principal="sre").http_client(json.loads((state_dir / "state.json").read_text())["services"]["gateway_url"], timeout_seconds=10)
         with sre_http as gateway:
             assert gateway.get("/admin/faults").json()["outage"] is False, "the gateway's faults were cleared"
-        _drill_killed_mid_fault("stop-region-db", state_dir, env)  # the first region's: eu-alps
+        _drill_killed_mid_fault("stop-region-db", state_dir, env, on_record="holds")  # the first region's: eu-alps
         after = start + timedelta(days=10)
         rebooked = _ridgeline(
             "book", "argentiere", "argentiere-dorm", "--from", str(after), "--to", str(after + timedelta(days=1)), "--customer", "after-the-drill",

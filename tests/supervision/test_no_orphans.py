@@ -163,7 +163,7 @@ def test_up_restarts_what_dies_and_leaves_nothing_when_killed(tmp_path: Path) ->
     up = _started(command, env, "is serving", tmp_path / "up.out")
     try:
         state = _state(state_dir)
-        assert set(state["supervision"]) == {"node:eu-alps-1", "node:eu-alps-2", "coordinator", "gateway", "prefect", "console"}, state["supervision"]
+        assert set(state["supervision"]) == {"node:eu-alps-1", "node:eu-alps-2", "coordinator", "gateway", "prefect", "console", "postgres:eu-alps", "postgres:services"}, state["supervision"]
         victim = state["nodes"]["eu-alps-1"]
         os.kill(victim["pid"], signal.SIGKILL)
         node = _comes_back(state_dir, "node:eu-alps-1", victim["pid"])

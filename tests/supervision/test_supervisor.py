@@ -1,17 +1,23 @@
 """The supervisor on real child processes: restart with backoff, give up on a crash loop,
-leave a held part alone until released, lift a hold whose drill died; and children tied
-to their parent dying with it, SIGKILL included, a PostgreSQL postmaster too."""
+leave a held part alone until released, lift a hold whose drill died, start a SIGKILLed
+PostgreSQL again; and children tied to their parent dying with it, SIGKILL included, a
+PostgreSQL postmaster too."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
 
+import psycopg
 from polling import until
 
+from ridgeline.deploy.cluster.local_cluster import DatabasePart
+from ridgeline.deploy.run.postgres import PostgresServer, PostgresSettings
 from ridgeline.deploy.run.processes import alive
 from ridgeline.deploy.run.supervisor import ProcessPart, RestartPolicy, Supervisor, describe_exit, hold, release
 
@@ -141,3 +147,32 @@ def test_tied_children_and_a_guarded_postmaster_die_with_a_sigkilled_parent(tmp_
     finally:
         parent.kill()
         parent.wait()
+
+
+def test_a_sigkilled_postgresql_is_started_again_and_a_held_one_only_once_released(tmp_path: Path) -> None:
+    server = PostgresServer(tmp_path / "pg", settings=PostgresSettings(durable=False))
+    server.start()
+    reports: list[str] = []
+    supervisor = Supervisor(tmp_path, policy=QUICK, report=reports.append)
+    supervisor.watch("postgres:eu-alps", DatabasePart(server))
+    supervisor.start()
+    try:
+        first = server.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)  # its backends see the postmaster die and follow it
+        until(lambda: supervisor.snapshot()["postgres:eu-alps"]["state"] == "running" and server.pid not in (None, first), 60, f"started again: {reports}")
+        status = supervisor.snapshot()["postgres:eu-alps"]
+        assert (status["state"], status["restarts"], status["last_exit"]) == ("running", 1, "its postmaster is gone"), status
+        with psycopg.connect(server.admin_dsn(), connect_timeout=10) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,), "it serves"
+
+        hold(tmp_path, "postgres:eu-alps", "a drill")
+        server.stop()
+        until(lambda: supervisor.snapshot()["postgres:eu-alps"]["state"] == "held", 5, "held by the drill")
+        time.sleep(0.5)
+        assert not server.running, "a held database stays down"
+        release(tmp_path, "postgres:eu-alps")
+        until(lambda: supervisor.snapshot()["postgres:eu-alps"]["state"] == "running" and server.running, 60, "the released database started again")
+    finally:
+        supervisor.close()
+        server.stop()
