@@ -11,9 +11,10 @@ nodes run settlement. Then it starts every node as its own
 waits for each READY line and for the region's leases to settle, and prints where
 everything listens. From then on a supervisor (``deploy/run/supervisor.py``) restarts any
 node, coordinator, gateway, Prefect server or single-server PostgreSQL (a region's, the
-services') that dies; drills hold a part down while they need it dead. ``state.json`` in the state directory lets ``ridgeline down``,
-``ridgeline status`` and ``ridgeline chaos run`` (see :meth:`LocalCluster.attach`) find the
-cluster from another terminal; ``up`` alone writes it.
+services') that dies; drills hold a part down while they need it dead. ``state.json`` in
+the state directory lets ``ridgeline down``, ``ridgeline status`` and ``ridgeline chaos
+run`` (see :meth:`LocalCluster.attach`) find the cluster from another terminal; ``up``
+alone writes it.
 """
 
 from __future__ import annotations
@@ -339,15 +340,17 @@ class LocalCluster:
                 self.coordinators[coordinator_id] = NodeRun(coordinator_id, "", old.address, AdoptedProcess(pid), old.log_path)
         self.coordinator = next(iter(self.coordinators.values()), None)
 
-    def stop_database(self, name: str) -> PostgresServer:
+    def stop_database(self, name: str) -> None:
         """Stops the local PostgreSQL ``name`` (a region's, or "services"), fast shutdown; it
-        stays down, held, until :meth:`restart_database`. Returns it."""
+        stays down, held, until :meth:`restart_database`."""
         database = self.databases.get(name)
         if database is None:
-            raise ClusterStartError(f"the {name} database is not a PostgreSQL this machine's cluster runs")
+            raise ClusterStartError(
+                f"the {name} database is not a single PostgreSQL server of this machine's cluster (under --ha Patroni runs it): "
+                "a database drill needs one"
+            )
         hold(self.state_dir, database_part(name), "stopped by a drill")
         database.stop()
-        return database
 
     def restart_database(self, name: str) -> None:
         """Lets the supervisor start the database ``name`` again, on its data directory and
