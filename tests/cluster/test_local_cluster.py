@@ -85,18 +85,22 @@ def _drill_killed_mid_fault(name: str, state_dir: Path, env: dict[str, str], *, 
     returns the record."""
     faults = state_dir / on_record
     before = set(faults.glob("*.json"))
+
+    def new_records() -> list[Path]:
+        return sorted(set(faults.glob("*.json")) - before)
+
     drill = subprocess.Popen(
         [sys.executable, "-m", "ridgeline.deploy.cli", "chaos", "run", name, "--warmup", "1", "--fault", "60", "--concurrency", "1"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        until(lambda: set(faults.glob("*.json")) - before, 90, f"{name}'s fault on record")
+        until(new_records, 90, f"{name}'s fault on record")
+        [path] = new_records()
+        record = json.loads(path.read_text())  # read while its drill lives: once it is gone, the supervisor lifts it within a poll
         time.sleep(1.0)  # struck: the record is written right before the blow
     finally:
         drill.kill()
         drill.wait()
-    [path] = set(faults.glob("*.json")) - before
-    record = json.loads(path.read_text())
     until(lambda: not path.exists(), 30, f"{name}'s fault lifted by up's supervisor")
     return record
 
