@@ -42,9 +42,11 @@ pytestmark = pytest.mark.serial
 
 
 SWEEP_INTERVAL_SECONDS = 2.0
-#: Beyond one interval: the pass's own statements and scheduling on a loaded, shared
-#: 2-core machine. What was seen started at 1.1 s beyond the interval (6.1 s at 5 s).
-SLACK_SECONDS = 1.0
+#: Beyond one interval: the pass's own statements and its thread's turn on the GIL beside
+#: twelve load threads, on a loaded 2-core machine (up to 1.43 s seen in CI, the watcher's
+#: own query then included). Still under a second interval, so a skipped pass, which
+#: leaves holds lapsed up to two intervals, is caught: what was seen reached 7.2 s beyond.
+SLACK_SECONDS = 1.6
 LOAD_SECONDS = 16.0
 LOAD_THREADS = 12
 #: Holds lapse at about this rate while the load runs, each after a TTL of 1-3 s.
@@ -73,6 +75,11 @@ def _wait_for_leases(node: RegionalNode, certs: SessionCerts) -> None:
                 return
             time.sleep(0.2)
     raise AssertionError("the node did not take the basecamps' leases within 30 s")
+
+
+def _passes_cut_short() -> float:
+    """Sweep passes in this process that spent their whole interval and left lapsed holds."""
+    return REGISTRY.get_sample_value("ridgeline_sweep_passes_total", {"outcome": "deadline"}) or 0.0
 
 
 @pytest.mark.timeout(240)
@@ -113,8 +120,10 @@ def test_invariant_3_every_hold_lapsing_under_racing_load_is_expired_within_one_
 
     def watch() -> None:
         while not stop.is_set() or len(seen_expired) < len(lapsing):
-            rows = query(alps_db.url, "SELECT CAST(booking_id AS TEXT) AS id FROM bookings WHERE state = 'expired'")
+            # Stamped before the query: its snapshot is taken as it starts, so a row it
+            # reads as expired was expired by then, however long the loaded server takes.
             now = datetime.now(timezone.utc)
+            rows = query(alps_db.url, "SELECT CAST(booking_id AS TEXT) AS id FROM bookings WHERE state = 'expired'")
             for row in rows:
                 seen_expired.setdefault(row.id, now)
             if stop.is_set() and time.monotonic() > watch_until[0]:
@@ -122,6 +131,7 @@ def test_invariant_3_every_hold_lapsing_under_racing_load_is_expired_within_one_
             time.sleep(0.1)
 
     _wait_for_leases(loaded_node, certs)
+    cut_short_before = _passes_cut_short()
     watch_until = [float("inf")]
     threads = [threading.Thread(target=load, args=(i,)) for i in range(LOAD_THREADS)]
     threads += [threading.Thread(target=place_lapsing), threading.Thread(target=watch)]
@@ -138,9 +148,16 @@ def test_invariant_3_every_hold_lapsing_under_racing_load_is_expired_within_one_
     )
     bound = SWEEP_INTERVAL_SECONDS + SLACK_SECONDS
     beyond = [(round(delay, 2), b) for delay, b in late if delay > bound]
-    print(f"{len(lapsing)} lapsing holds, {load_done[0]} load cycles, worst {late[-1][0]:.2f} s, {len(beyond)} beyond {bound} s")
+    cut_short = _passes_cut_short() - cut_short_before
+    print(
+        f"{len(lapsing)} lapsing holds, {load_done[0]} load cycles, worst {late[-1][0]:.2f} s, {len(beyond)} beyond {bound} s,"
+        f" {cut_short:.0f} pass(es) cut short by their deadline"
+    )
     assert len(lapsing) >= 100 and load_done[0] >= 100, "the load did not run"
-    assert not beyond, f"{len(beyond)} of {len(lapsing)} lapsed holds expired later than {bound} s after their expiry: {beyond[:10]}"
+    assert not beyond, (
+        f"{len(beyond)} of {len(lapsing)} lapsed holds expired later than {bound} s after their expiry"
+        f" ({cut_short:.0f} sweep pass(es) cut short by their deadline): {beyond[:10]}"
+    )
     assert len(failures) < load_done[0] / 100, f"{len(failures)} load calls failed: {failures[:5]}"
     assert_inventory_matches_bookings(alps_db.url)
     assert_history_consistent(alps_db.url)
