@@ -1,10 +1,9 @@
-"""Waiting for what real processes reach in their own time, and reading their state."""
+"""Waiting for what real processes reach in their own time."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 
 def until(condition: Callable[[], object], seconds: float, what: str | Callable[[], str], *, poll_seconds: float = 0.05) -> None:
@@ -15,8 +14,3 @@ def until(condition: Callable[[], object], seconds: float, what: str | Callable[
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {seconds:g} s: {what if isinstance(what, str) else what()}")
         time.sleep(poll_seconds)
-
-
-def process_state(pid: int) -> str:
-    """The process's state letter in /proc (R running, S sleeping, T stopped by a signal)."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

@@ -293,6 +293,12 @@ def alive(pid: int) -> bool:
         return True  # no procfs (macOS), or gone this instant: existence is all we know
 
 
+def process_state(pid: int) -> str:
+    """The process's state letter in /proc (R running, S sleeping, T stopped by a signal, Z a
+    zombie): to see that a SIGSTOP or SIGCONT took. Raises OSError when the process is gone."""
+    return _stat_fields(pid)[0]
+
+
 def command_line(pid: int) -> str:
     """The process's command line (empty when it is gone): to check a recorded pid is still ours."""
     try:

@@ -18,11 +18,11 @@ import grpc
 import httpx
 import pytest
 from certificates import STRANGERS, SessionCerts, health_status, stranger_channel, stranger_http_get
-from polling import process_state, until
+from polling import until
 
 from ridgeline.deploy.cluster.cluster_file import ClusterFileError, default_cluster, load_cluster_file, parse_cluster, render_cluster_file
 from ridgeline.deploy.cluster.local_cluster import bring_down
-from ridgeline.deploy.run.processes import alive, command_line, free_port
+from ridgeline.deploy.run.processes import alive, command_line, free_port, process_state
 from ridgeline.trust.credentials import Transport
 
 #: Bound by wall-clock time (recovery, expiry, grace): run alone, after the parallel phase (Makefile).

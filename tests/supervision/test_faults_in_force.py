@@ -11,12 +11,13 @@ import sys
 import time
 from pathlib import Path
 
-from polling import process_state, until
+from polling import until
 
 from ridgeline.deploy.cluster.cluster_file import ClusterSpec, NodeSpec, RegionSpec
 from ridgeline.deploy.cluster.local_cluster import LocalCluster
 from ridgeline.deploy.run import faults_in_force
 from ridgeline.deploy.run.faults_in_force import FaultInForce
+from ridgeline.deploy.run.processes import process_state
 from ridgeline.deploy.run.supervisor import RestartPolicy, Supervisor
 
 QUICK = RestartPolicy(poll_interval_seconds=0.05)
