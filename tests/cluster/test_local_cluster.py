@@ -78,31 +78,43 @@ def _toml_to_dict(text: str) -> dict:
     return tomllib.loads(text)
 
 
-def _drill_killed_mid_fault(name: str, state_dir: Path, env: dict[str, str], *, on_record: str = "faults") -> dict:
+def _drill_killed_mid_fault(name: str, state_dir: Path, env: dict[str, str], *, on_record: str = "faults") -> tuple[str, dict]:
     """Starts drill ``name`` against the running cluster, SIGKILLs it once its fault is in
     force (on record in the state directory: ``faults/``, or ``holds/`` for a part it
-    stopped), and waits until up's supervisor has lifted that fault (the record gone);
-    returns the record."""
+    stopped; and the drill has said it injects), and waits until up's supervisor has lifted
+    that fault (the record gone); returns the record's name and content."""
     faults = state_dir / on_record
     before = set(faults.glob("*.json"))
+    said = state_dir.parent / f"drill-{name}.out"  # beside the state directory, not in it
 
     def new_records() -> list[Path]:
         return sorted(set(faults.glob("*.json")) - before)
 
-    drill = subprocess.Popen(
-        [sys.executable, "-m", "ridgeline.deploy.cli", "chaos", "run", name, "--warmup", "1", "--fault", "60", "--concurrency", "1"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    with said.open("wb") as out:
+        drill = subprocess.Popen(
+            [sys.executable, "-m", "ridgeline.deploy.cli", "chaos", "run", name, "--warmup", "1", "--fault", "60", "--concurrency", "1"],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
     try:
-        until(new_records, 90, f"{name}'s fault on record")
+        until(lambda: new_records() and f"inject {name}" in said.read_text(errors="replace"), 90, lambda: f"{name}'s fault in force: {said.read_text()[-2000:]}")
         [path] = new_records()
         record = json.loads(path.read_text())  # read while its drill lives: once it is gone, the supervisor lifts it within a poll
-        time.sleep(1.0)  # struck: the record is written right before the blow
+        time.sleep(1.0)  # struck: the blow follows the drill's "inject" at once
     finally:
         drill.kill()
         drill.wait()
     until(lambda: not path.exists(), 30, f"{name}'s fault lifted by up's supervisor")
-    return record
+    return path.stem, record
+
+
+def _serves_on_its_own_database(state_dir: Path, node_id: str) -> bool:
+    """The node's recorded process is alive and has no database URL override (a drill's fault proxies) in its environment."""
+    pid = int(json.loads((state_dir / "state.json").read_text())["nodes"][node_id]["pid"])
+    try:
+        environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return alive(pid) and not any(v.startswith(b"RIDGELINE_DATABASE_URL_") for v in environment)
 
 
 def _ridgeline(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -194,13 +206,17 @@ def test_up_status_book_drills_audit_down_on_a_running_cluster(tmp_path: Path, c
             run = _ridgeline("chaos", "run", name, "--warmup", "1", "--fault", "2", "--recovery-max", "25", "--concurrency", "2", env=env, timeout=180)
             assert run.returncode == 0 and "drill passed" in run.stdout, run.stdout[-4000:] + run.stderr[-3000:]
         # A drill killed mid-fault leaves nothing broken: up's supervisor lifts its fault.
-        stopped = _drill_killed_mid_fault("pause-node", state_dir, env)
+        _, stopped = _drill_killed_mid_fault("pause-node", state_dir, env)
         until(lambda: process_state(int(stopped["lift"]["pid"])) != "T", 10, "the node a killed drill SIGSTOPped runs again")
         _drill_killed_mid_fault("gateway-down", state_dir, env)
         sre_http = Transport.from_dir(state_dir / "certs", principal="sre").http_client(json.loads((state_dir / "state.json").read_text())["services"]["gateway_url"], timeout_seconds=10)
         with sre_http as gateway:
             assert gateway.get("/admin/faults").json()["outage"] is False, "the gateway's faults were cleared"
         _drill_killed_mid_fault("stop-region-db", state_dir, env, on_record="holds")  # the first region's: eu-alps
+        # The node the drill restarted behind its fault proxies dies with it; up starts it again on its own database.
+        held, _ = _drill_killed_mid_fault("cut-node-from-database", state_dir, env, on_record="holds")
+        victim = held.removeprefix("node:")
+        until(lambda: _serves_on_its_own_database(state_dir, victim), 60, f"{victim} back on its own database after its drill was killed")
         after = start + timedelta(days=10)
         rebooked = _ridgeline(
             "book", "argentiere", "argentiere-dorm", "--from", str(after), "--to", str(after + timedelta(days=1)), "--customer", "after-the-drill",
