@@ -27,12 +27,14 @@ class Collector:
     def trace(self, trace_id: str) -> list[ReceivedSpan]:
         return [s for s in self._receiver.spans() if s.trace_id == trace_id]
 
-    def wait_for(self, trace_id: str, names: set[str], timeout_seconds: float = 20.0) -> list[ReceivedSpan]:
-        """The trace's spans once every name in ``names`` arrived (the exporters batch)."""
+    def wait_for(self, trace_id: str, names: set[str] | set[str | tuple[str, str]], timeout_seconds: float = 20.0) -> list[ReceivedSpan]:
+        """The trace's spans once every name in ``names`` arrived (the exporters batch); a
+        ``(service, name)`` pair waits for that service's span of the name, since a client's
+        span and its server's share a name and each process exports on its own schedule."""
         deadline = time.monotonic() + timeout_seconds
         while True:
             spans = self.trace(trace_id)
-            missing = names - {s.name for s in spans}
+            missing = names - {s.name for s in spans} - {(s.service, s.name) for s in spans}
             if not missing:
                 return spans
             if time.monotonic() > deadline:

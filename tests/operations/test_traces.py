@@ -84,7 +84,14 @@ def test_a_trek_is_one_trace_across_the_coordinator_and_every_leg(
             trek = stub.PlanTrek(plan_request(f"traced-{uuid.uuid4().hex}", legs), timeout=60)
             root = _current_trace_id()
         assert trek.decision == tpb.DECISION_COMMIT, trek
-        spans = collector.wait_for(root, {"/ridgeline.v1.TrekService/PlanTrek", "/ridgeline.v1.TrekLegService/PrepareLeg", "/ridgeline.v1.TrekLegService/CommitLeg"})
+        spans = collector.wait_for(
+            root,
+            {
+                ("ridgeline-coordinator", "/ridgeline.v1.TrekService/PlanTrek"),
+                ("ridgeline-tests", "/ridgeline.v1.TrekLegService/PrepareLeg"),
+                ("ridgeline-tests", "/ridgeline.v1.TrekLegService/CommitLeg"),
+            },
+        )
     services = {(s.service, s.name) for s in spans}
     assert ("ridgeline-coordinator", "/ridgeline.v1.TrekService/PlanTrek") in services
     prepares = [s for s in spans if s.name == "/ridgeline.v1.TrekLegService/PrepareLeg" and s.service == "ridgeline-tests"]
