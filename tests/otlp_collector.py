@@ -8,7 +8,7 @@ process and its children at it, with a short batch delay so the spans arrive in 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 from contextlib import contextmanager
 
 import pytest
@@ -27,7 +27,7 @@ class Collector:
     def trace(self, trace_id: str) -> list[ReceivedSpan]:
         return [s for s in self._receiver.spans() if s.trace_id == trace_id]
 
-    def wait_for(self, trace_id: str, names: set[str] | set[str | tuple[str, str]], timeout_seconds: float = 20.0) -> list[ReceivedSpan]:
+    def wait_for(self, trace_id: str, names: Set[str | tuple[str, str]], timeout_seconds: float = 20.0) -> list[ReceivedSpan]:
         """The trace's spans once every name in ``names`` arrived (the exporters batch); a
         ``(service, name)`` pair waits for that service's span of the name, since a client's
         span and its server's share a name and each process exports on its own schedule."""
