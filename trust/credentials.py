@@ -9,7 +9,9 @@ renewed certificate is served without a restart; calls on open connections conti
 Clients keep one channel per target for the life of the process (sessions stay warm).
 The HTTP surfaces (the stand-in gateway, the fault-control endpoint) and their clients
 take the same files as :mod:`ssl` contexts (:meth:`Transport.server_ssl_context`,
-:meth:`Transport.http_client`): this is the one place that knows which files a process presents.
+:meth:`Transport.http_client`), and the operator console's browser-facing HTTPS renews the
+same way (:func:`renewing_server_context`): this is the one place that knows which files a
+process presents.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import os
 import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +32,7 @@ from ridgeline import tracing
 from ridgeline.trust.certs import CertificateError, CertsDir, pair_matches
 from ridgeline.trust.tokens import METADATA_KEY
 
-__all__ = ["Transport", "INSECURE_WARNING"]
+__all__ = ["Transport", "INSECURE_WARNING", "renewing_server_context"]
 
 _log = logging.getLogger(__name__)
 
@@ -162,8 +164,9 @@ class Transport:
         handshake only with a client certificate the cluster CA signed (like the gRPC ports).
         Renewed files are served from the next handshake on (:class:`_RenewingServerContext`)."""
         assert self.certs is not None, "an insecure transport has no credentials"
-        self.certs.require(self.certs.ca_cert, self.certs.node_cert, self.certs.node_key)
-        return _RenewingServerContext(self.certs).context
+        certs = self.certs
+        certs.require(certs.ca_cert, certs.node_cert, certs.node_key)
+        return renewing_server_context(lambda: _http_server_context(certs), (certs.node_cert, certs.node_key, certs.ca_cert))
 
     @property
     def http_scheme(self) -> str:
@@ -230,6 +233,12 @@ def _read_pair(cert_path: Path, key_path: Path) -> tuple[bytes, bytes]:
     raise CertificateError(f"{key_path} is not the key of {cert_path}: a renewal did not finish; renew again with `ridgeline cert create-node` or `create-client`")
 
 
+def renewing_server_context(build: Callable[[], ssl.SSLContext], files: Sequence[Path]) -> ssl.SSLContext:
+    """A server's TLS context, from ``build``, that serves renewed ``files`` from the next
+    handshake on: for every HTTPS surface (mutual TLS, or the console's browser-facing one)."""
+    return _RenewingServerContext(build, files).context
+
+
 class _RenewingServerContext:
     """An HTTP server's TLS context that serves renewed files from the next handshake on.
 
@@ -240,12 +249,12 @@ class _RenewingServerContext:
     good context serves meanwhile. Open connections keep the context they began with.
     """
 
-    def __init__(self, certs: CertsDir) -> None:
-        self._certs = certs
-        self._files = (certs.node_cert, certs.node_key, certs.ca_cert)
+    def __init__(self, build: Callable[[], ssl.SSLContext], files: Sequence[Path]) -> None:
+        self._build = build
+        self._files = tuple(files)
         self._lock = threading.Lock()
         self._stamp = _stamp(self._files)
-        self.context = _http_server_context(certs)
+        self.context = build()
         self.context.sni_callback = self._choose
         self._current = self.context
 
@@ -259,9 +268,9 @@ class _RenewingServerContext:
             try:
                 stamp = _stamp(self._files)
                 if stamp != self._stamp:
-                    self._current = _http_server_context(self._certs)
+                    self._current = self._build()
                     self._stamp = stamp
-                    _log.info("serving the renewed certificate %s over HTTPS", self._certs.node_cert)
+                    _log.info("serving the renewed certificate %s over HTTPS", self._files[0])
             except (OSError, ssl.SSLError):
                 pass  # a file mid-replacement: keep serving the pair we have
             return self._current

@@ -19,14 +19,20 @@ from ridgeline.deploy.console.backend import ConsoleBackends
 from ridgeline.deploy.console.sessions import SessionStore
 from ridgeline.deploy.run import asgi_serving
 from ridgeline.trust.certs import CertsDir
-from ridgeline.trust.credentials import Transport
+from ridgeline.trust.credentials import Transport, renewing_server_context
 
 SHUTDOWN_GRACE_SECONDS = 3
 
 
 def browser_ssl_context(certs: CertsDir) -> ssl.SSLContext:
-    """The server half of TLS for browsers: the node pair, TLS 1.2 or newer, no client certificate asked."""
+    """The server half of TLS for browsers: the node pair, TLS 1.2 or newer, no client
+    certificate asked; a renewed pair is served from the next handshake on, as on every
+    other port of the cluster, so renewing it needs no restart of the console."""
     certs.require(certs.node_cert, certs.node_key)
+    return renewing_server_context(lambda: _browser_context(certs), (certs.node_cert, certs.node_key))
+
+
+def _browser_context(certs: CertsDir) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(certs.node_cert, certs.node_key)

@@ -1,10 +1,13 @@
 """Rotation without downtime (issue 11, item 7): a renewed node certificate is served at the next
-handshake, under load, with no failed call; a renewal caught half-written keeps the old pair."""
+handshake, under load, with no failed call; a renewal caught half-written keeps the old pair.
+The operator console's browser-facing HTTPS renews the same way."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -12,8 +15,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from cryptography import x509
 from trust_servers import call, presented_serial, serial_on_disk, serving
 
+from ridgeline.deploy.run.processes import ridgeline_command, spawn_ready
 from ridgeline.trust.certs import LOCAL_NODE_NAME, CertificateError, CertsDir, create_node, ensure_local
 from ridgeline.trust.credentials import Transport, _ServerPair
 
@@ -178,3 +183,38 @@ def test_a_renewal_that_never_finished_is_a_clear_error_not_a_dead_channel(tmp_p
     os.replace(_staged_renewal(tmp_path, certs).node_key, certs.node_key)
     with pytest.raises(CertificateError, match="renewal did not finish"):
         Transport.from_dir(certs.path).channel("127.0.0.1:1")
+
+
+def _console_certificate(certs: CertsDir, url: str) -> int:
+    """The serial a browser is shown in a fresh handshake (no client certificate, as a browser
+    comes), after a login page was served over that connection."""
+    host, port = url.removeprefix("https://").rsplit(":", 1)
+    context = ssl.create_default_context(cafile=str(certs.ca_cert))
+    with socket.create_connection((host, int(port)), timeout=_WAIT_SECONDS) as raw, context.wrap_socket(raw, server_hostname=host) as tls:
+        tls.sendall(f"GET /login HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        status = tls.recv(64).split(b"\r\n", 1)[0]
+        der = tls.getpeercert(binary_form=True)
+    assert status.startswith(b"HTTP/1.1 200"), status
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def test_the_console_serves_a_renewed_pair_from_the_next_handshake_and_never_half_a_renewal(tmp_path: Path) -> None:
+    """The operator console's browser-facing HTTPS, like every other port: no restart to renew."""
+    certs = CertsDir(tmp_path / "certs")
+    ensure_local(certs)
+    staging = _staged_renewal(tmp_path, certs)
+    old, renewed = serial_on_disk(certs), serial_on_disk(staging)
+    # A seed nobody answers on: the login page needs no cluster.
+    command = ridgeline_command("--certs-dir", str(certs.path), "console", "--target", "127.0.0.1:9", "--listen", "127.0.0.1:0", "--state-dir", str(tmp_path / "state"))
+    with spawn_ready(command, what="the operator console", log_path=tmp_path / "console.log") as console:
+        url = console.address
+        assert _console_certificate(certs, url) == old
+        os.replace(staging.node_key, certs.node_key)  # the key renamed in, the certificate not yet
+        for _ in range(3):
+            assert _console_certificate(certs, url) == old, "a mismatched pair is never served; the old one serves meanwhile"
+        os.replace(staging.node_cert, certs.node_cert)  # the renewal completes
+        assert _console_certificate(certs, url) == renewed
+        create_node(certs, LOCAL_NODE_NAME, _LOCAL_HOSTS)  # and again, in place
+        assert _console_certificate(certs, url) == serial_on_disk(certs) not in (old, renewed)
+    assert "serving the renewed certificate" in (tmp_path / "console.log").read_text(), "the console says it renewed"
