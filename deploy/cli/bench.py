@@ -1,7 +1,9 @@
 """``ridgeline bench holds|settle|peers|timers|treks|cluster|console``: each benchmark's options, its engine, its tables.
 
 The engines in deploy/bench run and measure; these commands check the options, print
-the report (render_bench) and write it as JSON when asked. Every benchmark speaks mutual
+the report (render_bench) and write it as JSON when asked. Each command imports its engine
+and renderer when it runs: every process the cluster starts is a ``ridgeline`` command,
+and importing all the benchmarks cost each of them about a second of CPU at start. Every benchmark speaks mutual
 TLS with certificates it makes for the run (the global ``--certs-dir`` is not used);
 ``ridgeline --insecure bench …`` runs it in plaintext, and ``--insecure-baseline`` (holds,
 treks) measures both in the same run. A separate flag, because the global ``--insecure``
@@ -16,10 +18,7 @@ from typing import Annotated
 
 import typer
 
-from ridgeline.deploy.bench import cluster_bench, holds_bench, settlement_bench, treks_bench
-from ridgeline.deploy.cli import options, render_bench
-from ridgeline.deploy.run.etcd import EtcdError
-from ridgeline.deploy.run.postgres import PostgresError
+from ridgeline.deploy.cli import options
 from ridgeline.regional.config import NodeConfig
 
 #: ``ridgeline bench``; ``ridgeline.deploy.cli`` adds it under that name.
@@ -48,6 +47,9 @@ def holds(
     """Holds/s and p50/p99 through gRPC (mTLS) against one node, beside the raw SQL ceiling of the same run."""
     if seconds <= 0 or threads <= 0 or workers <= 0 or repeat <= 0 or round_max <= 0:
         raise typer.BadParameter("--seconds, --threads, --workers, --repeat and --round-max must be positive")
+    from ridgeline.deploy.bench import holds_bench
+    from ridgeline.deploy.cli import render_bench
+
     if trace_exporter not in holds_bench.TRACE_EXPORTERS:
         raise typer.BadParameter(f"--trace-exporter takes one of {', '.join(holds_bench.TRACE_EXPORTERS)}")
     settings = holds_bench.BenchSettings(
@@ -71,6 +73,9 @@ def settle(
     """Confirmed bookings/s and p50/p99 time to confirmed: batched settle flows against one flow run per booking."""
     if min(bookings, baseline_bookings, threads) <= 0 or latency_ms < 0 or (paced is not None and paced <= 0):
         raise typer.BadParameter("--bookings, --baseline-bookings, --threads and --paced must be positive")
+    from ridgeline.deploy.bench import settlement_bench
+    from ridgeline.deploy.cli import render_bench
+
     report = settlement_bench.run_settle_benchmark(
         bookings=bookings, baseline_bookings=baseline_bookings, threads=threads, latency_ms=latency_ms, secure=_secure(insecure_baseline=False), paced=paced
     )
@@ -97,6 +102,7 @@ def peers(
         typer.secho(f"error: {error}", err=True, fg="red")
         raise typer.Exit(1) from None
     from ridgeline.deploy.bench.peers import peers_bench
+    from ridgeline.deploy.cli import render_bench
 
     report = peers_bench.run_peers_benchmark(bookings=bookings, threads=threads, latency_ms=latency_ms, paced=paced, secure=_secure(insecure_baseline=False))
     render_bench.peers(report, peers_bench.ratios(report))
@@ -116,6 +122,7 @@ def timers(
     if min(pending, ticks, settle_bookings, threads) <= 0 or latency_ms < 0:
         raise typer.BadParameter("--pending, --ticks, --settle-bookings and --threads must be positive")
     from ridgeline.deploy.bench.timers_bench import run_timers_benchmark
+    from ridgeline.deploy.cli import render_bench
 
     report = run_timers_benchmark(
         pending=pending, ticks=ticks, settle_bookings=settle_bookings, threads=threads, latency_ms=latency_ms, secure=_secure(insecure_baseline=False)
@@ -134,6 +141,7 @@ def console(
     if min(bookings, requests) <= 0:
         raise typer.BadParameter("--bookings and --requests must be positive")
     from ridgeline.deploy.bench.console_bench import run_console_benchmark
+    from ridgeline.deploy.cli import render_bench
 
     report = run_console_benchmark(bookings=bookings, requests=requests, secure=_secure(insecure_baseline=False))
     render_bench.console_pages(report)
@@ -150,6 +158,9 @@ def treks(
     """3-leg treks across 3 regions (mTLS): treks/s and p50/p99 to decision and to settled, beside single bookings."""
     if seconds <= 0 or threads <= 0:
         raise typer.BadParameter("--seconds and --threads must be positive")
+    from ridgeline.deploy.bench import treks_bench
+    from ridgeline.deploy.cli import render_bench
+
     report = treks_bench.run_treks_benchmark(seconds=seconds, threads=threads, secure=_secure(insecure_baseline), insecure_baseline=insecure_baseline)
     render_bench.treks(report)
     _write_json(json_path, report.to_json())
@@ -171,6 +182,11 @@ def cluster(
     """Failover times (median, max) of a node, a region primary and the leading coordinator, and holds/s through the routing client: 3 regions x 2 nodes vs one node."""
     if seconds <= 0 or threads <= 0 or failovers < 0 or database_failovers < 0 or coordinator_failovers < 0:
         raise typer.BadParameter("--seconds and --threads must be positive, --failovers, --database-failovers and --coordinator-failovers not negative")
+    from ridgeline.deploy.bench import cluster_bench
+    from ridgeline.deploy.cli import render_bench
+    from ridgeline.deploy.run.etcd import EtcdError
+    from ridgeline.deploy.run.postgres import PostgresError
+
     try:
         report = cluster_bench.run_cluster_benchmark(
             seconds=seconds, threads=threads, failovers=failovers, lease_ttl=lease_ttl, heartbeat=heartbeat, secure=_secure(insecure_baseline=False),
