@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import gc
 import logging
+from typing import TYPE_CHECKING
 
-from ridgeline.deploy.run.node_settlement import NodeSettlement, SettlementConfig
 from ridgeline.deploy.run.termination import Termination
 from ridgeline.regional.config import NodeConfig
 from ridgeline.regional.node import RegionalNode
+
+if TYPE_CHECKING:
+    from ridgeline.deploy.run.node_settlement import SettlementConfig
 
 _log = logging.getLogger(__name__)
 
@@ -22,6 +25,9 @@ def serve_until_signalled(config: NodeConfig, *, settlement: SettlementConfig | 
     node = RegionalNode(config)
     settler = None
     if settlement is not None:
+        # Only here: settlement brings Prefect, ~2.7 s of CPU to import, which a node without it never needs.
+        from ridgeline.deploy.run.node_settlement import NodeSettlement
+
         settler = NodeSettlement(
             settlement, node_id=config.node_id, database_url=config.database_url, fence=node.keeper.ownership.fence, workflows=config.workflows,
             booked=node.booked,
