@@ -89,15 +89,20 @@ class BenchServers:
 
 
 def run_settle_benchmark(
-    *, bookings: int, baseline_bookings: int, threads: int, latency_ms: int, secure: bool = True, paced: float | None = None
+    *, bookings: int, baseline_bookings: int, threads: int, latency_ms: int, secure: bool = True, paced: float | None = None, floor_runs: int = 30
 ) -> dict[str, object]:
     """Both phases (and the paced one with ``paced``) on throwaway servers (PostgreSQL,
-    Prefect, gateway; nodes over mTLS unless not ``secure``), removed at the end."""
+    Prefect, gateway; nodes over mTLS unless not ``secure``), removed at the end, then
+    ``floor_runs`` empty flow runs: what Prefect costs a batch by itself (prefect_floor.py)."""
+    from ridgeline.deploy.bench import prefect_floor
+
     started = datetime.now(timezone.utc)
     with bench_servers("ridgeline-bench-settle-", latency_ms=latency_ms, secure=secure) as servers:
         phases = [phase("batched", servers, bookings, threads), phase("baseline", servers, baseline_bookings, threads)]
         if paced:
             phases.append(phase("paced", servers, bookings, threads, rate=paced))
+        Console(stderr=True).print(f"[dim]prefect floor: {floor_runs} empty flow runs, one after another[/]")
+        floor = prefect_floor.measure(prefect_pid=servers.pids["prefect"], postgres_pid=servers.pids["postgres"], runs=floor_runs)
     batched, baseline = phases[:2]
     return {
         "date": started.isoformat(timespec="seconds"),
@@ -109,6 +114,7 @@ def run_settle_benchmark(
         },
         "phases": [asdict(p) for p in phases],
         "ratio": batched.confirmed_per_second / baseline.confirmed_per_second if baseline.confirmed_per_second else None,
+        "prefect_floor": asdict(floor),
     }
 
 

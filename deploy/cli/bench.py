@@ -68,16 +68,17 @@ def settle(
     threads: Annotated[int, typer.Option("--threads", help="Client threads booking (and, in the baseline, running flows).")] = 8,
     latency_ms: Annotated[int, typer.Option("--latency-ms", help="Gateway latency per call.")] = 50,
     paced: Annotated[float | None, typer.Option("--paced", help="Also a paced phase: the batched node with bookings arriving at this many per second.")] = None,
+    floor_runs: Annotated[int, typer.Option("--floor-runs", help="Empty flow runs that measure what Prefect costs a batch by itself.")] = 30,
     json_path: JsonFile = None,
 ) -> None:
-    """Confirmed bookings/s and p50/p99 time to confirmed: batched settle flows against one flow run per booking."""
-    if min(bookings, baseline_bookings, threads) <= 0 or latency_ms < 0 or (paced is not None and paced <= 0):
-        raise typer.BadParameter("--bookings, --baseline-bookings, --threads and --paced must be positive")
+    """Confirmed bookings/s and p50/p99 time to confirmed: batched settle flows against one flow run per booking, and Prefect's own cost per run."""
+    if min(bookings, baseline_bookings, threads, floor_runs) <= 0 or latency_ms < 0 or (paced is not None and paced <= 0):
+        raise typer.BadParameter("--bookings, --baseline-bookings, --threads, --floor-runs and --paced must be positive")
     from ridgeline.deploy.bench import settlement_bench
     from ridgeline.deploy.cli import render_bench
 
     report = settlement_bench.run_settle_benchmark(
-        bookings=bookings, baseline_bookings=baseline_bookings, threads=threads, latency_ms=latency_ms, secure=_secure(insecure_baseline=False), paced=paced
+        bookings=bookings, baseline_bookings=baseline_bookings, threads=threads, latency_ms=latency_ms, secure=_secure(insecure_baseline=False), paced=paced, floor_runs=floor_runs
     )
     render_bench.settle(report)
     _write_json(json_path, report)

@@ -130,9 +130,24 @@ def settle(report: dict[str, object]) -> None:
         )
     console.print(table)
     print(f"load average {report.get('load_average')}; CPU ms per confirmed booking by process tree: " + "; ".join(f"{p['phase']} {p['cpu_ms']}" for p in phases if p.get("cpu_ms")))
+    _prefect_floor(report["prefect_floor"], phases)
     ratio = report["ratio"]
     verdict = "meets the goal" if isinstance(ratio, float) and ratio >= settlement_bench.GOAL_RATIO else "BELOW the goal"
     print(f"ratio batched/baseline = {ratio:.1f} (goal >= {settlement_bench.GOAL_RATIO:.0f}): {verdict}" if isinstance(ratio, float) else "no baseline rate")
+
+
+def _prefect_floor(floor: dict[str, object], phases: list[dict[str, object]]) -> None:
+    """What an empty flow run costs, and that cost per booking at each phase's batch size."""
+    cpu = floor["cpu_ms_per_run"]
+    assert isinstance(cpu, dict)
+    shares = [
+        f"{p['phase']} {cpu['sum'] * p['flow_runs'] / p['confirmed']:.1f} ms ({p['confirmed'] / p['flow_runs']:.1f} bookings/run)"
+        for p in phases if p.get("cpu_ms") and p["flow_runs"] and p["confirmed"]
+    ]  # fmt: skip
+    print(
+        f"Prefect floor, {floor['runs']} empty flow runs: {cpu['sum']:.0f} ms CPU a run (engine {cpu['client']:.0f}, server {cpu['prefect']:.0f},"
+        f" postgres {cpu['postgres']:.0f}), {floor['wall_ms_per_run']:.0f} ms wall; per booking: " + ("; ".join(shares) or "-")
+    )
 
 
 def peers(report: dict[str, object], ratios: list[dict[str, object]]) -> None:
