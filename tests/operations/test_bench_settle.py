@@ -42,3 +42,4 @@ def test_every_phase_confirms_all_its_bookings_and_the_prefect_floor_is_priced(t
     assert all(floor["cpu_ms_per_run"][tree] > 0 for tree in ("client", "prefect", "postgres")), "an empty flow run still costs the engine, the server and its database"
     assert "Prefect floor, 5 empty flow runs" in finished.stdout and "bookings/run" in finished.stdout, finished.stdout[-2000:]
     assert "ratio batched/baseline" in finished.stdout
+    assert "…" not in finished.stdout, f"a table cut a cell short in an 80-column pipe: {finished.stdout[:2000]}"
