@@ -65,8 +65,11 @@ RESOURCES = (
 )
 #: Answers that say nothing about whether the write committed.
 AMBIGUOUS = frozenset({Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED, Code.CANCELLED})
-#: Definite refusals: nothing was written, or the refusal itself was recorded.
-REFUSED = frozenset({Code.RESOURCE_EXHAUSTED, Code.ABORTED})
+#: Definite refusals: nothing was written, or the refusal itself was recorded. With the
+#: primary away the node's leases can lapse; it takes them again at a new epoch, and a write
+#: it sent under the old one is fenced out (FAILED_PRECONDITION, the owner as its hint: seen
+#: in CI, naming the node itself). A desk with one attempt does not follow the hint.
+REFUSED = frozenset({Code.RESOURCE_EXHAUSTED, Code.ABORTED, Code.FAILED_PRECONDITION})
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ def test_invariants_1_2_7_hold_when_the_region_primary_is_sigkilled_in_a_storm_o
     acknowledged: dict[str, pb.Booking] = {}
     ambiguous: list[tuple[Attempt, Code]] = []
     refused: Counter[str] = Counter()
+    unexpected: list[tuple[Code, str]] = []  # an answer that is neither: fails the test, not only its desk's thread
     killed_at: list[float] = []
     succeeded_after_kill: list[float] = []
     stop = threading.Event()
@@ -124,9 +128,10 @@ def test_invariants_1_2_7_hold_when_the_region_primary_is_sigkilled_in_a_storm_o
                 elif result.code in AMBIGUOUS:
                     ambiguous.append((attempt, result.code))
                     time.sleep(0.05)  # the database is between primaries
-                else:
-                    assert result.code in REFUSED, (result.code, result.details)
+                elif result.code in REFUSED:
                     refused[result.code.name] += 1
+                else:
+                    unexpected.append((result.code, result.details))
 
     desks = [threading.Thread(target=desk, args=(i,), daemon=True) for i in range(DESKS)]
     for thread in desks:
@@ -150,6 +155,8 @@ def test_invariants_1_2_7_hold_when_the_region_primary_is_sigkilled_in_a_storm_o
         for thread in desks:
             thread.join(30)
 
+    assert not unexpected, f"{len(unexpected)} answers neither ambiguous nor a definite refusal: {unexpected[:5]}"
+    assert not any(thread.is_alive() for thread in desks), "every desk stopped"
     writes_again = _since(succeeded_after_kill, killed_at[-1])
     assert writes_again, f"no write succeeded within {RECOVERY_MAX_SECONDS:g} s of killing the primary {old_leader}"
     recovery_seconds = min(writes_again) - killed_at[-1]
