@@ -24,7 +24,7 @@ from ridgeline.deploy.bench.peers.cpu import CpuMeter
 @dataclass(frozen=True)
 class PrefectFloor:
     runs: int
-    #: Wall time of one run, start to Completed, on an otherwise idle node.
+    #: Wall time of one run, start to Completed, with nothing else running in the benchmark.
     wall_ms_per_run: float
     #: CPU ms per run by process tree: ``client`` (this process: Prefect's engine),
     #: ``prefect`` (the server), ``postgres``, and their ``sum``.

@@ -3,11 +3,13 @@
 The engines in deploy/bench run and measure; these commands check the options, print
 the report (render_bench) and write it as JSON when asked. Each command imports its engine
 and renderer when it runs: every process the cluster starts is a ``ridgeline`` command,
-and importing all the benchmarks cost each of them about a second of CPU at start. Every benchmark speaks mutual
-TLS with certificates it makes for the run (the global ``--certs-dir`` is not used);
-``ridgeline --insecure bench …`` runs it in plaintext, and ``--insecure-baseline`` (holds,
-treks) measures both in the same run. A separate flag, because the global ``--insecure``
-means "everything this command starts runs insecure", not "compare".
+and importing all the benchmarks cost each of them about a second of CPU at start.
+
+Every benchmark speaks mutual TLS with certificates it makes for the run (the global
+``--certs-dir`` is not used); ``ridgeline --insecure bench …`` runs it in plaintext, and
+``--insecure-baseline`` (holds, treks) measures both in the same run. A separate flag,
+because the global ``--insecure`` means "everything this command starts runs insecure",
+not "compare".
 """
 
 from __future__ import annotations

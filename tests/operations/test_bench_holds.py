@@ -9,28 +9,21 @@ and the report carries the ratio the verdict reads and the in-process price of a
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from bench_command import run_bench
 
 
 @pytest.mark.parametrize("exporter", ["none", "otlp"])
 def test_the_traced_phase_exports_a_span_per_hold_and_the_report_prices_it(tmp_path: Path, exporter: str) -> None:
-    report_path = tmp_path / "holds.json"
-    command = [
-        sys.executable, "-m", "ridgeline.deploy.cli", "bench", "holds", "--traced", "--trace-exporter", exporter,
-        "--seconds", "1", "--threads", "2", "--workers", "2", "--json", str(report_path),
-    ]  # fmt: skip
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=240, check=False)
-    assert finished.returncode == 0, finished.stderr[-3000:]
-    report = json.loads(report_path.read_text())
+    report, printed = run_bench(
+        tmp_path, "holds", "--traced", "--trace-exporter", exporter, "--seconds", "1", "--threads", "2", "--workers", "2", timeout_seconds=240
+    )
     phases = {p["phase"]: p for p in report["phases"]}
     assert set(phases) == {"ceiling", "grpc", "grpc-traced"}
     assert all(p["ops"] > 0 and not p["errors"] for p in phases.values()), phases
     assert 0.9 <= report["spans_per_traced_hold"] <= 1.5, "one server span per PlaceHold (plus the warm-up's)"
     assert len(report["traced_ratios"]) == 1 and report["traced_goal_ratio"] == 0.95
     assert report["span_cost_us"] > 0 and 0 < report["span_share_of_node_cpu"] < 1, "the in-process price of a span, against the node's"
-    assert "traced/untraced" in finished.stdout
+    assert "traced/untraced" in printed

@@ -10,23 +10,18 @@ them per booking.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
+
+from bench_command import run_bench
 
 BOOKINGS, BASELINE_BOOKINGS, FLOOR_RUNS = 24, 4, 5
 
 
 def test_every_phase_confirms_all_its_bookings_and_the_prefect_floor_is_priced(tmp_path: Path) -> None:
-    report_path = tmp_path / "settle.json"
-    command = [
-        sys.executable, "-m", "ridgeline.deploy.cli", "bench", "settle", "--bookings", str(BOOKINGS), "--baseline-bookings", str(BASELINE_BOOKINGS),
-        "--threads", "2", "--paced", "8", "--floor-runs", str(FLOOR_RUNS), "--json", str(report_path),
-    ]  # fmt: skip
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=280, check=False)
-    assert finished.returncode == 0, finished.stderr[-3000:]
-    report = json.loads(report_path.read_text())
+    report, printed = run_bench(
+        tmp_path, "settle", "--bookings", str(BOOKINGS), "--baseline-bookings", str(BASELINE_BOOKINGS), "--threads", "2", "--paced", "8",
+        "--floor-runs", str(FLOOR_RUNS), timeout_seconds=280,
+    )  # fmt: skip
     phases = {p["phase"]: p for p in report["phases"]}
     assert set(phases) == {"batched", "baseline", "paced"}
     for name, p in phases.items():
@@ -40,6 +35,6 @@ def test_every_phase_confirms_all_its_bookings_and_the_prefect_floor_is_priced(t
     floor = report["prefect_floor"]
     assert floor["runs"] == FLOOR_RUNS and floor["wall_ms_per_run"] > 0, floor
     assert all(floor["cpu_ms_per_run"][tree] > 0 for tree in ("client", "prefect", "postgres")), "an empty flow run still costs the engine, the server and its database"
-    assert "Prefect floor, 5 empty flow runs" in finished.stdout and "bookings/run" in finished.stdout, finished.stdout[-2000:]
-    assert "ratio batched/baseline" in finished.stdout
-    assert "…" not in finished.stdout, f"a table cut a cell short in an 80-column pipe: {finished.stdout[:2000]}"
+    assert "Prefect floor, 5 empty flow runs" in printed and "bookings/run" in printed, printed[-2000:]
+    assert "ratio batched/baseline" in printed
+    assert "…" not in printed, f"a table cut a cell short in an 80-column pipe: {printed[:2000]}"
