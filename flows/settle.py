@@ -81,11 +81,17 @@ def settle_batch(runtime: str, booking_ids: list[str], basecamps: list[str]) -> 
         outcomes.update(_confirm_charged(rt, steps, charged))
     deliver_outbox(rt, basecamps)
     if outcomes:
-        create_table_artifact(
-            table=[{"booking": booking_id, "outcome": outcome} for booking_id, outcome in outcomes.items()],
-            description=f"settlement of {len(outcomes)} booking(s)",
-        )
+        record_outcomes(outcomes)
     return outcomes
+
+
+def record_outcomes(outcomes: dict[str, str]) -> None:
+    """The run's table artifact: each booking's outcome, where an operator reads it in Prefect
+    (also what ``bench settle``'s floor pays for in each empty run)."""
+    create_table_artifact(
+        table=[{"booking": booking_id, "outcome": outcome} for booking_id, outcome in outcomes.items()],
+        description=f"settlement of {len(outcomes)} booking(s)",
+    )
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass
 
 from prefect import flow
-from prefect.artifacts import create_table_artifact
 
 from ridgeline.deploy.bench.peers.cpu import CpuMeter
+from ridgeline.flows.settle import record_outcomes
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class PrefectFloor:
 def _empty_batch(booking_ids: list[str]) -> dict[str, str]:
     """The settle flow's frame without its steps: parameters in, one artifact, outcomes out."""
     outcomes = dict.fromkeys(booking_ids, "confirmed")
-    create_table_artifact(table=[{"booking": b, "outcome": o} for b, o in outcomes.items()], description=f"settlement of {len(outcomes)} booking(s)")
+    record_outcomes(outcomes)
     return outcomes
 
 
